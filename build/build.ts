@@ -1,0 +1,97 @@
+// The build: AssemblyScript -> build/engine.wasm -> wasm2c -> build/gen ->
+// CMake for Linux (build/linux) and Windows (build/windows, mingw-w64).
+//
+//   tsx build/build.ts [--engine-only] [--linux-only] [--sanitize]
+import { execFileSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const paths = {
+  wasm: join(root, "build", "engine.wasm"),
+  gen: join(root, "build", "gen"),
+  linux: join(root, "build", "linux"),
+  windows: join(root, "build", "windows"),
+  asan: join(root, "build", "linux-asan"),
+};
+
+// The compiled engine's memory: grows on demand up to 2 GiB (32768 pages).
+const ASC_FLAGS = [
+  "--optimizeLevel", "3", "--shrinkLevel", "0", "--noAssert",
+  "--runtime", "incremental",
+  "--use", "abort=as/index/engineAbort",
+  "--initialMemory", "32", "--maximumMemory", "32768",
+];
+
+const WASM2C_RUNTIME = "/usr/share/wabt/wasm2c";
+const WASM_RT_H = "/usr/include/wasm-rt.h";
+
+function run(cmd: string, args: string[], cwd = root): void {
+  execFileSync(cmd, args, { cwd, stdio: ["ignore", "inherit", "inherit"] });
+}
+
+function newest(dir: string): number {
+  let t = 0;
+  for (const f of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, f.name);
+    t = Math.max(t, f.isDirectory() ? newest(p) : statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+function mtime(p: string): number {
+  return existsSync(p) ? statSync(p).mtimeMs : 0;
+}
+
+/** as/ -> build/engine.wasm -> build/gen/engine_wasm.{c,h} (+ runtime copy). */
+export function buildEngine(): void {
+  mkdirSync(paths.gen, { recursive: true });
+  if (mtime(paths.wasm) < newest(join(root, "as")) || mtime(paths.wasm) < mtime(join(root, "build", "build.ts"))) {
+    run(join(root, "node_modules", ".bin", "asc"), ["as/index.ts", "-o", paths.wasm, ...ASC_FLAGS]);
+  }
+  const genC = join(paths.gen, "engine_wasm.c");
+  if (mtime(genC) < mtime(paths.wasm)) {
+    run("wasm2c", [paths.wasm, "-n", "engine", "-o", genC]);
+  }
+  // The runtime must come from the same wabt as wasm2c; mingw cannot search
+  // /usr/include, so the headers are copied beside the generated code.
+  for (const [src, name] of [
+    [join(WASM2C_RUNTIME, "wasm-rt-impl.c"), "wasm-rt-impl.c"],
+    [join(WASM2C_RUNTIME, "wasm-rt-impl.h"), "wasm-rt-impl.h"],
+    [WASM_RT_H, "wasm-rt.h"],
+  ] as const) {
+    const dst = join(paths.gen, name);
+    if (!existsSync(dst) || readFileSync(dst, "utf8") !== readFileSync(src, "utf8")) copyFileSync(src, dst);
+  }
+}
+
+function cmake(buildDir: string, extra: string[]): void {
+  mkdirSync(buildDir, { recursive: true });
+  run("cmake", ["-S", root, "-B", buildDir, "-DCMAKE_BUILD_TYPE=Release", ...extra, "-Wno-dev"]);
+  run("cmake", ["--build", buildDir, "--parallel", "2"]);
+}
+
+export function buildLinux(sanitize = false): void {
+  buildEngine();
+  if (sanitize) cmake(paths.asan, ["-DWR_SANITIZE=ON"]);
+  else cmake(paths.linux, []);
+}
+
+export function buildWindows(): void {
+  buildEngine();
+  cmake(paths.windows, [`-DCMAKE_TOOLCHAIN_FILE=${join(root, "build", "mingw-w64.cmake")}`]);
+}
+
+export function buildAll(): void {
+  buildLinux();
+  buildWindows();
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = new Set(process.argv.slice(2));
+  if (args.has("--engine-only")) buildEngine();
+  else if (args.has("--linux-only")) buildLinux(args.has("--sanitize"));
+  else buildAll();
+  writeFileSync(join(root, "build", ".built"), new Date().toISOString() + "\n");
+}

@@ -1,0 +1,235 @@
+/*
+ * windows_redirector.h — redirect chosen processes' TCP and UDP traffic to a
+ * local proxy port, and tell the proxy where each connection was going.
+ *
+ * This header is the library's documentation: what is not declared here is
+ * not part of the API.
+ *
+ * Backends: WinDivert on Windows (windows_redirector.dll), NFQUEUE on Linux
+ * (libwindows_redirector.so). Both run the same engine and expose the same
+ * functions.
+ *
+ * Conventions
+ *   - Every function may be called from any thread, at any time, in any
+ *     order; calling one before initialize_global_config() initialises the
+ *     library first. Calls that change state are serialised inside.
+ *   - Strings are NUL-terminated UTF-8. The library never keeps a pointer
+ *     the caller passed in; it copies what it needs before returning.
+ *   - The six seed functions keep the exact prototypes and return codes of
+ *     the original (Rust) library, so existing callers link unchanged. The
+ *     added functions are prefixed redirector_ and return 0 or one of the
+ *     REDIRECTOR_E* codes below, which are unique and never reused.
+ *   - After any failure, redirector_last_error() gives a readable reason and
+ *     redirector_last_error_code() its REDIRECTOR_E* code. They describe the
+ *     most recent failure in the whole process (not per thread: Go moves
+ *     goroutines between threads); a program that fails from several threads
+ *     at once should serialise each call with its last-error read.
+ */
+#ifndef WINDOWS_REDIRECTOR_H
+#define WINDOWS_REDIRECTOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(WINDOWS_REDIRECTOR_BUILD)
+#if defined(_WIN32)
+#define WINDOWS_REDIRECTOR_API __declspec(dllexport)
+#else
+#define WINDOWS_REDIRECTOR_API __attribute__((visibility("default")))
+#endif
+#else
+/* No dllimport: the same declarations link against the DLL's import library
+ * and against the static library. */
+#define WINDOWS_REDIRECTOR_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * Error codes of the added functions (and of redirector_last_error_code).
+ * X(name, value, description). Values are stable and never reused.
+ */
+#define REDIRECTOR_ERRNO_MAP(X)                                                        \
+  X(OK, 0, "no error")                                                                 \
+  X(EALREADY, -101, "the redirector is already running")                              \
+  X(ENOTRUNNING, -102, "the redirector is not running")                               \
+  X(ENULL, -103, "a required pointer argument is NULL")                               \
+  X(ECONFIG, -104, "the configuration is not valid JSON or a field is invalid")       \
+  X(EUTF8, -105, "the text is not valid UTF-8")                                       \
+  X(EINIT, -106, "the redirector could not start (see redirector_last_error)")        \
+  X(ENOTFOUND, -107, "no redirected connection matches")                              \
+  X(EINVAL, -108, "an argument is out of range (a struct size, length or selector)") \
+  X(EENGINE, -109, "the engine failed inside and was rebuilt; the call had no effect") \
+  X(ENOEVENT, -110, "no event is waiting")
+
+typedef enum {
+#define REDIRECTOR_ERRNO_ENUM_(name, value, text) REDIRECTOR_##name = value,
+  REDIRECTOR_ERRNO_MAP(REDIRECTOR_ERRNO_ENUM_)
+#undef REDIRECTOR_ERRNO_ENUM_
+  REDIRECTOR_ERRNO_END_ = 1
+} redirector_errno;
+
+/* ------------------------------------------------------------------------
+ * The seed functions
+ */
+
+/*
+ * Sets up the library's global state. Optional: every other function does it
+ * on first use. Calling it again does nothing (it does not reset a
+ * configuration or stop a running redirector).
+ */
+WINDOWS_REDIRECTOR_API void initialize_global_config(void);
+
+/*
+ * Starts the redirector: builds a fresh engine from the current
+ * configuration, opens the capture backend and starts its thread, then
+ * returns without waiting for traffic.
+ *
+ * Returns 0 on success, -1 if it is already running, -2 if it could not
+ * start (no application port set, WinDivert.dll or its driver missing, not
+ * running as Administrator/root, ...): redirector_last_error() says which,
+ * and what to do about it. After -2 nothing is left running or open.
+ */
+WINDOWS_REDIRECTOR_API int32_t start_redirector(void);
+
+/*
+ * Stops the redirector: the backend thread is joined, capture handles and
+ * rules are removed, the engine and its tables are freed, and traffic flows
+ * directly again. A later start_redirector() starts afresh.
+ *
+ * Returns 0 on success, -1 if it was not running.
+ */
+WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
+
+/*
+ * Replaces the configuration with the JSON object in `json`, e.g.
+ *   {"intercept_pids": [1234, 5678], "description": "my test agent"}
+ * Applied at once when running (new connections follow it; connections
+ * already redirected or passed keep their decision), else at the next start.
+ * A rejected configuration leaves the previous one in force.
+ *
+ * Fields (all optional; unknown fields are ignored; a field given twice is an
+ * error):
+ *   intercept_pids        array of PIDs (or null) to intercept
+ *   description           string (or null), free text
+ *   intercept             process spec, mitmproxy style: "curl,!1234" or
+ *                         ["curl", 1234]; a number is a PID, other text a
+ *                         process pattern matched case-insensitively against
+ *                         the executable's path (with * or ?: the whole file
+ *                         name or path; without: any part of the path); a
+ *                         leading ! excludes; entries apply in order, and
+ *                         everything is intercepted first only when the first
+ *                         entry is an exclusion. intercept_pids are added to it.
+ *   protocols             ["tcp", "udp"] (default both)
+ *   directions            ["outbound", "inbound"] (default both); inbound means
+ *                         connections to listening sockets of intercepted
+ *                         processes
+ *   ports, exclude_ports  destination ports: 443 or "8000-8100"
+ *   destinations, exclude_destinations
+ *                         destination ranges: "198.18.0.0/15", "fd00::/8"
+ *   bypass                traffic never redirected, default all of
+ *                         ["loopback", "multicast", "broadcast", "link-local",
+ *                         "dhcp"]; [] bypasses none of them
+ *   max_flows             flow table size, 16..1048576 (default 65536; takes
+ *                         effect at the next start)
+ *   hold_timeout_ms       how long a new connection waits for its owning
+ *                         process to be known, 1..60000 (default 2000)
+ *   max_held_packets      packets held meanwhile, 0..65536 (default 1024)
+ *   tcp_idle_timeout_ms, udp_idle_timeout_ms
+ *                         idle time before a flow is forgotten
+ * The calling process, PID 0 and PID 4 are never intercepted.
+ *
+ * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
+ * has a wrong type or value (redirector_last_error() names the field), -3 if
+ * it is not valid UTF-8.
+ */
+WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json);
+
+/* Returns 1 while the redirector is running, else 0. */
+WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void);
+
+/*
+ * Sets the application port: the local port where the calling program's
+ * proxy listens. Redirected connections (outbound ones of intercepted
+ * processes, and inbound ones to their listening sockets) arrive there.
+ * Connections already redirected keep their port. 0 unsets it;
+ * start_redirector() fails while it is unset.
+ */
+WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
+
+/* ------------------------------------------------------------------------
+ * Policy
+ */
+
+/*
+ * Would a process be intercepted under the configuration in force? Answers
+ * for any process, running or not, whether or not the redirector runs.
+ * process_path is the executable's full path (UTF-8), or NULL when unknown
+ * (then only PID entries can match).
+ *
+ * Returns 1 (yes), 0 (no; always for the calling process, PID 0 and PID 4),
+ * REDIRECTOR_EUTF8, REDIRECTOR_EINVAL (path longer than 64 MiB),
+ * REDIRECTOR_EINIT or REDIRECTOR_EENGINE.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const char *process_path);
+
+/* ------------------------------------------------------------------------
+ * Errors and version
+ */
+
+/*
+ * Copies the text of the most recent failure into buf (at most len - 1 bytes
+ * and a NUL; cut at a UTF-8 character boundary). buf may be NULL when len is
+ * 0. Returns the length of the whole text in bytes, without the NUL (0 when
+ * nothing has failed yet), like snprintf: a return >= len means it was cut.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len);
+
+/* The REDIRECTOR_E* code of the most recent failure, or REDIRECTOR_OK. */
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void);
+
+/* A static description of a REDIRECTOR_E* code ("unknown error code" for
+ * others). The pointer stays valid forever; do not free it. */
+WINDOWS_REDIRECTOR_API const char *redirector_strerror(int32_t code);
+
+/* The library version, e.g. "0.1.0". Static; do not free. */
+WINDOWS_REDIRECTOR_API const char *redirector_version(void);
+
+/* ------------------------------------------------------------------------
+ * Windows
+ */
+
+/*
+ * Sets the directory holding WinDivert.dll and WinDivert64.sys, used from the
+ * next start_redirector(). NULL or "" restores the default search: the
+ * application's directory, then System32. On Linux the value is kept but not
+ * used.
+ *
+ * Returns 0, REDIRECTOR_EUTF8 if dir is not UTF-8, REDIRECTOR_EINVAL if it is
+ * longer than 32767 bytes.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
+
+/* ------------------------------------------------------------------------
+ * Testing
+ */
+
+#define REDIRECTOR_FAULT_CONFIG 1 /* the next configuration call */
+
+/*
+ * A test hook: makes the engine fail deliberately (a Wasm trap) inside the
+ * next call of the selected kind, so a program can check that it recovers:
+ * the call fails with its documented error code, the engine is rebuilt with
+ * the configuration in force, and the library keeps working.
+ *
+ * Returns 0, or REDIRECTOR_EINVAL for an unknown selector.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* WINDOWS_REDIRECTOR_H */

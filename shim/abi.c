@@ -1,0 +1,292 @@
+/* The exported functions: argument checks, global state, error text. No
+ * policy lives here; the engine decides, the backend moves packets. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "engine.h"
+#include "platform.h"
+#include "utf8.h"
+#include "windows_redirector.h"
+
+#ifndef WR_VERSION
+#define WR_VERSION "0.0.0"
+#endif
+
+#define ERR_CAP 1024
+#define WINDIVERT_DIR_MAX 32767
+
+/* Global state, guarded by g.lock. The engine has its own lock inside. */
+static struct {
+  wr_mutex lock;
+  int initialized;
+  int running;
+  wr_engine *engine;   /* while running, and while stopped after a config call */
+  wr_backend *backend; /* while running */
+  uint16_t app_port;
+  char *config; /* last accepted configuration text, applied to new engines */
+  size_t config_len;
+  char *windivert_dir;
+  uint32_t fault_pending;
+} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, 0};
+
+static wr_mutex g_err_lock = WR_MUTEX_INIT;
+static char g_err[ERR_CAP];
+static int32_t g_err_code;
+
+static void set_error(int32_t code, const char *fmt, ...) {
+  char buf[ERR_CAP];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  wr_mutex_lock(&g_err_lock);
+  memcpy(g_err, buf, sizeof g_err);
+  g_err_code = code;
+  wr_mutex_unlock(&g_err_lock);
+}
+
+/* Lazily initialises; called with g.lock held by every entry point. */
+static void ensure_init_locked(void) {
+  if (g.initialized) return;
+  g.initialized = 1;
+}
+
+static void lock_state(void) {
+  wr_mutex_lock(&g.lock);
+  ensure_init_locked();
+}
+
+static void unlock_state(void) { wr_mutex_unlock(&g.lock); }
+
+/* The engine for this state, built on first need. NULL with the error set. */
+static wr_engine *engine_locked(const char *who) {
+  if (g.engine) return g.engine;
+  char err[512];
+  wr_engine *e = wr_engine_new(wr_self_pid(), err, sizeof err);
+  if (!e) {
+    set_error(REDIRECTOR_EINIT, "%s: %s", who, err);
+    return NULL;
+  }
+  wr_engine_set_app_port(e, g.app_port);
+  if (g.config) {
+    /* Accepted before, so it applies again. */
+    wr_engine_config(e, g.config, g.config_len, err, sizeof err);
+  }
+  g.engine = e;
+  return e;
+}
+
+WINDOWS_REDIRECTOR_API void initialize_global_config(void) {
+  lock_state();
+  unlock_state();
+}
+
+WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
+  lock_state();
+  if (g.running) {
+    unlock_state();
+    set_error(REDIRECTOR_EALREADY, "start_redirector: the redirector is already running (call stop_redirector first)");
+    return -1;
+  }
+  if (g.app_port == 0) {
+    unlock_state();
+    set_error(REDIRECTOR_EINIT,
+              "start_redirector: no application port: call update_app_port(port) with the port your proxy "
+              "listens on first");
+    return -2;
+  }
+  wr_engine *e = engine_locked("start_redirector");
+  if (!e) {
+    unlock_state();
+    return -2;
+  }
+  char err[768];
+  wr_backend_options opts;
+  opts.engine = e;
+  opts.windivert_dir = g.windivert_dir;
+  wr_backend *b = wr_backend_start(&opts, err, sizeof err);
+  if (!b) {
+    /* Leave nothing behind: the engine is rebuilt on the next call. */
+    wr_engine_free(e);
+    g.engine = NULL;
+    unlock_state();
+    set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
+    return -2;
+  }
+  g.backend = b;
+  g.running = 1;
+  unlock_state();
+  return 0;
+}
+
+WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
+  lock_state();
+  if (!g.running) {
+    unlock_state();
+    set_error(REDIRECTOR_ENOTRUNNING, "stop_redirector: the redirector is not running");
+    return -1;
+  }
+  wr_backend_stop(g.backend);
+  g.backend = NULL;
+  wr_engine_free(g.engine);
+  g.engine = NULL;
+  g.running = 0;
+  unlock_state();
+  return 0;
+}
+
+WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
+  if (!json) {
+    set_error(REDIRECTOR_ENULL, "set_redirector_config: json is NULL");
+    return -1;
+  }
+  size_t len = strlen(json);
+  lock_state();
+  wr_engine *e = engine_locked("set_redirector_config");
+  if (!e) {
+    unlock_state();
+    return -2;
+  }
+  if (g.fault_pending & REDIRECTOR_FAULT_CONFIG) {
+    g.fault_pending &= ~(uint32_t)REDIRECTOR_FAULT_CONFIG;
+    wr_engine_arm_fault(e, REDIRECTOR_FAULT_CONFIG);
+  }
+  char err[ERR_CAP - 64];
+  int rc = wr_engine_config(e, json, len, err, sizeof err);
+  if (rc == 0) {
+    char *copy = malloc(len + 1);
+    if (!copy) {
+      unlock_state();
+      set_error(REDIRECTOR_ECONFIG, "set_redirector_config: out of memory");
+      return -2;
+    }
+    memcpy(copy, json, len + 1);
+    free(g.config);
+    g.config = copy;
+    g.config_len = len;
+    unlock_state();
+    return 0;
+  }
+  unlock_state();
+  if (rc == -3) {
+    set_error(REDIRECTOR_EUTF8, "set_redirector_config: %s", err);
+    return -3;
+  }
+  if (rc == WR_ENGINE_TRAPPED) {
+    set_error(REDIRECTOR_EENGINE, "set_redirector_config: %s; the configuration was not applied", err);
+    return -2;
+  }
+  set_error(REDIRECTOR_ECONFIG, "set_redirector_config: %s", err);
+  return -2;
+}
+
+WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void) {
+  lock_state();
+  int32_t r = g.running ? 1 : 0;
+  unlock_state();
+  return r;
+}
+
+WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port) {
+  lock_state();
+  g.app_port = port;
+  if (g.engine) wr_engine_set_app_port(g.engine, port);
+  unlock_state();
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const char *process_path) {
+  const char *path = process_path ? process_path : "";
+  size_t len = strlen(path);
+  if (!wr_utf8_valid((const unsigned char *)path, len)) {
+    set_error(REDIRECTOR_EUTF8, "redirector_would_intercept: process_path is not valid UTF-8");
+    return REDIRECTOR_EUTF8;
+  }
+  lock_state();
+  wr_engine *e = engine_locked("redirector_would_intercept");
+  int rc = e ? wr_engine_would_intercept(e, pid, path, len) : REDIRECTOR_EINIT;
+  unlock_state();
+  if (rc == -1) {
+    set_error(REDIRECTOR_EINVAL, "redirector_would_intercept: process_path is too long (%zu bytes)", len);
+    return REDIRECTOR_EINVAL;
+  }
+  if (rc == WR_ENGINE_TRAPPED) {
+    set_error(REDIRECTOR_EENGINE, "redirector_would_intercept: the engine failed and was rebuilt");
+    return REDIRECTOR_EENGINE;
+  }
+  return rc;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len) {
+  wr_mutex_lock(&g_err_lock);
+  size_t n = strlen(g_err);
+  if (buf && len > 0) {
+    size_t k = n < len - 1 ? n : len - 1;
+    while (k > 0 && k < n && ((unsigned char)g_err[k] & 0xc0) == 0x80) k--;
+    memcpy(buf, g_err, k);
+    buf[k] = '\0';
+  }
+  wr_mutex_unlock(&g_err_lock);
+  return (int32_t)n;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) {
+  wr_mutex_lock(&g_err_lock);
+  int32_t c = g_err_code;
+  wr_mutex_unlock(&g_err_lock);
+  return c;
+}
+
+WINDOWS_REDIRECTOR_API const char *redirector_strerror(int32_t code) {
+  switch (code) {
+#define REDIRECTOR_ERRNO_CASE_(name, value, text) \
+  case value:                                     \
+    return text;
+    REDIRECTOR_ERRNO_MAP(REDIRECTOR_ERRNO_CASE_)
+#undef REDIRECTOR_ERRNO_CASE_
+    default:
+      return "unknown error code";
+  }
+}
+
+WINDOWS_REDIRECTOR_API const char *redirector_version(void) { return WR_VERSION; }
+
+WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
+  char *copy = NULL;
+  if (dir && dir[0]) {
+    size_t n = strlen(dir);
+    if (n > WINDIVERT_DIR_MAX) {
+      set_error(REDIRECTOR_EINVAL, "redirector_set_windivert_path: the path is %zu bytes long; the limit is %d", n,
+                WINDIVERT_DIR_MAX);
+      return REDIRECTOR_EINVAL;
+    }
+    if (!wr_utf8_valid((const unsigned char *)dir, n)) {
+      set_error(REDIRECTOR_EUTF8, "redirector_set_windivert_path: the path is not valid UTF-8");
+      return REDIRECTOR_EUTF8;
+    }
+    copy = malloc(n + 1);
+    if (!copy) {
+      set_error(REDIRECTOR_EINVAL, "redirector_set_windivert_path: out of memory");
+      return REDIRECTOR_EINVAL;
+    }
+    memcpy(copy, dir, n + 1);
+  }
+  lock_state();
+  free(g.windivert_dir);
+  g.windivert_dir = copy;
+  unlock_state();
+  return REDIRECTOR_OK;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which) {
+  if (which != REDIRECTOR_FAULT_CONFIG) {
+    set_error(REDIRECTOR_EINVAL, "redirector_debug_inject_fault: unknown selector %d", (int)which);
+    return REDIRECTOR_EINVAL;
+  }
+  lock_state();
+  g.fault_pending |= (uint32_t)which;
+  unlock_state();
+  return REDIRECTOR_OK;
+}

@@ -1,0 +1,28 @@
+/* A capture backend: owns the capture handle and the packet thread, feeds
+ * packets to the engine and applies its verdicts. One per running
+ * redirector. backend_nfqueue.c (Linux), backend_windivert.c (Windows). */
+#ifndef WR_BACKEND_H
+#define WR_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+typedef struct wr_backend wr_backend;
+
+typedef struct {
+  wr_engine *engine;
+  /* Directory of WinDivert.dll/WinDivert64.sys, or NULL for the default
+   * search (Windows only). UTF-8. */
+  const char *windivert_dir;
+} wr_backend_options;
+
+/* Opens the capture backend and starts its thread. Returns NULL with the
+ * reason in err when it cannot; nothing is left open then. */
+wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen);
+
+/* Stops the thread, closes everything, frees the backend. */
+void wr_backend_stop(wr_backend *b);
+
+#endif

@@ -1,0 +1,57 @@
+/* Threads, locks, time and process facts: the little the shim needs from the
+ * OS, behind one interface (platform_posix.c, platform_win32.c). */
+#ifndef WR_PLATFORM_H
+#define WR_PLATFORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+typedef SRWLOCK wr_mutex;
+#define WR_MUTEX_INIT SRWLOCK_INIT
+typedef struct {
+  HANDLE handle;
+} wr_thread;
+typedef struct {
+  SRWLOCK lock;
+  CONDITION_VARIABLE cond;
+  int set;
+} wr_event;
+#else
+#include <pthread.h>
+typedef pthread_mutex_t wr_mutex;
+#define WR_MUTEX_INIT PTHREAD_MUTEX_INITIALIZER
+typedef struct {
+  pthread_t handle;
+} wr_thread;
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int set;
+} wr_event;
+#endif
+
+/* Mutexes are statically initialised with WR_MUTEX_INIT; no destroy needed. */
+void wr_mutex_lock(wr_mutex *m);
+void wr_mutex_unlock(wr_mutex *m);
+
+/* Starts fn(arg) on a new thread. 0 on success, else an OS error number. */
+int wr_thread_start(wr_thread *t, void (*fn)(void *), void *arg);
+void wr_thread_join(wr_thread *t);
+
+/* A manual-reset event. wr_event_wait returns 1 when set, 0 on timeout. */
+int wr_event_init(wr_event *e);
+void wr_event_destroy(wr_event *e);
+void wr_event_set(wr_event *e);
+int wr_event_wait(wr_event *e, uint32_t timeout_ms);
+
+/* Milliseconds from a monotonic clock. */
+uint64_t wr_now_ms(void);
+/* The calling process's ID. */
+uint32_t wr_self_pid(void);
+
+#endif
