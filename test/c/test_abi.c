@@ -1,0 +1,527 @@
+/* ABI tests: every return code of the seed and added functions, hostile
+ * input, concurrency, start/stop cycles and engine traps.
+ *
+ *   test_abi <case>      runs one case; exit 0 when every check passed
+ *
+ * On Linux, as root, the process first moves into a network namespace of its
+ * own, so a running redirector never touches the host's traffic or rules. */
+#ifndef _WIN32
+#define _GNU_SOURCE
+#endif
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "windows_redirector.h"
+
+#ifdef _WIN32
+#include <windows.h>
+typedef HANDLE thread_t;
+#define THREAD_FN DWORD WINAPI
+#define THREAD_RET 0
+static int thread_start(thread_t *t, LPTHREAD_START_ROUTINE fn, void *arg) {
+  *t = CreateThread(NULL, 0, fn, arg, 0, NULL);
+  return *t ? 0 : -1;
+}
+static void thread_join(thread_t t) {
+  WaitForSingleObject(t, INFINITE);
+  CloseHandle(t);
+}
+static unsigned self_pid(void) { return (unsigned)GetCurrentProcessId(); }
+#else
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+typedef pthread_t thread_t;
+#define THREAD_FN void *
+#define THREAD_RET NULL
+static int thread_start(thread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
+static void thread_join(thread_t t) { pthread_join(t, NULL); }
+static unsigned self_pid(void) { return (unsigned)getpid(); }
+#endif
+
+static int failures;
+static int checks;
+
+static void check(int ok, const char *fmt, ...) {
+  checks++;
+  if (ok) return;
+  failures++;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "FAIL: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+static const char *last_error(void) {
+  static char buf[1024];
+  redirector_last_error(buf, sizeof buf);
+  return buf;
+}
+
+static int error_mentions(const char *needle) { return strstr(last_error(), needle) != NULL; }
+
+/* A configuration that intercepts PID 777 only. */
+static const char *BASE_CONFIG = "{\"intercept_pids\":[777],\"description\":\"base\"}";
+
+static void set_base_config(void) {
+  check(set_redirector_config(BASE_CONFIG) == 0, "base config accepted: %s", last_error());
+  check(redirector_would_intercept(777, NULL) == 1, "base config intercepts 777");
+}
+
+static void expect_config(const char *json, int32_t rc, int32_t code, const char *mention) {
+  int32_t got = set_redirector_config(json);
+  check(got == rc, "config %.60s: rc %d, want %d (%s)", json, got, rc, last_error());
+  if (rc != 0) {
+    check(redirector_last_error_code() == code, "config %.60s: code %d, want %d", json, redirector_last_error_code(),
+          code);
+    if (mention) check(error_mentions(mention), "config %.60s: error '%s' should mention '%s'", json, last_error(), mention);
+  }
+}
+
+/* ----------------------------------------------------------------------- */
+
+static void case_version(void) {
+  const char *v = redirector_version();
+  check(v != NULL && strlen(v) >= 5 && strchr(v, '.') != NULL, "version looks like x.y.z: %s", v ? v : "(null)");
+}
+
+static void case_strerror(void) {
+  check(strcmp(redirector_strerror(REDIRECTOR_OK), "no error") == 0, "strerror(0)");
+  check(strstr(redirector_strerror(REDIRECTOR_EALREADY), "already running") != NULL, "strerror(EALREADY)");
+  check(strcmp(redirector_strerror(12345), "unknown error code") == 0, "strerror(unknown)");
+  check(strcmp(redirector_strerror(-1), "unknown error code") == 0, "strerror(-1) is not a REDIRECTOR_E code");
+}
+
+static void case_last_error(void) {
+  initialize_global_config();
+  check(stop_redirector() == -1, "stop when stopped is -1");
+  check(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING, "code ENOTRUNNING");
+  int32_t n = redirector_last_error(NULL, 0);
+  check(n > 10, "length without a buffer: %d", n);
+  char small[8];
+  memset(small, 'x', sizeof small);
+  int32_t m = redirector_last_error(small, sizeof small);
+  check(m == n, "same length with a small buffer");
+  check(strlen(small) == 7, "cut to len-1 and NUL-terminated");
+  char one[1] = {'x'};
+  redirector_last_error(one, 1);
+  check(one[0] == '\0', "len 1 gives an empty string");
+  check(redirector_last_error(NULL, 100) == n, "NULL buffer with a length is ignored safely");
+  /* A multi-byte character is never cut in half. */
+  check(set_redirector_config("{\"ports\":[\"\xc3\xa9\xc3\xa9\xc3\xa9\"]}") == -2, "bad port string");
+  char buf[64];
+  int32_t full = redirector_last_error(NULL, 0);
+  for (size_t len = 1; len < sizeof buf && (int32_t)len <= full; len++) {
+    redirector_last_error(buf, len);
+    size_t k = strlen(buf);
+    int ok = 1;
+    if (k > 0) {
+      /* The last character must be complete: find its lead byte. */
+      size_t i = k;
+      while (i > 0 && ((unsigned char)buf[i - 1] & 0xc0) == 0x80) i--;
+      unsigned char lead = (unsigned char)buf[i - 1];
+      size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+      ok = (k - (i - 1)) == need;
+    }
+    check(ok, "cut at a character boundary with len %zu: '%s'", len, buf);
+  }
+}
+
+static void case_null_config(void) {
+  check(set_redirector_config(NULL) == -1, "NULL config is -1");
+  check(redirector_last_error_code() == REDIRECTOR_ENULL, "code ENULL");
+  check(error_mentions("NULL"), "error names NULL: %s", last_error());
+}
+
+static void case_bad_json(void) {
+  expect_config("", -2, REDIRECTOR_ECONFIG, "empty");
+  expect_config("   ", -2, REDIRECTOR_ECONFIG, "empty");
+  expect_config("nope", -2, REDIRECTOR_ECONFIG, "expected a JSON object");
+  expect_config("[1,2]", -2, REDIRECTOR_ECONFIG, "got an array");
+  expect_config("{\"intercept_pids\":[1,]}", -2, REDIRECTOR_ECONFIG, "line 1");
+  expect_config("{\"intercept_pids\" [1]}", -2, REDIRECTOR_ECONFIG, "':'");
+  expect_config("{'intercept_pids':[1]}", -2, REDIRECTOR_ECONFIG, "JSON syntax error");
+  expect_config("{\"a\":1} {}", -2, REDIRECTOR_ECONFIG, "after the configuration");
+  expect_config("{\"a\":01}", -2, REDIRECTOR_ECONFIG, "start with 0");
+  expect_config("{\"a\":\"\\x\"}", -2, REDIRECTOR_ECONFIG, "escape");
+  expect_config("{\"a\":tru}", -2, REDIRECTOR_ECONFIG, "literal");
+  expect_config("{\n\"a\":\n[1,\n2}", -2, REDIRECTOR_ECONFIG, "line 4");
+  /* Deep nesting is refused, not a stack overflow. */
+  size_t depth = 100000;
+  char *deep = malloc(depth * 2 + 16);
+  strcpy(deep, "{\"x\":");
+  size_t o = strlen(deep);
+  for (size_t i = 0; i < depth; i++) deep[o++] = '[';
+  for (size_t i = 0; i < depth; i++) deep[o++] = ']';
+  deep[o++] = '}';
+  deep[o] = '\0';
+  expect_config(deep, -2, REDIRECTOR_ECONFIG, "nesting");
+  free(deep);
+}
+
+static void case_truncated_json(void) {
+  const char *full = "{\"intercept_pids\":[1234,5678],\"description\":\"Intercept \\\"both\\\" \\u00e9\",\"x\":{\"y\":[true,false,null,1.5e3]}}";
+  check(set_redirector_config(full) == 0, "full config accepted: %s", last_error());
+  size_t n = strlen(full);
+  char buf[256];
+  for (size_t k = 0; k < n; k++) {
+    memcpy(buf, full, k);
+    buf[k] = '\0';
+    int32_t rc = set_redirector_config(buf);
+    check(rc == -2, "prefix of %zu bytes: rc %d", k, rc);
+  }
+}
+
+static void case_wrong_types(void) {
+  expect_config("{\"intercept_pids\":\"1234\"}", -2, REDIRECTOR_ECONFIG, "intercept_pids");
+  expect_config("{\"intercept_pids\":1234}", -2, REDIRECTOR_ECONFIG, "expected an array");
+  expect_config("{\"intercept_pids\":[\"1234\"]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[0]");
+  expect_config("{\"intercept_pids\":[1,2,3.5]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[2]");
+  expect_config("{\"intercept_pids\":[-1]}", -2, REDIRECTOR_ECONFIG, "got -1");
+  expect_config("{\"intercept_pids\":[4294967296]}", -2, REDIRECTOR_ECONFIG, "4294967296");
+  expect_config("{\"intercept_pids\":[1e3]}", -2, REDIRECTOR_ECONFIG, "1e3");
+  expect_config("{\"intercept_pids\":[true]}", -2, REDIRECTOR_ECONFIG, "got a boolean");
+  expect_config("{\"intercept_pids\":[null]}", -2, REDIRECTOR_ECONFIG, "got null");
+  expect_config("{\"intercept_pids\":[[1]]}", -2, REDIRECTOR_ECONFIG, "got an array");
+  expect_config("{\"description\":5}", -2, REDIRECTOR_ECONFIG, "description");
+  expect_config("{\"description\":{}}", -2, REDIRECTOR_ECONFIG, "got an object");
+  expect_config("{\"intercept_pids\":[1],\"intercept_pids\":[2]}", -2, REDIRECTOR_ECONFIG, "more than once");
+  /* Accepted shapes. */
+  expect_config("{\"intercept_pids\":null,\"description\":null}", 0, 0, NULL);
+  expect_config("{\"intercept_pids\":[],\"description\":\"\"}", 0, 0, NULL);
+  expect_config("{}", 0, 0, NULL);
+  expect_config("{\"intercept_pids\":[0,4294967295],\"unknown\":{\"a\":[1,{\"b\":null}]}}", 0, 0, NULL);
+}
+
+static void case_not_utf8(void) {
+  expect_config("{\"description\":\"\xff\"}", -3, REDIRECTOR_EUTF8, "UTF-8");
+  expect_config("{\"description\":\"\xc0\xaf\"}", -3, REDIRECTOR_EUTF8, "UTF-8");       /* overlong '/' */
+  expect_config("{\"description\":\"\xed\xa0\x80\"}", -3, REDIRECTOR_EUTF8, "UTF-8");   /* surrogate */
+  expect_config("{\"description\":\"\xf4\x90\x80\x80\"}", -3, REDIRECTOR_EUTF8, "UTF-8"); /* > U+10FFFF */
+  expect_config("{\"description\":\"\xe2\x82\"}", -3, REDIRECTOR_EUTF8, "UTF-8");       /* cut sequence */
+  expect_config("{\"description\":\"\\udc00\"}", -3, REDIRECTOR_EUTF8, "surrogate");
+  expect_config("{\"description\":\"\\ud800x\"}", -3, REDIRECTOR_EUTF8, "surrogate");
+  /* Valid multi-byte text and an escaped pair are fine. */
+  expect_config("{\"description\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \\ud83d\\ude00\"}", 0, 0, NULL);
+}
+
+static void case_big_json(void) {
+  size_t n = 1u << 20;
+  char *json = malloc(n + 64);
+  strcpy(json, "{\"intercept_pids\":[42],\"description\":\"");
+  size_t o = strlen(json);
+  while (o < n) json[o++] = 'a' + (char)(o % 26);
+  strcpy(json + o, "\"}");
+  check(set_redirector_config(json) == 0, "1 MiB config accepted: %s", last_error());
+  check(redirector_would_intercept(42, NULL) == 1, "and applied");
+  free(json);
+}
+
+static void case_many_pids(void) {
+  size_t count = 20000;
+  char *json = malloc(count * 12 + 64);
+  strcpy(json, "{\"intercept_pids\":[");
+  size_t o = strlen(json);
+  for (size_t i = 0; i < count; i++) o += (size_t)sprintf(json + o, "%s%zu", i ? "," : "", 100000 + i * 7);
+  strcpy(json + o, "]}");
+  check(set_redirector_config(json) == 0, "20,000 PIDs accepted: %s", last_error());
+  check(redirector_would_intercept(100000, NULL) == 1, "first PID intercepted");
+  check(redirector_would_intercept(100000 + 19999 * 7, NULL) == 1, "last PID intercepted");
+  check(redirector_would_intercept(100001, NULL) == 0, "a PID not listed is not");
+  free(json);
+}
+
+static void case_rejected_keeps_old(void) {
+  set_base_config();
+  check(set_redirector_config("{\"intercept_pids\":[888],\"protocols\":[\"icmp\"]}") == -2, "bad protocols rejected");
+  check(error_mentions("protocols[0]"), "names protocols[0]: %s", last_error());
+  check(redirector_would_intercept(777, NULL) == 1, "old config still in force");
+  check(redirector_would_intercept(888, NULL) == 0, "rejected config not applied");
+  check(set_redirector_config("{\"description\":\"\xff\"}") == -3, "not UTF-8 rejected");
+  check(redirector_would_intercept(777, NULL) == 1, "old config still in force after -3");
+}
+
+static void case_spec_fields(void) {
+  check(set_redirector_config("{\"intercept\":\"curl,!1234\"}") == 0, "spec string: %s", last_error());
+  check(redirector_would_intercept(55, "/usr/bin/curl") == 1, "curl intercepted");
+  check(redirector_would_intercept(55, "/usr/bin/wget") == 0, "wget not");
+  check(redirector_would_intercept(1234, "/usr/bin/curl") == 0, "PID 1234 excluded");
+  check(set_redirector_config("{\"intercept\":[\"!*chrome*\"]}") == 0, "spec array: %s", last_error());
+  check(redirector_would_intercept(56, "C:\\Program Files\\Google\\Chrome.EXE") == 0, "chrome excluded");
+  check(redirector_would_intercept(56, "C:\\Windows\\notepad.exe") == 1, "others intercepted (first entry excludes)");
+  check(redirector_would_intercept(self_pid(), "C:\\Windows\\notepad.exe") == 0, "the calling process never");
+  check(redirector_would_intercept(4, NULL) == 0, "PID 4 never");
+  check(redirector_would_intercept(0, NULL) == 0, "PID 0 never");
+  check(redirector_would_intercept(56, "\xff") == REDIRECTOR_EUTF8, "bad path UTF-8");
+  expect_config("{\"intercept\":\"a,,b\"}", -2, REDIRECTOR_ECONFIG, "intercept[1]: empty entry");
+  expect_config("{\"intercept\":\"!\"}", -2, REDIRECTOR_ECONFIG, "'!' must be followed");
+  expect_config("{\"intercept\":[true]}", -2, REDIRECTOR_ECONFIG, "intercept[0]");
+  expect_config("{\"ports\":[0]}", -2, REDIRECTOR_ECONFIG, "ports[0]");
+  expect_config("{\"ports\":[\"9-3\"]}", -2, REDIRECTOR_ECONFIG, "low <= high");
+  expect_config("{\"destinations\":[\"300.1.1.1/8\"]}", -2, REDIRECTOR_ECONFIG, "not an IPv4 address");
+  expect_config("{\"destinations\":[\"fd00::/129\"]}", -2, REDIRECTOR_ECONFIG, "prefix length");
+  expect_config("{\"bypass\":[\"everything\"]}", -2, REDIRECTOR_ECONFIG, "bypass[0]");
+  expect_config("{\"max_flows\":3}", -2, REDIRECTOR_ECONFIG, "max_flows");
+  expect_config("{\"hold_timeout_ms\":0}", -2, REDIRECTOR_ECONFIG, "hold_timeout_ms");
+  expect_config("{\"protocols\":[]}", -2, REDIRECTOR_ECONFIG, "at least one");
+  expect_config("{\"protocols\":\"tcp\",\"directions\":[\"outbound\"],\"ports\":[443,\"8000-8100\"],"
+                "\"exclude_ports\":[22],\"destinations\":[\"198.18.0.0/15\",\"fd00:198:18::/48\",\"::ffff:1.2.3.4\"],"
+                "\"exclude_destinations\":[\"10.0.0.0/8\"],\"bypass\":[],\"max_flows\":1024,"
+                "\"hold_timeout_ms\":500,\"max_held_packets\":64,\"tcp_idle_timeout_ms\":60000,"
+                "\"udp_idle_timeout_ms\":5000}",
+                0, 0, NULL);
+}
+
+static void case_start_without_port(void) {
+  set_base_config();
+  update_app_port(0);
+  check(start_redirector() == -2, "start without a port is -2");
+  check(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
+  check(error_mentions("update_app_port"), "says to call update_app_port: %s", last_error());
+  check(get_redirector_status() == 0, "still stopped");
+}
+
+#ifdef _WIN32
+static void expect_start_fails_without_windivert(void) {
+  check(start_redirector() == -2, "start without WinDivert is -2");
+  check(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
+  check(error_mentions("WinDivert driver not found"), "names the missing driver: %s", last_error());
+  check(error_mentions("WinDivert.dll"), "names WinDivert.dll: %s", last_error());
+  check(get_redirector_status() == 0, "still stopped");
+}
+#endif
+
+static void case_start_stop(void) {
+  set_base_config();
+  update_app_port(18080);
+#ifdef _WIN32
+  expect_start_fails_without_windivert();
+  check(stop_redirector() == -1, "stop after a failed start is -1");
+#else
+  check(get_redirector_status() == 0, "stopped at first");
+  check(start_redirector() == 0, "start: %s", last_error());
+  check(get_redirector_status() == 1, "running");
+  check(start_redirector() == -1, "second start is -1");
+  check(redirector_last_error_code() == REDIRECTOR_EALREADY, "code EALREADY");
+  check(set_redirector_config("{\"intercept_pids\":[999]}") == 0, "config while running");
+  check(redirector_would_intercept(999, NULL) == 1, "applied while running");
+  update_app_port(18081);
+  check(stop_redirector() == 0, "stop");
+  check(get_redirector_status() == 0, "stopped");
+  check(stop_redirector() == -1, "second stop is -1");
+  check(redirector_would_intercept(999, NULL) == 1, "config survives stop");
+  check(start_redirector() == 0, "start again: %s", last_error());
+  check(stop_redirector() == 0, "stop again");
+#endif
+}
+
+static void case_cycles(void) {
+  set_base_config();
+  update_app_port(18080);
+  for (int i = 0; i < 100; i++) {
+#ifdef _WIN32
+    int32_t rc = start_redirector();
+    check(rc == -2, "cycle %d: start without WinDivert is -2 (%d)", i, rc);
+#else
+    int32_t rc = start_redirector();
+    check(rc == 0, "cycle %d: start (%d: %s)", i, rc, last_error());
+    if (rc == 0) check(stop_redirector() == 0, "cycle %d: stop", i);
+#endif
+  }
+  check(get_redirector_status() == 0, "stopped after the cycles");
+}
+
+/* Eight threads call everything at once; only documented codes may appear. */
+struct worker {
+  int id;
+  int iterations;
+  int bad;
+};
+
+static THREAD_FN worker_main(void *p) {
+  struct worker *w = p;
+  char buf[256];
+  for (int i = 0; i < w->iterations; i++) {
+    int32_t rc;
+    switch ((w->id + i) % 8) {
+      case 0:
+        rc = start_redirector();
+#ifdef _WIN32
+        if (rc != -2 && rc != -1) w->bad++;
+#else
+        if (rc != 0 && rc != -1) w->bad++;
+#endif
+        break;
+      case 1:
+        rc = stop_redirector();
+        if (rc != 0 && rc != -1) w->bad++;
+        break;
+      case 2:
+        snprintf(buf, sizeof buf, "{\"intercept_pids\":[%d,%d],\"description\":\"thread %d\"}", 777, 1000 + i, w->id);
+        if (set_redirector_config(buf) != 0) w->bad++;
+        break;
+      case 3:
+        if (set_redirector_config("{\"intercept_pids\":[1,") != -2) w->bad++;
+        break;
+      case 4:
+        rc = get_redirector_status();
+        if (rc != 0 && rc != 1) w->bad++;
+        break;
+      case 5:
+        update_app_port((uint16_t)(18080 + (i % 3)));
+        break;
+      case 6:
+        if (redirector_last_error(buf, sizeof buf) < 0) w->bad++;
+        break;
+      default:
+        rc = redirector_would_intercept(777, "/bin/x");
+        if (rc != 1) w->bad++;
+        break;
+    }
+  }
+  return THREAD_RET;
+}
+
+static void case_threads(void) {
+  set_base_config();
+  update_app_port(18080);
+  enum { N = 8 };
+  thread_t t[N];
+  struct worker w[N];
+#ifdef _WIN32
+  int iterations = 200;
+#else
+  int iterations = 400;
+#endif
+  for (int i = 0; i < N; i++) {
+    w[i].id = i;
+    w[i].iterations = iterations;
+    w[i].bad = 0;
+    check(thread_start(&t[i], worker_main, &w[i]) == 0, "thread %d started", i);
+  }
+  for (int i = 0; i < N; i++) thread_join(t[i]);
+  for (int i = 0; i < N; i++) check(w[i].bad == 0, "thread %d saw %d undocumented results", i, w[i].bad);
+  if (get_redirector_status() == 1) check(stop_redirector() == 0, "final stop");
+  check(get_redirector_status() == 0, "stopped at the end");
+  check(redirector_would_intercept(777, NULL) == 1, "a valid config is in force");
+}
+
+static void case_engine_trap(void) {
+  set_base_config();
+  check(redirector_debug_inject_fault(99) == REDIRECTOR_EINVAL, "unknown fault selector");
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm a config fault");
+  int32_t rc = set_redirector_config("{\"intercept_pids\":[888]}");
+  check(rc == -2, "trapped config call is -2 (%d)", rc);
+  check(redirector_last_error_code() == REDIRECTOR_EENGINE, "code EENGINE (%d)", redirector_last_error_code());
+  check(error_mentions("rebuilt"), "says the engine was rebuilt: %s", last_error());
+  check(redirector_would_intercept(777, NULL) == 1, "the config in force survived the trap");
+  check(redirector_would_intercept(888, NULL) == 0, "the trapped config was not applied");
+  check(set_redirector_config("{\"intercept_pids\":[888]}") == 0, "the engine works again: %s", last_error());
+  check(redirector_would_intercept(888, NULL) == 1, "and applies configs");
+#ifndef _WIN32
+  update_app_port(18080);
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm again");
+  check(start_redirector() == 0, "start: %s", last_error());
+  check(set_redirector_config("{\"intercept_pids\":[999]}") == -2, "trap while running");
+  check(get_redirector_status() == 1, "still running after a trap");
+  check(redirector_would_intercept(888, NULL) == 1, "config in force kept while running");
+  check(stop_redirector() == 0, "stop");
+#endif
+}
+
+static void case_windivert_path(void) {
+  check(redirector_set_windivert_path(NULL) == 0, "NULL resets");
+  check(redirector_set_windivert_path("") == 0, "empty resets");
+  check(redirector_set_windivert_path("C:\\nowhere\\\xff") == REDIRECTOR_EUTF8, "bad UTF-8");
+  size_t n = 40000;
+  char *longp = malloc(n + 1);
+  memset(longp, 'a', n);
+  longp[n] = '\0';
+  check(redirector_set_windivert_path(longp) == REDIRECTOR_EINVAL, "too long");
+  free(longp);
+  check(redirector_set_windivert_path("C:\\no such dir \xc3\xa9") == 0, "a UTF-8 path is accepted");
+#ifdef _WIN32
+  set_base_config();
+  update_app_port(18080);
+  check(start_redirector() == -2, "start with a wrong WinDivert folder is -2");
+  check(error_mentions("C:\\no such dir \xc3\xa9"), "names the folder: %s", last_error());
+  check(error_mentions("WinDivert driver not found"), "names the driver: %s", last_error());
+  check(redirector_set_windivert_path(NULL) == 0, "reset");
+  expect_start_fails_without_windivert();
+  check(error_mentions("System32"), "names where it looked: %s", last_error());
+#endif
+  check(redirector_set_windivert_path(NULL) == 0, "reset");
+}
+
+static void case_would_intercept(void) {
+  check(set_redirector_config("{\"intercept\":\"fire*,*.py,bin/curl\"}") == 0, "patterns: %s", last_error());
+  check(redirector_would_intercept(10, "/usr/lib/firefox/FireFox-bin") == 1, "glob on the file name, any case");
+  check(redirector_would_intercept(10, "/usr/lib/firefox/bin") == 0, "glob anchored to the name");
+  check(redirector_would_intercept(10, "/home/a/tool.py") == 1, "*.py");
+  check(redirector_would_intercept(10, "/usr/bin/curl") == 1, "substring with a slash");
+  check(redirector_would_intercept(10, "/usr/sbin/curl2") == 1, "substring anywhere in the path");
+  check(redirector_would_intercept(10, "/usr/bin/cur") == 0, "substring needs the whole pattern");
+  check(redirector_would_intercept(10, NULL) == 0, "no path, no pattern match");
+  check(set_redirector_config("{\"intercept\":[1234],\"intercept_pids\":[55]}") == 0, "pids: %s", last_error());
+  check(redirector_would_intercept(1234, NULL) == 1, "spec PID");
+  check(redirector_would_intercept(55, NULL) == 1, "intercept_pids adds");
+  check(redirector_would_intercept(56, NULL) == 0, "others not");
+}
+
+struct test_case {
+  const char *name;
+  void (*fn)(void);
+};
+
+static const struct test_case CASES[] = {
+    {"version", case_version},
+    {"strerror", case_strerror},
+    {"last_error", case_last_error},
+    {"null_config", case_null_config},
+    {"bad_json", case_bad_json},
+    {"truncated_json", case_truncated_json},
+    {"wrong_types", case_wrong_types},
+    {"not_utf8", case_not_utf8},
+    {"big_json", case_big_json},
+    {"many_pids", case_many_pids},
+    {"rejected_keeps_old", case_rejected_keeps_old},
+    {"spec_fields", case_spec_fields},
+    {"start_without_port", case_start_without_port},
+    {"start_stop", case_start_stop},
+    {"cycles", case_cycles},
+    {"threads", case_threads},
+    {"engine_trap", case_engine_trap},
+    {"windivert_path", case_windivert_path},
+    {"would_intercept", case_would_intercept},
+};
+
+static void isolate_network(void) {
+#if !defined(_WIN32)
+  /* Run in a network namespace of our own when we may (root in CI). */
+  if (geteuid() == 0 && unshare(CLONE_NEWNET) != 0) {
+    perror("unshare(CLONE_NEWNET)");
+    exit(2);
+  }
+#endif
+}
+
+int main(int argc, char **argv) {
+  if (argc != 2) {
+    fprintf(stderr, "usage: %s <case>\n", argv[0]);
+    return 2;
+  }
+  isolate_network();
+  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+    if (strcmp(CASES[i].name, argv[1]) == 0) {
+      CASES[i].fn();
+      printf("%s: %d checks, %d failed\n", argv[1], checks, failures);
+      return failures ? 1 : 0;
+    }
+  }
+  fprintf(stderr, "unknown case %s\n", argv[1]);
+  return 2;
+}

@@ -1,0 +1,5 @@
+// Every uvu suite of the engine and the build, in one process: uvu prints one
+// summary for all of them.
+import "./config.test.ts";
+import "./policy.test.ts";
+import "../build.test.ts";

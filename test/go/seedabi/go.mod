@@ -1,0 +1,3 @@
+module example.com/seedabi
+
+go 1.19

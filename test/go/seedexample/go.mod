@@ -1,0 +1,3 @@
+module example.com/seedexample
+
+go 1.19

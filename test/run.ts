@@ -1,0 +1,201 @@
+// `npm test`: builds everything, runs every suite, and ends with one line
+// "N passed, N failed" totalling them all. Exits non-zero on any failure.
+//
+//   tsx test/run.ts [--only name,name]   (names: see SUITES below)
+import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { join } from "node:path";
+import { buildAll, root } from "../build/build.ts";
+
+interface Count {
+  passed: number;
+  failed: number;
+}
+
+interface Suite {
+  name: string;
+  run(): Count;
+}
+
+const isRoot = process.getuid?.() === 0;
+const goEnv = { GOPROXY: "off", GOFLAGS: "-mod=mod", GOTOOLCHAIN: "local", CGO_ENABLED: "1" };
+const winGoEnv = { ...goEnv, GOOS: "windows", GOARCH: "amd64", CC: "x86_64-w64-mingw32-gcc" };
+const wine = join(root, "build", "wine-run.sh");
+const winDir = join(root, "build", "windows");
+
+/** Runs a command, echoing its output, and returns its exit code and output. */
+function sh(cmd: string, args: string[], opts: SpawnSyncOptions & { env?: NodeJS.ProcessEnv } = {}) {
+  const r = spawnSync(cmd, args, {
+    cwd: root,
+    encoding: "utf8",
+    maxBuffer: 256 << 20,
+    ...opts,
+    env: { ...process.env, ...opts.env },
+  });
+  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+  process.stdout.write(out.endsWith("\n") || out === "" ? out : out + "\n");
+  if (r.error) process.stdout.write(`(${cmd}: ${r.error.message})\n`);
+  return { code: r.status ?? 1, out };
+}
+
+/** Runs in a network namespace of its own when root, so nothing touches the host's traffic. */
+function isolated(cmd: string, args: string[]): [string, string[]] {
+  return isRoot ? ["unshare", ["-n", cmd, ...args]] : [cmd, args];
+}
+
+function one(ok: boolean): Count {
+  return ok ? { passed: 1, failed: 0 } : { passed: 0, failed: 1 };
+}
+
+function uvu(out: string, code: number): Count {
+  const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const failed = total - passed;
+  return { passed, failed: failed > 0 || code !== 0 ? Math.max(failed, 1) : 0 };
+}
+
+function ctest(out: string, code: number): Count {
+  const m = /(\d+)% tests passed, (\d+) tests? failed out of (\d+)/.exec(out);
+  if (!m) return { passed: 0, failed: 1 };
+  const failed = Number(m[2]);
+  const total = Number(m[3]);
+  return { passed: total - failed, failed: failed > 0 || code !== 0 ? Math.max(failed, 1) : 0 };
+}
+
+function gotest(out: string, code: number): Count {
+  const passed = (out.match(/^\s*--- PASS:/gm) ?? []).length;
+  const failed = (out.match(/^\s*--- FAIL:/gm) ?? []).length;
+  return { passed, failed: failed > 0 || code !== 0 || passed === 0 ? Math.max(failed, 1) : 0 };
+}
+
+function pyunit(out: string, code: number): Count {
+  const ran = Number(/Ran (\d+) tests?/.exec(out)?.[1] ?? 0);
+  const m = /FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?/.exec(out);
+  const failed = m ? Number(m[1] ?? 0) + Number(m[2] ?? 0) : 0;
+  return { passed: ran - failed, failed: failed > 0 || code !== 0 || ran === 0 ? Math.max(failed, 1) : 0 };
+}
+
+function startWineServer(): void {
+  // A persistent wineserver makes each wine start take milliseconds, not seconds.
+  spawnSync("/usr/lib/wine/wineserver", ["-p", "60"], {
+    env: { ...process.env, WINEPREFIX: process.env.WINEPREFIX ?? "/tmp/windows-redirector-wine" },
+  });
+  sh(wine, ["cmd", "/c", "ver"]);
+}
+
+const SUITES: Suite[] = [
+  {
+    name: "typecheck",
+    run: () => one(sh(join(root, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.json"]).code === 0),
+  },
+  {
+    name: "engine",
+    run: () => {
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/engine/all.ts"]);
+      return uvu(r.out, r.code);
+    },
+  },
+  {
+    name: "c-linux",
+    run: () => {
+      const r = sh("ctest", ["--test-dir", "build/linux", "--output-on-failure", "--timeout", "600"]);
+      return ctest(r.out, r.code);
+    },
+  },
+  {
+    name: "c-windows",
+    run: () => {
+      startWineServer();
+      const r = sh("ctest", ["--test-dir", "build/windows", "--output-on-failure", "--timeout", "600"]);
+      return ctest(r.out, r.code);
+    },
+  },
+  {
+    name: "go-linux",
+    run: () => {
+      const [cmd, args] = isolated("go", ["test", "-count=1", "-v", "./..."]);
+      const r = sh(cmd, args, { cwd: join(root, "test", "go", "seedabi"), env: goEnv });
+      return gotest(r.out, r.code);
+    },
+  },
+  {
+    name: "go-windows",
+    run: () => {
+      const exe = join(winDir, "seedabi.test.exe");
+      const b = sh("go", ["test", "-c", "-o", exe, "."], { cwd: join(root, "test", "go", "seedabi"), env: winGoEnv });
+      if (b.code !== 0) return one(false);
+      startWineServer();
+      const r = sh(wine, [exe, "-test.v"], { cwd: winDir });
+      return gotest(r.out, r.code);
+    },
+  },
+  {
+    name: "seed-example",
+    run: () => {
+      // Our program making the seed README's calls, with the seed's header.
+      const dir = join(root, "test", "go", "seedexample");
+      const lin = join(root, "build", "linux", "seedexample");
+      const exe = join(winDir, "seedexample.exe");
+      let passed = 0;
+      let failed = 0;
+      const expect = (out: string, start: number, stop: number) =>
+        out.includes("set_redirector_config=0\nset_redirector_config(null pids)=0\nset_redirector_config=0\n") &&
+        out.includes(`start_redirector=${start}\n`) &&
+        out.includes(`stop_redirector=${stop}\nget_redirector_status=0\n`);
+      if (sh("go", ["build", "-o", lin, "."], { cwd: dir, env: goEnv }).code === 0 && isRoot) {
+        const [cmd, args] = isolated(lin, []);
+        if (expect(sh(cmd, args).out, 0, 0)) passed++;
+        else failed++;
+      } else if (isRoot) failed++;
+      if (sh("go", ["build", "-o", exe, "."], { cwd: dir, env: winGoEnv }).code === 0) {
+        startWineServer();
+        if (expect(sh(wine, [exe], { cwd: winDir }).out, -2, -1)) passed++;
+        else failed++;
+      } else failed++;
+      return { passed, failed };
+    },
+  },
+  {
+    name: "python",
+    run: () => {
+      const [cmd, args] = isolated("python3", ["-m", "unittest", "-v", "test_seed_abi"]);
+      const r = sh(cmd, args, { cwd: join(root, "test", "python") });
+      return pyunit(r.out, r.code);
+    },
+  },
+];
+
+function main(): void {
+  const only = process.argv.includes("--only")
+    ? new Set(process.argv[process.argv.indexOf("--only") + 1].split(","))
+    : undefined;
+  const total: Count = { passed: 0, failed: 0 };
+  const lines: string[] = [];
+  try {
+    buildAll();
+  } catch (e) {
+    console.log(`build failed: ${(e as Error).message}`);
+    console.log("0 passed, 1 failed");
+    process.exit(1);
+  }
+  for (const s of SUITES) {
+    if (only && !only.has(s.name)) continue;
+    console.log(`\n=== ${s.name}`);
+    const t0 = Date.now();
+    let c: Count;
+    try {
+      c = s.run();
+    } catch (e) {
+      console.log(`suite ${s.name} crashed: ${(e as Error).stack}`);
+      c = { passed: 0, failed: 1 };
+    }
+    total.passed += c.passed;
+    total.failed += c.failed;
+    lines.push(`${s.name.padEnd(14)} ${String(c.passed).padStart(5)} passed ${String(c.failed).padStart(4)} failed  ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  console.log("\n=== summary");
+  for (const l of lines) console.log(l);
+  console.log(`${total.passed} passed, ${total.failed} failed`);
+  process.exit(total.failed === 0 ? 0 : 1);
+}
+
+main();
