@@ -638,6 +638,7 @@ export function parseConfig(ptr: usize, len: u32): i32 {
   if (r == CONFIG_OK) {
     next.pids = sortUnique(pidList);
     next.startValue = next.rules.length > 0 && unchecked(next.rules[0]).exclude;
+    next.interceptsNothing = next.rules.length == 0 && next.pids.length == 0;
     activePolicy = next;
     policyGeneration++;
   }

@@ -48,6 +48,8 @@ export class Policy {
   pids: StaticArray<u32> = new StaticArray<u32>(0);
   rules: Array<Rule> = new Array<Rule>();
   startValue: bool = false;
+  /** No PID and no rule: nothing can be intercepted (no owner lookups needed). */
+  interceptsNothing: bool = true;
   tcp: bool = true;
   udp: bool = true;
   outbound: bool = true;
@@ -192,7 +194,7 @@ export function cidrContains(c: Cidr, v6: bool, addr: usize): bool {
   }
   const rest = bits & 7;
   if (rest == 0) return true;
-  const mask = <u8>(0xff << (8 - rest));
+  const mask = <u8>(<u32>0xff << (8 - rest));
   return (unchecked(c.addr[full]) & mask) == (load<u8>(addr + full) & mask);
 }
 

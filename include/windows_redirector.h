@@ -160,6 +160,116 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void);
 WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
 
 /* ------------------------------------------------------------------------
+ * Original destinations, events, statistics
+ *
+ * Structs passed to the library start with a `size` field: set it to
+ * sizeof(the struct) before the call. Later versions only add fields at the
+ * end, so a caller built against this header keeps working.
+ */
+
+#define REDIRECTOR_TCP 6
+#define REDIRECTOR_UDP 17
+#define REDIRECTOR_OUTBOUND 0 /* a connection an intercepted process opened */
+#define REDIRECTOR_INBOUND 1  /* a connection to an intercepted process's listener */
+
+typedef struct redirector_endpoint {
+  uint8_t family;   /* 4 or 6 */
+  uint8_t reserved;
+  uint16_t port;    /* host byte order */
+  uint8_t addr[16]; /* network byte order; IPv4 in addr[0..3] */
+} redirector_endpoint;
+
+typedef struct redirector_origin {
+  uint32_t size;      /* in: sizeof(redirector_origin) */
+  uint32_t protocol;  /* REDIRECTOR_TCP or REDIRECTOR_UDP */
+  uint32_t direction; /* REDIRECTOR_OUTBOUND or REDIRECTOR_INBOUND */
+  uint32_t pid;       /* the intercepted process */
+  redirector_endpoint destination; /* where the connection was going (inbound:
+                                      the listener's own address and port) */
+  redirector_endpoint client;      /* who opened it (outbound: the
+                                      intercepted process's end) */
+  redirector_endpoint peer;        /* what the proxy sees as its peer */
+  uint16_t app_port;  /* the app port the connection was sent to */
+  uint16_t reserved;
+  uint32_t flow_id;   /* unique per connection while the library runs */
+  uint64_t bytes_up;  /* payload bytes client -> destination so far */
+  uint64_t bytes_down;
+  char process_path[1024]; /* the executable, UTF-8, NUL-terminated ("" when
+                              unknown; cut at 1023 bytes) */
+} redirector_origin;
+
+/*
+ * Where was a connection going? For a TCP connection the proxy accepted on
+ * the app port (or a UDP datagram it received there): `peer` is the remote
+ * address the proxy sees (getpeername / recvfrom), `local` the proxy's own
+ * address (getsockname; an all-zero address means any). IPv4-mapped IPv6
+ * addresses from dual-stack sockets are understood.
+ *
+ * Returns 0 and fills *out; REDIRECTOR_ENOTFOUND when no redirected
+ * connection matches (not redirected, or already closed);
+ * REDIRECTOR_ENOTRUNNING; REDIRECTOR_ENULL; REDIRECTOR_EINVAL (bad protocol,
+ * family or out->size). Thread-safe; fast enough to call per connection.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirector_endpoint *peer,
+                                                 const redirector_endpoint *local, redirector_origin *out);
+
+#define REDIRECTOR_EVENT_OPENED 1 /* a connection was redirected */
+#define REDIRECTOR_EVENT_CLOSED 2 /* a redirected connection ended (closed or idle) */
+
+typedef struct redirector_event {
+  uint32_t size;     /* in: sizeof(redirector_event) */
+  uint32_t type;     /* REDIRECTOR_EVENT_* */
+  uint64_t time_ms;  /* when, on the library's monotonic clock */
+  redirector_origin origin; /* origin.size is ignored; bytes are final for CLOSED */
+} redirector_event;
+
+/*
+ * Takes the oldest event, waiting up to timeout_ms for one (0: do not wait).
+ * Events are kept in a bounded queue (4096); when it is full new ones are
+ * dropped and counted in redirector_stats.events_lost.
+ *
+ * Returns 0; REDIRECTOR_ENOEVENT when none came in time;
+ * REDIRECTOR_ENOTRUNNING (also when stop_redirector ends the wait);
+ * REDIRECTOR_ENULL; REDIRECTOR_EINVAL (ev->size).
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint32_t timeout_ms);
+
+typedef struct redirector_stats {
+  uint32_t size;    /* in: sizeof(redirector_stats) */
+  uint32_t running; /* 1 while running */
+  uint64_t packets;          /* packets seen */
+  uint64_t rewritten;        /* packets rewritten (redirected) */
+  uint64_t passed;           /* packets passed unchanged */
+  uint64_t held;             /* packets held while their owner was unknown */
+  uint64_t dropped;          /* packets dropped over the hold limits */
+  uint64_t malformed;        /* truncated or malformed (passed unchanged) */
+  uint64_t fragments;        /* IP fragments (passed unchanged) */
+  uint64_t flows_active;     /* flow table entries in use */
+  uint64_t flows_redirected; /* connections redirected */
+  uint64_t flows_passed;     /* connections decided not to intercept */
+  uint64_t flows_expired;    /* entries removed (closed or idle) */
+  uint64_t table_full;       /* new connections passed: the table was full */
+  uint64_t evictions;        /* unestablished entries evicted for new ones */
+  uint64_t hold_timeouts;    /* owners never found in time (passed) */
+  uint64_t owner_facts;      /* socket owner facts received */
+  uint64_t owner_queries;    /* socket owner look-ups made */
+  uint64_t events_lost;      /* events dropped: the queue was full */
+  uint64_t nat_conflicts;    /* connections passed: no proxy-side port free */
+  uint64_t bypassed;         /* packets of bypassed classes (loopback, ...) */
+  uint64_t lookups;          /* redirector_lookup answers */
+  uint64_t lookup_misses;    /* redirector_lookup misses */
+  uint64_t engine_restarts;  /* engine failures survived (since load) */
+  uint64_t flow_capacity;    /* flow table size */
+  uint64_t bytes_per_flow;   /* memory per flow table entry */
+} redirector_stats;
+
+/*
+ * Counters of the running redirector (after stop: of the last run). Returns
+ * 0, REDIRECTOR_ENULL or REDIRECTOR_EINVAL (out->size). Thread-safe.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out);
+
+/* ------------------------------------------------------------------------
  * Policy
  */
 
@@ -216,13 +326,17 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
  * Testing
  */
 
-#define REDIRECTOR_FAULT_CONFIG 1 /* the next configuration call */
+#define REDIRECTOR_FAULT_CONFIG 1  /* the next configuration call */
+#define REDIRECTOR_FAULT_PACKETS 2 /* the next packet batch (while running) */
 
 /*
  * A test hook: makes the engine fail deliberately (a Wasm trap) inside the
  * next call of the selected kind, so a program can check that it recovers:
  * the call fails with its documented error code, the engine is rebuilt with
  * the configuration in force, and the library keeps working.
+ *
+ * For packets: the batch passes unchanged (fail open), packets held for an
+ * unknown owner are released unchanged, and stats.engine_restarts counts it.
  *
  * Returns 0, or REDIRECTOR_EINVAL for an unknown selector.
  */

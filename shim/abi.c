@@ -30,7 +30,9 @@ static struct {
   size_t config_len;
   char *windivert_dir;
   uint32_t fault_pending;
-} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, 0};
+  uint64_t engine_restarts; /* traps survived by engines that are gone */
+  redirector_stats last;    /* the last run's counters, kept at stop */
+} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, 0, 0, {0}};
 
 static wr_mutex g_err_lock = WR_MUTEX_INIT;
 static char g_err[ERR_CAP];
@@ -79,6 +81,26 @@ static wr_engine *engine_locked(const char *who) {
   return e;
 }
 
+/* Engine counters, in the order of redirector_stats after `running`. */
+static void fill_stats_locked(redirector_stats *st) {
+  uint64_t c[WR_STATS_MAX] = {0};
+  size_t n = 0;
+  uint32_t cap = 0, per = 0;
+  if (g.engine) {
+    n = wr_engine_stats(g.engine, c, WR_STATS_MAX);
+    wr_engine_table(g.engine, &cap, &per);
+  }
+  (void)n;
+  memset(st, 0, sizeof *st);
+  st->size = sizeof *st;
+  st->running = (uint32_t)g.running;
+  uint64_t *dst = &st->packets;
+  for (size_t i = 0; i < 21; i++) dst[i] = c[i];
+  st->engine_restarts = g.engine_restarts + (g.engine ? wr_engine_trap_count(g.engine) : 0);
+  st->flow_capacity = cap;
+  st->bytes_per_flow = per;
+}
+
 WINDOWS_REDIRECTOR_API void initialize_global_config(void) {
   lock_state();
   unlock_state();
@@ -104,6 +126,13 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
     return -2;
   }
   char err[768];
+  if (wr_engine_start(e, (uint32_t)wr_now_ms(), err, sizeof err) != 0) {
+    wr_engine_free(e);
+    g.engine = NULL;
+    unlock_state();
+    set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
+    return -2;
+  }
   wr_backend_options opts;
   opts.engine = e;
   opts.windivert_dir = g.windivert_dir;
@@ -118,6 +147,10 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
   }
   g.backend = b;
   g.running = 1;
+  if (g.fault_pending & REDIRECTOR_FAULT_PACKETS) {
+    g.fault_pending &= ~(uint32_t)REDIRECTOR_FAULT_PACKETS;
+    wr_engine_arm_fault(e, REDIRECTOR_FAULT_PACKETS);
+  }
   unlock_state();
   return 0;
 }
@@ -131,6 +164,9 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
   }
   wr_backend_stop(g.backend);
   g.backend = NULL;
+  fill_stats_locked(&g.last);
+  g.last.running = 0;
+  g.engine_restarts += wr_engine_trap_count(g.engine);
   wr_engine_free(g.engine);
   g.engine = NULL;
   g.running = 0;
@@ -281,12 +317,156 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which) {
-  if (which != REDIRECTOR_FAULT_CONFIG) {
+  if (which != REDIRECTOR_FAULT_CONFIG && which != REDIRECTOR_FAULT_PACKETS) {
     set_error(REDIRECTOR_EINVAL, "redirector_debug_inject_fault: unknown selector %d", (int)which);
     return REDIRECTOR_EINVAL;
   }
   lock_state();
-  g.fault_pending |= (uint32_t)which;
+  if (which == REDIRECTOR_FAULT_PACKETS && g.running) {
+    wr_engine_arm_fault(g.engine, REDIRECTOR_FAULT_PACKETS);
+  } else {
+    g.fault_pending |= (uint32_t)which;
+  }
   unlock_state();
+  return REDIRECTOR_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Lookups, events, statistics */
+
+static int valid_endpoint(const redirector_endpoint *ep) { return ep->family == 4 || ep->family == 6; }
+
+static void to_endpoint(redirector_endpoint *ep, uint32_t family, const uint8_t addr[16], uint16_t port) {
+  memset(ep, 0, sizeof *ep);
+  ep->family = (uint8_t)family;
+  ep->port = port;
+  memcpy(ep->addr, addr, family == 4 ? 4 : 16);
+}
+
+static void to_origin(redirector_origin *o, const wr_origin *w) {
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+  o->protocol = w->proto;
+  o->direction = w->inbound ? REDIRECTOR_INBOUND : REDIRECTOR_OUTBOUND;
+  o->pid = w->pid;
+  to_endpoint(&o->destination, w->family, w->dst, w->dst_port);
+  to_endpoint(&o->client, w->family, w->client, w->client_port);
+  to_endpoint(&o->peer, w->family, w->peer, w->peer_port);
+  o->app_port = w->app_port;
+  o->flow_id = w->flow_id;
+  o->bytes_up = w->bytes_up;
+  o->bytes_down = w->bytes_down;
+  memcpy(o->process_path, w->path, sizeof o->process_path);
+  o->process_path[sizeof o->process_path - 1] = '\0';
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirector_endpoint *peer,
+                                                 const redirector_endpoint *local, redirector_origin *out) {
+  if (!peer || !local || !out) {
+    set_error(REDIRECTOR_ENULL, "redirector_lookup: peer, local and out must not be NULL");
+    return REDIRECTOR_ENULL;
+  }
+  if (out->size < sizeof *out) {
+    set_error(REDIRECTOR_EINVAL, "redirector_lookup: out->size is %u; set it to sizeof(redirector_origin) (%u)",
+              (unsigned)out->size, (unsigned)sizeof *out);
+    return REDIRECTOR_EINVAL;
+  }
+  if ((protocol != REDIRECTOR_TCP && protocol != REDIRECTOR_UDP) || !valid_endpoint(peer) ||
+      !valid_endpoint(local)) {
+    set_error(REDIRECTOR_EINVAL, "redirector_lookup: protocol must be 6 or 17 and families 4 or 6");
+    return REDIRECTOR_EINVAL;
+  }
+  uint8_t paddr[16] = {0}, laddr[16] = {0};
+  uint32_t family = peer->family;
+  memcpy(paddr, peer->addr, peer->family == 4 ? 4 : 16);
+  if (local->family == peer->family) {
+    memcpy(laddr, local->addr, local->family == 4 ? 4 : 16);
+  } else if (local->family == 6 && peer->family == 4) {
+    /* A v4 peer on a dual-stack socket whose local address reads as v6:
+     * use the mapped v4 part, or any. */
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(local->addr, mapped, 12) == 0) memcpy(laddr, local->addr + 12, 4);
+  }
+  wr_origin w;
+  lock_state();
+  if (!g.running) {
+    unlock_state();
+    set_error(REDIRECTOR_ENOTRUNNING, "redirector_lookup: the redirector is not running");
+    return REDIRECTOR_ENOTRUNNING;
+  }
+  int rc = wr_engine_lookup(g.engine, (uint32_t)protocol, family, paddr, peer->port, laddr, local->port, &w);
+  unlock_state();
+  if (rc == WR_ENGINE_TRAPPED) {
+    set_error(REDIRECTOR_EENGINE, "redirector_lookup: the engine failed and was rebuilt");
+    return REDIRECTOR_EENGINE;
+  }
+  if (rc != 1) {
+    set_error(REDIRECTOR_ENOTFOUND, "redirector_lookup: no redirected %s connection from that peer to that address",
+              protocol == REDIRECTOR_TCP ? "TCP" : "UDP");
+    return REDIRECTOR_ENOTFOUND;
+  }
+  to_origin(out, &w);
+  return REDIRECTOR_OK;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint32_t timeout_ms) {
+  if (!ev) {
+    set_error(REDIRECTOR_ENULL, "redirector_next_event: ev is NULL");
+    return REDIRECTOR_ENULL;
+  }
+  if (ev->size < sizeof *ev) {
+    set_error(REDIRECTOR_EINVAL, "redirector_next_event: ev->size is %u; set it to sizeof(redirector_event) (%u)",
+              (unsigned)ev->size, (unsigned)sizeof *ev);
+    return REDIRECTOR_EINVAL;
+  }
+  uint64_t deadline = wr_now_ms() + timeout_ms;
+  for (;;) {
+    wr_origin w;
+    lock_state();
+    if (!g.running) {
+      unlock_state();
+      set_error(REDIRECTOR_ENOTRUNNING, "redirector_next_event: the redirector is not running");
+      return REDIRECTOR_ENOTRUNNING;
+    }
+    int rc = wr_engine_next_event(g.engine, &w);
+    unlock_state();
+    if (rc == 1) {
+      uint32_t size = ev->size;
+      memset(ev, 0, sizeof *ev);
+      ev->size = size;
+      ev->type = w.type;
+      ev->time_ms = w.time_ms;
+      to_origin(&ev->origin, &w);
+      return REDIRECTOR_OK;
+    }
+    uint64_t now = wr_now_ms();
+    if (now >= deadline) break;
+    uint64_t left = deadline - now;
+    wr_sleep_ms(left < 5 ? (uint32_t)left : 5);
+  }
+  set_error(REDIRECTOR_ENOEVENT, "redirector_next_event: no event within %u ms", (unsigned)timeout_ms);
+  return REDIRECTOR_ENOEVENT;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out) {
+  if (!out) {
+    set_error(REDIRECTOR_ENULL, "redirector_get_stats: out is NULL");
+    return REDIRECTOR_ENULL;
+  }
+  if (out->size < sizeof *out) {
+    set_error(REDIRECTOR_EINVAL, "redirector_get_stats: out->size is %u; set it to sizeof(redirector_stats) (%u)",
+              (unsigned)out->size, (unsigned)sizeof *out);
+    return REDIRECTOR_EINVAL;
+  }
+  uint32_t size = out->size;
+  lock_state();
+  if (g.running) {
+    fill_stats_locked(out);
+  } else {
+    *out = g.last;
+    out->engine_restarts = g.engine_restarts;
+  }
+  unlock_state();
+  out->size = size;
   return REDIRECTOR_OK;
 }

@@ -12,7 +12,14 @@
 #error "build the engine with -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0: the library must not own the host's signal handlers"
 #endif
 
-#define ENGINE_ABI 1u
+#define ENGINE_ABI 2u
+
+/* Engine-side record layouts (as/index.ts, as/held.ts, as/engine.ts). */
+#define META_SIZE 32u
+#define REL_SIZE 32u
+#define QUERY_SIZE 40u
+#define ORIGIN_SIZE 112u
+#define OWNER_HEADER 48u
 
 /* One lock for every instance: the runtime's trap state is global. */
 static wr_mutex g_engine_lock = WR_MUTEX_INIT;
@@ -26,6 +33,10 @@ struct wr_engine {
   char *config;
   size_t config_len;
   uint32_t traps;
+  int started;      /* eng_start was called: a rebuild starts again */
+  uint32_t last_now;
+  /* Batch layout, read once per instance. */
+  uint32_t batch_meta, batch_data, batch_max, batch_cap;
 };
 
 static void copy_err(char *err, size_t errlen, const char *text) {
@@ -98,10 +109,17 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
     copy_err(err, errlen, "the engine was built for another interface version");
     return -1;
   }
-  Z_engineZ_eng_init(&e->inst, e->self_pid);
+  Z_engineZ_eng_init(&e->inst, e->self_pid, wr_random_seed());
   Z_engineZ_eng_set_app_port(&e->inst, e->app_port);
   if (e->config && io_put(e, e->config, e->config_len) == 0) {
     Z_engineZ_eng_config(&e->inst, (uint32_t)e->config_len);
+  }
+  if (e->started) {
+    Z_engineZ_eng_start(&e->inst, e->last_now);
+    e->batch_meta = Z_engineZ_eng_batch_meta(&e->inst);
+    e->batch_data = Z_engineZ_eng_batch_data(&e->inst);
+    e->batch_max = Z_engineZ_eng_batch_max(&e->inst);
+    e->batch_cap = Z_engineZ_eng_batch_data_cap(&e->inst);
   }
   e->live = 1;
   return 0;
@@ -159,9 +177,10 @@ static int ensure_live_locked(wr_engine *e, char *err, size_t errlen) {
 
 /* Runs `body` on a live instance, with the lock held, inside the trap guard.
  * When the instance cannot be built or traps, `rcvar` becomes
- * WR_ENGINE_TRAPPED and the reason goes to err. `body` must not call a
- * function that sets up its own guard before its last engine call. */
-#define WITH_ENGINE(e, err, errlen, rcvar, body)                 \
+ * WR_ENGINE_TRAPPED and the reason goes to err. The body (the variadic
+ * part, so it may contain commas) must not call a function that sets up its
+ * own guard before its last engine call. */
+#define WITH_ENGINE(e, err, errlen, rcvar, ...)                 \
   do {                                                           \
     wr_mutex_lock(&g_engine_lock);                               \
     if (ensure_live_locked(e, err, errlen) != 0) {               \
@@ -171,7 +190,7 @@ static int ensure_live_locked(wr_engine *e, char *err, size_t errlen) {
       if (code_ != WASM_RT_TRAP_NONE) {                          \
         rcvar = trapped_locked(e, code_, err, errlen);           \
       } else {                                                   \
-        body                                                     \
+        __VA_ARGS__                                              \
       }                                                          \
     }                                                            \
     wr_mutex_unlock(&g_engine_lock);                             \
@@ -242,4 +261,280 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
     }
   });
   return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * The packet path */
+
+int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, err, errlen, rc, {
+    e->last_now = now;
+    Z_engineZ_eng_start(&e->inst, now);
+    e->batch_meta = Z_engineZ_eng_batch_meta(&e->inst);
+    e->batch_data = Z_engineZ_eng_batch_data(&e->inst);
+    e->batch_max = Z_engineZ_eng_batch_max(&e->inst);
+    e->batch_cap = Z_engineZ_eng_batch_data_cap(&e->inst);
+    e->started = 1;
+  });
+  return rc;
+}
+
+static uint32_t rd32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static void wr32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+
+/* Reports released packets (inside a guard, lock held). */
+static void report_released(wr_engine *e, wr_verdict_fn cb, void *ctx) {
+  uint32_t n = Z_engineZ_eng_take_released(&e->inst);
+  uint32_t base = Z_engineZ_eng_released_ptr(&e->inst);
+  uint8_t *recs = mem_range(e, base, n * REL_SIZE);
+  if (!recs) return;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint8_t *r = recs + (size_t)i * REL_SIZE;
+    wr_packet p;
+    p.cookie = (uint64_t)rd32(r) | ((uint64_t)rd32(r + 4) << 32);
+    p.len = rd32(r + 12);
+    p.data = mem_range(e, rd32(r + 8), p.len);
+    p.flags = rd32(r + 16);
+    p.if_idx = rd32(r + 20);
+    p.sub_if_idx = rd32(r + 24);
+    uint32_t w = rd32(r + 28);
+    if (!p.data) continue; /* an offset outside memory: nothing to send */
+    cb(ctx, &p, w & 0xff, w >> 8);
+  }
+}
+
+int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx) {
+  volatile int rc = 0;
+  volatile size_t reported = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    e->last_now = now;
+    size_t i = 0;
+    while (i < n) {
+      /* Fill one batch. */
+      uint8_t *meta = mem_range(e, e->batch_meta, e->batch_max * META_SIZE);
+      uint8_t *data = mem_range(e, e->batch_data, e->batch_cap);
+      if (!meta || !data) break;
+      size_t start = i;
+      uint32_t off = 0, k = 0;
+      while (i < n && k < e->batch_max) {
+        const wr_packet *p = &pkts[i];
+        uint32_t aligned = (p->len + 7u) & ~7u;
+        if (p->len > e->batch_cap) {
+          /* Larger than the batch area: cannot be read by the engine. */
+          if (k == 0) {
+            cb(ctx, p, WR_V_PASS, (p->flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
+            reported = ++i;
+            start = i;
+            continue;
+          }
+          break;
+        }
+        if ((uint64_t)off + aligned > e->batch_cap) break;
+        memcpy(data + off, p->data, p->len);
+        uint8_t *m = meta + (size_t)k * META_SIZE;
+        wr32(m, (uint32_t)p->cookie);
+        wr32(m + 4, (uint32_t)(p->cookie >> 32));
+        wr32(m + 8, off);
+        wr32(m + 12, p->len);
+        wr32(m + 16, p->flags);
+        wr32(m + 20, p->if_idx);
+        wr32(m + 24, p->sub_if_idx);
+        wr32(m + 28, 0);
+        off += aligned;
+        k++;
+        i++;
+      }
+      if (k == 0) continue;
+      Z_engineZ_eng_process(&e->inst, k, now);
+      /* Memory may have moved: look again. */
+      meta = mem_range(e, e->batch_meta, k * META_SIZE);
+      data = mem_range(e, e->batch_data, e->batch_cap);
+      if (!meta || !data) break;
+      for (uint32_t j = 0; j < k; j++) {
+        const uint8_t *m = meta + (size_t)j * META_SIZE;
+        uint32_t w = rd32(m + 28);
+        wr_packet out = pkts[start + j];
+        if ((w & 0xff) == WR_V_MODIFIED) out.data = data + rd32(m + 8);
+        cb(ctx, &out, w & 0xff, w >> 8);
+        reported = start + j + 1;
+      }
+      report_released(e, cb, ctx);
+    }
+  });
+  if (rc == WR_ENGINE_TRAPPED) {
+    /* Fail open: everything not yet decided passes as it is. */
+    for (size_t i = reported; i < n; i++) {
+      cb(ctx, &pkts[i], WR_V_PASS, (pkts[i].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
+    }
+  }
+  return rc;
+}
+
+int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdict_fn cb, void *ctx) {
+  volatile int rc = 0;
+  size_t plen = f->path ? f->path_len : 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    e->last_now = now;
+    uint32_t p = Z_engineZ_eng_io(&e->inst, (uint32_t)(OWNER_HEADER + plen));
+    uint8_t *io = p ? mem_range(e, p, (uint32_t)(OWNER_HEADER + plen)) : NULL;
+    if (!io) {
+      rc = -1;
+    } else {
+      memset(io, 0, OWNER_HEADER);
+      io[0] = f->kind;
+      io[1] = f->proto;
+      io[2] = f->family;
+      memcpy(io + 4, f->local, 16);
+      memcpy(io + 20, f->remote, 16);
+      memcpy(io + 36, &f->local_port, 2);
+      memcpy(io + 38, &f->remote_port, 2);
+      wr32(io + 40, f->pid);
+      wr32(io + 44, (uint32_t)plen);
+      if (plen) memcpy(io + OWNER_HEADER, f->path, plen);
+      rc = (int)Z_engineZ_eng_owner(&e->inst, (uint32_t)(OWNER_HEADER + plen), now);
+      if (cb) report_released(e, cb, ctx);
+    }
+  });
+  return rc;
+}
+
+int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    e->last_now = now;
+    Z_engineZ_eng_tick(&e->inst, now);
+    if (cb) report_released(e, cb, ctx);
+  });
+  return rc;
+}
+
+size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max) {
+  volatile int rc = 0;
+  volatile size_t count = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t n = Z_engineZ_eng_take_queries(&e->inst);
+    uint32_t base = Z_engineZ_eng_queries_ptr(&e->inst);
+    uint8_t *q = mem_range(e, base, n * QUERY_SIZE);
+    if (q) {
+      size_t m = n < max ? n : max;
+      for (size_t i = 0; i < m; i++) {
+        const uint8_t *r = q + i * QUERY_SIZE;
+        out[i].proto = r[0];
+        out[i].family = r[1];
+        out[i].inbound = r[2];
+        memcpy(out[i].local, r + 4, 16);
+        memcpy(out[i].remote, r + 20, 16);
+        memcpy(&out[i].local_port, r + 36, 2);
+        memcpy(&out[i].remote_port, r + 38, 2);
+      }
+      count = m;
+    }
+  });
+  (void)rc;
+  return count;
+}
+
+/* Reads an origin record at `p` (inside a guard). */
+static void read_origin(wr_engine *e, uint32_t p, wr_origin *out) {
+  uint8_t *o = mem_range(e, p, ORIGIN_SIZE);
+  memset(out, 0, sizeof *out);
+  if (!o) return;
+  out->type = rd32(o);
+  out->proto = rd32(o + 4);
+  out->family = rd32(o + 8);
+  out->inbound = rd32(o + 12);
+  out->pid = rd32(o + 16);
+  out->flow_id = rd32(o + 20);
+  memcpy(out->dst, o + 24, 16);
+  out->dst_port = (uint16_t)rd32(o + 40);
+  memcpy(out->client, o + 44, 16);
+  out->client_port = (uint16_t)rd32(o + 60);
+  memcpy(out->peer, o + 64, 16);
+  out->peer_port = (uint16_t)rd32(o + 80);
+  out->app_port = (uint16_t)rd32(o + 84);
+  memcpy(&out->bytes_up, o + 88, 8);
+  memcpy(&out->bytes_down, o + 96, 8);
+  out->time_ms = rd32(o + 104);
+  uint32_t plen = rd32(o + 108);
+  const uint8_t *path = mem_range(e, p + ORIGIN_SIZE, plen);
+  if (path) {
+    size_t k = plen < sizeof out->path - 1 ? plen : sizeof out->path - 1;
+    while (k > 0 && k < plen && (path[k] & 0xc0) == 0x80) k--;
+    memcpy(out->path, path, k);
+    out->path[k] = '\0';
+  }
+}
+
+int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_t peer[16], uint16_t peer_port,
+                     const uint8_t local[16], uint16_t local_port, wr_origin *out) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t p = Z_engineZ_eng_io(&e->inst, ORIGIN_SIZE + 1024);
+    uint8_t *io = p ? mem_range(e, p, 48) : NULL;
+    if (!io) {
+      rc = 0;
+    } else {
+      wr32(io, proto);
+      wr32(io + 4, family);
+      memcpy(io + 8, peer, 16);
+      wr32(io + 24, peer_port);
+      memcpy(io + 28, local, 16);
+      wr32(io + 44, local_port);
+      int32_t r = (int32_t)Z_engineZ_eng_lookup(&e->inst, 48);
+      if (r == 0) {
+        read_origin(e, p, out);
+        rc = 1;
+      } else {
+        rc = 0;
+      }
+    }
+  });
+  return rc;
+}
+
+int wr_engine_next_event(wr_engine *e, wr_origin *out) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t n = Z_engineZ_eng_next_event(&e->inst);
+    if (n == 0) {
+      rc = 0;
+    } else {
+      read_origin(e, Z_engineZ_eng_io(&e->inst, 0), out);
+      rc = 1;
+    }
+  });
+  return rc;
+}
+
+size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {
+  volatile int rc = 0;
+  volatile size_t count = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t n = Z_engineZ_eng_stats_count(&e->inst);
+    uint8_t *s = mem_range(e, Z_engineZ_eng_stats_ptr(&e->inst), n * 8);
+    if (s) {
+      size_t m = n < max ? n : max;
+      memcpy(out, s, m * 8);
+      count = n;
+    }
+  });
+  (void)rc;
+  return count;
+}
+
+void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow) {
+  volatile int rc = 0;
+  *capacity = 0;
+  *bytes_per_flow = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    *capacity = Z_engineZ_eng_flow_capacity(&e->inst);
+    *bytes_per_flow = Z_engineZ_eng_bytes_per_flow(&e->inst);
+  });
+  (void)rc;
 }

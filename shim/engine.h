@@ -15,6 +15,90 @@
 
 typedef struct wr_engine wr_engine;
 
+/* Packet metadata flags (in) */
+#define WR_PKT_OUTBOUND 1u
+#define WR_PKT_LOOPBACK 2u
+#define WR_PKT_CSUM_PARTIAL 4u /* the transport checksum is not ready (offload) */
+
+/* Verdicts */
+#define WR_V_PASS 0u     /* send the original packet on */
+#define WR_V_MODIFIED 1u /* send the rewritten bytes */
+#define WR_V_DROP 2u
+#define WR_V_HELD 3u /* kept by the engine; its final verdict comes later */
+/* Out-flags */
+#define WR_OUT_OUTBOUND 1u   /* inject as outbound (else inbound) */
+#define WR_OUT_CSUM_VALID 2u /* IP and transport checksums are correct */
+
+typedef struct {
+  uint64_t cookie; /* the backend's handle for the packet */
+  const uint8_t *data;
+  uint32_t len;
+  uint32_t flags; /* WR_PKT_* */
+  uint32_t if_idx;
+  uint32_t sub_if_idx;
+} wr_packet;
+
+/* A decided packet. `data`/`len` are the bytes to send for WR_V_MODIFIED (in
+ * engine memory, valid only during the call); for WR_V_PASS the original
+ * bytes. Called with the engine lock held: it must not call the engine. */
+typedef void (*wr_verdict_fn)(void *ctx, const wr_packet *pkt, uint32_t verdict, uint32_t out_flags);
+
+/* Owner facts (kinds as the engine's O_*). Addresses in network order,
+ * IPv4 in the first 4 bytes; ports in host order. */
+#define WR_OWNER_CONNECT 1
+#define WR_OWNER_ACCEPT 2
+#define WR_OWNER_BIND 3
+#define WR_OWNER_LISTEN 4
+#define WR_OWNER_CLOSE 5
+#define WR_OWNER_UNKNOWN 6
+
+typedef struct {
+  uint8_t kind;
+  uint8_t proto;  /* 6 or 17 */
+  uint8_t family; /* 4 or 6 */
+  uint8_t local[16];
+  uint8_t remote[16];
+  uint16_t local_port;
+  uint16_t remote_port;
+  uint32_t pid;
+  const char *path; /* UTF-8, may be NULL */
+  size_t path_len;
+} wr_owner_fact;
+
+/* A pending flow whose owner the backend should find. */
+typedef struct {
+  uint8_t proto;
+  uint8_t family;
+  uint8_t inbound; /* 1: local is a listener's end */
+  uint8_t local[16];
+  uint8_t remote[16];
+  uint16_t local_port;
+  uint16_t remote_port;
+} wr_query;
+
+/* The answer to a lookup, or an event, as the engine writes it. */
+typedef struct {
+  uint32_t type; /* 0 lookup, 1 opened, 2 closed */
+  uint32_t proto;
+  uint32_t family;
+  uint32_t inbound;
+  uint32_t pid;
+  uint32_t flow_id;
+  uint8_t dst[16];
+  uint16_t dst_port;
+  uint8_t client[16];
+  uint16_t client_port;
+  uint8_t peer[16];
+  uint16_t peer_port;
+  uint16_t app_port;
+  uint64_t bytes_up;
+  uint64_t bytes_down;
+  uint32_t time_ms;
+  char path[1024]; /* NUL-terminated, cut at a UTF-8 boundary */
+} wr_origin;
+
+#define WR_STATS_MAX 32
+
 /* Builds an instance. Returns NULL on failure with the reason in err. */
 wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen);
 void wr_engine_free(wr_engine *e);
@@ -31,6 +115,41 @@ void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
 /* 1 if a process would be intercepted under the configuration in force, 0 if
  * not, -1 if the path is too long, or WR_ENGINE_TRAPPED. */
 int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size_t len);
+
+/* Sizes the tables from the configuration in force and starts the packet
+ * path. 0, or WR_ENGINE_TRAPPED. */
+int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
+
+/* Decides packets (any number; batched inside). Every packet gets exactly
+ * one callback: its verdict, or WR_V_HELD and later its final verdict from a
+ * call that releases (process, owner, tick). Packets released meanwhile are
+ * reported too. On a trap, the packets not yet reported are passed, the
+ * engine is rebuilt (held packets are lost: the backend should fail open
+ * whatever it saw held), and WR_ENGINE_TRAPPED is returned. */
+int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Applies an owner fact; released packets go to cb. */
+int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Hold timeouts and expiry; released packets go to cb. */
+int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Up to max pending flows to find owners for. Returns how many. */
+size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max);
+
+/* Lookup by what the proxy sees: protocol, its peer, its local end (an
+ * all-zero local address matches any). 1 found, 0 not, or WR_ENGINE_TRAPPED. */
+int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_t peer[16], uint16_t peer_port,
+                     const uint8_t local[16], uint16_t local_port, wr_origin *out);
+
+/* The oldest event: 1 when one was taken, 0 none, or WR_ENGINE_TRAPPED. */
+int wr_engine_next_event(wr_engine *e, wr_origin *out);
+
+/* Copies up to max counters; returns how many the engine has. */
+size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
+
+/* Flow table capacity and bytes of memory per flow (after start). */
+void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);
 
 /* How many times this engine trapped and was rebuilt. */
 uint32_t wr_engine_trap_count(wr_engine *e);

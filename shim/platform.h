@@ -49,9 +49,12 @@ void wr_event_destroy(wr_event *e);
 void wr_event_set(wr_event *e);
 int wr_event_wait(wr_event *e, uint32_t timeout_ms);
 
+void wr_sleep_ms(uint32_t ms);
 /* Milliseconds from a monotonic clock. */
 uint64_t wr_now_ms(void);
 /* The calling process's ID. */
 uint32_t wr_self_pid(void);
+/* 32 unpredictable bits (for hash seeds). */
+uint32_t wr_random_seed(void);
 
 #endif

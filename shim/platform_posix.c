@@ -3,6 +3,7 @@
 #include "platform.h"
 
 #include <errno.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -79,6 +80,12 @@ int wr_event_wait(wr_event *e, uint32_t timeout_ms) {
   return set;
 }
 
+void wr_sleep_ms(uint32_t ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 uint64_t wr_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -86,4 +93,14 @@ uint64_t wr_now_ms(void) {
 }
 
 uint32_t wr_self_pid(void) { return (uint32_t)getpid(); }
+
+uint32_t wr_random_seed(void) {
+  uint32_t v = 0;
+  if (getrandom(&v, sizeof v, GRND_NONBLOCK) != (ssize_t)sizeof v) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    v = (uint32_t)ts.tv_nsec * 2654435761u ^ (uint32_t)getpid();
+  }
+  return v;
+}
 #endif

@@ -1,4 +1,5 @@
 #ifdef _WIN32
+#define _CRT_RAND_S
 #include "platform.h"
 
 #include <stdlib.h>
@@ -67,7 +68,19 @@ int wr_event_wait(wr_event *e, uint32_t timeout_ms) {
   return set;
 }
 
+void wr_sleep_ms(uint32_t ms) { Sleep(ms); }
+
 uint64_t wr_now_ms(void) { return (uint64_t)GetTickCount64(); }
 
 uint32_t wr_self_pid(void) { return (uint32_t)GetCurrentProcessId(); }
+
+uint32_t wr_random_seed(void) {
+  unsigned int v = 0;
+  if (rand_s(&v) != 0) {
+    LARGE_INTEGER t;
+    QueryPerformanceCounter(&t);
+    v = (unsigned int)t.QuadPart * 2654435761u ^ GetCurrentProcessId();
+  }
+  return v;
+}
 #endif

@@ -472,6 +472,81 @@ static void case_would_intercept(void) {
   check(redirector_would_intercept(56, NULL) == 0, "others not");
 }
 
+static redirector_endpoint ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
+  redirector_endpoint e;
+  memset(&e, 0, sizeof e);
+  e.family = 4;
+  e.port = port;
+  e.addr[0] = a;
+  e.addr[1] = b;
+  e.addr[2] = c;
+  e.addr[3] = d;
+  return e;
+}
+
+static void case_lookup_codes(void) {
+  redirector_endpoint peer = ep4(198, 18, 0, 10, 40000), local = ep4(10, 0, 0, 2, 8080);
+  redirector_origin o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  check(redirector_lookup(REDIRECTOR_TCP, NULL, &local, &o) == REDIRECTOR_ENULL, "NULL peer");
+  check(redirector_lookup(REDIRECTOR_TCP, &peer, NULL, &o) == REDIRECTOR_ENULL, "NULL local");
+  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, NULL) == REDIRECTOR_ENULL, "NULL out");
+  o.size = 8;
+  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_EINVAL, "small size");
+  check(error_mentions("sizeof(redirector_origin)"), "says what size: %s", last_error());
+  o.size = sizeof o;
+  check(redirector_lookup(1, &peer, &local, &o) == REDIRECTOR_EINVAL, "bad protocol");
+  redirector_endpoint bad = peer;
+  bad.family = 5;
+  check(redirector_lookup(REDIRECTOR_TCP, &bad, &local, &o) == REDIRECTOR_EINVAL, "bad family");
+  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTRUNNING, "not running");
+#ifndef _WIN32
+  set_base_config();
+  update_app_port(18080);
+  check(start_redirector() == 0, "start: %s", last_error());
+  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTFOUND, "nothing redirected yet");
+  check(error_mentions("no redirected TCP connection"), "says so: %s", last_error());
+  check(stop_redirector() == 0, "stop");
+#endif
+}
+
+static void case_events_and_stats(void) {
+  redirector_event ev;
+  memset(&ev, 0, sizeof ev);
+  check(redirector_next_event(NULL, 0) == REDIRECTOR_ENULL, "NULL event");
+  check(redirector_next_event(&ev, 0) == REDIRECTOR_EINVAL, "size 0");
+  ev.size = sizeof ev;
+  check(redirector_next_event(&ev, 0) == REDIRECTOR_ENOTRUNNING, "not running");
+  redirector_stats st;
+  memset(&st, 0xff, sizeof st);
+  check(redirector_get_stats(NULL) == REDIRECTOR_ENULL, "NULL stats");
+  st.size = 4;
+  check(redirector_get_stats(&st) == REDIRECTOR_EINVAL, "small stats size");
+  st.size = sizeof st;
+  check(redirector_get_stats(&st) == 0, "stats when stopped");
+  check(st.running == 0, "not running");
+  check(st.size == sizeof st, "size kept");
+#ifndef _WIN32
+  set_base_config();
+  update_app_port(18080);
+  check(start_redirector() == 0, "start: %s", last_error());
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  check(redirector_get_stats(&st) == 0 && st.running == 1, "running stats");
+  check(st.flow_capacity == 65536, "default table size: %llu", (unsigned long long)st.flow_capacity);
+  check(st.bytes_per_flow > 0 && st.bytes_per_flow <= 200, "bytes per flow %llu", (unsigned long long)st.bytes_per_flow);
+  uint64_t t0 = 0;
+  check(redirector_next_event(&ev, 50) == REDIRECTOR_ENOEVENT, "no event within 50 ms");
+  (void)t0;
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
+  check(stop_redirector() == 0, "stop");
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  check(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");
+#endif
+}
+
 struct test_case {
   const char *name;
   void (*fn)(void);
@@ -497,6 +572,8 @@ static const struct test_case CASES[] = {
     {"engine_trap", case_engine_trap},
     {"windivert_path", case_windivert_path},
     {"would_intercept", case_would_intercept},
+    {"lookup_codes", case_lookup_codes},
+    {"events_and_stats", case_events_and_stats},
 };
 
 static void isolate_network(void) {

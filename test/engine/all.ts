@@ -2,4 +2,8 @@
 // summary for all of them.
 import "./config.test.ts";
 import "./policy.test.ts";
+import "./wire.test.ts";
+import "./redirect.test.ts";
+import "./properties.test.ts";
+import "./fuzz.test.ts";
 import "../build.test.ts";

@@ -1,0 +1,452 @@
+// The flow table: fixed capacity, preallocated at start, no allocation per
+// packet. An entry is found by its client-side key (the connection as the
+// intercepted process sees it) and, once redirected, by its proxy-side key
+// (the connection as the proxy sees it):
+//
+//   client key  (proto, local addr, local port, remote addr, remote port)
+//   proxy key   (proto, local addr, app port,   remote addr, proxy port)
+//
+// "local" is this host's end, so a key is the same whichever way a packet
+// goes. Both keys hash into one bucket array of tagged references
+// (index << 1 | side). The local address is left out of the hash so a proxy
+// that does not know its local address (a UDP socket on 0.0.0.0) can still
+// look up by the rest.
+//
+// Every entry sits on one list, by timeout class; each list is kept in
+// last-use order (most recent at the head), so expiry reads tails only:
+//
+//   PENDING   owner unknown; timeout = hold_timeout_ms, then decided as "pass"
+//   SHORT     TCP not yet established, closing, passed TCP, owner facts: 30 s
+//   UDP       UDP flows: udp_idle_timeout_ms
+//   TCP       established TCP: tcp_idle_timeout_ms
+//
+// Entry (FLOW_SIZE bytes):
+//   +0  u8 kind          +1 u8 proto    +2 u8 v6      +3 u8 tcp state
+//   +4  u32 flags        +8 u32 last use +12 u32 created
+//   +16 [16] local addr  +32 [16] remote addr
+//   +48 u16 local port   +50 u16 remote port  +52 u16 proxy port  +54 u16 app port
+//   +56 u32 pid          +60 u32 process ref
+//   +64 u64 bytes up     +72 u64 bytes down   (client -> destination, and back)
+//   +80 u32 next (client key chain)  +84 u32 next (proxy key chain)
+//   +88 u32 first held   +92 u32 last held    +96 u16 held count
+//   +98 u8 list          +99 u8 direction (0 outbound, 1 inbound)
+//   +100 u32 list prev   +104 u32 list next   +108 u32 flow id
+
+import { bump, drop1, S_FLOWS_ACTIVE, S_FLOWS_EXPIRED, S_EVICTIONS } from "./stats";
+
+// @ts-ignore: decorator
+@inline export const FLOW_SIZE: u32 = 128;
+
+// @ts-ignore: decorator
+@inline export const F_KIND: usize = 0;
+// @ts-ignore: decorator
+@inline export const F_PROTO: usize = 1;
+// @ts-ignore: decorator
+@inline export const F_V6: usize = 2;
+// @ts-ignore: decorator
+@inline export const F_TCP: usize = 3;
+// @ts-ignore: decorator
+@inline export const F_FLAGS: usize = 4;
+// @ts-ignore: decorator
+@inline export const F_LAST: usize = 8;
+// @ts-ignore: decorator
+@inline export const F_CREATED: usize = 12;
+// @ts-ignore: decorator
+@inline export const F_LADDR: usize = 16;
+// @ts-ignore: decorator
+@inline export const F_RADDR: usize = 32;
+// @ts-ignore: decorator
+@inline export const F_LPORT: usize = 48;
+// @ts-ignore: decorator
+@inline export const F_RPORT: usize = 50;
+// @ts-ignore: decorator
+@inline export const F_PPORT: usize = 52;
+// @ts-ignore: decorator
+@inline export const F_APP: usize = 54;
+// @ts-ignore: decorator
+@inline export const F_PID: usize = 56;
+// @ts-ignore: decorator
+@inline export const F_PROC: usize = 60;
+// @ts-ignore: decorator
+@inline export const F_UP: usize = 64;
+// @ts-ignore: decorator
+@inline export const F_DOWN: usize = 72;
+// @ts-ignore: decorator
+@inline const F_NEXT_A: usize = 80;
+// @ts-ignore: decorator
+@inline const F_NEXT_B: usize = 84;
+// @ts-ignore: decorator
+@inline export const F_HELD_FIRST: usize = 88;
+// @ts-ignore: decorator
+@inline export const F_HELD_LAST: usize = 92;
+// @ts-ignore: decorator
+@inline export const F_HELD_N: usize = 96;
+// @ts-ignore: decorator
+@inline const F_LIST: usize = 98;
+// @ts-ignore: decorator
+@inline export const F_DIR: usize = 99;
+// @ts-ignore: decorator
+@inline const F_PREV: usize = 100;
+// @ts-ignore: decorator
+@inline const F_NEXT: usize = 104;
+// @ts-ignore: decorator
+@inline export const F_ID: usize = 108;
+
+// Kinds
+// @ts-ignore: decorator
+@inline export const K_FREE: u8 = 0;
+// @ts-ignore: decorator
+@inline export const K_PENDING: u8 = 1;  // waiting for its owner
+// @ts-ignore: decorator
+@inline export const K_PASS: u8 = 2;     // decided: not intercepted
+// @ts-ignore: decorator
+@inline export const K_OUT: u8 = 3;      // outbound, redirected to the app port
+// @ts-ignore: decorator
+@inline export const K_IN: u8 = 4;       // inbound to a listener, redirected
+// @ts-ignore: decorator
+@inline export const K_FACT: u8 = 5;     // owner known, no packet seen yet
+
+// TCP states of redirected flows
+// @ts-ignore: decorator
+@inline export const T_SYN: u8 = 0;
+// @ts-ignore: decorator
+@inline export const T_ESTABLISHED: u8 = 1;
+// @ts-ignore: decorator
+@inline export const T_CLOSING: u8 = 2;
+// @ts-ignore: decorator
+@inline export const T_CLOSED: u8 = 3;
+
+// Flags
+// @ts-ignore: decorator
+@inline export const FL_FIN_CLIENT: u32 = 1;
+// @ts-ignore: decorator
+@inline export const FL_FIN_PROXY: u32 = 2;
+// @ts-ignore: decorator
+@inline export const FL_QUERIED: u32 = 4;
+// @ts-ignore: decorator
+@inline export const FL_OPENED: u32 = 8;
+// @ts-ignore: decorator
+@inline const FL_PROXY_LINKED: u32 = 16;
+
+// Lists
+// @ts-ignore: decorator
+@inline export const L_NONE: u8 = 0;
+// @ts-ignore: decorator
+@inline export const L_PENDING: u8 = 1;
+// @ts-ignore: decorator
+@inline export const L_SHORT: u8 = 2;
+// @ts-ignore: decorator
+@inline export const L_UDP: u8 = 3;
+// @ts-ignore: decorator
+@inline export const L_TCP: u8 = 4;
+// @ts-ignore: decorator
+@inline const LISTS: u32 = 5;
+
+// @ts-ignore: decorator
+@inline export const SHORT_TIMEOUT_MS: u32 = 30000;
+
+let entries: usize = 0;
+let capacity: u32 = 0;
+let buckets: usize = 0;
+let bucketMask: u32 = 0;
+let freeHead: u32 = 0;
+let used: u32 = 0;
+let seed: u32 = 0x2545f491;
+let nextId: u32 = 1;
+
+const heads: usize = memory.data(<i32>LISTS * 4);
+const tails: usize = memory.data(<i32>LISTS * 4);
+const timeouts: usize = memory.data(<i32>LISTS * 4);
+
+export function flowsSeed(s: u32): void {
+  seed = s | 1;
+}
+
+/** Preallocates `cap` entries and their buckets (2 keys per entry, load <= 1/2). */
+export function flowsInit(cap: u32): void {
+  capacity = cap;
+  let nb: u32 = 16;
+  while (nb < cap * 4) nb <<= 1;
+  bucketMask = nb - 1;
+  entries = heap.alloc(<usize>cap * FLOW_SIZE);
+  buckets = heap.alloc(<usize>nb * 4);
+  memory.fill(entries, 0, <usize>cap * FLOW_SIZE);
+  memory.fill(buckets, 0, <usize>nb * 4);
+  freeHead = 0;
+  for (let i: u32 = cap; i >= 1; i--) {
+    store<u32>(flowAt(i), freeHead, F_NEXT);
+    freeHead = i;
+  }
+  used = 0;
+  memory.fill(heads, 0, LISTS * 4);
+  memory.fill(tails, 0, LISTS * 4);
+}
+
+export function flowsSetTimeouts(hold: u32, udp: u32, tcp: u32): void {
+  store<u32>(timeouts + 4 * L_PENDING, hold);
+  store<u32>(timeouts + 4 * L_SHORT, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * L_UDP, udp);
+  store<u32>(timeouts + 4 * L_TCP, tcp);
+}
+
+export function flowsCapacity(): u32 {
+  return capacity;
+}
+
+export function flowsUsed(): u32 {
+  return used;
+}
+
+/** Bytes of memory per flow: the entry plus its share of the buckets. */
+export function flowsBytesPerFlow(): u32 {
+  return capacity == 0 ? 0 : FLOW_SIZE + ((bucketMask + 1) * 4) / capacity;
+}
+
+// @ts-ignore: decorator
+@inline export function flowAt(i: u32): usize {
+  return entries + <usize>(i - 1) * FLOW_SIZE;
+}
+
+// @ts-ignore: decorator
+@inline export function flowIndex(f: usize): u32 {
+  return <u32>((f - entries) / FLOW_SIZE) + 1;
+}
+
+// ---------------------------------------------------------------------------
+// Keys and hashing
+
+// @ts-ignore: decorator
+@inline function mix(h: u32, w: u32): u32 {
+  h ^= w * 0xcc9e2d51;
+  h = rotl<u32>(h, 15) * 0x1b873593;
+  return h;
+}
+
+/** Hash of (proto, remote address, local port, remote port). */
+function hashKey(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): u32 {
+  let h = mix(seed, (proto << 1) | (v6 ? 1 : 0));
+  h = mix(h, (lport << 16) | rport);
+  h = mix(h, load<u32>(raddr));
+  if (v6) {
+    h = mix(h, load<u32>(raddr, 4));
+    h = mix(h, load<u32>(raddr, 8));
+    h = mix(h, load<u32>(raddr, 12));
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6b;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35;
+  h ^= h >> 16;
+  return h;
+}
+
+function addrEq(a: usize, b: usize, v6: bool): bool {
+  if (load<u32>(a) != load<u32>(b)) return false;
+  if (!v6) return true;
+  return load<u64>(a, 4) == load<u64>(b, 4) && load<u32>(a, 12) == load<u32>(b, 12);
+}
+
+// @ts-ignore: decorator
+@inline function nextOf(ref: u32): u32 {
+  const f = flowAt(ref >> 1);
+  return load<u32>(f + ((ref & 1) != 0 ? F_NEXT_B : F_NEXT_A));
+}
+
+/** Which side the last `flowFind` matched: 0 client key, 1 proxy key. */
+export let foundSide: u32 = 0;
+
+/**
+ * Finds the entry whose client or proxy key is (proto, laddr:lport,
+ * raddr:rport); with anyLocal, whatever the local address. Returns the
+ * entry or 0; `foundSide` tells which key matched.
+ */
+export function flowFind(proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  anyLocal: bool = false): usize {
+  if (capacity == 0) return 0;
+  let ref = load<u32>(buckets + (<usize>(hashKey(proto, v6, raddr, lport, rport) & bucketMask) << 2));
+  while (ref != 0) {
+    const f = flowAt(ref >> 1);
+    const side = ref & 1;
+    if (load<u8>(f, F_PROTO) == proto && (load<u8>(f, F_V6) != 0) == v6 && addrEq(f + F_RADDR, raddr, v6) &&
+      (anyLocal || addrEq(f + F_LADDR, laddr, v6))) {
+      if (side == 0) {
+        if (<u32>load<u16>(f, F_LPORT) == lport && <u32>load<u16>(f, F_RPORT) == rport) {
+          foundSide = 0;
+          return f;
+        }
+      } else if (<u32>load<u16>(f, F_APP) == lport && <u32>load<u16>(f, F_PPORT) == rport) {
+        foundSide = 1;
+        return f;
+      }
+    }
+    ref = nextOf(ref);
+  }
+  return 0;
+}
+
+function bucketOf(f: usize, side: u32): usize {
+  const v6 = load<u8>(f, F_V6) != 0;
+  const proto = <u32>load<u8>(f, F_PROTO);
+  const h = side == 0
+    ? hashKey(proto, v6, f + F_RADDR, load<u16>(f, F_LPORT), load<u16>(f, F_RPORT))
+    : hashKey(proto, v6, f + F_RADDR, load<u16>(f, F_APP), load<u16>(f, F_PPORT));
+  return buckets + (<usize>(h & bucketMask) << 2);
+}
+
+function link(f: usize, side: u32): void {
+  const b = bucketOf(f, side);
+  store<u32>(f + (side != 0 ? F_NEXT_B : F_NEXT_A), load<u32>(b));
+  store<u32>(b, (flowIndex(f) << 1) | side);
+}
+
+function unlink(f: usize, side: u32): void {
+  const b = bucketOf(f, side);
+  const me = (flowIndex(f) << 1) | side;
+  let prevRef: u32 = 0;
+  let ref = load<u32>(b);
+  while (ref != 0) {
+    if (ref == me) {
+      const nxt = nextOf(ref);
+      if (prevRef == 0) store<u32>(b, nxt);
+      else store<u32>(flowAt(prevRef >> 1) + ((prevRef & 1) != 0 ? F_NEXT_B : F_NEXT_A), nxt);
+      return;
+    }
+    prevRef = ref;
+    ref = nextOf(ref);
+  }
+}
+
+/** Adds the proxy key of a redirected entry (app and proxy ports set). */
+export function flowLinkProxy(f: usize): void {
+  link(f, 1);
+  store<u32>(f, load<u32>(f, F_FLAGS) | FL_PROXY_LINKED, F_FLAGS);
+}
+
+/** Is (proto, laddr:app, raddr:pport) free as a proxy key (and as any key)? */
+export function proxyKeyFree(proto: u32, v6: bool, laddr: usize, app: u32, raddr: usize, pport: u32): bool {
+  return flowFind(proto, v6, laddr, app, raddr, pport) == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Lists
+
+function listRemove(f: usize): void {
+  const l = <usize>load<u8>(f, F_LIST);
+  if (l == L_NONE) return;
+  const prev = load<u32>(f, F_PREV);
+  const next = load<u32>(f, F_NEXT);
+  if (prev != 0) store<u32>(flowAt(prev), next, F_NEXT);
+  else store<u32>(heads + l * 4, next);
+  if (next != 0) store<u32>(flowAt(next), prev, F_PREV);
+  else store<u32>(tails + l * 4, prev);
+  store<u8>(f, L_NONE, F_LIST);
+  store<u32>(f, 0, F_PREV);
+  store<u32>(f, 0, F_NEXT);
+}
+
+function listPushHead(f: usize, l: u8): void {
+  const i = flowIndex(f);
+  const h = load<u32>(heads + <usize>l * 4);
+  store<u32>(f, 0, F_PREV);
+  store<u32>(f, h, F_NEXT);
+  if (h != 0) store<u32>(flowAt(h), i, F_PREV);
+  else store<u32>(tails + <usize>l * 4, i);
+  store<u32>(heads + <usize>l * 4, i);
+  store<u8>(f, l, F_LIST);
+}
+
+/** Marks an entry used now and moves it to the head of list `l`. */
+export function flowTouch(f: usize, l: u8, now: u32): void {
+  store<u32>(f, now, F_LAST);
+  if (load<u8>(f, F_LIST) == l && load<u32>(heads + <usize>l * 4) == flowIndex(f)) return;
+  listRemove(f);
+  listPushHead(f, l);
+}
+
+/** The oldest entry of list l whose timeout has passed, or 0. */
+export function flowExpired(l: u8, now: u32): usize {
+  const t = load<u32>(tails + <usize>l * 4);
+  if (t == 0) return 0;
+  const f = flowAt(t);
+  const age = now - load<u32>(f, F_LAST);
+  // Ages beyond 2^31 ms are clock jumps backwards: treat as fresh.
+  if (<i32>age < 0) return 0;
+  return age >= load<u32>(timeouts + <usize>l * 4) ? f : 0;
+}
+
+export function flowListOf(f: usize): u8 {
+  return load<u8>(f, F_LIST);
+}
+
+// ---------------------------------------------------------------------------
+// Allocation
+
+/**
+ * A new entry with its client key, on list `l`; or 0 when the table is full
+ * and nothing can be evicted. `evict` is called on an entry that must go to
+ * make room (it must call flowFree).
+ */
+export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  dir: u32, l: u8, now: u32, evict: (f: usize) => void): usize {
+  if (freeHead == 0) {
+    // Make room: the oldest not-yet-established or passed entry, then the
+    // oldest idle UDP flow. Established TCP flows are never evicted.
+    let victim = tailOf(L_SHORT);
+    if (victim == 0) victim = tailOf(L_UDP);
+    if (victim == 0) return 0;
+    bump(S_EVICTIONS);
+    evict(victim);
+    if (freeHead == 0) return 0;
+  }
+  const i = freeHead;
+  const f = flowAt(i);
+  freeHead = load<u32>(f, F_NEXT);
+  memory.fill(f, 0, FLOW_SIZE);
+  store<u8>(f, kind, F_KIND);
+  store<u8>(f, <u8>proto, F_PROTO);
+  store<u8>(f, v6 ? 1 : 0, F_V6);
+  memory.copy(f + F_LADDR, laddr, v6 ? 16 : 4);
+  memory.copy(f + F_RADDR, raddr, v6 ? 16 : 4);
+  store<u16>(f, <u16>lport, F_LPORT);
+  store<u16>(f, <u16>rport, F_RPORT);
+  store<u8>(f, <u8>dir, F_DIR);
+  store<u32>(f, now, F_CREATED);
+  store<u32>(f, nextId++, F_ID);
+  if (nextId == 0) nextId = 1;
+  link(f, 0);
+  listPushHead(f, l);
+  store<u32>(f, now, F_LAST);
+  used++;
+  bump(S_FLOWS_ACTIVE);
+  return f;
+}
+
+function tailOf(l: u8): usize {
+  const t = load<u32>(tails + <usize>l * 4);
+  return t == 0 ? 0 : flowAt(t);
+}
+
+/** Unlinks and frees an entry (its held packets must be gone already). */
+export function flowFree(f: usize): void {
+  const kind = load<u8>(f, F_KIND);
+  if (kind == K_FREE) return;
+  unlink(f, 0);
+  if ((load<u32>(f, F_FLAGS) & FL_PROXY_LINKED) != 0) unlink(f, 1);
+  listRemove(f);
+  store<u8>(f, K_FREE, F_KIND);
+  store<u32>(f, freeHead, F_NEXT);
+  freeHead = flowIndex(f);
+  used--;
+  drop1(S_FLOWS_ACTIVE);
+  bump(S_FLOWS_EXPIRED);
+}
+
+/** Walks entries of list `l` from oldest to newest: first, then next. */
+export function listOldest(l: u8): usize {
+  return tailOf(l);
+}
+
+export function listNewer(f: usize): usize {
+  const p = load<u32>(f, F_PREV);
+  return p == 0 ? 0 : flowAt(p);
+}

@@ -1,0 +1,125 @@
+// Packets held while a new flow's owner is unknown, and the list of packets
+// released to the shim.
+//
+// A held packet keeps its bytes (heap block) and the metadata needed to
+// re-inject it. Limits: `maxHeld` packets and MAX_HELD_BYTES bytes in total,
+// PER_FLOW packets per flow. Released packets are handed out by
+// `eng_take_released`; their bytes stay valid until the next take.
+//
+//   held record (REC bytes)             release record (REL bytes), the ABI
+//   +0  u32 cookie low                  +0  u32 cookie low
+//   +4  u32 cookie high                 +4  u32 cookie high
+//   +8  u32 flags (meta in-flags)       +8  u32 data offset in memory
+//   +12 u32 interface index             +12 u32 length
+//   +16 u32 sub-interface index         +16 u32 flags (meta in-flags)
+//   +20 u32 data (heap block)           +20 u32 interface index
+//   +24 u32 length                      +24 u32 sub-interface index
+//   +28 u32 next record in the flow     +28 u32 verdict | out-flags << 8
+
+// @ts-ignore: decorator
+@inline const REC: u32 = 32;
+// @ts-ignore: decorator
+@inline export const REL: u32 = 32;
+// @ts-ignore: decorator
+@inline export const PER_FLOW: u32 = 32;
+// @ts-ignore: decorator
+@inline const MAX_HELD_BYTES: u32 = 16 << 20;
+
+let recs: usize = 0;
+let cap: u32 = 0;
+let freeHead: u32 = 0;
+let heldCount: u32 = 0;
+let heldBytes: u32 = 0;
+
+let rel: usize = 0;
+let relCount: u32 = 0;
+// Blocks handed out by the last take, freed at the next one.
+let handedOut: usize = 0;
+let handedOutCount: u32 = 0;
+
+export function heldInit(maxHeld: u32): void {
+  cap = maxHeld;
+  const n = cap > 0 ? cap : 1;
+  recs = heap.alloc(<usize>n * REC);
+  rel = heap.alloc(<usize>n * REL);
+  handedOut = heap.alloc(<usize>n * 4);
+  memory.fill(recs, 0, n * REC);
+  freeHead = 0;
+  for (let i: u32 = cap; i >= 1; i--) {
+    store<u32>(rec(i), freeHead, 28);
+    freeHead = i;
+  }
+  heldCount = 0;
+  heldBytes = 0;
+  relCount = 0;
+  handedOutCount = 0;
+}
+
+// @ts-ignore: decorator
+@inline export function rec(i: u32): usize {
+  return recs + <usize>(i - 1) * REC;
+}
+
+export function heldTotal(): u32 {
+  return heldCount;
+}
+
+/**
+ * Copies a packet into a new record (1-based index), or returns 0 when a
+ * limit is reached.
+ */
+export function heldPut(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cookieLo: u32, cookieHi: u32): u32 {
+  if (freeHead == 0 || heldBytes + len > MAX_HELD_BYTES) return 0;
+  const i = freeHead;
+  const r = rec(i);
+  freeHead = load<u32>(r, 28);
+  const block = heap.alloc(len > 0 ? <usize>len : 1);
+  memory.copy(block, data, len);
+  store<u32>(r, cookieLo, 0);
+  store<u32>(r, cookieHi, 4);
+  store<u32>(r, flags, 8);
+  store<u32>(r, ifIdx, 12);
+  store<u32>(r, subIf, 16);
+  store<u32>(r, <u32>block, 20);
+  store<u32>(r, len, 24);
+  store<u32>(r, 0, 28);
+  heldCount++;
+  heldBytes += len;
+  return i;
+}
+
+/** Moves a held record to the release list with its verdict; frees the record. */
+export function heldRelease(i: u32, verdict: u32): void {
+  const r = rec(i);
+  const o = rel + <usize>relCount * REL;
+  store<u32>(o, load<u32>(r, 0), 0);
+  store<u32>(o, load<u32>(r, 4), 4);
+  store<u32>(o, load<u32>(r, 20), 8);
+  store<u32>(o, load<u32>(r, 24), 12);
+  store<u32>(o, load<u32>(r, 8), 16);
+  store<u32>(o, load<u32>(r, 12), 20);
+  store<u32>(o, load<u32>(r, 16), 24);
+  store<u32>(o, verdict, 28);
+  relCount++;
+  heldBytes -= load<u32>(r, 24);
+  heldCount--;
+  store<u32>(r, freeHead, 28);
+  freeHead = i;
+}
+
+/**
+ * Hands out the released packets (records at releasePtr(), valid until the
+ * next engine call) and frees the blocks handed out by the previous take.
+ */
+export function heldTake(): u32 {
+  for (let k: u32 = 0; k < handedOutCount; k++) heap.free(<usize>load<u32>(handedOut + <usize>k * 4));
+  const n = relCount;
+  for (let k: u32 = 0; k < n; k++) store<u32>(handedOut + <usize>k * 4, load<u32>(rel + <usize>k * REL, 8));
+  handedOutCount = n;
+  relCount = 0;
+  return n;
+}
+
+export function releasePtr(): usize {
+  return rel;
+}

@@ -1,0 +1,80 @@
+// Local port owners: which process bound or listens on (protocol, port).
+// Used for inbound connections to listeners and for UDP sockets, when no
+// fact names the exact connection. Fixed capacity, open addressing.
+//
+//   entry (16 bytes): +0 u32 key (proto << 16 | port; 0 = free)
+//                     +4 u32 pid  +8 u32 process ref  +12 u32 time
+
+// @ts-ignore: decorator
+@inline const CAPACITY: u32 = 16384;
+// @ts-ignore: decorator
+@inline const PROBE: u32 = 16;
+// A removed entry: keeps probe chains intact, reusable by puts.
+// @ts-ignore: decorator
+@inline const TOMB: u32 = 0xffff0000;
+
+let table: usize = 0;
+
+export function portOwnersInit(): void {
+  if (table == 0) table = heap.alloc(<usize>CAPACITY * 16);
+  memory.fill(table, 0, CAPACITY * 16);
+}
+
+function start(key: u32): u32 {
+  let h = key * 0x9e3779b1;
+  h ^= h >> 16;
+  return h & (CAPACITY - 1);
+}
+
+// @ts-ignore: decorator
+@inline function at(i: u32): usize {
+  return table + (<usize>i << 4);
+}
+
+export function portOwnerPut(proto: u32, port: u32, pid: u32, proc: u32, now: u32): void {
+  if (table == 0) return;
+  const key = (proto << 16) | port;
+  const h = start(key);
+  let target: i32 = -1;
+  let oldest: u32 = h;
+  let oldestAge: u32 = 0;
+  for (let k: u32 = 0; k < PROBE; k++) {
+    const i = (h + k) & (CAPACITY - 1);
+    const e = at(i);
+    const ek = load<u32>(e);
+    if (ek == key) { target = <i32>i; break; }
+    if ((ek == 0 || ek == TOMB) && target < 0) target = <i32>i;
+    const age = now - load<u32>(e, 12);
+    if (ek != 0 && ek != TOMB && age >= oldestAge) { oldestAge = age; oldest = i; }
+  }
+  const e = at(target >= 0 ? <u32>target : oldest);
+  store<u32>(e, key);
+  store<u32>(e, pid, 4);
+  store<u32>(e, proc, 8);
+  store<u32>(e, now, 12);
+}
+
+/** The entry for (proto, port), or 0. */
+export function portOwnerGet(proto: u32, port: u32): usize {
+  if (table == 0) return 0;
+  const key = (proto << 16) | port;
+  const h = start(key);
+  for (let k: u32 = 0; k < PROBE; k++) {
+    const e = at((h + k) & (CAPACITY - 1));
+    if (load<u32>(e) == key) return e;
+  }
+  return 0;
+}
+
+export function portOwnerRemove(proto: u32, port: u32, pid: u32): void {
+  const e = portOwnerGet(proto, port);
+  if (e != 0 && load<u32>(e, 4) == pid) store<u32>(e, TOMB);
+}
+
+export function portOwnerPid(e: usize): u32 {
+  return load<u32>(e, 4);
+}
+
+export function portOwnerProc(e: usize): u32 {
+  return load<u32>(e, 8);
+}
