@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  wabt cmake make gcc g++ gcc-mingw-w64-x86-64 wine64 golang-go python3
+  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 golang-go python3
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl
 )
 

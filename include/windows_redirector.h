@@ -323,6 +323,19 @@ WINDOWS_REDIRECTOR_API const char *redirector_version(void);
 WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
 /* ------------------------------------------------------------------------
+ * Linux
+ */
+
+/*
+ * The NFQUEUE queue number used from the next start_redirector() (default
+ * 7870). Two programs using the library at once need different numbers. The
+ * library's iptables chains are named after it (wredir<N>-*) and removed on
+ * stop, or at the next start after a crash. On Windows the value is kept but
+ * not used. Returns 0.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue);
+
+/* ------------------------------------------------------------------------
  * Testing
  */
 

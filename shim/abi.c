@@ -16,6 +16,7 @@
 #endif
 
 #define ERR_CAP 1024
+#define WR_DEFAULT_NFQUEUE 7870
 #define WINDIVERT_DIR_MAX 32767
 
 /* Global state, guarded by g.lock. The engine has its own lock inside. */
@@ -29,10 +30,11 @@ static struct {
   char *config; /* last accepted configuration text, applied to new engines */
   size_t config_len;
   char *windivert_dir;
+  uint16_t nfqueue_num;
   uint32_t fault_pending;
   uint64_t engine_restarts; /* traps survived by engines that are gone */
   redirector_stats last;    /* the last run's counters, kept at stop */
-} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, 0, 0, {0}};
+} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, WR_DEFAULT_NFQUEUE, 0, 0, {0}};
 
 static wr_mutex g_err_lock = WR_MUTEX_INIT;
 static char g_err[ERR_CAP];
@@ -136,6 +138,8 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
   wr_backend_options opts;
   opts.engine = e;
   opts.windivert_dir = g.windivert_dir;
+  opts.app_port = g.app_port;
+  opts.nfqueue_num = g.nfqueue_num;
   wr_backend *b = wr_backend_start(&opts, err, sizeof err);
   if (!b) {
     /* Leave nothing behind: the engine is rebuilt on the next call. */
@@ -230,6 +234,12 @@ WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port) {
   lock_state();
   g.app_port = port;
   if (g.engine) wr_engine_set_app_port(g.engine, port);
+  if (g.running && port != 0) {
+    char err[512];
+    if (wr_backend_set_app_port(g.backend, port, err, sizeof err) != 0) {
+      set_error(REDIRECTOR_EINIT, "update_app_port: %s", err);
+    }
+  }
   unlock_state();
 }
 
@@ -312,6 +322,13 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
   lock_state();
   free(g.windivert_dir);
   g.windivert_dir = copy;
+  unlock_state();
+  return REDIRECTOR_OK;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {
+  lock_state();
+  g.nfqueue_num = queue;
   unlock_state();
   return REDIRECTOR_OK;
 }

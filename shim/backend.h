@@ -16,6 +16,10 @@ typedef struct {
   /* Directory of WinDivert.dll/WinDivert64.sys, or NULL for the default
    * search (Windows only). UTF-8. */
   const char *windivert_dir;
+  /* The app port at start (more may follow with wr_backend_set_app_port). */
+  uint16_t app_port;
+  /* NFQUEUE queue number (Linux only). */
+  uint16_t nfqueue_num;
 } wr_backend_options;
 
 /* Opens the capture backend and starts its thread. Returns NULL with the
@@ -24,5 +28,11 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
 
 /* Stops the thread, closes everything, frees the backend. */
 void wr_backend_stop(wr_backend *b);
+
+/* The app port changed while running. 0, or -1 with the reason in err. */
+int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen);
+
+/* A line about the capture set-up (queue, rules, other capture users). */
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len);
 
 #endif

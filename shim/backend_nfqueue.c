@@ -1,22 +1,360 @@
-/* Linux capture backend (NFQUEUE). For now the thread only waits for stop:
- * the packet path lands with the NFQUEUE backend issue. */
+/* Linux capture backend: NFQUEUE (libnetfilter_queue's message helpers over
+ * libmnl), the rules of linux_rules.c, and socket owners from
+ * linux_owners.c. One packet thread receives packets in batches, hands them
+ * to the engine, and sends the verdicts in batches; packets of one flow are
+ * never reordered because one thread decides them in queue order.
+ *
+ * Fail open: every packet the engine holds is remembered by its queue ID; if
+ * the engine fails (a trap) or the backend stops, they are accepted as they
+ * are. The queue is not set to FAIL_OPEN (an overflowing queue would leak
+ * packets of redirected flows to their real destination); a large receive
+ * buffer keeps it from overflowing instead. */
 #ifndef _WIN32
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <libnetfilter_queue/libnetfilter_queue.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nfnetlink_queue.h>
+#include <net/if.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "backend.h"
+#include "linux_owners.h"
+#include "linux_rules.h"
 #include "platform.h"
 
+#define BATCH 64
+#define PKT_BUF (0xffff + 4096) /* one netlink message with a whole packet */
+#define TX_CAP (1u << 20)
+#define RCVBUF (8 << 20)
+#define HELD_SLOTS 131072u /* power of two, > the engine's hold limit */
+#define QUERIES 64
+#define TICK_MS 100
+
 struct wr_backend {
-  wr_thread thread;
-  wr_event stop;
   wr_engine *engine;
+  wr_thread thread;
+  int stop_fd;
+  struct mnl_socket *nl;
+  uint32_t portid;
+  uint16_t queue;
+  int lo_ifindex;
+  wr_rules rules;
+  wr_owners *owners;
+  uint32_t config_gen;
+  /* receive batch */
+  uint8_t *rx;
+  wr_packet pkts[BATCH];
+  uint32_t marks[BATCH];
+  /* verdicts to send */
+  uint8_t *tx;
+  size_t tx_len;
+  /* queue IDs the engine holds (0: free slot; IDs are never 0 here: +1) */
+  uint32_t *held;
+  size_t n_held;
+  char diag[256];
 };
+
+/* ------------------------------------------------------------------------
+ * Verdicts */
+
+static void flush(wr_backend *b) {
+  if (b->tx_len == 0) return;
+  if (mnl_socket_sendto(b->nl, b->tx, b->tx_len) < 0) {
+    /* Too large for the socket at once (or a transient error): one verdict
+     * per message, so no packet is left without its verdict. */
+    for (size_t off = 0; off < b->tx_len;) {
+      struct nlmsghdr *nlh = (struct nlmsghdr *)(b->tx + off);
+      mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len);
+      off += MNL_ALIGN(nlh->nlmsg_len);
+    }
+  }
+  b->tx_len = 0;
+}
+
+static void verdict(wr_backend *b, uint32_t id, int v, uint32_t mark, const uint8_t *data, uint32_t len) {
+  size_t need = MNL_ALIGN(sizeof(struct nlmsghdr)) + 64 + MNL_ALIGN(len) + 16;
+  if (b->tx_len + need > TX_CAP) flush(b);
+  struct nlmsghdr *nlh = nfq_nlmsg_put((char *)b->tx + b->tx_len, NFQNL_MSG_VERDICT, b->queue);
+  nfq_nlmsg_verdict_put(nlh, (int)id, v);
+  if (data) {
+    nfq_nlmsg_verdict_put_mark(nlh, mark);
+    nfq_nlmsg_verdict_put_pkt(nlh, data, len);
+  }
+  b->tx_len += MNL_ALIGN(nlh->nlmsg_len);
+}
+
+static uint32_t *held_slot(wr_backend *b, uint32_t id) {
+  uint32_t key = id + 1;
+  uint32_t h = (key * 2654435761u) & (HELD_SLOTS - 1);
+  for (uint32_t k = 0; k < HELD_SLOTS; k++) {
+    uint32_t *s = &b->held[(h + k) & (HELD_SLOTS - 1)];
+    if (*s == key || *s == 0) return s;
+  }
+  return NULL;
+}
+
+static void held_remove(wr_backend *b, uint32_t id) {
+  uint32_t *s = held_slot(b, id);
+  if (!s || *s != id + 1) return;
+  /* Backward-shift deletion keeps probe chains intact. */
+  uint32_t i = (uint32_t)(s - b->held);
+  b->held[i] = 0;
+  b->n_held--;
+  for (uint32_t j = (i + 1) & (HELD_SLOTS - 1); b->held[j] != 0; j = (j + 1) & (HELD_SLOTS - 1)) {
+    uint32_t key = b->held[j];
+    b->held[j] = 0;
+    b->n_held--;
+    uint32_t *t = held_slot(b, key - 1);
+    *t = key;
+    b->n_held++;
+  }
+}
+
+/* The engine's verdict callback: cookie = queue ID | original mark << 32. */
+static void on_verdict(void *ctx, const wr_packet *p, uint32_t v, uint32_t out_flags) {
+  wr_backend *b = ctx;
+  uint32_t id = (uint32_t)p->cookie;
+  uint32_t mark = (uint32_t)(p->cookie >> 32);
+  (void)out_flags;
+  if (v == WR_V_HELD) {
+    uint32_t *s = held_slot(b, id);
+    if (s && *s == 0) {
+      *s = id + 1;
+      b->n_held++;
+    }
+    return;
+  }
+  if (b->n_held) held_remove(b, id);
+  if (v == WR_V_MODIFIED) verdict(b, id, NF_ACCEPT, mark | WR_MARK, p->data, p->len);
+  else if (v == WR_V_DROP) verdict(b, id, NF_DROP, 0, NULL, 0);
+  else verdict(b, id, NF_ACCEPT, 0, NULL, 0);
+}
+
+/* Accepts every held packet as it is (the engine lost them, or we stop). */
+static void release_all_held(wr_backend *b) {
+  for (uint32_t i = 0; i < HELD_SLOTS && b->n_held; i++) {
+    if (b->held[i]) {
+      verdict(b, b->held[i] - 1, NF_ACCEPT, 0, NULL, 0);
+      b->held[i] = 0;
+      b->n_held--;
+    }
+  }
+  b->n_held = 0;
+  flush(b);
+}
+
+static void after_engine(wr_backend *b, int rc) {
+  if (rc == WR_ENGINE_TRAPPED) release_all_held(b);
+}
+
+/* ------------------------------------------------------------------------
+ * Owners */
+
+static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
+  wr_backend *b = ctx;
+  return wr_engine_would_intercept(b->engine, pid, path, len) == 1;
+}
+
+static void answer_queries(wr_backend *b, uint32_t now) {
+  wr_query q[QUERIES];
+  size_t n;
+  while ((n = wr_engine_queries(b->engine, q, QUERIES)) > 0) {
+    for (size_t i = 0; i < n; i++) {
+      char path[4096];
+      uint32_t pid = 0;
+      wr_owner_fact f;
+      memset(&f, 0, sizeof f);
+      f.proto = q[i].proto;
+      f.family = q[i].family;
+      memcpy(f.local, q[i].local, 16);
+      memcpy(f.remote, q[i].remote, 16);
+      f.local_port = q[i].local_port;
+      f.remote_port = q[i].remote_port;
+      if (wr_owners_find(b->owners, q[i].proto, q[i].family, q[i].inbound, q[i].local, q[i].local_port,
+                         q[i].remote, q[i].remote_port, &pid, path, sizeof path)) {
+        f.kind = q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT;
+        f.pid = pid;
+        f.path = path;
+        f.path_len = strlen(path);
+      } else {
+        f.kind = WR_OWNER_UNKNOWN;
+      }
+      after_engine(b, wr_engine_owner(b->engine, &f, now, on_verdict, b));
+    }
+    flush(b);
+    if (n < QUERIES) break;
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Receiving */
+
+static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *out, uint32_t *mark_out) {
+  struct nlattr *attr[NFQA_MAX + 1];
+  memset(attr, 0, sizeof attr);
+  if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR] || !attr[NFQA_PAYLOAD]) return -1;
+  const struct nfqnl_msg_packet_hdr *ph = mnl_attr_get_payload(attr[NFQA_PACKET_HDR]);
+  uint32_t id = ntohl(ph->packet_id);
+  uint32_t mark = attr[NFQA_MARK] ? ntohl(mnl_attr_get_u32(attr[NFQA_MARK])) : 0;
+  uint32_t info = attr[NFQA_SKB_INFO] ? ntohl(mnl_attr_get_u32(attr[NFQA_SKB_INFO])) : 0;
+  int outbound = ph->hook == NF_INET_LOCAL_OUT || ph->hook == NF_INET_POST_ROUTING;
+  uint32_t dev = 0;
+  if (outbound && attr[NFQA_IFINDEX_OUTDEV]) dev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV]));
+  if (!outbound && attr[NFQA_IFINDEX_INDEV]) dev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
+  out->cookie = (uint64_t)id | ((uint64_t)mark << 32);
+  out->data = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
+  out->len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
+  out->flags = (outbound ? WR_PKT_OUTBOUND : 0) | ((info & NFQA_SKB_CSUMNOTREADY) ? WR_PKT_CSUM_PARTIAL : 0) |
+               (dev != 0 && (int)dev == b->lo_ifindex ? WR_PKT_LOOPBACK : 0);
+  out->if_idx = dev;
+  out->sub_if_idx = 0;
+  *mark_out = mark;
+  return 0;
+}
+
+/* Reads up to BATCH packets without blocking (after poll said one is there). */
+static size_t receive(wr_backend *b) {
+  size_t n = 0;
+  int fd = mnl_socket_get_fd(b->nl);
+  while (n < BATCH) {
+    uint8_t *buf = b->rx + n * PKT_BUF;
+    ssize_t r = recv(fd, buf, PKT_BUF, MSG_DONTWAIT);
+    if (r < 0) break; /* EAGAIN, or ENOBUFS after an overflow: go on */
+    int left = (int)r;
+    for (struct nlmsghdr *nlh = (struct nlmsghdr *)buf; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+      if (nlh->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET) &&
+          parse_packet(b, nlh, &b->pkts[n], &b->marks[n]) == 0) {
+        n++;
+        break; /* one packet per buffer: its payload stays in place */
+      }
+    }
+  }
+  return n;
+}
 
 static void run(void *arg) {
   wr_backend *b = arg;
-  while (!wr_event_wait(&b->stop, 1000)) {
+  struct pollfd fds[2] = {{mnl_socket_get_fd(b->nl), POLLIN, 0}, {b->stop_fd, POLLIN, 0}};
+  uint64_t next_tick = wr_now_ms() + TICK_MS;
+  for (;;) {
+    uint64_t now64 = wr_now_ms();
+    int wait = now64 >= next_tick ? 0 : (int)(next_tick - now64);
+    int pr = poll(fds, 2, wait);
+    if (pr < 0 && errno != EINTR) break;
+    if (fds[1].revents) break;
+    uint32_t now = (uint32_t)wr_now_ms();
+    if (fds[0].revents & POLLIN) {
+      size_t n = receive(b);
+      if (n) {
+        after_engine(b, wr_engine_process(b->engine, b->pkts, n, now, on_verdict, b));
+        flush(b);
+      }
+    }
+    uint32_t gen = wr_engine_config_generation(b->engine);
+    if (gen != b->config_gen) {
+      b->config_gen = gen;
+      wr_owners_policy_changed(b->owners);
+    }
+    answer_queries(b, now);
+    if (wr_now_ms() >= next_tick) {
+      after_engine(b, wr_engine_tick(b->engine, now, on_verdict, b));
+      flush(b);
+      answer_queries(b, now);
+      next_tick = wr_now_ms() + TICK_MS;
+    }
   }
+}
+
+/* ------------------------------------------------------------------------
+ * Start and stop */
+
+/* Sends a config message and waits for the kernel's answer. */
+static int config(wr_backend *b, struct nlmsghdr *nlh) {
+  nlh->nlmsg_flags |= NLM_F_ACK;
+  nlh->nlmsg_seq = (uint32_t)time(NULL);
+  if (mnl_socket_sendto(b->nl, nlh, nlh->nlmsg_len) < 0) return -1;
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  ssize_t r = mnl_socket_recvfrom(b->nl, buf, sizeof buf);
+  if (r < 0) return -1;
+  return mnl_cb_run(buf, (size_t)r, nlh->nlmsg_seq, b->portid, NULL, NULL) < 0 ? -1 : 0;
+}
+
+static int open_queue(wr_backend *b, char *err, size_t errlen) {
+  b->nl = mnl_socket_open(NETLINK_NETFILTER);
+  if (!b->nl) {
+    snprintf(err, errlen, "could not open a netfilter netlink socket: %s", strerror(errno));
+    return -1;
+  }
+  if (mnl_socket_bind(b->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+    snprintf(err, errlen, "could not bind the netlink socket: %s", strerror(errno));
+    return -1;
+  }
+  b->portid = mnl_socket_get_portid(b->nl);
+  char buf[MNL_SOCKET_BUFFER_SIZE];
+  memset(buf, 0, sizeof buf);
+  struct nlmsghdr *nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, b->queue);
+  nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
+  if (config(b, nlh) < 0) {
+    int e = errno;
+    if (e == EPERM) {
+      snprintf(err, errlen, "not allowed to use NFQUEUE: run as root (or with CAP_NET_ADMIN)");
+    } else if (e == EBUSY) {
+      snprintf(err, errlen,
+               "NFQUEUE queue %u is in use by another program: stop it, or choose another queue with "
+               "redirector_set_nfqueue_num",
+               (unsigned)b->queue);
+    } else {
+      snprintf(err, errlen, "could not bind NFQUEUE queue %u: %s (is nfnetlink_queue available?)",
+               (unsigned)b->queue, strerror(e));
+    }
+    return -1;
+  }
+  memset(buf, 0, sizeof buf);
+  nlh = nfq_nlmsg_put(buf, NFQNL_MSG_CONFIG, b->queue);
+  struct nfqnl_msg_config_params params;
+  memset(&params, 0, sizeof params); /* no uninitialised padding on the wire */
+  params.copy_range = htonl(0xffff);
+  params.copy_mode = NFQNL_COPY_PACKET;
+  mnl_attr_put(nlh, NFQA_CFG_PARAMS, sizeof params, &params);
+  mnl_attr_put_u32(nlh, NFQA_CFG_FLAGS, htonl(NFQA_CFG_F_GSO));
+  mnl_attr_put_u32(nlh, NFQA_CFG_MASK, htonl(NFQA_CFG_F_GSO));
+  nfq_nlmsg_cfg_put_qmaxlen(nlh, 16384);
+  if (config(b, nlh) < 0) {
+    snprintf(err, errlen, "could not configure NFQUEUE queue %u: %s", (unsigned)b->queue, strerror(errno));
+    return -1;
+  }
+  int fd = mnl_socket_get_fd(b->nl);
+  int size = RCVBUF, one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof size) < 0) {
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+  }
+  /* Verdict batches carry rewritten packets: room for a whole batch. */
+  size = 2 * TX_CAP;
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size) < 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+  }
+  setsockopt(fd, SOL_NETLINK, NETLINK_NO_ENOBUFS, &one, sizeof one);
+  return 0;
+}
+
+static void destroy(wr_backend *b) {
+  if (b->nl) mnl_socket_close(b->nl);
+  if (b->stop_fd >= 0) close(b->stop_fd);
+  wr_owners_free(b->owners);
+  free(b->rx);
+  free(b->tx);
+  free(b->held);
+  free(b);
 }
 
 wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
@@ -26,15 +364,36 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   b->engine = opts->engine;
-  if (wr_event_init(&b->stop) != 0) {
-    free(b);
-    snprintf(err, errlen, "could not create an event");
+  b->queue = opts->nfqueue_num;
+  b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  b->lo_ifindex = (int)if_nametoindex("lo");
+  b->rx = malloc((size_t)BATCH * PKT_BUF);
+  b->tx = malloc(TX_CAP);
+  b->held = calloc(HELD_SLOTS, sizeof *b->held);
+  b->owners = wr_owners_new(is_candidate, b);
+  if (b->stop_fd < 0 || !b->rx || !b->tx || !b->held) {
+    snprintf(err, errlen, "out of memory");
+    destroy(b);
+    return NULL;
+  }
+  if (!b->owners) {
+    snprintf(err, errlen, "could not open a sock_diag socket: %s", strerror(errno));
+    destroy(b);
+    return NULL;
+  }
+  if (open_queue(b, err, errlen) != 0) {
+    destroy(b);
+    return NULL;
+  }
+  b->config_gen = wr_engine_config_generation(b->engine);
+  if (wr_rules_install(&b->rules, b->queue, opts->app_port, err, errlen) != 0) {
+    destroy(b);
     return NULL;
   }
   int rc = wr_thread_start(&b->thread, run, b);
   if (rc != 0) {
-    wr_event_destroy(&b->stop);
-    free(b);
+    wr_rules_remove(b->queue);
+    destroy(b);
     snprintf(err, errlen, "could not start the packet thread (error %d)", rc);
     return NULL;
   }
@@ -43,9 +402,28 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
 
 void wr_backend_stop(wr_backend *b) {
   if (!b) return;
-  wr_event_set(&b->stop);
+  /* Rules first: from now on traffic flows directly. */
+  wr_rules_remove(b->queue);
+  uint64_t one = 1;
+  if (write(b->stop_fd, &one, sizeof one) < 0) {
+    /* the eventfd cannot be full; nothing to do */
+  }
   wr_thread_join(&b->thread);
-  wr_event_destroy(&b->stop);
-  free(b);
+  /* Packets still queued or held: accept them as they are. */
+  size_t n;
+  while ((n = receive(b)) > 0) {
+    for (size_t i = 0; i < n; i++) verdict(b, (uint32_t)b->pkts[i].cookie, NF_ACCEPT, 0, NULL, 0);
+  }
+  release_all_held(b);
+  destroy(b);
+}
+
+int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
+  return wr_rules_add_app_port(&b->rules, port, err, errlen);
+}
+
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
+  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s", (unsigned)b->queue, b->rules.have_v6 ? "on" : "off");
+  return n < 0 ? 0 : (size_t)n;
 }
 #endif

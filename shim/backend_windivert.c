@@ -94,6 +94,20 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   return NULL;
 }
 
+int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
+  (void)b;
+  (void)port;
+  (void)err;
+  (void)errlen;
+  return 0;
+}
+
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
+  (void)b;
+  if (len) buf[0] = '\0';
+  return 0;
+}
+
 void wr_backend_stop(wr_backend *b) {
   if (!b) return;
   if (b->dll) FreeLibrary(b->dll);

@@ -538,3 +538,11 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
   });
   (void)rc;
 }
+
+uint32_t wr_engine_config_generation(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t gen = 0;
+  WITH_ENGINE(e, NULL, 0, rc, { gen = Z_engineZ_eng_config_generation(&e->inst); });
+  (void)rc;
+  return gen;
+}

@@ -151,6 +151,9 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);
 
+/* Bumped by every accepted configuration. */
+uint32_t wr_engine_config_generation(wr_engine *e);
+
 /* How many times this engine trapped and was rebuilt. */
 uint32_t wr_engine_trap_count(wr_engine *e);
 

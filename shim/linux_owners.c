@@ -1,0 +1,341 @@
+#ifndef _WIN32
+#define _GNU_SOURCE
+#include "linux_owners.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define PROC_SLOTS 16384u /* power of two */
+#define INODE_SLOTS 65536u
+
+typedef struct {
+  uint32_t pid; /* 0: free */
+  uint64_t start;
+  int candidate; /* 1 yes, 0 no, -1 not decided for this policy */
+  uint32_t seen; /* the /proc listing that last saw it */
+  char *path;
+  size_t path_len;
+} proc_entry;
+
+typedef struct {
+  uint64_t inode;
+  uint32_t pid;
+} inode_entry;
+
+struct wr_owners {
+  int diag; /* NETLINK_SOCK_DIAG socket */
+  wr_candidate_fn is_candidate;
+  void *ctx;
+  proc_entry *procs;
+  inode_entry *inodes;
+  uint32_t *cands; /* PIDs of candidates */
+  size_t n_cands, cap_cands;
+  uint32_t listing; /* /proc listings so far */
+  uint32_t used;    /* process slots in use */
+};
+
+/* ------------------------------------------------------------------------
+ * sock_diag */
+
+static uint64_t diag_inode(wr_owners *o, uint8_t proto, uint8_t family, const uint8_t src[16], uint16_t sport,
+                           const uint8_t dst[16], uint16_t dport) {
+  struct {
+    struct nlmsghdr nlh;
+    struct inet_diag_req_v2 r;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nlh.nlmsg_len = sizeof req;
+  req.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  req.nlh.nlmsg_flags = NLM_F_REQUEST;
+  req.r.sdiag_family = family == 6 ? AF_INET6 : AF_INET;
+  req.r.sdiag_protocol = proto;
+  req.r.idiag_states = ~0u;
+  req.r.id.idiag_sport = htons(sport);
+  req.r.id.idiag_dport = htons(dport);
+  memcpy(req.r.id.idiag_src, src, family == 6 ? 16 : 4);
+  memcpy(req.r.id.idiag_dst, dst, family == 6 ? 16 : 4);
+  req.r.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  req.r.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  if (send(o->diag, &req, sizeof req, 0) < 0) return 0;
+  union {
+    struct nlmsghdr h;
+    char buf[8192];
+  } resp;
+  ssize_t n = recv(o->diag, resp.buf, sizeof resp.buf, 0);
+  if (n < (ssize_t)sizeof(struct nlmsghdr)) return 0;
+  for (struct nlmsghdr *h = &resp.h; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+    if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY && h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg))) {
+      const struct inet_diag_msg *m = NLMSG_DATA(h);
+      return m->idiag_inode;
+    }
+    if (h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE) break;
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Processes */
+
+static proc_entry *proc_slot(wr_owners *o, uint32_t pid, int create) {
+  uint32_t h = (pid * 2654435761u) & (PROC_SLOTS - 1);
+  for (uint32_t k = 0; k < PROC_SLOTS; k++) {
+    proc_entry *p = &o->procs[(h + k) & (PROC_SLOTS - 1)];
+    if (p->pid == pid) return p;
+    if (p->pid == 0) {
+      if (!create) return NULL;
+      p->pid = pid;
+      p->candidate = -1;
+      p->seen = o->listing;
+      o->used++;
+      return p;
+    }
+  }
+  return NULL;
+}
+
+static uint64_t start_time(uint32_t pid) {
+  char name[64], buf[1024];
+  snprintf(name, sizeof name, "/proc/%u/stat", pid);
+  int fd = open(name, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  /* Field 22 (starttime), counted after the ')' that ends the name. */
+  char *p = strrchr(buf, ')');
+  if (!p) return 0;
+  int field = 2;
+  for (p++; *p && field < 22; p++) {
+    if (*p == ' ') field++;
+  }
+  return strtoull(p, NULL, 10);
+}
+
+static void set_path(proc_entry *e) {
+  char name[64], buf[4096];
+  snprintf(name, sizeof name, "/proc/%u/exe", e->pid);
+  ssize_t n = readlink(name, buf, sizeof buf - 1);
+  if (n < 0) n = 0;
+  buf[n] = '\0';
+  /* A replaced or deleted executable reads "... (deleted)". */
+  const char *del = " (deleted)";
+  size_t dl = strlen(del);
+  if ((size_t)n > dl && strcmp(buf + n - dl, del) == 0) n -= (ssize_t)dl;
+  free(e->path);
+  e->path = malloc((size_t)n + 1);
+  if (e->path) {
+    memcpy(e->path, buf, (size_t)n);
+    e->path[n] = '\0';
+    e->path_len = (size_t)n;
+  } else {
+    e->path_len = 0;
+  }
+}
+
+/* Makes sure the entry describes the process that has this PID now. */
+static void refresh_entry(wr_owners *o, proc_entry *e) {
+  uint64_t st = start_time(e->pid);
+  if (e->path && st == e->start) return;
+  e->start = st;
+  set_path(e);
+  e->candidate = -1;
+  (void)o;
+}
+
+static int decide(wr_owners *o, proc_entry *e) {
+  if (e->candidate < 0) e->candidate = o->is_candidate(o->ctx, e->pid, e->path ? e->path : "", e->path_len) ? 1 : 0;
+  return e->candidate;
+}
+
+static void add_candidate(wr_owners *o, uint32_t pid) {
+  for (size_t i = 0; i < o->n_cands; i++) {
+    if (o->cands[i] == pid) return;
+  }
+  if (o->n_cands == o->cap_cands) {
+    size_t cap = o->cap_cands ? o->cap_cands * 2 : 64;
+    uint32_t *c = realloc(o->cands, cap * sizeof *c);
+    if (!c) return;
+    o->cands = c;
+    o->cap_cands = cap;
+  }
+  o->cands[o->n_cands++] = pid;
+}
+
+/* ------------------------------------------------------------------------
+ * Sockets of processes */
+
+static void inode_put(wr_owners *o, uint64_t inode, uint32_t pid) {
+  o->inodes[(inode * 0x9e3779b97f4a7c15ull >> 40) & (INODE_SLOTS - 1)] = (inode_entry){inode, pid};
+}
+
+static uint32_t inode_get(wr_owners *o, uint64_t inode) {
+  inode_entry *e = &o->inodes[(inode * 0x9e3779b97f4a7c15ull >> 40) & (INODE_SLOTS - 1)];
+  return e->inode == inode ? e->pid : 0;
+}
+
+/* Records the socket inodes a process holds; 1 if `want` is among them. */
+static int scan_fds(wr_owners *o, uint32_t pid, uint64_t want) {
+  char name[64];
+  snprintf(name, sizeof name, "/proc/%u/fd", pid);
+  int dfd = open(name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return 0;
+  }
+  int found = 0;
+  struct dirent *de;
+  char link[64];
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    ssize_t n = readlinkat(dfd, de->d_name, link, sizeof link - 1);
+    if (n < 9) continue;
+    link[n] = '\0';
+    if (strncmp(link, "socket:[", 8) != 0) continue;
+    uint64_t inode = strtoull(link + 8, NULL, 10);
+    inode_put(o, inode, pid);
+    if (inode == want) found = 1;
+  }
+  closedir(d);
+  return found;
+}
+
+/* Drops the entries of processes gone from the last listing (rehashing the
+ * rest), so the table never fills with the dead. */
+static void prune(wr_owners *o) {
+  proc_entry *old = o->procs;
+  proc_entry *fresh = calloc(PROC_SLOTS, sizeof *fresh);
+  if (!fresh) return;
+  o->procs = fresh;
+  o->used = 0;
+  for (uint32_t i = 0; i < PROC_SLOTS; i++) {
+    if (old[i].pid == 0) continue;
+    if (old[i].seen != o->listing) {
+      free(old[i].path);
+      continue;
+    }
+    proc_entry *e = proc_slot(o, old[i].pid, 1);
+    if (e) *e = old[i];
+    else free(old[i].path);
+  }
+  free(old);
+  size_t k = 0;
+  for (size_t i = 0; i < o->n_cands; i++) {
+    proc_entry *e = proc_slot(o, o->cands[i], 0);
+    if (e && e->candidate == 1) o->cands[k++] = o->cands[i];
+  }
+  o->n_cands = k;
+}
+
+/* Lists /proc: new processes are decided; returns the PID owning `want`
+ * among new candidates, or 0. */
+static uint32_t rescan(wr_owners *o, uint64_t want) {
+  DIR *d = opendir("/proc");
+  if (!d) return 0;
+  o->listing++;
+  uint32_t owner = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+    uint32_t pid = (uint32_t)strtoul(de->d_name, NULL, 10);
+    proc_entry *e = proc_slot(o, pid, 1);
+    if (!e) continue;
+    e->seen = o->listing;
+    int known = e->path != NULL && e->candidate >= 0;
+    refresh_entry(o, e);
+    if (known && e->candidate >= 0) continue; /* unchanged; its sockets were scanned before */
+    if (decide(o, e)) {
+      add_candidate(o, pid);
+      if (scan_fds(o, pid, want) && !owner) owner = pid;
+    }
+  }
+  closedir(d);
+  if (o->used > PROC_SLOTS / 2) prune(o);
+  return owner;
+}
+
+/* ------------------------------------------------------------------------ */
+
+wr_owners *wr_owners_new(wr_candidate_fn is_candidate, void *ctx) {
+  wr_owners *o = calloc(1, sizeof *o);
+  if (!o) return NULL;
+  o->is_candidate = is_candidate;
+  o->ctx = ctx;
+  o->procs = calloc(PROC_SLOTS, sizeof *o->procs);
+  o->inodes = calloc(INODE_SLOTS, sizeof *o->inodes);
+  o->diag = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (!o->procs || !o->inodes || o->diag < 0) {
+    wr_owners_free(o);
+    return NULL;
+  }
+  struct timeval tv = {0, 200000};
+  setsockopt(o->diag, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return o;
+}
+
+void wr_owners_free(wr_owners *o) {
+  if (!o) return;
+  if (o->procs) {
+    for (uint32_t i = 0; i < PROC_SLOTS; i++) free(o->procs[i].path);
+  }
+  if (o->diag >= 0) close(o->diag);
+  free(o->procs);
+  free(o->inodes);
+  free(o->cands);
+  free(o);
+}
+
+void wr_owners_policy_changed(wr_owners *o) {
+  for (uint32_t i = 0; i < PROC_SLOTS; i++) o->procs[i].candidate = -1;
+  o->n_cands = 0;
+}
+
+static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap) {
+  proc_entry *e = proc_slot(o, pid, 1);
+  if (!e) return 0;
+  refresh_entry(o, e);
+  if (!decide(o, e)) return 0;
+  *out_pid = pid;
+  size_t n = e->path_len < pathcap - 1 ? e->path_len : pathcap - 1;
+  memcpy(path, e->path ? e->path : "", n);
+  path[n] = '\0';
+  return 1;
+}
+
+int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, const uint8_t local[16],
+                   uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
+                   size_t pathcap) {
+  uint64_t inode;
+  (void)inbound;
+  /* TCP lookups name the local end first; UDP lookups the remote end
+   * (INET_DIAG's UDP lookup is a receive-side one). */
+  if (proto == IPPROTO_UDP) inode = diag_inode(o, proto, family, remote, rport, local, lport);
+  else inode = diag_inode(o, proto, family, local, lport, remote, rport);
+  if (proto == IPPROTO_UDP && inode == 0) {
+    /* An unconnected socket bound to the port: ask with any remote. */
+    static const uint8_t any[16];
+    inode = diag_inode(o, proto, family, any, 0, local, lport);
+  }
+  if (inode == 0) return 0;
+  uint32_t p = inode_get(o, inode);
+  if (p && answer(o, p, pid, path, pathcap)) return 1;
+  /* Known candidates first (they may have opened a new socket), then new processes. */
+  for (size_t i = 0; i < o->n_cands; i++) {
+    if (scan_fds(o, o->cands[i], inode)) return answer(o, o->cands[i], pid, path, pathcap);
+  }
+  p = rescan(o, inode);
+  return p ? answer(o, p, pid, path, pathcap) : 0;
+}
+#endif

@@ -1,0 +1,34 @@
+/* Who owns a socket, on Linux: sock_diag (INET_DIAG) finds the socket of a
+ * connection and its inode; the inode is looked for among the open files of
+ * candidate processes only — those the policy would intercept — so a
+ * connection of any other process costs no /proc scan of its own.
+ *
+ * Process facts (executable path, start time) are cached per PID; a PID
+ * reused by another process is noticed by its start time. */
+#ifndef WR_LINUX_OWNERS_H
+#define WR_LINUX_OWNERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct wr_owners wr_owners;
+
+/* Is this process a candidate (would the policy intercept it)? */
+typedef int (*wr_candidate_fn)(void *ctx, uint32_t pid, const char *path, size_t len);
+
+wr_owners *wr_owners_new(wr_candidate_fn is_candidate, void *ctx);
+void wr_owners_free(wr_owners *o);
+
+/* Forgets every candidate decision (the policy changed). */
+void wr_owners_policy_changed(wr_owners *o);
+
+/* Finds the owner of a connection: proto 6/17, family 4/6, addresses in
+ * network order (IPv4 in the first 4 bytes), ports in host order; inbound:
+ * the local end is a listener's (or a bound UDP socket's). Returns 1 with
+ * pid and path (NUL-terminated, in path[pathcap]) when a candidate process
+ * owns it, 0 when no candidate does (or the socket is gone). */
+int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, const uint8_t local[16],
+                   uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
+                   size_t pathcap);
+
+#endif

@@ -1,0 +1,138 @@
+/* A client for the end-to-end tests.
+ *
+ *   wr_testclient [--wait] tcp|udp ADDR PORT BYTES [CONNECTIONS]
+ *
+ * Prints "pid N". With --wait, waits for a line on stdin before connecting
+ * (so a test can configure interception by this PID first). TCP: opens
+ * CONNECTIONS connections at once (default 1), sends BYTES pseudo-random
+ * bytes on each, and checks the echo byte for byte. UDP: one datagram of
+ * BYTES, checks the answer. Prints "ok BYTES" per connection or
+ * "fail <reason>"; exits 0 only when every connection succeeded. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static struct sockaddr_storage dst;
+static socklen_t dst_len;
+static size_t bytes;
+
+static uint8_t pattern(size_t i, unsigned seed) { return (uint8_t)((i * 2654435761u + seed * 40503u) >> 13); }
+
+static void *one_tcp(void *arg) {
+  unsigned seed = (unsigned)(uintptr_t)arg;
+  int s = socket(dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (connect(s, (struct sockaddr *)&dst, dst_len) != 0) {
+    printf("fail connect %s\n", strerror(errno));
+    close(s);
+    return (void *)1;
+  }
+  size_t sent = 0, got = 0;
+  uint8_t out[65536], in[65536];
+  int bad = 0;
+  struct pollfd p = {s, POLLIN | POLLOUT, 0};
+  while (got < bytes) {
+    p.events = POLLIN | (sent < bytes ? POLLOUT : 0);
+    if (poll(&p, 1, 20000) <= 0) {
+      printf("fail timeout sent=%zu got=%zu\n", sent, got);
+      close(s);
+      return (void *)1;
+    }
+    if ((p.revents & POLLOUT) && sent < bytes) {
+      size_t n = bytes - sent < sizeof out ? bytes - sent : sizeof out;
+      for (size_t i = 0; i < n; i++) out[i] = pattern(sent + i, seed);
+      ssize_t w = write(s, out, n);
+      if (w > 0) sent += (size_t)w;
+      if (sent == bytes) shutdown(s, SHUT_WR);
+    }
+    if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t r = read(s, in, sizeof in);
+      if (r <= 0) {
+        printf("fail closed early got=%zu of %zu (%s)\n", got, bytes, r < 0 ? strerror(errno) : "eof");
+        close(s);
+        return (void *)1;
+      }
+      for (ssize_t i = 0; i < r; i++) {
+        if (in[i] != pattern(got + (size_t)i, seed)) bad = 1;
+      }
+      got += (size_t)r;
+    }
+  }
+  close(s);
+  if (bad) {
+    printf("fail mismatch\n");
+    return (void *)1;
+  }
+  printf("ok %zu\n", got);
+  fflush(stdout);
+  return NULL;
+}
+
+static int one_udp(void) {
+  int s = socket(dst.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct timeval tv = {5, 0};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  uint8_t *out = malloc(bytes), *in = malloc(bytes + 1);
+  for (size_t i = 0; i < bytes; i++) out[i] = pattern(i, 7);
+  if (sendto(s, out, bytes, 0, (struct sockaddr *)&dst, dst_len) != (ssize_t)bytes) {
+    printf("fail send %s\n", strerror(errno));
+    return 1;
+  }
+  ssize_t r = recv(s, in, bytes + 1, 0);
+  int ok = r == (ssize_t)bytes && memcmp(in, out, bytes) == 0;
+  printf(ok ? "ok %zd\n" : "fail answer %zd\n", r);
+  return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv) {
+  int wait = 0, a = 1;
+  if (argc > 1 && strcmp(argv[1], "--wait") == 0) wait = 1, a++;
+  if (argc - a < 4) {
+    fprintf(stderr, "usage: %s [--wait] tcp|udp ADDR PORT BYTES [CONNECTIONS]\n", argv[0]);
+    return 2;
+  }
+  const char *proto = argv[a], *addr = argv[a + 1];
+  int port = atoi(argv[a + 2]);
+  bytes = strtoull(argv[a + 3], NULL, 10);
+  int conns = argc - a > 4 ? atoi(argv[a + 4]) : 1;
+  memset(&dst, 0, sizeof dst);
+  if (strchr(addr, ':')) {
+    struct sockaddr_in6 *d = (void *)&dst;
+    d->sin6_family = AF_INET6;
+    d->sin6_port = htons((uint16_t)port);
+    inet_pton(AF_INET6, addr, &d->sin6_addr);
+    dst_len = sizeof *d;
+  } else {
+    struct sockaddr_in *d = (void *)&dst;
+    d->sin_family = AF_INET;
+    d->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, addr, &d->sin_addr);
+    dst_len = sizeof *d;
+  }
+  printf("pid %d\n", (int)getpid());
+  fflush(stdout);
+  if (wait) {
+    char line[64];
+    if (!fgets(line, sizeof line, stdin)) return 2;
+  }
+  if (strcmp(proto, "udp") == 0) return one_udp();
+  pthread_t t[1024];
+  if (conns > 1024) conns = 1024;
+  for (int i = 0; i < conns; i++) pthread_create(&t[i], NULL, one_tcp, (void *)(uintptr_t)(i + 1));
+  int failed = 0;
+  for (int i = 0; i < conns; i++) {
+    void *r;
+    pthread_join(t[i], &r);
+    if (r) failed++;
+  }
+  fflush(stdout);
+  return failed ? 1 : 0;
+}
