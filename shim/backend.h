@@ -25,4 +25,11 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
 /* Stops the thread, closes everything, frees the backend. */
 void wr_backend_stop(wr_backend *b);
 
+/* What the backend found and how it runs, as one line of text (on Windows:
+ * the WinDivert.dll used, "other WinDivert handles: N (pids ..., layers
+ * ...)", the handles' priorities and filters, error counters). Copies up to
+ * len - 1 bytes and a NUL into buf; returns the full length, like snprintf.
+ * Thread-safe while the backend runs. */
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len);
+
 #endif

@@ -48,4 +48,10 @@ void wr_backend_stop(wr_backend *b) {
   wr_event_destroy(&b->stop);
   free(b);
 }
+
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
+  (void)b;
+  if (buf && len) buf[0] = '\0';
+  return 0;
+}
 #endif
