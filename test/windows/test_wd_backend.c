@@ -253,7 +253,62 @@ static void case_diagnostics(void) {
   DeleteFileA(log);
 }
 
-static const wd_case CASES[] = {{"layout", case_layout}, {"tables", case_tables}, {"diagnostics", case_diagnostics}};
+/* ------------------------------------------------------------------------
+ * The stand-in itself, where the library depends on it behaving like
+ * WinDivert: Shutdown completes a blocked receive with ERROR_NO_DATA (232),
+ * a send after SHUTDOWN_SEND fails with 232, wrong layer flags give 87. */
+
+static wd_recv_ex_fn g_recv_ex;
+
+static DWORD WINAPI blocked_receive(LPVOID h) {
+  uint8_t buf[2048];
+  wd_address addr[4];
+  UINT n = 0, alen = sizeof addr;
+  BOOL ok = g_recv_ex((HANDLE)h, buf, sizeof buf, &n, 0, addr, &alen, NULL);
+  return ok ? 0 : GetLastError();
+}
+
+static void case_standin(void) {
+  char path[MAX_PATH];
+  GetModuleFileNameA(NULL, path, sizeof path);
+  strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", NULL);
+  HMODULE dll = LoadLibraryA(path);
+  CHECK(dll != NULL, "load %s", path);
+  if (!dll) return;
+  wd_open_fn open = (wd_open_fn)(void (*)(void))GetProcAddress(dll, "WinDivertOpen");
+  wd_send_ex_fn send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertSendEx");
+  wd_shutdown_fn shutdown_fn = (wd_shutdown_fn)(void (*)(void))GetProcAddress(dll, "WinDivertShutdown");
+  wd_close_fn close_fn = (wd_close_fn)(void (*)(void))GetProcAddress(dll, "WinDivertClose");
+  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertRecvEx");
+  CHECK(open && send_ex && shutdown_fn && close_fn && g_recv_ex, "exports");
+  CHECK(open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF) == INVALID_HANDLE_VALUE && GetLastError() == 87,
+        "SOCKET without RECV_ONLY is 87");
+  HANDLE h = open("true", WD_LAYER_NETWORK, 0, 0);
+  CHECK(h != INVALID_HANDLE_VALUE, "open");
+  HANDLE t = CreateThread(NULL, 0, blocked_receive, h, 0, NULL);
+  CHECK(WaitForSingleObject(t, 200) == WAIT_TIMEOUT, "a receive with nothing queued blocks");
+  shutdown_fn(h, WD_SHUTDOWN_RECV);
+  DWORD code = 0;
+  CHECK(WaitForSingleObject(t, 5000) == WAIT_OBJECT_0 && GetExitCodeThread(t, &code) && code == 232,
+        "shutdown completes it with 232 (got %lu)", (unsigned long)code);
+  CloseHandle(t);
+  /* A valid IPv4 header is enough for the stand-in to take a packet. */
+  uint8_t pkt[20] = {0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6};
+  wd_address a;
+  memset(&a, 0, sizeof a);
+  UINT sent = 0;
+  CHECK(send_ex(h, pkt, sizeof pkt, &sent, 0, &a, sizeof a, NULL) && sent == 20, "send before SHUTDOWN_SEND");
+  shutdown_fn(h, WD_SHUTDOWN_SEND);
+  CHECK(!send_ex(h, pkt, sizeof pkt, &sent, 0, &a, sizeof a, NULL) && GetLastError() == 232,
+        "send after SHUTDOWN_SEND is 232");
+  CHECK(close_fn(h), "close");
+  FreeLibrary(dll);
+}
+
+static const wd_case CASES[] = {
+    {"layout", case_layout}, {"tables", case_tables}, {"diagnostics", case_diagnostics}, {"standin", case_standin}};
 
 int main(int argc, char **argv) {
   return run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, NULL);

@@ -543,11 +543,11 @@ static void case_excluded_pids(void) {
  * the socket table (real GetExtendedUdpTable under wine), so a datagram to
  * it is redirected with no SOCKET event, and the lookup names the child's
  * executable. */
-static HANDLE spawn_child(uint16_t *port, DWORD *pid) {
+static HANDLE spawn_child(const char *mode, uint16_t *port, uint16_t *port2, DWORD *pid) {
   char cmd[MAX_PATH + 32];
   char exe[MAX_PATH];
   GetModuleFileNameA(NULL, exe, sizeof exe);
-  snprintf(cmd, sizeof cmd, "\"%s\" child_udp", exe);
+  snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, mode);
   SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
   HANDLE rd, wr;
   CreatePipe(&rd, &wr, &sa, 0);
@@ -574,28 +574,75 @@ static HANDLE spawn_child(uint16_t *port, DWORD *pid) {
   }
   line[total] = '\0';
   CloseHandle(rd);
-  *port = (uint16_t)atoi(line);
+  unsigned p1 = 0, p2 = 0;
+  sscanf(line, "%u %u", &p1, &p2);
+  *port = (uint16_t)p1;
+  *port2 = (uint16_t)p2;
   *pid = pi.dwProcessId;
   return pi.hProcess;
+}
+
+/* The child's side: waits to be told to exit. */
+static void child_wait(void) {
+  char event[64];
+  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)GetCurrentProcessId());
+  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
+  WaitForSingleObject(ev, 60000);
+}
+
+static void child_stop(HANDLE child, DWORD pid) {
+  char event[64];
+  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)pid);
+  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
+  SetEvent(ev);
+  WaitForSingleObject(child, 10000);
+  CloseHandle(ev);
+  CloseHandle(child);
 }
 
 static int child_udp(void) {
   struct sockaddr_in a;
   SOCKET u = used_udp_socket(&a);
-  printf("%u\n", ntohs(a.sin_port));
+  printf("%u 0\n", ntohs(a.sin_port));
   fflush(stdout);
-  char event[64];
-  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)GetCurrentProcessId());
-  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
-  WaitForSingleObject(ev, 60000);
+  child_wait();
+  closesocket(u);
+  return 0;
+}
+
+/* A TCP connection of the child's own on 127.0.0.1: prints the client's
+ * port and the listener's. */
+static int child_tcp(void) {
+  struct sockaddr_in a, ca;
+  SOCKET u = used_udp_socket(&a); /* (starts winsock) */
+  SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
+  a.sin_port = 0;
+  bind(lst, (struct sockaddr *)&a, sizeof a);
+  listen(lst, 1);
+  int len = sizeof a;
+  getsockname(lst, (struct sockaddr *)&a, &len);
+  SOCKET cli = socket(AF_INET, SOCK_STREAM, 0);
+  connect(cli, (struct sockaddr *)&a, sizeof a);
+  SOCKET acc = accept(lst, NULL, NULL);
+  char buf[4];
+  send(cli, "x", 1, 0); /* wine learns the client socket's owner */
+  recv(acc, buf, sizeof buf, 0);
+  len = sizeof ca;
+  getsockname(cli, (struct sockaddr *)&ca, &len);
+  printf("%u %u\n", ntohs(ca.sin_port), ntohs(a.sin_port));
+  fflush(stdout);
+  child_wait();
+  closesocket(cli);
+  closesocket(acc);
+  closesocket(lst);
   closesocket(u);
   return 0;
 }
 
 static void case_existing_socket(void) {
-  uint16_t port = 0;
+  uint16_t port = 0, unused = 0;
   DWORD pid = 0;
-  HANDLE child = spawn_child(&port, &pid);
+  HANDLE child = spawn_child("child_udp", &port, &unused, &pid);
   CHECK(child && port, "child started");
   if (!child || !port) return;
   uint8_t dg[256], dgx[256];
@@ -619,13 +666,47 @@ static void case_existing_socket(void) {
     CHECK(_stricmp(o.process_path, exe) == 0, "process path \"%s\", expected \"%s\"", o.process_path, exe);
     session_stop();
   }
-  char event[64];
-  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)pid);
-  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
-  SetEvent(ev);
-  WaitForSingleObject(child, 10000);
-  CloseHandle(ev);
-  CloseHandle(child);
+  child_stop(child, pid);
+  free(s.s);
+}
+
+/* No SOCKET event at all: the engine asks for the owner of the pending
+ * flow, and the backend finds it in the TCP table (real, under wine): a
+ * child's own connection on 127.0.0.1, with the loopback bypass off. */
+static void case_owner_from_table(void) {
+  uint16_t cport = 0, lport = 0;
+  DWORD pid = 0;
+  HANDLE child = spawn_child("child_tcp", &cport, &lport, &pid);
+  CHECK(child && cport && lport, "child started");
+  if (!child || !cport || !lport) return;
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t syn[256], synx[256];
+  tu_tuple up = tuple(0, L, cport, L, lport), up_x = tuple(0, L, cport, L, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_packet(&s, "out loopback if=1 sub=0", syn, sn);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  if (session_start(config_pids(pids, "\"bypass\": [], \"hold_timeout_ms\": 10000"), s.s)) {
+    sent_packet sp[64];
+    int n = wait_sent(sp, 1, 5000);
+    if (n >= 1) {
+      expect_packet(&sp[0], "SYN of a socket found in the table", synx, sxn, 0, 1, 0);
+      CHECK(sp[0].loopback == 1, "loopback flag kept");
+    }
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, cport, L, &o) == 0, "lookup: %s", last_error());
+    CHECK(o.pid == pid && same_endpoint(&o.destination, 0, L, lport), "owner pid %u (child %lu)", o.pid,
+          (unsigned long)pid);
+    redirector_stats st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    redirector_get_stats(&st);
+    CHECK(st.owner_queries >= 1 && st.hold_timeouts == 0, "asked (%llu queries), no timeout",
+          (unsigned long long)st.owner_queries);
+    session_stop();
+  }
+  child_stop(child, pid);
   free(s.s);
 }
 
@@ -922,6 +1003,7 @@ static const wd_case CASES[] = {
     {"socket_after_packet", case_socket_after_packet},
     {"existing_connection", case_existing_connection},
     {"existing_socket", case_existing_socket},
+    {"owner_from_table", case_owner_from_table},
     {"excluded_pids", case_excluded_pids},
     {"stop_mid_connection", case_stop_mid_connection},
     {"config_change", case_config_change},
@@ -939,6 +1021,7 @@ static void stop_if_running(void) {
 
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
+  if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
   GetModuleFileNameA(NULL, g_dir, sizeof g_dir);
   char *slash = strrchr(g_dir, '\\');
   if (slash) *slash = '\0';
