@@ -594,8 +594,11 @@ static void packet_thread(void *arg) {
   for (;;) {
     UINT recv_len = 0, addr_len = RECV_BATCH * WD_ADDRESS_SIZE;
     if (!b->wd.recv_ex(b->net, b->recv_buf, RECV_BUF, &recv_len, 0, b->recv_addr, &addr_len, NULL)) {
-      if (recv_failed(b, "packet", GetLastError(), &consecutive)) break;
-      continue;
+      if (!recv_failed(b, "packet", GetLastError(), &consecutive)) continue;
+      /* Giving up: with its receive side shut, the driver passes packets
+       * on instead of queueing them for no one (fail open). */
+      if (!InterlockedCompareExchange(&b->stopping, 0, 0)) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+      break;
     }
     consecutive = 0;
     size_t n = addr_len / WD_ADDRESS_SIZE, k = 0;
@@ -720,6 +723,7 @@ typedef struct {
 /* A socket that existed at start: listeners and UDP endpoints own ports. */
 static int startup_row(void *ctx, const wr_socket_row *r) {
   startup_ctx *c = ctx;
+  if (InterlockedCompareExchange(&c->b->stopping, 0, 0)) return 1;
   if (r->pid == 0) return 0; /* owner unknown: let events or timeouts decide */
   if (r->proto == 6 && !r->listening) return 0;
   wr_owner_fact f;

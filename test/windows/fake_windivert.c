@@ -9,6 +9,8 @@
  *
  * Script lines (# starts a comment):
  *   open_error CODE [LAYER]   WinDivertOpen fails with CODE (for LAYER only)
+ *   recv_error CODE COUNT     the NETWORK handle's next COUNT receives fail
+ *                             with CODE at once
  *   reflect pid=N layer=NAME priority=P flags=F
  *                             an open handle of another program, reported
  *                             by a REFLECT-layer open
@@ -115,6 +117,9 @@ static volatile LONG g_sent; /* packets sent this session */
 static uint64_t g_endpoint = 100;
 
 static SRWLOCK g_log_lock = SRWLOCK_INIT;
+
+static DWORD g_recv_error; /* NETWORK receives fail with this ... */
+static long g_recv_errors_left; /* ... this many more times */
 
 static HANDLE g_player;
 static HANDLE g_player_stop;
@@ -492,6 +497,17 @@ static int find_open_error(void *ctx, const char *line) {
   return 0;
 }
 
+static int find_recv_error(void *ctx, const char *line) {
+  (void)ctx;
+  unsigned long code = 0;
+  long count = 0;
+  if (sscanf(line, "recv_error %lu %ld", &code, &count) == 2) {
+    g_recv_error = (DWORD)code;
+    g_recv_errors_left = count;
+  }
+  return 0;
+}
+
 static int queue_reflect(void *ctx, const char *line) {
   (void)ctx;
   if (strncmp(line, "reflect ", 8) != 0) return 0;
@@ -559,7 +575,11 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
     each_line(script, queue_reflect, NULL);
   }
   if (layer == L_SOCKET) clear_queue_locked(L_SOCKET);
-  if (layer == L_NETWORK) clear_queue_locked(L_NETWORK);
+  if (layer == L_NETWORK) {
+    clear_queue_locked(L_NETWORK);
+    g_recv_errors_left = 0;
+    each_line(script, find_recv_error, NULL);
+  }
   ReleaseSRWLockExclusive(&g_lock);
   free(script);
   logf_("open id=%d layer=%s priority=%d flags=0x%llx filter=%s", h->id, layer_name(layer), (int)priority,
@@ -583,6 +603,13 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     return FALSE;
   }
   int layer = h->layer;
+  if (layer == L_NETWORK && g_recv_errors_left > 0) {
+    g_recv_errors_left--;
+    ReleaseSRWLockExclusive(&g_lock);
+    logf_("recv_failed id=%d error=%lu", h->id, (unsigned long)g_recv_error);
+    SetLastError(g_recv_error);
+    return FALSE;
+  }
   while (!g_head[layer] && !h->shut_recv && !h->closed) SleepConditionVariableSRW(&g_cond, &g_lock, INFINITE, 0);
   if (!g_head[layer]) {
     ReleaseSRWLockExclusive(&g_lock);

@@ -869,6 +869,39 @@ static void case_engine_trap(void) {
   free(s.s);
 }
 
+/* Receive errors: a few are survived; a receive that keeps failing ends the
+ * packet thread, which first shuts the receive side so that the driver
+ * passes packets on instead of queueing them for no one. */
+static void case_recv_errors(void) {
+  uint8_t a[256];
+  tu_tuple t = tuple(0, C4, 50014, D4, 80);
+  size_t an = tu_tcp(a, &t, 1, 2, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "recv_error 31 5\n");
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  if (session_start(config_pids("1234", NULL), s.s)) {
+    sent_packet sp[4];
+    if (wait_sent(sp, 1, 5000) >= 1) expect_packet(&sp[0], "packet after 5 receive errors", a, an, 1, 7, 3);
+    char *log = read_file(g_log);
+    CHECK(count_lines(log, "recv_failed id=3 error=31") == 5, "5 failed receives");
+    CHECK(count_lines(log, "shutdown id=3") == 0, "still receiving");
+    free(log);
+    session_stop();
+  }
+  if (session_start(config_pids("1234", NULL), "recv_error 31 100000\n")) {
+    CHECK(wait_lines("shutdown id=3 how=1", 1, 10000), "the receive side shut when the thread gave up");
+    char *log = read_file(g_log);
+    int failed = count_lines(log, "recv_failed id=3");
+    CHECK(failed >= 50 && failed <= 1000, "gave up after %d failures", failed);
+    free(log);
+    session_stop();
+    log = read_file(g_log);
+    CHECK(count_lines(log, "close id=") == 3, "closed");
+    free(log);
+  }
+  free(s.s);
+}
+
 /* What the library opens and sets, in which order. */
 static void case_handles(void) {
   if (!session_start(config_pids("1234", NULL), "")) return;
@@ -1009,6 +1042,7 @@ static const wd_case CASES[] = {
     {"config_change", case_config_change},
     {"batch", case_batch},
     {"engine_trap", case_engine_trap},
+    {"recv_errors", case_recv_errors},
     {"handles", case_handles},
     {"cycles", case_cycles},
     {"dll_missing", case_dll_missing},
