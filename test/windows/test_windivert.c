@@ -670,6 +670,46 @@ static void case_existing_socket(void) {
   free(s.s);
 }
 
+/* A SOCKET event older than the process that now has its PID names a
+ * process that is gone: the connection gets no path (the PID was reused),
+ * while a current event of the same PID gets the executable's path. */
+static void case_pid_reuse(void) {
+  uint16_t port = 0, unused = 0;
+  DWORD pid = 0;
+  HANDLE child = spawn_child("child_udp", &port, &unused, &pid);
+  CHECK(child && port, "child started");
+  if (!child || !port) return;
+  uint8_t old[256], cur[256];
+  tu_tuple t_old = tuple(0, C4, 50015, D4, 80), t_cur = tuple(0, C4, 50016, D4, 80);
+  size_t on = tu_tcp(old, &t_old, 1, 0, TU_SYN, NULL), cn = tu_tcp(cur, &t_cur, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%lu proto=tcp local=%s remote=%s ts=-3600000\ndelay 100\n", (unsigned long)pid,
+            ep(0, C4, 50015), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", old, on);
+  sb_printf(&s, "wait_sent 1\nsocket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n", (unsigned long)pid,
+            ep(0, C4, 50016), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", cur, cn);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  if (session_start(config_pids(pids, NULL), s.s)) {
+    sent_packet sp[4];
+    wait_sent(sp, 2, 5000);
+    char exe[MAX_PATH];
+    GetModuleFileNameA(NULL, exe, sizeof exe);
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50015, C4, &o) == 0 && o.pid == pid, "old event's flow: %s",
+          last_error());
+    CHECK(o.process_path[0] == '\0', "an event from before the process started gets no path: \"%s\"",
+          o.process_path);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50016, C4, &o) == 0 && o.pid == pid, "current event's flow: %s",
+          last_error());
+    CHECK(_stricmp(o.process_path, exe) == 0, "a current event gets the path: \"%s\"", o.process_path);
+    session_stop();
+  }
+  child_stop(child, pid);
+  free(s.s);
+}
+
 /* No SOCKET event at all: the engine asks for the owner of the pending
  * flow, and the backend finds it in the TCP table (real, under wine): a
  * child's own connection on 127.0.0.1, with the loopback bypass off. */
@@ -1037,6 +1077,7 @@ static const wd_case CASES[] = {
     {"existing_connection", case_existing_connection},
     {"existing_socket", case_existing_socket},
     {"owner_from_table", case_owner_from_table},
+    {"pid_reuse", case_pid_reuse},
     {"excluded_pids", case_excluded_pids},
     {"stop_mid_connection", case_stop_mid_connection},
     {"config_change", case_config_change},
