@@ -639,12 +639,22 @@ static int child_tcp(void) {
   return 0;
 }
 
+/* spawn_child, checked: NULL (and no child left) unless it reported its port. */
+static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWORD *pid) {
+  HANDLE child = spawn_child(mode, port, port2, pid);
+  CHECK(child && *port, "%s started", mode);
+  if (child && !*port) {
+    child_stop(child, *pid);
+    child = NULL;
+  }
+  return child;
+}
+
 static void case_existing_socket(void) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
-  HANDLE child = spawn_child("child_udp", &port, &unused, &pid);
-  CHECK(child && port, "child started");
-  if (!child || !port) return;
+  HANDLE child = start_child("child_udp", &port, &unused, &pid);
+  if (!child) return;
   uint8_t dg[256], dgx[256];
   tu_tuple in = tuple(0, R4, 5300, C4, port), in_x = tuple(0, R4, 5300, C4, APP_PORT);
   size_t dn = tu_udp(dg, &in, "to a socket opened before start");
@@ -676,9 +686,8 @@ static void case_existing_socket(void) {
 static void case_pid_reuse(void) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
-  HANDLE child = spawn_child("child_udp", &port, &unused, &pid);
-  CHECK(child && port, "child started");
-  if (!child || !port) return;
+  HANDLE child = start_child("child_udp", &port, &unused, &pid);
+  if (!child) return;
   uint8_t old[256], cur[256];
   tu_tuple t_old = tuple(0, C4, 50015, D4, 80), t_cur = tuple(0, C4, 50016, D4, 80);
   size_t on = tu_tcp(old, &t_old, 1, 0, TU_SYN, NULL), cn = tu_tcp(cur, &t_cur, 1, 0, TU_SYN, NULL);
@@ -716,9 +725,8 @@ static void case_pid_reuse(void) {
 static void case_owner_from_table(void) {
   uint16_t cport = 0, lport = 0;
   DWORD pid = 0;
-  HANDLE child = spawn_child("child_tcp", &cport, &lport, &pid);
-  CHECK(child && cport && lport, "child started");
-  if (!child || !cport || !lport) return;
+  HANDLE child = start_child("child_tcp", &cport, &lport, &pid);
+  if (!child) return;
   static const uint8_t L[4] = {127, 0, 0, 1};
   uint8_t syn[256], synx[256];
   tu_tuple up = tuple(0, L, cport, L, lport), up_x = tuple(0, L, cport, L, APP_PORT);
