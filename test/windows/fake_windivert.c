@@ -16,7 +16,8 @@
  *                             by a REFLECT-layer open
  *   Played in order by a thread started when a NETWORK handle opens:
  *   delay MS
- *   gate NAME                 waits for the named event WrFakeGate_NAME
+ *   gate NAME                 waits for the named event WrFakeGate_PID_NAME
+ *                             (PID: this process's)
  *   wait_sent N               waits until N packets were sent this session
  *   batch_begin / batch_end   the packets between are queued at once
  *   mark TEXT                 writes "mark TEXT" to the record
@@ -399,7 +400,7 @@ static int play_line(void *ctx, const char *line) {
   } else if (strcmp(word, "gate") == 0) {
     char name[64], full[100];
     sscanf(line, "gate %63s", name);
-    snprintf(full, sizeof full, "WrFakeGate_%s", name);
+    snprintf(full, sizeof full, "WrFakeGate_%lu_%s", (unsigned long)GetCurrentProcessId(), name);
     HANDLE ev = CreateEventA(NULL, TRUE, FALSE, full);
     HANDLE both[2] = {g_player_stop, ev};
     DWORD r = WaitForMultipleObjects(2, both, FALSE, 60000);

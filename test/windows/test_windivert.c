@@ -172,7 +172,7 @@ static int g_ngates;
 
 static void open_gate(const char *name) {
   char full[100];
-  snprintf(full, sizeof full, "WrFakeGate_%s", name);
+  snprintf(full, sizeof full, "WrFakeGate_%lu_%s", (unsigned long)GetCurrentProcessId(), name);
   HANDLE ev = CreateEventA(NULL, TRUE, FALSE, full);
   SetEvent(ev);
   if (g_ngates < 16) g_gates[g_ngates++] = ev;
