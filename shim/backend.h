@@ -32,7 +32,11 @@ void wr_backend_stop(wr_backend *b);
 /* The app port changed while running. 0, or -1 with the reason in err. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen);
 
-/* A line about the capture set-up (queue, rules, other capture users). */
+/* What the backend found and how it runs, as one line of text (on Windows:
+ * the WinDivert.dll used, "other WinDivert handles: N (pids ..., layers
+ * ...)", the handles' priorities and filters, error counters). Copies up to
+ * len - 1 bytes and a NUL into buf; returns the full length, like snprintf.
+ * Thread-safe while the backend runs. */
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len);
 
 #endif

@@ -423,7 +423,9 @@ int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errl
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s", (unsigned)b->queue, b->rules.have_v6 ? "on" : "off");
+  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu", (unsigned)b->queue,
+                   b->rules.have_v6 ? "on" : "off", b->n_held);
   return n < 0 ? 0 : (size_t)n;
 }
+
 #endif

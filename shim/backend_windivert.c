@@ -1,17 +1,252 @@
-/* Windows capture backend (WinDivert). WinDivert.dll is loaded at start,
- * never at library load, so the library loads and reports its absence as an
- * error instead of failing to load. */
+/* Windows capture backend (WinDivert 2.x).
+ *
+ * WinDivert.dll is loaded at start, never at library load, so the library
+ * loads without it and reports its absence as an error. Every function is
+ * resolved with GetProcAddress (declarations: windivert.h).
+ *
+ * Handles
+ *   SOCKET   "tcp or udp", SNIFF|RECV_ONLY: connect/accept/bind/listen/close
+ *            events with the PID; they become the engine's owner facts.
+ *   NETWORK  "(ip or ipv6) and (tcp or udp)", flags 0: every TCP/UDP packet,
+ *            loopback included (the engine bypasses loopback unless the
+ *            configuration says otherwise, so the filter must not decide it).
+ *   REFLECT  opened once at start (SNIFF|RECV_ONLY|NO_INSTALL), shut down
+ *            and drained: the other WinDivert handles open right now, for
+ *            the diagnostics text.
+ *   Priorities: NETWORK and SOCKET at -1000, below WinDivert's default 0.
+ *   Handles of higher priority see a packet first, and packets a handle
+ *   injects are seen only by handles of lower priority. Most WinDivert
+ *   programs use 0 (firewalls, shapers): below them, they see every packet
+ *   as the applications sent it, decide on it first, and never see our
+ *   rewritten packets (addressed to the proxy port), which they would not
+ *   understand. -1000 also keeps clear of mitmproxy's 1039-1041.
+ *
+ * Threads
+ *   packet   RecvEx batches from NETWORK -> wr_engine_process -> SendEx. The
+ *            only reader of NETWORK, so a flow's packets keep their order.
+ *   socket   first the existing sockets (TCP listeners, UDP endpoints) from
+ *            GetExtendedTcpTable/UdpTable, then SOCKET events -> facts.
+ *   timer    every TICK_MS: wr_engine_tick (hold timeouts, expiry), and the
+ *            engine's owner queries answered from the socket tables.
+ *   Owner facts and ticks release held packets, so all three decide and
+ *   send under one lock (io_lock): sends leave in the order the engine
+ *   decided them.
+ *
+ * Held packets: the engine keeps its own copy and hands it back with the
+ * final verdict; we keep the original address (and a copy of the bytes) by
+ * cookie, so the packet goes out with its own interface and flags, and so
+ * that when the engine traps (and loses what it held) or at stop, every
+ * held packet is re-injected unchanged: the backend fails open.
+ */
 #ifdef _WIN32
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
 #include "platform.h"
+#include "win_owners.h"
+#include "windivert.h"
+
+#define NET_FILTER "(ip or ipv6) and (tcp or udp)"
+#define SOCKET_FILTER "tcp or udp"
+#define REFLECT_FILTER "true"
+#define NET_PRIORITY (-1000)
+#define SOCKET_PRIORITY (-1000)
+#define REFLECT_PRIORITY 0
+
+/* Driver queue: packets waiting for the packet thread. The defaults are
+ * 4096 packets / 2000 ms / 4 MB; a burst while the engine is busy should
+ * not be dropped, so twice as many packets and bytes. */
+#define QUEUE_LENGTH 8192
+#define QUEUE_TIME_MS 2000
+#define QUEUE_SIZE (8u << 20)
+
+#define RECV_BATCH 128           /* addresses per RecvEx (<= WD_BATCH_MAX) */
+#define RECV_BUF (1u << 20)      /* room for 128 full-size frames, or 15 GSO ones */
+#define SEND_BATCH 128           /* addresses per SendEx */
+#define SEND_BUF (1u << 20)
+#define SOCKET_BATCH 64
+#define REFLECT_BUF (64u << 10)  /* a REFLECT record carries a filter object (< 16 KB) */
+#define REFLECT_MAX_RECORDS 4096 /* never loop forever on a misbehaving driver */
+#define TICK_MS 100
+#define QUERY_MAX 64
+#define MAX_CONSECUTIVE_ERRORS 100
+#define DIAG_CAP 2048
+#define PATH_CAP 4096
+
+/* The length of the IP packet at p (from its header), or 0 if unreadable. */
+static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
+  if (avail < 1) return 0;
+  unsigned v = p[0] >> 4;
+  if (v == 4 && avail >= 4) return ((uint32_t)p[2] << 8) | p[3];
+  if (v == 6 && avail >= 6) return 40u + (((uint32_t)p[4] << 8) | p[5]);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Held packets: cookie -> original address and bytes (open addressing,
+ * linear probing, backward-shift deletion; cookies start at 1). */
+
+typedef struct {
+  uint64_t cookie; /* 0 = empty */
+  wd_address addr;
+  uint8_t *data;
+  uint32_t len;
+} held_entry;
+
+typedef struct {
+  held_entry *slots;
+  size_t cap; /* power of two */
+  size_t count;
+} held_table;
+
+static size_t held_home(const held_table *t, uint64_t cookie) {
+  return (size_t)((cookie * 0x9e3779b97f4a7c15ull) >> 20) & (t->cap - 1);
+}
+
+static int held_grow(held_table *t) {
+  size_t ncap = t->cap ? t->cap * 2 : 256;
+  held_entry *ns = calloc(ncap, sizeof *ns);
+  if (!ns) return -1;
+  held_table n = {ns, ncap, 0};
+  for (size_t i = 0; i < t->cap; i++) {
+    if (!t->slots[i].cookie) continue;
+    size_t j = held_home(&n, t->slots[i].cookie);
+    while (ns[j].cookie) j = (j + 1) & (ncap - 1);
+    ns[j] = t->slots[i];
+    n.count++;
+  }
+  free(t->slots);
+  *t = n;
+  return 0;
+}
+
+static int held_put(held_table *t, uint64_t cookie, const wd_address *addr, const uint8_t *data, uint32_t len) {
+  if ((t->count + 1) * 2 > t->cap && held_grow(t) != 0) return -1;
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!copy) return -1;
+  memcpy(copy, data, len);
+  size_t j = held_home(t, cookie);
+  while (t->slots[j].cookie) j = (j + 1) & (t->cap - 1);
+  t->slots[j].cookie = cookie;
+  t->slots[j].addr = *addr;
+  t->slots[j].data = copy;
+  t->slots[j].len = len;
+  t->count++;
+  return 0;
+}
+
+/* Takes an entry out: its address goes to *addr; returns 1 if found. */
+static int held_take(held_table *t, uint64_t cookie, wd_address *addr) {
+  if (!t->count) return 0;
+  size_t mask = t->cap - 1, j = held_home(t, cookie);
+  while (t->slots[j].cookie && t->slots[j].cookie != cookie) j = (j + 1) & mask;
+  if (!t->slots[j].cookie) return 0;
+  *addr = t->slots[j].addr;
+  free(t->slots[j].data);
+  t->slots[j].cookie = 0;
+  t->count--;
+  /* Backward shift: move later entries of the probe run into the hole. */
+  size_t hole = j;
+  for (size_t k = (j + 1) & mask; t->slots[k].cookie; k = (k + 1) & mask) {
+    size_t home = held_home(t, t->slots[k].cookie);
+    if (((k - home) & mask) >= ((k - hole) & mask)) {
+      t->slots[hole] = t->slots[k];
+      t->slots[k].cookie = 0;
+      hole = k;
+    }
+  }
+  return 1;
+}
+
+static void held_free(held_table *t) {
+  for (size_t i = 0; i < t->cap; i++) free(t->slots[i].cookie ? t->slots[i].data : NULL);
+  free(t->slots);
+  memset(t, 0, sizeof *t);
+}
+
+/* ------------------------------------------------------------------------
+ * The backend */
+
+typedef struct {
+  wd_open_fn open;
+  wd_recv_ex_fn recv_ex;
+  wd_send_ex_fn send_ex;
+  wd_shutdown_fn shutdown;
+  wd_close_fn close;
+  wd_set_param_fn set_param;
+  wd_get_param_fn get_param;
+  wd_compile_filter_fn compile_filter;
+} wd_api;
 
 struct wr_backend {
+  wr_engine *engine;
   HMODULE dll;
+  char dll_path[1024];
+  wd_api wd;
+  HANDLE net, sock;
+  wr_owners *owners;
+  wr_thread packet_thread, socket_thread, timer_thread;
+  int packet_started, socket_started, timer_started;
+  wr_event stop;
+  volatile LONG stopping;
+
+  /* Everything below, up to the diagnostics, is guarded by io_lock. */
+  SRWLOCK io_lock;
+  const wd_address *batch_addr; /* the batch being decided */
+  uint64_t batch_first;
+  size_t batch_n;
+  held_table held;
+  uint8_t *out_buf; /* the send batch */
+  size_t out_len;
+  wd_address out_addr[SEND_BATCH];
+  uint32_t out_lens[SEND_BATCH];
+  UINT out_n;
+
+  /* The packet thread's own buffers. */
+  uint8_t *recv_buf;
+  wd_address recv_addr[RECV_BATCH];
+  wr_packet pkts[RECV_BATCH];
+  uint64_t next_cookie;
+
+  /* Diagnostics: fixed at start, plus counters. */
+  SRWLOCK diag_lock;
+  char diag[DIAG_CAP];
+  uint64_t recv_errors, send_errors, engine_traps;
+  uint32_t last_recv_error, last_send_error;
+  char thread_failure[256];
 };
+
+static void diag_appendf(wr_backend *b, const char *fmt, ...) {
+  size_t n = strlen(b->diag);
+  if (n >= sizeof b->diag - 1) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(b->diag + n, sizeof b->diag - n, fmt, ap);
+  va_end(ap);
+}
+
+static const char *layer_name(uint32_t layer) {
+  switch (layer) {
+    case WD_LAYER_NETWORK:
+      return "NETWORK";
+    case WD_LAYER_NETWORK_FORWARD:
+      return "NETWORK_FORWARD";
+    case WD_LAYER_FLOW:
+      return "FLOW";
+    case WD_LAYER_SOCKET:
+      return "SOCKET";
+    case WD_LAYER_REFLECT:
+      return "REFLECT";
+    default:
+      return "unknown";
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Loading WinDivert.dll */
 
 /* UTF-8 -> UTF-16; the result must be freed. NULL on failure. */
 static wchar_t *widen(const char *s) {
@@ -86,14 +321,730 @@ static HMODULE load_windivert(const char *dir, char *err, size_t errlen) {
   return h;
 }
 
-wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
-  HMODULE dll = load_windivert(opts->windivert_dir, err, errlen);
-  if (!dll) return NULL;
-  FreeLibrary(dll);
-  snprintf(err, errlen, "the WinDivert capture backend is not available in this build yet");
-  return NULL;
+/* One export of WinDivert.dll, or NULL with the error naming it. */
+static FARPROC export_of(wr_backend *b, const char *name, char *err, size_t errlen) {
+  FARPROC p = GetProcAddress(b->dll, name);
+  if (!p && err[0] == '\0') {
+    snprintf(err, errlen,
+             "WinDivert.dll at %s has no function %s: it is not WinDivert 2.x (use WinDivert 2.2 with its "
+             "matching WinDivert64.sys)",
+             b->dll_path, name);
+  }
+  return p;
 }
 
+#define RESOLVE(field, type, name) (b->wd.field = (type)(void (*)(void))export_of(b, name, err, errlen))
+
+/* Resolves every function the backend uses; 0, or -1 naming the missing one. */
+static int resolve_api(wr_backend *b, char *err, size_t errlen) {
+  err[0] = '\0';
+  RESOLVE(open, wd_open_fn, "WinDivertOpen");
+  RESOLVE(recv_ex, wd_recv_ex_fn, "WinDivertRecvEx");
+  RESOLVE(send_ex, wd_send_ex_fn, "WinDivertSendEx");
+  RESOLVE(shutdown, wd_shutdown_fn, "WinDivertShutdown");
+  RESOLVE(close, wd_close_fn, "WinDivertClose");
+  RESOLVE(set_param, wd_set_param_fn, "WinDivertSetParam");
+  RESOLVE(get_param, wd_get_param_fn, "WinDivertGetParam");
+  RESOLVE(compile_filter, wd_compile_filter_fn, "WinDivertHelperCompileFilter");
+  return err[0] ? -1 : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Open errors */
+
+static void system_message(DWORD code, char *buf, size_t len) {
+  buf[0] = '\0';
+  DWORD n = FormatMessageA(FORMAT_MESSAGE_FROM_SYSTEM | FORMAT_MESSAGE_IGNORE_INSERTS, NULL, code, 0, buf,
+                           (DWORD)len, NULL);
+  if (n == 0) {
+    snprintf(buf, len, "no description");
+    return;
+  }
+  while (n > 0 && (buf[n - 1] == '\r' || buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '.')) buf[--n] = 0;
+}
+
+/* Explains a WinDivertOpen failure: what happened and what to do. */
+static void open_error(wr_backend *b, DWORD code, int layer, const char *filter, char *err, size_t errlen) {
+  char what[700];
+  switch (code) {
+    case WD_ERROR_FILE_NOT_FOUND:
+      snprintf(what, sizeof what,
+               "WinDivert driver not found: WinDivert64.sys (and WinDivert32.sys for a 32-bit program) must be "
+               "beside WinDivert.dll (%s)",
+               b->dll_path);
+      break;
+    case WD_ERROR_ACCESS_DENIED:
+      snprintf(what, sizeof what,
+               "Access denied: run as Administrator (loading the WinDivert driver needs an elevated process)");
+      break;
+    case WD_ERROR_INVALID_IMAGE_HASH:
+      snprintf(what, sizeof what,
+               "the WinDivert driver's signature was rejected: use the signed WinDivert64.sys that came with this "
+               "WinDivert.dll, and check that Secure Boot or driver signature enforcement policy allows it");
+      break;
+    case WD_ERROR_DRIVER_FAILED_PRIOR_UNLOAD:
+      snprintf(what, sizeof what,
+               "a different WinDivert driver version is already loaded: reboot, or stop the other program that "
+               "uses WinDivert (then `sc stop WinDivert`), so that this version's driver can load");
+      break;
+    case WD_ERROR_SERVICE_DISABLED:
+      snprintf(what, sizeof what,
+               "the WinDivert service is disabled: enable it (`sc config WinDivert start= demand`) or delete it "
+               "(`sc delete WinDivert`) and start again");
+      break;
+    case WD_ERROR_SERVICE_DOES_NOT_EXIST:
+      snprintf(what, sizeof what,
+               "the WinDivert service is missing: the driver is not installed (start as Administrator with "
+               "WinDivert64.sys beside WinDivert.dll so it can be installed)");
+      break;
+    case WD_ERROR_DRIVER_BLOCKED:
+      snprintf(what, sizeof what,
+               "the WinDivert driver is blocked: security software, a driver blocklist or a virtual machine without "
+               "driver support prevents it from loading; allow WinDivert64.sys or run elsewhere");
+      break;
+    case WD_EPT_S_NOT_REGISTERED:
+      snprintf(what, sizeof what,
+               "the Base Filtering Engine service is not running: start the BFE service, which WinDivert needs");
+      break;
+    case WD_ERROR_INVALID_PARAMETER: {
+      const char *estr = NULL;
+      UINT epos = 0;
+      if (b->wd.compile_filter && !b->wd.compile_filter(filter, layer, NULL, 0, &estr, &epos) && estr) {
+        snprintf(what, sizeof what, "invalid parameter: the filter \"%s\" was rejected at position %u: %s", filter,
+                 epos, estr);
+      } else {
+        snprintf(what, sizeof what,
+                 "invalid parameter: WinDivert rejected the layer, priority or flags (filter \"%s\"); this "
+                 "WinDivert.dll may be older than 2.2",
+                 filter);
+      }
+      break;
+    }
+    default: {
+      char sys[300];
+      system_message(code, sys, sizeof sys);
+      snprintf(what, sizeof what, "%s", sys);
+      break;
+    }
+  }
+  snprintf(err, errlen, "WinDivertOpen (%s layer) failed with Windows error %lu: %s", layer_name((uint32_t)layer),
+           (unsigned long)code, what);
+}
+
+/* ------------------------------------------------------------------------
+ * Sending */
+
+static void flush_locked(wr_backend *b) {
+  if (!b->out_n) return;
+  UINT sent = 0;
+  if (!b->wd.send_ex(b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
+                     NULL)) {
+    DWORD code = GetLastError();
+    AcquireSRWLockExclusive(&b->diag_lock);
+    b->send_errors++;
+    b->last_send_error = code;
+    ReleaseSRWLockExclusive(&b->diag_lock);
+  }
+  b->out_n = 0;
+  b->out_len = 0;
+}
+
+static void push_locked(wr_backend *b, const uint8_t *data, uint32_t len, const wd_address *addr) {
+  if (len > SEND_BUF) return; /* cannot be a packet */
+  if (b->out_n == SEND_BATCH || b->out_len + len > SEND_BUF) flush_locked(b);
+  memcpy(b->out_buf + b->out_len, data, len);
+  b->out_len += len;
+  b->out_lens[b->out_n] = len;
+  b->out_addr[b->out_n++] = *addr;
+}
+
+/* Re-injects every held packet unchanged and forgets them (the engine lost
+ * them, or we stop). */
+static void fail_open_held_locked(wr_backend *b) {
+  held_table *t = &b->held;
+  for (size_t i = 0; i < t->cap; i++) {
+    held_entry *h = &t->slots[i];
+    if (h->cookie) push_locked(b, h->data, h->len, &h->addr);
+  }
+  flush_locked(b);
+  held_free(t);
+}
+
+/* The engine's verdict callback (engine lock and io_lock held). */
+static void on_verdict(void *ctx, const wr_packet *pkt, uint32_t verdict, uint32_t out_flags) {
+  wr_backend *b = ctx;
+  wd_address addr;
+  if (pkt->cookie >= b->batch_first && pkt->cookie - b->batch_first < b->batch_n) {
+    addr = b->batch_addr[pkt->cookie - b->batch_first];
+  } else if (!held_take(&b->held, pkt->cookie, &addr)) {
+    /* Not ours to know (cannot happen): rebuild the address from the
+     * metadata; checksum flags 0 make the driver recompute them. */
+    memset(&addr, 0, sizeof addr);
+    addr.layer = WD_LAYER_NETWORK;
+    addr.outbound = (pkt->flags & WR_PKT_OUTBOUND) ? 1 : 0;
+    addr.loopback = (pkt->flags & WR_PKT_LOOPBACK) ? 1 : 0;
+    addr.u.network.if_idx = pkt->if_idx;
+    addr.u.network.sub_if_idx = pkt->sub_if_idx;
+  }
+  switch (verdict) {
+    case WR_V_HELD:
+      held_put(&b->held, pkt->cookie, &addr, pkt->data, pkt->len);
+      break;
+    case WR_V_DROP:
+      break;
+    case WR_V_MODIFIED: {
+      unsigned csum = (out_flags & WR_OUT_CSUM_VALID) ? 1u : 0u;
+      addr.outbound = (out_flags & WR_OUT_OUTBOUND) ? 1u : 0u;
+      addr.ip_checksum = csum;
+      addr.tcp_checksum = csum;
+      addr.udp_checksum = csum;
+      push_locked(b, pkt->data, pkt->len, &addr);
+      break;
+    }
+    default: /* WR_V_PASS: the original, as it came */
+      push_locked(b, pkt->data, pkt->len, &addr);
+      break;
+  }
+}
+
+/* After an engine call (io_lock held). A trap lost the held packets: they
+ * go out unchanged, before this call's packets, which are newer. */
+static void after_engine_locked(wr_backend *b, int rc) {
+  if (rc == WR_ENGINE_TRAPPED) {
+    AcquireSRWLockExclusive(&b->diag_lock);
+    b->engine_traps++;
+    ReleaseSRWLockExclusive(&b->diag_lock);
+    uint8_t *later = b->out_len ? malloc(b->out_len) : NULL;
+    wd_address *later_addr = b->out_n ? malloc(b->out_n * sizeof *later_addr) : NULL;
+    uint32_t *later_lens = b->out_n ? malloc(b->out_n * sizeof *later_lens) : NULL;
+    UINT later_n = 0;
+    if (later && later_addr && later_lens) {
+      memcpy(later, b->out_buf, b->out_len);
+      memcpy(later_addr, b->out_addr, b->out_n * sizeof *later_addr);
+      memcpy(later_lens, b->out_lens, b->out_n * sizeof *later_lens);
+      later_n = b->out_n;
+      b->out_n = 0;
+      b->out_len = 0;
+    }
+    fail_open_held_locked(b);
+    for (UINT i = 0, off = 0; i < later_n; i++) {
+      push_locked(b, later + off, later_lens[i], &later_addr[i]);
+      off += later_lens[i];
+    }
+    free(later);
+    free(later_addr);
+    free(later_lens);
+  }
+  flush_locked(b);
+}
+
+static uint32_t now32(void) { return (uint32_t)wr_now_ms(); }
+
+static void feed_fact(wr_backend *b, const wr_owner_fact *f) {
+  AcquireSRWLockExclusive(&b->io_lock);
+  int rc = wr_engine_owner(b->engine, f, now32(), on_verdict, b);
+  after_engine_locked(b, rc);
+  ReleaseSRWLockExclusive(&b->io_lock);
+}
+
+static void note_thread_failure(wr_backend *b, const char *fmt, ...) {
+  AcquireSRWLockExclusive(&b->diag_lock);
+  if (!b->thread_failure[0]) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->thread_failure, sizeof b->thread_failure, fmt, ap);
+    va_end(ap);
+  }
+  ReleaseSRWLockExclusive(&b->diag_lock);
+}
+
+/* Whether a failed receive ends the thread: the handle was shut down, or it
+ * keeps failing. Sleeps a little between other failures. */
+static int recv_failed(wr_backend *b, const char *thread, DWORD code, int *consecutive) {
+  if (code == WD_ERROR_NO_DATA || InterlockedCompareExchange(&b->stopping, 0, 0)) return 1;
+  AcquireSRWLockExclusive(&b->diag_lock);
+  b->recv_errors++;
+  b->last_recv_error = code;
+  ReleaseSRWLockExclusive(&b->diag_lock);
+  if (++*consecutive >= MAX_CONSECUTIVE_ERRORS) {
+    note_thread_failure(b, "the %s thread stopped after %d receive errors in a row (last: Windows error %lu)",
+                        thread, *consecutive, (unsigned long)code);
+    return 1;
+  }
+  Sleep(10);
+  return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The packet thread */
+
+/* Whether the transport checksum of a captured packet is not ready. */
+static int csum_partial(const uint8_t *p, uint32_t len, const wd_address *a) {
+  unsigned proto = 0;
+  if (len >= 20 && (p[0] >> 4) == 4) proto = p[9];
+  if (len >= 40 && (p[0] >> 4) == 6) proto = p[6];
+  if (proto == 6) return !a->tcp_checksum;
+  if (proto == 17) return !a->udp_checksum;
+  return !a->tcp_checksum || !a->udp_checksum;
+}
+
+static void packet_thread(void *arg) {
+  wr_backend *b = arg;
+  int consecutive = 0;
+  for (;;) {
+    UINT recv_len = 0, addr_len = RECV_BATCH * WD_ADDRESS_SIZE;
+    if (!b->wd.recv_ex(b->net, b->recv_buf, RECV_BUF, &recv_len, 0, b->recv_addr, &addr_len, NULL)) {
+      if (!recv_failed(b, "packet", GetLastError(), &consecutive)) continue;
+      /* Giving up: with its receive side shut, the driver passes packets
+       * on instead of queueing them for no one (fail open). */
+      if (!InterlockedCompareExchange(&b->stopping, 0, 0)) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+      break;
+    }
+    consecutive = 0;
+    size_t n = addr_len / WD_ADDRESS_SIZE, k = 0;
+    uint32_t off = 0;
+    for (; k < n && off < recv_len; k++) {
+      uint32_t avail = recv_len - off;
+      uint32_t len = ip_length(b->recv_buf + off, avail);
+      if (len == 0 || len > avail) len = avail; /* not what the driver gives: keep it whole */
+      const wd_address *a = &b->recv_addr[k];
+      wr_packet *p = &b->pkts[k];
+      p->cookie = b->next_cookie + k;
+      p->data = b->recv_buf + off;
+      p->len = len;
+      p->flags = (a->outbound ? WR_PKT_OUTBOUND : 0) | (a->loopback ? WR_PKT_LOOPBACK : 0) |
+                 (csum_partial(p->data, len, a) ? WR_PKT_CSUM_PARTIAL : 0);
+      p->if_idx = a->u.network.if_idx;
+      p->sub_if_idx = a->u.network.sub_if_idx;
+      off += len;
+    }
+    if (k == 0) continue;
+    AcquireSRWLockExclusive(&b->io_lock);
+    b->batch_addr = b->recv_addr;
+    b->batch_first = b->next_cookie;
+    b->batch_n = k;
+    int rc = wr_engine_process(b->engine, b->pkts, k, now32(), on_verdict, b);
+    b->batch_n = 0;
+    b->next_cookie += k;
+    after_engine_locked(b, rc);
+    ReleaseSRWLockExclusive(&b->io_lock);
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Socket owners */
+
+/* A WinDivert socket address (four host-order words, most significant
+ * last) in network byte order. */
+static void wd_addr_to_net(const uint32_t w[4], uint8_t out[16]) {
+  for (int i = 0; i < 4; i++) {
+    uint32_t v = w[3 - i];
+    out[4 * i] = (uint8_t)(v >> 24);
+    out[4 * i + 1] = (uint8_t)(v >> 16);
+    out[4 * i + 2] = (uint8_t)(v >> 8);
+    out[4 * i + 3] = (uint8_t)v;
+  }
+}
+
+static int v4_mapped(const uint8_t a[16]) {
+  static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  return memcmp(a, prefix, 12) == 0;
+}
+
+static int all_zero(const uint8_t a[16]) {
+  static const uint8_t zero[16];
+  return memcmp(a, zero, 16) == 0;
+}
+
+/* A SOCKET event as an owner fact (without the path). 0 if not one. */
+static int socket_fact(const wd_address *a, wr_owner_fact *f) {
+  memset(f, 0, sizeof *f);
+  switch (a->event) {
+    case WD_EVENT_SOCKET_BIND:
+      f->kind = WR_OWNER_BIND;
+      break;
+    case WD_EVENT_SOCKET_CONNECT:
+      f->kind = WR_OWNER_CONNECT;
+      break;
+    case WD_EVENT_SOCKET_LISTEN:
+      f->kind = WR_OWNER_LISTEN;
+      break;
+    case WD_EVENT_SOCKET_ACCEPT:
+      f->kind = WR_OWNER_ACCEPT;
+      break;
+    case WD_EVENT_SOCKET_CLOSE:
+      f->kind = WR_OWNER_CLOSE;
+      break;
+    default:
+      return 0;
+  }
+  const wd_socket_data *s = &a->u.socket;
+  f->proto = f->kind == WR_OWNER_LISTEN ? 6 : s->protocol;
+  if (f->proto != 6 && f->proto != 17) return 0;
+  uint8_t local[16], remote[16];
+  wd_addr_to_net(s->local_addr, local);
+  wd_addr_to_net(s->remote_addr, remote);
+  /* IPv4 comes as ::ffff:a.b.c.d; a dual-stack IPv6 socket talking IPv4
+   * too, and its packets are IPv4. */
+  int v4 = !a->ipv6 || (v4_mapped(remote) && (v4_mapped(local) || all_zero(local)));
+  if (v4) {
+    f->family = 4;
+    memcpy(f->local, local + 12, 4);
+    memcpy(f->remote, remote + 12, 4);
+  } else {
+    f->family = 6;
+    memcpy(f->local, local, 16);
+    memcpy(f->remote, remote, 16);
+  }
+  f->local_port = s->local_port;
+  f->remote_port = s->remote_port;
+  f->pid = s->process_id;
+  return 1;
+}
+
+/* The path of a fact's process (into buf), unless the fact needs none. */
+static void fact_path(wr_backend *b, wr_owner_fact *f, uint64_t when, char *buf, size_t buflen) {
+  f->path = NULL;
+  f->path_len = 0;
+  if (f->kind == WR_OWNER_CLOSE || f->kind == WR_OWNER_UNKNOWN || !b->owners) return;
+  size_t n = wr_owners_process_path(b->owners, f->pid, when, buf, buflen);
+  if (n) {
+    f->path = buf;
+    f->path_len = n;
+  }
+}
+
+typedef struct {
+  wr_backend *b;
+  char *path;
+  int fed;
+} startup_ctx;
+
+/* A socket that existed at start: listeners and UDP endpoints own ports. */
+static int startup_row(void *ctx, const wr_socket_row *r) {
+  startup_ctx *c = ctx;
+  if (InterlockedCompareExchange(&c->b->stopping, 0, 0)) return 1;
+  if (r->pid == 0) return 0; /* owner unknown: let events or timeouts decide */
+  if (r->proto == 6 && !r->listening) return 0;
+  wr_owner_fact f;
+  memset(&f, 0, sizeof f);
+  f.kind = r->proto == 6 ? WR_OWNER_LISTEN : WR_OWNER_BIND;
+  f.proto = r->proto;
+  f.family = r->family;
+  memcpy(f.local, r->local, 16);
+  f.local_port = r->local_port;
+  f.pid = r->pid;
+  fact_path(c->b, &f, 0, c->path, PATH_CAP);
+  feed_fact(c->b, &f);
+  c->fed++;
+  return 0;
+}
+
+static void feed_existing_sockets(wr_backend *b, char *path) {
+  startup_ctx c = {b, path, 0};
+  if (!b->owners) return;
+  for (int fam = 4; fam <= 6; fam += 2) {
+    wr_owners_walk(b->owners, WR_TABLE_TCP_LISTENERS, fam, startup_row, &c, NULL);
+    wr_owners_walk(b->owners, WR_TABLE_UDP, fam, startup_row, &c, NULL);
+  }
+}
+
+static void socket_thread(void *arg) {
+  wr_backend *b = arg;
+  char *path = malloc(PATH_CAP);
+  wd_address *addrs = malloc(SOCKET_BATCH * sizeof *addrs);
+  if (!path || !addrs) {
+    note_thread_failure(b, "the socket thread could not allocate its buffers");
+    free(path);
+    free(addrs);
+    return;
+  }
+  feed_existing_sockets(b, path);
+  int consecutive = 0;
+  for (;;) {
+    UINT addr_len = SOCKET_BATCH * WD_ADDRESS_SIZE, recv_len = 0;
+    if (!b->wd.recv_ex(b->sock, NULL, 0, &recv_len, 0, addrs, &addr_len, NULL)) {
+      if (recv_failed(b, "socket", GetLastError(), &consecutive)) break;
+      continue;
+    }
+    consecutive = 0;
+    size_t n = addr_len / WD_ADDRESS_SIZE;
+    for (size_t i = 0; i < n; i++) {
+      wr_owner_fact f;
+      if (!socket_fact(&addrs[i], &f)) continue;
+      fact_path(b, &f, b->owners ? wr_owners_qpc_to_filetime(b->owners, addrs[i].timestamp) : 0, path, PATH_CAP);
+      feed_fact(b, &f);
+    }
+  }
+  free(path);
+  free(addrs);
+}
+
+/* ------------------------------------------------------------------------
+ * The timer thread: ticks, and owners of pending flows from the tables. */
+
+typedef struct {
+  const wr_query *q;
+  wr_owner_fact *f;
+  int found;
+} query_ctx;
+
+static int addr_eq(const uint8_t *a, const uint8_t *b2, int family) { return memcmp(a, b2, family == 4 ? 4 : 16) == 0; }
+
+/* Does a row's local address cover the query's (same, or a wildcard)? */
+static int local_covers(const wr_socket_row *r, const wr_query *q) {
+  if (r->family == q->family) return all_zero(r->local) || addr_eq(r->local, q->local, q->family);
+  /* A dual-stack IPv6 socket bound to :: serves IPv4 too. */
+  return r->family == 6 && q->family == 4 && all_zero(r->local);
+}
+
+static int query_row(void *ctx, const wr_socket_row *r) {
+  query_ctx *c = ctx;
+  const wr_query *q = c->q;
+  if (r->pid == 0 || r->proto != q->proto || r->local_port != q->local_port) return 0;
+  wr_owner_fact *f = c->f;
+  memset(f, 0, sizeof *f);
+  if (q->proto == 6 && !q->inbound) {
+    /* An outbound connection: its own row. */
+    if (r->listening || r->family != q->family || r->remote_port != q->remote_port ||
+        !addr_eq(r->remote, q->remote, q->family) || !local_covers(r, q)) {
+      return 0;
+    }
+    f->kind = WR_OWNER_CONNECT;
+  } else if (q->proto == 6) {
+    /* An inbound connection: the listener on its port. */
+    if (!r->listening || !local_covers(r, q)) return 0;
+    f->kind = WR_OWNER_LISTEN;
+  } else {
+    if (!local_covers(r, q)) return 0;
+    f->kind = WR_OWNER_BIND;
+  }
+  f->proto = q->proto;
+  f->family = q->family;
+  memcpy(f->local, q->local, 16);
+  f->local_port = q->local_port;
+  if (f->kind == WR_OWNER_CONNECT) {
+    memcpy(f->remote, q->remote, 16);
+    f->remote_port = q->remote_port;
+  }
+  f->pid = r->pid;
+  c->found = 1;
+  return 1;
+}
+
+/* Looks a pending flow's owner up in the socket tables. Not found is no
+ * answer: the SOCKET event may still come, or the hold timeout decides. */
+static void answer_query(wr_backend *b, const wr_query *q, char *path) {
+  wr_owner_fact f;
+  query_ctx c = {q, &f, 0};
+  int table = q->proto == 17 ? WR_TABLE_UDP : q->inbound ? WR_TABLE_TCP_LISTENERS : WR_TABLE_TCP_ALL;
+  wr_owners_walk(b->owners, table, q->family, query_row, &c, NULL);
+  if (!c.found && q->family == 4 && (q->proto == 17 || q->inbound)) {
+    wr_owners_walk(b->owners, table, 6, query_row, &c, NULL);
+  }
+  if (!c.found) return;
+  fact_path(b, &f, 0, path, PATH_CAP);
+  feed_fact(b, &f);
+}
+
+static void timer_thread(void *arg) {
+  wr_backend *b = arg;
+  char *path = malloc(PATH_CAP);
+  wr_query *q = malloc(QUERY_MAX * sizeof *q);
+  while (!wr_event_wait(&b->stop, TICK_MS)) {
+    AcquireSRWLockExclusive(&b->io_lock);
+    int rc = wr_engine_tick(b->engine, now32(), on_verdict, b);
+    after_engine_locked(b, rc);
+    ReleaseSRWLockExclusive(&b->io_lock);
+    if (!path || !q || !b->owners) continue;
+    size_t n = wr_engine_queries(b->engine, q, QUERY_MAX);
+    for (size_t i = 0; i < n && !InterlockedCompareExchange(&b->stopping, 0, 0); i++) answer_query(b, &q[i], path);
+  }
+  free(path);
+  free(q);
+}
+
+/* ------------------------------------------------------------------------
+ * Other WinDivert users (REFLECT layer) */
+
+static void list_other_handles(wr_backend *b) {
+  HANDLE h = b->wd.open(REFLECT_FILTER, WD_LAYER_REFLECT, REFLECT_PRIORITY,
+                        WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY | WD_FLAG_NO_INSTALL);
+  if (h == INVALID_HANDLE_VALUE || h == NULL) {
+    DWORD code = GetLastError();
+    if (code == WD_ERROR_SERVICE_DOES_NOT_EXIST) {
+      diag_appendf(b, "; other WinDivert handles: 0 (the driver was not loaded)");
+    } else {
+      diag_appendf(b, "; other WinDivert handles: unknown (REFLECT layer: Windows error %lu)", (unsigned long)code);
+    }
+    return;
+  }
+  /* The driver queues one OPEN record per handle open now; after a
+   * shutdown, receiving drains them and then fails with ERROR_NO_DATA. */
+  b->wd.shutdown(h, WD_SHUTDOWN_BOTH);
+  uint8_t *buf = malloc(REFLECT_BUF);
+  wd_address *addrs = malloc(16 * sizeof *addrs);
+  char pids[400] = "", layers[400] = "", prios[400] = "";
+  int count = 0;
+  for (int guard = 0; buf && addrs && guard < REFLECT_MAX_RECORDS; guard++) {
+    UINT recv_len = 0, addr_len = 16 * WD_ADDRESS_SIZE;
+    if (!b->wd.recv_ex(h, buf, REFLECT_BUF, &recv_len, 0, addrs, &addr_len, NULL)) {
+      if (GetLastError() == WD_ERROR_INSUFFICIENT_BUFFER) continue; /* one record cut: still counted below */
+      break;
+    }
+    for (size_t i = 0; i < addr_len / WD_ADDRESS_SIZE; i++) {
+      const wd_address *a = &addrs[i];
+      if (a->event != WD_EVENT_REFLECT_OPEN) continue;
+      count++;
+      if (count > 16) continue;
+      const char *sep = count > 1 ? ", " : "";
+      size_t n;
+      n = strlen(pids);
+      snprintf(pids + n, sizeof pids - n, "%s%lu", sep, (unsigned long)a->u.reflect.process_id);
+      n = strlen(layers);
+      snprintf(layers + n, sizeof layers - n, "%s%s", sep, layer_name(a->u.reflect.layer));
+      n = strlen(prios);
+      snprintf(prios + n, sizeof prios - n, "%s%d", sep, (int)a->u.reflect.priority);
+    }
+  }
+  free(buf);
+  free(addrs);
+  b->wd.close(h);
+  if (count == 0) {
+    diag_appendf(b, "; other WinDivert handles: 0");
+  } else {
+    diag_appendf(b, "; other WinDivert handles: %d (pids %s%s; layers %s; priorities %s)", count, pids,
+                 count > 16 ? ", ..." : "", layers, prios);
+  }
+}
+
+/* ------------------------------------------------------------------------
+ * Start and stop */
+
+static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
+                          size_t errlen) {
+  HANDLE h = b->wd.open(filter, layer, priority, flags);
+  if (h == INVALID_HANDLE_VALUE || h == NULL) {
+    open_error(b, GetLastError(), layer, filter, err, errlen);
+    return NULL;
+  }
+  static const struct {
+    int param;
+    uint64_t value;
+    const char *name;
+  } params[] = {{WD_PARAM_QUEUE_LENGTH, QUEUE_LENGTH, "queue length"},
+                {WD_PARAM_QUEUE_TIME, QUEUE_TIME_MS, "queue time"},
+                {WD_PARAM_QUEUE_SIZE, QUEUE_SIZE, "queue size"}};
+  for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
+    if (!b->wd.set_param(h, params[i].param, params[i].value)) {
+      /* Not fatal: the driver's defaults still work. */
+      diag_appendf(b, "; %s layer: setting the %s to %llu failed (Windows error %lu)", layer_name((uint32_t)layer),
+                   params[i].name, (unsigned long long)params[i].value, (unsigned long)GetLastError());
+    }
+  }
+  return h;
+}
+
+static void release(wr_backend *b) {
+  if (b->sock) b->wd.close(b->sock);
+  if (b->net) b->wd.close(b->net);
+  if (b->dll) FreeLibrary(b->dll);
+  wr_owners_free(b->owners);
+  held_free(&b->held);
+  free(b->out_buf);
+  free(b->recv_buf);
+  free(b);
+}
+
+static void stop_threads(wr_backend *b) {
+  InterlockedExchange(&b->stopping, 1);
+  wr_event_set(&b->stop);
+  /* Shutdown completes blocked receives with ERROR_NO_DATA. NETWORK keeps
+   * its send side until the held packets are out. */
+  if (b->sock) b->wd.shutdown(b->sock, WD_SHUTDOWN_BOTH);
+  if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+  if (b->timer_started) wr_thread_join(&b->timer_thread);
+  if (b->socket_started) wr_thread_join(&b->socket_thread);
+  if (b->packet_started) wr_thread_join(&b->packet_thread);
+  b->timer_started = b->socket_started = b->packet_started = 0;
+  wr_event_destroy(&b->stop);
+}
+
+wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
+  wr_backend *b = calloc(1, sizeof *b);
+  if (!b) {
+    snprintf(err, errlen, "out of memory");
+    return NULL;
+  }
+  b->engine = opts->engine;
+  b->next_cookie = 1;
+  InitializeSRWLock(&b->io_lock);
+  InitializeSRWLock(&b->diag_lock);
+  b->dll = load_windivert(opts->windivert_dir, err, errlen);
+  if (!b->dll) {
+    release(b);
+    return NULL;
+  }
+  wchar_t wpath[1024];
+  DWORD pn = GetModuleFileNameW(b->dll, wpath, (DWORD)(sizeof wpath / sizeof wpath[0]));
+  if (pn == 0 || pn >= sizeof wpath / sizeof wpath[0]) wcscpy(wpath, L"WinDivert.dll");
+  narrow(wpath, b->dll_path, sizeof b->dll_path);
+  if (resolve_api(b, err, errlen) != 0) {
+    release(b);
+    return NULL;
+  }
+  b->out_buf = malloc(SEND_BUF);
+  b->recv_buf = malloc(RECV_BUF);
+  b->owners = wr_owners_new();
+  if (!b->out_buf || !b->recv_buf || !b->owners) {
+    snprintf(err, errlen, "out of memory");
+    release(b);
+    return NULL;
+  }
+  snprintf(b->diag, sizeof b->diag, "WinDivert.dll: %s", b->dll_path);
+  if (wr_owners_tables_error(b->owners)[0]) diag_appendf(b, "; socket tables: %s", wr_owners_tables_error(b->owners));
+  list_other_handles(b);
+  /* SOCKET first: owner events are collected before any packet waits. */
+  b->sock = open_handle(b, SOCKET_FILTER, WD_LAYER_SOCKET, SOCKET_PRIORITY, WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY, err,
+                        errlen);
+  if (!b->sock) {
+    release(b);
+    return NULL;
+  }
+  b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, 0, err, errlen);
+  if (!b->net) {
+    release(b);
+    return NULL;
+  }
+  uint64_t major = 0, minor = 0;
+  if (b->wd.get_param(b->net, WD_PARAM_VERSION_MAJOR, &major) &&
+      b->wd.get_param(b->net, WD_PARAM_VERSION_MINOR, &minor)) {
+    diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
+  }
+  diag_appendf(b, "; NETWORK handle: priority %d, filter \"%s\"; SOCKET handle: priority %d, filter \"%s\"",
+               NET_PRIORITY, NET_FILTER, SOCKET_PRIORITY, SOCKET_FILTER);
+  wr_event_init(&b->stop);
+  int rc = wr_thread_start(&b->socket_thread, socket_thread, b);
+  b->socket_started = rc == 0;
+  if (rc == 0) {
+    rc = wr_thread_start(&b->packet_thread, packet_thread, b);
+    b->packet_started = rc == 0;
+  }
+  if (rc == 0) {
+    rc = wr_thread_start(&b->timer_thread, timer_thread, b);
+    b->timer_started = rc == 0;
+  }
+  if (rc != 0) {
+    stop_threads(b);
+    snprintf(err, errlen, "could not start the WinDivert threads (Windows error %d)", rc);
+    release(b);
+    return NULL;
+  }
+  return b;
+}
+
+/* WinDivert sees every packet already: a new app port needs nothing here
+ * (the engine redirects new flows to it). */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
   (void)b;
   (void)port;
@@ -102,15 +1053,30 @@ int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errl
   return 0;
 }
 
-size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  (void)b;
-  if (len) buf[0] = '\0';
-  return 0;
-}
-
 void wr_backend_stop(wr_backend *b) {
   if (!b) return;
-  if (b->dll) FreeLibrary(b->dll);
-  free(b);
+  stop_threads(b);
+  /* Held packets go out as they came: without us they would have. */
+  AcquireSRWLockExclusive(&b->io_lock);
+  fail_open_held_locked(b);
+  ReleaseSRWLockExclusive(&b->io_lock);
+  b->wd.shutdown(b->net, WD_SHUTDOWN_BOTH);
+  release(b);
+}
+
+size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
+  char tail[512] = "";
+  if (!b) {
+    if (buf && len) buf[0] = '\0';
+    return 0;
+  }
+  AcquireSRWLockExclusive(&b->diag_lock);
+  snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
+           (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
+           (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
+           (unsigned long long)b->engine_traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
+  int n = snprintf(buf, len, "%s%s", b->diag, tail);
+  ReleaseSRWLockExclusive(&b->diag_lock);
+  return n < 0 ? 0 : (size_t)n;
 }
 #endif

@@ -3,6 +3,7 @@
 //
 //   tsx test/run.ts [--only name,name]   (names: see SUITES below)
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
+import { copyFileSync, mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { buildAll, root } from "../build/build.ts";
 
@@ -105,7 +106,17 @@ const SUITES: Suite[] = [
     name: "c-windows",
     run: () => {
       startWineServer();
-      const r = sh("ctest", ["--test-dir", "build/windows", "--output-on-failure", "--timeout", "600"]);
+      const r = sh("ctest", ["--test-dir", "build/windows", "-LE", "windivert", "--output-on-failure", "--timeout", "600"]);
+      return ctest(r.out, r.code);
+    },
+  },
+  {
+    // The WinDivert backend under wine against the stand-in WinDivert.dll
+    // (test/windows): scripted sessions, failures, socket tables, layout.
+    name: "windivert",
+    run: () => {
+      startWineServer();
+      const r = sh("ctest", ["--test-dir", "build/windows", "-L", "windivert", "--output-on-failure", "--timeout", "600"]);
       return ctest(r.out, r.code);
     },
   },
@@ -148,9 +159,22 @@ const SUITES: Suite[] = [
       } else if (isRoot) failed++;
       if (sh("go", ["build", "-o", exe, "."], { cwd: dir, env: winGoEnv }).code === 0) {
         startWineServer();
+        // No WinDivert.dll beside it: start fails, with the reason.
         if (expect(sh(wine, [exe], { cwd: winDir }).out, -2, -1)) passed++;
         else failed++;
-      } else failed++;
+        // The stand-in WinDivert.dll beside it: starts and stops cleanly.
+        const withWd = join(winDir, "seedexample-windivert");
+        rmSync(withWd, { recursive: true, force: true });
+        mkdirSync(withWd, { recursive: true });
+        for (const [from, name] of [
+          [exe, "seedexample.exe"],
+          [join(winDir, "windows_redirector.dll"), "windows_redirector.dll"],
+          [join(winDir, "fakewd", "WinDivert.dll"), "WinDivert.dll"],
+        ]) copyFileSync(from, join(withWd, name));
+        const env = { WR_FAKE_WINDIVERT_SCRIPT: "", WR_FAKE_WINDIVERT_LOG: "" };
+        if (expect(sh(wine, [join(withWd, "seedexample.exe")], { cwd: withWd, env }).out, 0, 0)) passed++;
+        else failed++;
+      } else failed += 2;
       return { passed, failed };
     },
   },

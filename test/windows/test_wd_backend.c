@@ -1,0 +1,315 @@
+/* The Windows backend's pieces, below the public ABI (linked with the static
+ * library): the WINDIVERT_ADDRESS layout against WinDivert's documented
+ * one, the socket tables and process paths with real Win32 calls under
+ * wine, and the backend's diagnostics with the stand-in WinDivert.dll.
+ *
+ *   test_wd_backend.exe CASE
+ */
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "wd_check.h"
+#include "engine.h"
+#include "win_owners.h"
+#include "windivert.h"
+
+/* ------------------------------------------------------------------------
+ * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS
+ * (include/windivert.h and doc/windivert.html): 80 bytes; INT64 Timestamp
+ * at 0; a UINT32 of bitfields at 8, from its least significant bit: Layer:8,
+ * Event:8, Sniffed:1, Outbound:1, Loopback:1, Impostor:1, IPv6:1,
+ * IPChecksum:1, TCPChecksum:1, UDPChecksum:1, Reserved1:8; UINT32 Reserved2
+ * at 12; the union at 16. Network: IfIdx 16, SubIfIdx 20. Socket/Flow:
+ * EndpointId 16, ParentEndpointId 24, ProcessId 32, LocalAddr[4] 36,
+ * RemoteAddr[4] 52, LocalPort 68, RemotePort 70, Protocol 72. Reflect:
+ * Timestamp 16, ProcessId 24, Layer 28, Flags 32, Priority 40. (WinDivert's
+ * DLL itself refuses to open when the size, the union offset 16, Protocol at
+ * 56 within the union, or Reflect.Priority at 24 within it, differ.) */
+
+static uint32_t word_at(const wd_address *a, size_t off) {
+  uint32_t v;
+  memcpy(&v, (const uint8_t *)a + off, 4);
+  return v;
+}
+
+/* Sets one flag through the struct and checks that exactly that bit of the
+ * word at offset 8 changed. */
+#define FLAG_BIT(field, bitno)                                                                      \
+  do {                                                                                              \
+    wd_address a;                                                                                   \
+    memset(&a, 0, sizeof a);                                                                        \
+    a.field = 1;                                                                                    \
+    CHECK(word_at(&a, 8) == (1u << (bitno)), #field " is bit %d of the word at 8 (got 0x%08x)", bitno, \
+          word_at(&a, 8));                                                                          \
+  } while (0)
+
+static void case_layout(void) {
+  CHECK(sizeof(wd_address) == 80, "size %u", (unsigned)sizeof(wd_address));
+  CHECK(_Alignof(wd_address) == 8, "alignment %u", (unsigned)_Alignof(wd_address));
+  CHECK(offsetof(wd_address, timestamp) == 0, "Timestamp");
+  CHECK(offsetof(wd_address, reserved2) == 12, "Reserved2");
+  CHECK(offsetof(wd_address, u) == 16, "union");
+  wd_address a;
+  memset(&a, 0, sizeof a);
+  a.layer = 0xab;
+  CHECK(word_at(&a, 8) == 0xab, "Layer is bits 0-7");
+  memset(&a, 0, sizeof a);
+  a.event = 0xcd;
+  CHECK(word_at(&a, 8) == 0xcd00, "Event is bits 8-15");
+  FLAG_BIT(sniffed, 16);
+  FLAG_BIT(outbound, 17);
+  FLAG_BIT(loopback, 18);
+  FLAG_BIT(impostor, 19);
+  FLAG_BIT(ipv6, 20);
+  FLAG_BIT(ip_checksum, 21);
+  FLAG_BIT(tcp_checksum, 22);
+  FLAG_BIT(udp_checksum, 23);
+  CHECK(offsetof(wd_address, u.network.if_idx) == 16, "IfIdx");
+  CHECK(offsetof(wd_address, u.network.sub_if_idx) == 20, "SubIfIdx");
+  CHECK(offsetof(wd_address, u.socket.endpoint_id) == 16, "EndpointId");
+  CHECK(offsetof(wd_address, u.socket.parent_endpoint_id) == 24, "ParentEndpointId");
+  CHECK(offsetof(wd_address, u.socket.process_id) == 32, "ProcessId");
+  CHECK(offsetof(wd_address, u.socket.local_addr) == 36, "LocalAddr");
+  CHECK(offsetof(wd_address, u.socket.remote_addr) == 52, "RemoteAddr");
+  CHECK(offsetof(wd_address, u.socket.local_port) == 68, "LocalPort");
+  CHECK(offsetof(wd_address, u.socket.remote_port) == 70, "RemotePort");
+  CHECK(offsetof(wd_address, u.socket.protocol) == 72, "Protocol");
+  CHECK(offsetof(wd_address, u.reflect.timestamp) == 16, "Reflect.Timestamp");
+  CHECK(offsetof(wd_address, u.reflect.process_id) == 24, "Reflect.ProcessId");
+  CHECK(offsetof(wd_address, u.reflect.layer) == 28, "Reflect.Layer");
+  CHECK(offsetof(wd_address, u.reflect.flags) == 32, "Reflect.Flags");
+  CHECK(offsetof(wd_address, u.reflect.priority) == 40, "Reflect.Priority");
+  /* The documented constants. */
+  CHECK(WD_LAYER_NETWORK == 0 && WD_LAYER_SOCKET == 3 && WD_LAYER_REFLECT == 4, "layers");
+  CHECK(WD_FLAG_SNIFF == 1 && WD_FLAG_RECV_ONLY == 4 && WD_FLAG_NO_INSTALL == 0x10, "flags");
+  CHECK(WD_EVENT_SOCKET_BIND == 3 && WD_EVENT_SOCKET_CONNECT == 4 && WD_EVENT_SOCKET_LISTEN == 5 &&
+            WD_EVENT_SOCKET_ACCEPT == 6 && WD_EVENT_SOCKET_CLOSE == 7 && WD_EVENT_REFLECT_OPEN == 8,
+        "events");
+  CHECK(WD_PARAM_QUEUE_LENGTH == 0 && WD_PARAM_QUEUE_TIME == 1 && WD_PARAM_QUEUE_SIZE == 2 &&
+            WD_PARAM_VERSION_MAJOR == 3 && WD_PARAM_VERSION_MINOR == 4,
+        "params");
+  CHECK(WD_SHUTDOWN_RECV == 1 && WD_SHUTDOWN_SEND == 2 && WD_SHUTDOWN_BOTH == 3, "shutdown");
+}
+
+/* ------------------------------------------------------------------------
+ * Socket tables and process paths: real calls */
+
+typedef struct {
+  uint8_t proto;
+  uint16_t port;
+  uint32_t pid;
+  int found;
+} find_ctx;
+
+static int find_port(void *ctx, const wr_socket_row *r) {
+  find_ctx *c = ctx;
+  if (r->proto == c->proto && r->local_port == c->port) {
+    c->pid = r->pid;
+    c->found = 1;
+    return 1;
+  }
+  return 0;
+}
+
+static void case_tables(void) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  struct sockaddr_in a;
+  int len = sizeof a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  /* A connected TCP pair and a UDP socket that has carried a datagram
+   * (wine learns a socket's owner once the process has used it). */
+  SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
+  bind(lst, (struct sockaddr *)&a, sizeof a);
+  listen(lst, 1);
+  getsockname(lst, (struct sockaddr *)&a, &len);
+  SOCKET cli = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(connect(cli, (struct sockaddr *)&a, sizeof a) == 0, "connect");
+  SOCKET acc = accept(lst, NULL, NULL);
+  struct sockaddr_in ca;
+  len = sizeof ca;
+  getsockname(cli, (struct sockaddr *)&ca, &len);
+  char buf[8];
+  send(cli, "x", 1, 0);
+  recv(acc, buf, sizeof buf, 0);
+  struct sockaddr_in ua;
+  SOCKET u = used_udp_socket(&ua);
+  wr_owners *o = wr_owners_new();
+  CHECK(o && wr_owners_tables_error(o)[0] == '\0', "iphlpapi loaded: %s", o ? wr_owners_tables_error(o) : "");
+  uint32_t self = GetCurrentProcessId(), err = 0;
+  find_ctx c = {6, ntohs(ca.sin_port), 0, 0};
+  int rows = wr_owners_walk(o, WR_TABLE_TCP_ALL, 4, find_port, &c, &err);
+  CHECK(rows > 0 && c.found, "TCP table lists our connection (rows %d, error %u)", rows, err);
+  CHECK(c.pid == self, "TCP row PID %u, ours %u", c.pid, self);
+  find_ctx l = {6, ntohs(a.sin_port), 0, 0};
+  wr_owners_walk(o, WR_TABLE_TCP_LISTENERS, 4, find_port, &l, &err);
+  CHECK(l.found, "the listener table lists our listener");
+  find_ctx cu = {17, ntohs(ua.sin_port), 0, 0};
+  rows = wr_owners_walk(o, WR_TABLE_UDP, 4, find_port, &cu, &err);
+  CHECK(rows > 0 && cu.found && cu.pid == self, "UDP table lists our socket with our PID (found %d, pid %u)",
+        cu.found, cu.pid);
+  CHECK(wr_owners_walk(o, WR_TABLE_TCP_ALL, 6, find_port, &c, &err) >= 0, "the IPv6 table reads");
+
+  /* Process paths. */
+  char exe[MAX_PATH], path[4096];
+  GetModuleFileNameA(NULL, exe, sizeof exe);
+  size_t n = wr_owners_process_path(o, self, 0, path, sizeof path);
+  CHECK(n > 0 && _stricmp(path, exe) == 0, "own path \"%s\", expected \"%s\"", path, exe);
+  /* From the cache, the same answer. */
+  n = wr_owners_process_path(o, self, 0, path, sizeof path);
+  CHECK(n > 0 && _stricmp(path, exe) == 0, "own path again");
+  /* An event from before this process existed: the PID was someone else's. */
+  FILETIME ft;
+  GetSystemTimeAsFileTime(&ft);
+  uint64_t now = ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime;
+  uint64_t hour_ago = now - 3600ull * 10000000ull;
+  CHECK(wr_owners_process_path(o, self, hour_ago, path, sizeof path) == 0, "an older event gets no path");
+  CHECK(wr_owners_process_path(o, self, now, path, sizeof path) > 0, "a current event gets the path");
+  LARGE_INTEGER q;
+  QueryPerformanceCounter(&q);
+  uint64_t conv = wr_owners_qpc_to_filetime(o, q.QuadPart);
+  CHECK(conv > now - 10000000ull && conv < now + 10000000ull, "QPC converts to about now");
+  CHECK(wr_owners_process_path(o, 1234, 0, path, sizeof path) == 0, "no such process");
+  CHECK(wr_owners_process_path(o, 4, 0, path, sizeof path) == 0 && path[0] == '\0', "PID 4 has no path");
+  /* A short buffer keeps the tail (the file name). */
+  n = wr_owners_process_path(o, self, 0, path, 12);
+  CHECK(n == 11 && strcmp(path, exe + strlen(exe) - 11) == 0, "tail kept: \"%s\"", path);
+  wr_owners_free(o);
+  closesocket(cli);
+  closesocket(acc);
+  closesocket(lst);
+  closesocket(u);
+}
+
+/* ------------------------------------------------------------------------
+ * Diagnostics: other WinDivert users, priorities, version. */
+
+/* Starts a backend with the stand-in playing `text`, reads its
+ * diagnostics (and a cut copy, which must report the same length), stops. */
+static size_t diagnostics_with(const wr_backend_options *opts, const char *script, const char *text, char *diag,
+                               size_t len) {
+  FILE *f = fopen(script, "wb");
+  fputs(text, f);
+  fclose(f);
+  char err[512], small[16];
+  diag[0] = '\0';
+  wr_backend *b = wr_backend_start(opts, err, sizeof err);
+  CHECK(b != NULL, "backend start: %s", err);
+  if (!b) return 0;
+  size_t n = wr_backend_diagnostics(b, diag, len);
+  CHECK(wr_backend_diagnostics(b, small, sizeof small) == n && strlen(small) == sizeof small - 1,
+        "cut to fit, full length back");
+  wr_backend_stop(b);
+  return n;
+}
+
+static void case_diagnostics(void) {
+  char dir[MAX_PATH], tmp[MAX_PATH], script[MAX_PATH], log[MAX_PATH];
+  GetModuleFileNameA(NULL, dir, sizeof dir);
+  *strrchr(dir, '\\') = '\0';
+  strcat(dir, "\\fakewd");
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(script, sizeof script, "%swr-diag-%lu.script", tmp, (unsigned long)GetCurrentProcessId());
+  snprintf(log, sizeof log, "%swr-diag-%lu.log", tmp, (unsigned long)GetCurrentProcessId());
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", script);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", log);
+  char err[512];
+  wr_engine *e = wr_engine_new(GetCurrentProcessId(), err, sizeof err);
+  CHECK(e != NULL, "engine: %s", err);
+  if (!e) return;
+  wr_engine_set_app_port(e, 8080);
+  CHECK(wr_engine_start(e, (uint32_t)GetTickCount64(), err, sizeof err) == 0, "engine start");
+  wr_backend_options opts = {e, dir, 8080, 0};
+  char diag[2048];
+  size_t n = diagnostics_with(&opts, script,
+                              "reflect pid=777 layer=NETWORK priority=0 flags=0\n"
+                              "reflect pid=888 layer=SOCKET priority=1041 flags=5\n",
+                              diag, sizeof diag);
+  printf("diagnostics: %s\n", diag);
+  CHECK(n == strlen(diag), "length");
+  CHECK(strstr(diag, "other WinDivert handles: 2 (pids 777, 888; layers NETWORK, SOCKET; priorities 0, 1041)") != NULL,
+        "other handles listed");
+  CHECK(strstr(diag, "driver version 2.2") != NULL, "version");
+  CHECK(strstr(diag, "NETWORK handle: priority -1000") && strstr(diag, "SOCKET handle: priority -1000"),
+        "priorities");
+  CHECK(strstr(diag, "fakewd\\WinDivert.dll") != NULL, "the DLL's path");
+  CHECK(strstr(diag, "send errors: 0") != NULL, "counters");
+  /* No other users. */
+  diagnostics_with(&opts, script, "", diag, sizeof diag);
+  CHECK(strstr(diag, "other WinDivert handles: 0;") != NULL, "none: %s", diag);
+  /* The driver is not loaded (REFLECT with NO_INSTALL fails with 1060). */
+  diagnostics_with(&opts, script, "open_error 1060 REFLECT\n", diag, sizeof diag);
+  CHECK(strstr(diag, "other WinDivert handles: 0 (the driver was not loaded)") != NULL, "not loaded: %s", diag);
+  wr_engine_free(e);
+  DeleteFileA(script);
+  DeleteFileA(log);
+}
+
+/* ------------------------------------------------------------------------
+ * The stand-in itself, where the library depends on it behaving like
+ * WinDivert: Shutdown completes a blocked receive with ERROR_NO_DATA (232),
+ * a send after SHUTDOWN_SEND fails with 232, wrong layer flags give 87. */
+
+static wd_recv_ex_fn g_recv_ex;
+
+static DWORD WINAPI blocked_receive(LPVOID h) {
+  uint8_t buf[2048];
+  wd_address addr[4];
+  UINT n = 0, alen = sizeof addr;
+  BOOL ok = g_recv_ex((HANDLE)h, buf, sizeof buf, &n, 0, addr, &alen, NULL);
+  return ok ? 0 : GetLastError();
+}
+
+static void case_standin(void) {
+  char path[MAX_PATH];
+  GetModuleFileNameA(NULL, path, sizeof path);
+  strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", NULL);
+  HMODULE dll = LoadLibraryA(path);
+  CHECK(dll != NULL, "load %s", path);
+  if (!dll) return;
+  wd_open_fn open = (wd_open_fn)(void (*)(void))GetProcAddress(dll, "WinDivertOpen");
+  wd_send_ex_fn send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertSendEx");
+  wd_shutdown_fn shutdown_fn = (wd_shutdown_fn)(void (*)(void))GetProcAddress(dll, "WinDivertShutdown");
+  wd_close_fn close_fn = (wd_close_fn)(void (*)(void))GetProcAddress(dll, "WinDivertClose");
+  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertRecvEx");
+  CHECK(open && send_ex && shutdown_fn && close_fn && g_recv_ex, "exports");
+  CHECK(open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF) == INVALID_HANDLE_VALUE && GetLastError() == 87,
+        "SOCKET without RECV_ONLY is 87");
+  HANDLE h = open("true", WD_LAYER_NETWORK, 0, 0);
+  CHECK(h != INVALID_HANDLE_VALUE, "open");
+  HANDLE t = CreateThread(NULL, 0, blocked_receive, h, 0, NULL);
+  CHECK(WaitForSingleObject(t, 200) == WAIT_TIMEOUT, "a receive with nothing queued blocks");
+  shutdown_fn(h, WD_SHUTDOWN_RECV);
+  DWORD code = 0;
+  CHECK(WaitForSingleObject(t, 5000) == WAIT_OBJECT_0 && GetExitCodeThread(t, &code) && code == 232,
+        "shutdown completes it with 232 (got %lu)", (unsigned long)code);
+  CloseHandle(t);
+  /* A valid IPv4 header is enough for the stand-in to take a packet. */
+  uint8_t pkt[20] = {0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6};
+  wd_address a;
+  memset(&a, 0, sizeof a);
+  UINT sent = 0;
+  CHECK(send_ex(h, pkt, sizeof pkt, &sent, 0, &a, sizeof a, NULL) && sent == 20, "send before SHUTDOWN_SEND");
+  shutdown_fn(h, WD_SHUTDOWN_SEND);
+  CHECK(!send_ex(h, pkt, sizeof pkt, &sent, 0, &a, sizeof a, NULL) && GetLastError() == 232,
+        "send after SHUTDOWN_SEND is 232");
+  CHECK(close_fn(h), "close");
+  FreeLibrary(dll);
+}
+
+static const wd_case CASES[] = {
+    {"layout", case_layout}, {"tables", case_tables}, {"diagnostics", case_diagnostics}, {"standin", case_standin}};
+
+int main(int argc, char **argv) {
+  return run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, NULL);
+}

@@ -1,0 +1,1122 @@
+/* The WinDivert backend under wine, against the stand-in WinDivert.dll
+ * (fake_windivert.c), through the library's public ABI. Each case writes a
+ * script for the stand-in, starts the redirector with the stand-in's folder
+ * as its WinDivert path, and checks the exact bytes and address flags the
+ * library injected (the stand-in's record), lookups, stop and errors.
+ *
+ *   test_windivert.exe CASE      (CTest runs one process per case)
+ */
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <windows.h>
+#include <tlhelp32.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wd_check.h"
+#include "wd_test_util.h"
+#include "windows_redirector.h"
+
+#define APP_PORT 8080
+#define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
+#define OTHER_PID 5678
+
+static char g_dir[MAX_PATH];    /* this program's folder */
+static char g_fakewd[MAX_PATH]; /* the stand-in WinDivert.dll's */
+static char g_log[MAX_PATH];
+static char g_script[MAX_PATH];
+
+static const char *last_error(void) {
+  static char buf[1024];
+  redirector_last_error(buf, sizeof buf);
+  return buf;
+}
+
+/* ------------------------------------------------------------------------
+ * Text, files, the stand-in's record */
+
+typedef struct {
+  char *s;
+  size_t len, cap;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (b->len + (size_t)n + 1 > b->cap) {
+    b->cap = (b->len + (size_t)n + 1) * 2;
+    b->s = realloc(b->s, b->cap);
+  }
+  va_start(ap, fmt);
+  vsnprintf(b->s + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+/* A packet line for the script. */
+static void sb_packet(sbuf *b, const char *opts, const uint8_t *p, size_t n) {
+  char *hex = malloc(2 * n + 1);
+  tu_hex(p, n, hex);
+  sb_printf(b, "packet %s hex=%s\n", opts, hex);
+  free(hex);
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return calloc(1, 1);
+  fseek(f, 0, SEEK_END);
+  long n = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)n + 1);
+  size_t got = fread(s, 1, (size_t)n, f);
+  s[got] = '\0';
+  fclose(f);
+  return s;
+}
+
+static void write_script(const char *text) {
+  FILE *f = fopen(g_script, "wb");
+  fputs(text, f);
+  fclose(f);
+}
+
+/* How many record lines start with prefix. */
+static int count_lines(const char *log, const char *prefix) {
+  int n = 0;
+  size_t k = strlen(prefix);
+  for (const char *p = log; *p;) {
+    if (strncmp(p, prefix, k) == 0) n++;
+    p = strchr(p, '\n');
+    if (!p) break;
+    p++;
+  }
+  return n;
+}
+
+/* Waits until the record has n lines starting with prefix. */
+static int wait_lines(const char *prefix, int n, int timeout_ms) {
+  for (int waited = 0;; waited += 10) {
+    char *log = read_file(g_log);
+    int have = count_lines(log, prefix);
+    free(log);
+    if (have >= n) return 1;
+    if (waited >= timeout_ms) return 0;
+    Sleep(10);
+  }
+}
+
+typedef struct {
+  int outbound, loopback, impostor, ipcsum, tcpcsum, udpcsum, csum_ok, given_ok;
+  unsigned long ifidx, sub;
+  char hex[4096];
+} sent_packet;
+
+/* The packets the library sent, in order. */
+static int sent_packets(sent_packet *out, int max) {
+  char *log = read_file(g_log);
+  int n = 0;
+  for (char *p = log; p && *p && n < max;) {
+    char *eol = strchr(p, '\n');
+    if (eol) *eol = '\0';
+    if (strncmp(p, "send id=", 8) == 0) {
+      sent_packet *s = &out[n];
+      const char *hex = strstr(p, " hex=");
+      if (sscanf(strstr(p, "outbound="),
+                 "outbound=%d loopback=%d impostor=%d ipcsum=%d tcpcsum=%d udpcsum=%d if=%lu sub=%lu", &s->outbound,
+                 &s->loopback, &s->impostor, &s->ipcsum, &s->tcpcsum, &s->udpcsum, &s->ifidx, &s->sub) == 8 &&
+          hex) {
+        s->csum_ok = strstr(p, " csum_ok=1") != NULL;
+        s->given_ok = strstr(p, " given_ok=1") != NULL;
+        snprintf(s->hex, sizeof s->hex, "%s", hex + 5);
+        n++;
+      }
+    }
+    p = eol ? eol + 1 : NULL;
+  }
+  free(log);
+  return n;
+}
+
+/* Checks one sent packet: exact bytes, direction, interface, checksum
+ * flags set (the library vouches for its checksums) and right. */
+static void expect_packet(const sent_packet *s, const char *what, const uint8_t *p, size_t n, int outbound,
+                          unsigned long ifidx, unsigned long sub) {
+  char *hex = malloc(2 * n + 1);
+  tu_hex(p, n, hex);
+  CHECK(strcmp(s->hex, hex) == 0, "%s: bytes\n  sent     %s\n  expected %s", what, s->hex, hex);
+  CHECK(s->outbound == outbound, "%s: outbound=%d, expected %d", what, s->outbound, outbound);
+  CHECK(s->ifidx == ifidx && s->sub == sub, "%s: interface %lu.%lu, expected %lu.%lu", what, s->ifidx, s->sub,
+        ifidx, sub);
+  CHECK(s->csum_ok && s->given_ok, "%s: checksums as sent are %s", what, s->given_ok ? "right" : "wrong");
+  CHECK(s->ipcsum && s->tcpcsum && s->udpcsum, "%s: checksum flags %d%d%d, expected 111", what, s->ipcsum,
+        s->tcpcsum, s->udpcsum);
+  free(hex);
+}
+
+/* Waits for n sent packets and reads them. */
+static int wait_sent(sent_packet *out, int n, int timeout_ms) {
+  CHECK(wait_lines("send id=", n, timeout_ms), "timed out waiting for %d sent packets", n);
+  return sent_packets(out, 64);
+}
+
+/* ------------------------------------------------------------------------
+ * Gates: named events the stand-in's script waits on. Kept open until the
+ * session ends, so the event exists when the script reaches it. */
+
+static HANDLE g_gates[16];
+static int g_ngates;
+
+static void open_gate(const char *name) {
+  char full[100];
+  snprintf(full, sizeof full, "WrFakeGate_%lu_%s", (unsigned long)GetCurrentProcessId(), name);
+  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, full);
+  SetEvent(ev);
+  if (g_ngates < 16) g_gates[g_ngates++] = ev;
+}
+
+static void close_gates(void) {
+  while (g_ngates > 0) CloseHandle(g_gates[--g_ngates]);
+}
+
+/* ------------------------------------------------------------------------
+ * Threads */
+
+static int thread_count(void) {
+  HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+  THREADENTRY32 te;
+  te.dwSize = sizeof te;
+  int n = 0;
+  DWORD self = GetCurrentProcessId();
+  if (Thread32First(snap, &te)) {
+    do {
+      if (te.th32OwnerProcessID == self) n++;
+    } while (Thread32Next(snap, &te));
+  }
+  CloseHandle(snap);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Addresses */
+
+static const uint8_t C4[4] = {10, 0, 0, 5};
+static const uint8_t D4[4] = {93, 184, 216, 34};
+static const uint8_t R4[4] = {198, 51, 100, 7};
+static const uint8_t S4[4] = {192, 0, 2, 53};
+static const uint8_t C6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
+static const uint8_t D6[16] = {0x26, 0x06, 0x28, 0x00, 0x02, 0x20, 0, 1, 0x02, 0x48, 0x18, 0x93, 0x25, 0xc8, 0x19, 0x46};
+
+static tu_tuple tuple(int v6, const uint8_t *src, uint16_t sport, const uint8_t *dst, uint16_t dport) {
+  tu_tuple t;
+  memset(&t, 0, sizeof t);
+  t.v6 = v6;
+  memcpy(t.src, src, v6 ? 16 : 4);
+  memcpy(t.dst, dst, v6 ? 16 : 4);
+  t.sport = sport;
+  t.dport = dport;
+  return t;
+}
+
+/* "a.b.c.d:port" or "[v6]:port" for the script. */
+static const char *ep(int v6, const uint8_t *a, uint16_t port) {
+  static char bufs[4][80];
+  static int i;
+  char *b = bufs[i++ & 3], host[64];
+  InetNtopA(v6 ? AF_INET6 : AF_INET, (void *)a, host, sizeof host);
+  snprintf(b, 80, v6 ? "[%s]:%u" : "%s:%u", host, port);
+  return b;
+}
+
+static redirector_endpoint endpoint(int v6, const uint8_t *a, uint16_t port) {
+  redirector_endpoint e;
+  memset(&e, 0, sizeof e);
+  e.family = v6 ? 6 : 4;
+  e.port = port;
+  memcpy(e.addr, a, v6 ? 16 : 4);
+  return e;
+}
+
+static int same_endpoint(const redirector_endpoint *e, int v6, const uint8_t *a, uint16_t port) {
+  return e->family == (v6 ? 6 : 4) && e->port == port && memcmp(e->addr, a, v6 ? 16 : 4) == 0;
+}
+
+/* What the proxy would ask about its peer, on the app port of `local`. */
+static int lookup_peer(int proto, int v6, const uint8_t *peer_addr, uint16_t peer_port, const uint8_t *local_addr,
+                       redirector_origin *o) {
+  redirector_endpoint peer = endpoint(v6, peer_addr, peer_port), local = endpoint(v6, local_addr, APP_PORT);
+  memset(o, 0, sizeof *o);
+  o->size = sizeof *o;
+  return redirector_lookup(proto, &peer, &local, o);
+}
+
+/* ------------------------------------------------------------------------
+ * Sessions */
+
+static void reset_log(void) { DeleteFileA(g_log); }
+
+/* Configures, writes the script, starts. */
+static int session_start(const char *config, const char *script) {
+  CHECK(set_redirector_config(config) == 0, "config %s: %s", config, last_error());
+  update_app_port(APP_PORT);
+  CHECK(redirector_set_windivert_path(g_fakewd) == 0, "set path");
+  reset_log();
+  write_script(script);
+  int rc = start_redirector();
+  CHECK(rc == 0, "start_redirector = %d: %s", rc, last_error());
+  return rc == 0;
+}
+
+static void session_stop(void) {
+  int rc = stop_redirector();
+  CHECK(rc == 0, "stop_redirector = %d", rc);
+  close_gates();
+}
+
+static char g_config[512];
+
+static const char *config_pids(const char *pids, const char *extra) {
+  snprintf(g_config, sizeof g_config, "{\"intercept_pids\": [%s]%s%s}", pids, extra ? ", " : "", extra ? extra : "");
+  return g_config;
+}
+
+/* ------------------------------------------------------------------------
+ * Cases: redirects */
+
+/* An intercepted process's TCP connection C:c -> D:80, all of it. */
+static void tcp_session(int v6) {
+  const uint8_t *C = v6 ? C6 : C4, *D = v6 ? D6 : D4;
+  uint16_t c = 50000, d = 80;
+  uint8_t pk[7][256], ex[7][256];
+  size_t pn[7], en[7];
+  /* What the client and the proxy send (outbound), and what must be
+   * injected instead (inbound). */
+  tu_tuple up = tuple(v6, C, c, D, d), proxy = tuple(v6, C, APP_PORT, D, c);
+  tu_tuple up_x = tuple(v6, D, c, C, APP_PORT), proxy_x = tuple(v6, D, d, C, c);
+  pn[0] = tu_tcp(pk[0], &up, 1000, 0, TU_SYN, NULL);
+  en[0] = tu_tcp(ex[0], &up_x, 1000, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &proxy, 5000, 1001, TU_SYN | TU_ACK, NULL);
+  en[1] = tu_tcp(ex[1], &proxy_x, 5000, 1001, TU_SYN | TU_ACK, NULL);
+  pn[2] = tu_tcp(pk[2], &up, 1001, 5001, TU_ACK, NULL);
+  en[2] = tu_tcp(ex[2], &up_x, 1001, 5001, TU_ACK, NULL);
+  pn[3] = tu_tcp(pk[3], &up, 1001, 5001, TU_PSH | TU_ACK, "GET / HTTP/1.1\r\nHost: example\r\n\r\n");
+  en[3] = tu_tcp(ex[3], &up_x, 1001, 5001, TU_PSH | TU_ACK, "GET / HTTP/1.1\r\nHost: example\r\n\r\n");
+  pn[4] = tu_tcp(pk[4], &proxy, 5001, 1034, TU_PSH | TU_ACK, "HTTP/1.1 204 No Content\r\n\r\n");
+  en[4] = tu_tcp(ex[4], &proxy_x, 5001, 1034, TU_PSH | TU_ACK, "HTTP/1.1 204 No Content\r\n\r\n");
+  pn[5] = tu_tcp(pk[5], &up, 1034, 5028, TU_FIN | TU_ACK, NULL);
+  en[5] = tu_tcp(ex[5], &up_x, 1034, 5028, TU_FIN | TU_ACK, NULL);
+  pn[6] = tu_tcp(pk[6], &proxy, 5028, 1035, TU_FIN | TU_ACK, NULL);
+  en[6] = tu_tcp(ex[6], &proxy_x, 5028, 1035, TU_FIN | TU_ACK, NULL);
+  /* The SYN comes with an offloaded (garbage) checksum and its flag clear:
+   * the engine must compute it in full. */
+  tu_layout l;
+  tu_parse(pk[0], pn[0], &l);
+  tu_wr16(pk[0] + tu_l4csum_at(&l), 0xdead);
+
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(v6, C, c),
+            ep(v6, D, d));
+  sb_packet(&s, "out if=7 sub=3 tcpcsum=0", pk[0], pn[0]);
+  sb_printf(&s, "wait_sent 1\ngate lookup\n");
+  sb_packet(&s, "out if=7 sub=3", pk[1], pn[1]);
+  sb_printf(&s, "wait_sent 2\n");
+  for (int i = 2; i < 7; i++) {
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 1, 5000);
+  if (n >= 1) expect_packet(&sp[0], "client SYN", ex[0], en[0], 0, 7, 3);
+  /* The proxy asks where its accepted connection (peer D:c) was going. */
+  redirector_origin o;
+  int rc = lookup_peer(REDIRECTOR_TCP, v6, D, c, C, &o);
+  CHECK(rc == 0, "lookup = %d: %s", rc, last_error());
+  CHECK(same_endpoint(&o.destination, v6, D, d), "lookup: original destination");
+  CHECK(same_endpoint(&o.client, v6, C, c), "lookup: client");
+  CHECK(o.pid == FAKE_PID && o.direction == REDIRECTOR_OUTBOUND && o.app_port == APP_PORT, "lookup: pid %u dir %u",
+        o.pid, o.direction);
+  open_gate("lookup");
+  n = wait_sent(sp, 7, 5000);
+  static const char *const what[] = {"client SYN", "proxy SYN-ACK", "client ACK", "client data",
+                                     "proxy data", "client FIN",    "proxy FIN"};
+  for (int i = 0; i < n && i < 7; i++) expect_packet(&sp[i], what[i], ex[i], en[i], 0, 7, 3);
+  CHECK(n == 7, "%d packets sent, expected 7", n);
+  session_stop();
+  free(s.s);
+}
+
+static void case_tcp_v4(void) { tcp_session(0); }
+static void case_tcp_v6(void) { tcp_session(1); }
+
+static void case_udp(void) {
+  uint8_t q[256], qx[256], a[256], ax[256];
+  tu_tuple up = tuple(0, C4, 53000, S4, 53), proxy = tuple(0, C4, APP_PORT, S4, 53000);
+  tu_tuple up_x = tuple(0, S4, 53000, C4, APP_PORT), proxy_x = tuple(0, S4, 53, C4, 53000);
+  size_t qn = tu_udp(q, &up, "query example.com A"), qxn = tu_udp(qx, &up_x, "query example.com A");
+  size_t an = tu_udp(a, &proxy, "answer 93.184.216.34"), axn = tu_udp(ax, &proxy_x, "answer 93.184.216.34");
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 53000),
+            ep(0, S4, 53));
+  sb_packet(&s, "out if=4 sub=1", q, qn);
+  sb_printf(&s, "wait_sent 1\ngate lookup\n");
+  sb_packet(&s, "out if=4 sub=1", a, an);
+  sb_printf(&s, "wait_sent 2\n");
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 1, 5000);
+  if (n >= 1) expect_packet(&sp[0], "request", qx, qxn, 0, 4, 1);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_UDP, 0, S4, 53000, C4, &o) == 0, "UDP lookup: %s", last_error());
+  CHECK(same_endpoint(&o.destination, 0, S4, 53) && o.pid == FAKE_PID && o.protocol == REDIRECTOR_UDP,
+        "UDP lookup: destination, pid");
+  open_gate("lookup");
+  n = wait_sent(sp, 2, 5000);
+  if (n >= 2) expect_packet(&sp[1], "response", ax, axn, 0, 4, 1);
+  CHECK(n == 2, "%d packets sent, expected 2", n);
+  session_stop();
+  free(s.s);
+}
+
+/* A connection to a listener of an intercepted process goes to the app port. */
+static void case_inbound(void) {
+  uint8_t syn[256], synx[256], sa[256], sax[256], ack[256], ackx[256];
+  tu_tuple in = tuple(0, R4, 40000, C4, 8443), in_x = tuple(0, R4, 40000, C4, APP_PORT);
+  tu_tuple reply = tuple(0, C4, APP_PORT, R4, 40000), reply_x = tuple(0, C4, 8443, R4, 40000);
+  size_t sn = tu_tcp(syn, &in, 7000, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &in_x, 7000, 0, TU_SYN, NULL);
+  size_t an = tu_tcp(sa, &reply, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  size_t axn = tu_tcp(sax, &reply_x, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  size_t kn = tu_tcp(ack, &in, 7001, 9001, TU_ACK, NULL), kxn = tu_tcp(ackx, &in_x, 7001, 9001, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\ndelay 100\n", FAKE_PID);
+  sb_packet(&s, "in if=9 sub=2", syn, sn);
+  sb_printf(&s, "wait_sent 1\ngate lookup\n");
+  sb_packet(&s, "out if=9 sub=2", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "in if=9 sub=2", ack, kn);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 1, 5000);
+  if (n >= 1) expect_packet(&sp[0], "remote SYN", synx, sxn, 0, 9, 2);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, R4, 40000, C4, &o) == 0, "inbound lookup: %s", last_error());
+  CHECK(o.direction == REDIRECTOR_INBOUND && same_endpoint(&o.destination, 0, C4, 8443) &&
+            same_endpoint(&o.client, 0, R4, 40000) && o.pid == FAKE_PID,
+        "inbound lookup: direction %u, destination, client, pid %u", o.direction, o.pid);
+  open_gate("lookup");
+  n = wait_sent(sp, 3, 5000);
+  if (n >= 3) {
+    expect_packet(&sp[1], "proxy SYN-ACK", sax, axn, 1, 9, 2); /* stays outbound */
+    expect_packet(&sp[2], "remote ACK", ackx, kxn, 0, 9, 2);
+  }
+  session_stop();
+  free(s.s);
+}
+
+/* Traffic of processes not intercepted goes out exactly as it came, with
+ * its own address flags (a checksum left to offload stays flagged so). */
+static void case_passthrough(void) {
+  uint8_t syn[256], good[256], sa[256], dg[256];
+  tu_tuple up = tuple(0, C4, 50001, D4, 443), down = tuple(0, D4, 443, C4, 50001);
+  tu_tuple udp = tuple(0, C4, 53001, S4, 53);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL);
+  memcpy(good, syn, sn);
+  tu_layout l;
+  tu_parse(syn, sn, &l);
+  tu_wr16(syn + tu_l4csum_at(&l), 0xbeef); /* offloaded: not computed yet */
+  size_t an = tu_tcp(sa, &down, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t dn = tu_udp(dg, &udp, "not intercepted");
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", OTHER_PID, ep(0, C4, 50001), ep(0, D4, 443));
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", OTHER_PID, ep(0, C4, 53001),
+            ep(0, S4, 53));
+  sb_packet(&s, "out if=7 sub=3 tcpcsum=0", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "in if=7 sub=3", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "out loopback impostor if=7 sub=3", dg, dn);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 3, 5000);
+  if (n >= 3) {
+    char hex[600];
+    tu_hex(good, sn, hex);
+    CHECK(strcmp(sp[0].hex, hex) == 0, "SYN on the wire: %s", sp[0].hex);
+    CHECK(!sp[0].given_ok && sp[0].tcpcsum == 0 && sp[0].ipcsum == 1 && sp[0].outbound == 1,
+          "SYN re-injected as captured: its checksum untouched and still flagged for offload");
+    expect_packet(&sp[1], "SYN-ACK", sa, an, 0, 7, 3);
+    expect_packet(&sp[2], "datagram", dg, dn, 1, 7, 3);
+    CHECK(sp[2].loopback == 1 && sp[2].impostor == 1, "address flags kept");
+  }
+  CHECK(n == 3, "%d packets sent, expected 3", n);
+  session_stop();
+  free(s.s);
+}
+
+/* The SOCKET event comes after the first packet: the packet waits for it,
+ * and is redirected (not passed on a timeout). */
+static void case_socket_after_packet(void) {
+  uint8_t syn[256], synx[256];
+  tu_tuple up = tuple(0, C4, 50002, D4, 80), up_x = tuple(0, D4, 50002, C4, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  sb_printf(&s, "delay 400\nmark event\nsocket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID,
+            ep(0, C4, 50002), ep(0, D4, 80));
+  DWORD t0 = GetTickCount();
+  if (!session_start(config_pids("1234", "\"hold_timeout_ms\": 10000"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 1, 5000);
+  DWORD took = GetTickCount() - t0;
+  if (n >= 1) expect_packet(&sp[0], "held SYN", synx, sxn, 0, 7, 3);
+  CHECK(took < 5000, "released after %lu ms: by the event, not the 10 s hold timeout", (unsigned long)took);
+  char *log = read_file(g_log);
+  const char *mark = strstr(log, "mark event"), *send = strstr(log, "send id=");
+  CHECK(mark && send && mark < send, "nothing was sent before the event");
+  free(log);
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  CHECK(st.held >= 1 && st.hold_timeouts == 0, "held %llu, hold timeouts %llu", (unsigned long long)st.held,
+        (unsigned long long)st.hold_timeouts);
+  session_stop();
+  free(s.s);
+}
+
+/* Packets of a connection opened before start (no SYN, no event) pass at
+ * once, unchanged. */
+static void case_existing_connection(void) {
+  uint8_t dat[256], ack[256];
+  tu_tuple up = tuple(0, C4, 50003, D4, 80), down = tuple(0, D4, 80, C4, 50003);
+  size_t dn = tu_tcp(dat, &up, 77, 88, TU_PSH | TU_ACK, "more of an old connection");
+  size_t an = tu_tcp(ack, &down, 88, 103, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_packet(&s, "out if=7 sub=3", dat, dn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "in if=7 sub=3", ack, an);
+  DWORD t0 = GetTickCount();
+  if (!session_start(config_pids("1234", "\"hold_timeout_ms\": 10000"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 2, 5000);
+  if (n >= 2) {
+    expect_packet(&sp[0], "old data", dat, dn, 1, 7, 3);
+    expect_packet(&sp[1], "old ACK", ack, an, 0, 7, 3);
+  }
+  CHECK(GetTickCount() - t0 < 3000, "not held");
+  session_stop();
+  free(s.s);
+}
+
+/* The library's own process and PID 4 are never intercepted, even when
+ * listed; PID 4's packet is released by its event, not a timeout. */
+static void case_excluded_pids(void) {
+  uint8_t a[256], b[256];
+  tu_tuple t1 = tuple(0, C4, 50004, D4, 80), t2 = tuple(0, C4, 445, R4, 50005);
+  size_t an = tu_tcp(a, &t1, 1, 0, TU_SYN, NULL), bn = tu_tcp(b, &t2, 1, 0, TU_SYN, NULL);
+  char pids[64];
+  snprintf(pids, sizeof pids, "%lu, 4", (unsigned long)GetCurrentProcessId());
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n",
+            (unsigned long)GetCurrentProcessId(), ep(0, C4, 50004), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=7 sub=3", b, bn);
+  sb_printf(&s, "delay 200\nsocket connect pid=4 proto=tcp local=%s remote=%s\n", ep(0, C4, 445), ep(0, R4, 50005));
+  DWORD t0 = GetTickCount();
+  if (!session_start(config_pids(pids, "\"hold_timeout_ms\": 10000"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 2, 5000);
+  if (n >= 2) {
+    expect_packet(&sp[0], "own SYN", a, an, 1, 7, 3);
+    expect_packet(&sp[1], "PID 4 SYN", b, bn, 1, 7, 3);
+  }
+  CHECK(GetTickCount() - t0 < 5000, "PID 4 released by its event");
+  session_stop();
+  free(s.s);
+}
+
+/* A child process with a UDP socket open before start: its owner comes from
+ * the socket table (real GetExtendedUdpTable under wine), so a datagram to
+ * it is redirected with no SOCKET event, and the lookup names the child's
+ * executable. */
+static HANDLE spawn_child(const char *mode, uint16_t *port, uint16_t *port2, DWORD *pid) {
+  char cmd[MAX_PATH + 32];
+  char exe[MAX_PATH];
+  GetModuleFileNameA(NULL, exe, sizeof exe);
+  snprintf(cmd, sizeof cmd, "\"%s\" %s", exe, mode);
+  SECURITY_ATTRIBUTES sa = {sizeof sa, NULL, TRUE};
+  HANDLE rd, wr;
+  CreatePipe(&rd, &wr, &sa, 0);
+  SetHandleInformation(rd, HANDLE_FLAG_INHERIT, 0);
+  STARTUPINFOA si;
+  memset(&si, 0, sizeof si);
+  si.cb = sizeof si;
+  si.dwFlags = STARTF_USESTDHANDLES;
+  si.hStdOutput = wr;
+  si.hStdInput = GetStdHandle(STD_INPUT_HANDLE);
+  si.hStdError = GetStdHandle(STD_ERROR_HANDLE);
+  PROCESS_INFORMATION pi;
+  if (!CreateProcessA(exe, cmd, NULL, NULL, TRUE, 0, NULL, NULL, &si, &pi)) {
+    CloseHandle(rd);
+    CloseHandle(wr);
+    return NULL;
+  }
+  CloseHandle(wr);
+  CloseHandle(pi.hThread);
+  char line[64] = "";
+  DWORD got = 0, total = 0;
+  while (total < sizeof line - 1 && ReadFile(rd, line + total, 1, &got, NULL) && got == 1 && line[total] != '\n') {
+    total++;
+  }
+  line[total] = '\0';
+  CloseHandle(rd);
+  unsigned p1 = 0, p2 = 0;
+  sscanf(line, "%u %u", &p1, &p2);
+  *port = (uint16_t)p1;
+  *port2 = (uint16_t)p2;
+  *pid = pi.dwProcessId;
+  return pi.hProcess;
+}
+
+/* The child's side: waits to be told to exit. */
+static void child_wait(void) {
+  char event[64];
+  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)GetCurrentProcessId());
+  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
+  WaitForSingleObject(ev, 60000);
+}
+
+static void child_stop(HANDLE child, DWORD pid) {
+  char event[64];
+  snprintf(event, sizeof event, "WrTestChildExit_%lu", (unsigned long)pid);
+  HANDLE ev = CreateEventA(NULL, TRUE, FALSE, event);
+  SetEvent(ev);
+  WaitForSingleObject(child, 10000);
+  CloseHandle(ev);
+  CloseHandle(child);
+}
+
+static int child_udp(void) {
+  struct sockaddr_in a;
+  SOCKET u = used_udp_socket(&a);
+  printf("%u 0\n", ntohs(a.sin_port));
+  fflush(stdout);
+  child_wait();
+  closesocket(u);
+  return 0;
+}
+
+/* A TCP connection of the child's own on 127.0.0.1: prints the client's
+ * port and the listener's. */
+static int child_tcp(void) {
+  struct sockaddr_in a, ca;
+  SOCKET u = used_udp_socket(&a); /* (starts winsock) */
+  SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
+  a.sin_port = 0;
+  bind(lst, (struct sockaddr *)&a, sizeof a);
+  listen(lst, 1);
+  int len = sizeof a;
+  getsockname(lst, (struct sockaddr *)&a, &len);
+  SOCKET cli = socket(AF_INET, SOCK_STREAM, 0);
+  connect(cli, (struct sockaddr *)&a, sizeof a);
+  SOCKET acc = accept(lst, NULL, NULL);
+  char buf[4];
+  send(cli, "x", 1, 0); /* wine learns the client socket's owner */
+  recv(acc, buf, sizeof buf, 0);
+  len = sizeof ca;
+  getsockname(cli, (struct sockaddr *)&ca, &len);
+  printf("%u %u\n", ntohs(ca.sin_port), ntohs(a.sin_port));
+  fflush(stdout);
+  child_wait();
+  closesocket(cli);
+  closesocket(acc);
+  closesocket(lst);
+  closesocket(u);
+  return 0;
+}
+
+/* spawn_child, checked: NULL (and no child left) unless it reported its port. */
+static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWORD *pid) {
+  HANDLE child = spawn_child(mode, port, port2, pid);
+  CHECK(child && *port, "%s started", mode);
+  if (child && !*port) {
+    child_stop(child, *pid);
+    child = NULL;
+  }
+  return child;
+}
+
+static void case_existing_socket(void) {
+  uint16_t port = 0, unused = 0;
+  DWORD pid = 0;
+  HANDLE child = start_child("child_udp", &port, &unused, &pid);
+  if (!child) return;
+  uint8_t dg[256], dgx[256];
+  tu_tuple in = tuple(0, R4, 5300, C4, port), in_x = tuple(0, R4, 5300, C4, APP_PORT);
+  size_t dn = tu_udp(dg, &in, "to a socket opened before start");
+  size_t dxn = tu_udp(dgx, &in_x, "to a socket opened before start");
+  sbuf s = {0};
+  sb_printf(&s, "delay 200\n");
+  sb_packet(&s, "in if=7 sub=3", dg, dn);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  if (session_start(config_pids(pids, "\"hold_timeout_ms\": 10000"), s.s)) {
+    sent_packet sp[64];
+    int n = wait_sent(sp, 1, 8000);
+    if (n >= 1) expect_packet(&sp[0], "datagram to the child", dgx, dxn, 0, 7, 3);
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_UDP, 0, R4, 5300, C4, &o) == 0, "lookup: %s", last_error());
+    char exe[MAX_PATH];
+    GetModuleFileNameA(NULL, exe, sizeof exe);
+    CHECK(o.pid == pid && o.direction == REDIRECTOR_INBOUND, "owner pid %u (child %lu)", o.pid, (unsigned long)pid);
+    CHECK(_stricmp(o.process_path, exe) == 0, "process path \"%s\", expected \"%s\"", o.process_path, exe);
+    session_stop();
+  }
+  child_stop(child, pid);
+  free(s.s);
+}
+
+/* A SOCKET event older than the process that now has its PID names a
+ * process that is gone: the connection gets no path (the PID was reused),
+ * while a current event of the same PID gets the executable's path. */
+static void case_pid_reuse(void) {
+  uint16_t port = 0, unused = 0;
+  DWORD pid = 0;
+  HANDLE child = start_child("child_udp", &port, &unused, &pid);
+  if (!child) return;
+  uint8_t old[256], cur[256];
+  tu_tuple t_old = tuple(0, C4, 50015, D4, 80), t_cur = tuple(0, C4, 50016, D4, 80);
+  size_t on = tu_tcp(old, &t_old, 1, 0, TU_SYN, NULL), cn = tu_tcp(cur, &t_cur, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%lu proto=tcp local=%s remote=%s ts=-3600000\ndelay 100\n", (unsigned long)pid,
+            ep(0, C4, 50015), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", old, on);
+  sb_printf(&s, "wait_sent 1\nsocket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n", (unsigned long)pid,
+            ep(0, C4, 50016), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", cur, cn);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  if (session_start(config_pids(pids, NULL), s.s)) {
+    sent_packet sp[4];
+    wait_sent(sp, 2, 5000);
+    char exe[MAX_PATH];
+    GetModuleFileNameA(NULL, exe, sizeof exe);
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50015, C4, &o) == 0 && o.pid == pid, "old event's flow: %s",
+          last_error());
+    CHECK(o.process_path[0] == '\0', "an event from before the process started gets no path: \"%s\"",
+          o.process_path);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50016, C4, &o) == 0 && o.pid == pid, "current event's flow: %s",
+          last_error());
+    CHECK(_stricmp(o.process_path, exe) == 0, "a current event gets the path: \"%s\"", o.process_path);
+    session_stop();
+  }
+  child_stop(child, pid);
+  free(s.s);
+}
+
+/* No SOCKET event at all: the engine asks for the owner of the pending
+ * flow, and the backend finds it in the TCP table (real, under wine): a
+ * child's own connection on 127.0.0.1, with the loopback bypass off. */
+static void case_owner_from_table(void) {
+  uint16_t cport = 0, lport = 0;
+  DWORD pid = 0;
+  HANDLE child = start_child("child_tcp", &cport, &lport, &pid);
+  if (!child) return;
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t syn[256], synx[256];
+  tu_tuple up = tuple(0, L, cport, L, lport), up_x = tuple(0, L, cport, L, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_packet(&s, "out loopback if=1 sub=0", syn, sn);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  if (session_start(config_pids(pids, "\"bypass\": [], \"hold_timeout_ms\": 10000"), s.s)) {
+    sent_packet sp[64];
+    int n = wait_sent(sp, 1, 5000);
+    if (n >= 1) {
+      expect_packet(&sp[0], "SYN of a socket found in the table", synx, sxn, 0, 1, 0);
+      CHECK(sp[0].loopback == 1, "loopback flag kept");
+    }
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, cport, L, &o) == 0, "lookup: %s", last_error());
+    CHECK(o.pid == pid && same_endpoint(&o.destination, 0, L, lport), "owner pid %u (child %lu)", o.pid,
+          (unsigned long)pid);
+    redirector_stats st;
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    redirector_get_stats(&st);
+    CHECK(st.owner_queries >= 1 && st.hold_timeouts == 0, "asked (%llu queries), no timeout",
+          (unsigned long long)st.owner_queries);
+    session_stop();
+  }
+  child_stop(child, pid);
+  free(s.s);
+}
+
+/* ------------------------------------------------------------------------
+ * Cases: stop, configuration, batches, traps */
+
+/* Stop during a redirected connection and with a packet held: the held
+ * packet goes out unchanged, every handle is shut down and closed, no
+ * thread is left, and the redirector starts again. */
+static void case_stop_mid_connection(void) {
+  uint8_t syn[256], synx[256], held[256];
+  tu_tuple up = tuple(0, C4, 50006, D4, 80), up_x = tuple(0, D4, 50006, C4, APP_PORT);
+  tu_tuple other = tuple(0, C4, 50007, D4, 80);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  size_t hn = tu_tcp(held, &other, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50006),
+            ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=5 sub=6", held, hn); /* no owner yet: held */
+  sb_printf(&s, "gate never\n");
+  int before = thread_count();
+  if (!session_start(config_pids("1234", "\"hold_timeout_ms\": 30000"), s.s)) return;
+  sent_packet sp[64];
+  wait_sent(sp, 1, 5000);
+  CHECK(wait_lines("recv id=", 3, 5000), "the held SYN was received"); /* socket + 2 packets */
+  Sleep(200);
+  CHECK(sent_packets(sp, 64) == 1, "the second SYN is held");
+  DWORD t0 = GetTickCount();
+  CHECK(stop_redirector() == 0, "stop");
+  CHECK(GetTickCount() - t0 < 3000, "stop took %lu ms", (unsigned long)(GetTickCount() - t0));
+  int n = sent_packets(sp, 64);
+  if (n >= 2) {
+    expect_packet(&sp[0], "redirected SYN", synx, sxn, 0, 7, 3);
+    expect_packet(&sp[1], "held SYN at stop", held, hn, 1, 5, 6);
+  }
+  CHECK(n == 2, "%d packets sent, expected 2", n);
+  char *log = read_file(g_log);
+  CHECK(count_lines(log, "open id=") == 3 && count_lines(log, "close id=") == 3, "every handle closed:\n%s", log);
+  CHECK(count_lines(log, "shutdown id=") >= 2, "handles shut down before close");
+  const char *last_send = NULL;
+  for (const char *p = log; (p = strstr(p, "send id=")) != NULL; p++) last_send = p;
+  const char *first_close = strstr(log, "close id=2"), *net_close = strstr(log, "close id=3");
+  CHECK(last_send && net_close && last_send < net_close, "held packet sent before the NETWORK handle closed");
+  (void)first_close;
+  free(log);
+  close_gates();
+  CHECK(thread_count() == before, "threads: %d before start, %d after stop", before, thread_count());
+  /* And again. */
+  sbuf s2 = {0};
+  uint8_t old[256];
+  size_t on = tu_tcp(old, &other, 2, 3, TU_ACK, NULL); /* not a SYN: passes at once */
+  sb_packet(&s2, "out if=7 sub=3", old, on);
+  if (session_start(config_pids("1234", NULL), s2.s)) {
+    wait_sent(sp, 1, 5000);
+    session_stop();
+  }
+  CHECK(thread_count() == before, "threads after a second run: %d, expected %d", thread_count(), before);
+  free(s.s);
+  free(s2.s);
+}
+
+/* A new configuration applies to new connections; a redirected connection
+ * keeps its redirect. */
+static void case_config_change(void) {
+  uint8_t syn[256], synx[256], ack[256], ackx[256], b[256], c[256], cx[256];
+  tu_tuple up = tuple(0, C4, 50008, D4, 80), up_x = tuple(0, D4, 50008, C4, APP_PORT);
+  tu_tuple tb = tuple(0, C4, 50009, D4, 80), tc = tuple(0, C4, 50010, D4, 80);
+  tu_tuple tc_x = tuple(0, D4, 50010, C4, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  size_t kn = tu_tcp(ack, &up, 2, 9, TU_ACK, NULL), kxn = tu_tcp(ackx, &up_x, 2, 9, TU_ACK, NULL);
+  size_t bn = tu_tcp(b, &tb, 1, 0, TU_SYN, NULL);
+  size_t cn = tu_tcp(c, &tc, 1, 0, TU_SYN, NULL), cxn = tu_tcp(cx, &tc_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50008),
+            ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  sb_printf(&s, "wait_sent 1\ngate config\n");
+  sb_packet(&s, "out if=7 sub=3", ack, kn);
+  sb_printf(&s, "wait_sent 2\nsocket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50009),
+            ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", OTHER_PID, ep(0, C4, 50010),
+            ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", b, bn);
+  sb_printf(&s, "wait_sent 3\n");
+  sb_packet(&s, "out if=7 sub=3", c, cn);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  wait_sent(sp, 1, 5000);
+  CHECK(set_redirector_config(config_pids("5678", NULL)) == 0, "new config: %s", last_error());
+  open_gate("config");
+  int n = wait_sent(sp, 4, 5000);
+  if (n >= 4) {
+    expect_packet(&sp[0], "SYN under the first config", synx, sxn, 0, 7, 3);
+    expect_packet(&sp[1], "same connection after the change", ackx, kxn, 0, 7, 3);
+    expect_packet(&sp[2], "new connection of 1234 (no longer intercepted)", b, bn, 1, 7, 3);
+    expect_packet(&sp[3], "new connection of 5678 (now intercepted)", cx, cxn, 0, 7, 3);
+  }
+  session_stop();
+  free(s.s);
+}
+
+/* Packets queued together come in one receive and leave in one send, in
+ * their order. */
+static void case_batch(void) {
+  enum { N = 40 };
+  static uint8_t pk[N][256];
+  size_t pn[N];
+  sbuf s = {0};
+  sb_printf(&s, "batch_begin\n");
+  for (int i = 0; i < N; i++) {
+    tu_tuple t = tuple(0, C4, (uint16_t)(51000 + i), D4, 443);
+    pn[i] = tu_tcp(pk[i], &t, (uint32_t)i, 1, TU_ACK, "old");
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+  }
+  sb_printf(&s, "batch_end\n");
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  static sent_packet sp[64];
+  int n = wait_sent(sp, N, 5000);
+  for (int i = 0; i < n && i < N; i++) expect_packet(&sp[i], "batched packet", pk[i], pn[i], 1, 7, 3);
+  char *log = read_file(g_log);
+  char want[64];
+  snprintf(want, sizeof want, "recv id=3 count=%d", N);
+  CHECK(strstr(log, want) != NULL, "one receive of %d packets", N);
+  snprintf(want, sizeof want, "sendex id=3 count=%d", N);
+  CHECK(strstr(log, want) != NULL, "one send of %d packets", N);
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* The engine fails while a packet is held: the held packet, then the
+ * packet being decided, go out unchanged (fail open). */
+static void case_engine_trap(void) {
+  uint8_t a[256], b[256];
+  tu_tuple ta = tuple(0, C4, 50011, D4, 80), tb = tuple(0, C4, 50012, D4, 80);
+  size_t an = tu_tcp(a, &ta, 1, 0, TU_SYN, NULL), bn = tu_tcp(b, &tb, 5, 6, TU_ACK, "x");
+  sbuf s = {0};
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  sb_printf(&s, "gate trap\n");
+  sb_packet(&s, "out if=7 sub=3", b, bn);
+  if (!session_start(config_pids("1234", "\"hold_timeout_ms\": 30000"), s.s)) return;
+  CHECK(wait_lines("recv id=3", 1, 5000), "first packet received");
+  Sleep(200);
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm fault");
+  open_gate("trap");
+  sent_packet sp[64];
+  int n = wait_sent(sp, 2, 5000);
+  if (n >= 2) {
+    expect_packet(&sp[0], "held SYN after the trap", a, an, 1, 7, 3);
+    expect_packet(&sp[1], "packet of the trapped batch", b, bn, 1, 7, 3);
+  }
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  CHECK(st.engine_restarts >= 1, "the engine was rebuilt");
+  session_stop();
+  free(s.s);
+}
+
+/* Receive errors: a few are survived; a receive that keeps failing ends the
+ * packet thread, which first shuts the receive side so that the driver
+ * passes packets on instead of queueing them for no one. */
+static void case_recv_errors(void) {
+  uint8_t a[256];
+  tu_tuple t = tuple(0, C4, 50014, D4, 80);
+  size_t an = tu_tcp(a, &t, 1, 2, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "recv_error 31 5\n");
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  if (session_start(config_pids("1234", NULL), s.s)) {
+    sent_packet sp[4];
+    if (wait_sent(sp, 1, 5000) >= 1) expect_packet(&sp[0], "packet after 5 receive errors", a, an, 1, 7, 3);
+    char *log = read_file(g_log);
+    CHECK(count_lines(log, "recv_failed id=3 error=31") == 5, "5 failed receives");
+    CHECK(count_lines(log, "shutdown id=3") == 0, "still receiving");
+    free(log);
+    session_stop();
+  }
+  if (session_start(config_pids("1234", NULL), "recv_error 31 100000\n")) {
+    CHECK(wait_lines("shutdown id=3 how=1", 1, 10000), "the receive side shut when the thread gave up");
+    char *log = read_file(g_log);
+    int failed = count_lines(log, "recv_failed id=3");
+    CHECK(failed >= 50 && failed <= 1000, "gave up after %d failures", failed);
+    free(log);
+    session_stop();
+    log = read_file(g_log);
+    CHECK(count_lines(log, "close id=") == 3, "closed");
+    free(log);
+  }
+  free(s.s);
+}
+
+/* What the library opens and sets, in which order. */
+static void case_handles(void) {
+  if (!session_start(config_pids("1234", NULL), "")) return;
+  session_stop();
+  char *log = read_file(g_log);
+  const char *reflect = strstr(log, "open id=1 layer=REFLECT priority=0 flags=0x15 filter=true");
+  const char *sock = strstr(log, "open id=2 layer=SOCKET priority=-1000 flags=0x5 filter=tcp or udp");
+  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and (tcp or udp)");
+  CHECK(reflect && sock && net && reflect < sock && sock < net, "REFLECT, SOCKET, NETWORK opened in order:\n%s", log);
+  CHECK(strstr(log, "shutdown id=1 how=3") != NULL, "REFLECT shut down to list handles");
+  for (int id = 2; id <= 3; id++) {
+    char want[96];
+    snprintf(want, sizeof want, "param id=%d param=QUEUE_LENGTH value=8192\n", id);
+    CHECK(strstr(log, want) != NULL, "%s", want);
+    snprintf(want, sizeof want, "param id=%d param=QUEUE_TIME value=2000\n", id);
+    CHECK(strstr(log, want) != NULL, "%s", want);
+    snprintf(want, sizeof want, "param id=%d param=QUEUE_SIZE value=8388608\n", id);
+    CHECK(strstr(log, want) != NULL, "%s", want);
+  }
+  CHECK(count_lines(log, "open id=") == 3 && count_lines(log, "close id=") == 3, "each handle closed");
+  CHECK(strstr(log, "rejected") == NULL, "no parameter rejected");
+  free(log);
+}
+
+/* Twenty start/stop cycles: no thread or handle left behind. */
+static void case_cycles(void) {
+  uint8_t a[256];
+  tu_tuple t = tuple(0, C4, 50013, D4, 80);
+  size_t an = tu_tcp(a, &t, 1, 2, TU_ACK, NULL); /* passes at once */
+  sbuf s = {0};
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  int before = thread_count();
+  HANDLE proc = GetCurrentProcess();
+  DWORD handles_before = 0, handles_after = 0;
+  GetProcessHandleCount(proc, &handles_before);
+  for (int i = 0; i < 20; i++) {
+    if (!session_start(config_pids("1234", NULL), s.s)) break;
+    sent_packet sp[4];
+    wait_sent(sp, 1, 5000);
+    session_stop();
+    char *log = read_file(g_log);
+    CHECK(count_lines(log, "open id=") == count_lines(log, "close id="), "cycle %d: opens = closes", i);
+    free(log);
+  }
+  GetProcessHandleCount(proc, &handles_after);
+  CHECK(thread_count() == before, "threads %d, before %d", thread_count(), before);
+  CHECK(handles_after <= handles_before + 2, "process handles %lu, before %lu", (unsigned long)handles_after,
+        (unsigned long)handles_before);
+  free(s.s);
+}
+
+/* ------------------------------------------------------------------------
+ * Cases: failures */
+
+static void expect_start_error(const char *what, const char *needle1, const char *needle2) {
+  int before = thread_count();
+  int rc = start_redirector();
+  CHECK(rc == -2, "%s: start_redirector = %d", what, rc);
+  CHECK(strstr(last_error(), needle1) != NULL, "%s: \"%s\" not in: %s", what, needle1, last_error());
+  CHECK(!needle2 || strstr(last_error(), needle2) != NULL, "%s: \"%s\" not in: %s", what, needle2, last_error());
+  CHECK(redirector_last_error_code() == REDIRECTOR_EINIT, "%s: EINIT", what);
+  CHECK(get_redirector_status() == 0, "%s: stopped", what);
+  CHECK(thread_count() == before, "%s: threads %d, before %d", what, thread_count(), before);
+  char *log = read_file(g_log);
+  CHECK(count_lines(log, "open id=") == count_lines(log, "close id="), "%s: every opened handle closed:\n%s", what,
+        log);
+  free(log);
+}
+
+static void case_dll_missing(void) {
+  CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config");
+  update_app_port(APP_PORT);
+  char nowhere[MAX_PATH + 16];
+  snprintf(nowhere, sizeof nowhere, "%s\\no-windivert-here", g_dir);
+  redirector_set_windivert_path(nowhere);
+  expect_start_error("DLL missing", "WinDivert driver not found", "no-windivert-here");
+  redirector_set_windivert_path(NULL); /* the default search: not beside this program either */
+  expect_start_error("DLL missing (default search)", "WinDivert driver not found", "application directory");
+  /* A WinDivert.dll without a function the library needs. */
+  char partial[MAX_PATH + 32];
+  snprintf(partial, sizeof partial, "%s\\fakewd-nogetparam", g_dir);
+  redirector_set_windivert_path(partial);
+  expect_start_error("function missing", "has no function WinDivertGetParam", "fakewd-nogetparam");
+}
+
+static void case_open_errors(void) {
+  static const struct {
+    const char *script;
+    const char *needle1, *needle2;
+  } cases[] = {
+      {"open_error 5\n", "Access denied: run as Administrator", "Windows error 5"},
+      {"open_error 577\n", "signature", "Windows error 577"},
+      {"open_error 654\n", "a different WinDivert driver version is already loaded", "reboot"},
+      {"open_error 2 SOCKET\n", "WinDivert driver not found", "WinDivert64.sys"},
+      {"open_error 87 NETWORK\n", "invalid parameter", "NETWORK layer"},
+      {"open_error 1058\n", "service is disabled", "Windows error 1058"},
+      {"open_error 1060 SOCKET\n", "service is missing", "Windows error 1060"},
+      {"open_error 1275\n", "driver is blocked", "Windows error 1275"},
+      {"open_error 31 NETWORK\n", "Windows error 31", "NETWORK layer"},
+  };
+  CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config");
+  update_app_port(APP_PORT);
+  redirector_set_windivert_path(g_fakewd);
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    reset_log();
+    write_script(cases[i].script);
+    expect_start_error(cases[i].script, cases[i].needle1, cases[i].needle2);
+  }
+  /* The NETWORK open fails after SOCKET opened: SOCKET is closed again. */
+  reset_log();
+  write_script("open_error 5 NETWORK\n");
+  expect_start_error("NETWORK only", "Access denied", "NETWORK layer");
+  char *log = read_file(g_log);
+  CHECK(strstr(log, "open id=") && strstr(log, "layer=SOCKET") && count_lines(log, "close id=") >= 2,
+        "SOCKET opened and closed:\n%s", log);
+  free(log);
+  /* After all that, a start works. */
+  reset_log();
+  write_script("");
+  CHECK(start_redirector() == 0, "start after failures: %s", last_error());
+  CHECK(stop_redirector() == 0, "stop");
+}
+
+/* ------------------------------------------------------------------------ */
+
+static const wd_case CASES[] = {
+    {"tcp_v4", case_tcp_v4},
+    {"tcp_v6", case_tcp_v6},
+    {"udp", case_udp},
+    {"inbound", case_inbound},
+    {"passthrough", case_passthrough},
+    {"socket_after_packet", case_socket_after_packet},
+    {"existing_connection", case_existing_connection},
+    {"existing_socket", case_existing_socket},
+    {"owner_from_table", case_owner_from_table},
+    {"pid_reuse", case_pid_reuse},
+    {"excluded_pids", case_excluded_pids},
+    {"stop_mid_connection", case_stop_mid_connection},
+    {"config_change", case_config_change},
+    {"batch", case_batch},
+    {"engine_trap", case_engine_trap},
+    {"recv_errors", case_recv_errors},
+    {"handles", case_handles},
+    {"cycles", case_cycles},
+    {"dll_missing", case_dll_missing},
+    {"open_errors", case_open_errors},
+};
+
+static void stop_if_running(void) {
+  if (get_redirector_status() == 1) stop_redirector();
+}
+
+int main(int argc, char **argv) {
+  if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
+  if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
+  GetModuleFileNameA(NULL, g_dir, sizeof g_dir);
+  char *slash = strrchr(g_dir, '\\');
+  if (slash) *slash = '\0';
+  snprintf(g_fakewd, sizeof g_fakewd, "%s\\fakewd", g_dir);
+  char tmp[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(g_log, sizeof g_log, "%swr-fake-windivert-%lu.log", tmp, (unsigned long)GetCurrentProcessId());
+  snprintf(g_script, sizeof g_script, "%swr-fake-windivert-%lu.script", tmp, (unsigned long)GetCurrentProcessId());
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", g_log);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", g_script);
+  int rc = run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, stop_if_running);
+  DeleteFileA(g_log);
+  DeleteFileA(g_script);
+  return rc;
+}
