@@ -18,11 +18,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"windows-redirector/go/redirector/internal/syncbuf"
 )
 
 func runRole(role string) int {
@@ -646,14 +649,14 @@ func scenarioExample() int {
 	}
 	proxy := exec.Command(bin, "--port", strconv.Itoa(port), "--process", "curl", "--pid", strconv.Itoa(udpClient.pid),
 		"--udp-idle", "1s")
-	out := &lockedBuffer{}
+	out := &syncbuf.Buffer{}
 	proxy.Stdout, proxy.Stderr = out, out
 	if err := proxy.Start(); err != nil {
 		fmt.Println(err)
 		return 1
 	}
 	defer proxy.Process.Kill()
-	if !out.waitFor("Ctrl-C stops.", 10*time.Second) {
+	if !outputHas(out, "Ctrl-C stops.", 10*time.Second) {
 		fmt.Printf("redirect-proxy did not start:\n%s\n", out.String())
 		return 1
 	}
@@ -670,7 +673,7 @@ func scenarioExample() int {
 			f = append(f, fmt.Sprintf("redirection was not observed: the server saw curl's own port (%s)", body))
 		}
 		want := fmt.Sprintf("TCP  curl (%d)", cmd.Process.Pid)
-		if !out.waitFor(want, 3*time.Second) {
+		if !outputHas(out, want, 3*time.Second) {
 			f = append(f, fmt.Sprintf("redirect-proxy printed no line %q", want))
 		}
 		report(c.check, f, "")
@@ -713,30 +716,7 @@ func scenarioExample() int {
 	return 0
 }
 
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *lockedBuffer) waitFor(s string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if strings.Contains(b.String(), s) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return false
+// outputHas waits for the text s in b.
+func outputHas(b *syncbuf.Buffer, s string, d time.Duration) bool {
+	return b.WaitFor(regexp.MustCompile(regexp.QuoteMeta(s)), d) != ""
 }

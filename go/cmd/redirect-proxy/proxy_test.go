@@ -16,6 +16,7 @@ import (
 	"time"
 
 	redirector "windows-redirector/go/redirector"
+	"windows-redirector/go/redirector/internal/syncbuf"
 )
 
 // fakeLookup answers like the library would for redirected connections: the
@@ -42,35 +43,15 @@ func (f *fakeLookup) LookupAddrPort(p redirector.Protocol, local, peer netip.Add
 }
 
 // syncBuffer is the proxy's output, read while the proxy writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
 func (b *syncBuffer) waitFor(t *testing.T, re string) string {
 	t.Helper()
-	rx := regexp.MustCompile(re)
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if m := rx.FindString(b.String()); m != "" {
-			return m
-		}
-		time.Sleep(10 * time.Millisecond)
+	m := b.WaitFor(regexp.MustCompile(re), 5*time.Second)
+	if m == "" {
+		t.Fatalf("output never matched %q:\n%s", re, b.String())
 	}
-	t.Fatalf("output never matched %q:\n%s", re, b.String())
-	return ""
+	return m
 }
 
 // tcpEcho serves "echo:" + what it read, then closes its side.
