@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -42,6 +43,27 @@ class Errors(unittest.TestCase):
             code, text = wr._last_error()
             self.assertEqual(code, wr.InvalidArgument.code)
             self.assertIn(f"({ctypes.sizeof(struct)})", text, struct.__name__)
+
+    @unittest.skipUnless(shutil.which("gcc"), "needs gcc to read the header's layout")
+    def test_struct_layout_equals_the_header(self):
+        # test/csharp/abi_layout.c prints every field's offset as C sees it.
+        root = os.path.join(HERE, "..")
+        with tempfile.TemporaryDirectory() as tmp:
+            exe = os.path.join(tmp, "abi_layout")
+            subprocess.run(["gcc", "-I", os.path.join(root, "include"), "-o", exe,
+                            os.path.join(root, "test", "csharp", "abi_layout.c")], check=True)
+            lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
+        structs = {"redirector_endpoint": wr._Endpoint, "redirector_origin": wr._Origin,
+                   "redirector_event": wr._Event, "redirector_stats": wr._Stats}
+        for line in lines:
+            name, *want = line.split()
+            struct, _, field = name.partition(".")
+            if field:
+                f = getattr(structs[struct], field)
+                self.assertEqual([f.offset, f.size], [int(w) for w in want], name)
+            else:
+                self.assertEqual(ctypes.sizeof(structs[struct]), int(want[0]), name)
+        self.assertGreater(len(lines), 20)
 
     def test_error_text_belongs_to_the_call(self):
         with self.assertRaises(wr.ConfigError):
