@@ -56,7 +56,7 @@ function sum(...counts: Count[]): Count {
 // capture backend; they run once, in go-e2e). Go 1.19 has no -skip.
 const goPkgDir = join(root, "go");
 const goPkgEnv = { ...goEnv, GODEBUG: "cgocheck=1" };
-const goNotE2E = "^Test([^E]|E[^n]|En[^d]|End[^T])";
+const goNotE2E = "^(Test([^E]|E[^n]|En[^d]|End[^T])|Example)";
 
 function goPkgTest(extra: string[]): Count {
   const [cmd, args] = isolatedLo("go", ["test", "-count=1", "-v", "-timeout", "600s", ...extra, "./..."]);
