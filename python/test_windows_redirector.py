@@ -4,6 +4,7 @@ network namespaces of its own."""
 import ctypes
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -168,6 +169,15 @@ class Running(unittest.TestCase):
             self.assertIsNone(wr.next_event(0.05))
 
 
+def _remove_stale_namespaces():
+    """Deletes the namespaces of an earlier run that was killed (its PID is gone)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        m = re.match(r"wrp[cs](\d+)\b", line)
+        if m and int(m.group(1)) != os.getpid() and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", line.split()[0]], capture_output=True)
+
+
 def _root_with_tools():
     return sys.platform.startswith("linux") and os.geteuid() == 0 and shutil.which("ip")
 
@@ -182,6 +192,7 @@ class EndToEnd(unittest.TestCase):
     def setUpClass(cls):
         if not _root_with_tools():
             raise unittest.SkipTest("needs root and iproute2 on Linux")
+        _remove_stale_namespaces()
         cls.ns = (f"wrpc{os.getpid()}", f"wrps{os.getpid()}")
         c, s = cls.ns
         cls.server = None
