@@ -73,7 +73,8 @@ type Logger interface {
 // in its error.
 type Options struct {
 	// AppPort is the local port your proxy listens on (update_app_port).
-	// Start fails while it is 0; Listen(":0") then SetAppPort is fine.
+	// Start fails while it is 0; Listen(":0") then SetAppPort is fine. In
+	// SetConfig, 0 keeps the current port.
 	AppPort uint16
 
 	// PIDs are intercepted (intercept_pids).
@@ -123,21 +124,21 @@ type Options struct {
 // configJSON renders the library configuration. Go strings may hold bytes
 // that are not UTF-8, which encoding/json would silently replace: those are
 // refused here with the code the library gives (ErrNotUTF8).
-func (o *Options) configJSON() (string, error) {
+func (o *Options) configJSON(op string) (string, error) {
 	cfg := map[string]any{}
 	if o.PIDs != nil {
 		cfg["intercept_pids"] = o.PIDs
 	}
 	if o.Description != "" {
 		if !utf8.ValidString(o.Description) {
-			return "", goError("SetConfig", ErrNotUTF8, "Options.Description is not valid UTF-8")
+			return "", goError(op, ErrNotUTF8, "Options.Description is not valid UTF-8")
 		}
 		cfg["description"] = o.Description
 	}
 	if o.Intercept != nil {
 		for i, s := range o.Intercept {
 			if !utf8.ValidString(s) {
-				return "", goError("SetConfig", ErrNotUTF8, fmt.Sprintf("Options.Intercept[%d] is not valid UTF-8", i))
+				return "", goError(op, ErrNotUTF8, fmt.Sprintf("Options.Intercept[%d] is not valid UTF-8", i))
 			}
 		}
 		cfg["intercept"] = o.Intercept
@@ -212,7 +213,7 @@ func (o *Options) configJSON() (string, error) {
 	millis("udp_idle_timeout_ms", o.UDPIdleTimeout)
 	b, err := json.Marshal(cfg)
 	if err != nil {
-		return "", goError("SetConfig", ErrBadConfig, err.Error())
+		return "", goError(op, ErrBadConfig, err.Error())
 	}
 	return string(b), nil
 }

@@ -49,7 +49,7 @@ func New(opts Options) (*Redirector, error) {
 		return nil, goError("New", ErrInit, "out of memory")
 	}
 	r.events.r = r
-	if err := r.SetConfig(opts); err != nil {
+	if err := r.apply("New", opts); err != nil {
 		r.sc.free()
 		return nil, err
 	}
@@ -66,22 +66,30 @@ func (r *Redirector) logf(format string, v ...any) {
 	}
 }
 
-// SetConfig replaces the whole configuration, AppPort and WinDivertDir
-// included. While running, new connections follow it at once; connections
-// already redirected keep their decision. A rejected configuration leaves
-// the previous one in force, and the error names the field:
+// SetConfig replaces the whole configuration; AppPort 0 keeps the current
+// port (SetAppPort(0) unsets it). While running, new connections follow it
+// at once; connections already redirected keep their decision. A rejected
+// configuration leaves the previous one in force, and the error names the
+// field:
 //
 //	redirector: SetConfig: set_redirector_config: max_flows: expected an integer from 16 to 1048576, got 8
 func (r *Redirector) SetConfig(opts Options) error {
-	js, err := opts.configJSON()
+	if opts.AppPort == 0 {
+		opts.AppPort = r.Options().AppPort
+	}
+	return r.apply("SetConfig", opts)
+}
+
+func (r *Redirector) apply(op string, opts Options) error {
+	js, err := opts.configJSON(op)
 	if err != nil {
 		return err
 	}
 	if !utf8.ValidString(opts.WinDivertDir) {
-		return goError("SetConfig", ErrNotUTF8, "Options.WinDivertDir is not valid UTF-8")
+		return goError(op, ErrNotUTF8, "Options.WinDivertDir is not valid UTF-8")
 	}
 	if strings.IndexByte(opts.WinDivertDir, 0) >= 0 || len(opts.WinDivertDir) > 32767 {
-		return goError("SetConfig", ErrInvalid, "Options.WinDivertDir holds a NUL byte or is longer than 32767 bytes")
+		return goError(op, ErrInvalid, "Options.WinDivertDir holds a NUL byte or is longer than 32767 bytes")
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -91,14 +99,14 @@ func (r *Redirector) SetConfig(opts Options) error {
 	switch cSetConfig(js) {
 	case 0:
 	case -1:
-		return r.seedError("SetConfig", "set_redirector_config", ErrNull)
+		return r.seedError(op, "set_redirector_config", ErrNull)
 	case -3:
-		return r.seedError("SetConfig", "set_redirector_config", ErrNotUTF8)
+		return r.seedError(op, "set_redirector_config", ErrNotUTF8)
 	default:
-		return r.seedError("SetConfig", "set_redirector_config", ErrBadConfig)
+		return r.seedError(op, "set_redirector_config", ErrBadConfig)
 	}
 	if rc := cSetWinDivertPath(opts.WinDivertDir); rc != 0 {
-		return r.libError("SetConfig", "redirector_set_windivert_path", Error(rc))
+		return r.libError(op, "redirector_set_windivert_path", Error(rc))
 	}
 	cSetAppPort(opts.AppPort)
 	r.opts = opts

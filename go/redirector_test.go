@@ -342,7 +342,7 @@ func TestConfigJSON(t *testing.T) {
 		MaxFlows: 1024, MaxHeldPackets: -1, HoldTimeout: 1500 * time.Microsecond, TCPIdleTimeout: time.Hour,
 		Description: "d",
 	}
-	js, err := o.configJSON()
+	js, err := o.configJSON("SetConfig")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestConfigJSON(t *testing.T) {
 	if js != want {
 		t.Fatalf("config JSON\n got %s\nwant %s", js, want)
 	}
-	if js, _ := (&Options{}).configJSON(); js != "{}" {
+	if js, _ := (&Options{}).configJSON("New"); js != "{}" {
 		t.Fatalf("zero Options: %s", js)
 	}
 	r := open(t, o) // and the library accepts it
@@ -481,6 +481,10 @@ func TestListenerReturnsConnsWithOrigin(t *testing.T) {
 	defer ln.Close()
 	if err := r.SetAppPort(ln.Port()); err != nil || r.Options().AppPort != ln.Port() || ln.Port() == 0 {
 		t.Fatalf("SetAppPort(%d): %v", ln.Port(), err)
+	}
+	// A new configuration without a port keeps it.
+	if err := r.SetConfig(Options{PIDs: []int{1234}}); err != nil || r.Options().AppPort != ln.Port() {
+		t.Fatalf("SetConfig without AppPort: %v, port %d", err, r.Options().AppPort)
 	}
 	start(t, r)
 
