@@ -248,7 +248,7 @@ const SUITES: Suite[] = [
     name: "csharp",
     run: () => {
       // Built with mono's mcs; run with mono against build/linux through the dllmap.
-      const out = join(root, "build", "csharp");
+      const out = join(root, "build", "test", "csharp");
       const exe = join(out, "WindowsRedirectorSample.exe");
       mkdirSync(out, { recursive: true });
       const b = sh("mcs", ["-out:" + exe, "csharp/WindowsRedirector.cs", "csharp/Sample.cs"]);
