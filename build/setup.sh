@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(
   wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 golang-go python3
-  libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl
+  libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
 )
 
 missing=()

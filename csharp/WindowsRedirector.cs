@@ -1,0 +1,381 @@
+// P/Invoke binding of windows_redirector (windows_redirector.dll on Windows,
+// libwindows_redirector.so on Linux through a dllmap: see
+// WindowsRedirectorSample.exe.config). The library is global to the process,
+// so this is a static class. Every call that can fail is made under one lock
+// with its last-error read, and each error code is an exception class
+// carrying the library's own text.
+using System;
+using System.Collections.Generic;
+using System.Net;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Threading;
+
+namespace WindowsRedirector
+{
+    /// <summary>The REDIRECTOR_E* codes of windows_redirector.h.</summary>
+    public enum ErrorCode
+    {
+        Ok = 0,
+        AlreadyRunning = -101,
+        NotRunning = -102,
+        Null = -103,
+        BadConfig = -104,
+        NotUtf8 = -105,
+        Init = -106,
+        NotFound = -107,
+        Invalid = -108,
+        Engine = -109,
+        NoEvent = -110,
+    }
+
+    public class RedirectorException : Exception
+    {
+        public ErrorCode Code { get; }
+        public RedirectorException(ErrorCode code, string message) : base(message) { Code = code; }
+    }
+
+    public sealed class AlreadyRunningException : RedirectorException { public AlreadyRunningException(string m) : base(ErrorCode.AlreadyRunning, m) { } }
+    public sealed class NotRunningException : RedirectorException { public NotRunningException(string m) : base(ErrorCode.NotRunning, m) { } }
+    public sealed class NullArgumentException : RedirectorException { public NullArgumentException(string m) : base(ErrorCode.Null, m) { } }
+    public sealed class ConfigException : RedirectorException { public ConfigException(string m) : base(ErrorCode.BadConfig, m) { } }
+    public sealed class NotUtf8Exception : RedirectorException { public NotUtf8Exception(string m) : base(ErrorCode.NotUtf8, m) { } }
+    public sealed class InitException : RedirectorException { public InitException(string m) : base(ErrorCode.Init, m) { } }
+    public sealed class NotFoundException : RedirectorException { public NotFoundException(string m) : base(ErrorCode.NotFound, m) { } }
+    public sealed class InvalidArgumentException : RedirectorException { public InvalidArgumentException(string m) : base(ErrorCode.Invalid, m) { } }
+    public sealed class EngineException : RedirectorException { public EngineException(string m) : base(ErrorCode.Engine, m) { } }
+    public sealed class NoEventException : RedirectorException { public NoEventException(string m) : base(ErrorCode.NoEvent, m) { } }
+
+    public enum Direction { Outbound = 0, Inbound = 1 }
+    public enum EventType { Opened = 1, Closed = 2 }
+
+    /// <summary>Where a redirected connection was going, and who opened it.</summary>
+    public sealed class Origin
+    {
+        public IPEndPoint Destination, Client, Peer;
+        public int Pid;
+        public string Process; // the executable's path ("" when unknown)
+        public ProtocolType Protocol;
+        public Direction Direction;
+        public int AppPort;
+        public uint FlowId;
+        public ulong BytesUp, BytesDown;
+    }
+
+    public sealed class RedirectorEvent
+    {
+        public EventType Type;
+        public ulong TimeMs; // the library's monotonic clock
+        public Origin Origin;
+    }
+
+    // The C structs, laid out as in windows_redirector.h.
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NativeEndpoint
+    {
+        public byte Family;
+        public byte Reserved;
+        public ushort Port;
+        [MarshalAs(UnmanagedType.ByValArray, SizeConst = 16)] public byte[] Addr;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NativeOrigin
+    {
+        public uint Size, Protocol, Direction, Pid;
+        public NativeEndpoint Destination, Client, Peer;
+        public ushort AppPort, Reserved;
+        public uint FlowId;
+        public ulong BytesUp, BytesDown;
+        [MarshalAs(UnmanagedType.ByValArray, SizeConst = 1024)] public byte[] ProcessPath;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NativeEvent
+    {
+        public uint Size, Type;
+        public ulong TimeMs;
+        public NativeOrigin Origin;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct NativeStats
+    {
+        public uint Size, Running;
+        [MarshalAs(UnmanagedType.ByValArray, SizeConst = 24)] public ulong[] Counters;
+    }
+
+    internal static class Native
+    {
+        // "windows_redirector" is windows_redirector.dll on Windows; mono maps
+        // it to the .so with the dllmap in the program's .exe.config.
+        const string Lib = "windows_redirector";
+        const CallingConvention C = CallingConvention.Cdecl;
+
+        [DllImport(Lib, CallingConvention = C)] internal static extern void initialize_global_config();
+        [DllImport(Lib, CallingConvention = C)] internal static extern int start_redirector();
+        [DllImport(Lib, CallingConvention = C)] internal static extern int stop_redirector();
+        [DllImport(Lib, CallingConvention = C)] internal static extern int get_redirector_status();
+        [DllImport(Lib, CallingConvention = C)] internal static extern int set_redirector_config(byte[] json);
+        [DllImport(Lib, CallingConvention = C)] internal static extern void update_app_port(ushort port);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_lookup(int protocol, ref NativeEndpoint peer, ref NativeEndpoint local, ref NativeOrigin origin);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_next_event(ref NativeEvent ev, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_get_stats(ref NativeStats stats);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_would_intercept(uint pid, byte[] path);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_last_error(byte[] buf, UIntPtr len);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_last_error_code();
+        [DllImport(Lib, CallingConvention = C)] internal static extern IntPtr redirector_strerror(int code);
+        [DllImport(Lib, CallingConvention = C)] internal static extern IntPtr redirector_version();
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_set_windivert_path(byte[] dir);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_debug_inject_fault(int which);
+    }
+
+    public static class Redirector
+    {
+        public const int Tcp = 6, Udp = 17;
+
+        // Serialises each call with its last-error read: the library keeps one
+        // last error for the whole process.
+        static readonly object Lock = new object();
+
+        public static string Version => Utf8(Native.redirector_version());
+        public static string StrError(ErrorCode code) => Utf8(Native.redirector_strerror((int)code));
+        public static bool IsRunning => Native.get_redirector_status() == 1;
+
+        /// <summary>Replaces the configuration (JSON, see set_redirector_config).</summary>
+        public static void Configure(string json) => Configure(json == null ? null : Cstr(json));
+
+        /// <summary>The same with the UTF-8 bytes of the JSON text (no NUL needed).</summary>
+        public static void Configure(byte[] utf8Json)
+        {
+            lock (Lock)
+            {
+                int rc = Native.set_redirector_config(utf8Json == null ? null : NulTerminated(utf8Json));
+                if (rc == -1) ThrowSeed("set_redirector_config", ErrorCode.Null);
+                if (rc == -3) ThrowSeed("set_redirector_config", ErrorCode.NotUtf8);
+                if (rc != 0) ThrowSeed("set_redirector_config", ErrorCode.BadConfig);
+            }
+        }
+
+        public static void SetAppPort(ushort port) => Native.update_app_port(port);
+
+        public static void SetWinDivertPath(string dir)
+        {
+            lock (Lock)
+            {
+                int rc = Native.redirector_set_windivert_path(string.IsNullOrEmpty(dir) ? null : Cstr(dir));
+                if (rc != 0) Throw("redirector_set_windivert_path", (ErrorCode)rc);
+            }
+        }
+
+        /// <summary>Starts redirecting; InitException says why it could not
+        /// ("WinDivert driver not found", "Access denied", no app port...).</summary>
+        public static void Start()
+        {
+            lock (Lock)
+            {
+                int rc = Native.start_redirector();
+                if (rc == -1) ThrowSeed("start_redirector", ErrorCode.AlreadyRunning);
+                if (rc != 0) ThrowSeed("start_redirector", ErrorCode.Init);
+            }
+        }
+
+        public static void Stop()
+        {
+            lock (Lock)
+            {
+                if (Native.stop_redirector() != 0) ThrowSeed("stop_redirector", ErrorCode.NotRunning);
+            }
+        }
+
+        public static bool WouldIntercept(int pid, string processPath = null)
+        {
+            lock (Lock)
+            {
+                int rc = Native.redirector_would_intercept((uint)pid, processPath == null ? null : Cstr(processPath));
+                if (rc < 0) Throw("redirector_would_intercept", (ErrorCode)rc);
+                return rc == 1;
+            }
+        }
+
+        /// <summary>Where was an accepted TCP connection (or a connected UDP socket) going?</summary>
+        public static Origin Lookup(Socket socket)
+        {
+            int proto = socket.ProtocolType == ProtocolType.Udp ? Udp : Tcp;
+            if (!(socket.LocalEndPoint is IPEndPoint local) || !(socket.RemoteEndPoint is IPEndPoint peer))
+                throw new InvalidArgumentException("Lookup: the socket is not a connected IP socket");
+            return Lookup(proto, local, peer);
+        }
+
+        /// <summary>Where was the connection (or datagram) from peer to local going?</summary>
+        public static Origin Lookup(int protocol, IPEndPoint local, IPEndPoint peer)
+        {
+            var p = ToNative(peer);
+            var l = ToNative(local);
+            if (p.Family == 4 && l.Family == 6 && Array.TrueForAll(l.Addr, b => b == 0))
+                l = ToNative(new IPEndPoint(IPAddress.Any, local.Port)); // a dual-stack socket bound to [::]
+            var o = NewOrigin();
+            lock (Lock)
+            {
+                int rc = Native.redirector_lookup(protocol, ref p, ref l, ref o);
+                if (rc != 0) Throw("redirector_lookup", (ErrorCode)rc);
+            }
+            return FromNative(o);
+        }
+
+        /// <summary>The oldest event, waiting up to timeout; null when none came.
+        /// Asks without waiting inside the library (a wait there would record
+        /// "no event" as the process's last error under another call).</summary>
+        public static RedirectorEvent NextEvent(TimeSpan timeout)
+        {
+            var deadline = DateTime.UtcNow + timeout;
+            var ev = new NativeEvent { Origin = NewOrigin() };
+            for (;;)
+            {
+                ev.Size = (uint)Marshal.SizeOf(typeof(NativeEvent));
+                int rc;
+                lock (Lock)
+                {
+                    rc = Native.redirector_next_event(ref ev, 0);
+                    if (rc != 0 && rc != (int)ErrorCode.NoEvent) Throw("redirector_next_event", (ErrorCode)rc);
+                }
+                if (rc == 0)
+                    return new RedirectorEvent { Type = (EventType)ev.Type, TimeMs = ev.TimeMs, Origin = FromNative(ev.Origin) };
+                if (DateTime.UtcNow >= deadline) return null;
+                Thread.Sleep(10);
+            }
+        }
+
+        static readonly string[] StatNames = {
+            "packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flows_active",
+            "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions", "hold_timeouts",
+            "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
+            "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow" };
+
+        /// <summary>The counters of redirector_stats by their C names, plus "running" (0 or 1).</summary>
+        public static Dictionary<string, ulong> GetStats()
+        {
+            var s = new NativeStats { Size = (uint)Marshal.SizeOf(typeof(NativeStats)), Counters = new ulong[24] };
+            lock (Lock)
+            {
+                int rc = Native.redirector_get_stats(ref s);
+                if (rc != 0) Throw("redirector_get_stats", (ErrorCode)rc);
+            }
+            var d = new Dictionary<string, ulong> { ["running"] = s.Running };
+            for (int i = 0; i < StatNames.Length; i++) d[StatNames[i]] = s.Counters[i];
+            return d;
+        }
+
+        /// <summary>The library's last error: its code and text.</summary>
+        public static KeyValuePair<ErrorCode, string> LastError()
+        {
+            int n = Native.redirector_last_error(null, UIntPtr.Zero);
+            var buf = new byte[n + 1];
+            Native.redirector_last_error(buf, (UIntPtr)buf.Length);
+            return new KeyValuePair<ErrorCode, string>((ErrorCode)Native.redirector_last_error_code(),
+                Encoding.UTF8.GetString(buf, 0, n));
+        }
+
+        public static RedirectorException ExceptionFor(ErrorCode code, string text)
+        {
+            switch (code)
+            {
+                case ErrorCode.AlreadyRunning: return new AlreadyRunningException(text);
+                case ErrorCode.NotRunning: return new NotRunningException(text);
+                case ErrorCode.Null: return new NullArgumentException(text);
+                case ErrorCode.BadConfig: return new ConfigException(text);
+                case ErrorCode.NotUtf8: return new NotUtf8Exception(text);
+                case ErrorCode.Init: return new InitException(text);
+                case ErrorCode.NotFound: return new NotFoundException(text);
+                case ErrorCode.Invalid: return new InvalidArgumentException(text);
+                case ErrorCode.Engine: return new EngineException(text);
+                case ErrorCode.NoEvent: return new NoEventException(text);
+                default: return new RedirectorException(code, text);
+            }
+        }
+
+        // Called under Lock right after the failing call. The text is kept only
+        // when it is this call's: its code, naming the C function.
+        static void Throw(string cfunc, ErrorCode code)
+        {
+            var last = LastError();
+            string text = last.Key == code && last.Value.StartsWith(cfunc + ":") ? last.Value : cfunc + ": " + StrError(code);
+            throw ExceptionFor(code, text);
+        }
+
+        // A seed function's -1/-2/-3: the last-error code says which cause.
+        static void ThrowSeed(string cfunc, ErrorCode fallback)
+        {
+            var last = LastError();
+            if (last.Key != ErrorCode.Ok && last.Value.StartsWith(cfunc + ":")) throw ExceptionFor(last.Key, last.Value);
+            throw ExceptionFor(fallback, cfunc + ": " + StrError(fallback));
+        }
+
+        internal static NativeOrigin NewOrigin() => new NativeOrigin
+        {
+            Size = (uint)Marshal.SizeOf(typeof(NativeOrigin)),
+            Destination = new NativeEndpoint { Addr = new byte[16] },
+            Client = new NativeEndpoint { Addr = new byte[16] },
+            Peer = new NativeEndpoint { Addr = new byte[16] },
+            ProcessPath = new byte[1024],
+        };
+
+        static NativeEndpoint ToNative(IPEndPoint ep)
+        {
+            var a = ep.Address.IsIPv4MappedToIPv6 ? ep.Address.MapToIPv4() : ep.Address;
+            var b = a.GetAddressBytes();
+            var n = new NativeEndpoint { Family = (byte)(b.Length == 4 ? 4 : 6), Port = (ushort)ep.Port, Addr = new byte[16] };
+            Array.Copy(b, n.Addr, b.Length);
+            return n;
+        }
+
+        static IPEndPoint FromNative(NativeEndpoint n)
+        {
+            if (n.Family == 4) return new IPEndPoint(new IPAddress(new[] { n.Addr[0], n.Addr[1], n.Addr[2], n.Addr[3] }), n.Port);
+            if (n.Family == 6) return new IPEndPoint(new IPAddress(n.Addr), n.Port);
+            return null;
+        }
+
+        static Origin FromNative(NativeOrigin o)
+        {
+            int len = Array.IndexOf(o.ProcessPath, (byte)0);
+            return new Origin
+            {
+                Destination = FromNative(o.Destination), Client = FromNative(o.Client), Peer = FromNative(o.Peer),
+                Pid = (int)o.Pid, Process = Encoding.UTF8.GetString(o.ProcessPath, 0, len < 0 ? o.ProcessPath.Length : len),
+                Protocol = o.Protocol == Udp ? ProtocolType.Udp : ProtocolType.Tcp, Direction = (Direction)o.Direction,
+                AppPort = o.AppPort, FlowId = o.FlowId, BytesUp = o.BytesUp, BytesDown = o.BytesDown,
+            };
+        }
+
+        static byte[] Cstr(string s)
+        {
+            try
+            {
+                return NulTerminated(new UTF8Encoding(false, true).GetBytes(s));
+            }
+            catch (EncoderFallbackException e)
+            {
+                throw new NotUtf8Exception("the text cannot be UTF-8: " + e.Message);
+            }
+        }
+
+        static byte[] NulTerminated(byte[] b)
+        {
+            var c = new byte[b.Length + 1];
+            Array.Copy(b, c, b.Length);
+            return c;
+        }
+
+        static string Utf8(IntPtr p)
+        {
+            if (p == IntPtr.Zero) return "";
+            int n = 0;
+            while (Marshal.ReadByte(p, n) != 0) n++;
+            var b = new byte[n];
+            Marshal.Copy(p, b, 0, n);
+            return Encoding.UTF8.GetString(b);
+        }
+    }
+}

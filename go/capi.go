@@ -1,0 +1,292 @@
+//go:build cgo && (linux || windows)
+
+package redirector
+
+// Every call into the C library is in this file. The functions here are thin:
+// they convert arguments and results and hold no locks; the Redirector
+// serialises each failing call with its last-error read (see errors.go).
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../include
+#cgo linux LDFLAGS: -L${SRCDIR}/../build/linux -lwindows_redirector -Wl,-rpath,${SRCDIR}/../build/linux
+#cgo windows LDFLAGS: -L${SRCDIR}/../build/windows -lwindows_redirector
+#include <stdlib.h>
+#include <string.h>
+#include "windows_redirector.h"
+
+// The C memory a Redirector passes to lookups and statistics, allocated once
+// so a lookup allocates nothing on either side of the call.
+typedef struct {
+  redirector_endpoint peer;
+  redirector_endpoint local;
+  redirector_origin origin;
+  redirector_stats stats;
+  char err[1024];
+} wr_go_scratch;
+
+static wr_go_scratch *wr_go_scratch_new(void) {
+  wr_go_scratch *s = calloc(1, sizeof *s);
+  if (s) {
+    s->origin.size = sizeof s->origin;
+    s->stats.size = sizeof s->stats;
+  }
+  return s;
+}
+
+static redirector_event *wr_go_event_new(void) {
+  redirector_event *e = calloc(1, sizeof *e);
+  if (e) e->size = sizeof *e;
+  return e;
+}
+
+static int32_t wr_go_lookup(wr_go_scratch *s, int32_t protocol) {
+  s->origin.size = sizeof s->origin;
+  return redirector_lookup(protocol, &s->peer, &s->local, &s->origin);
+}
+
+static int32_t wr_go_stats(wr_go_scratch *s) {
+  s->stats.size = sizeof s->stats;
+  return redirector_get_stats(&s->stats);
+}
+
+// For tests: calls with a struct size one byte short, so the library's error
+// text tells the size it expects.
+static int32_t wr_go_lookup_short(wr_go_scratch *s) {
+  s->origin.size = sizeof s->origin - 1;
+  return redirector_lookup(REDIRECTOR_TCP, &s->peer, &s->local, &s->origin);
+}
+*/
+import "C"
+
+import (
+	"net/netip"
+	"time"
+	"unsafe"
+)
+
+func cStart() int32  { return int32(C.start_redirector()) }
+func cStop() int32   { return int32(C.stop_redirector()) }
+func cStatus() int32 { return int32(C.get_redirector_status()) }
+
+func cSetAppPort(port uint16) { C.update_app_port(C.uint16_t(port)) }
+
+func cSetConfig(json string) int32 {
+	s := C.CString(json)
+	defer C.free(unsafe.Pointer(s))
+	return int32(C.set_redirector_config(s))
+}
+
+// cSetWinDivertPath passes "" as NULL (the default search).
+func cSetWinDivertPath(dir string) int32 {
+	if dir == "" {
+		return int32(C.redirector_set_windivert_path(nil))
+	}
+	s := C.CString(dir)
+	defer C.free(unsafe.Pointer(s))
+	return int32(C.redirector_set_windivert_path(s))
+}
+
+// cWouldIntercept passes "" as NULL (path unknown).
+func cWouldIntercept(pid uint32, path string) int32 {
+	if path == "" {
+		return int32(C.redirector_would_intercept(C.uint32_t(pid), nil))
+	}
+	s := C.CString(path)
+	defer C.free(unsafe.Pointer(s))
+	return int32(C.redirector_would_intercept(C.uint32_t(pid), s))
+}
+
+// lastError returns the code and text of the library's most recent failure.
+func (s scratch) lastError() (Error, string) {
+	buf := &s.p.err[0]
+	n := int(C.redirector_last_error(buf, C.size_t(len(s.p.err))))
+	if n >= len(s.p.err) {
+		// Longer than the buffer: read it whole.
+		big := (*C.char)(C.malloc(C.size_t(n + 1)))
+		defer C.free(unsafe.Pointer(big))
+		C.redirector_last_error(big, C.size_t(n+1))
+		buf = big
+	}
+	return Error(C.redirector_last_error_code()), C.GoString(buf)
+}
+
+func cStrerror(code int32) string { return C.GoString(C.redirector_strerror(C.int32_t(code))) }
+
+func cVersion() string { return C.GoString(C.redirector_version()) }
+
+func cInjectFault(which int32) int32 { return int32(C.redirector_debug_inject_fault(C.int32_t(which))) }
+
+// The C values of the error codes, for the test that keeps errors.go equal to
+// the header.
+func cErrorValues() map[Error]int32 {
+	return map[Error]int32{
+		ErrAlreadyRunning: C.REDIRECTOR_EALREADY,
+		ErrNotRunning:     C.REDIRECTOR_ENOTRUNNING,
+		ErrNull:           C.REDIRECTOR_ENULL,
+		ErrBadConfig:      C.REDIRECTOR_ECONFIG,
+		ErrNotUTF8:        C.REDIRECTOR_EUTF8,
+		ErrInit:           C.REDIRECTOR_EINIT,
+		ErrNotFound:       C.REDIRECTOR_ENOTFOUND,
+		ErrInvalid:        C.REDIRECTOR_EINVAL,
+		ErrEngine:         C.REDIRECTOR_EENGINE,
+		ErrNoEvent:        C.REDIRECTOR_ENOEVENT,
+	}
+}
+
+// The C values of the other constants the package mirrors.
+func cConstants() map[string]int64 {
+	return map[string]int64{
+		"TCP":          C.REDIRECTOR_TCP,
+		"UDP":          C.REDIRECTOR_UDP,
+		"Outbound":     C.REDIRECTOR_OUTBOUND,
+		"Inbound":      C.REDIRECTOR_INBOUND,
+		"EventOpened":  C.REDIRECTOR_EVENT_OPENED,
+		"EventClosed":  C.REDIRECTOR_EVENT_CLOSED,
+		"FaultConfig":  C.REDIRECTOR_FAULT_CONFIG,
+		"FaultPackets": C.REDIRECTOR_FAULT_PACKETS,
+	}
+}
+
+// scratch is C memory for one caller at a time (the Redirector holds its
+// mutex while using it).
+type scratch struct{ p *C.wr_go_scratch }
+
+func newScratch() scratch { return scratch{C.wr_go_scratch_new()} }
+
+func (s scratch) ok() bool { return s.p != nil }
+
+func (s *scratch) free() {
+	C.free(unsafe.Pointer(s.p))
+	s.p = nil
+}
+
+func putEndpoint(ep *C.redirector_endpoint, ap netip.AddrPort) {
+	a := ap.Addr()
+	*ep = C.redirector_endpoint{}
+	ep.port = C.uint16_t(ap.Port())
+	if a.Is4() {
+		ep.family = 4
+		b := a.As4()
+		for i := range b {
+			ep.addr[i] = C.uint8_t(b[i])
+		}
+		return
+	}
+	ep.family = 6
+	b := a.As16()
+	for i := range b {
+		ep.addr[i] = C.uint8_t(b[i])
+	}
+}
+
+func getEndpoint(ep *C.redirector_endpoint) netip.AddrPort {
+	var a netip.Addr
+	switch ep.family {
+	case 4:
+		a = netip.AddrFrom4([4]byte{byte(ep.addr[0]), byte(ep.addr[1]), byte(ep.addr[2]), byte(ep.addr[3])})
+	case 6:
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(ep.addr[i])
+		}
+		a = netip.AddrFrom16(b)
+	default:
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(a, uint16(ep.port))
+}
+
+func getOrigin(o *C.redirector_origin, out *Origin) {
+	*out = Origin{
+		Destination: getEndpoint(&o.destination),
+		Client:      getEndpoint(&o.client),
+		Peer:        getEndpoint(&o.peer),
+		PID:         int(o.pid),
+		Process:     C.GoString(&o.process_path[0]),
+		Protocol:    Protocol(o.protocol),
+		Direction:   Direction(o.direction),
+		AppPort:     uint16(o.app_port),
+		FlowID:      uint32(o.flow_id),
+		BytesUp:     uint64(o.bytes_up),
+		BytesDown:   uint64(o.bytes_down),
+	}
+}
+
+// lookup asks the library; peer and local are already unmapped (lookup.go).
+func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) int32 {
+	putEndpoint(&s.p.peer, peer)
+	putEndpoint(&s.p.local, local)
+	rc := int32(C.wr_go_lookup(s.p, C.int32_t(proto)))
+	if rc == 0 {
+		getOrigin(&s.p.origin, out)
+	}
+	return rc
+}
+
+// lookupShort is lookup with out->size one byte short (tests).
+func (s scratch) lookupShort() int32 { return int32(C.wr_go_lookup_short(s.p)) }
+
+// endpointRoundTrip converts through the C struct and back (tests).
+func endpointRoundTrip(ap netip.AddrPort) (family int, back netip.AddrPort) {
+	var ep C.redirector_endpoint
+	putEndpoint(&ep, ap)
+	return int(ep.family), getEndpoint(&ep)
+}
+
+func (s scratch) stats(out *Stats) int32 {
+	rc := int32(C.wr_go_stats(s.p))
+	if rc != 0 {
+		return rc
+	}
+	st := &s.p.stats
+	*out = Stats{
+		Running:         st.running != 0,
+		Packets:         uint64(st.packets),
+		Rewritten:       uint64(st.rewritten),
+		Passed:          uint64(st.passed),
+		Held:            uint64(st.held),
+		Dropped:         uint64(st.dropped),
+		Malformed:       uint64(st.malformed),
+		Fragments:       uint64(st.fragments),
+		FlowsActive:     uint64(st.flows_active),
+		FlowsRedirected: uint64(st.flows_redirected),
+		FlowsPassed:     uint64(st.flows_passed),
+		FlowsExpired:    uint64(st.flows_expired),
+		TableFull:       uint64(st.table_full),
+		Evictions:       uint64(st.evictions),
+		HoldTimeouts:    uint64(st.hold_timeouts),
+		OwnerFacts:      uint64(st.owner_facts),
+		OwnerQueries:    uint64(st.owner_queries),
+		EventsLost:      uint64(st.events_lost),
+		NATConflicts:    uint64(st.nat_conflicts),
+		Bypassed:        uint64(st.bypassed),
+		Lookups:         uint64(st.lookups),
+		LookupMisses:    uint64(st.lookup_misses),
+		EngineRestarts:  uint64(st.engine_restarts),
+		FlowCapacity:    uint64(st.flow_capacity),
+		BytesPerFlow:    uint64(st.bytes_per_flow),
+	}
+	return 0
+}
+
+// eventBuf is the C memory of the one goroutine that takes events.
+type eventBuf struct{ p *C.redirector_event }
+
+func newEventBuf() eventBuf { return eventBuf{C.wr_go_event_new()} }
+
+func (b *eventBuf) free() {
+	C.free(unsafe.Pointer(b.p))
+	b.p = nil
+}
+
+// next takes the oldest event, waiting up to timeout for one.
+func (b eventBuf) next(timeout time.Duration, out *Event) int32 {
+	b.p.size = C.uint32_t(unsafe.Sizeof(*b.p))
+	rc := int32(C.redirector_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
+	if rc == 0 {
+		out.Type = EventType(b.p._type)
+		out.Time = time.Duration(b.p.time_ms) * time.Millisecond
+		getOrigin(&b.p.origin, &out.Origin)
+	}
+	return rc
+}

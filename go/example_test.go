@@ -1,0 +1,88 @@
+//go:build cgo && (linux || windows)
+
+package redirector_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/netip"
+
+	redirector "windows-redirector/go/redirector"
+)
+
+// Accept redirected connections and ask where each was going.
+func ExampleRedirector_Listen() {
+	r, err := redirector.New(redirector.Options{Intercept: []string{"curl"}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	ln, err := r.Listen("tcp", ":0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	r.SetAppPort(ln.Port())
+	if err := r.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		conn := c.(*redirector.Conn)
+		if o := conn.Origin(); conn.Redirected() {
+			fmt.Printf("%s (PID %d) was going to %s\n", o.Process, o.PID, o.Destination)
+		}
+		conn.Close()
+	}
+}
+
+// Look up a datagram received on the app port.
+func ExampleRedirector_LookupUDP() {
+	r, err := redirector.New(redirector.Options{AppPort: 5353, Protocols: []redirector.Protocol{redirector.UDP}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{Port: 5353})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := r.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	buf := make([]byte, 65535)
+	n, peer, err := pc.ReadFrom(buf)
+	if err != nil {
+		log.Fatal(err)
+	}
+	o, err := r.LookupUDP(pc.LocalAddr(), peer)
+	if errors.Is(err, redirector.ErrNotFound) {
+		return // not a redirected datagram
+	}
+	fmt.Printf("%d bytes for %s\n", n, o.Destination)
+}
+
+// Errors carry the library's text and compare with errors.Is.
+func ExampleError() {
+	r, err := redirector.New(redirector.Options{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	err = r.SetConfig(redirector.Options{MaxFlows: 8})
+	fmt.Println(errors.Is(err, redirector.ErrBadConfig))
+	_, err = r.LookupAddrPort(redirector.TCP, netip.MustParseAddrPort("10.0.0.1:8080"),
+		netip.MustParseAddrPort("198.18.0.10:443"))
+	fmt.Println(errors.Is(err, redirector.ErrNotRunning))
+	fmt.Println(err)
+	// Output:
+	// true
+	// true
+	// redirector: Lookup: redirector_lookup: the redirector is not running
+}

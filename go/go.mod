@@ -1,0 +1,3 @@
+module windows-redirector/go/redirector
+
+go 1.19

@@ -1,0 +1,308 @@
+//go:build cgo && (linux || windows)
+
+package redirector
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// Redirector is the library, configured and started from Go.
+//
+// The C library underneath is global to the process: one configuration, one
+// running redirector. So only one Redirector may be open at a time: New
+// returns ErrInUse while another is open, and Close makes room for the next.
+// All methods are safe for concurrent use.
+type Redirector struct {
+	// mu serialises this package's calls into the library, each with its
+	// last-error read (the library keeps one last error for the process), and
+	// guards the fields below.
+	mu      sync.Mutex
+	opts    Options
+	sc      scratch       // C memory for lookups and statistics
+	runDone chan struct{} // non-nil while a run this Redirector started goes on; closed when it ends
+	closed  bool
+	done    chan struct{} // closed by Close
+
+	events eventHub
+}
+
+var (
+	liveMu sync.Mutex
+	live   *Redirector
+)
+
+// New applies opts to the library and returns the process's Redirector. It
+// returns ErrInUse while another Redirector is open, and the library's error
+// (ErrBadConfig, ErrNotUTF8, ...) when it rejects the configuration.
+func New(opts Options) (*Redirector, error) {
+	liveMu.Lock()
+	defer liveMu.Unlock()
+	if live != nil {
+		return nil, ErrInUse
+	}
+	r := &Redirector{sc: newScratch(), done: make(chan struct{})}
+	if !r.sc.ok() {
+		return nil, goError("New", ErrInit, "out of memory")
+	}
+	r.events.r = r
+	if err := r.apply("New", opts); err != nil {
+		r.sc.free()
+		return nil, err
+	}
+	live = r
+	return r, nil
+}
+
+// Version returns the library's version, e.g. "0.1.0".
+func Version() string { return cVersion() }
+
+func (r *Redirector) logf(format string, v ...any) {
+	if r.opts.Logger != nil {
+		r.opts.Logger.Printf(format, v...)
+	}
+}
+
+// SetConfig replaces the whole configuration; AppPort 0 keeps the current
+// port (SetAppPort(0) unsets it). While running, new connections follow it
+// at once; connections already redirected keep their decision. A rejected
+// configuration leaves the previous one in force, and the error names the
+// field:
+//
+//	redirector: SetConfig: set_redirector_config: max_flows: expected an integer from 16 to 1048576, got 8
+func (r *Redirector) SetConfig(opts Options) error {
+	if opts.AppPort == 0 {
+		opts.AppPort = r.Options().AppPort
+	}
+	return r.apply("SetConfig", opts)
+}
+
+func (r *Redirector) apply(op string, opts Options) error {
+	js, err := opts.configJSON(op)
+	if err != nil {
+		return err
+	}
+	if !utf8.ValidString(opts.WinDivertDir) {
+		return goError(op, ErrNotUTF8, "Options.WinDivertDir is not valid UTF-8")
+	}
+	if strings.IndexByte(opts.WinDivertDir, 0) >= 0 || len(opts.WinDivertDir) > 32767 {
+		return goError(op, ErrInvalid, "Options.WinDivertDir holds a NUL byte or is longer than 32767 bytes")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	switch cSetConfig(js) {
+	case 0:
+	case -1:
+		return r.seedError(op, "set_redirector_config", ErrNull)
+	case -3:
+		return r.seedError(op, "set_redirector_config", ErrNotUTF8)
+	default:
+		return r.seedError(op, "set_redirector_config", ErrBadConfig)
+	}
+	if rc := cSetWinDivertPath(opts.WinDivertDir); rc != 0 {
+		return r.libError(op, "redirector_set_windivert_path", Error(rc))
+	}
+	cSetAppPort(opts.AppPort)
+	r.opts = opts
+	return nil
+}
+
+// Options returns the configuration in force (the last one accepted).
+func (r *Redirector) Options() Options {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opts
+}
+
+// SetAppPort changes the port the proxy listens on; redirected connections
+// arrive there from now on (those already redirected keep theirs). 0 unsets
+// it.
+func (r *Redirector) SetAppPort(port uint16) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	cSetAppPort(port)
+	r.opts.AppPort = port
+	return nil
+}
+
+// Start starts the redirector and returns without waiting for traffic.
+// Cancelling ctx stops it, as Stop does (ctx is not used after that).
+//
+// Errors: ErrAlreadyRunning; ErrInit with the reason (no AppPort; on
+// Windows "WinDivert driver not found" or "Access denied" and what to do;
+// on Linux no root or iptables); ErrClosed.
+func (r *Redirector) Start(ctx context.Context) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	if r.opts.AppPort == 0 {
+		return goError("Start", ErrInit, "no application port: set Options.AppPort, or call SetAppPort with "+
+			"the port your proxy listens on")
+	}
+	switch cStart() {
+	case 0:
+	case -1:
+		return r.seedError("Start", "start_redirector", ErrAlreadyRunning)
+	default:
+		return r.seedError("Start", "start_redirector", ErrInit)
+	}
+	run := make(chan struct{})
+	r.runDone = run
+	r.logf("redirector: started: app port %d", r.opts.AppPort)
+	if ctx.Done() != nil {
+		go func() {
+			select {
+			case <-ctx.Done():
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				if r.runDone == run {
+					if err := r.stopLocked("Start"); err != nil {
+						r.logf("redirector: stopping after the context ended: %v", err)
+					}
+				}
+			case <-run:
+			}
+		}()
+	}
+	return nil
+}
+
+// Stop stops the redirector: capture ends and traffic flows directly again.
+// A later Start starts afresh. ErrNotRunning if it was not running.
+func (r *Redirector) Stop() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	return r.stopLocked("Stop")
+}
+
+func (r *Redirector) stopLocked(op string) error {
+	rc := cStop()
+	if r.runDone != nil {
+		close(r.runDone)
+		r.runDone = nil
+	}
+	if rc != 0 {
+		return r.seedError(op, "stop_redirector", ErrNotRunning)
+	}
+	r.logf("redirector: stopped")
+	return nil
+}
+
+// Running reports whether the library's redirector runs (whoever started it).
+func (r *Redirector) Running() bool { return cStatus() == 1 }
+
+// Close stops the redirector if this Redirector started it, ends every Events
+// channel, and lets New create another Redirector. Closing again does
+// nothing and returns nil.
+func (r *Redirector) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	var err error
+	if r.runDone != nil {
+		err = r.stopLocked("Close")
+	}
+	close(r.done)
+	r.mu.Unlock()
+
+	r.events.wait() // no goroutine of ours calls the library after this
+	r.mu.Lock()
+	r.sc.free()
+	r.mu.Unlock()
+	liveMu.Lock()
+	if live == r {
+		live = nil
+	}
+	liveMu.Unlock()
+	return err
+}
+
+// WouldIntercept reports whether a process would be intercepted under the
+// configuration in force, running or not. processPath is the executable's
+// path, or "" when unknown (then only PID entries can match). The calling
+// process is never intercepted.
+func (r *Redirector) WouldIntercept(pid int, processPath string) (bool, error) {
+	if pid < 0 || uint64(pid) > 0xffffffff {
+		return false, goError("WouldIntercept", ErrInvalid, fmt.Sprintf("pid %d is out of range", pid))
+	}
+	if strings.IndexByte(processPath, 0) >= 0 {
+		return false, goError("WouldIntercept", ErrInvalid, "processPath holds a NUL byte")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false, ErrClosed
+	}
+	rc := cWouldIntercept(uint32(pid), processPath)
+	if rc < 0 {
+		return false, r.libError("WouldIntercept", "redirector_would_intercept", Error(rc))
+	}
+	return rc == 1, nil
+}
+
+// Stats are the library's counters (redirector_stats).
+type Stats struct {
+	Running         bool
+	Packets         uint64 // packets seen
+	Rewritten       uint64 // packets rewritten (redirected)
+	Passed          uint64 // packets passed unchanged
+	Held            uint64 // packets held while their owner was unknown
+	Dropped         uint64 // packets dropped over the hold limits
+	Malformed       uint64 // truncated or malformed (passed unchanged)
+	Fragments       uint64 // IP fragments (passed unchanged)
+	FlowsActive     uint64 // flow table entries in use
+	FlowsRedirected uint64 // connections redirected
+	FlowsPassed     uint64 // connections decided not to intercept
+	FlowsExpired    uint64 // entries removed (closed or idle)
+	TableFull       uint64 // new connections passed: the table was full
+	Evictions       uint64 // unestablished entries evicted for new ones
+	HoldTimeouts    uint64 // owners never found in time (passed)
+	OwnerFacts      uint64 // socket owner facts received
+	OwnerQueries    uint64 // socket owner look-ups made
+	EventsLost      uint64 // events dropped: the queue was full
+	NATConflicts    uint64 // connections passed: no proxy-side port free
+	Bypassed        uint64 // packets of bypassed classes (loopback, ...)
+	Lookups         uint64 // lookups answered
+	LookupMisses    uint64 // lookups that found nothing
+	EngineRestarts  uint64 // engine failures survived (since load)
+	FlowCapacity    uint64 // flow table size
+	BytesPerFlow    uint64 // memory per flow table entry
+}
+
+// Stats returns the counters of the running redirector (after Stop: of the
+// last run).
+func (r *Redirector) Stats() (Stats, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return Stats{}, ErrClosed
+	}
+	var s Stats
+	if rc := r.sc.stats(&s); rc != 0 {
+		return Stats{}, r.libError("Stats", "redirector_get_stats", Error(rc))
+	}
+	return s, nil
+}

@@ -1,0 +1,263 @@
+"""Tests of windows_redirector.py: the ABI's codes as Python exceptions, the
+struct layouts, lookups, and (Linux, root) a real redirected connection in
+network namespaces of its own."""
+import ctypes
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import windows_redirector as wr  # noqa: E402
+
+
+class Errors(unittest.TestCase):
+    def test_classes_match_the_header(self):
+        for cls in (wr.AlreadyRunning, wr.NotRunning, wr.NullArgument, wr.ConfigError, wr.NotUTF8, wr.InitError,
+                    wr.NotFound, wr.InvalidArgument, wr.EngineError, wr.NoEvent):
+            self.assertTrue(issubclass(cls, wr.RedirectorError))
+            self.assertNotEqual(wr.strerror(cls.code), "unknown error code", cls)
+        self.assertEqual(wr.strerror(-101), "the redirector is already running")
+        self.assertEqual(wr.strerror(12345), "unknown error code")
+        self.assertTrue(issubclass(wr.ConfigError, ValueError))
+        self.assertTrue(issubclass(wr.NotFound, LookupError))
+        self.assertEqual(sorted(wr._BY_CODE), list(range(-110, -100)))
+
+    def test_struct_sizes_equal_the_library(self):
+        # The library's EINVAL text tells the size it expects.
+        lib = wr._load()
+        for struct, call in (
+            (wr._Origin, lambda o: lib.redirector_lookup(6, ctypes.byref(wr._Endpoint()), ctypes.byref(wr._Endpoint()),
+                                                         ctypes.byref(o))),
+            (wr._Event, lambda e: lib.redirector_next_event(ctypes.byref(e), 0)),
+            (wr._Stats, lambda s: lib.redirector_get_stats(ctypes.byref(s))),
+        ):
+            v = struct()
+            v.size = ctypes.sizeof(struct) - 1
+            self.assertEqual(call(v), wr.InvalidArgument.code)
+            code, text = wr._last_error()
+            self.assertEqual(code, wr.InvalidArgument.code)
+            self.assertIn(f"({ctypes.sizeof(struct)})", text, struct.__name__)
+
+    @unittest.skipUnless(shutil.which("gcc"), "needs gcc to read the header's layout")
+    def test_struct_layout_equals_the_header(self):
+        # test/csharp/abi_layout.c prints every field's offset as C sees it.
+        root = os.path.join(HERE, "..")
+        with tempfile.TemporaryDirectory() as tmp:
+            exe = os.path.join(tmp, "abi_layout")
+            subprocess.run(["gcc", "-I", os.path.join(root, "include"), "-o", exe,
+                            os.path.join(root, "test", "csharp", "abi_layout.c")], check=True)
+            lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
+        structs = {"redirector_endpoint": wr._Endpoint, "redirector_origin": wr._Origin,
+                   "redirector_event": wr._Event, "redirector_stats": wr._Stats}
+        for line in lines:
+            name, *want = line.split()
+            struct, _, field = name.partition(".")
+            if field:
+                f = getattr(structs[struct], field)
+                self.assertEqual([f.offset, f.size], [int(w) for w in want], name)
+            else:
+                self.assertEqual(ctypes.sizeof(structs[struct]), int(want[0]), name)
+        self.assertGreater(len(lines), 20)
+
+    def test_error_text_belongs_to_the_call(self):
+        with self.assertRaises(wr.ConfigError):
+            wr.configure("{")
+        with wr._lock, self.assertRaises(wr.NotFound) as cm:
+            wr._raise("redirector_lookup", wr.NotFound.code)
+        self.assertEqual(str(cm.exception), "redirector_lookup: no redirected connection matches")
+
+
+class Config(unittest.TestCase):
+    def test_errors(self):
+        wr.configure({"intercept_pids": [4321]})
+        with self.assertRaises(wr.ConfigError) as cm:
+            wr.configure({"max_flows": 8})
+        self.assertIn("max_flows", str(cm.exception))
+        self.assertEqual(cm.exception.code, -104)
+        with self.assertRaisesRegex(ValueError, r"intercept_pids\[1\]"):
+            wr.configure({"intercept_pids": [1, -2]})
+        with self.assertRaisesRegex(wr.ConfigError, "end of input"):
+            wr.configure('{"intercept_pids": [1,')
+        with self.assertRaises(wr.NotUTF8):
+            wr.configure(b'{"description": "\xff"}')
+        with self.assertRaises(wr.NotUTF8):
+            wr.configure({"description": "\ud800"})
+        with self.assertRaises(wr.NullArgument):
+            wr.configure(None)
+        self.assertTrue(wr.would_intercept(4321))  # the one before stays in force
+
+    def test_would_intercept(self):
+        wr.configure({"intercept_pids": [1111], "intercept": ["curl", "!2222"]})
+        self.assertTrue(wr.would_intercept(1111))
+        self.assertTrue(wr.would_intercept(3333, "/usr/bin/curl"))
+        self.assertFalse(wr.would_intercept(2222, "/usr/bin/curl"))
+        self.assertFalse(wr.would_intercept(os.getpid(), "/usr/bin/curl"))
+        with self.assertRaises(wr.NotUTF8):
+            wr.would_intercept(1, b"/usr/bin/\xff")
+
+    def test_engine_failure(self):
+        wr.configure({"intercept_pids": [5555]})
+        self.assertEqual(wr._load().redirector_debug_inject_fault(1), 0)
+        with self.assertRaises(wr.EngineError):
+            wr.configure({"intercept_pids": [6666]})
+        self.assertTrue(wr.would_intercept(5555))
+
+    def test_windivert_path(self):
+        wr.set_windivert_path("C:\\WinDivert")
+        wr.set_windivert_path(None)
+        with self.assertRaises(wr.NotUTF8):
+            wr.set_windivert_path(b"C:\\\xff")
+
+
+class Running(unittest.TestCase):
+    def tearDown(self):
+        if wr.running():
+            wr.stop()
+
+    def test_start_stop(self):
+        wr.set_app_port(0)
+        with self.assertRaisesRegex(wr.InitError, "update_app_port"):
+            wr.start()
+        wr.set_app_port(18180)
+        with self.assertRaises(wr.NotRunning):
+            wr.stop()
+        wr.start()
+        self.assertTrue(wr.running())
+        with self.assertRaisesRegex(wr.AlreadyRunning, "already running"):
+            wr.start()
+        wr.stop()
+        self.assertFalse(wr.running())
+        with wr.redirecting(18181, intercept_pids=[1234]):
+            self.assertTrue(wr.running())
+            self.assertTrue(wr.stats()["running"])
+        self.assertFalse(wr.running())
+
+    def test_lookups_of_connections_not_redirected(self):
+        with self.assertRaises(wr.NotRunning):
+            wr.lookup_address("tcp", ("10.0.0.1", 1), ("198.18.0.10", 2))
+        srv = socket.create_server(("127.0.0.1", 0))
+        with srv, wr.redirecting(srv.getsockname()[1], max_flows=1024):
+            c = socket.create_connection(srv.getsockname())
+            s, _ = srv.accept()
+            with c, s:
+                with self.assertRaisesRegex(wr.NotFound, "no redirected TCP"):
+                    wr.lookup(s)
+            u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+            with u:
+                with self.assertRaisesRegex(LookupError, "UDP"):
+                    wr.lookup_udp(("::", 18182), ("::ffff:198.18.0.10", 53))
+                with self.assertRaisesRegex(wr.InvalidArgument, "lookup_udp"):
+                    wr.lookup(u)  # not connected: no peer to look up
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as unix, \
+                    self.assertRaisesRegex(wr.InvalidArgument, "not a TCP or UDP socket"):
+                wr.lookup(unix)
+        st = wr.stats()
+        self.assertEqual(st["flow_capacity"], 1024)
+        self.assertGreaterEqual(st["lookup_misses"], 2)
+
+    def test_events(self):
+        with self.assertRaises(wr.NotRunning):
+            wr.next_event(0)
+        with wr.redirecting(18183):
+            self.assertIsNone(wr.next_event(0.05))
+
+
+def _remove_stale_namespaces():
+    """Deletes the namespaces of an earlier run that was killed (its PID is gone)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for line in listing.splitlines():
+        m = re.match(r"wrp[cs](\d+)\b", line)
+        if m and int(m.group(1)) != os.getpid() and not os.path.exists(f"/proc/{m.group(1)}"):
+            subprocess.run(["ip", "netns", "del", line.split()[0]], capture_output=True)
+
+
+def _root_with_tools():
+    return sys.platform.startswith("linux") and os.geteuid() == 0 and shutil.which("ip")
+
+
+class EndToEnd(unittest.TestCase):
+    """A real client process, intercepted by PID, redirected to a Python
+    proxy; fails until the Linux capture backend redirects traffic."""
+
+    results = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not _root_with_tools():
+            raise unittest.SkipTest("needs root and iproute2 on Linux")
+        _remove_stale_namespaces()
+        cls.ns = (f"wrpc{os.getpid()}", f"wrps{os.getpid()}")
+        c, s = cls.ns
+        cls.server = None
+        try:
+            for cmd in (
+                ["ip", "netns", "add", c], ["ip", "netns", "add", s],
+                ["ip", "link", "add", c, "netns", c, "type", "veth", "peer", "name", s, "netns", s],
+                ["ip", "-n", c, "link", "set", "lo", "up"], ["ip", "-n", s, "link", "set", "lo", "up"],
+                ["ip", "-n", c, "addr", "add", "198.19.253.1/30", "dev", c],
+                ["ip", "-n", s, "addr", "add", "198.19.253.2/30", "dev", s],
+                ["ip", "-n", c, "-6", "addr", "add", "fd00:198:19:1::1/64", "dev", c, "nodad"],
+                ["ip", "-n", s, "-6", "addr", "add", "fd00:198:19:1::2/64", "dev", s, "nodad"],
+                ["ip", "-n", s, "addr", "add", "198.18.1.10/32", "dev", "lo"],
+                ["ip", "-n", s, "-6", "addr", "add", "fd00:198:18:1::10/128", "dev", "lo"],
+                ["ip", "-n", c, "link", "set", c, "up"], ["ip", "-n", s, "link", "set", s, "up"],
+                ["ip", "-n", c, "route", "add", "198.18.1.0/24", "via", "198.19.253.2"],
+                ["ip", "-n", c, "-6", "route", "add", "fd00:198:18:1::/64", "via", "fd00:198:19:1::2"],
+            ):
+                subprocess.run(cmd, check=True, capture_output=True)
+            roles = os.path.join(HERE, "e2e_roles.py")
+            cls.server = subprocess.Popen(["ip", "netns", "exec", s, sys.executable, roles, "server", "198.18.1.10",
+                                           "fd00:198:18:1::10"], stdout=subprocess.PIPE, text=True)
+            if cls.server.stdout.readline().strip() != "ready":
+                raise RuntimeError("the server did not start")
+            run = subprocess.run(["ip", "netns", "exec", c, sys.executable, roles, "proxy", "198.18.1.10",
+                                  "fd00:198:18:1::10"], capture_output=True, text=True, timeout=300)
+            cls.output = run.stdout + run.stderr
+            cls.results = {}
+            for line in run.stdout.splitlines():
+                if line.startswith("E2E "):
+                    r = json.loads(line[4:])
+                    cls.results[r["check"]] = r
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server:
+            cls.server.kill()
+            cls.server.wait()
+            cls.server.stdout.close()
+        for ns in cls.ns:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+    def check(self, name):
+        r = self.results.get(name)
+        if r is None:
+            self.fail(f"the proxy scenario did not report {name}:\n{self.output}")
+        self.assertTrue(r["ok"], r["detail"])
+
+    def test_tcp4_by_pid(self):
+        self.check("tcp4_by_pid")
+
+    def test_tcp6_by_pid(self):
+        self.check("tcp6_by_pid")
+
+    def test_udp4_by_pid(self):
+        self.check("udp4_by_pid")
+
+
+class Version(unittest.TestCase):
+    def test_version(self):
+        self.assertRegex(wr.version(), r"^\d+\.\d+\.\d+")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,496 @@
+"""windows_redirector: redirect chosen processes' TCP and UDP traffic to a
+local port of your program, and learn where each connection was going.
+
+A ctypes binding of the windows-redirector C library (windows_redirector.dll
+with WinDivert on Windows, libwindows_redirector.so with NFQUEUE on Linux).
+The library is global to the process: one configuration, one running
+redirector. So this module is a set of functions, not objects, plus a
+context manager::
+
+    import socket, windows_redirector as wr
+
+    with wr.redirecting(8080, intercept=["curl"]):
+        srv = socket.create_server(("", 8080), family=socket.AF_INET6, dualstack_ipv6=True)
+        conn, _ = srv.accept()
+        origin = wr.lookup(conn)        # Origin(destination=('198.18.0.10', 80), pid=..., ...)
+        upstream = socket.create_connection(origin.destination)
+        ...
+
+Errors are RedirectorError subclasses, one per REDIRECTOR_E* code, each
+with the library's own text (``e.code`` is the C code); they also derive
+from the matching built-in (ConfigError is a ValueError, NotFound a
+LookupError), so ``except ValueError`` works as a Python caller expects.
+
+The library is found through $WINDOWS_REDIRECTOR_LIBRARY, then beside this
+file, then the repository's build folder, then the system's search path. It
+is loaded on first use, not at import.
+"""
+import ctypes
+import ctypes.util
+import contextlib
+import dataclasses
+import ipaddress
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+__all__ = [
+    "TCP", "UDP", "OUTBOUND", "INBOUND", "EVENT_OPENED", "EVENT_CLOSED",
+    "RedirectorError", "AlreadyRunning", "NotRunning", "NullArgument", "ConfigError", "NotUTF8",
+    "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent",
+    "Origin", "Event", "configure", "set_app_port", "set_windivert_path", "start", "stop", "running",
+    "redirecting", "would_intercept", "lookup", "lookup_udp", "lookup_address", "next_event", "stats",
+    "version", "strerror",
+]
+
+TCP = 6
+UDP = 17
+OUTBOUND = 0
+INBOUND = 1
+EVENT_OPENED = 1
+EVENT_CLOSED = 2
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+class RedirectorError(Exception):
+    """A failure the library reported; ``code`` is its REDIRECTOR_E* code."""
+
+    code = 0
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class AlreadyRunning(RedirectorError):
+    """The redirector is already running (REDIRECTOR_EALREADY)."""
+    code = -101
+
+
+class NotRunning(RedirectorError):
+    """The redirector is not running (REDIRECTOR_ENOTRUNNING)."""
+    code = -102
+
+
+class NullArgument(RedirectorError, ValueError):
+    """A required argument was None (REDIRECTOR_ENULL)."""
+    code = -103
+
+
+class ConfigError(RedirectorError, ValueError):
+    """The configuration is not valid; the text names the field (REDIRECTOR_ECONFIG)."""
+    code = -104
+
+
+class NotUTF8(RedirectorError, ValueError):
+    """A text is not valid UTF-8 (REDIRECTOR_EUTF8)."""
+    code = -105
+
+
+class InitError(RedirectorError):
+    """Could not start: WinDivert missing, not elevated, no app port... (REDIRECTOR_EINIT)."""
+    code = -106
+
+
+class NotFound(RedirectorError, LookupError):
+    """No redirected connection matches (REDIRECTOR_ENOTFOUND)."""
+    code = -107
+
+
+class InvalidArgument(RedirectorError, ValueError):
+    """An argument is out of range (REDIRECTOR_EINVAL)."""
+    code = -108
+
+
+class EngineError(RedirectorError):
+    """The engine failed inside and was rebuilt; the call had no effect (REDIRECTOR_EENGINE)."""
+    code = -109
+
+
+class NoEvent(RedirectorError):
+    """No event is waiting (REDIRECTOR_ENOEVENT); next_event returns None instead."""
+    code = -110
+
+
+_BY_CODE = {c.code: c for c in (AlreadyRunning, NotRunning, NullArgument, ConfigError, NotUTF8,
+                                 InitError, NotFound, InvalidArgument, EngineError, NoEvent)}
+
+# ---------------------------------------------------------------------------
+# The C structs (windows_redirector.h)
+
+
+class _Endpoint(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_uint8), ("reserved", ctypes.c_uint8), ("port", ctypes.c_uint16),
+                ("addr", ctypes.c_uint8 * 16)]
+
+
+class _Origin(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("protocol", ctypes.c_uint32), ("direction", ctypes.c_uint32),
+                ("pid", ctypes.c_uint32), ("destination", _Endpoint), ("client", _Endpoint),
+                ("peer", _Endpoint), ("app_port", ctypes.c_uint16), ("reserved", ctypes.c_uint16),
+                ("flow_id", ctypes.c_uint32), ("bytes_up", ctypes.c_uint64), ("bytes_down", ctypes.c_uint64),
+                ("process_path", ctypes.c_char * 1024)]
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("type", ctypes.c_uint32), ("time_ms", ctypes.c_uint64),
+                ("origin", _Origin)]
+
+
+_STAT_FIELDS = ("packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flows_active",
+                "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions", "hold_timeouts",
+                "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
+                "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow")
+
+
+class _Stats(ctypes.Structure):
+    _fields_ = [("size", ctypes.c_uint32), ("running", ctypes.c_uint32)] + \
+               [(name, ctypes.c_uint64) for name in _STAT_FIELDS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a redirected connection was going, and who opened it.
+
+    Addresses are (host, port) tuples, as the socket module uses them.
+    """
+    destination: tuple
+    client: tuple
+    peer: tuple
+    pid: int
+    process: str  # the executable's path ("" when unknown)
+    protocol: str  # "tcp" or "udp"
+    direction: str  # "outbound" or "inbound"
+    app_port: int
+    flow_id: int
+    bytes_up: int
+    bytes_down: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A redirected connection opened or closed (its bytes final)."""
+    type: str  # "opened" or "closed"
+    time_ms: int  # the library's monotonic clock
+    origin: Origin
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+
+def _candidates():
+    env = os.environ.get("WINDOWS_REDIRECTOR_LIBRARY")
+    if env:
+        yield env
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    repo = os.path.join(here, "..", "build")
+    if sys.platform == "win32":
+        yield os.path.join(here, "windows_redirector.dll")
+        yield os.path.join(repo, "windows", "windows_redirector.dll")
+        yield "windows_redirector.dll"
+    else:
+        yield os.path.join(here, "libwindows_redirector.so")
+        yield os.path.join(repo, "linux", "libwindows_redirector.so")
+        found = ctypes.util.find_library("windows_redirector")
+        if found:
+            yield found
+
+
+_lib = None
+_load_lock = threading.Lock()
+# Serialises every call with its last-error read: the library keeps one last
+# error for the whole process.
+_lock = threading.RLock()
+
+
+def _load():
+    global _lib
+    with _load_lock:
+        if _lib is not None:
+            return _lib
+        tried = []
+        for path in _candidates():
+            if os.path.sep in path and not os.path.exists(path):
+                tried.append(path)
+                continue
+            try:
+                lib = ctypes.CDLL(path)
+                break
+            except OSError as e:
+                tried.append(f"{path} ({e})")
+        else:
+            raise OSError("windows_redirector: the library was not found; tried " + ", ".join(tried) +
+                          ". Set WINDOWS_REDIRECTOR_LIBRARY to its path.")
+        _declare(lib)
+        _lib = lib
+        return lib
+
+
+def _declare(lib):
+    i32, u16, u32 = ctypes.c_int32, ctypes.c_uint16, ctypes.c_uint32
+    sigs = {
+        "initialize_global_config": (None, []),
+        "start_redirector": (i32, []),
+        "stop_redirector": (i32, []),
+        "get_redirector_status": (i32, []),
+        "set_redirector_config": (i32, [ctypes.c_char_p]),
+        "update_app_port": (None, [u16]),
+        "redirector_lookup": (i32, [i32, ctypes.POINTER(_Endpoint), ctypes.POINTER(_Endpoint),
+                                    ctypes.POINTER(_Origin)]),
+        "redirector_next_event": (i32, [ctypes.POINTER(_Event), u32]),
+        "redirector_get_stats": (i32, [ctypes.POINTER(_Stats)]),
+        "redirector_would_intercept": (i32, [u32, ctypes.c_char_p]),
+        "redirector_last_error": (i32, [ctypes.c_char_p, ctypes.c_size_t]),
+        "redirector_last_error_code": (i32, []),
+        "redirector_strerror": (ctypes.c_char_p, [i32]),
+        "redirector_version": (ctypes.c_char_p, []),
+        "redirector_set_windivert_path": (i32, [ctypes.c_char_p]),
+        "redirector_debug_inject_fault": (i32, [i32]),
+    }
+    for name, (res, args) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+
+
+def _last_error():
+    lib = _load()
+    n = lib.redirector_last_error(None, 0)
+    buf = ctypes.create_string_buffer(n + 1)
+    lib.redirector_last_error(buf, len(buf))
+    return lib.redirector_last_error_code(), buf.value.decode("utf-8", "replace")
+
+
+def _raise(cfunc, code):
+    """Raises the error of a failed call; called under _lock right after it.
+
+    The text is used only when it is this call's (its code, naming cfunc):
+    other code in the process may have failed in between.
+    """
+    last, text = _last_error()
+    if last != code or not text.startswith(cfunc + ":"):
+        text = f"{cfunc}: {strerror(code)}"
+    raise _BY_CODE.get(code, RedirectorError)(text, code)
+
+
+def _raise_seed(cfunc, fallback):
+    """The same for a seed function, whose -1/-2/-3 the last-error code refines."""
+    last, text = _last_error()
+    if last == 0 or not text.startswith(cfunc + ":"):
+        last, text = fallback, f"{cfunc}: {strerror(fallback)}"
+    raise _BY_CODE.get(last, RedirectorError)(text, last)
+
+
+# ---------------------------------------------------------------------------
+# The API
+
+
+def version():
+    """The library's version, e.g. "0.1.0"."""
+    return _load().redirector_version().decode()
+
+
+def strerror(code):
+    """The header's description of a REDIRECTOR_E* code."""
+    return _load().redirector_strerror(code).decode()
+
+
+def _text(value, what):
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone surrogate
+            raise NotUTF8(f"{what} is not valid UTF-8: {e}") from None
+    return value
+
+
+def configure(config):
+    """Replaces the configuration: a dict (turned into JSON), a JSON str, or
+    UTF-8 bytes. Fields: see set_redirector_config in windows_redirector.h,
+    e.g. {"intercept_pids": [1234], "intercept": ["curl", "!5678"],
+    "protocols": ["tcp"]}. A rejected configuration leaves the previous one in
+    force and raises ConfigError naming the field, NotUTF8 or NullArgument."""
+    if isinstance(config, dict):
+        config = json.dumps(config, ensure_ascii=False)
+    data = _text(config, "the configuration")
+    with _lock:
+        rc = _load().set_redirector_config(data)
+        if rc == -1:
+            _raise_seed("set_redirector_config", NullArgument.code)
+        if rc == -3:
+            _raise_seed("set_redirector_config", NotUTF8.code)
+        if rc != 0:
+            _raise_seed("set_redirector_config", ConfigError.code)
+
+
+def set_app_port(port):
+    """The port your proxy listens on; redirected traffic arrives there. 0 unsets it."""
+    if not 0 <= port <= 65535:
+        raise InvalidArgument(f"port {port} is out of range")
+    _load().update_app_port(port)
+
+
+def set_windivert_path(directory):
+    """Windows: the folder of WinDivert.dll and WinDivert64.sys (None: the default search)."""
+    data = _text(directory, "the folder") if directory else None
+    with _lock:
+        rc = _load().redirector_set_windivert_path(data)
+        if rc != 0:
+            _raise("redirector_set_windivert_path", rc)
+
+
+def start():
+    """Starts redirecting. Raises AlreadyRunning, or InitError with the reason
+    ("WinDivert driver not found", "Access denied", no app port, ...)."""
+    with _lock:
+        rc = _load().start_redirector()
+        if rc == -1:
+            _raise_seed("start_redirector", AlreadyRunning.code)
+        if rc != 0:
+            _raise_seed("start_redirector", InitError.code)
+
+
+def stop():
+    """Stops redirecting; traffic flows directly again. Raises NotRunning."""
+    with _lock:
+        if _load().stop_redirector() != 0:
+            _raise_seed("stop_redirector", NotRunning.code)
+
+
+def running():
+    """True while the redirector runs."""
+    return _load().get_redirector_status() == 1
+
+
+@contextlib.contextmanager
+def redirecting(app_port, config=None, **fields):
+    """Configures (config dict, or keyword fields), starts, and stops at the end."""
+    configure(config if config is not None else fields)
+    set_app_port(app_port)
+    start()
+    try:
+        yield
+    finally:
+        stop()
+
+
+def would_intercept(pid, process_path=None):
+    """Would this process be intercepted under the configuration in force?"""
+    data = _text(process_path, "the path") if process_path is not None else None
+    with _lock:
+        rc = _load().redirector_would_intercept(pid, data)
+        if rc < 0:
+            _raise("redirector_would_intercept", rc)
+    return rc == 1
+
+
+def _endpoint(address):
+    """A (host, port[, flowinfo, scope]) tuple -> _Endpoint, IPv4-mapped unmapped."""
+    host, port = address[0], address[1]
+    ip = ipaddress.ip_address(host.split("%")[0] if isinstance(host, str) else host)
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    ep = _Endpoint()
+    ep.family = ip.version
+    ep.port = port
+    packed = ip.packed
+    for i, b in enumerate(packed):
+        ep.addr[i] = b
+    return ep
+
+
+def _address(ep):
+    if ep.family == 4:
+        return (str(ipaddress.IPv4Address(bytes(ep.addr[:4]))), ep.port)
+    if ep.family == 6:
+        return (str(ipaddress.IPv6Address(bytes(ep.addr))), ep.port)
+    return ("", 0)
+
+
+def _origin(o):
+    return Origin(destination=_address(o.destination), client=_address(o.client), peer=_address(o.peer),
+                  pid=o.pid, process=o.process_path.decode("utf-8", "replace"),
+                  protocol={TCP: "tcp", UDP: "udp"}.get(o.protocol, str(o.protocol)),
+                  direction={OUTBOUND: "outbound", INBOUND: "inbound"}.get(o.direction, str(o.direction)),
+                  app_port=o.app_port, flow_id=o.flow_id, bytes_up=o.bytes_up, bytes_down=o.bytes_down)
+
+
+def lookup_address(protocol, local, peer):
+    """Where was the connection from peer to local going? protocol is TCP or
+    UDP (or "tcp"/"udp"); local and peer are (host, port) tuples; an
+    unspecified local host means any. Raises NotFound, NotRunning."""
+    protocol = {"tcp": TCP, "udp": UDP}.get(protocol, protocol)
+    p, l = _endpoint(peer), _endpoint(local)
+    if p.family == 4 and l.family == 6 and not any(l.addr):
+        l = _endpoint(("0.0.0.0", l.port))  # a dual-stack socket bound to [::]
+    out = _Origin()
+    out.size = ctypes.sizeof(_Origin)
+    with _lock:
+        rc = _load().redirector_lookup(protocol, ctypes.byref(p), ctypes.byref(l), ctypes.byref(out))
+        if rc != 0:
+            _raise("redirector_lookup", rc)
+    return _origin(out)
+
+
+def lookup(sock):
+    """Where was this accepted TCP connection (or connected UDP socket)
+    going? Uses getsockname and getpeername."""
+    kind = sock.type & ~getattr(socket, "SOCK_NONBLOCK", 0) & ~getattr(socket, "SOCK_CLOEXEC", 0)
+    protocol = {socket.SOCK_STREAM: TCP, socket.SOCK_DGRAM: UDP}.get(kind)
+    if protocol is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise InvalidArgument(f"not a TCP or UDP socket over IP: {sock!r}")
+    try:
+        peer = sock.getpeername()
+    except OSError as e:
+        raise InvalidArgument(f"the socket has no peer ({e.strerror}): for datagrams use lookup_udp") from None
+    return lookup_address(protocol, sock.getsockname(), peer)
+
+
+def lookup_udp(local, peer):
+    """Where was a datagram going? local: the proxy socket's getsockname();
+    peer: the sender from recvfrom."""
+    return lookup_address(UDP, local, peer)
+
+
+def next_event(timeout=None):
+    """The oldest connection event, waiting up to timeout seconds (None:
+    forever, 0: not at all); None when none came. Raises NotRunning.
+
+    It asks the library without waiting inside it and waits here between
+    asks: a wait inside would record "no event" as the process's last error
+    under another thread's failing call."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ev = _Event()
+    while True:
+        ev.size = ctypes.sizeof(_Event)
+        with _lock:
+            rc = _load().redirector_next_event(ctypes.byref(ev), 0)
+            if rc not in (0, NoEvent.code):
+                _raise("redirector_next_event", rc)
+        if rc == 0:
+            return Event(type={EVENT_OPENED: "opened", EVENT_CLOSED: "closed"}.get(ev.type, str(ev.type)),
+                         time_ms=ev.time_ms, origin=_origin(ev.origin))
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        time.sleep(0.01)
+
+
+def stats():
+    """The library's counters, a dict (see redirector_stats in the header)."""
+    out = _Stats()
+    out.size = ctypes.sizeof(_Stats)
+    with _lock:
+        rc = _load().redirector_get_stats(ctypes.byref(out))
+        if rc != 0:
+            _raise("redirector_get_stats", rc)
+    d = {name: getattr(out, name) for name in _STAT_FIELDS}
+    d["running"] = bool(out.running)
+    return d
