@@ -27,7 +27,7 @@ import {
   proxyKeyFree, listOldest, listNewer, flowsSeed, F_KIND, F_PROTO, F_V6, F_TCP, F_FLAGS, F_LADDR, F_RADDR,
   F_LPORT, F_RPORT, F_PPORT, F_APP, F_PID, F_PROC, F_UP, F_DOWN, F_HELD_FIRST, F_HELD_LAST, F_HELD_N, F_DIR,
   F_ID, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
-  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, L_PENDING, L_SHORT, L_UDP, L_TCP,
+  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDP, L_TCP,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
@@ -178,10 +178,18 @@ function pass(): u32 {
 // ---------------------------------------------------------------------------
 // Flows: removal, decisions, held packets
 
+/** The closed event of a redirected flow, once: at its close or its removal. */
+function closedEvent(f: usize): void {
+  const fl = load<u32>(f, F_FLAGS);
+  if ((fl & (FL_OPENED | FL_CLOSED)) != FL_OPENED) return;
+  store<u32>(f, fl | FL_CLOSED, F_FLAGS);
+  eventPush(EV_CLOSED, f, now);
+}
+
 function removeFlow(f: usize): void {
   const kind = load<u8>(f, F_KIND);
   if (kind == K_PENDING) releaseHeld(f, true);
-  if ((load<u32>(f, F_FLAGS) & FL_OPENED) != 0) eventPush(EV_CLOSED, f, now);
+  closedEvent(f);
   flowFree(f);
 }
 
@@ -308,6 +316,9 @@ function trackTcp(f: usize, side: u32): void {
   }
   store<u8>(f, st, F_TCP);
   flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_SHORT, now);
+  // Both FINs or a RST: the connection is over for its users; the entry
+  // lingers for stray packets.
+  if (st >= T_CLOSING) closedEvent(f);
 }
 
 function checksumFull(): bool {

@@ -127,6 +127,8 @@ import { bump, drop1, S_FLOWS_ACTIVE, S_FLOWS_EXPIRED, S_EVICTIONS } from "./sta
 @inline export const FL_OPENED: u32 = 8;
 // @ts-ignore: decorator
 @inline const FL_PROXY_LINKED: u32 = 16;
+// @ts-ignore: decorator
+@inline export const FL_CLOSED: u32 = 32; // the closed event was sent
 
 // Lists
 // @ts-ignore: decorator
