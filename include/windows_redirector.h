@@ -228,7 +228,8 @@ typedef struct redirector_event {
  * Events are kept in a bounded queue (4096); when it is full new ones are
  * dropped and counted in redirector_stats.events_lost.
  *
- * Returns 0; REDIRECTOR_ENOEVENT when none came in time;
+ * Returns 0; REDIRECTOR_ENOEVENT when none came in time (not a failure: the
+ * last error is left as it was);
  * REDIRECTOR_ENOTRUNNING (also when stop_redirector ends the wait);
  * REDIRECTOR_ENULL; REDIRECTOR_EINVAL (ev->size).
  */
@@ -321,6 +322,16 @@ WINDOWS_REDIRECTOR_API const char *redirector_version(void);
  * longer than 32767 bytes.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
+
+/*
+ * One line about the running capture set-up, for people reading logs: on
+ * Windows the WinDivert.dll used, the other WinDivert handles found at start
+ * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
+ * priorities, filters and error counts; on Linux the queue and rules.
+ * Copies like redirector_last_error (buf may be NULL when len is 0) and
+ * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
 
 /* ------------------------------------------------------------------------
  * Linux

@@ -52,6 +52,19 @@ static void set_error(int32_t code, const char *fmt, ...) {
   wr_mutex_unlock(&g_err_lock);
 }
 
+/* Copies text into buf (at most len - 1 bytes and a NUL, cut at a UTF-8
+ * character boundary; buf may be NULL when len is 0). Returns its length. */
+static int32_t copy_text(char *buf, size_t len, const char *text) {
+  size_t n = strlen(text);
+  if (buf && len > 0) {
+    size_t k = n < len - 1 ? n : len - 1;
+    while (k > 0 && k < n && ((unsigned char)text[k] & 0xc0) == 0x80) k--;
+    memcpy(buf, text, k);
+    buf[k] = '\0';
+  }
+  return (int32_t)n;
+}
+
 /* Lazily initialises; called with g.lock held by every entry point. */
 static void ensure_init_locked(void) {
   if (g.initialized) return;
@@ -267,15 +280,9 @@ WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const ch
 
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len) {
   wr_mutex_lock(&g_err_lock);
-  size_t n = strlen(g_err);
-  if (buf && len > 0) {
-    size_t k = n < len - 1 ? n : len - 1;
-    while (k > 0 && k < n && ((unsigned char)g_err[k] & 0xc0) == 0x80) k--;
-    memcpy(buf, g_err, k);
-    buf[k] = '\0';
-  }
+  int32_t n = copy_text(buf, len, g_err);
   wr_mutex_unlock(&g_err_lock);
-  return (int32_t)n;
+  return n;
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) {
@@ -324,6 +331,21 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
   g.windivert_dir = copy;
   unlock_state();
   return REDIRECTOR_OK;
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len) {
+  char text[2048];
+  lock_state();
+  if (!g.running) {
+    unlock_state();
+    set_error(REDIRECTOR_ENOTRUNNING, "redirector_diagnostics: the redirector is not running");
+    if (buf && len) buf[0] = '\0';
+    return REDIRECTOR_ENOTRUNNING;
+  }
+  text[0] = '\0';
+  wr_backend_diagnostics(g.backend, text, sizeof text);
+  unlock_state();
+  return copy_text(buf, len, text);
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {
@@ -461,7 +483,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
     uint64_t left = deadline - now;
     wr_sleep_ms(left < 5 ? (uint32_t)left : 5);
   }
-  set_error(REDIRECTOR_ENOEVENT, "redirector_next_event: no event within %u ms", (unsigned)timeout_ms);
+  /* Not a failure: the last error stays what it was. */
   return REDIRECTOR_ENOEVENT;
 }
 

@@ -228,8 +228,20 @@ const SUITES: Suite[] = [
     run: () => goPkgTest(["-race", "-run", goNotE2E]),
   },
   {
+    name: "e2e-linux",
+    run: () => {
+      // Real traffic through NFQUEUE in network namespaces: needs root.
+      if (!isRoot) {
+        console.log("e2e-linux needs root (network namespaces, iptables, NFQUEUE)");
+        return one(false);
+      }
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/e2e/nfqueue.test.ts"]);
+      return uvu(r.out, r.code);
+    },
+  },
+  {
     // Real client processes redirected to Go proxies in network namespaces of
-    // their own (root). These fail until the Linux capture backend redirects.
+    // their own (root).
     name: "go-e2e",
     run: () => goPkgTest(["-race", "-run", "^TestEndToEnd"]),
   },

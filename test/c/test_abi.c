@@ -538,12 +538,17 @@ static void case_events_and_stats(void) {
   check(st.bytes_per_flow > 0 && st.bytes_per_flow <= 200, "bytes per flow %llu", (unsigned long long)st.bytes_per_flow);
   uint64_t t0 = 0;
   check(redirector_next_event(&ev, 50) == REDIRECTOR_ENOEVENT, "no event within 50 ms");
+  check(redirector_last_error_code() != REDIRECTOR_ENOEVENT, "no event is not recorded as an error");
+  char diag[256];
+  int32_t dn = redirector_diagnostics(diag, sizeof diag);
+  check(dn > 0 && strstr(diag, "nfqueue 7870") != NULL, "diagnostics name the queue: %s", diag);
   (void)t0;
   check(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
   check(stop_redirector() == 0, "stop");
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
   check(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");
+  check(redirector_diagnostics(diag, sizeof diag) == REDIRECTOR_ENOTRUNNING, "no diagnostics when stopped");
 #endif
 }
 

@@ -1,13 +1,15 @@
 /* A client for the end-to-end tests.
  *
- *   wr_testclient [--wait] tcp|udp ADDR PORT BYTES [CONNECTIONS]
+ *   wr_testclient [--wait] [--pause MS] tcp|udp ADDR PORT BYTES [CONNECTIONS]
  *
  * Prints "pid N". With --wait, waits for a line on stdin before connecting
  * (so a test can configure interception by this PID first). TCP: opens
  * CONNECTIONS connections at once (default 1), sends BYTES pseudo-random
  * bytes on each, and checks the echo byte for byte. UDP: one datagram of
  * BYTES, checks the answer. Prints "ok BYTES" per connection or
- * "fail <reason>"; exits 0 only when every connection succeeded. */
+ * "fail <reason>"; exits 0 only when every connection succeeded. With
+ * --pause, a TCP connection prints "half" after sending half of its bytes
+ * and waits MS milliseconds before the rest (a connection held open). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +26,7 @@
 static struct sockaddr_storage dst;
 static socklen_t dst_len;
 static size_t bytes;
+static int pause_ms;
 
 static uint8_t pattern(size_t i, unsigned seed) { return (uint8_t)((i * 2654435761u + seed * 40503u) >> 13); }
 
@@ -37,17 +40,25 @@ static void *one_tcp(void *arg) {
   }
   size_t sent = 0, got = 0;
   uint8_t out[65536], in[65536];
-  int bad = 0;
+  int bad = 0, paused = pause_ms == 0;
   struct pollfd p = {s, POLLIN | POLLOUT, 0};
   while (got < bytes) {
-    p.events = POLLIN | (sent < bytes ? POLLOUT : 0);
+    if (!paused && sent >= bytes / 2 && got >= sent) {
+      printf("half\n");
+      fflush(stdout);
+      usleep((useconds_t)pause_ms * 1000);
+      paused = 1;
+    }
+    int may_send = sent < bytes && (paused || sent < bytes / 2);
+    p.events = POLLIN | (may_send ? POLLOUT : 0);
     if (poll(&p, 1, 20000) <= 0) {
       printf("fail timeout sent=%zu got=%zu\n", sent, got);
       close(s);
       return (void *)1;
     }
-    if ((p.revents & POLLOUT) && sent < bytes) {
+    if ((p.revents & POLLOUT) && may_send) {
       size_t n = bytes - sent < sizeof out ? bytes - sent : sizeof out;
+      if (!paused && sent + n > bytes / 2) n = bytes / 2 - sent;
       for (size_t i = 0; i < n; i++) out[i] = pattern(sent + i, seed);
       ssize_t w = write(s, out, n);
       if (w > 0) sent += (size_t)w;
@@ -94,9 +105,19 @@ static int one_udp(void) {
 
 int main(int argc, char **argv) {
   int wait = 0, a = 1;
-  if (argc > 1 && strcmp(argv[1], "--wait") == 0) wait = 1, a++;
+  for (;;) {
+    if (a < argc && strcmp(argv[a], "--wait") == 0) {
+      wait = 1;
+      a++;
+    } else if (a + 1 < argc && strcmp(argv[a], "--pause") == 0) {
+      pause_ms = atoi(argv[a + 1]);
+      a += 2;
+    } else {
+      break;
+    }
+  }
   if (argc - a < 4) {
-    fprintf(stderr, "usage: %s [--wait] tcp|udp ADDR PORT BYTES [CONNECTIONS]\n", argv[0]);
+    fprintf(stderr, "usage: %s [--wait] [--pause MS] tcp|udp ADDR PORT BYTES [CONNECTIONS]\n", argv[0]);
     return 2;
   }
   const char *proto = argv[a], *addr = argv[a + 1];

@@ -1,0 +1,149 @@
+// A two-namespace test network, for the end-to-end tests and the demo:
+//
+//   <name>-host  (the redirector, the proxy, the clients)
+//       veth 198.18.0.1/24, fd00:198:18::1/64
+//       routes 198.19.0.0/16 and fd00:198:19::/48 via the peer
+//   <name>-net   ("the internet")
+//       veth 198.18.0.2/24, fd00:198:18::2/64
+//       servers on 198.19.0.10 and fd00:198:19::10 (on its loopback)
+//
+// Only addresses inside these namespaces are ever used. This kernel has no
+// dummy devices, so the server addresses live on the peer's loopback.
+import { execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
+
+export const SERVER4 = "198.19.0.10";
+export const SERVER6 = "fd00:198:19::10";
+export const HOST4 = "198.18.0.1";
+export const HOST6 = "fd00:198:18::1";
+export const PEER4 = "198.18.0.2";
+export const PEER6 = "fd00:198:18::2";
+
+function ip(args: string[]): void {
+  execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
+}
+
+export class TestNet {
+  readonly host: string;
+  readonly net: string;
+  private children: ChildProcess[] = [];
+
+  constructor(readonly name: string) {
+    this.host = `${name}-host`;
+    this.net = `${name}-net`;
+  }
+
+  /** Removes namespaces whose names start with `prefix` (left by a killed run). */
+  static removeStale(prefix: string): void {
+    const out = spawnSync("ip", ["netns", "list"], { encoding: "utf8" }).stdout ?? "";
+    for (const line of out.split("\n")) {
+      const ns = line.split(" ")[0];
+      if (ns.startsWith(prefix)) spawnSync("ip", ["netns", "del", ns]);
+    }
+  }
+
+  create(): this {
+    this.destroy();
+    ip(["netns", "add", this.host]);
+    ip(["netns", "add", this.net]);
+    const a = `${this.name.slice(-8)}h`;
+    const b = `${this.name.slice(-8)}n`;
+    ip(["link", "add", a, "netns", this.host, "type", "veth", "peer", "name", b, "netns", this.net]);
+    for (const [ns, dev, v4, v6] of [[this.host, a, HOST4, HOST6], [this.net, b, PEER4, PEER6]]) {
+      ip(["-n", ns, "link", "set", "lo", "up"]);
+      ip(["-n", ns, "addr", "add", `${v4}/24`, "dev", dev]);
+      ip(["-n", ns, "addr", "add", `${v6}/64`, "dev", dev, "nodad"]);
+      ip(["-n", ns, "link", "set", dev, "up"]);
+    }
+    ip(["-n", this.net, "addr", "add", `${SERVER4}/32`, "dev", "lo"]);
+    ip(["-n", this.net, "addr", "add", `${SERVER6}/128`, "dev", "lo"]);
+    ip(["-n", this.host, "route", "add", "198.19.0.0/16", "via", PEER4]);
+    ip(["-n", this.host, "route", "add", "fd00:198:19::/48", "via", PEER6]);
+    // Static neighbours: the first IPv6 packet otherwise waits about a
+    // second for neighbour discovery, which would only slow every test.
+    const mac = (ns: string, dev: string) =>
+      (JSON.parse(execFileSync("ip", ["-n", ns, "-j", "link", "show", "dev", dev], { encoding: "utf8" })) as
+        Array<{ address: string }>)[0].address;
+    const [macA, macB] = [mac(this.host, a), mac(this.net, b)];
+    for (const [ns, dev, addr, lladdr] of [[this.host, a, PEER6, macB], [this.net, b, HOST6, macA],
+      [this.host, a, PEER4, macB], [this.net, b, HOST4, macA]]) {
+      ip(["-n", ns, "neigh", "replace", addr, "lladdr", lladdr, "dev", dev, "nud", "permanent"]);
+    }
+    return this;
+  }
+
+  /** Runs a command in a namespace and waits; returns its status and output. */
+  run(ns: string, cmd: string, args: string[], opts: { input?: string; timeout?: number } = {}) {
+    const r = spawnSync("ip", ["netns", "exec", ns, cmd, ...args], {
+      encoding: "utf8",
+      input: opts.input,
+      timeout: opts.timeout ?? 60_000,
+    });
+    return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+  }
+
+  /** Starts a command in a namespace; it is killed by destroy(). */
+  start(ns: string, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
+    const c = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["pipe", "pipe", "pipe"], ...opts });
+    this.children.push(c);
+    return c;
+  }
+
+  /** Kills what was started and removes both namespaces. */
+  destroy(): void {
+    for (const c of this.children) {
+      if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+    }
+    this.children = [];
+    spawnSync("ip", ["netns", "del", this.host]);
+    spawnSync("ip", ["netns", "del", this.net]);
+  }
+}
+
+/** Collects a child's stdout lines; `next(pred)` waits for a matching one. */
+export class Lines {
+  private lines: string[] = [];
+  private waiters: Array<{ pred: (l: string) => boolean; resolve: (l: string) => void }> = [];
+  private buf = "";
+
+  constructor(readonly child: ChildProcess) {
+    child.stdout!.setEncoding("utf8");
+    child.stdout!.on("data", (d: string) => {
+      this.buf += d;
+      let i: number;
+      while ((i = this.buf.indexOf("\n")) >= 0) {
+        const line = this.buf.slice(0, i);
+        this.buf = this.buf.slice(i + 1);
+        this.lines.push(line);
+        this.waiters = this.waiters.filter((w) => {
+          if (w.pred(line)) {
+            w.resolve(line);
+            return false;
+          }
+          return true;
+        });
+      }
+    });
+  }
+
+  all(): string[] {
+    return [...this.lines];
+  }
+
+  /** The first line (seen from `from` on) that matches, waiting up to `ms`. */
+  next(pred: (l: string) => boolean, ms = 10_000, from = 0): Promise<string> {
+    const hit = this.lines.slice(from).find(pred);
+    if (hit !== undefined) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve };
+      this.waiters.push(w);
+      setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new Error(`no matching line within ${ms} ms; got:\n${this.lines.join("\n")}`));
+      }, ms).unref();
+    });
+  }
+
+  count(): number {
+    return this.lines.length;
+  }
+}

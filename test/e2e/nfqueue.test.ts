@@ -1,0 +1,295 @@
+// End to end on Linux: real processes, real kernel TCP/UDP through NFQUEUE,
+// in network namespaces of our own. The proxy is test/c/wr_testproxy (the C
+// ABI, driven by lines on stdin); clients and the "internet" servers are
+// wr_testclient and wr_testserver, which check every byte.
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import type { ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { root } from "../engine/harness.ts";
+import { HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.ts";
+
+const BIN = join(root, "build", "linux");
+const APP = 8080;
+const PREFIX = `wre2e${process.pid % 10000}`;
+
+TestNet.removeStale("wre2e");
+const net = new TestNet(PREFIX).create();
+process.on("exit", () => net.destroy());
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    net.destroy();
+    process.exit(1);
+  });
+}
+
+/** Waits until `n` lines start with `prefix`, then returns them. */
+async function linesOf(p: Proxy, prefix: string, n: number): Promise<string[]> {
+  const deadline = Date.now() + 10_000;
+  while (p.lines(prefix).length < n && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  return p.lines(prefix);
+}
+
+class Proxy {
+  readonly child: ChildProcess;
+  readonly out: Lines;
+
+  constructor() {
+    this.child = net.start(net.host, join(BIN, "wr_testproxy"), []);
+    this.out = new Lines(this.child);
+  }
+
+  /** Sends a command and waits for its "ok"/"err" answer. */
+  async cmd(line: string): Promise<string> {
+    const from = this.out.count();
+    this.child.stdin!.write(line + "\n");
+    return this.out.next((l) => l === "ok" || l.startsWith("err ") || l.startsWith("stats "), 10_000, from);
+  }
+
+  async up(config: object): Promise<void> {
+    assert.is(await this.cmd(`port ${APP}`), "ok");
+    assert.is(await this.cmd(`config ${JSON.stringify(config)}`), "ok");
+    const r = await this.cmd("start");
+    assert.is(r, "ok", r);
+  }
+
+  async stats(): Promise<Record<string, number>> {
+    const line = await this.cmd("stats");
+    return Object.fromEntries(line.split(" ").slice(1).map((kv) => kv.split("=")).map(([k, v]) => [k, Number(v)]));
+  }
+
+  async quit(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    this.child.stdin!.write("quit\n");
+    await new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+  }
+
+  kill(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.child.once("exit", () => resolve());
+      this.child.kill("SIGKILL");
+    });
+  }
+
+  lines(prefix: string): string[] {
+    return this.out.all().filter((l) => l.startsWith(prefix));
+  }
+}
+
+/** Runs a client to the end; returns its output. */
+function client(ns: string, args: string[]): { ok: boolean; out: string } {
+  const r = net.run(ns, join(BIN, "wr_testclient"), args, { timeout: 60_000 });
+  return { ok: r.status === 0, out: r.stdout + r.stderr };
+}
+
+/** A client started with --wait: its PID is known before it connects. */
+async function waitingClient(args: string[]): Promise<{ pid: number; go: () => Promise<{ ok: boolean; out: string }> }> {
+  const c = net.start(net.host, join(BIN, "wr_testclient"), ["--wait", ...args]);
+  const lines = new Lines(c);
+  const pid = Number((await lines.next((l) => l.startsWith("pid "))).slice(4));
+  return {
+    pid,
+    go: () =>
+      new Promise((resolve) => {
+        c.stdin!.write("go\n");
+        c.once("exit", (code) => resolve({ ok: code === 0, out: lines.all().join("\n") }));
+      }),
+  };
+}
+
+function rules(): string {
+  return ["iptables-save", "ip6tables-save"].map((t) => net.run(net.host, t, []).stdout).join("");
+}
+
+const server = net.start(net.net, join(BIN, "wr_testserver"), [SERVER4, "80", SERVER6, "80"]);
+const serverReady = new Lines(server).next((l) => l === "ready");
+
+const e2e = suite("nfqueue end to end");
+
+e2e.before(async () => {
+  await serverReady;
+});
+
+async function byPid(proxy: Proxy, proto: "tcp" | "udp", server: string, bytes: number) {
+  const c = await waitingClient([proto, server, "80", String(bytes)]);
+  assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept_pids: [c.pid] })}`), "ok");
+  const r = await c.go();
+  assert.ok(r.ok, r.out);
+  return c.pid;
+}
+
+e2e("TCP by PID, 50 MB each way byte for byte, IPv4 and IPv6: the proxy learns PID, path and destination", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({});
+    for (const [server, shown] of [[SERVER4, `${SERVER4}:80`], [SERVER6, `[${SERVER6}]:80`]]) {
+      const pid = await byPid(proxy, "tcp", server, 50_000_000);
+      const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
+      assert.ok(line.includes(`path=${join(BIN, "wr_testclient")}`), line);
+      assert.ok(line.includes(`dir=out dst=${shown}`), line);
+      assert.ok(line.includes("up=50000000 down=50000000"), line);
+    }
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("TCP and UDP by process name; a client not intercepted goes direct and the proxy sees nothing", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    for (const [proto, server] of [["tcp", SERVER4], ["tcp", SERVER6], ["udp", SERVER4], ["udp", SERVER6]]) {
+      const r = client(net.host, [proto, server, "80", "1000"]);
+      assert.ok(r.ok, r.out);
+    }
+    assert.is((await linesOf(proxy, "close tcp", 2)).length, 2);
+    const udp = await linesOf(proxy, "udp ", 2);
+    assert.is(udp.length, 2, proxy.out.all().join("\n"));
+    assert.ok(udp[0].includes(`dst=${SERVER4}:80`) && udp[0].includes("answer=1000"), udp[0]);
+    assert.ok(udp[1].includes(`dst=[${SERVER6}]:80`), udp[1]);
+    // Now a policy that names another program: the client is left alone.
+    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: "some-other-program" })}`), "ok");
+    const seen = proxy.out.count();
+    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(r.ok, r.out);
+    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0);
+    assert.is(proxy.lines("miss").length, 0, "no connection reached the proxy without an origin");
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("inbound: a connection to an intercepted listener reaches the proxy, which learns the listener's port", async () => {
+  const proxy = new Proxy();
+  const listener = net.start(net.host, join(BIN, "wr_testserver"), [HOST4, "9000"]);
+  try {
+    await new Lines(listener).next((l) => l === "ready");
+    // ip netns exec execs the command: the child's PID is the listener's.
+    await proxy.up({ intercept_pids: [listener.pid], directions: ["inbound"] });
+    const r = client(net.net, ["tcp", HOST4, "9000", "100000"]);
+    assert.ok(r.ok, r.out);
+    const line = await proxy.out.next((l) => l.startsWith("close tcp"));
+    assert.ok(line.includes(`dir=in dst=${HOST4}:9000`), line);
+    assert.ok(line.includes(`client=${PEER4}:`), line);
+    assert.ok(line.includes("up=100000 down=100000"), line);
+  } finally {
+    await proxy.quit();
+    listener.kill("SIGKILL");
+  }
+});
+
+e2e("with '--ctstate INVALID -j DROP' in OUTPUT and INPUT everything still works", async () => {
+  for (const t of ["iptables", "ip6tables"]) {
+    for (const chain of ["OUTPUT", "INPUT"]) net.run(net.host, t, ["-A", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+  }
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    for (const [proto, server, bytes] of [["tcp", SERVER4, "5000000"], ["tcp", SERVER6, "5000000"], ["udp", SERVER4, "1200"], ["udp", SERVER6, "1200"]]) {
+      const r = client(net.host, [proto, server, "80", bytes]);
+      assert.ok(r.ok, `${proto} ${server}: ${r.out}`);
+    }
+    assert.is((await linesOf(proxy, "close tcp", 2)).length, 2);
+    assert.is((await linesOf(proxy, "udp ", 2)).length, 2);
+  } finally {
+    await proxy.quit();
+    for (const t of ["iptables", "ip6tables"]) {
+      for (const chain of ["OUTPUT", "INPUT"]) net.run(net.host, t, ["-D", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    }
+  }
+});
+
+e2e("a config change while a connection is open: it survives; new connections follow the new config", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    const c = net.start(net.host, join(BIN, "wr_testclient"), ["--pause", "1500", "tcp", SERVER4, "80", "2000000"]);
+    const lines = new Lines(c);
+    await lines.next((l) => l === "half");
+    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: "nothing-matches" })}`), "ok");
+    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(r.ok, r.out);
+    const code = await new Promise<number | null>((resolve) => c.once("exit", resolve));
+    assert.is(code, 0, lines.all().join("\n"));
+    const closes = await linesOf(proxy, "close tcp", 1);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.is(proxy.lines("close tcp").length, 1, "only the connection opened before the change went through the proxy");
+    assert.ok(closes[0].includes("up=2000000 down=2000000"), closes[0]);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("200 concurrent intercepted connections complete correctly", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    const r = client(net.host, ["tcp", SERVER4, "80", "100000", "200"]);
+    assert.ok(r.ok, r.out);
+    assert.is(r.out.split("\n").filter((l) => l === "ok 100000").length, 200);
+    const st = await proxy.stats();
+    assert.is(st.redirected, 200);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("stop: traffic flows directly again and no rule of ours is left", async () => {
+  const proxy = new Proxy();
+  await proxy.up({ intercept: "wr_testclient" });
+  assert.ok(rules().includes("wredir7870-"), "rules while running");
+  assert.is(await proxy.cmd("stop"), "ok");
+  assert.not.ok(rules().includes("wredir"), rules());
+  const seen = proxy.out.count();
+  const r = client(net.host, ["tcp", SERVER4, "80", "100000"]);
+  assert.ok(r.ok, r.out);
+  assert.is(proxy.out.all().slice(seen).length, 0, "nothing reached the proxy");
+  await proxy.quit();
+});
+
+e2e("the host killed with SIGKILL: new connections flow directly; the next start removes the stale rules", async () => {
+  const proxy = new Proxy();
+  await proxy.up({ intercept: "wr_testclient" });
+  await proxy.kill();
+  assert.ok(rules().includes("wredir7870-"), "the rules outlive the process");
+  const t0 = Date.now();
+  const r = client(net.host, ["tcp", SERVER4, "80", "100000"]);
+  assert.ok(r.ok, r.out);
+  assert.ok(Date.now() - t0 < 1000, "direct at once (queue bypass)");
+  const next = new Proxy();
+  try {
+    await next.up({ intercept: "wr_testclient" });
+    const jumps = rules().split("\n").filter((l) => l.includes("-j wredir7870-out"));
+    assert.is(jumps.length, 2, "one jump per family, not two:\n" + jumps.join("\n"));
+    const c = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(c.ok, c.out);
+    assert.is((await linesOf(next, "close tcp", 1)).length, 1);
+  } finally {
+    await next.quit();
+  }
+  assert.not.ok(rules().includes("wredir"));
+});
+
+e2e("the engine trapping on purpose: packets pass, the engine is rebuilt, the restart is counted", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    assert.is(await proxy.cmd("fault 2"), "ok");
+    // The next batch traps: it passes as it is (this connection may go direct or be retried).
+    client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const st = await proxy.stats();
+    assert.is(st.restarts, 1);
+    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(r.ok, r.out);
+    const again = await proxy.out.next((l) => l.startsWith("close tcp"), 5000);
+    assert.ok(again.includes(`dst=${SERVER4}:80`), "redirected again after the rebuild");
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e.after(() => {
+  net.destroy();
+});
+
+e2e.run();
