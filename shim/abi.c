@@ -383,7 +383,7 @@ static void to_endpoint(redirector_endpoint *ep, uint32_t family, const uint8_t 
 }
 
 static void to_origin(redirector_origin *o, const wr_origin *w) {
-  memset(o, 0, sizeof *o);
+  /* Every field is set below: no memset of the 1 KB path. */
   o->size = sizeof *o;
   o->protocol = w->proto;
   o->direction = w->inbound ? REDIRECTOR_INBOUND : REDIRECTOR_OUTBOUND;
@@ -395,8 +395,10 @@ static void to_origin(redirector_origin *o, const wr_origin *w) {
   o->flow_id = w->flow_id;
   o->bytes_up = w->bytes_up;
   o->bytes_down = w->bytes_down;
-  memcpy(o->process_path, w->path, sizeof o->process_path);
-  o->process_path[sizeof o->process_path - 1] = '\0';
+  o->reserved = 0;
+  size_t n = strnlen(w->path, sizeof o->process_path - 1);
+  memcpy(o->process_path, w->path, n);
+  o->process_path[n] = '\0';
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirector_endpoint *peer,

@@ -309,71 +309,79 @@ static void report_released(wr_engine *e, wr_verdict_fn cb, void *ctx) {
   }
 }
 
-int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx) {
+/* One lock hold decides at most this much, so that lookups from other
+ * threads never wait long behind a burst of large (GSO) packets. */
+#define CHUNK_PACKETS 32u
+#define CHUNK_BYTES (256u << 10)
+
+/* Decides the first packets of pkts[0..n) in one lock hold; *reported says
+ * how many got their callback. */
+static int process_chunk(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx,
+                         size_t *reported_out) {
   volatile int rc = 0;
   volatile size_t reported = 0;
   WITH_ENGINE(e, NULL, 0, rc, {
     e->last_now = now;
-    size_t i = 0;
-    while (i < n) {
-      /* Fill one batch. */
-      uint8_t *meta = mem_range(e, e->batch_meta, e->batch_max * META_SIZE);
-      uint8_t *data = mem_range(e, e->batch_data, e->batch_cap);
-      if (!meta || !data) break;
-      size_t start = i;
-      uint32_t off = 0, k = 0;
-      while (i < n && k < e->batch_max) {
-        const wr_packet *p = &pkts[i];
-        uint32_t aligned = (p->len + 7u) & ~7u;
-        if (p->len > e->batch_cap) {
-          /* Larger than the batch area: cannot be read by the engine. */
-          if (k == 0) {
-            cb(ctx, p, WR_V_PASS, (p->flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
-            reported = ++i;
-            start = i;
-            continue;
-          }
-          break;
-        }
-        if ((uint64_t)off + aligned > e->batch_cap) break;
-        memcpy(data + off, p->data, p->len);
-        uint8_t *m = meta + (size_t)k * META_SIZE;
-        wr32(m, (uint32_t)p->cookie);
-        wr32(m + 4, (uint32_t)(p->cookie >> 32));
-        wr32(m + 8, off);
-        wr32(m + 12, p->len);
-        wr32(m + 16, p->flags);
-        wr32(m + 20, p->if_idx);
-        wr32(m + 24, p->sub_if_idx);
-        wr32(m + 28, 0);
-        off += aligned;
-        k++;
-        i++;
-      }
-      if (k == 0) continue;
+    uint8_t *meta = mem_range(e, e->batch_meta, e->batch_max * META_SIZE);
+    uint8_t *data = mem_range(e, e->batch_data, e->batch_cap);
+    uint32_t cap = e->batch_cap < CHUNK_BYTES ? e->batch_cap : CHUNK_BYTES;
+    uint32_t max = e->batch_max < CHUNK_PACKETS ? e->batch_max : CHUNK_PACKETS;
+    uint32_t off = 0, k = 0;
+    while (meta && data && k < n && k < max) {
+      const wr_packet *p = &pkts[k];
+      uint32_t aligned = (p->len + 7u) & ~7u;
+      if (p->len > e->batch_cap) break; /* cannot be read by the engine */
+      if (k > 0 && (uint64_t)off + aligned > cap) break;
+      memcpy(data + off, p->data, p->len);
+      uint8_t *m = meta + (size_t)k * META_SIZE;
+      wr32(m, (uint32_t)p->cookie);
+      wr32(m + 4, (uint32_t)(p->cookie >> 32));
+      wr32(m + 8, off);
+      wr32(m + 12, p->len);
+      wr32(m + 16, p->flags);
+      wr32(m + 20, p->if_idx);
+      wr32(m + 24, p->sub_if_idx);
+      wr32(m + 28, 0);
+      off += aligned;
+      k++;
+    }
+    if (k == 0) {
+      /* A packet larger than the batch area: passed as it is. */
+      if (n > 0) cb(ctx, &pkts[0], WR_V_PASS, (pkts[0].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
+      reported = n > 0 ? 1 : 0;
+    } else {
       Z_engineZ_eng_process(&e->inst, k, now);
       /* Memory may have moved: look again. */
       meta = mem_range(e, e->batch_meta, k * META_SIZE);
       data = mem_range(e, e->batch_data, e->batch_cap);
-      if (!meta || !data) break;
-      for (uint32_t j = 0; j < k; j++) {
+      for (uint32_t j = 0; meta && data && j < k; j++) {
         const uint8_t *m = meta + (size_t)j * META_SIZE;
         uint32_t w = rd32(m + 28);
-        wr_packet out = pkts[start + j];
+        wr_packet out = pkts[j];
         if ((w & 0xff) == WR_V_MODIFIED) out.data = data + rd32(m + 8);
         cb(ctx, &out, w & 0xff, w >> 8);
-        reported = start + j + 1;
+        reported = j + 1;
       }
       report_released(e, cb, ctx);
     }
   });
-  if (rc == WR_ENGINE_TRAPPED) {
-    /* Fail open: everything not yet decided passes as it is. */
-    for (size_t i = reported; i < n; i++) {
-      cb(ctx, &pkts[i], WR_V_PASS, (pkts[i].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
+  *reported_out = reported;
+  return rc;
+}
+
+int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx) {
+  size_t i = 0;
+  while (i < n) {
+    size_t done = 0;
+    int rc = process_chunk(e, pkts + i, n - i, now, cb, ctx, &done);
+    i += done;
+    if (rc == WR_ENGINE_TRAPPED || done == 0) {
+      /* Fail open: everything not yet decided passes as it is. */
+      for (; i < n; i++) cb(ctx, &pkts[i], WR_V_PASS, (pkts[i].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
+      return rc;
     }
   }
-  return rc;
+  return 0;
 }
 
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdict_fn cb, void *ctx) {
@@ -443,8 +451,11 @@ size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max) {
 /* Reads an origin record at `p` (inside a guard). */
 static void read_origin(wr_engine *e, uint32_t p, wr_origin *out) {
   uint8_t *o = mem_range(e, p, ORIGIN_SIZE);
-  memset(out, 0, sizeof *out);
-  if (!o) return;
+  out->path[0] = '\0';
+  if (!o) {
+    memset(out, 0, sizeof *out);
+    return;
+  }
   out->type = rd32(o);
   out->proto = rd32(o + 4);
   out->family = rd32(o + 8);

@@ -1,0 +1,222 @@
+/* The engine's speed, on one core, through the engine host the backends use
+ * (shim/engine.h: copy into the engine, decide, verdict callback):
+ *
+ *   established   packets/s rewritten on established redirected flows
+ *   new flows     flows/s: SYN held, owner fact, SYN released rewritten
+ *   lookups       lookups/s answered (the engine host, and the public ABI)
+ *   memory        bytes of memory per flow table entry
+ *
+ * Prints "name value unit" lines for test/bench.ts to tabulate. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine.h"
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint16_t csum(const uint8_t *p, size_t n, uint32_t sum) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += (uint32_t)(p[i] << 8 | p[i + 1]);
+  if (n & 1) sum += (uint32_t)p[n - 1] << 8;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/* An IPv4 TCP packet with valid checksums; returns its length. */
+static size_t tcp4(uint8_t *p, uint32_t src, uint16_t sport, uint32_t dst, uint16_t dport, uint8_t flags,
+                   size_t payload) {
+  size_t len = 40 + payload;
+  memset(p, 0, len);
+  p[0] = 0x45;
+  p[2] = (uint8_t)(len >> 8);
+  p[3] = (uint8_t)len;
+  p[8] = 64;
+  p[9] = 6;
+  uint32_t s = htonl(src), d = htonl(dst);
+  memcpy(p + 12, &s, 4);
+  memcpy(p + 16, &d, 4);
+  uint16_t c = csum(p, 20, 0);
+  p[10] = (uint8_t)(c >> 8);
+  p[11] = (uint8_t)c;
+  uint8_t *t = p + 20;
+  t[0] = (uint8_t)(sport >> 8);
+  t[1] = (uint8_t)sport;
+  t[2] = (uint8_t)(dport >> 8);
+  t[3] = (uint8_t)dport;
+  t[12] = 5 << 4;
+  t[13] = flags;
+  t[14] = 0xff;
+  t[15] = 0xff;
+  for (size_t i = 0; i < payload; i++) t[20 + i] = (uint8_t)i;
+  uint32_t ps = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 6 + (uint32_t)(20 + payload);
+  c = csum(t, 20 + payload, ps);
+  t[16] = (uint8_t)(c >> 8);
+  t[17] = (uint8_t)c;
+  return len;
+}
+
+static uint64_t verdicts, rewritten;
+static void count(void *ctx, const wr_packet *p, uint32_t v, uint32_t f) {
+  (void)ctx;
+  (void)p;
+  (void)f;
+  verdicts++;
+  if (v == WR_V_MODIFIED) rewritten++;
+}
+
+#define C_ADDR 0x0a000002u /* 10.0.0.2 */
+#define D_ADDR 0xc612000au /* 198.18.0.10 */
+#define APP 8080
+
+static wr_engine *engine(const char *config) {
+  char err[256];
+  wr_engine *e = wr_engine_new(1000, err, sizeof err);
+  if (!e || wr_engine_config(e, config, strlen(config), err, sizeof err) != 0) {
+    fprintf(stderr, "engine: %s\n", err);
+    exit(1);
+  }
+  wr_engine_set_app_port(e, APP);
+  wr_engine_start(e, 1, err, sizeof err);
+  return e;
+}
+
+static void fact(wr_engine *e, uint16_t cport) {
+  wr_owner_fact f;
+  memset(&f, 0, sizeof f);
+  f.kind = WR_OWNER_CONNECT;
+  f.proto = 6;
+  f.family = 4;
+  uint32_t c = htonl(C_ADDR), d = htonl(D_ADDR);
+  memcpy(f.local, &c, 4);
+  memcpy(f.remote, &d, 4);
+  f.local_port = cport;
+  f.remote_port = 443;
+  f.pid = 500;
+  f.path = "/usr/bin/bench";
+  f.path_len = strlen(f.path);
+  wr_engine_owner(e, &f, 1, count, NULL);
+}
+
+static void established(double seconds) {
+  wr_engine *e = engine("{\"intercept_pids\":[500]}");
+  enum { FLOWS = 1024, BATCH = 256 };
+  static uint8_t buf[BATCH][128];
+  wr_packet pk[BATCH];
+  for (int i = 0; i < FLOWS; i++) {
+    uint16_t port = (uint16_t)(20000 + i);
+    fact(e, port);
+    size_t n = tcp4(buf[0], C_ADDR, port, D_ADDR, 443, 0x02, 0);
+    wr_packet syn = {0, buf[0], (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
+    wr_engine_process(e, &syn, 1, 1, count, NULL);
+    n = tcp4(buf[0], C_ADDR, APP, D_ADDR, port, 0x12, 0);
+    wr_packet synack = {0, buf[0], (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
+    wr_engine_process(e, &synack, 1, 1, count, NULL);
+  }
+  for (int i = 0; i < BATCH; i++) {
+    size_t n = tcp4(buf[i], C_ADDR, (uint16_t)(20000 + (i * 7) % FLOWS), D_ADDR, 443, 0x18, 64);
+    pk[i] = (wr_packet){(uint64_t)i, buf[i], (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
+  }
+  uint64_t packets = 0;
+  rewritten = 0;
+  double t0 = now_s(), t;
+  while ((t = now_s()) - t0 < seconds) {
+    for (int k = 0; k < 64; k++) {
+      wr_engine_process(e, pk, BATCH, 2, count, NULL);
+      packets += BATCH;
+    }
+  }
+  if (rewritten != packets) {
+    fprintf(stderr, "established: only %llu of %llu packets were rewritten\n", (unsigned long long)rewritten,
+            (unsigned long long)packets);
+    exit(1);
+  }
+  printf("established %.0f packets/s\n", (double)packets / (t - t0));
+  uint32_t cap, per;
+  wr_engine_table(e, &cap, &per);
+  printf("memory %u bytes/flow\n", per);
+  wr_engine_free(e);
+}
+
+static void new_flows(double seconds) {
+  wr_engine *e = engine("{\"intercept_pids\":[500],\"max_flows\":1048576}");
+  uint8_t buf[128];
+  uint64_t flows = 0;
+  rewritten = 0;
+  double t0 = now_s(), t;
+  uint32_t src = 0x0a000000u;
+  while ((t = now_s()) - t0 < seconds && flows < 1000000) {
+    for (int k = 0; k < 1000; k++, flows++) {
+      /* A new client address and port each time: always a new flow. */
+      uint32_t c = src + (uint32_t)(flows >> 16) + 2;
+      uint16_t port = (uint16_t)(1024 + (flows & 0xffff) % 60000);
+      size_t n = tcp4(buf, c, port, D_ADDR, 443, 0x02, 0);
+      wr_packet syn = {flows, buf, (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
+      wr_engine_process(e, &syn, 1, 2, count, NULL);
+      wr_owner_fact f;
+      memset(&f, 0, sizeof f);
+      f.kind = WR_OWNER_CONNECT;
+      f.proto = 6;
+      f.family = 4;
+      uint32_t cn = htonl(c), d = htonl(D_ADDR);
+      memcpy(f.local, &cn, 4);
+      memcpy(f.remote, &d, 4);
+      f.local_port = port;
+      f.remote_port = 443;
+      f.pid = 500;
+      f.path = "/usr/bin/bench";
+      f.path_len = 14;
+      wr_engine_owner(e, &f, 2, count, NULL);
+    }
+  }
+  if (rewritten != flows) {
+    fprintf(stderr, "new flows: %llu of %llu released rewritten\n", (unsigned long long)rewritten,
+            (unsigned long long)flows);
+    exit(1);
+  }
+  printf("new-flows %.0f flows/s\n", (double)flows / (t - t0));
+  wr_engine_free(e);
+}
+
+static void lookups(double seconds) {
+  wr_engine *e = engine("{\"intercept_pids\":[500]}");
+  uint8_t buf[128];
+  enum { FLOWS = 1024 };
+  for (int i = 0; i < FLOWS; i++) {
+    uint16_t port = (uint16_t)(20000 + i);
+    fact(e, port);
+    size_t n = tcp4(buf, C_ADDR, port, D_ADDR, 443, 0x02, 0);
+    wr_packet syn = {0, buf, (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
+    wr_engine_process(e, &syn, 1, 1, count, NULL);
+  }
+  uint8_t peer[16] = {0}, local[16] = {0};
+  uint32_t d = htonl(D_ADDR), c = htonl(C_ADDR);
+  memcpy(peer, &d, 4);
+  memcpy(local, &c, 4);
+  wr_origin o;
+  uint64_t n = 0, found = 0;
+  double t0 = now_s(), t;
+  while ((t = now_s()) - t0 < seconds) {
+    for (int k = 0; k < 10000; k++, n++) {
+      found += (uint64_t)wr_engine_lookup(e, 6, 4, peer, (uint16_t)(20000 + n % FLOWS), local, APP, &o);
+    }
+  }
+  if (found != n) fprintf(stderr, "lookups: %llu of %llu found\n", (unsigned long long)found, (unsigned long long)n);
+  printf("lookups %.0f lookups/s\n", (double)n / (t - t0));
+  printf("lookup-time %.0f ns/lookup\n", (t - t0) * 1e9 / (double)n);
+  wr_engine_free(e);
+}
+
+int main(int argc, char **argv) {
+  double s = argc > 1 ? atof(argv[1]) : 2.0;
+  established(s);
+  new_flows(s);
+  lookups(s);
+  return 0;
+}
