@@ -13,16 +13,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PROC_SLOTS 16384u /* power of two */
 #define INODE_SLOTS 65536u
+#define YOUNG 64          /* processes first seen lately, checked for exec() */
+#define YOUNG_MS 2000
 
 typedef struct {
   uint32_t pid; /* 0: free */
   uint64_t start;
   int candidate; /* 1 yes, 0 no, -1 not decided for this policy */
   uint32_t seen; /* the /proc listing that last saw it */
+  uint64_t ino;  /* /proc/<pid>'s inode number: a new process gets a new one */
+  uint64_t born;    /* when first seen (ms) */
+  uint64_t checked; /* when its start time was last read (ms) */
   char *path;
   size_t path_len;
 } proc_entry;
@@ -42,6 +49,9 @@ struct wr_owners {
   size_t n_cands, cap_cands;
   uint32_t listing; /* /proc listings so far */
   uint32_t used;    /* process slots in use */
+  uint32_t young[YOUNG];
+  size_t n_young;
+  uint32_t self; /* this process: never a candidate */
 };
 
 /* ------------------------------------------------------------------------
@@ -143,8 +153,14 @@ static void set_path(proc_entry *e) {
   }
 }
 
-/* Makes sure the entry describes the process that has this PID now. */
+static uint64_t now_ms(void);
+
+/* Makes sure the entry describes the process that has this PID now (its
+ * start time is read again at most once a second). */
 static void refresh_entry(wr_owners *o, proc_entry *e) {
+  uint64_t now = now_ms();
+  if (e->path && now - e->checked < 1000) return;
+  e->checked = now;
   uint64_t st = start_time(e->pid);
   if (e->path && st == e->start) return;
   e->start = st;
@@ -239,12 +255,74 @@ static void prune(wr_owners *o) {
   o->n_cands = k;
 }
 
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Processes seen lately may exec() another program right after their fork
+ * (a shell running curl): their executable is read again on a miss. Returns
+ * the PID owning `want` if one of them became a candidate, or 0. */
+static uint32_t revalidate_young(wr_owners *o, uint64_t want) {
+  uint64_t now = now_ms();
+  size_t k = 0;
+  uint32_t owner = 0;
+  for (size_t i = 0; i < o->n_young; i++) {
+    proc_entry *e = proc_slot(o, o->young[i], 0);
+    if (!e || now - e->born > YOUNG_MS) continue;
+    o->young[k++] = o->young[i];
+    if (e->candidate == 1) continue; /* already scanned as a candidate */
+    size_t old_len = e->path_len;
+    char *old = e->path;
+    e->path = NULL;
+    set_path(e);
+    int changed = !old || e->path_len != old_len || (e->path && memcmp(e->path, old, old_len) != 0);
+    free(old);
+    if (!changed) continue;
+    e->candidate = -1;
+    if (decide(o, e)) {
+      add_candidate(o, e->pid);
+      if (!owner && scan_fds(o, e->pid, want)) owner = e->pid;
+    }
+  }
+  o->n_young = k;
+  return owner;
+}
+
+/* Is `want` a socket of this very process (the proxy's own connections,
+ * most of the misses)? fstat() on our own descriptors is far cheaper than
+ * reading /proc links, and the sockets seen are remembered. */
+static int owned_by_self(wr_owners *o, uint64_t want) {
+  int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return 0;
+  DIR *d = fdopendir(dfd);
+  if (!d) {
+    close(dfd);
+    return 0;
+  }
+  int found = 0, n = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL && n < 65536) {
+    if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+    int fd = atoi(de->d_name);
+    struct stat st;
+    n++;
+    if (fd == dfd || fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    inode_put(o, (uint64_t)st.st_ino, o->self);
+    if ((uint64_t)st.st_ino == want) found = 1;
+  }
+  closedir(d);
+  return found;
+}
+
 /* Lists /proc: new processes are decided; returns the PID owning `want`
  * among new candidates, or 0. */
 static uint32_t rescan(wr_owners *o, uint64_t want) {
   DIR *d = opendir("/proc");
   if (!d) return 0;
   o->listing++;
+  uint64_t now = now_ms();
   uint32_t owner = 0;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
@@ -253,9 +331,21 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
     proc_entry *e = proc_slot(o, pid, 1);
     if (!e) continue;
     e->seen = o->listing;
-    int known = e->path != NULL && e->candidate >= 0;
+    /* Known and decided, and still the same process: its sockets were
+     * scanned before (a candidate's are scanned again in find). Only new
+     * processes cost a read of their stat and exe here. */
+    if (e->path != NULL && e->candidate >= 0 && e->ino == (uint64_t)de->d_ino) continue;
+    e->ino = (uint64_t)de->d_ino;
     refresh_entry(o, e);
-    if (known && e->candidate >= 0) continue; /* unchanged; its sockets were scanned before */
+    if (e->born == 0) {
+      e->born = now;
+      /* Everything there at the first listing is old; a process appearing
+       * later may still exec(). The oldest young entry makes room. */
+      if (o->listing > 1) {
+        if (o->n_young == YOUNG) memmove(o->young, o->young + 1, (YOUNG - 1) * sizeof o->young[0]), o->n_young--;
+        o->young[o->n_young++] = pid;
+      }
+    }
     if (decide(o, e)) {
       add_candidate(o, pid);
       if (scan_fds(o, pid, want) && !owner) owner = pid;
@@ -273,6 +363,7 @@ wr_owners *wr_owners_new(wr_candidate_fn is_candidate, void *ctx) {
   if (!o) return NULL;
   o->is_candidate = is_candidate;
   o->ctx = ctx;
+  o->self = (uint32_t)getpid();
   o->procs = calloc(PROC_SLOTS, sizeof *o->procs);
   o->inodes = calloc(INODE_SLOTS, sizeof *o->inodes);
   o->diag = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
@@ -282,6 +373,9 @@ wr_owners *wr_owners_new(wr_candidate_fn is_candidate, void *ctx) {
   }
   struct timeval tv = {0, 200000};
   setsockopt(o->diag, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  /* The processes there at start: later ones are "young" (they may still
+   * exec another program). */
+  rescan(o, 0);
   return o;
 }
 
@@ -330,11 +424,19 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   }
   if (inode == 0) return 0;
   uint32_t p = inode_get(o, inode);
+  if (p == o->self) return 0;
   if (p && answer(o, p, pid, path, pathcap)) return 1;
-  /* Known candidates first (they may have opened a new socket), then new processes. */
+  /* Known candidates first (they may have opened a new socket)... */
   for (size_t i = 0; i < o->n_cands; i++) {
     if (scan_fds(o, o->cands[i], inode)) return answer(o, o->cands[i], pid, path, pathcap);
   }
+  /* ...then processes that may have exec()ed since we saw them... */
+  p = revalidate_young(o, inode);
+  if (p) return answer(o, p, pid, path, pathcap);
+  /* ...then our own sockets: most misses are the proxy's own upstream
+   * connections, which need no listing of /proc... */
+  if (owned_by_self(o, inode)) return 0;
+  /* ...and only then new processes. */
   p = rescan(o, inode);
   return p ? answer(o, p, pid, path, pathcap) : 0;
 }

@@ -69,7 +69,7 @@ async function main(): Promise<number> {
     // intercepted there).
     for (const url of [`http://${SERVER4}/`, `http://[${SERVER6}]/`]) {
       for (let i = 0; i < 50; i++) {
-        if (net.run(net.net, "curl", ["-s", "-g", "-o", "/dev/null", "--noproxy", "*", url]).status === 0) break;
+        if ((await net.run(net.net, "curl", ["-s", "-g", "-o", "/dev/null", "--noproxy", "*", url])).status === 0) break;
         await new Promise((r) => setTimeout(r, 100));
       }
     }
@@ -82,7 +82,7 @@ async function main(): Promise<number> {
     say();
     let ok = true;
     for (const [what, cmd, args] of clients) {
-      const r = net.run(net.host, cmd, args, { timeout: 20_000 });
+      const r = await net.run(net.host, cmd, args, { timeout: 20_000 });
       const answer = r.stdout.trim();
       say(`$ ${cmd} ${args[args.length - 1].startsWith("import") ? "-c <urllib GET>" : args[args.length - 1]}`);
       say(`  ${what}: ${r.status === 0 ? JSON.stringify(answer) : "FAILED " + r.stderr.trim()}`);

@@ -9,7 +9,14 @@
  * BYTES, checks the answer. Prints "ok BYTES" per connection or
  * "fail <reason>"; exits 0 only when every connection succeeded. With
  * --pause, a TCP connection prints "half" after sending half of its bytes
- * and waits MS milliseconds before the rest (a connection held open). */
+ * and waits MS milliseconds before the rest (a connection held open).
+ *
+ *   wr_testclient rate ADDR PORT N CONCURRENCY
+ *       N short connections (connect, 1 byte each way, close), CONCURRENCY at
+ *       a time: prints "rate <connections/s>"
+ *   wr_testclient latency ADDR PORT N
+ *       N connections one after another: prints "latency p50 <us> p99 <us>"
+ *       for connect() to complete */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -21,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 static struct sockaddr_storage dst;
@@ -103,7 +111,97 @@ static int one_udp(void) {
   return ok ? 0 : 1;
 }
 
+static double now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
+/* One short connection: connect, a byte there and back, close. Returns the
+ * connect() time in microseconds, or -1. */
+static double short_conn(void) {
+  int s = socket(dst.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  double t0 = now_us();
+  if (connect(s, (struct sockaddr *)&dst, dst_len) != 0) {
+    close(s);
+    return -1;
+  }
+  double t = now_us() - t0;
+  char c = 'x';
+  if (write(s, &c, 1) != 1 || read(s, &c, 1) != 1) t = -1;
+  close(s);
+  return t;
+}
+
+static int rate_left;
+static pthread_mutex_t rate_lock = PTHREAD_MUTEX_INITIALIZER;
+static int rate_failed;
+
+static void *rate_worker(void *arg) {
+  (void)arg;
+  for (;;) {
+    pthread_mutex_lock(&rate_lock);
+    int go = rate_left-- > 0;
+    pthread_mutex_unlock(&rate_lock);
+    if (!go) return NULL;
+    if (short_conn() < 0) {
+      pthread_mutex_lock(&rate_lock);
+      rate_failed++;
+      pthread_mutex_unlock(&rate_lock);
+    }
+  }
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void set_dst(const char *addr, int port) {
+  memset(&dst, 0, sizeof dst);
+  if (strchr(addr, ':')) {
+    struct sockaddr_in6 *d = (void *)&dst;
+    d->sin6_family = AF_INET6;
+    d->sin6_port = htons((uint16_t)port);
+    inet_pton(AF_INET6, addr, &d->sin6_addr);
+    dst_len = sizeof *d;
+  } else {
+    struct sockaddr_in *d = (void *)&dst;
+    d->sin_family = AF_INET;
+    d->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, addr, &d->sin_addr);
+    dst_len = sizeof *d;
+  }
+}
+
+static int measure(int argc, char **argv) {
+  set_dst(argv[2], atoi(argv[3]));
+  int n = atoi(argv[4]);
+  if (strcmp(argv[1], "rate") == 0) {
+    int conc = argc > 5 ? atoi(argv[5]) : 16;
+    pthread_t t[256];
+    if (conc > 256) conc = 256;
+    rate_left = n;
+    double t0 = now_us();
+    for (int i = 0; i < conc; i++) pthread_create(&t[i], NULL, rate_worker, NULL);
+    for (int i = 0; i < conc; i++) pthread_join(t[i], NULL);
+    double secs = (now_us() - t0) / 1e6;
+    printf("rate %.0f failed %d\n", (double)(n - rate_failed) / secs, rate_failed);
+    return rate_failed ? 1 : 0;
+  }
+  double *lat = malloc(sizeof *lat * (size_t)n);
+  int ok = 0;
+  for (int i = 0; i < n; i++) {
+    double t = short_conn();
+    if (t >= 0) lat[ok++] = t;
+  }
+  qsort(lat, (size_t)ok, sizeof *lat, cmp_double);
+  printf("latency p50 %.1f p99 %.1f failed %d\n", ok ? lat[ok / 2] : -1, ok ? lat[(ok * 99) / 100] : -1, n - ok);
+  return ok == n ? 0 : 1;
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 5 && (strcmp(argv[1], "rate") == 0 || strcmp(argv[1], "latency") == 0)) return measure(argc, argv);
   int wait = 0, a = 1;
   for (;;) {
     if (a < argc && strcmp(argv[a], "--wait") == 0) {
@@ -124,20 +222,7 @@ int main(int argc, char **argv) {
   int port = atoi(argv[a + 2]);
   bytes = strtoull(argv[a + 3], NULL, 10);
   int conns = argc - a > 4 ? atoi(argv[a + 4]) : 1;
-  memset(&dst, 0, sizeof dst);
-  if (strchr(addr, ':')) {
-    struct sockaddr_in6 *d = (void *)&dst;
-    d->sin6_family = AF_INET6;
-    d->sin6_port = htons((uint16_t)port);
-    inet_pton(AF_INET6, addr, &d->sin6_addr);
-    dst_len = sizeof *d;
-  } else {
-    struct sockaddr_in *d = (void *)&dst;
-    d->sin_family = AF_INET;
-    d->sin_port = htons((uint16_t)port);
-    inet_pton(AF_INET, addr, &d->sin_addr);
-    dst_len = sizeof *d;
-  }
+  set_dst(addr, port);
   printf("pid %d\n", (int)getpid());
   fflush(stdout);
   if (wait) {

@@ -4,6 +4,8 @@
  *   config JSON       set_redirector_config(JSON)
  *   start | stop      start_redirector() | stop_redirector()
  *   stats             one line of counters
+ *   origdst           from now on, learn TCP destinations with SO_ORIGINAL_DST
+ *                     (for a kernel REDIRECT baseline) instead of the library
  *   quit
  *
  * It answers each command with "ok" or "err <code> <text>". It listens on the
@@ -19,6 +21,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
+#include <linux/netfilter_ipv4.h>
+#include <linux/netfilter_ipv6/ip6_tables.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -32,6 +36,7 @@
 #include "windows_redirector.h"
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+static int use_origdst;
 
 static void say(const char *fmt, ...) {
   va_list ap;
@@ -106,6 +111,7 @@ static uint64_t pump(int from, int to) {
 static void *relay(void *arg) {
   struct conn *c = arg;
   char dst[80], cli[80];
+
   endpoint_text(&c->origin.destination, dst, sizeof dst);
   endpoint_text(&c->origin.client, cli, sizeof cli);
   const char *dir = c->origin.direction == REDIRECTOR_INBOUND ? "in" : "out";
@@ -171,7 +177,21 @@ static void *tcp_accept_loop(void *arg) {
     struct conn *c = calloc(1, sizeof *c);
     c->client = s;
     c->origin.size = sizeof c->origin;
-    if (redirector_lookup(REDIRECTOR_TCP, &pe, &le, &c->origin) != 0) {
+    if (use_origdst) {
+      /* The kernel's NAT table knows where it was going. */
+      struct sockaddr_storage od;
+      socklen_t ol = sizeof od;
+      int ok = le.family == 4 ? getsockopt(s, SOL_IP, SO_ORIGINAL_DST, &od, &ol)
+                              : getsockopt(s, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &od, &ol);
+      if (ok == 0) {
+        to_endpoint(&od, &c->origin.destination);
+        c->origin.client = pe;
+      } else {
+        close(s);
+        free(c);
+        continue;
+      }
+    } else if (redirector_lookup(REDIRECTOR_TCP, &pe, &le, &c->origin) != 0) {
       char p[80], err[256];
       endpoint_text(&pe, p, sizeof p);
       last_error(err, sizeof err);
@@ -314,6 +334,9 @@ int main(void) {
           (unsigned long long)st.passed, (unsigned long long)st.held, (unsigned long long)st.flows_redirected,
           (unsigned long long)st.table_full, (unsigned long long)st.hold_timeouts,
           (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts);
+    } else if (strcmp(line, "origdst") == 0) {
+      use_origdst = 1;
+      say("ok");
     } else if (strncmp(line, "fault ", 6) == 0) {
       reply(redirector_debug_inject_fault(atoi(line + 6)));
     } else if (strcmp(line, "quit") == 0) {

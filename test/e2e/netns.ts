@@ -11,6 +11,7 @@
 // dummy devices, so the server addresses live on the peer's loopback.
 import { execFileSync, spawn, spawnSync, type ChildProcess, type SpawnOptions } from "node:child_process";
 
+
 export const SERVER4 = "198.19.0.10";
 export const SERVER6 = "fd00:198:19::10";
 export const HOST4 = "198.18.0.1";
@@ -71,14 +72,27 @@ export class TestNet {
     return this;
   }
 
-  /** Runs a command in a namespace and waits; returns its status and output. */
-  run(ns: string, cmd: string, args: string[], opts: { input?: string; timeout?: number } = {}) {
-    const r = spawnSync("ip", ["netns", "exec", ns, cmd, ...args], {
-      encoding: "utf8",
-      input: opts.input,
-      timeout: opts.timeout ?? 60_000,
+  /**
+   * Runs a command in a namespace to its end; resolves with its status and
+   * output. Asynchronous on purpose: a synchronous wait would stop this
+   * process from reading the output of children it started (a proxy), whose
+   * pipes would then fill and block them.
+   */
+  run(ns: string, cmd: string, args: string[], opts: { input?: string; timeout?: number } = {}):
+    Promise<{ status: number; stdout: string; stderr: string }> {
+    return new Promise((resolve) => {
+      const c = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      let stdout = "";
+      let stderr = "";
+      c.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
+      c.stderr!.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+      const timer = setTimeout(() => c.kill("SIGKILL"), opts.timeout ?? 60_000);
+      c.on("close", (code) => {
+        clearTimeout(timer);
+        resolve({ status: code ?? -1, stdout, stderr });
+      });
+      c.stdin!.end(opts.input ?? "");
     });
-    return { status: r.status ?? -1, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
   }
 
   /** Starts a command in a namespace; it is killed by destroy(). */

@@ -77,8 +77,8 @@ class Proxy {
 }
 
 /** Runs a client to the end; returns its output. */
-function client(ns: string, args: string[]): { ok: boolean; out: string } {
-  const r = net.run(ns, join(BIN, "wr_testclient"), args, { timeout: 60_000 });
+async function client(ns: string, args: string[]): Promise<{ ok: boolean; out: string }> {
+  const r = await net.run(ns, join(BIN, "wr_testclient"), args, { timeout: 60_000 });
   return { ok: r.status === 0, out: r.stdout + r.stderr };
 }
 
@@ -97,8 +97,10 @@ async function waitingClient(args: string[]): Promise<{ pid: number; go: () => P
   };
 }
 
-function rules(): string {
-  return ["iptables-save", "ip6tables-save"].map((t) => net.run(net.host, t, []).stdout).join("");
+async function rules(): Promise<string> {
+  let out = "";
+  for (const t of ["iptables-save", "ip6tables-save"]) out += (await net.run(net.host, t, [])).stdout;
+  return out;
 }
 
 const server = net.start(net.net, join(BIN, "wr_testserver"), [SERVER4, "80", SERVER6, "80"]);
@@ -139,7 +141,7 @@ e2e("TCP and UDP by process name; a client not intercepted goes direct and the p
   try {
     await proxy.up({ intercept: "wr_testclient" });
     for (const [proto, server] of [["tcp", SERVER4], ["tcp", SERVER6], ["udp", SERVER4], ["udp", SERVER6]]) {
-      const r = client(net.host, [proto, server, "80", "1000"]);
+      const r = await client(net.host, [proto, server, "80", "1000"]);
       assert.ok(r.ok, r.out);
     }
     assert.is((await linesOf(proxy, "close tcp", 2)).length, 2);
@@ -150,10 +152,32 @@ e2e("TCP and UDP by process name; a client not intercepted goes direct and the p
     // Now a policy that names another program: the client is left alone.
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: "some-other-program" })}`), "ok");
     const seen = proxy.out.count();
-    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     assert.ok(r.ok, r.out);
     assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0);
     assert.is(proxy.lines("miss").length, 0, "no connection reached the proxy without an origin");
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("a process seen before it exec()s into an intercepted program is intercepted after the exec", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    // A shell that becomes wr_testclient after a moment...
+    const sh = net.start(net.host, "sh", ["-c", `sleep 0.5; exec ${join(BIN, "wr_testclient")} tcp ${SERVER4} 80 1000`]);
+    const lines = new Lines(sh);
+    // ...while another program's connection makes the library list /proc
+    // and see the shell as a shell.
+    await new Promise((r) => setTimeout(r, 100));
+    const other = await net.run(net.host, "python3", ["-c",
+      `import socket; socket.create_connection(("${SERVER4}", 80)).close()`]);
+    assert.is(other.status, 0, other.stderr);
+    const code = await new Promise<number | null>((resolve) => sh.once("exit", resolve));
+    assert.is(code, 0, lines.all().join("\n"));
+    const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${sh.pid} `));
+    assert.ok(line.includes(`path=${join(BIN, "wr_testclient")}`), line);
   } finally {
     await proxy.quit();
   }
@@ -166,7 +190,7 @@ e2e("inbound: a connection to an intercepted listener reaches the proxy, which l
     await new Lines(listener).next((l) => l === "ready");
     // ip netns exec execs the command: the child's PID is the listener's.
     await proxy.up({ intercept_pids: [listener.pid], directions: ["inbound"] });
-    const r = client(net.net, ["tcp", HOST4, "9000", "100000"]);
+    const r = await client(net.net, ["tcp", HOST4, "9000", "100000"]);
     assert.ok(r.ok, r.out);
     const line = await proxy.out.next((l) => l.startsWith("close tcp"));
     assert.ok(line.includes(`dir=in dst=${HOST4}:9000`), line);
@@ -180,13 +204,13 @@ e2e("inbound: a connection to an intercepted listener reaches the proxy, which l
 
 e2e("with '--ctstate INVALID -j DROP' in OUTPUT and INPUT everything still works", async () => {
   for (const t of ["iptables", "ip6tables"]) {
-    for (const chain of ["OUTPUT", "INPUT"]) net.run(net.host, t, ["-A", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+    for (const chain of ["OUTPUT", "INPUT"]) await net.run(net.host, t, ["-A", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
   }
   const proxy = new Proxy();
   try {
     await proxy.up({ intercept: "wr_testclient" });
     for (const [proto, server, bytes] of [["tcp", SERVER4, "5000000"], ["tcp", SERVER6, "5000000"], ["udp", SERVER4, "1200"], ["udp", SERVER6, "1200"]]) {
-      const r = client(net.host, [proto, server, "80", bytes]);
+      const r = await client(net.host, [proto, server, "80", bytes]);
       assert.ok(r.ok, `${proto} ${server}: ${r.out}`);
     }
     assert.is((await linesOf(proxy, "close tcp", 2)).length, 2);
@@ -194,7 +218,7 @@ e2e("with '--ctstate INVALID -j DROP' in OUTPUT and INPUT everything still works
   } finally {
     await proxy.quit();
     for (const t of ["iptables", "ip6tables"]) {
-      for (const chain of ["OUTPUT", "INPUT"]) net.run(net.host, t, ["-D", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
+      for (const chain of ["OUTPUT", "INPUT"]) await net.run(net.host, t, ["-D", chain, "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"]);
     }
   }
 });
@@ -207,7 +231,7 @@ e2e("a config change while a connection is open: it survives; new connections fo
     const lines = new Lines(c);
     await lines.next((l) => l === "half");
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: "nothing-matches" })}`), "ok");
-    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     assert.ok(r.ok, r.out);
     const code = await new Promise<number | null>((resolve) => c.once("exit", resolve));
     assert.is(code, 0, lines.all().join("\n"));
@@ -224,7 +248,7 @@ e2e("200 concurrent intercepted connections complete correctly", async () => {
   const proxy = new Proxy();
   try {
     await proxy.up({ intercept: "wr_testclient" });
-    const r = client(net.host, ["tcp", SERVER4, "80", "100000", "200"]);
+    const r = await client(net.host, ["tcp", SERVER4, "80", "100000", "200"]);
     assert.ok(r.ok, r.out);
     assert.is(r.out.split("\n").filter((l) => l === "ok 100000").length, 200);
     const st = await proxy.stats();
@@ -237,11 +261,12 @@ e2e("200 concurrent intercepted connections complete correctly", async () => {
 e2e("stop: traffic flows directly again and no rule of ours is left", async () => {
   const proxy = new Proxy();
   await proxy.up({ intercept: "wr_testclient" });
-  assert.ok(rules().includes("wredir7870-"), "rules while running");
+  assert.ok((await rules()).includes("wredir7870-"), "rules while running");
   assert.is(await proxy.cmd("stop"), "ok");
-  assert.not.ok(rules().includes("wredir"), rules());
+  const after = await rules();
+  assert.not.ok(after.includes("wredir"), after);
   const seen = proxy.out.count();
-  const r = client(net.host, ["tcp", SERVER4, "80", "100000"]);
+  const r = await client(net.host, ["tcp", SERVER4, "80", "100000"]);
   assert.ok(r.ok, r.out);
   assert.is(proxy.out.all().slice(seen).length, 0, "nothing reached the proxy");
   await proxy.quit();
@@ -251,23 +276,23 @@ e2e("the host killed with SIGKILL: new connections flow directly; the next start
   const proxy = new Proxy();
   await proxy.up({ intercept: "wr_testclient" });
   await proxy.kill();
-  assert.ok(rules().includes("wredir7870-"), "the rules outlive the process");
+  assert.ok((await rules()).includes("wredir7870-"), "the rules outlive the process");
   const t0 = Date.now();
-  const r = client(net.host, ["tcp", SERVER4, "80", "100000"]);
+  const r = await client(net.host, ["tcp", SERVER4, "80", "100000"]);
   assert.ok(r.ok, r.out);
   assert.ok(Date.now() - t0 < 1000, "direct at once (queue bypass)");
   const next = new Proxy();
   try {
     await next.up({ intercept: "wr_testclient" });
-    const jumps = rules().split("\n").filter((l) => l.includes("-j wredir7870-out"));
+    const jumps = (await rules()).split("\n").filter((l) => l.includes("-j wredir7870-out"));
     assert.is(jumps.length, 2, "one jump per family, not two:\n" + jumps.join("\n"));
-    const c = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const c = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     assert.ok(c.ok, c.out);
     assert.is((await linesOf(next, "close tcp", 1)).length, 1);
   } finally {
     await next.quit();
   }
-  assert.not.ok(rules().includes("wredir"));
+  assert.not.ok((await rules()).includes("wredir"));
 });
 
 e2e("the engine trapping on purpose: packets pass, the engine is rebuilt, the restart is counted", async () => {
@@ -276,10 +301,10 @@ e2e("the engine trapping on purpose: packets pass, the engine is rebuilt, the re
     await proxy.up({ intercept: "wr_testclient" });
     assert.is(await proxy.cmd("fault 2"), "ok");
     // The next batch traps: it passes as it is (this connection may go direct or be retried).
-    client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     const st = await proxy.stats();
     assert.is(st.restarts, 1);
-    const r = client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     assert.ok(r.ok, r.out);
     const again = await proxy.out.next((l) => l.startsWith("close tcp"), 5000);
     assert.ok(again.includes(`dst=${SERVER4}:80`), "redirected again after the rebuild");
