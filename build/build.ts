@@ -1,7 +1,11 @@
 // The build: AssemblyScript -> build/engine.wasm -> wasm2c -> build/gen ->
 // CMake for Linux (build/linux) and Windows (build/windows, mingw-w64).
 //
-//   tsx build/build.ts [--engine-only] [--linux-only] [--sanitize]
+//   tsx build/build.ts [--engine-only] [--linux-only] [--hardening]
+//
+// --hardening builds the Linux variants the hardening suites use:
+// build/linux-asan (AddressSanitizer + UBSan), build/linux-tsan
+// (ThreadSanitizer) and build/linux-fuzz (clang, libFuzzer targets).
 import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -14,6 +18,8 @@ export const paths = {
   linux: join(root, "build", "linux"),
   windows: join(root, "build", "windows"),
   asan: join(root, "build", "linux-asan"),
+  tsan: join(root, "build", "linux-tsan"),
+  fuzz: join(root, "build", "linux-fuzz"),
 };
 
 // The compiled engine's memory: grows on demand up to 2 GiB (32768 pages).
@@ -27,8 +33,8 @@ const ASC_FLAGS = [
 const WASM2C_RUNTIME = "/usr/share/wabt/wasm2c";
 const WASM_RT_H = "/usr/include/wasm-rt.h";
 
-function run(cmd: string, args: string[], cwd = root): void {
-  execFileSync(cmd, args, { cwd, stdio: ["ignore", "inherit", "inherit"] });
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
+  execFileSync(cmd, args, { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
 }
 
 function newest(dir: string): number {
@@ -66,16 +72,23 @@ export function buildEngine(): void {
   }
 }
 
-function cmake(buildDir: string, extra: string[]): void {
+function cmake(buildDir: string, extra: string[], env: NodeJS.ProcessEnv = {}): void {
   mkdirSync(buildDir, { recursive: true });
-  run("cmake", ["-S", root, "-B", buildDir, "-DCMAKE_BUILD_TYPE=Release", ...extra, "-Wno-dev"]);
-  run("cmake", ["--build", buildDir, "--parallel", "2"]);
+  run("cmake", ["-S", root, "-B", buildDir, "-DCMAKE_BUILD_TYPE=Release", ...extra, "-Wno-dev"], env);
+  run("cmake", ["--build", buildDir, "--parallel", "2"], env);
 }
 
-export function buildLinux(sanitize = false): void {
+export function buildLinux(): void {
   buildEngine();
-  if (sanitize) cmake(paths.asan, ["-DWR_SANITIZE=ON"]);
-  else cmake(paths.linux, []);
+  cmake(paths.linux, []);
+}
+
+/** The sanitizer and fuzzing builds (Linux). */
+export function buildHardening(): void {
+  buildEngine();
+  cmake(paths.asan, ["-DWR_SANITIZE=address,undefined"]);
+  cmake(paths.tsan, ["-DWR_SANITIZE=thread"]);
+  cmake(paths.fuzz, ["-DWR_FUZZ=ON"], { CC: "clang" });
 }
 
 export function buildWindows(): void {
@@ -91,7 +104,8 @@ export function buildAll(): void {
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = new Set(process.argv.slice(2));
   if (args.has("--engine-only")) buildEngine();
-  else if (args.has("--linux-only")) buildLinux(args.has("--sanitize"));
+  else if (args.has("--linux-only")) buildLinux();
+  else if (args.has("--hardening")) buildHardening();
   else buildAll();
   writeFileSync(join(root, "build", ".built"), new Date().toISOString() + "\n");
 }

@@ -33,7 +33,7 @@
 #include "platform.h"
 
 #define BATCH 64
-#define PKT_BUF (0xffff + 4096) /* one netlink message with a whole packet */
+#define PKT_BUF (0x10000 + 4096) /* one netlink message with a whole packet; a multiple of 8 */
 #define TX_CAP (1u << 20)
 #define RCVBUF (8 << 20)
 #define HELD_SLOTS 131072u /* power of two, > the engine's hold limit */

@@ -5,7 +5,8 @@
 import { spawnSync, type SpawnSyncOptions } from "node:child_process";
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { buildAll, root } from "../build/build.ts";
+import { buildAll, buildHardening, paths, root } from "../build/build.ts";
+import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
   passed: number;
@@ -228,6 +229,44 @@ const SUITES: Suite[] = [
     run: () => goPkgTest(["-race", "-run", goNotE2E]),
   },
   {
+    // The library and the C tests under AddressSanitizer + UBSan (with
+    // LeakSanitizer): any report fails the test it happens in.
+    name: "asan",
+    run: () => {
+      const r = sh("ctest", ["--test-dir", paths.asan, "--output-on-failure", "-j2", "--timeout", "900"], {
+        env: { UBSAN_OPTIONS: "halt_on_error=1:print_stacktrace=1", ASAN_OPTIONS: "detect_leaks=1:abort_on_error=1" },
+      });
+      return ctest(r.out, r.code);
+    },
+  },
+  {
+    // The concurrency tests under ThreadSanitizer.
+    name: "tsan",
+    run: () => {
+      const r = sh("ctest", ["--test-dir", paths.tsan, "--output-on-failure", "--timeout", "900", "-R",
+        "threads|cycles|engine_trap|start_stop|misuse|leak_cycles"], {
+        env: { TSAN_OPTIONS: `halt_on_error=1:second_deadlock_stack=1:suppressions=${join(root, "test", "c", "tsan.supp")}` },
+      });
+      return ctest(r.out, r.code);
+    },
+  },
+  {
+    // Coverage-guided fuzzing (libFuzzer) of the packet entry and the config
+    // parser, at CI size, and every kept crash reproducer replayed.
+    name: "fuzz",
+    run: () => {
+      let passed = 0;
+      let failed = 0;
+      for (const [target, runs] of [["fuzz_packets", 500_000], ["fuzz_config", 50_000]] as const) {
+        const r = fuzzRun(target, runs);
+        process.stdout.write(r.log);
+        if (r.ok) passed++;
+        else failed++;
+      }
+      return { passed, failed };
+    },
+  },
+  {
     name: "e2e-linux",
     run: () => {
       // Real traffic through NFQUEUE in network namespaces: needs root.
@@ -308,6 +347,7 @@ function main(): void {
   const lines: string[] = [];
   try {
     buildAll();
+    buildHardening();
   } catch (e) {
     console.log(`build failed: ${(e as Error).message}`);
     console.log("0 passed, 1 failed");

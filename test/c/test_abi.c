@@ -5,64 +5,7 @@
  *
  * On Linux, as root, the process first moves into a network namespace of its
  * own, so a running redirector never touches the host's traffic or rules. */
-#ifndef _WIN32
-#define _GNU_SOURCE
-#endif
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "windows_redirector.h"
-
-#ifdef _WIN32
-#include <windows.h>
-typedef HANDLE thread_t;
-#define THREAD_FN DWORD WINAPI
-#define THREAD_RET 0
-static int thread_start(thread_t *t, LPTHREAD_START_ROUTINE fn, void *arg) {
-  *t = CreateThread(NULL, 0, fn, arg, 0, NULL);
-  return *t ? 0 : -1;
-}
-static void thread_join(thread_t t) {
-  WaitForSingleObject(t, INFINITE);
-  CloseHandle(t);
-}
-static unsigned self_pid(void) { return (unsigned)GetCurrentProcessId(); }
-#else
-#include <pthread.h>
-#include <sched.h>
-#include <unistd.h>
-typedef pthread_t thread_t;
-#define THREAD_FN void *
-#define THREAD_RET NULL
-static int thread_start(thread_t *t, void *(*fn)(void *), void *arg) { return pthread_create(t, NULL, fn, arg); }
-static void thread_join(thread_t t) { pthread_join(t, NULL); }
-static unsigned self_pid(void) { return (unsigned)getpid(); }
-#endif
-
-static int failures;
-static int checks;
-
-static void check(int ok, const char *fmt, ...) {
-  checks++;
-  if (ok) return;
-  failures++;
-  va_list ap;
-  va_start(ap, fmt);
-  fprintf(stderr, "FAIL: ");
-  vfprintf(stderr, fmt, ap);
-  fprintf(stderr, "\n");
-  va_end(ap);
-}
-
-static const char *last_error(void) {
-  static char buf[1024];
-  redirector_last_error(buf, sizeof buf);
-  return buf;
-}
-
-static int error_mentions(const char *needle) { return strstr(last_error(), needle) != NULL; }
+#include "check.h"
 
 /* A configuration that intercepts PID 777 only. */
 static const char *BASE_CONFIG = "{\"intercept_pids\":[777],\"description\":\"base\"}";
@@ -552,10 +495,6 @@ static void case_events_and_stats(void) {
 #endif
 }
 
-struct test_case {
-  const char *name;
-  void (*fn)(void);
-};
 
 static const struct test_case CASES[] = {
     {"version", case_version},
@@ -581,29 +520,4 @@ static const struct test_case CASES[] = {
     {"events_and_stats", case_events_and_stats},
 };
 
-static void isolate_network(void) {
-#if !defined(_WIN32)
-  /* Run in a network namespace of our own when we may (root in CI). */
-  if (geteuid() == 0 && unshare(CLONE_NEWNET) != 0) {
-    perror("unshare(CLONE_NEWNET)");
-    exit(2);
-  }
-#endif
-}
-
-int main(int argc, char **argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s <case>\n", argv[0]);
-    return 2;
-  }
-  isolate_network();
-  for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
-    if (strcmp(CASES[i].name, argv[1]) == 0) {
-      CASES[i].fn();
-      printf("%s: %d checks, %d failed\n", argv[1], checks, failures);
-      return failures ? 1 : 0;
-    }
-  }
-  fprintf(stderr, "unknown case %s\n", argv[1]);
-  return 2;
-}
+int main(int argc, char **argv) { return run_case(argc, argv, CASES, sizeof CASES / sizeof CASES[0]); }

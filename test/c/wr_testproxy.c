@@ -4,6 +4,8 @@
  *   config JSON       set_redirector_config(JSON)
  *   start | stop      start_redirector() | stop_redirector()
  *   stats             one line of counters
+ *   cut N             from now on, close each TCP connection after relaying N
+ *                     bytes up (a proxy failing mid-stream)
  *   origdst           from now on, learn TCP destinations with SO_ORIGINAL_DST
  *                     (for a kernel REDIRECT baseline) instead of the library
  *   quit
@@ -37,6 +39,7 @@
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int use_origdst;
+static uint64_t cut_after; /* 0: never */
 
 static void say(const char *fmt, ...) {
   va_list ap;
@@ -139,6 +142,7 @@ static void *relay(void *arg) {
         p[0].fd = -1;
       } else {
         bytes_up += n;
+        if (cut_after && bytes_up >= cut_after) break; /* fail mid-stream */
       }
     }
     if (open_u && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
@@ -334,6 +338,9 @@ int main(void) {
           (unsigned long long)st.passed, (unsigned long long)st.held, (unsigned long long)st.flows_redirected,
           (unsigned long long)st.table_full, (unsigned long long)st.hold_timeouts,
           (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts);
+    } else if (strncmp(line, "cut ", 4) == 0) {
+      cut_after = strtoull(line + 4, NULL, 10);
+      say("ok");
     } else if (strcmp(line, "origdst") == 0) {
       use_origdst = 1;
       say("ok");

@@ -5,6 +5,7 @@
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import type { ChildProcess } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { root } from "../engine/harness.ts";
 import { HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.ts";
@@ -310,6 +311,102 @@ e2e("the engine trapping on purpose: packets pass, the engine is rebuilt, the re
     assert.ok(again.includes(`dst=${SERVER4}:80`), "redirected again after the rebuild");
   } finally {
     await proxy.quit();
+  }
+});
+
+// ---------------------------------------------------------------------------
+// Hardening: floods, faults, loops. Sizes grow under npm run soak (WR_SOAK).
+
+const FLOOD = process.env.WR_SOAK ? 1_000_000 : 100_000;
+
+function rssKiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
+}
+
+e2e(`floods of ${FLOOD} SYNs and ${FLOOD} UDP datagrams: memory stays flat, an intercepted connection still works`, async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    // Warm up the library's tables and the relay once.
+    const w = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(w.ok, w.out);
+    const rss0 = rssKiB(proxy.child.pid!);
+    const t0 = Date.now();
+    const floods = [
+      net.run(net.host, join(BIN, "wr_flood"), ["syn", HOST4, SERVER4, "80", String(FLOOD)], { timeout: 600_000 }),
+      net.run(net.host, join(BIN, "wr_flood"), ["udp", HOST4, SERVER4, "80", String(FLOOD)], { timeout: 600_000 }),
+    ];
+    // While the floods run: an intercepted connection still goes through.
+    await new Promise((r) => setTimeout(r, 200));
+    const during = await client(net.host, ["tcp", SERVER4, "80", "100000"]);
+    const [syn, udp] = await Promise.all(floods);
+    const seconds = (Date.now() - t0) / 1000;
+    assert.ok(during.ok, during.out);
+    assert.ok(syn.stdout.includes(`sent ${FLOOD}`), syn.stdout + syn.stderr);
+    assert.ok(udp.stdout.includes(`sent ${FLOOD}`), udp.stdout + udp.stderr);
+    const st = await proxy.stats();
+    const rss1 = rssKiB(proxy.child.pid!);
+    assert.ok(st.packets >= FLOOD, `the library saw the floods (${st.packets} packets)`);
+    assert.ok(rss1 - rss0 < 16 * 1024, `memory grew by ${rss1 - rss0} KiB`);
+    assert.ok((await linesOf(proxy, "close tcp", 2)).length === 2, "both intercepted connections relayed");
+    console.log(`figure flood-packets ${2 * FLOOD}\nfigure flood-seconds ${seconds.toFixed(1)}\n` +
+      `figure flood-rss-growth-kib ${rss1 - rss0}`);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("the proxy not listening: the client gets a prompt refusal, not a hang", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    // Redirect to a port nothing listens on.
+    assert.is(await proxy.cmd("port 8097"), "ok");
+    const t0 = Date.now();
+    const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    const ms = Date.now() - t0;
+    assert.not.ok(r.ok);
+    assert.ok(r.out.includes("Connection refused"), r.out);
+    assert.ok(ms < 2000, `refused after ${ms} ms`);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("the proxy closing mid-stream: the client learns it at once", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    assert.is(await proxy.cmd("cut 100000"), "ok");
+    const t0 = Date.now();
+    const r = await client(net.host, ["tcp", SERVER4, "80", "5000000"]);
+    const ms = Date.now() - t0;
+    assert.not.ok(r.ok);
+    assert.ok(/closed early|Connection reset/.test(r.out), r.out);
+    assert.ok(ms < 5000, `noticed after ${ms} ms: ${r.out}`);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("no loops: with everything intercepted, or the proxy itself named, its own connections go out directly", async () => {
+  for (const config of [{ intercept: "!nothing" }, { intercept: "wr_testproxy,wr_testclient" }]) {
+    const proxy = new Proxy();
+    try {
+      await proxy.up(config);
+      // Name the proxy's own PID too.
+      const own = { ...config, intercept_pids: [proxy.child.pid] };
+      assert.is(await proxy.cmd(`config ${JSON.stringify(own)}`), "ok");
+      const r = await client(net.host, ["tcp", SERVER4, "80", "100000"]);
+      assert.ok(r.ok, `${JSON.stringify(config)}: ${r.out}`);
+      await new Promise((res) => setTimeout(res, 300));
+      const opened = proxy.lines("open tcp");
+      assert.is(opened.length, 1, `exactly the client's connection reached the proxy:\n${opened.join("\n")}`);
+      assert.ok(opened[0].includes("wr_testclient"), opened[0]);
+    } finally {
+      await proxy.quit();
+    }
   }
 });
 
