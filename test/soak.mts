@@ -86,7 +86,7 @@ const e2e = spawnSync(join(root, "node_modules", ".bin", "tsx"), ["test/e2e/nfqu
 });
 const e2eOut = e2e.stdout + e2e.stderr;
 process.stdout.write(e2eOut);
-const fig = (n: string) => new RegExp(`^figure ${n} (\\S+)$`, "m").exec(e2eOut)?.[1] ?? "?";
+const fig = (n: string) => new RegExp(`figure ${n} (\\S+)`).exec(e2eOut)?.[1] ?? "?";
 const floodOk = e2e.status === 0;
 rows.push({
   what: "floods through NFQUEUE (SYN + UDP from random ports)",
