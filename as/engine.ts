@@ -27,7 +27,7 @@ import {
   proxyKeyFree, listOldest, listNewer, flowsSeed, F_KIND, F_PROTO, F_V6, F_TCP, F_FLAGS, F_LADDR, F_RADDR,
   F_LPORT, F_RPORT, F_PPORT, F_APP, F_PID, F_PROC, F_UP, F_DOWN, F_HELD_FIRST, F_HELD_LAST, F_HELD_N, F_DIR,
   F_ID, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
-  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDP, L_TCP,
+  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDPPASS, L_RSHORT, L_UDP, L_TCP,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
@@ -229,7 +229,7 @@ function decide(f: usize, pid: u32, proc: u32): void {
   store<u8>(f, dir == DIR_OUT ? K_OUT : K_IN, F_KIND);
   store<u8>(f, T_SYN, F_TCP);
   flowLinkProxy(f);
-  flowTouch(f, tcp ? L_SHORT : L_UDP, now);
+  flowTouch(f, tcp ? L_RSHORT : L_UDP, now);
   store<u32>(f, load<u32>(f, F_FLAGS) | FL_OPENED, F_FLAGS);
   bump(S_FLOWS_REDIRECTED);
   eventPush(EV_OPENED, f, now);
@@ -237,7 +237,7 @@ function decide(f: usize, pid: u32, proc: u32): void {
 
 function decidePass(f: usize): void {
   store<u8>(f, K_PASS, F_KIND);
-  flowTouch(f, load<u8>(f, F_PROTO) == PROTO_TCP ? L_SHORT : L_UDP, now);
+  flowTouch(f, load<u8>(f, F_PROTO) == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
   bump(S_FLOWS_PASSED);
 }
 
@@ -315,7 +315,7 @@ function trackTcp(f: usize, side: u32): void {
     if (st == T_SYN && side == 1 && (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) st = T_ESTABLISHED;
   }
   store<u8>(f, st, F_TCP);
-  flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_SHORT, now);
+  flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_RSHORT, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
   if (st >= T_CLOSING) closedEvent(f);
@@ -331,7 +331,7 @@ function onFlowPacket(f: usize, side: u32): u32 {
   const outbound = (curFlags & IN_OUTBOUND) != 0;
   if (kind == K_PENDING) return side == 0 ? hold(f) : pass();
   if (kind == K_PASS) {
-    if (load<u8>(f, F_PROTO) == PROTO_UDP) flowTouch(f, L_UDP, now);
+    if (load<u8>(f, F_PROTO) == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
     return pass();
   }
   const tcp = pktProto == PROTO_TCP;

@@ -16,9 +16,14 @@
 // last-use order (most recent at the head), so expiry reads tails only:
 //
 //   PENDING   owner unknown; timeout = hold_timeout_ms, then decided as "pass"
-//   SHORT     TCP not yet established, closing, passed TCP, owner facts: 30 s
-//   UDP       UDP flows: udp_idle_timeout_ms
-//   TCP       established TCP: tcp_idle_timeout_ms
+//   SHORT     passed TCP, owner facts: 30 s                  (evictable)
+//   UDPPASS   passed UDP: udp_idle_timeout_ms                (evictable)
+//   RSHORT    redirected TCP not yet established, or closing: 30 s
+//   UDP       redirected UDP: udp_idle_timeout_ms
+//   TCP       redirected, established TCP: tcp_idle_timeout_ms
+//
+// When the table is full, a new flow takes the place of the oldest evictable
+// entry; a redirected connection is never evicted (a flood cannot break one).
 //
 // Entry (FLOW_SIZE bytes):
 //   +0  u8 kind          +1 u8 proto    +2 u8 v6      +3 u8 tcp state
@@ -138,11 +143,15 @@ import { bump, drop1, S_FLOWS_ACTIVE, S_FLOWS_EXPIRED, S_EVICTIONS } from "./sta
 // @ts-ignore: decorator
 @inline export const L_SHORT: u8 = 2;
 // @ts-ignore: decorator
-@inline export const L_UDP: u8 = 3;
+@inline export const L_UDPPASS: u8 = 3;
 // @ts-ignore: decorator
-@inline export const L_TCP: u8 = 4;
+@inline export const L_RSHORT: u8 = 4;
 // @ts-ignore: decorator
-@inline const LISTS: u32 = 5;
+@inline export const L_UDP: u8 = 5;
+// @ts-ignore: decorator
+@inline export const L_TCP: u8 = 6;
+// @ts-ignore: decorator
+@inline const LISTS: u32 = 7;
 
 // @ts-ignore: decorator
 @inline export const SHORT_TIMEOUT_MS: u32 = 30000;
@@ -187,6 +196,8 @@ export function flowsInit(cap: u32): void {
 export function flowsSetTimeouts(hold: u32, udp: u32, tcp: u32): void {
   store<u32>(timeouts + 4 * L_PENDING, hold);
   store<u32>(timeouts + 4 * L_SHORT, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * L_UDPPASS, udp);
+  store<u32>(timeouts + 4 * L_RSHORT, SHORT_TIMEOUT_MS);
   store<u32>(timeouts + 4 * L_UDP, udp);
   store<u32>(timeouts + 4 * L_TCP, tcp);
 }
@@ -391,10 +402,10 @@ export function flowListOf(f: usize): u8 {
 export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   dir: u32, l: u8, now: u32, evict: (f: usize) => void): usize {
   if (freeHead == 0) {
-    // Make room: the oldest not-yet-established or passed entry, then the
-    // oldest idle UDP flow. Established TCP flows are never evicted.
+    // Make room: the oldest passed TCP entry or owner fact, then the oldest
+    // passed UDP flow. Redirected connections are never evicted.
     let victim = tailOf(L_SHORT);
-    if (victim == 0) victim = tailOf(L_UDP);
+    if (victim == 0) victim = tailOf(L_UDPPASS);
     if (victim == 0) return 0;
     bump(S_EVICTIONS);
     evict(victim);

@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <libmnl/libmnl.h>
+#include <linux/capability.h>
 #include <libnetfilter_queue/libnetfilter_queue.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink_queue.h>
@@ -24,6 +25,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -289,6 +291,15 @@ static int config(wr_backend *b, struct nlmsghdr *nlh) {
   return mnl_cb_run(buf, (size_t)r, nlh->nlmsg_seq, b->portid, NULL, NULL) < 0 ? -1 : 0;
 }
 
+/* Does this thread have CAP_NET_ADMIN in its effective set? */
+static int has_net_admin(void) {
+  struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+  memset(d, 0, sizeof d);
+  if (syscall(SYS_capget, &h, d) != 0) return geteuid() == 0;
+  return (d[CAP_NET_ADMIN / 32].effective >> (CAP_NET_ADMIN % 32)) & 1;
+}
+
 static int open_queue(wr_backend *b, char *err, size_t errlen) {
   b->nl = mnl_socket_open(NETLINK_NETFILTER);
   if (!b->nl) {
@@ -306,9 +317,11 @@ static int open_queue(wr_backend *b, char *err, size_t errlen) {
   nfq_nlmsg_cfg_put_cmd(nlh, AF_INET, NFQNL_CFG_CMD_BIND);
   if (config(b, nlh) < 0) {
     int e = errno;
-    if (e == EPERM) {
+    /* The kernel answers EPERM both without CAP_NET_ADMIN and when another
+     * socket has bound the queue. */
+    if (e == EPERM && !has_net_admin()) {
       snprintf(err, errlen, "not allowed to use NFQUEUE: run as root (or with CAP_NET_ADMIN)");
-    } else if (e == EBUSY) {
+    } else if (e == EPERM || e == EBUSY) {
       snprintf(err, errlen,
                "NFQUEUE queue %u is in use by another program: stop it, or choose another queue with "
                "redirector_set_nfqueue_num",

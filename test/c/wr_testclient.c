@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +202,7 @@ static int measure(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN); /* a peer that goes away is reported, not fatal */
   if (argc >= 5 && (strcmp(argv[1], "rate") == 0 || strcmp(argv[1], "latency") == 0)) return measure(argc, argv);
   int wait = 0, a = 1;
   for (;;) {

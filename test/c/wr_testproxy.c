@@ -4,6 +4,7 @@
  *   config JSON       set_redirector_config(JSON)
  *   start | stop      start_redirector() | stop_redirector()
  *   stats             one line of counters
+ *   queue N           redirector_set_nfqueue_num(N)
  *   cut N             from now on, close each TCP connection after relaying N
  *                     bytes up (a proxy failing mid-stream)
  *   origdst           from now on, learn TCP destinations with SO_ORIGINAL_DST
@@ -338,6 +339,8 @@ int main(void) {
           (unsigned long long)st.passed, (unsigned long long)st.held, (unsigned long long)st.flows_redirected,
           (unsigned long long)st.table_full, (unsigned long long)st.hold_timeouts,
           (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts);
+    } else if (strncmp(line, "queue ", 6) == 0) {
+      reply(redirector_set_nfqueue_num((uint16_t)atoi(line + 6)));
     } else if (strncmp(line, "cut ", 4) == 0) {
       cut_after = strtoull(line + 4, NULL, 10);
       say("ok");

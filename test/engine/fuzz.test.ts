@@ -202,4 +202,25 @@ fuzz("SYN flood of unknown owners: the table fills with pending flows, then refu
   assert.is(e.x.memory.buffer.byteLength, bytesBefore);
 });
 
+fuzz("a redirected connection still in its handshake survives a flood of passed flows that fills the table", () => {
+  const e = new PacketEngine(SELF);
+  assert.is(e.config(JSON.stringify({ intercept_pids: [500], max_flows: 256 })).rc, 0);
+  e.start(0, 8080);
+  const C = { addr: "10.0.0.2", port: 40000 };
+  const D = { addr: "198.18.0.10", port: 443 };
+  e.owner(O_CONNECT, "tcp", C, D, 500, "/bin/app");
+  const [syn] = e.process([{ data: build({ proto: "tcp", src: C, dst: D, flags: "S" }) }]);
+  assert.is(syn.verdict, 1);
+  // 10,000 new flows of another process: each is decided "pass" and the
+  // table is full many times over.
+  for (let i = 0; i < 10_000; i++) {
+    const src = { addr: "10.0.1.2", port: 1024 + i };
+    e.owner(O_CONNECT, "udp", src, D, 501, "/bin/other");
+    e.process([{ data: build({ proto: "udp", src, dst: D, payload: "x" }) }]);
+  }
+  assert.ok(e.stats().evictions > 9000, `evictions ${e.stats().evictions}`);
+  const [ack] = e.process([{ data: build({ proto: "tcp", src: { addr: C.addr, port: 8080 }, dst: { addr: D.addr, port: C.port }, flags: "SA" }) }]);
+  assert.is(ack.verdict, 1, "the proxy's SYN-ACK still finds its connection");
+});
+
 fuzz.run();
