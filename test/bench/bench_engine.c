@@ -87,13 +87,14 @@ static wr_engine *engine(const char *config) {
   return e;
 }
 
-static void fact(wr_engine *e, uint16_t cport) {
+/* The owner of the connection client:cport -> D:443 is PID 500. */
+static void fact(wr_engine *e, uint32_t client, uint16_t cport, uint32_t now) {
   wr_owner_fact f;
   memset(&f, 0, sizeof f);
   f.kind = WR_OWNER_CONNECT;
   f.proto = 6;
   f.family = 4;
-  uint32_t c = htonl(C_ADDR), d = htonl(D_ADDR);
+  uint32_t c = htonl(client), d = htonl(D_ADDR);
   memcpy(f.local, &c, 4);
   memcpy(f.remote, &d, 4);
   f.local_port = cport;
@@ -101,7 +102,7 @@ static void fact(wr_engine *e, uint16_t cport) {
   f.pid = 500;
   f.path = "/usr/bin/bench";
   f.path_len = strlen(f.path);
-  wr_engine_owner(e, &f, 1, count, NULL);
+  wr_engine_owner(e, &f, now, count, NULL);
 }
 
 static void established(double seconds) {
@@ -111,7 +112,7 @@ static void established(double seconds) {
   wr_packet pk[BATCH];
   for (int i = 0; i < FLOWS; i++) {
     uint16_t port = (uint16_t)(20000 + i);
-    fact(e, port);
+    fact(e, C_ADDR, port, 1);
     size_t n = tcp4(buf[0], C_ADDR, port, D_ADDR, 443, 0x02, 0);
     wr_packet syn = {0, buf[0], (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
     wr_engine_process(e, &syn, 1, 1, count, NULL);
@@ -159,20 +160,7 @@ static void new_flows(double seconds) {
       size_t n = tcp4(buf, c, port, D_ADDR, 443, 0x02, 0);
       wr_packet syn = {flows, buf, (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
       wr_engine_process(e, &syn, 1, 2, count, NULL);
-      wr_owner_fact f;
-      memset(&f, 0, sizeof f);
-      f.kind = WR_OWNER_CONNECT;
-      f.proto = 6;
-      f.family = 4;
-      uint32_t cn = htonl(c), d = htonl(D_ADDR);
-      memcpy(f.local, &cn, 4);
-      memcpy(f.remote, &d, 4);
-      f.local_port = port;
-      f.remote_port = 443;
-      f.pid = 500;
-      f.path = "/usr/bin/bench";
-      f.path_len = 14;
-      wr_engine_owner(e, &f, 2, count, NULL);
+      fact(e, c, port, 2);
     }
   }
   if (rewritten != flows) {
@@ -190,7 +178,7 @@ static void lookups(double seconds) {
   enum { FLOWS = 1024 };
   for (int i = 0; i < FLOWS; i++) {
     uint16_t port = (uint16_t)(20000 + i);
-    fact(e, port);
+    fact(e, C_ADDR, port, 1);
     size_t n = tcp4(buf, C_ADDR, port, D_ADDR, 443, 0x02, 0);
     wr_packet syn = {0, buf, (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
     wr_engine_process(e, &syn, 1, 1, count, NULL);
