@@ -288,6 +288,18 @@ function resolve(f: usize, pid: u32, proc: u32, known: bool): void {
   releaseHeld(f, false);
 }
 
+/**
+ * No socket owns this connection (a raw socket's packet, or a socket already
+ * closed): its packets pass, and the decision is not remembered for TCP, so
+ * a real connection that later uses the same ports is decided afresh. (UDP
+ * keeps its "pass" entry: datagrams of a socketless sender would otherwise
+ * each cost a look-up.)
+ */
+function resolveOwnerless(f: usize): void {
+  resolve(f, 0, 0, false);
+  if (load<u8>(f, F_PROTO) == PROTO_TCP) flowFree(f);
+}
+
 // ---------------------------------------------------------------------------
 // Packets
 
@@ -498,7 +510,10 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);
   if (f != 0 && foundSide == 0) {
     const k = load<u8>(f, F_KIND);
-    if (k == K_PENDING) resolve(f, pid, proc, kind != O_UNKNOWN);
+    if (k == K_PENDING) {
+      if (kind == O_UNKNOWN) resolveOwnerless(f);
+      else resolve(f, pid, proc, true);
+    }
     else if (k == K_FACT && kind != O_UNKNOWN) {
       store<u32>(f, pid, F_PID);
       store<u32>(f, proc, F_PROC);

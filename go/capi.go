@@ -114,6 +114,8 @@ func cStrerror(code int32) string { return C.GoString(C.redirector_strerror(C.in
 
 func cVersion() string { return C.GoString(C.redirector_version()) }
 
+func cExcludeSocket(fd uintptr) int32 { return int32(C.redirector_exclude_socket(C.intptr_t(fd))) }
+
 func cInjectFault(which int32) int32 { return int32(C.redirector_debug_inject_fault(C.int32_t(which))) }
 
 // The C values of the error codes, for the test that keeps errors.go equal to

@@ -333,6 +333,19 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
 
+/*
+ * Marks a socket of yours (a file descriptor on Linux, a SOCKET on Windows)
+ * as one the capture never needs to see: call it on your proxy's upstream
+ * sockets before connect(). Optional — the calling process's connections
+ * are never intercepted anyway — but on Linux it spares each of them a trip
+ * through the queue and an owner look-up (it sets SO_MARK bit 0x10000000,
+ * which needs CAP_NET_ADMIN). On Windows it does nothing. Works whether or
+ * not the redirector runs.
+ *
+ * Returns 0, or REDIRECTOR_EINVAL (not a socket, or not allowed to mark it).
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket);
+
 /* ------------------------------------------------------------------------
  * Linux
  */

@@ -348,6 +348,15 @@ WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len) {
   return copy_text(buf, len, text);
 }
 
+WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket) {
+  char err[256];
+  if (wr_exclude_socket(socket, err, sizeof err) != 0) {
+    set_error(REDIRECTOR_EINVAL, "redirector_exclude_socket: %s", err);
+    return REDIRECTOR_EINVAL;
+  }
+  return REDIRECTOR_OK;
+}
+
 WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {
   lock_state();
   g.nfqueue_num = queue;

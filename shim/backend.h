@@ -32,6 +32,11 @@ void wr_backend_stop(wr_backend *b);
 /* The app port changed while running. 0, or -1 with the reason in err. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen);
 
+/* Marks a socket of the calling process so its packets never reach the
+ * capture (an optimisation: the process's own connections are never
+ * intercepted anyway). Needs no running backend. 0, or -1 with the reason. */
+int wr_exclude_socket(intptr_t socket, char *err, size_t errlen);
+
 /* What the backend found and how it runs, as one line of text (on Windows:
  * the WinDivert.dll used, "other WinDivert handles: N (pids ..., layers
  * ...)", the handles' priorities and filters, error counters). Copies up to

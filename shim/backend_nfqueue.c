@@ -431,6 +431,25 @@ void wr_backend_stop(wr_backend *b) {
   destroy(b);
 }
 
+int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
+  int fd = (int)socket;
+  if (socket < 0 || (intptr_t)fd != socket) {
+    snprintf(err, errlen, "%ld is not a file descriptor", (long)socket);
+    return -1;
+  }
+  uint32_t mark = 0;
+  socklen_t len = sizeof mark;
+  if (getsockopt(fd, SOL_SOCKET, SO_MARK, &mark, &len) != 0) mark = 0;
+  mark |= WR_EXCLUDE_MARK;
+  if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    int e = errno;
+    snprintf(err, errlen, "could not mark socket %d: %s%s", fd, strerror(e),
+             e == EPERM ? " (needs CAP_NET_ADMIN)" : "");
+    return -1;
+  }
+  return 0;
+}
+
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
   return wr_rules_add_app_port(&b->rules, port, err, errlen);
 }

@@ -1043,6 +1043,15 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   return b;
 }
 
+/* The calling process's connections are left alone at the SOCKET layer
+ * already (its PID is excluded before any packet is held): nothing to do. */
+int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
+  (void)socket;
+  (void)err;
+  (void)errlen;
+  return 0;
+}
+
 /* WinDivert sees every packet already: a new app port needs nothing here
  * (the engine redirects new flows to it). */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {

@@ -173,7 +173,7 @@ static void app_port_raw(text *s, uint16_t queue, uint16_t port) {
 static void app_port_mangle(text *s, uint16_t queue, uint16_t port) {
   char out[32];
   name(out, sizeof out, queue, "out");
-  for (int i = 0; i < 2; i++) add(s, "-I %s 2 -p %s --sport %u -j RETURN\n", out, i ? "udp" : "tcp", (unsigned)port);
+  for (int i = 0; i < 2; i++) add(s, "-I %s 3 -p %s --sport %u -j RETURN\n", out, i ? "udp" : "tcp", (unsigned)port);
 }
 
 static int install_family(int v6, uint16_t queue, uint16_t port) {
@@ -189,7 +189,9 @@ static int install_family(int v6, uint16_t queue, uint16_t port) {
   app_port_raw(&s, queue, port);
   add(&s, "-I OUTPUT 1 -j %s\nCOMMIT\n", raw);
   add(&s, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n:%s - [0:0]\n", out, in, save);
-  /* Client side and new connections, after conntrack. */
+  /* Client side and new connections, after conntrack; never the proxy's
+   * own excluded sockets. */
+  add(&s, "-A %s -m mark --mark 0x%x/0x%x -j RETURN\n", out, WR_EXCLUDE_MARK, WR_EXCLUDE_MARK);
   add(&s, "-A %s -m mark --mark 0x%x/0x%x -j RETURN\n", out, m, m);
   add(&s, "-A %s -m connmark --mark 0x%x/0x%x -j %s\n", out, m, m, q);
   add(&s, "-A %s -p tcp --syn -j %s\n", out, q);

@@ -8,7 +8,8 @@
  *     new UDP) and packets of redirected connections (conntrack mark).
  * Rewritten packets leave the queue with a mark bit set; the mark is saved
  * in the connection (CONNMARK) so later packets of a redirected connection
- * are queued and everything else stays in the kernel.
+ * are queued and everything else stays in the kernel. Sockets a proxy
+ * excluded (another mark bit) are never queued at all.
  *
  * Chains are named after the queue number (wredir<N>-raw, -out, -in, -save)
  * in the raw and mangle tables of iptables and ip6tables; nothing else is
@@ -20,6 +21,9 @@
 #include <stdint.h>
 
 #define WR_MARK 0x20000000u
+/* Packets of sockets marked with this bit (redirector_exclude_socket) are
+ * never queued. */
+#define WR_EXCLUDE_MARK 0x10000000u
 
 typedef struct {
   uint16_t queue;

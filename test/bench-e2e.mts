@@ -90,7 +90,9 @@ try {
 
   const direct = await measure();
 
-  const lib = await proxy(["port 8080", `config {"intercept":"wr_testclient"}`, "start"]);
+  // The relay excludes its upstream sockets (redirector_exclude_socket), as
+  // the Go package's Dialer does.
+  const lib = await proxy(["port 8080", `config {"intercept":"wr_testclient"}`, "exclude", "start"]);
   const ours = await measure();
   await lib.quit();
 

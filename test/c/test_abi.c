@@ -7,6 +7,10 @@
  * own, so a running redirector never touches the host's traffic or rules. */
 #include "check.h"
 
+#ifndef _WIN32
+#include <sys/socket.h>
+#endif
+
 /* A configuration that intercepts PID 777 only. */
 static const char *BASE_CONFIG = "{\"intercept_pids\":[777],\"description\":\"base\"}";
 
@@ -496,6 +500,26 @@ static void case_events_and_stats(void) {
 }
 
 
+static void case_exclude_socket(void) {
+  check(redirector_exclude_socket(-1) == REDIRECTOR_EINVAL, "-1 is not a socket");
+#ifdef _WIN32
+  check(redirector_exclude_socket(12345) == 0, "nothing to do on Windows");
+#else
+  check(redirector_exclude_socket((intptr_t)1 << 40) == REDIRECTOR_EINVAL, "too large for a descriptor");
+  check(error_mentions("not a file descriptor"), "says why: %s", last_error());
+  check(redirector_exclude_socket(0) == REDIRECTOR_EINVAL, "stdin is not a socket");
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  if (geteuid() == 0) {
+    check(redirector_exclude_socket(s) == 0, "a socket is marked: %s", last_error());
+    uint32_t mark = 0;
+    socklen_t len = sizeof mark;
+    getsockopt(s, SOL_SOCKET, SO_MARK, &mark, &len);
+    check(mark == 0x10000000u, "SO_MARK is 0x%x", mark);
+  }
+  close(s);
+#endif
+}
+
 static const struct test_case CASES[] = {
     {"version", case_version},
     {"strerror", case_strerror},
@@ -518,6 +542,7 @@ static const struct test_case CASES[] = {
     {"would_intercept", case_would_intercept},
     {"lookup_codes", case_lookup_codes},
     {"events_and_stats", case_events_and_stats},
+    {"exclude_socket", case_exclude_socket},
 };
 
 int main(int argc, char **argv) { return run_case(argc, argv, CASES, sizeof CASES / sizeof CASES[0]); }

@@ -5,6 +5,7 @@
  *   start | stop      start_redirector() | stop_redirector()
  *   stats             one line of counters
  *   queue N           redirector_set_nfqueue_num(N)
+ *   exclude           from now on, redirector_exclude_socket() on upstream sockets
  *   cut N             from now on, close each TCP connection after relaying N
  *                     bytes up (a proxy failing mid-stream)
  *   origdst           from now on, learn TCP destinations with SO_ORIGINAL_DST
@@ -40,6 +41,7 @@
 
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static int use_origdst;
+static int exclude_upstream; /* "exclude": mark upstream sockets */
 static uint64_t cut_after; /* 0: never */
 
 static void say(const char *fmt, ...) {
@@ -124,6 +126,7 @@ static void *relay(void *arg) {
   socklen_t sl = to_sockaddr(&c->origin.destination, &ss);
   int up = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
   uint64_t bytes_up = 0, bytes_down = 0;
+  if (exclude_upstream && up >= 0 && redirector_exclude_socket(up) != 0) say("err exclude");
   if (up < 0 || connect(up, (struct sockaddr *)&ss, sl) != 0) {
     say("fail tcp dst=%s %s", dst, strerror(errno));
     if (up >= 0) close(up);
@@ -339,6 +342,9 @@ int main(void) {
           (unsigned long long)st.passed, (unsigned long long)st.held, (unsigned long long)st.flows_redirected,
           (unsigned long long)st.table_full, (unsigned long long)st.hold_timeouts,
           (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts);
+    } else if (strcmp(line, "exclude") == 0) {
+      exclude_upstream = 1;
+      say("ok");
     } else if (strncmp(line, "queue ", 6) == 0) {
       reply(redirector_set_nfqueue_num((uint16_t)atoi(line + 6)));
     } else if (strncmp(line, "cut ", 4) == 0) {

@@ -247,6 +247,24 @@ e2e("a config change while a connection is open: it survives; new connections fo
   }
 });
 
+e2e("a proxy that excludes its upstream sockets spares them the queue: one owner look-up per connection", async () => {
+  for (const [exclude, queries] of [[false, 2], [true, 1]] as const) {
+    const proxy = new Proxy();
+    try {
+      await proxy.up({ intercept: "wr_testclient" });
+      if (exclude) assert.is(await proxy.cmd("exclude"), "ok");
+      const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
+      assert.ok(r.ok, r.out);
+      await linesOf(proxy, "close tcp", 1);
+      const st = await proxy.stats();
+      assert.is(st.queries, queries, `exclude=${exclude}: ${st.queries} owner look-ups`);
+      assert.is(st.redirected, 1);
+    } finally {
+      await proxy.quit();
+    }
+  }
+});
+
 e2e("200 concurrent intercepted connections complete correctly", async () => {
   const proxy = new Proxy();
   try {
@@ -387,7 +405,9 @@ e2e(`floods of ${FLOOD} SYNs and ${FLOOD} UDP datagrams: memory stays flat, an i
     assert.ok(st.packets >= FLOOD, `the library saw the floods (${st.packets} packets)`);
     assert.ok(rss1 - rss0 < 16 * 1024, `memory grew by ${rss1 - rss0} KiB`);
     // (Their last packets may wait behind the flood's backlog in the queue.)
-    assert.ok((await linesOf(proxy, "close tcp", 2, 60_000)).length === 2, "both intercepted connections relayed");
+    const closes = await linesOf(proxy, "close tcp", 2, 60_000);
+    assert.ok(closes.length === 2, `both intercepted connections relayed:\n${proxy.out.all().join("\n")}\n` +
+      JSON.stringify(st));
     console.log(`figure flood-packets ${2 * FLOOD}\nfigure flood-seconds ${seconds.toFixed(1)}\n` +
       `figure flood-rss-growth-kib ${rss1 - rss0}`);
   } finally {

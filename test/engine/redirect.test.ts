@@ -171,6 +171,12 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     const rel = e.released();
     assert.is(rel.length, 1);
     assert.is(rel[0].verdict, V_PASS);
+    // Nothing owned it (a raw socket, say): a real connection that later uses
+    // the same ports is decided afresh, not passed for that.
+    assert.is(one(e, { proto: "tcp", src: N.C, dst: N.D, flags: "S" }).verdict, V_HELD);
+    assert.is(e.queries().length, 1);
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
+    expectRewritten(e.released()[0], Dc, P, false, "the real connection is redirected");
   });
 
   t("a process not in the policy is passed, and so is the host itself", () => {

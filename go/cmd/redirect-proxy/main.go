@@ -142,6 +142,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer r.Close()
 
 	p := newProxy(r, stdout, c.udpIdle)
+	// Upstream connections through the redirector's Dialer: the capture never
+	// needs to look at them.
+	dialer := r.Dialer()
+	dialer.Timeout = 10 * time.Second
+	p.dialTCP = func(addr string) (net.Conn, error) { return dialer.Dial("tcp", addr) }
 	var tcp net.Listener
 	var udp *net.UDPConn
 	for _, proto := range c.protocols {
