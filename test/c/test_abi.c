@@ -8,6 +8,7 @@
 #include "check.h"
 
 #ifndef _WIN32
+#include <fcntl.h>
 #include <sys/socket.h>
 #endif
 
@@ -502,12 +503,16 @@ static void case_events_and_stats(void) {
 
 static void case_exclude_socket(void) {
   check(redirector_exclude_socket(-1) == REDIRECTOR_EINVAL, "-1 is not a socket");
+  check(error_mentions("not a"), "says why: %s", last_error());
 #ifdef _WIN32
   check(redirector_exclude_socket(12345) == 0, "nothing to do on Windows");
 #else
   check(redirector_exclude_socket((intptr_t)1 << 40) == REDIRECTOR_EINVAL, "too large for a descriptor");
   check(error_mentions("not a file descriptor"), "says why: %s", last_error());
-  check(redirector_exclude_socket(0) == REDIRECTOR_EINVAL, "stdin is not a socket");
+  int file = open("/dev/null", O_RDONLY);
+  check(redirector_exclude_socket(file) == REDIRECTOR_EINVAL, "a file is not a socket");
+  check(error_mentions("could not mark"), "says why: %s", last_error());
+  close(file);
   int s = socket(AF_INET, SOCK_STREAM, 0);
   if (geteuid() == 0) {
     check(redirector_exclude_socket(s) == 0, "a socket is marked: %s", last_error());
