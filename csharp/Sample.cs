@@ -229,9 +229,11 @@ static class Sample
 
         if (layoutFile != null) Check("struct_layout_equals_the_header", () => CheckLayout(layoutFile));
 
+        // Test PIDs lie above 4194304 (Linux's PID_MAX_LIMIT), so none is this
+        // process's own PID, which is never intercepted.
         Check("config_errors", () =>
         {
-            Redirector.Configure("{\"intercept_pids\": [4321], \"description\": \"csharp\"}");
+            Redirector.Configure("{\"intercept_pids\": [4204321], \"description\": \"csharp\"}");
             var e = Throws<ConfigException>(() => Redirector.Configure("{\"max_flows\": 8}"), "max_flows");
             Assert(e.Code == ErrorCode.BadConfig && (int)e.Code == -104, "code");
             Throws<ConfigException>(() => Redirector.Configure("{\"intercept_pids\": [1, -2]}"), "intercept_pids[1]");
@@ -239,15 +241,15 @@ static class Sample
             Throws<NotUtf8Exception>(() => Redirector.Configure(new byte[] { (byte)'{', (byte)'"', (byte)'d', (byte)'"', (byte)':', (byte)'"', 0xff, (byte)'"', (byte)'}' }));
             Throws<NotUtf8Exception>(() => Redirector.Configure("{\"description\": \"\ud800\"}"));
             Throws<NullArgumentException>(() => Redirector.Configure((string)null), "NULL");
-            Assert(Redirector.WouldIntercept(4321), "the configuration before was lost");
+            Assert(Redirector.WouldIntercept(4204321), "the configuration before was lost");
         });
 
         Check("would_intercept", () =>
         {
-            Redirector.Configure("{\"intercept_pids\": [1111], \"intercept\": \"curl,!2222\"}");
-            Assert(Redirector.WouldIntercept(1111), "PID 1111");
-            Assert(Redirector.WouldIntercept(3333, "/usr/bin/curl"), "curl");
-            Assert(!Redirector.WouldIntercept(2222, "/usr/bin/curl"), "!2222");
+            Redirector.Configure("{\"intercept_pids\": [4201111], \"intercept\": \"curl,!4202222\"}");
+            Assert(Redirector.WouldIntercept(4201111), "PID 4201111");
+            Assert(Redirector.WouldIntercept(4203333, "/usr/bin/curl"), "curl");
+            Assert(!Redirector.WouldIntercept(4202222, "/usr/bin/curl"), "!4202222");
             Assert(!Redirector.WouldIntercept(System.Diagnostics.Process.GetCurrentProcess().Id, "/usr/bin/curl"), "self");
         });
 

@@ -152,7 +152,7 @@ func TestCloseTwiceAndUseAfterClose(t *testing.T) {
 }
 
 func TestStartWithoutAppPort(t *testing.T) {
-	r := open(t, Options{PIDs: []int{1234}})
+	r := open(t, Options{PIDs: []int{4201234}})
 	wantErr(t, r.Start(context.Background()), ErrInit, "no application port", "AppPort")
 	if r.Running() {
 		t.Fatal("running after a failed start")
@@ -160,7 +160,7 @@ func TestStartWithoutAppPort(t *testing.T) {
 }
 
 func TestStartStopCycle(t *testing.T) {
-	r := open(t, Options{AppPort: 18081, PIDs: []int{1234}})
+	r := open(t, Options{AppPort: 18081, PIDs: []int{4201234}})
 	start(t, r)
 	if !r.Running() {
 		t.Fatal("not running after Start")
@@ -254,8 +254,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// Test PIDs lie above 4194304 (Linux's PID_MAX_LIMIT), so none is the test
+// process's own PID, which is never intercepted.
 func TestConfigErrors(t *testing.T) {
-	base := Options{PIDs: []int{4321}, Description: "before"}
+	base := Options{PIDs: []int{4204321}, Description: "before"}
 	r := open(t, base)
 	for _, c := range []struct {
 		name  string
@@ -282,7 +284,7 @@ func TestConfigErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			wantErr(t, r.SetConfig(c.opts), c.code, c.parts...)
 			// The configuration before stays in force.
-			if yes, err := r.WouldIntercept(4321, ""); err != nil || !yes {
+			if yes, err := r.WouldIntercept(4204321, ""); err != nil || !yes {
 				t.Fatalf("previous config lost: %v %v", yes, err)
 			}
 			if r.Options().Description != "before" {
@@ -293,20 +295,20 @@ func TestConfigErrors(t *testing.T) {
 }
 
 func TestConfigApplied(t *testing.T) {
-	r := open(t, Options{PIDs: []int{1111}, Intercept: []string{"curl", "!2222", "*\\chrome.exe"}})
+	r := open(t, Options{PIDs: []int{4201111}, Intercept: []string{"curl", "!4202222", "*\\chrome.exe"}})
 	self := os.Getpid()
 	for _, c := range []struct {
 		pid  int
 		path string
 		want bool
 	}{
-		{1111, "", true},
-		{3333, "", false},
-		{3333, "/usr/bin/curl", true},
-		{3333, "/usr/bin/CURL", true},
-		{2222, "/usr/bin/curl", false},
-		{3333, `C:\Program Files\Google\chrome.exe`, true},
-		{3333, "/usr/bin/wget", false},
+		{4201111, "", true},
+		{4203333, "", false},
+		{4203333, "/usr/bin/curl", true},
+		{4203333, "/usr/bin/CURL", true},
+		{4202222, "/usr/bin/curl", false},
+		{4203333, `C:\Program Files\Google\chrome.exe`, true},
+		{4203333, "/usr/bin/wget", false},
 		{self, "/usr/bin/curl", false}, // never the calling process
 		{4, "/usr/bin/curl", false},
 	} {
@@ -320,7 +322,7 @@ func TestConfigApplied(t *testing.T) {
 		t.Fatal(err)
 	}
 	for path, want := range map[string]bool{"/usr/bin/curl": false, "/usr/bin/wget": true} {
-		if got, _ := r.WouldIntercept(3333, path); got != want {
+		if got, _ := r.WouldIntercept(4203333, path); got != want {
 			t.Errorf("!curl: %s intercepted %v, want %v", path, got, want)
 		}
 	}
@@ -483,7 +485,7 @@ func TestListenerReturnsConnsWithOrigin(t *testing.T) {
 		t.Fatalf("SetAppPort(%d): %v", ln.Port(), err)
 	}
 	// A new configuration without a port keeps it.
-	if err := r.SetConfig(Options{PIDs: []int{1234}}); err != nil || r.Options().AppPort != ln.Port() {
+	if err := r.SetConfig(Options{PIDs: []int{4201234}}); err != nil || r.Options().AppPort != ln.Port() {
 		t.Fatalf("SetConfig without AppPort: %v, port %d", err, r.Options().AppPort)
 	}
 	start(t, r)

@@ -76,7 +76,8 @@ class Errors(unittest.TestCase):
 
 class Config(unittest.TestCase):
     def test_errors(self):
-        wr.configure({"intercept_pids": [4321]})
+        # PIDs above 4194304 (Linux's PID_MAX_LIMIT) are never this process's own.
+        wr.configure({"intercept_pids": [4204321]})
         with self.assertRaises(wr.ConfigError) as cm:
             wr.configure({"max_flows": 8})
         self.assertIn("max_flows", str(cm.exception))
@@ -91,13 +92,13 @@ class Config(unittest.TestCase):
             wr.configure({"description": "\ud800"})
         with self.assertRaises(wr.NullArgument):
             wr.configure(None)
-        self.assertTrue(wr.would_intercept(4321))  # the one before stays in force
+        self.assertTrue(wr.would_intercept(4204321))  # the one before stays in force
 
     def test_would_intercept(self):
-        wr.configure({"intercept_pids": [1111], "intercept": ["curl", "!2222"]})
-        self.assertTrue(wr.would_intercept(1111))
-        self.assertTrue(wr.would_intercept(3333, "/usr/bin/curl"))
-        self.assertFalse(wr.would_intercept(2222, "/usr/bin/curl"))
+        wr.configure({"intercept_pids": [4201111], "intercept": ["curl", "!4202222"]})
+        self.assertTrue(wr.would_intercept(4201111))
+        self.assertTrue(wr.would_intercept(4203333, "/usr/bin/curl"))
+        self.assertFalse(wr.would_intercept(4202222, "/usr/bin/curl"))
         self.assertFalse(wr.would_intercept(os.getpid(), "/usr/bin/curl"))
         with self.assertRaises(wr.NotUTF8):
             wr.would_intercept(1, b"/usr/bin/\xff")
@@ -134,7 +135,7 @@ class Running(unittest.TestCase):
             wr.start()
         wr.stop()
         self.assertFalse(wr.running())
-        with wr.redirecting(18181, intercept_pids=[1234]):
+        with wr.redirecting(18181, intercept_pids=[4201234]):
             self.assertTrue(wr.running())
             self.assertTrue(wr.stats()["running"])
         self.assertFalse(wr.running())

@@ -12,12 +12,14 @@
 #include <sys/socket.h>
 #endif
 
-/* A configuration that intercepts PID 777 only. */
-static const char *BASE_CONFIG = "{\"intercept_pids\":[777],\"description\":\"base\"}";
+/* Test PIDs lie above 4194304 (Linux's PID_MAX_LIMIT): none can be this
+ * process's own PID, which the library never intercepts. */
+/* A configuration that intercepts PID 4200777 only. */
+static const char *BASE_CONFIG = "{\"intercept_pids\":[4200777],\"description\":\"base\"}";
 
 static void set_base_config(void) {
   check(set_redirector_config(BASE_CONFIG) == 0, "base config accepted: %s", last_error());
-  check(redirector_would_intercept(777, NULL) == 1, "base config intercepts 777");
+  check(redirector_would_intercept(4200777, NULL) == 1, "base config intercepts 4200777");
 }
 
 static void expect_config(const char *json, int32_t rc, int32_t code, const char *mention) {
@@ -112,7 +114,7 @@ static void case_bad_json(void) {
 }
 
 static void case_truncated_json(void) {
-  const char *full = "{\"intercept_pids\":[1234,5678],\"description\":\"Intercept \\\"both\\\" \\u00e9\",\"x\":{\"y\":[true,false,null,1.5e3]}}";
+  const char *full = "{\"intercept_pids\":[4201234,4205678],\"description\":\"Intercept \\\"both\\\" \\u00e9\",\"x\":{\"y\":[true,false,null,1.5e3]}}";
   check(set_redirector_config(full) == 0, "full config accepted: %s", last_error());
   size_t n = strlen(full);
   char buf[256];
@@ -125,9 +127,9 @@ static void case_truncated_json(void) {
 }
 
 static void case_wrong_types(void) {
-  expect_config("{\"intercept_pids\":\"1234\"}", -2, REDIRECTOR_ECONFIG, "intercept_pids");
-  expect_config("{\"intercept_pids\":1234}", -2, REDIRECTOR_ECONFIG, "expected an array");
-  expect_config("{\"intercept_pids\":[\"1234\"]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[0]");
+  expect_config("{\"intercept_pids\":\"4201234\"}", -2, REDIRECTOR_ECONFIG, "intercept_pids");
+  expect_config("{\"intercept_pids\":4201234}", -2, REDIRECTOR_ECONFIG, "expected an array");
+  expect_config("{\"intercept_pids\":[\"4201234\"]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[0]");
   expect_config("{\"intercept_pids\":[1,2,3.5]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[2]");
   expect_config("{\"intercept_pids\":[-1]}", -2, REDIRECTOR_ECONFIG, "got -1");
   expect_config("{\"intercept_pids\":[4294967296]}", -2, REDIRECTOR_ECONFIG, "4294967296");
@@ -160,12 +162,12 @@ static void case_not_utf8(void) {
 static void case_big_json(void) {
   size_t n = 1u << 20;
   char *json = malloc(n + 64);
-  strcpy(json, "{\"intercept_pids\":[42],\"description\":\"");
+  strcpy(json, "{\"intercept_pids\":[4200042],\"description\":\"");
   size_t o = strlen(json);
   while (o < n) json[o++] = 'a' + (char)(o % 26);
   strcpy(json + o, "\"}");
   check(set_redirector_config(json) == 0, "1 MiB config accepted: %s", last_error());
-  check(redirector_would_intercept(42, NULL) == 1, "and applied");
+  check(redirector_would_intercept(4200042, NULL) == 1, "and applied");
   free(json);
 }
 
@@ -185,26 +187,26 @@ static void case_many_pids(void) {
 
 static void case_rejected_keeps_old(void) {
   set_base_config();
-  check(set_redirector_config("{\"intercept_pids\":[888],\"protocols\":[\"icmp\"]}") == -2, "bad protocols rejected");
+  check(set_redirector_config("{\"intercept_pids\":[4200888],\"protocols\":[\"icmp\"]}") == -2, "bad protocols rejected");
   check(error_mentions("protocols[0]"), "names protocols[0]: %s", last_error());
-  check(redirector_would_intercept(777, NULL) == 1, "old config still in force");
-  check(redirector_would_intercept(888, NULL) == 0, "rejected config not applied");
+  check(redirector_would_intercept(4200777, NULL) == 1, "old config still in force");
+  check(redirector_would_intercept(4200888, NULL) == 0, "rejected config not applied");
   check(set_redirector_config("{\"description\":\"\xff\"}") == -3, "not UTF-8 rejected");
-  check(redirector_would_intercept(777, NULL) == 1, "old config still in force after -3");
+  check(redirector_would_intercept(4200777, NULL) == 1, "old config still in force after -3");
 }
 
 static void case_spec_fields(void) {
-  check(set_redirector_config("{\"intercept\":\"curl,!1234\"}") == 0, "spec string: %s", last_error());
-  check(redirector_would_intercept(55, "/usr/bin/curl") == 1, "curl intercepted");
-  check(redirector_would_intercept(55, "/usr/bin/wget") == 0, "wget not");
-  check(redirector_would_intercept(1234, "/usr/bin/curl") == 0, "PID 1234 excluded");
+  check(set_redirector_config("{\"intercept\":\"curl,!4201234\"}") == 0, "spec string: %s", last_error());
+  check(redirector_would_intercept(4200055, "/usr/bin/curl") == 1, "curl intercepted");
+  check(redirector_would_intercept(4200055, "/usr/bin/wget") == 0, "wget not");
+  check(redirector_would_intercept(4201234, "/usr/bin/curl") == 0, "PID 4201234 excluded");
   check(set_redirector_config("{\"intercept\":[\"!*chrome*\"]}") == 0, "spec array: %s", last_error());
-  check(redirector_would_intercept(56, "C:\\Program Files\\Google\\Chrome.EXE") == 0, "chrome excluded");
-  check(redirector_would_intercept(56, "C:\\Windows\\notepad.exe") == 1, "others intercepted (first entry excludes)");
+  check(redirector_would_intercept(4200056, "C:\\Program Files\\Google\\Chrome.EXE") == 0, "chrome excluded");
+  check(redirector_would_intercept(4200056, "C:\\Windows\\notepad.exe") == 1, "others intercepted (first entry excludes)");
   check(redirector_would_intercept(self_pid(), "C:\\Windows\\notepad.exe") == 0, "the calling process never");
   check(redirector_would_intercept(4, NULL) == 0, "PID 4 never");
   check(redirector_would_intercept(0, NULL) == 0, "PID 0 never");
-  check(redirector_would_intercept(56, "\xff") == REDIRECTOR_EUTF8, "bad path UTF-8");
+  check(redirector_would_intercept(4200056, "\xff") == REDIRECTOR_EUTF8, "bad path UTF-8");
   expect_config("{\"intercept\":\"a,,b\"}", -2, REDIRECTOR_ECONFIG, "intercept[1]: empty entry");
   expect_config("{\"intercept\":\"!\"}", -2, REDIRECTOR_ECONFIG, "'!' must be followed");
   expect_config("{\"intercept\":[true]}", -2, REDIRECTOR_ECONFIG, "intercept[0]");
@@ -255,13 +257,13 @@ static void case_start_stop(void) {
   check(get_redirector_status() == 1, "running");
   check(start_redirector() == -1, "second start is -1");
   check(redirector_last_error_code() == REDIRECTOR_EALREADY, "code EALREADY");
-  check(set_redirector_config("{\"intercept_pids\":[999]}") == 0, "config while running");
-  check(redirector_would_intercept(999, NULL) == 1, "applied while running");
+  check(set_redirector_config("{\"intercept_pids\":[4200999]}") == 0, "config while running");
+  check(redirector_would_intercept(4200999, NULL) == 1, "applied while running");
   update_app_port(18081);
   check(stop_redirector() == 0, "stop");
   check(get_redirector_status() == 0, "stopped");
   check(stop_redirector() == -1, "second stop is -1");
-  check(redirector_would_intercept(999, NULL) == 1, "config survives stop");
+  check(redirector_would_intercept(4200999, NULL) == 1, "config survives stop");
   check(start_redirector() == 0, "start again: %s", last_error());
   check(stop_redirector() == 0, "stop again");
 #endif
@@ -309,7 +311,7 @@ static THREAD_FN worker_main(void *p) {
         if (rc != 0 && rc != -1) w->bad++;
         break;
       case 2:
-        snprintf(buf, sizeof buf, "{\"intercept_pids\":[%d,%d],\"description\":\"thread %d\"}", 777, 1000 + i, w->id);
+        snprintf(buf, sizeof buf, "{\"intercept_pids\":[%d,%d],\"description\":\"thread %d\"}", 4200777, 1000 + i, w->id);
         if (set_redirector_config(buf) != 0) w->bad++;
         break;
       case 3:
@@ -326,7 +328,7 @@ static THREAD_FN worker_main(void *p) {
         if (redirector_last_error(buf, sizeof buf) < 0) w->bad++;
         break;
       default:
-        rc = redirector_would_intercept(777, "/bin/x");
+        rc = redirector_would_intercept(4200777, "/bin/x");
         if (rc != 1) w->bad++;
         break;
     }
@@ -355,28 +357,28 @@ static void case_threads(void) {
   for (int i = 0; i < N; i++) check(w[i].bad == 0, "thread %d saw %d undocumented results", i, w[i].bad);
   if (get_redirector_status() == 1) check(stop_redirector() == 0, "final stop");
   check(get_redirector_status() == 0, "stopped at the end");
-  check(redirector_would_intercept(777, NULL) == 1, "a valid config is in force");
+  check(redirector_would_intercept(4200777, NULL) == 1, "a valid config is in force");
 }
 
 static void case_engine_trap(void) {
   set_base_config();
   check(redirector_debug_inject_fault(99) == REDIRECTOR_EINVAL, "unknown fault selector");
   check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm a config fault");
-  int32_t rc = set_redirector_config("{\"intercept_pids\":[888]}");
+  int32_t rc = set_redirector_config("{\"intercept_pids\":[4200888]}");
   check(rc == -2, "trapped config call is -2 (%d)", rc);
   check(redirector_last_error_code() == REDIRECTOR_EENGINE, "code EENGINE (%d)", redirector_last_error_code());
   check(error_mentions("rebuilt"), "says the engine was rebuilt: %s", last_error());
-  check(redirector_would_intercept(777, NULL) == 1, "the config in force survived the trap");
-  check(redirector_would_intercept(888, NULL) == 0, "the trapped config was not applied");
-  check(set_redirector_config("{\"intercept_pids\":[888]}") == 0, "the engine works again: %s", last_error());
-  check(redirector_would_intercept(888, NULL) == 1, "and applies configs");
+  check(redirector_would_intercept(4200777, NULL) == 1, "the config in force survived the trap");
+  check(redirector_would_intercept(4200888, NULL) == 0, "the trapped config was not applied");
+  check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "the engine works again: %s", last_error());
+  check(redirector_would_intercept(4200888, NULL) == 1, "and applies configs");
 #ifndef _WIN32
   update_app_port(18080);
   check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm again");
   check(start_redirector() == 0, "start: %s", last_error());
-  check(set_redirector_config("{\"intercept_pids\":[999]}") == -2, "trap while running");
+  check(set_redirector_config("{\"intercept_pids\":[4200999]}") == -2, "trap while running");
   check(get_redirector_status() == 1, "still running after a trap");
-  check(redirector_would_intercept(888, NULL) == 1, "config in force kept while running");
+  check(redirector_would_intercept(4200888, NULL) == 1, "config in force kept while running");
   check(stop_redirector() == 0, "stop");
 #endif
 }
@@ -407,17 +409,17 @@ static void case_windivert_path(void) {
 
 static void case_would_intercept(void) {
   check(set_redirector_config("{\"intercept\":\"fire*,*.py,bin/curl\"}") == 0, "patterns: %s", last_error());
-  check(redirector_would_intercept(10, "/usr/lib/firefox/FireFox-bin") == 1, "glob on the file name, any case");
-  check(redirector_would_intercept(10, "/usr/lib/firefox/bin") == 0, "glob anchored to the name");
-  check(redirector_would_intercept(10, "/home/a/tool.py") == 1, "*.py");
-  check(redirector_would_intercept(10, "/usr/bin/curl") == 1, "substring with a slash");
-  check(redirector_would_intercept(10, "/usr/sbin/curl2") == 1, "substring anywhere in the path");
-  check(redirector_would_intercept(10, "/usr/bin/cur") == 0, "substring needs the whole pattern");
-  check(redirector_would_intercept(10, NULL) == 0, "no path, no pattern match");
-  check(set_redirector_config("{\"intercept\":[1234],\"intercept_pids\":[55]}") == 0, "pids: %s", last_error());
-  check(redirector_would_intercept(1234, NULL) == 1, "spec PID");
-  check(redirector_would_intercept(55, NULL) == 1, "intercept_pids adds");
-  check(redirector_would_intercept(56, NULL) == 0, "others not");
+  check(redirector_would_intercept(4200010, "/usr/lib/firefox/FireFox-bin") == 1, "glob on the file name, any case");
+  check(redirector_would_intercept(4200010, "/usr/lib/firefox/bin") == 0, "glob anchored to the name");
+  check(redirector_would_intercept(4200010, "/home/a/tool.py") == 1, "*.py");
+  check(redirector_would_intercept(4200010, "/usr/bin/curl") == 1, "substring with a slash");
+  check(redirector_would_intercept(4200010, "/usr/sbin/curl2") == 1, "substring anywhere in the path");
+  check(redirector_would_intercept(4200010, "/usr/bin/cur") == 0, "substring needs the whole pattern");
+  check(redirector_would_intercept(4200010, NULL) == 0, "no path, no pattern match");
+  check(set_redirector_config("{\"intercept\":[4201234],\"intercept_pids\":[4200055]}") == 0, "pids: %s", last_error());
+  check(redirector_would_intercept(4201234, NULL) == 1, "spec PID");
+  check(redirector_would_intercept(4200055, NULL) == 1, "intercept_pids adds");
+  check(redirector_would_intercept(4200056, NULL) == 0, "others not");
 }
 
 static redirector_endpoint ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {

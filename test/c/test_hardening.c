@@ -38,13 +38,13 @@ static uint32_t rnd(void) {
  * one never changes the configuration in force. */
 
 static const char *SEEDS[] = {
-    "{\"intercept_pids\":[1234,5678],\"description\":\"Intercept processes 1234 and 5678\"}",
+    "{\"intercept_pids\":[4201234,4205678],\"description\":\"Intercept processes 4201234 and 4205678\"}",
     "{\"intercept_pids\":null,\"description\":\"\"}",
-    "{\"intercept\":\"curl,!1234,*.exe\",\"protocols\":[\"tcp\",\"udp\"],\"directions\":\"outbound,inbound\","
+    "{\"intercept\":\"curl,!4201234,*.exe\",\"protocols\":[\"tcp\",\"udp\"],\"directions\":\"outbound,inbound\","
     "\"ports\":[80,\"8000-8100\"],\"exclude_ports\":[22],\"destinations\":[\"198.18.0.0/15\",\"fd00::/8\"],"
     "\"exclude_destinations\":[\"10.0.0.0/8\"],\"bypass\":[\"loopback\"],\"max_flows\":4096,"
     "\"hold_timeout_ms\":500,\"max_held_packets\":64,\"tcp_idle_timeout_ms\":60000,\"udp_idle_timeout_ms\":5000}",
-    "{\"intercept\":[\"!chrome.exe\",1234,\"C:\\\\Program Files\\\\*\"],\"x\":{\"n\":[[[1,2.5e-3,true,null]]]}}",
+    "{\"intercept\":[\"!chrome.exe\",4201234,\"C:\\\\Program Files\\\\*\"],\"x\":{\"n\":[[[1,2.5e-3,true,null]]]}}",
     "{\"description\":\"caf\xc3\xa9 \\u00e9\\ud83d\\ude00\"}",
 };
 
@@ -94,12 +94,13 @@ static void mutate(char *out, size_t cap, const char *seed) {
   }
 }
 
+/* PIDs above 4194304 cannot be this process's own (never intercepted). */
 static int probe(void) {
-  return redirector_would_intercept(4242, NULL) * 2 + redirector_would_intercept(77, "/opt/probe-x");
+  return redirector_would_intercept(4204242, NULL) * 2 + redirector_would_intercept(4200077, "/opt/probe-x");
 }
 
 static void case_config_flood(void) {
-  const char *base = "{\"intercept_pids\":[4242],\"intercept\":\"probe-*\"}";
+  const char *base = "{\"intercept_pids\":[4204242],\"intercept\":\"probe-*\"}";
   int total = soak() ? 1000000 : 100000;
   int accepted = 0, rejected = 0, undocumented = 0, changed = 0, silent = 0;
   char buf[4096];
@@ -196,11 +197,11 @@ static void case_misuse(void) {
   check(bad == 0, "%d undocumented results before init", bad);
   initialize_global_config();
   /* A config the library must have copied: the caller's buffer goes away. */
-  char *mine = strdup("{\"intercept_pids\":[31337]}");
+  char *mine = strdup("{\"intercept_pids\":[4231337]}");
   check(set_redirector_config(mine) == 0, "config");
   memset(mine, 'x', strlen(mine));
   free(mine);
-  check(redirector_would_intercept(31337, NULL) == 1, "the library kept its own copy");
+  check(redirector_would_intercept(4231337, NULL) == 1, "the library kept its own copy");
   check(redirector_set_windivert_path("") == 0, "empty WinDivert path");
   check(redirector_set_nfqueue_num(7870) == 0, "queue number");
   update_app_port(18080);
@@ -238,7 +239,7 @@ static void case_misuse(void) {
   }
   check(bad == 0, "%d undocumented results", bad);
   check(get_redirector_status() == 0, "stopped at the end");
-  check(redirector_would_intercept(31337, NULL) == 1, "the last good config survived");
+  check(redirector_would_intercept(4231337, NULL) == 1, "the last good config survived");
   int after = 0;
   for (int i = 0; i < 100; i++) junk_calls(&after);
   check(after == 0, "%d undocumented results after stop", after);

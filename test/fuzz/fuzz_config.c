@@ -8,10 +8,11 @@
 
 #include "windows_redirector.h"
 
-static const char *BASE = "{\"intercept_pids\":[4242],\"intercept\":\"probe-*\"}";
+/* PIDs above 4194304 cannot be this process's own (never intercepted). */
+static const char *BASE = "{\"intercept_pids\":[4204242],\"intercept\":\"probe-*\"}";
 
 static int probe(void) {
-  return redirector_would_intercept(4242, NULL) * 2 + redirector_would_intercept(77, "/opt/probe-x");
+  return redirector_would_intercept(4204242, NULL) * 2 + redirector_would_intercept(4200077, "/opt/probe-x");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

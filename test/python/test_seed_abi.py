@@ -44,9 +44,9 @@ class SeedAbi(unittest.TestCase):
         self.assertEqual(lib.set_redirector_config(b'{"intercept_pids": "x"}'), -2)
         self.assertIn("intercept_pids", last_error())
         self.assertEqual(lib.set_redirector_config(b'{"description": "\xff"}'), -3)
-        cfg = json.dumps({"intercept_pids": [1234, 5678], "description": "python"}).encode()
+        cfg = json.dumps({"intercept_pids": [4201234, 4205678], "description": "python"}).encode()
         self.assertEqual(lib.set_redirector_config(cfg), 0)
-        self.assertEqual(lib.redirector_would_intercept(1234, None), 1)
+        self.assertEqual(lib.redirector_would_intercept(4201234, None), 1)
         self.assertEqual(lib.redirector_would_intercept(os.getpid(), None), 0)
 
     def test_start_stop(self):

@@ -13,13 +13,13 @@ import "C"
 
 import "unsafe"
 
-func Initialize()              { C.initialize_global_config() }
-func Start() int32             { return int32(C.start_redirector()) }
-func Stop() int32              { return int32(C.stop_redirector()) }
-func Status() int32            { return int32(C.get_redirector_status()) }
-func SetAppPort(port uint16)   { C.update_app_port(C.uint16_t(port)) }
-func LastErrorCode() int32     { return int32(C.redirector_last_error_code()) }
-func SetConfigNil() int32      { return int32(C.set_redirector_config(nil)) }
+func Initialize()            { C.initialize_global_config() }
+func Start() int32           { return int32(C.start_redirector()) }
+func Stop() int32            { return int32(C.stop_redirector()) }
+func Status() int32          { return int32(C.get_redirector_status()) }
+func SetAppPort(port uint16) { C.update_app_port(C.uint16_t(port)) }
+func LastErrorCode() int32   { return int32(C.redirector_last_error_code()) }
+func SetConfigNil() int32    { return int32(C.set_redirector_config(nil)) }
 
 func SetConfig(json string) int32 {
 	c := C.CString(json)

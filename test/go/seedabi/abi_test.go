@@ -27,10 +27,10 @@ func TestSeedReturnCodes(t *testing.T) {
 	if got := SetConfig("{\"description\":\"\xff\"}"); got != -3 {
 		t.Fatalf("not UTF-8: %d, want -3", got)
 	}
-	if got := SetConfig(`{"intercept_pids":[1234,5678],"description":"Intercept specific processes"}`); got != 0 {
+	if got := SetConfig(`{"intercept_pids":[4201234,4205678],"description":"Intercept specific processes"}`); got != 0 {
 		t.Fatalf("seed config: %d (%s)", got, LastError())
 	}
-	if WouldIntercept(1234) != 1 || WouldIntercept(5678) != 1 || WouldIntercept(9) != 0 {
+	if WouldIntercept(4201234) != 1 || WouldIntercept(4205678) != 1 || WouldIntercept(9) != 0 {
 		t.Fatal("the seed config is not in force")
 	}
 	if Status() != 0 {
@@ -40,7 +40,7 @@ func TestSeedReturnCodes(t *testing.T) {
 
 func TestStartStop(t *testing.T) {
 	SetAppPort(8080)
-	if SetConfig(`{"intercept_pids":[1234,5678],"description":"x"}`) != 0 {
+	if SetConfig(`{"intercept_pids":[4201234,4205678],"description":"x"}`) != 0 {
 		t.Fatal(LastError())
 	}
 	rc := Start()
