@@ -36,7 +36,7 @@ import { flowsCapacity, flowsBytesPerFlow, F_PROC } from "./flows";
 import { STATS, STATS_COUNT, bump, S_LOOKUPS, S_LOOKUP_MISSES } from "./stats";
 
 /** Interface version; the shim refuses an engine with another number. */
-export const ENGINE_ABI: u32 = 2;
+export const ENGINE_ABI: u32 = 3;
 
 // @ts-ignore: decorator
 @inline const BATCH_MAX: u32 = 256;
@@ -229,9 +229,13 @@ export function eng_released_ptr(): usize {
   return releasePtr();
 }
 
-/** Pending flows whose owner to look up: count, records at eng_queries_ptr(). */
-export function eng_take_queries(): u32 {
-  return started ? takeQueries(queries, QUERY_MAX) : 0;
+/**
+ * Up to `max` pending flows whose owner to look up: count, records at
+ * eng_queries_ptr(). A flow is handed out once, so the caller asks for no
+ * more than it can answer; the rest wait for the next call.
+ */
+export function eng_take_queries(max: u32): u32 {
+  return started ? takeQueries(queries, max < QUERY_MAX ? max : QUERY_MAX) : 0;
 }
 
 export function eng_queries_ptr(): usize {

@@ -12,7 +12,7 @@
 #error "build the engine with -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0: the library must not own the host's signal handlers"
 #endif
 
-#define ENGINE_ABI 2u
+#define ENGINE_ABI 3u
 
 /* Engine-side record layouts (as/index.ts, as/held.ts, as/engine.ts). */
 #define META_SIZE 32u
@@ -426,7 +426,8 @@ size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max) {
   volatile int rc = 0;
   volatile size_t count = 0;
   WITH_ENGINE(e, NULL, 0, rc, {
-    uint32_t n = Z_engineZ_eng_take_queries(&e->inst);
+    /* The engine hands each flow out once: ask for no more than fit. */
+    uint32_t n = Z_engineZ_eng_take_queries(&e->inst, max < UINT32_MAX ? (uint32_t)max : UINT32_MAX);
     uint32_t base = Z_engineZ_eng_queries_ptr(&e->inst);
     uint8_t *q = mem_range(e, base, n * QUERY_SIZE);
     if (q) {

@@ -145,7 +145,7 @@ export interface PacketExports {
   eng_process(count: number, now: number): number;
   eng_take_released(): number;
   eng_released_ptr(): number;
-  eng_take_queries(): number;
+  eng_take_queries(max: number): number;
   eng_queries_ptr(): number;
   eng_owner(len: number, now: number): number;
   eng_tick(now: number): void;
@@ -244,8 +244,9 @@ export class PacketEngine extends Engine {
     return out;
   }
 
-  queries(): Query[] {
-    const n = this.p.eng_take_queries();
+  /** Up to `max` pending flows to find owners for (each is handed out once). */
+  queries(max = 256): Query[] {
+    const n = this.p.eng_take_queries(max);
     const base = this.p.eng_queries_ptr();
     const out: Query[] = [];
     for (let i = 0; i < n; i++) {

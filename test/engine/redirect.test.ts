@@ -62,6 +62,18 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
   const P: Endpoint = { addr: N.C.addr, port: APP };
   const Dc: Endpoint = { addr: N.D.addr, port: N.C.port }; // what the proxy sees as its peer
 
+  t("owner queries: each pending flow is handed out once, none lost to a small buffer", () => {
+    const e = engine();
+    const ports = [40001, 40002, 40003];
+    for (const port of ports) assert.is(one(e, { proto: "tcp", src: { ...N.C, port }, dst: N.D, flags: "S" }).verdict, V_HELD);
+    const first = e.queries(2);
+    assert.is(first.length, 2, "no more than asked for");
+    const rest = e.queries(5);
+    assert.is(rest.length, 1, "the third waits for the next call");
+    assert.equal([...first, ...rest].map((q) => q.local.port).sort(), ports);
+    assert.is(e.queries().length, 0, "each asked once");
+  });
+
   t("outbound TCP: handshake, data both ways, FIN, lookup, events", () => {
     const e = engine();
     // 1. The client's SYN waits for its owner.
