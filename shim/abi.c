@@ -382,6 +382,15 @@ WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which) {
 /* ------------------------------------------------------------------------
  * Lookups, events, statistics */
 
+/* A caller's struct must be at least this library's size (its `size` field
+ * says how large the caller's is). 0 with the last error set if not. */
+static int size_ok(const char *call, const char *field, uint32_t size, size_t need, const char *type) {
+  if (size >= need) return 1;
+  set_error(REDIRECTOR_EINVAL, "%s: %s is %u; set it to sizeof(%s) (%u)", call, field, (unsigned)size, type,
+            (unsigned)need);
+  return 0;
+}
+
 static int valid_endpoint(const redirector_endpoint *ep) { return ep->family == 4 || ep->family == 6; }
 
 static void to_endpoint(redirector_endpoint *ep, uint32_t family, const uint8_t addr[16], uint16_t port) {
@@ -416,9 +425,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirec
     set_error(REDIRECTOR_ENULL, "redirector_lookup: peer, local and out must not be NULL");
     return REDIRECTOR_ENULL;
   }
-  if (out->size < sizeof *out) {
-    set_error(REDIRECTOR_EINVAL, "redirector_lookup: out->size is %u; set it to sizeof(redirector_origin) (%u)",
-              (unsigned)out->size, (unsigned)sizeof *out);
+  if (!size_ok("redirector_lookup", "out->size", out->size, sizeof *out, "redirector_origin")) {
     return REDIRECTOR_EINVAL;
   }
   if ((protocol != REDIRECTOR_TCP && protocol != REDIRECTOR_UDP) || !valid_endpoint(peer) ||
@@ -464,9 +471,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
     set_error(REDIRECTOR_ENULL, "redirector_next_event: ev is NULL");
     return REDIRECTOR_ENULL;
   }
-  if (ev->size < sizeof *ev) {
-    set_error(REDIRECTOR_EINVAL, "redirector_next_event: ev->size is %u; set it to sizeof(redirector_event) (%u)",
-              (unsigned)ev->size, (unsigned)sizeof *ev);
+  if (!size_ok("redirector_next_event", "ev->size", ev->size, sizeof *ev, "redirector_event")) {
     return REDIRECTOR_EINVAL;
   }
   uint64_t deadline = wr_now_ms() + timeout_ms;
@@ -503,9 +508,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out) {
     set_error(REDIRECTOR_ENULL, "redirector_get_stats: out is NULL");
     return REDIRECTOR_ENULL;
   }
-  if (out->size < sizeof *out) {
-    set_error(REDIRECTOR_EINVAL, "redirector_get_stats: out->size is %u; set it to sizeof(redirector_stats) (%u)",
-              (unsigned)out->size, (unsigned)sizeof *out);
+  if (!size_ok("redirector_get_stats", "out->size", out->size, sizeof *out, "redirector_stats")) {
     return REDIRECTOR_EINVAL;
   }
   uint32_t size = out->size;

@@ -175,21 +175,14 @@ static void answer_queries(wr_backend *b, uint32_t now) {
       char path[4096];
       uint32_t pid = 0;
       wr_owner_fact f;
-      memset(&f, 0, sizeof f);
-      f.proto = q[i].proto;
-      f.family = q[i].family;
-      memcpy(f.local, q[i].local, 16);
-      memcpy(f.remote, q[i].remote, 16);
-      f.local_port = q[i].local_port;
-      f.remote_port = q[i].remote_port;
       if (wr_owners_find(b->owners, q[i].proto, q[i].family, q[i].inbound, q[i].local, q[i].local_port,
                          q[i].remote, q[i].remote_port, &pid, path, sizeof path)) {
-        f.kind = q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT;
+        wr_fact_for_query(&f, &q[i], q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT);
         f.pid = pid;
         f.path = path;
         f.path_len = strlen(path);
       } else {
-        f.kind = WR_OWNER_UNKNOWN;
+        wr_fact_for_query(&f, &q[i], WR_OWNER_UNKNOWN);
       }
       after_engine(b, wr_engine_owner(b->engine, &f, now, on_verdict, b));
     }

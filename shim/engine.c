@@ -384,6 +384,17 @@ int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t no
   return 0;
 }
 
+void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind) {
+  memset(f, 0, sizeof *f);
+  f->kind = kind;
+  f->proto = q->proto;
+  f->family = q->family;
+  memcpy(f->local, q->local, 16);
+  memcpy(f->remote, q->remote, 16);
+  f->local_port = q->local_port;
+  f->remote_port = q->remote_port;
+}
+
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdict_fn cb, void *ctx) {
   volatile int rc = 0;
   size_t plen = f->path ? f->path_len : 0;

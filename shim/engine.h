@@ -128,6 +128,10 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
  * whatever it saw held), and WR_ENGINE_TRAPPED is returned. */
 int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
 
+/* A fact of `kind` about a query's flow: its protocol, family, ends and
+ * ports, no owner yet (pid 0, no path). */
+void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind);
+
 /* Applies an owner fact; released packets go to cb. */
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
 

@@ -208,17 +208,7 @@ export class PacketEngine extends Engine {
     if (n !== pkts.length) throw new Error("eng_process returned " + n);
     off = 0;
     return pkts.map((pk, i) => {
-      const v = dv();
-      const m = meta + i * 32;
-      const w = v.getUint32(m + 28, true);
-      const out: OutPacket = {
-        verdict: w & 0xff,
-        outbound: ((w >> 8) & OUT_OUTBOUND) !== 0,
-        csumValid: ((w >> 8) & OUT_CSUM_VALID) !== 0,
-        data: this.bytes(data + off, pk.data.length).slice(),
-        cookie: v.getUint32(m, true),
-        ifIdx: v.getUint32(m + 20, true),
-      };
+      const out = this.record(meta + i * 32, data + off, pk.data.length);
       off += (pk.data.length + 7) & ~7;
       return out;
     });
@@ -229,19 +219,25 @@ export class PacketEngine extends Engine {
     const base = this.p.eng_released_ptr();
     const out: OutPacket[] = [];
     for (let i = 0; i < n; i++) {
-      const v = this.view();
       const r = base + i * 32;
-      const w = v.getUint32(r + 28, true);
-      out.push({
-        cookie: v.getUint32(r, true),
-        data: this.bytes(v.getUint32(r + 8, true), v.getUint32(r + 12, true)).slice(),
-        verdict: w & 0xff,
-        outbound: ((w >> 8) & OUT_OUTBOUND) !== 0,
-        csumValid: ((w >> 8) & OUT_CSUM_VALID) !== 0,
-        ifIdx: v.getUint32(r + 20, true),
-      });
+      const v = this.view();
+      out.push(this.record(r, v.getUint32(r + 8, true), v.getUint32(r + 12, true)));
     }
     return out;
+  }
+
+  /** A packet record (META layout: cookie, verdict word, interface) with its bytes at [data, data+len). */
+  private record(m: number, data: number, len: number): OutPacket {
+    const v = this.view();
+    const w = v.getUint32(m + 28, true);
+    return {
+      verdict: w & 0xff,
+      outbound: ((w >> 8) & OUT_OUTBOUND) !== 0,
+      csumValid: ((w >> 8) & OUT_CSUM_VALID) !== 0,
+      data: this.bytes(data, len).slice(),
+      cookie: v.getUint32(m, true),
+      ifIdx: v.getUint32(m + 20, true),
+    };
   }
 
   /** Up to `max` pending flows to find owners for (each is handed out once). */

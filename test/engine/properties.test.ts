@@ -45,6 +45,13 @@ const flow = fc.record({
   flags: fc.array(fc.constantFrom("A", "PA", "FA"), { minLength: 6, maxLength: 6 }),
 }).filter((f) => (f.v6 ? f.c6 !== f.d6 : f.c4 !== f.d4));
 
+type Flow = typeof flow extends fc.Arbitrary<infer F> ? F : never;
+
+/** A flow's two ends in its family: this host's, then the other's. */
+function ends(f: Flow): [Endpoint, Endpoint] {
+  return [{ addr: f.v6 ? f.c6 : f.c4, port: f.cport }, { addr: f.v6 ? f.d6 : f.d4, port: f.dport }];
+}
+
 /** A fresh engine intercepting PID 500, with a small table. */
 function fresh(): PacketEngine {
   const e = new PacketEngine(SELF);
@@ -78,8 +85,7 @@ props("outbound: rewrite then reverse rewrite restores every byte; all checksums
   fc.assert(
     fc.property(flow, (f) => {
       const e = fresh();
-      const C: Endpoint = { addr: f.v6 ? f.c6 : f.c4, port: f.cport };
-      const D: Endpoint = { addr: f.v6 ? f.d6 : f.d4, port: f.dport };
+      const [C, D] = ends(f);
       e.owner(O_CONNECT, f.proto, C, D, 500, "/bin/app");
       return roundTrips(e, [
         { proto: f.proto, src: C, dst: D, flags: "S", payload: f.proto === "udp" ? f.payloads[0] : undefined },
@@ -94,8 +100,7 @@ props("inbound: the same round trip through a listener redirect", () => {
   fc.assert(
     fc.property(flow, (f) => {
       const e = fresh();
-      const L: Endpoint = { addr: f.v6 ? f.c6 : f.c4, port: f.cport };
-      const R: Endpoint = { addr: f.v6 ? f.d6 : f.d4, port: f.dport };
+      const [L, R] = ends(f);
       e.owner(O_LISTEN, f.proto, L, null, 500, "/bin/server");
       return roundTrips(e, [
         { proto: f.proto, src: R, dst: L, flags: "S" },
@@ -110,8 +115,7 @@ props("partial checksums: every emitted packet has a full, valid checksum", () =
   fc.assert(
     fc.property(flow, (f) => {
       const e = fresh();
-      const C: Endpoint = { addr: f.v6 ? f.c6 : f.c4, port: f.cport };
-      const D: Endpoint = { addr: f.v6 ? f.d6 : f.d4, port: f.dport };
+      const [C, D] = ends(f);
       e.owner(O_CONNECT, f.proto, C, D, 500, "/bin/app");
       const [a] = e.process([{ data: build({ proto: f.proto, src: C, dst: D, flags: "S", partialChecksum: true }), partial: true }]);
       if (a.verdict !== V_MODIFIED || !checksumsValid(a.data)) return false;

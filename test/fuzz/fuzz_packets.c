@@ -63,14 +63,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unsigned how = (flags >> 3) & 3u;
     if (how == 3) continue;
     wr_owner_fact f;
-    memset(&f, 0, sizeof f);
-    f.kind = how == 0 ? (q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT) : how == 1 ? WR_OWNER_UNKNOWN : WR_OWNER_LISTEN;
-    f.proto = q[i].proto;
-    f.family = q[i].family;
-    memcpy(f.local, q[i].local, 16);
-    memcpy(f.remote, q[i].remote, 16);
-    f.local_port = q[i].local_port;
-    f.remote_port = q[i].remote_port;
+    wr_fact_for_query(&f, &q[i],
+                      how == 0 ? (q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT)
+                      : how == 1 ? WR_OWNER_UNKNOWN
+                                 : WR_OWNER_LISTEN);
     f.pid = 500 + (unsigned)(now % 3);
     f.path = "/usr/bin/fuzz";
     f.path_len = 13;

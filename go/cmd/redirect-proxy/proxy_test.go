@@ -98,6 +98,17 @@ func startProxy(t *testing.T, f *fakeLookup, udpIdle time.Duration) (*proxy, *sy
 	return p, out, ln, pc
 }
 
+// dialProxy connects to the proxy's TCP port; reads give up after 5 s.
+func dialProxy(t *testing.T, ln net.Listener) net.Conn {
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	return c
+}
+
 func TestRelayTCP(t *testing.T) {
 	dest := tcpEcho(t)
 	f := &fakeLookup{origin: redirector.Origin{Destination: dest, PID: 4242, Process: "/usr/bin/curl",
@@ -106,16 +117,11 @@ func TestRelayTCP(t *testing.T) {
 
 	payload := make([]byte, 200<<10)
 	rand.Read(payload)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialProxy(t, ln)
 	go func() {
 		c.Write(payload)
 		c.(*net.TCPConn).CloseWrite() // the proxy must pass the end of data on
 	}()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	got, err := io.ReadAll(c)
 	if err != nil || !bytes.Equal(got, append([]byte("echo:"), payload...)) {
 		t.Fatalf("round trip: %d bytes, %v", len(got), err)
@@ -133,12 +139,7 @@ func TestRelayTCP(t *testing.T) {
 func TestTCPNotRedirected(t *testing.T) {
 	f := &fakeLookup{err: redirector.ErrNotFound}
 	p, out, ln, _ := startProxy(t, f, time.Second)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c := dialProxy(t, ln)
 	if n, err := c.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("a connection that was not redirected should be closed: %d %v", n, err)
 	}
@@ -153,12 +154,7 @@ func TestTCPDialFailure(t *testing.T) {
 	ln0.Close() // nothing listens there now
 	f := &fakeLookup{origin: redirector.Origin{Destination: dest, PID: 7, Process: `C:\Tools\app.exe`}}
 	p, out, ln, _ := startProxy(t, f, time.Second)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	c := dialProxy(t, ln)
 	io.ReadAll(c)
 	out.waitFor(t, `TCP  app\.exe \(7\) +-> `+regexp.QuoteMeta(dest.String())+` +up +0 B  down +0 B  failed: \S+`)
 	if p.tcpFailed.Load() != 1 {
@@ -185,14 +181,9 @@ func TestShutdownEndsConnections(t *testing.T) {
 	p := newProxy(f, out, time.Second)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go p.serveTCP(ln)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialProxy(t, ln)
 	c.Write([]byte("hello"))
 	buf := make([]byte, 5)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
 		t.Fatalf("echo: %q %v", buf, err)
 	}
