@@ -66,10 +66,11 @@ export function heldTotal(): u32 {
 
 /**
  * Copies a packet into a new record (1-based index), or returns 0 when a
- * limit is reached.
+ * limit is reached. Released packets not yet taken count against the limit:
+ * the release list has room for `cap` records.
  */
 export function heldPut(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cookieLo: u32, cookieHi: u32): u32 {
-  if (freeHead == 0 || heldBytes + len > MAX_HELD_BYTES) return 0;
+  if (freeHead == 0 || heldCount + relCount >= cap || heldBytes + len > MAX_HELD_BYTES) return 0;
   const i = freeHead;
   const r = rec(i);
   freeHead = load<u32>(r, 28);

@@ -378,6 +378,23 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     assert.ok(rel.every((r) => r.verdict === V_MODIFIED));
   });
 
+  t("hold limits: released packets not yet taken count too (the release list never overflows)", () => {
+    const e = engine({ intercept_pids: [PID], max_held_packets: 16 });
+    const first = build({ proto: "udp", src: { addr: N.C.addr, port: 2000 }, dst: N.D, payload: "first" });
+    for (let round = 0; round < 6; round++) {
+      const C: Endpoint = { addr: N.C.addr, port: 2000 + round };
+      const pkt = build({ proto: "udp", src: C, dst: N.D, payload: round === 0 ? "first" : "later".repeat(round) });
+      const v = e.process(Array.from({ length: 16 }, () => ({ data: pkt }))).map((o) => o.verdict);
+      assert.ok(v.every((x) => x === (round === 0 ? V_HELD : V_DROP)), `round ${round}: ${v}`);
+      e.owner(O_CONNECT, "udp", C, N.D, PID, PATH);
+    }
+    const rel = e.released();
+    assert.is(rel.length, 16, "only the first round was held");
+    assert.ok(rel.every((r) => r.verdict === V_MODIFIED && r.data.length === first.length && checksumsValid(r.data)));
+    assert.is(one(e, { proto: "udp", src: { addr: N.C.addr, port: 3000 }, dst: N.D, payload: "x" }).verdict, V_HELD,
+      "after the take there is room again");
+  });
+
   t.run();
 }
 
