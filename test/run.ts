@@ -2,8 +2,8 @@
 // "N passed, N failed" totalling them all. Exits non-zero on any failure.
 //
 //   tsx test/run.ts [--only name,name]   (names: see SUITES below)
-import { spawnSync, type SpawnSyncOptions } from "node:child_process";
-import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { buildAll, buildHardening, paths, root } from "../build/build.ts";
 import { fuzzRun } from "./fuzz.ts";
@@ -24,19 +24,48 @@ const winGoEnv = { ...goEnv, GOOS: "windows", GOARCH: "amd64", CC: "x86_64-w64-m
 const wine = join(root, "build", "wine-run.sh");
 const winDir = join(root, "build", "windows");
 
-/** Runs a command, echoing its output, and returns its exit code and output. */
-function sh(cmd: string, args: string[], opts: SpawnSyncOptions & { env?: NodeJS.ProcessEnv } = {}) {
-  const r = spawnSync(cmd, args, {
-    cwd: root,
-    encoding: "utf8",
-    maxBuffer: 256 << 20,
-    ...opts,
-    env: { ...process.env, ...opts.env },
-  });
-  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`;
-  process.stdout.write(out.endsWith("\n") || out === "" ? out : out + "\n");
-  if (r.error) process.stdout.write(`(${cmd}: ${r.error.message})\n`);
-  return { code: r.status ?? 1, out };
+// Every command runs under a time limit, so a hung program fails its suite
+// instead of the whole run: its own bound (timeoutS, default 20 min) and what
+// is left of the run's budget (WR_TEST_BUDGET_S, default 75 min), whichever
+// ends first. coreutils' timeout ends the command's whole process group.
+const runStart = Date.now();
+const budgetS = Number(process.env.WR_TEST_BUDGET_S ?? 75 * 60);
+const logDir = join(root, "build", "test", "logs");
+let logSeq = 0;
+
+function secondsLeft(): number {
+  return Math.floor(budgetS - (Date.now() - runStart) / 1000);
+}
+
+/**
+ * Runs a command, streaming its output (stdout and stderr merged) as it comes,
+ * and returns its exit code and output.
+ */
+function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutS?: number } = {}) {
+  const limit = Math.min(opts.timeoutS ?? 20 * 60, secondsLeft());
+  if (limit <= 0) {
+    const out = `(${cmd}: not run, the test run's time budget of ${budgetS} s is spent)\n`;
+    process.stdout.write(out);
+    return { code: 1, out };
+  }
+  mkdirSync(logDir, { recursive: true });
+  const log = join(logDir, `${process.pid}-${++logSeq}.log`);
+  writeFileSync(log, "");
+  const r = spawnSync(
+    "timeout",
+    ["-k", "10", String(limit), "bash", "-c", 'set -o pipefail; "$@" 2>&1 | tee -a "$WR_SH_LOG"', "sh", cmd, ...args],
+    { cwd: opts.cwd ?? root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...opts.env, WR_SH_LOG: log } },
+  );
+  const code = r.status ?? 1;
+  let note = "";
+  if (r.error) note += `(${cmd}: ${r.error.message})\n`;
+  if (code === 124 || code === 137) note += `(${cmd}: killed after ${limit} s)\n`;
+  process.stdout.write(note);
+  let out = readFileSync(log, "utf8");
+  rmSync(log, { force: true });
+  if (out !== "" && !out.endsWith("\n")) out += "\n";
+  out += note;
+  return { code, out };
 }
 
 /** Runs in a network namespace of its own when root, so nothing touches the host's traffic. */
@@ -104,12 +133,48 @@ function pyunit(out: string, code: number): Count {
   return { passed: ran - failed, failed: failed > 0 || code !== 0 || ran === 0 ? Math.max(failed, 1) : 0 };
 }
 
-function startWineServer(): void {
-  // A persistent wineserver makes each wine start take milliseconds, not seconds.
-  spawnSync("/usr/lib/wine/wineserver", ["-p", "60"], {
-    env: { ...process.env, WINEPREFIX: process.env.WINEPREFIX ?? "/tmp/windows-redirector-wine" },
-  });
-  sh(wine, ["cmd", "/c", "ver"]);
+// Wine: the prefix is booted once per run and one wineserver is kept up until
+// the run ends, so each test program starts in a fraction of a second and no
+// wine service process started on a test's behalf holds that test's output
+// open. Bounded: a wine that cannot start fails the wine suites, and says why.
+const winePrefix = process.env.WINEPREFIX ?? "/tmp/windows-redirector-wine";
+const wineEnv = { ...process.env, WINEPREFIX: winePrefix };
+let wineState: "down" | "up" | "broken" = "down";
+
+function wineUp(): boolean {
+  if (wineState !== "down") return wineState === "up";
+  wineState = "broken";
+  spawnSync("/usr/lib/wine/wineserver", ["-k"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
+  mkdirSync(winePrefix, { recursive: true });
+  process.on("exit", wineDown);
+  const server = spawnSync("/usr/lib/wine/wineserver", ["-p3600"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
+  if (server.status !== 0) {
+    console.log(`wine: wineserver -p failed (${server.error?.message ?? `exit ${server.status}`})`);
+    return false;
+  }
+  // The boot's output goes to a file: the service processes it starts keep
+  // their standard handles for as long as the wineserver lives.
+  mkdirSync(logDir, { recursive: true });
+  const bootLog = join(logDir, "wineboot.log");
+  const fd = openSync(bootLog, "w");
+  const boot = spawnSync("timeout", ["-k", "10", "300", wine, "wineboot", "-i"], { env: wineEnv, stdio: ["ignore", fd, fd] });
+  closeSync(fd);
+  console.log(`wine: wineboot -i: exit ${boot.status}${boot.status === 124 ? " (killed after 300 s)" : ""}`);
+  const ver = boot.status === 0 ? sh(wine, ["cmd", "/c", "ver"], { timeoutS: 60 }) : { code: 1, out: "" };
+  if (ver.code !== 0 || !ver.out.includes("Microsoft Windows")) {
+    process.stdout.write(readFileSync(bootLog, "utf8"));
+    console.log(`wine: the prefix ${winePrefix} did not boot; wine processes now:`);
+    sh("sh", ["-c", "ps -eo pid,ppid,etimes,stat,args | grep -i -E 'wine|[.]exe' | grep -v grep"], { timeoutS: 10 });
+    return false;
+  }
+  wineState = "up";
+  return true;
+}
+
+function wineDown(): void {
+  if (wineState === "down") return;
+  spawnSync("/usr/lib/wine/wineserver", ["-k"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
+  wineState = "down";
 }
 
 const SUITES: Suite[] = [
@@ -134,8 +199,8 @@ const SUITES: Suite[] = [
   {
     name: "c-windows",
     run: () => {
-      startWineServer();
-      const r = sh("ctest", ["--test-dir", "build/windows", "-LE", "windivert", "--output-on-failure", "--timeout", "600"]);
+      if (!wineUp()) return one(false);
+      const r = sh("ctest", ["--test-dir", "build/windows", "-LE", "windivert", "--output-on-failure", "--timeout", "300"]);
       return ctest(r.out, r.code);
     },
   },
@@ -144,8 +209,8 @@ const SUITES: Suite[] = [
     // (test/windows): scripted sessions, failures, socket tables, layout.
     name: "windivert",
     run: () => {
-      startWineServer();
-      const r = sh("ctest", ["--test-dir", "build/windows", "-L", "windivert", "--output-on-failure", "--timeout", "600"]);
+      if (!wineUp()) return one(false);
+      const r = sh("ctest", ["--test-dir", "build/windows", "-L", "windivert", "--output-on-failure", "--timeout", "300"]);
       return ctest(r.out, r.code);
     },
   },
@@ -162,9 +227,8 @@ const SUITES: Suite[] = [
     run: () => {
       const exe = join(winDir, "seedabi.test.exe");
       const b = sh("go", ["test", "-c", "-o", exe, "."], { cwd: join(root, "test", "go", "seedabi"), env: winGoEnv });
-      if (b.code !== 0) return one(false);
-      startWineServer();
-      const r = sh(wine, [exe, "-test.v"], { cwd: winDir });
+      if (b.code !== 0 || !wineUp()) return one(false);
+      const r = sh(wine, [exe, "-test.v"], { cwd: winDir, timeoutS: 300 });
       return gotest(r.out, r.code);
     },
   },
@@ -186,10 +250,9 @@ const SUITES: Suite[] = [
         if (expect(sh(cmd, args).out, 0, 0)) passed++;
         else failed++;
       } else if (isRoot) failed++;
-      if (sh("go", ["build", "-o", exe, "."], { cwd: dir, env: winGoEnv }).code === 0) {
-        startWineServer();
+      if (sh("go", ["build", "-o", exe, "."], { cwd: dir, env: winGoEnv }).code === 0 && wineUp()) {
         // No WinDivert.dll beside it: start fails, with the reason.
-        if (expect(sh(wine, [exe], { cwd: winDir }).out, -2, -1)) passed++;
+        if (expect(sh(wine, [exe], { cwd: winDir, timeoutS: 120 }).out, -2, -1)) passed++;
         else failed++;
         // The stand-in WinDivert.dll beside it: starts and stops cleanly.
         const withWd = join(winDir, "seedexample-windivert");
@@ -201,7 +264,7 @@ const SUITES: Suite[] = [
           [join(winDir, "fakewd", "WinDivert.dll"), "WinDivert.dll"],
         ]) copyFileSync(from, join(withWd, name));
         const env = { WR_FAKE_WINDIVERT_SCRIPT: "", WR_FAKE_WINDIVERT_LOG: "" };
-        if (expect(sh(wine, [join(withWd, "seedexample.exe")], { cwd: withWd, env }).out, 0, 0)) passed++;
+        if (expect(sh(wine, [join(withWd, "seedexample.exe")], { cwd: withWd, env, timeoutS: 120 }).out, 0, 0)) passed++;
         else failed++;
       } else failed += 2;
       return { passed, failed };
@@ -290,14 +353,13 @@ const SUITES: Suite[] = [
       // The package's and the example's tests under wine (start fails: no
       // WinDivert), the example built, and a !cgo build's message.
       let c: Count = { passed: 0, failed: 0 };
-      startWineServer();
       for (const [pkg, exe] of [[".", "redirector.test.exe"], ["./cmd/redirect-proxy", "redirect-proxy.test.exe"]]) {
         const b = sh("go", ["test", "-c", "-o", join(winDir, exe), pkg], { cwd: goPkgDir, env: winGoEnv });
-        if (b.code !== 0) {
+        if (b.code !== 0 || !wineUp()) {
           c = sum(c, one(false));
           continue;
         }
-        const r = sh(wine, [join(winDir, exe), "-test.v"], { cwd: winDir });
+        const r = sh(wine, [join(winDir, exe), "-test.v"], { cwd: winDir, timeoutS: 300 });
         c = sum(c, gotest(r.out, r.code));
       }
       const ex = sh("go", ["build", "-o", join(winDir, "redirect-proxy.exe"), "./cmd/redirect-proxy"], {
@@ -368,6 +430,7 @@ function main(): void {
     total.failed += c.failed;
     lines.push(`${s.name.padEnd(14)} ${String(c.passed).padStart(5)} passed ${String(c.failed).padStart(4)} failed  ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   }
+  wineDown();
   console.log("\n=== summary");
   for (const l of lines) console.log(l);
   console.log(`${total.passed} passed, ${total.failed} failed`);
