@@ -118,7 +118,7 @@ namespace WindowsRedirector
         [DllImport(Lib, CallingConvention = C)] internal static extern int stop_redirector();
         [DllImport(Lib, CallingConvention = C)] internal static extern int get_redirector_status();
         [DllImport(Lib, CallingConvention = C)] internal static extern int set_redirector_config(byte[] json);
-        [DllImport(Lib, CallingConvention = C)] internal static extern void update_app_port(ushort port);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_set_app_port(ushort port);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_lookup(int protocol, ref NativeEndpoint peer, ref NativeEndpoint local, ref NativeOrigin origin);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_next_event(ref NativeEvent ev, uint timeoutMs);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_get_stats(ref NativeStats stats);
@@ -158,7 +158,16 @@ namespace WindowsRedirector
             }
         }
 
-        public static void SetAppPort(ushort port) => Native.update_app_port(port);
+        /// <summary>The port your proxy listens on (0 unsets it). While running,
+        /// InitException if the capture could not be set up for it; the old port stays.</summary>
+        public static void SetAppPort(ushort port)
+        {
+            lock (Lock)
+            {
+                int rc = Native.redirector_set_app_port(port);
+                if (rc != 0) Throw("redirector_set_app_port", (ErrorCode)rc);
+            }
+        }
 
         public static void SetWinDivertPath(string dir)
         {

@@ -68,7 +68,7 @@ func cStart() int32  { return int32(C.start_redirector()) }
 func cStop() int32   { return int32(C.stop_redirector()) }
 func cStatus() int32 { return int32(C.get_redirector_status()) }
 
-func cSetAppPort(port uint16) { C.update_app_port(C.uint16_t(port)) }
+func cSetAppPort(port uint16) int32 { return int32(C.redirector_set_app_port(C.uint16_t(port))) }
 
 func cSetConfig(json string) int32 {
 	s := C.CString(json)

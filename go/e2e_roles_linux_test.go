@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -256,7 +257,7 @@ var packageChecks = []string{
 	"tcp4_by_pid", "tcp6_by_pid", "udp4_by_pid", "udp6_by_pid",
 	"tcp4_curl_by_name", "tcp6_curl_by_name",
 	"intercept_all_but_the_proxy_no_loop", "not_intercepted_goes_direct",
-	"events_opened_and_closed_with_bytes", "stats_count_the_redirects",
+	"events_opened_and_closed_with_bytes", "stats_count_the_redirects", "app_port_past_the_limit_keeps_the_old",
 }
 
 func report(check string, failures []string, note string) {
@@ -306,6 +307,7 @@ func scenarioPackage() int {
 	}, false)
 	s.checkEvents("events_opened_and_closed_with_bytes", tcp4, tcp4Res)
 	s.checkStats("stats_count_the_redirects", 7)
+	s.checkAppPortLimit("app_port_past_the_limit_keeps_the_old")
 	return 0
 }
 
@@ -624,6 +626,25 @@ func (s *scenario) checkStats(check string, redirected uint64) {
 	}
 	if !st.Running || st.FlowsRedirected < redirected || st.Lookups < redirected || st.Rewritten == 0 {
 		f = append(f, fmt.Sprintf("want at least %d redirected connections and lookups: %+v", redirected, st))
+	}
+	report(check, f, "")
+}
+
+// checkAppPortLimit: a run takes 16 app ports (s.port and 15 more); the 17th
+// is refused with ErrInit and the port in force stays.
+func (s *scenario) checkAppPortLimit(check string) {
+	var f []string
+	for p := uint16(1); p <= 15; p++ {
+		if err := s.r.SetAppPort(s.port + p); err != nil {
+			f = append(f, err.Error())
+		}
+	}
+	err := s.r.SetAppPort(s.port + 16)
+	if !errors.Is(err, ErrInit) || !strings.Contains(err.Error(), "too many app ports") {
+		f = append(f, fmt.Sprintf("17th port: %v; want ErrInit naming the limit", err))
+	}
+	if got := s.r.Options().AppPort; got != s.port+15 {
+		f = append(f, fmt.Sprintf("Options().AppPort is %d after the refusal; want %d", got, s.port+15))
 	}
 	report(check, f, "")
 }

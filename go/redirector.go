@@ -74,12 +74,11 @@ func (r *Redirector) logf(format string, v ...any) {
 //
 //	redirector: SetConfig: set_redirector_config: max_flows: expected an integer from 16 to 1048576, got 8
 func (r *Redirector) SetConfig(opts Options) error {
-	if opts.AppPort == 0 {
-		opts.AppPort = r.Options().AppPort
-	}
 	return r.apply("SetConfig", opts)
 }
 
+// apply sets opts in force; AppPort 0 keeps the port in force (read under
+// the same lock, so a SetAppPort meanwhile is not undone).
 func (r *Redirector) apply(op string, opts Options) error {
 	js, err := opts.configJSON(op)
 	if err != nil {
@@ -96,6 +95,9 @@ func (r *Redirector) apply(op string, opts Options) error {
 	if r.closed {
 		return ErrClosed
 	}
+	if opts.AppPort == 0 {
+		opts.AppPort = r.opts.AppPort
+	}
 	switch cSetConfig(js) {
 	case 0:
 	case -1:
@@ -108,7 +110,11 @@ func (r *Redirector) apply(op string, opts Options) error {
 	if rc := cSetWinDivertPath(opts.WinDivertDir); rc != 0 {
 		return r.libError(op, "redirector_set_windivert_path", Error(rc))
 	}
-	cSetAppPort(opts.AppPort)
+	if rc := cSetAppPort(opts.AppPort); rc != 0 {
+		opts.AppPort = r.opts.AppPort // the configuration is in force, the port not
+		r.opts = opts
+		return r.libError(op, "redirector_set_app_port", Error(rc))
+	}
 	r.opts = opts
 	return nil
 }
@@ -122,14 +128,17 @@ func (r *Redirector) Options() Options {
 
 // SetAppPort changes the port the proxy listens on; redirected connections
 // arrive there from now on (those already redirected keep theirs). 0 unsets
-// it.
+// it. While running, ErrInit if the capture could not be set up for the port
+// (Linux: iptables, or more than 16 ports in one run): the old port stays.
 func (r *Redirector) SetAppPort(port uint16) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return ErrClosed
 	}
-	cSetAppPort(port)
+	if rc := cSetAppPort(port); rc != 0 {
+		return r.libError("SetAppPort", "redirector_set_app_port", Error(rc))
+	}
 	r.opts.AppPort = port
 	return nil
 }

@@ -155,9 +155,19 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void);
  * proxy listens. Redirected connections (outbound ones of intercepted
  * processes, and inbound ones to their listening sockets) arrive there.
  * Connections already redirected keep their port. 0 unsets it;
- * start_redirector() fails while it is unset.
+ * start_redirector() fails while it is unset. While running, if the capture
+ * cannot be set up for the new port (Linux: iptables failed, or more than 16
+ * ports in one run), the port in force stays and redirector_last_error()
+ * says why (code REDIRECTOR_EINIT).
  */
 WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
+
+/*
+ * update_app_port with a result: 0, or REDIRECTOR_EINIT when the redirector
+ * runs and the capture could not be set up for the new port (the port in
+ * force stays; redirector_last_error says why).
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_set_app_port(uint16_t port);
 
 /* ------------------------------------------------------------------------
  * Original destinations, events, statistics

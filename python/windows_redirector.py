@@ -242,7 +242,7 @@ def _declare(lib):
         "stop_redirector": (i32, []),
         "get_redirector_status": (i32, []),
         "set_redirector_config": (i32, [ctypes.c_char_p]),
-        "update_app_port": (None, [u16]),
+        "redirector_set_app_port": (i32, [u16]),
         "redirector_lookup": (i32, [i32, ctypes.POINTER(_Endpoint), ctypes.POINTER(_Endpoint),
                                     ctypes.POINTER(_Origin)]),
         "redirector_next_event": (i32, [ctypes.POINTER(_Event), u32]),
@@ -332,10 +332,17 @@ def configure(config):
 
 
 def set_app_port(port):
-    """The port your proxy listens on; redirected traffic arrives there. 0 unsets it."""
+    """The port your proxy listens on; redirected traffic arrives there. 0 unsets it.
+
+    While running, InitError if the capture could not be set up for the port
+    (Linux: iptables, or more than 16 ports in one run); the old port stays.
+    """
     if not 0 <= port <= 65535:
         raise InvalidArgument(f"port {port} is out of range")
-    _load().update_app_port(port)
+    with _lock:
+        rc = _load().redirector_set_app_port(port)
+        if rc != 0:
+            _raise("redirector_set_app_port", rc)
 
 
 def set_windivert_path(directory):

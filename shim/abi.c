@@ -243,17 +243,28 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void) {
   return r;
 }
 
-WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port) {
+static int32_t set_app_port(const char *fn, uint16_t port) {
   lock_state();
-  g.app_port = port;
-  if (g.engine) wr_engine_set_app_port(g.engine, port);
+  /* While running, the capture for a new port comes first: new flows go to
+   * it only once its replies can be caught. */
   if (g.running && port != 0) {
     char err[512];
     if (wr_backend_set_app_port(g.backend, port, err, sizeof err) != 0) {
-      set_error(REDIRECTOR_EINIT, "update_app_port: %s", err);
+      set_error(REDIRECTOR_EINIT, "%s: %s; port %u still in force", fn, err, (unsigned)g.app_port);
+      unlock_state();
+      return REDIRECTOR_EINIT;
     }
   }
+  g.app_port = port;
+  if (g.engine) wr_engine_set_app_port(g.engine, port);
   unlock_state();
+  return REDIRECTOR_OK;
+}
+
+WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port) { (void)set_app_port("update_app_port", port); }
+
+WINDOWS_REDIRECTOR_API int32_t redirector_set_app_port(uint16_t port) {
+  return set_app_port("redirector_set_app_port", port);
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const char *process_path) {

@@ -260,6 +260,15 @@ static void case_start_stop(void) {
   check(set_redirector_config("{\"intercept_pids\":[4200999]}") == 0, "config while running");
   check(redirector_would_intercept(4200999, NULL) == 1, "applied while running");
   update_app_port(18081);
+  /* A run takes 16 app ports; past that the port in force stays. */
+  for (uint16_t p = 18082; p < 18095; p++) update_app_port(p);
+  check(redirector_set_app_port(18095) == 0, "16th port: %s", last_error());
+  update_app_port(18096);
+  check(redirector_last_error_code() == REDIRECTOR_EINIT, "17th port: EINIT");
+  check(error_mentions("update_app_port: too many app ports") && error_mentions("port 18095 still in force"),
+        "says so: %s", last_error());
+  check(redirector_set_app_port(18097) == REDIRECTOR_EINIT, "the same through redirector_set_app_port");
+  check(error_mentions("redirector_set_app_port: too many app ports"), "names the call: %s", last_error());
   check(stop_redirector() == 0, "stop");
   check(get_redirector_status() == 0, "stopped");
   check(stop_redirector() == -1, "second stop is -1");
