@@ -184,12 +184,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		p.shutdown(tcp, udp)
 		close(done)
 	}()
-	if udp != nil {
-		go p.serveUDP(udp)
-	}
-	if tcp != nil {
-		go p.serveTCP(tcp)
-	}
+	p.serve(tcp, udp)
 	<-done
 	p.wait()
 	p.summary(r)

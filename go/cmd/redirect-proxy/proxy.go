@@ -89,6 +89,27 @@ func (p *proxy) untrack(c net.Conn) {
 	p.mu.Unlock()
 }
 
+// serve runs the accept loop of tcp and the read loop of udp (either may be
+// nil) until shutdown; wait returns once they and every connection and flow
+// they started have ended. The loops count in p.wg themselves, so the Adds
+// for what they start never race with wait.
+func (p *proxy) serve(tcp net.Listener, udp *net.UDPConn) {
+	if tcp != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.serveTCP(tcp)
+		}()
+	}
+	if udp != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.serveUDP(udp)
+		}()
+	}
+}
+
 // serveTCP accepts until the listener closes.
 func (p *proxy) serveTCP(ln net.Listener) {
 	for {

@@ -89,8 +89,7 @@ func startProxy(t *testing.T, f *fakeLookup, udpIdle time.Duration) (*proxy, *sy
 	if err != nil {
 		t.Fatal(err)
 	}
-	go p.serveTCP(ln)
-	go p.serveUDP(pc)
+	p.serve(ln, pc)
 	t.Cleanup(func() {
 		p.shutdown(ln, pc)
 		p.wait()
@@ -180,7 +179,7 @@ func TestShutdownEndsConnections(t *testing.T) {
 	out := &syncBuffer{}
 	p := newProxy(f, out, time.Second)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	go p.serveTCP(ln)
+	p.serve(ln, nil)
 	c := dialProxy(t, ln)
 	c.Write([]byte("hello"))
 	buf := make([]byte, 5)
