@@ -1,6 +1,7 @@
 #ifndef _WIN32
 #define _GNU_SOURCE
 #include "linux_owners.h"
+#include "platform.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,7 +15,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #define PROC_SLOTS 16384u /* power of two */
@@ -153,12 +153,11 @@ static void set_path(proc_entry *e) {
   }
 }
 
-static uint64_t now_ms(void);
-
 /* Makes sure the entry describes the process that has this PID now (its
- * start time is read again at most once a second). */
-static void refresh_entry(wr_owners *o, proc_entry *e) {
-  uint64_t now = now_ms();
+ * start time is read again at most once a second, or at once after
+ * e->checked is reset). */
+static void refresh_entry(proc_entry *e) {
+  uint64_t now = wr_now_ms();
   if (e->path && now - e->checked < 1000) return;
   e->checked = now;
   uint64_t st = start_time(e->pid);
@@ -166,7 +165,6 @@ static void refresh_entry(wr_owners *o, proc_entry *e) {
   e->start = st;
   set_path(e);
   e->candidate = -1;
-  (void)o;
 }
 
 static int decide(wr_owners *o, proc_entry *e) {
@@ -255,17 +253,11 @@ static void prune(wr_owners *o) {
   o->n_cands = k;
 }
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* Processes seen lately may exec() another program right after their fork
  * (a shell running curl): their executable is read again on a miss. Returns
  * the PID owning `want` if one of them became a candidate, or 0. */
 static uint32_t revalidate_young(wr_owners *o, uint64_t want) {
-  uint64_t now = now_ms();
+  uint64_t now = wr_now_ms();
   size_t k = 0;
   uint32_t owner = 0;
   for (size_t i = 0; i < o->n_young; i++) {
@@ -322,7 +314,7 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
   DIR *d = opendir("/proc");
   if (!d) return 0;
   o->listing++;
-  uint64_t now = now_ms();
+  uint64_t now = wr_now_ms();
   uint32_t owner = 0;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
@@ -335,8 +327,13 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
      * scanned before (a candidate's are scanned again in find). Only new
      * processes cost a read of their stat and exe here. */
     if (e->path != NULL && e->candidate >= 0 && e->ino == (uint64_t)de->d_ino) continue;
+    if (e->ino != 0 && e->ino != (uint64_t)de->d_ino) {
+      /* Another process under a reused PID: read it now, and it is young. */
+      e->checked = 0;
+      e->born = 0;
+    }
     e->ino = (uint64_t)de->d_ino;
-    refresh_entry(o, e);
+    refresh_entry(e);
     if (e->born == 0) {
       e->born = now;
       /* Everything there at the first listing is old; a process appearing
@@ -399,7 +396,7 @@ void wr_owners_policy_changed(wr_owners *o) {
 static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap) {
   proc_entry *e = proc_slot(o, pid, 1);
   if (!e) return 0;
-  refresh_entry(o, e);
+  refresh_entry(e);
   if (!decide(o, e)) return 0;
   *out_pid = pid;
   size_t n = e->path_len < pathcap - 1 ? e->path_len : pathcap - 1;

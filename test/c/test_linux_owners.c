@@ -1,0 +1,192 @@
+/* The Linux socket-owner module (shim/linux_owners.c) against real processes,
+ * in a PID and network namespace of its own (root), where the next PID can be
+ * chosen (ns_last_pid) to reuse a PID on purpose. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "linux_owners.h"
+
+#define REUSED_PID 100
+
+static char self_exe[4096];
+static const char *intercepted = self_exe;
+
+/* The policy of these tests: the program at `intercepted` (this one). */
+static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
+  (void)ctx;
+  (void)pid;
+  return len == strlen(intercepted) && memcmp(path, intercepted, len) == 0;
+}
+
+/* The next process forked gets this PID. */
+static void next_pid(pid_t pid) {
+  FILE *f = fopen("/proc/sys/kernel/ns_last_pid", "w");
+  if (!f || fprintf(f, "%d", (int)pid - 1) < 0 || fclose(f) != 0) {
+    perror("ns_last_pid");
+    exit(2);
+  }
+}
+
+static void sleep_ms(long ms) {
+  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Waits until the process runs `exe` (its exec() is done). */
+static int wait_exe(pid_t pid, const char *exe) {
+  char name[64], buf[4096];
+  snprintf(name, sizeof name, "/proc/%d/exe", (int)pid);
+  for (int i = 0; i < 500; i++) {
+    ssize_t n = readlink(name, buf, sizeof buf - 1);
+    if (n > 0) {
+      buf[n] = '\0';
+      if (strstr(buf, exe)) return 1;
+    }
+    sleep_ms(10);
+  }
+  return 0;
+}
+
+/* A child at `pid` running `argv` (NULL: a copy of this program holding a
+ * bound UDP socket); returns the socket's port through *port. */
+static pid_t spawn_at(pid_t pid, char *const argv[], uint16_t *port) {
+  int fds[2];
+  if (pipe(fds) != 0) exit(2);
+  next_pid(pid);
+  pid_t c = fork();
+  if (c < 0) exit(2);
+  if (c == 0) {
+    close(fds[0]);
+    if (argv) {
+      execv(argv[0], argv);
+      _exit(127);
+    }
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(s, (struct sockaddr *)&a, &al) != 0) _exit(3);
+    uint16_t p = ntohs(a.sin_port);
+    if (write(fds[1], &p, sizeof p) != sizeof p) _exit(3);
+    pause();
+    _exit(0);
+  }
+  close(fds[1]);
+  if (!argv && read(fds[0], port, sizeof *port) != sizeof *port) {
+    fprintf(stderr, "child %d did not report its socket\n", (int)c);
+    exit(2);
+  }
+  close(fds[0]);
+  return c;
+}
+
+static void end(pid_t pid) {
+  kill(pid, SIGKILL);
+  waitpid(pid, NULL, 0);
+}
+
+static int find_udp(wr_owners *o, uint16_t port, uint32_t *pid, char *path, size_t cap) {
+  uint8_t lo[16] = {127, 0, 0, 1};
+  return wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, pid, path, cap);
+}
+
+/* A PID first seen running a program that is not intercepted, reused at once
+ * by one that is: the new process is recognised, not the cached decision. */
+static void case_reused_pid(void) {
+  char *const sleeper[] = {"/bin/sleep", "60", NULL};
+  pid_t a = spawn_at(REUSED_PID, sleeper, NULL);
+  check(a == REUSED_PID, "first child got PID %d, wanted %d", (int)a, REUSED_PID);
+  check(wait_exe(a, "sleep"), "the first child runs sleep");
+
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  check(o != NULL, "wr_owners_new");
+  if (!o) return;
+  end(a);
+
+  uint16_t port = 0;
+  pid_t b = spawn_at(REUSED_PID, NULL, &port);
+  check(b == REUSED_PID, "second child got PID %d, wanted %d", (int)b, REUSED_PID);
+  uint32_t pid = 0;
+  char path[4096] = "";
+  check(find_udp(o, port, &pid, path, sizeof path) == 1, "the socket of the intercepted process at the reused PID is found");
+  check(pid == (uint32_t)REUSED_PID, "owner PID %u", pid);
+  check(strcmp(path, self_exe) == 0, "owner path '%s', wanted '%s'", path, self_exe);
+  end(b);
+
+  /* The policy changes to leave this program alone: its sockets have no
+   * owner any more. */
+  pid_t c = spawn_at(REUSED_PID + 50, NULL, &port);
+  check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)c, "found before the policy changed");
+  intercepted = "/nonexistent/another-program";
+  wr_owners_policy_changed(o);
+  pid = 0;
+  check(find_udp(o, port, &pid, path, sizeof path) == 0, "a socket of a process the policy leaves alone has no owner (got PID %u)", pid);
+  end(c);
+  wr_owners_free(o);
+}
+
+/* Ends this process without the exit handlers (see main). */
+static void quit(int code) {
+  fflush(NULL);
+  syscall(SYS_exit_group, code);
+}
+
+/* The exit code of a child, 3 if it did not exit. */
+static int status_of(pid_t pid) {
+  int st = 0;
+  if (pid < 0 || waitpid(pid, &st, 0) != pid) return 3;
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
+}
+
+static const struct test_case cases[] = {
+    {"reused_pid", case_reused_pid},
+};
+
+int main(int argc, char **argv) {
+  if (geteuid() != 0) {
+    fprintf(stderr, "needs root (PID and network namespaces)\n");
+    return 1;
+  }
+  ssize_t n = readlink("/proc/self/exe", self_exe, sizeof self_exe - 1);
+  if (n <= 0) return 2;
+  self_exe[n] = '\0';
+  /* A PID namespace of our own: a child unshares it, its first child is the
+   * namespace's init (with a /proc of its own), and a child of that runs
+   * the case. Only that last one ends with exit(): the sanitizers' leak
+   * check at exit forks a helper, which neither the init nor the process
+   * that unshared (once its init is gone) can. */
+  pid_t child = fork();
+  if (child < 0) return 2;
+  if (child == 0) {
+    if (unshare(CLONE_NEWPID | CLONE_NEWNS) != 0) {
+      perror("unshare");
+      quit(2);
+    }
+    pid_t init = fork();
+    if (init == 0) {
+      if (mount("none", "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 || mount("proc", "/proc", "proc", 0, NULL) != 0) {
+        perror("mount /proc");
+        quit(2);
+      }
+      pid_t worker = fork();
+      if (worker == 0) exit(run_case(argc, argv, cases, sizeof cases / sizeof cases[0]));
+      quit(status_of(worker));
+    }
+    quit(status_of(init));
+  }
+  return status_of(child);
+}
