@@ -241,6 +241,9 @@ static class Sample
             Throws<NotUtf8Exception>(() => Redirector.Configure(new byte[] { (byte)'{', (byte)'"', (byte)'d', (byte)'"', (byte)':', (byte)'"', 0xff, (byte)'"', (byte)'}' }));
             Throws<NotUtf8Exception>(() => Redirector.Configure("{\"description\": \"\ud800\"}"));
             Throws<NullArgumentException>(() => Redirector.Configure((string)null), "NULL");
+            // A NUL would cut the text short in C: the valid JSON before it must not pass.
+            Throws<ConfigException>(() => Redirector.Configure("{\"intercept_pids\": [4209999]}\0{"), "NUL byte at offset 29");
+            Assert(!Redirector.WouldIntercept(4209999), "the text before a NUL was applied");
             Assert(Redirector.WouldIntercept(4204321), "the configuration before was lost");
         });
 
@@ -251,6 +254,8 @@ static class Sample
             Assert(Redirector.WouldIntercept(4203333, "/usr/bin/curl"), "curl");
             Assert(!Redirector.WouldIntercept(4202222, "/usr/bin/curl"), "!4202222");
             Assert(!Redirector.WouldIntercept(System.Diagnostics.Process.GetCurrentProcess().Id, "/usr/bin/curl"), "self");
+            Throws<InvalidArgumentException>(() => Redirector.WouldIntercept(-1), "out of range");
+            Throws<InvalidArgumentException>(() => Redirector.WouldIntercept(4203333, "/usr/bin/curl\0/x"), "NUL byte");
         });
 
         Check("engine_failure", () =>
@@ -313,6 +318,7 @@ static class Sample
         {
             Redirector.SetWinDivertPath(@"C:\WinDivert");
             Redirector.SetWinDivertPath(null);
+            Throws<InvalidArgumentException>(() => Redirector.SetWinDivertPath("C:\\Win\0Divert"), "NUL byte");
         });
 
         Console.WriteLine($"{passed} passed, {failed} failed");

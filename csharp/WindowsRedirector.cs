@@ -144,14 +144,15 @@ namespace WindowsRedirector
         public static bool IsRunning => Native.get_redirector_status() == 1;
 
         /// <summary>Replaces the configuration (JSON, see set_redirector_config).</summary>
-        public static void Configure(string json) => Configure(json == null ? null : Cstr(json));
+        public static void Configure(string json) => Configure(json == null ? null : Utf8Bytes(json));
 
-        /// <summary>The same with the UTF-8 bytes of the JSON text (no NUL needed).</summary>
+        /// <summary>The same with the UTF-8 bytes of the JSON text (no NUL needed;
+        /// a NUL byte in it is a ConfigException).</summary>
         public static void Configure(byte[] utf8Json)
         {
             lock (Lock)
             {
-                int rc = Native.set_redirector_config(utf8Json == null ? null : NulTerminated(utf8Json));
+                int rc = Native.set_redirector_config(utf8Json == null ? null : NulTerminated(utf8Json, "the configuration", true));
                 if (rc == -1) ThrowSeed("set_redirector_config", ErrorCode.Null);
                 if (rc == -3) ThrowSeed("set_redirector_config", ErrorCode.NotUtf8);
                 if (rc != 0) ThrowSeed("set_redirector_config", ErrorCode.BadConfig);
@@ -173,7 +174,7 @@ namespace WindowsRedirector
         {
             lock (Lock)
             {
-                int rc = Native.redirector_set_windivert_path(string.IsNullOrEmpty(dir) ? null : Cstr(dir));
+                int rc = Native.redirector_set_windivert_path(string.IsNullOrEmpty(dir) ? null : Cstr(dir, "the folder"));
                 if (rc != 0) Throw("redirector_set_windivert_path", (ErrorCode)rc);
             }
         }
@@ -200,9 +201,10 @@ namespace WindowsRedirector
 
         public static bool WouldIntercept(int pid, string processPath = null)
         {
+            if (pid < 0) throw new InvalidArgumentException($"pid {pid} is out of range");
             lock (Lock)
             {
-                int rc = Native.redirector_would_intercept((uint)pid, processPath == null ? null : Cstr(processPath));
+                int rc = Native.redirector_would_intercept((uint)pid, processPath == null ? null : Cstr(processPath, "the path"));
                 if (rc < 0) Throw("redirector_would_intercept", (ErrorCode)rc);
                 return rc == 1;
             }
@@ -358,11 +360,11 @@ namespace WindowsRedirector
             };
         }
 
-        static byte[] Cstr(string s)
+        static byte[] Utf8Bytes(string s)
         {
             try
             {
-                return NulTerminated(new UTF8Encoding(false, true).GetBytes(s));
+                return new UTF8Encoding(false, true).GetBytes(s);
             }
             catch (EncoderFallbackException e)
             {
@@ -370,8 +372,20 @@ namespace WindowsRedirector
             }
         }
 
-        static byte[] NulTerminated(byte[] b)
+        static byte[] Cstr(string s, string what) => NulTerminated(Utf8Bytes(s), what, false);
+
+        /// <summary>A copy with a NUL at the end; a NUL inside would cut the text
+        /// short in C, so it is refused (ConfigException for a configuration,
+        /// InvalidArgumentException otherwise).</summary>
+        static byte[] NulTerminated(byte[] b, string what, bool config)
         {
+            int at = Array.IndexOf(b, (byte)0);
+            if (at >= 0)
+            {
+                string m = $"{what} holds a NUL byte at offset {at}";
+                if (config) throw new ConfigException(m);
+                throw new InvalidArgumentException(m);
+            }
             var c = new byte[b.Length + 1];
             Array.Copy(b, c, b.Length);
             return c;

@@ -92,6 +92,10 @@ class Config(unittest.TestCase):
             wr.configure({"description": "\ud800"})
         with self.assertRaises(wr.NullArgument):
             wr.configure(None)
+        # A NUL would cut the text short in C: the valid JSON before it must not pass.
+        with self.assertRaisesRegex(wr.ConfigError, "NUL byte at offset 29"):
+            wr.configure('{"intercept_pids": [4209999]}\0{')
+        self.assertFalse(wr.would_intercept(4209999))
         self.assertTrue(wr.would_intercept(4204321))  # the one before stays in force
 
     def test_would_intercept(self):
@@ -102,6 +106,11 @@ class Config(unittest.TestCase):
         self.assertFalse(wr.would_intercept(os.getpid(), "/usr/bin/curl"))
         with self.assertRaises(wr.NotUTF8):
             wr.would_intercept(1, b"/usr/bin/\xff")
+        for pid in (-1, 2**32 + 4201111):  # not wrapped to another PID
+            with self.assertRaisesRegex(wr.InvalidArgument, "out of range"):
+                wr.would_intercept(pid)
+        with self.assertRaisesRegex(wr.InvalidArgument, "NUL byte"):
+            wr.would_intercept(4203333, "/usr/bin/curl\0/x")
 
     def test_engine_failure(self):
         wr.configure({"intercept_pids": [5555]})
@@ -115,6 +124,8 @@ class Config(unittest.TestCase):
         wr.set_windivert_path(None)
         with self.assertRaises(wr.NotUTF8):
             wr.set_windivert_path(b"C:\\\xff")
+        with self.assertRaisesRegex(wr.InvalidArgument, "NUL byte"):
+            wr.set_windivert_path("C:\\Win\0Divert")
 
 
 class Running(unittest.TestCase):

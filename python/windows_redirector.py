@@ -303,12 +303,16 @@ def strerror(code):
     return _load().redirector_strerror(code).decode()
 
 
-def _text(value, what):
+def _text(value, what, nul_error=None):
+    """UTF-8 bytes for a C string. A NUL inside would cut it short in C, so it
+    is refused: nul_error (default InvalidArgument)."""
     if isinstance(value, str):
         try:
-            return value.encode("utf-8")
+            value = value.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate
             raise NotUTF8(f"{what} is not valid UTF-8: {e}") from None
+    if isinstance(value, (bytes, bytearray)) and b"\0" in value:
+        raise (nul_error or InvalidArgument)(f"{what} holds a NUL byte at offset {value.index(0)}")
     return value
 
 
@@ -320,7 +324,7 @@ def configure(config):
     force and raises ConfigError naming the field, NotUTF8 or NullArgument."""
     if isinstance(config, dict):
         config = json.dumps(config, ensure_ascii=False)
-    data = _text(config, "the configuration")
+    data = _text(config, "the configuration", ConfigError)
     with _lock:
         rc = _load().set_redirector_config(data)
         if rc == -1:
@@ -391,6 +395,8 @@ def redirecting(app_port, config=None, **fields):
 
 def would_intercept(pid, process_path=None):
     """Would this process be intercepted under the configuration in force?"""
+    if not 0 <= pid <= 0xFFFFFFFF:
+        raise InvalidArgument(f"pid {pid} is out of range")
     data = _text(process_path, "the path") if process_path is not None else None
     with _lock:
         rc = _load().redirector_would_intercept(pid, data)
