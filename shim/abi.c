@@ -22,7 +22,6 @@
 /* Global state, guarded by g.lock. The engine has its own lock inside. */
 static struct {
   wr_mutex lock;
-  int initialized;
   int running;
   wr_engine *engine;   /* while running, and while stopped after a config call */
   wr_backend *backend; /* while running */
@@ -34,7 +33,7 @@ static struct {
   uint32_t fault_pending;
   uint64_t engine_restarts; /* traps survived by engines that are gone */
   redirector_stats last;    /* the last run's counters, kept at stop */
-} g = {WR_MUTEX_INIT, 0, 0, NULL, NULL, 0, NULL, 0, NULL, WR_DEFAULT_NFQUEUE, 0, 0, {0}};
+} g = {.lock = WR_MUTEX_INIT, .nfqueue_num = WR_DEFAULT_NFQUEUE};
 
 static wr_mutex g_err_lock = WR_MUTEX_INIT;
 static char g_err[ERR_CAP];
@@ -57,24 +56,14 @@ static void set_error(int32_t code, const char *fmt, ...) {
 static int32_t copy_text(char *buf, size_t len, const char *text) {
   size_t n = strlen(text);
   if (buf && len > 0) {
-    size_t k = n < len - 1 ? n : len - 1;
-    while (k > 0 && k < n && ((unsigned char)text[k] & 0xc0) == 0x80) k--;
+    size_t k = wr_utf8_head(text, n, len - 1);
     memcpy(buf, text, k);
     buf[k] = '\0';
   }
   return (int32_t)n;
 }
 
-/* Lazily initialises; called with g.lock held by every entry point. */
-static void ensure_init_locked(void) {
-  if (g.initialized) return;
-  g.initialized = 1;
-}
-
-static void lock_state(void) {
-  wr_mutex_lock(&g.lock);
-  ensure_init_locked();
-}
+static void lock_state(void) { wr_mutex_lock(&g.lock); }
 
 static void unlock_state(void) { wr_mutex_unlock(&g.lock); }
 
@@ -116,6 +105,8 @@ static void fill_stats_locked(redirector_stats *st) {
   st->bytes_per_flow = per;
 }
 
+/* The state is initialised statically and everything else on first need, so
+ * there is nothing left to do here; kept for the seed's callers. */
 WINDOWS_REDIRECTOR_API void initialize_global_config(void) {
   lock_state();
   unlock_state();

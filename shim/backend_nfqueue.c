@@ -56,14 +56,12 @@ struct wr_backend {
   /* receive batch */
   uint8_t *rx;
   wr_packet pkts[BATCH];
-  uint32_t marks[BATCH];
   /* verdicts to send */
   uint8_t *tx;
   size_t tx_len;
   /* queue IDs the engine holds (0: free slot; IDs are never 0 here: +1) */
   uint32_t *held;
   size_t n_held;
-  char diag[256];
 };
 
 /* ------------------------------------------------------------------------
@@ -194,7 +192,7 @@ static void answer_queries(wr_backend *b, uint32_t now) {
 /* ------------------------------------------------------------------------
  * Receiving */
 
-static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *out, uint32_t *mark_out) {
+static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *out) {
   struct nlattr *attr[NFQA_MAX + 1];
   memset(attr, 0, sizeof attr);
   if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR] || !attr[NFQA_PAYLOAD]) return -1;
@@ -213,7 +211,6 @@ static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *ou
                (dev != 0 && (int)dev == b->lo_ifindex ? WR_PKT_LOOPBACK : 0);
   out->if_idx = dev;
   out->sub_if_idx = 0;
-  *mark_out = mark;
   return 0;
 }
 
@@ -228,7 +225,7 @@ static size_t receive(wr_backend *b) {
     int left = (int)r;
     for (struct nlmsghdr *nlh = (struct nlmsghdr *)buf; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
       if (nlh->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET) &&
-          parse_packet(b, nlh, &b->pkts[n], &b->marks[n]) == 0) {
+          parse_packet(b, nlh, &b->pkts[n]) == 0) {
         n++;
         break; /* one packet per buffer: its payload stays in place */
       }

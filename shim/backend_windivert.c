@@ -717,7 +717,6 @@ static void fact_path(wr_backend *b, wr_owner_fact *f, uint64_t when, char *buf,
 typedef struct {
   wr_backend *b;
   char *path;
-  int fed;
 } startup_ctx;
 
 /* A socket that existed at start: listeners and UDP endpoints own ports. */
@@ -736,12 +735,11 @@ static int startup_row(void *ctx, const wr_socket_row *r) {
   f.pid = r->pid;
   fact_path(c->b, &f, 0, c->path, PATH_CAP);
   feed_fact(c->b, &f);
-  c->fed++;
   return 0;
 }
 
 static void feed_existing_sockets(wr_backend *b, char *path) {
-  startup_ctx c = {b, path, 0};
+  startup_ctx c = {b, path};
   if (!b->owners) return;
   for (int fam = 4; fam <= 6; fam += 2) {
     wr_owners_walk(b->owners, WR_TABLE_TCP_LISTENERS, fam, startup_row, &c, NULL);

@@ -32,3 +32,20 @@ int wr_utf8_valid(const unsigned char *s, size_t n) {
   }
   return 1;
 }
+
+static int continuation(unsigned char b) { return (b & 0xc0) == 0x80; }
+
+size_t wr_utf8_head(const void *s, size_t n, size_t cap) {
+  const unsigned char *p = s;
+  if (n <= cap) return n;
+  size_t k = cap;
+  while (k > 0 && continuation(p[k])) k--;
+  return k;
+}
+
+size_t wr_utf8_tail(const void *s, size_t n, size_t cap) {
+  const unsigned char *p = s;
+  size_t k = n < cap ? n : cap;
+  while (k > 0 && continuation(p[n - k])) k--;
+  return k;
+}

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "win_owners.h"
+#include "utf8.h"
 
 typedef DWORD(WINAPI *tcp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG af, TCP_TABLE_CLASS cls,
                                     ULONG reserved);
@@ -137,7 +138,6 @@ static void fill_row(wr_socket_row *r, uint8_t proto, uint8_t family, DWORD stat
   memset(r, 0, sizeof *r);
   r->proto = proto;
   r->family = family;
-  r->state = state;
   r->listening = proto == 6 && state == MIB_TCP_STATE_LISTEN;
   memcpy(r->local, local, alen);
   if (remote && !r->listening) memcpy(r->remote, remote, alen);
@@ -208,13 +208,8 @@ static path_slot *slot_of(wr_owners *o, uint32_t pid) {
 /* Copies a cached path out (lock held). */
 static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
   if (buflen == 0) return 0;
-  size_t n = s->len < buflen - 1 ? s->len : buflen - 1;
-  const char *src = s->path + (s->len - n); /* keep the tail */
-  while (n > 0 && ((unsigned char)src[0] & 0xc0) == 0x80) {
-    src++;
-    n--;
-  }
-  memcpy(buf, src, n);
+  size_t n = wr_utf8_tail(s->path, s->len, buflen - 1); /* keep the tail */
+  memcpy(buf, s->path + (s->len - n), n);
   buf[n] = '\0';
   return n;
 }
@@ -230,13 +225,8 @@ static int query_path(HANDLE h, path_slot *s) {
     char *u = need > 0 ? malloc((size_t)need) : NULL;
     if (u && WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, u, need, NULL, NULL) == need) {
       size_t len = (size_t)need;
-      size_t keep = len < PATH_BYTES ? len : PATH_BYTES;
-      const char *src = u + (len - keep);
-      while (keep > 0 && ((unsigned char)src[0] & 0xc0) == 0x80) {
-        src++;
-        keep--;
-      }
-      memcpy(s->path, src, keep);
+      size_t keep = wr_utf8_tail(u, len, PATH_BYTES);
+      memcpy(s->path, u + (len - keep), keep);
       s->len = keep;
       ok = keep > 0;
     }

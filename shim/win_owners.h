@@ -22,7 +22,6 @@ typedef struct {
   uint8_t remote[16];
   uint16_t local_port;
   uint16_t remote_port;
-  uint32_t state; /* MIB_TCP_STATE for TCP; 0 for UDP */
   uint32_t pid;
 } wr_socket_row;
 
