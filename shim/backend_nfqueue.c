@@ -55,6 +55,8 @@ struct wr_backend {
   uint32_t config_gen;
   /* receive batch */
   uint8_t *rx;
+  struct iovec rx_iov[BATCH];
+  struct mmsghdr rx_msg[BATCH];
   wr_packet pkts[BATCH];
   /* verdicts to send */
   uint8_t *tx;
@@ -214,20 +216,21 @@ static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *ou
   return 0;
 }
 
-/* Reads up to BATCH packets without blocking (after poll said one is there). */
+/* Reads up to BATCH packets without blocking (after poll said one is
+ * there), in one system call: each message into a buffer of its own, where
+ * its payload stays for the engine. */
 static size_t receive(wr_backend *b) {
+  int got = recvmmsg(mnl_socket_get_fd(b->nl), b->rx_msg, BATCH, MSG_DONTWAIT, NULL);
+  if (got <= 0) return 0; /* EAGAIN, or ENOBUFS after an overflow: go on */
   size_t n = 0;
-  int fd = mnl_socket_get_fd(b->nl);
-  while (n < BATCH) {
-    uint8_t *buf = b->rx + n * PKT_BUF;
-    ssize_t r = recv(fd, buf, PKT_BUF, MSG_DONTWAIT);
-    if (r < 0) break; /* EAGAIN, or ENOBUFS after an overflow: go on */
-    int left = (int)r;
-    for (struct nlmsghdr *nlh = (struct nlmsghdr *)buf; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
+  for (int i = 0; i < got; i++) {
+    int left = (int)b->rx_msg[i].msg_len;
+    for (struct nlmsghdr *nlh = (struct nlmsghdr *)(b->rx + (size_t)i * PKT_BUF); mnl_nlmsg_ok(nlh, left);
+         nlh = mnl_nlmsg_next(nlh, &left)) {
       if (nlh->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET) &&
           parse_packet(b, nlh, &b->pkts[n]) == 0) {
         n++;
-        break; /* one packet per buffer: its payload stays in place */
+        break; /* one packet per buffer */
       }
     }
   }
@@ -378,6 +381,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     snprintf(err, errlen, "out of memory");
     destroy(b);
     return NULL;
+  }
+  for (size_t i = 0; i < BATCH; i++) {
+    b->rx_iov[i] = (struct iovec){b->rx + i * PKT_BUF, PKT_BUF};
+    b->rx_msg[i].msg_hdr = (struct msghdr){.msg_iov = &b->rx_iov[i], .msg_iovlen = 1};
   }
   if (!b->owners) {
     snprintf(err, errlen, "could not open a sock_diag socket: %s", strerror(errno));
