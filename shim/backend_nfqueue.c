@@ -245,7 +245,16 @@ static void run(void *arg) {
     uint64_t now64 = wr_now_ms();
     int wait = now64 >= next_tick ? 0 : (int)(next_tick - now64);
     int pr = poll(fds, 2, wait);
-    if (pr < 0 && errno != EINTR) break;
+    if (pr < 0) {
+      int e = errno;
+      /* EINTR, or ENOMEM for a moment: ending here would leave the queue
+       * unread and the intercepted traffic stuck, so try again (stop is
+       * still seen: its eventfd is read directly). */
+      uint64_t v;
+      if (read(b->stop_fd, &v, sizeof v) == (ssize_t)sizeof v) break;
+      if (e != EINTR) wr_sleep_ms(1);
+      continue;
+    }
     if (fds[1].revents) break;
     uint32_t now = (uint32_t)wr_now_ms();
     if (fds[0].revents & POLLIN) {
