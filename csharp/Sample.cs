@@ -69,10 +69,24 @@ static class Sample
             {
                 return; // not redirected: someone connected to the port directly
             }
+            catch (RedirectorException e)
+            {
+                Console.Error.WriteLine($"lookup: {e.Message}");
+                return;
+            }
             Console.WriteLine($"{DateTime.Now:HH:mm:ss}  PID {o.Pid} ({o.Process}) -> {o.Destination}");
             using (var upstream = new Socket(o.Destination.AddressFamily, SocketType.Stream, ProtocolType.Tcp))
             {
-                upstream.Connect(o.Destination);
+                try
+                {
+                    upstream.Connect(o.Destination);
+                }
+                catch (SocketException e)
+                {
+                    // An exception escaping a thread would end the whole program.
+                    Console.Error.WriteLine($"{o.Destination}: {e.Message}");
+                    return;
+                }
                 var up = new Thread(() => Pump(client, upstream));
                 up.Start();
                 Pump(upstream, client);
@@ -91,6 +105,9 @@ static class Sample
             to.Shutdown(SocketShutdown.Send);
         }
         catch (SocketException)
+        {
+        }
+        catch (ObjectDisposedException)
         {
         }
     }
