@@ -30,6 +30,7 @@ typedef struct {
   uint64_t ino;  /* /proc/<pid>'s inode number: a new process gets a new one */
   uint64_t born;    /* when first seen (ms) */
   uint64_t checked; /* when its start time was last read (ms) */
+  int last_fd;      /* where a looked-for socket was last found, or -1 */
   char *path;
   size_t path_len;
 } proc_entry;
@@ -105,6 +106,7 @@ static proc_entry *proc_slot(wr_owners *o, uint32_t pid, int create) {
       if (!create) return NULL;
       p->pid = pid;
       p->candidate = -1;
+      p->last_fd = -1;
       p->seen = o->listing;
       o->used++;
       return p;
@@ -198,7 +200,20 @@ static uint32_t inode_get(wr_owners *o, uint64_t inode) {
   return e->inode == inode ? e->pid : 0;
 }
 
-/* Records the socket inodes a process holds; 1 if `want` is among them. */
+/* Is `want` the socket at descriptor fd of pid? A program opening one
+ * connection after another mostly gets the same descriptor number each
+ * time (the lowest free one): one readlink instead of a whole scan. */
+static int probe_fd(uint32_t pid, int fd, uint64_t want) {
+  char name[64], link[64];
+  snprintf(name, sizeof name, "/proc/%u/fd/%d", pid, fd);
+  ssize_t n = readlink(name, link, sizeof link - 1);
+  if (n < 9) return 0;
+  link[n] = '\0';
+  return strncmp(link, "socket:[", 8) == 0 && strtoull(link + 8, NULL, 10) == want;
+}
+
+/* Records the socket inodes a process holds; 1 if `want` is among them
+ * (and its descriptor is remembered for probe_fd). */
 static int scan_fds(wr_owners *o, uint32_t pid, uint64_t want) {
   char name[64];
   snprintf(name, sizeof name, "/proc/%u/fd", pid);
@@ -220,7 +235,11 @@ static int scan_fds(wr_owners *o, uint32_t pid, uint64_t want) {
     if (strncmp(link, "socket:[", 8) != 0) continue;
     uint64_t inode = strtoull(link + 8, NULL, 10);
     inode_put(o, inode, pid);
-    if (inode == want) found = 1;
+    if (inode == want && !found) {
+      found = 1;
+      proc_entry *e = proc_slot(o, pid, 0);
+      if (e) e->last_fd = atoi(de->d_name);
+    }
   }
   closedir(d);
   return found;
@@ -423,7 +442,15 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   uint32_t p = inode_get(o, inode);
   if (p == o->self) return 0;
   if (p && answer(o, p, pid, path, pathcap)) return 1;
-  /* Known candidates first (they may have opened a new socket)... */
+  /* Known candidates first (they may have opened a new socket), at the
+   * descriptor of their last one, then all of theirs... */
+  for (size_t i = 0; i < o->n_cands; i++) {
+    proc_entry *e = proc_slot(o, o->cands[i], 0);
+    if (e && e->last_fd >= 0 && probe_fd(e->pid, e->last_fd, inode)) {
+      inode_put(o, inode, e->pid);
+      return answer(o, e->pid, pid, path, pathcap);
+    }
+  }
   for (size_t i = 0; i < o->n_cands; i++) {
     if (scan_fds(o, o->cands[i], inode)) return answer(o, o->cands[i], pid, path, pathcap);
   }

@@ -62,35 +62,78 @@ static int wait_exe(pid_t pid, const char *exe) {
   return 0;
 }
 
-/* A child at `pid` running `argv` (NULL: a copy of this program holding a
- * bound UDP socket); returns the socket's port through *port. */
-static pid_t spawn_at(pid_t pid, char *const argv[], uint16_t *port) {
-  int fds[2];
-  if (pipe(fds) != 0) exit(2);
+/* A bound UDP socket on loopback; its port through *port. */
+static int udp_socket(uint16_t *port) {
+  int s = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t al = sizeof a;
+  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(s, (struct sockaddr *)&a, &al) != 0) return -1;
+  *port = ntohs(a.sin_port);
+  return s;
+}
+
+/* A child of this program holding UDP sockets, told what to do through a
+ * pipe: 'n' closes its newest socket and opens another (the same descriptor
+ * number), 'a' adds one (a new number). After starting and after each
+ * command it reports the newest socket's port. */
+typedef struct {
+  pid_t pid;
+  int cmd, report;
+} holder;
+
+static void holder_main(int cmd, int report) {
+  int newest = -1;
+  char c = 'a';
+  do {
+    uint16_t port = 0;
+    if (c == 'n' && newest >= 0) close(newest);
+    newest = udp_socket(&port);
+    if (newest < 0 || write(report, &port, sizeof port) != sizeof port) _exit(3);
+  } while (read(cmd, &c, 1) == 1);
+  _exit(0);
+}
+
+static uint16_t holder_port(const holder *h) {
+  uint16_t port = 0;
+  if (read(h->report, &port, sizeof port) != sizeof port) {
+    fprintf(stderr, "child %d did not report its socket\n", (int)h->pid);
+    exit(2);
+  }
+  return port;
+}
+
+static uint16_t holder_do(const holder *h, char c) {
+  if (write(h->cmd, &c, 1) != 1) exit(2);
+  return holder_port(h);
+}
+
+/* A holder at `pid` (0: any), and the port of its first socket. */
+static holder spawn_holder(pid_t pid, uint16_t *port) {
+  int cmd[2], report[2];
+  if (pipe(cmd) != 0 || pipe(report) != 0) exit(2);
+  if (pid) next_pid(pid);
+  holder h = {fork(), cmd[1], report[0]};
+  if (h.pid < 0) exit(2);
+  if (h.pid == 0) {
+    close(cmd[1]);
+    close(report[0]);
+    holder_main(cmd[0], report[1]);
+  }
+  close(cmd[0]);
+  close(report[1]);
+  *port = holder_port(&h);
+  return h;
+}
+
+/* A child at `pid` running argv. */
+static pid_t spawn_exec(pid_t pid, char *const argv[]) {
   next_pid(pid);
   pid_t c = fork();
   if (c < 0) exit(2);
   if (c == 0) {
-    close(fds[0]);
-    if (argv) {
-      execv(argv[0], argv);
-      _exit(127);
-    }
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof a;
-    if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 || getsockname(s, (struct sockaddr *)&a, &al) != 0) _exit(3);
-    uint16_t p = ntohs(a.sin_port);
-    if (write(fds[1], &p, sizeof p) != sizeof p) _exit(3);
-    pause();
-    _exit(0);
+    execv(argv[0], argv);
+    _exit(127);
   }
-  close(fds[1]);
-  if (!argv && read(fds[0], port, sizeof *port) != sizeof *port) {
-    fprintf(stderr, "child %d did not report its socket\n", (int)c);
-    exit(2);
-  }
-  close(fds[0]);
   return c;
 }
 
@@ -108,7 +151,7 @@ static int find_udp(wr_owners *o, uint16_t port, uint32_t *pid, char *path, size
  * by one that is: the new process is recognised, not the cached decision. */
 static void case_reused_pid(void) {
   char *const sleeper[] = {"/bin/sleep", "60", NULL};
-  pid_t a = spawn_at(REUSED_PID, sleeper, NULL);
+  pid_t a = spawn_exec(REUSED_PID, sleeper);
   check(a == REUSED_PID, "first child got PID %d, wanted %d", (int)a, REUSED_PID);
   check(wait_exe(a, "sleep"), "the first child runs sleep");
 
@@ -118,7 +161,7 @@ static void case_reused_pid(void) {
   end(a);
 
   uint16_t port = 0;
-  pid_t b = spawn_at(REUSED_PID, NULL, &port);
+  pid_t b = spawn_holder(REUSED_PID, &port).pid;
   check(b == REUSED_PID, "second child got PID %d, wanted %d", (int)b, REUSED_PID);
   uint32_t pid = 0;
   char path[4096] = "";
@@ -129,7 +172,7 @@ static void case_reused_pid(void) {
 
   /* The policy changes to leave this program alone: its sockets have no
    * owner any more. */
-  pid_t c = spawn_at(REUSED_PID + 50, NULL, &port);
+  pid_t c = spawn_holder(REUSED_PID + 50, &port).pid;
   check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)c, "found before the policy changed");
   intercepted = "/nonexistent/another-program";
   wr_owners_policy_changed(o);
@@ -152,8 +195,33 @@ static int status_of(pid_t pid) {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 3;
 }
 
+/* A process opening socket after socket: each is found, whether at the
+ * descriptor number of the one before (closed) or at a new one, and a
+ * socket of a process gone is not taken for one of the next. */
+static void case_socket_after_socket(void) {
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  check(o != NULL, "wr_owners_new");
+  if (!o) return;
+  uint16_t port = 0;
+  holder h = spawn_holder(0, &port);
+  uint32_t pid = 0;
+  char path[4096] = "";
+  for (int i = 0; i < 20; i++) {
+    char c = i == 0 ? 0 : (i % 5 == 0 ? 'a' : 'n');
+    if (c) port = holder_do(&h, c);
+    pid = 0;
+    check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)h.pid,
+          "step %d ('%c'): the socket on port %u is found (PID %u, want %d)", i, c ? c : '-', port, pid, (int)h.pid);
+  }
+  end(h.pid);
+  pid = 0;
+  check(find_udp(o, port, &pid, path, sizeof path) == 0, "the socket of a process gone has no owner (got %u)", pid);
+  wr_owners_free(o);
+}
+
 static const struct test_case cases[] = {
     {"reused_pid", case_reused_pid},
+    {"socket_after_socket", case_socket_after_socket},
 };
 
 int main(int argc, char **argv) {
