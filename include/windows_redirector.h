@@ -218,7 +218,9 @@ typedef struct redirector_origin {
  * Returns 0 and fills *out; REDIRECTOR_ENOTFOUND when no redirected
  * connection matches (not redirected, or already closed);
  * REDIRECTOR_ENOTRUNNING; REDIRECTOR_ENULL; REDIRECTOR_EINVAL (bad protocol,
- * family or out->size). Thread-safe; fast enough to call per connection.
+ * family or out->size); REDIRECTOR_EENGINE (the engine failed during the
+ * call and was rebuilt: what it knew of connections is gone). Thread-safe;
+ * fast enough to call per connection.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirector_endpoint *peer,
                                                  const redirector_endpoint *local, redirector_origin *out);
