@@ -194,6 +194,15 @@ WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
     unlock_state();
     return -2;
   }
+  /* The copy kept for engines built later is made first: once the engine
+   * has taken the configuration, nothing may fail. */
+  char *copy = malloc(len + 1);
+  if (!copy) {
+    unlock_state();
+    set_error(REDIRECTOR_ECONFIG, "set_redirector_config: out of memory; the configuration was not applied");
+    return -2;
+  }
+  memcpy(copy, json, len + 1);
   if (g.fault_pending & REDIRECTOR_FAULT_CONFIG) {
     g.fault_pending &= ~(uint32_t)REDIRECTOR_FAULT_CONFIG;
     wr_engine_arm_fault(e, REDIRECTOR_FAULT_CONFIG);
@@ -201,19 +210,13 @@ WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
   char err[ERR_CAP - 64];
   int rc = wr_engine_config(e, json, len, err, sizeof err);
   if (rc == 0) {
-    char *copy = malloc(len + 1);
-    if (!copy) {
-      unlock_state();
-      set_error(REDIRECTOR_ECONFIG, "set_redirector_config: out of memory");
-      return -2;
-    }
-    memcpy(copy, json, len + 1);
     free(g.config);
     g.config = copy;
     g.config_len = len;
     unlock_state();
     return 0;
   }
+  free(copy);
   unlock_state();
   if (rc == -3) {
     set_error(REDIRECTOR_EUTF8, "set_redirector_config: %s", err);
