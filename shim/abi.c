@@ -67,6 +67,19 @@ static void lock_state(void) { wr_mutex_lock(&g.lock); }
 
 static void unlock_state(void) { wr_mutex_unlock(&g.lock); }
 
+/* Traps survived so far, by engines gone and the one there now. */
+static uint64_t engine_restarts_locked(void) {
+  return g.engine_restarts + (g.engine ? wr_engine_trap_count(g.engine) : 0);
+}
+
+/* Frees the engine, keeping the count of traps it survived. */
+static void drop_engine_locked(void) {
+  if (!g.engine) return;
+  g.engine_restarts += wr_engine_trap_count(g.engine);
+  wr_engine_free(g.engine);
+  g.engine = NULL;
+}
+
 /* The engine for this state, built on first need. NULL with the error set. */
 static wr_engine *engine_locked(const char *who) {
   if (g.engine) return g.engine;
@@ -100,7 +113,7 @@ static void fill_stats_locked(redirector_stats *st) {
   st->running = (uint32_t)g.running;
   uint64_t *dst = &st->packets;
   for (size_t i = 0; i < 21; i++) dst[i] = c[i];
-  st->engine_restarts = g.engine_restarts + (g.engine ? wr_engine_trap_count(g.engine) : 0);
+  st->engine_restarts = engine_restarts_locked();
   st->flow_capacity = cap;
   st->bytes_per_flow = per;
 }
@@ -133,8 +146,7 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
   }
   char err[768];
   if (wr_engine_start(e, (uint32_t)wr_now_ms(), err, sizeof err) != 0) {
-    wr_engine_free(e);
-    g.engine = NULL;
+    drop_engine_locked();
     unlock_state();
     set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
     return -2;
@@ -147,8 +159,7 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
   wr_backend *b = wr_backend_start(&opts, err, sizeof err);
   if (!b) {
     /* Leave nothing behind: the engine is rebuilt on the next call. */
-    wr_engine_free(e);
-    g.engine = NULL;
+    drop_engine_locked();
     unlock_state();
     set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
     return -2;
@@ -174,9 +185,7 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
   g.backend = NULL;
   fill_stats_locked(&g.last);
   g.last.running = 0;
-  g.engine_restarts += wr_engine_trap_count(g.engine);
-  wr_engine_free(g.engine);
-  g.engine = NULL;
+  drop_engine_locked();
   g.running = 0;
   unlock_state();
   return 0;
@@ -522,7 +531,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out) {
     fill_stats_locked(out);
   } else {
     *out = g.last;
-    out->engine_restarts = g.engine_restarts;
+    out->engine_restarts = engine_restarts_locked();
   }
   unlock_state();
   out->size = size;

@@ -377,6 +377,11 @@ static void case_engine_trap(void) {
   check(rc == -2, "trapped config call is -2 (%d)", rc);
   check(redirector_last_error_code() == REDIRECTOR_EENGINE, "code EENGINE (%d)", redirector_last_error_code());
   check(error_mentions("rebuilt"), "says the engine was rebuilt: %s", last_error());
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  check(redirector_get_stats(&st) == 0 && st.engine_restarts == 1, "the trap is counted while stopped (%llu)",
+        (unsigned long long)st.engine_restarts);
   check(redirector_would_intercept(4200777, NULL) == 1, "the config in force survived the trap");
   check(redirector_would_intercept(4200888, NULL) == 0, "the trapped config was not applied");
   check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "the engine works again: %s", last_error());
