@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "linux_owners.h"
 #include "platform.h"
+#include "utf8.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -144,6 +145,8 @@ static void set_path(proc_entry *e) {
   const char *del = " (deleted)";
   size_t dl = strlen(del);
   if ((size_t)n > dl && strcmp(buf + n - dl, del) == 0) n -= (ssize_t)dl;
+  /* Linux paths are bytes; what the library hands on is UTF-8. */
+  wr_utf8_repair(buf, (size_t)n);
   free(e->path);
   e->path = malloc((size_t)n + 1);
   if (e->path) {

@@ -107,8 +107,9 @@ static uint16_t holder_do(const holder *h, char c) {
   return holder_port(h);
 }
 
-/* A holder at `pid` (0: any), and the port of its first socket. */
-static holder spawn_holder(pid_t pid, uint16_t *port) {
+/* A holder at `pid` (0: any), this program or (exe not NULL) a copy of it
+ * run from there, and the port of its first socket. */
+static holder spawn_holder_exe(pid_t pid, const char *exe, uint16_t *port) {
   int cmd[2], report[2];
   if (pipe(cmd) != 0 || pipe(report) != 0) exit(2);
   if (pid) next_pid(pid);
@@ -117,6 +118,13 @@ static holder spawn_holder(pid_t pid, uint16_t *port) {
   if (h.pid == 0) {
     close(cmd[1]);
     close(report[0]);
+    if (exe) {
+      /* main() sees --hold and runs holder_main on stdin and stdout. */
+      if (dup2(cmd[0], 0) < 0 || dup2(report[1], 1) < 0) _exit(3);
+      char *const argv[] = {(char *)exe, "--hold", NULL};
+      execv(exe, argv);
+      _exit(127);
+    }
     holder_main(cmd[0], report[1]);
   }
   close(cmd[0]);
@@ -124,6 +132,8 @@ static holder spawn_holder(pid_t pid, uint16_t *port) {
   *port = holder_port(&h);
   return h;
 }
+
+static holder spawn_holder(pid_t pid, uint16_t *port) { return spawn_holder_exe(pid, NULL, port); }
 
 /* A child at `pid` running argv. */
 static pid_t spawn_exec(pid_t pid, char *const argv[]) {
@@ -219,12 +229,43 @@ static void case_socket_after_socket(void) {
   wr_owners_free(o);
 }
 
+/* A program whose path is not UTF-8 (Linux paths are bytes): its path
+ * comes out as UTF-8, each stray byte a '?'. */
+static void case_non_utf8_path(void) {
+  char dir[] = "/tmp/wr-owners-XXXXXX";
+  if (!mkdtemp(dir)) {
+    check(0, "mkdtemp");
+    return;
+  }
+  char exe[128], want[128];
+  snprintf(exe, sizeof exe, "%s/caf\xe9-\xff", dir); /* Latin-1, and a byte never in UTF-8 */
+  snprintf(want, sizeof want, "%s/caf?-?", dir);
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", self_exe, exe);
+  check(system(cmd) == 0, "copy the test program to a non-UTF-8 path");
+  intercepted = want; /* the policy sees the repaired path */
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  uint16_t port = 0;
+  holder h = spawn_holder_exe(0, exe, &port);
+  uint32_t pid = 0;
+  char path[4096] = "";
+  check(o && find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)h.pid, "found (PID %u)", pid);
+  check(strcmp(path, want) == 0, "path '%s', want '%s'", path, want);
+  end(h.pid);
+  wr_owners_free(o);
+  unlink(exe);
+  rmdir(dir);
+  intercepted = self_exe;
+}
+
 static const struct test_case cases[] = {
     {"reused_pid", case_reused_pid},
     {"socket_after_socket", case_socket_after_socket},
+    {"non_utf8_path", case_non_utf8_path},
 };
 
 int main(int argc, char **argv) {
+  if (argc == 2 && strcmp(argv[1], "--hold") == 0) holder_main(0, 1);
   if (geteuid() != 0) {
     fprintf(stderr, "needs root (PID and network namespaces)\n");
     return 1;

@@ -45,9 +45,35 @@ static void case_valid(void) {
   }
 }
 
+/* Repair keeps every well-formed sequence and turns each stray byte into
+ * '?', so the result is valid and as long as before. */
+static void case_repair(void) {
+  static const struct {
+    const char *in, *out;
+    size_t fixed;
+  } t[] = {
+      {"/usr/bin/caf\xc3\xa9", "/usr/bin/caf\xc3\xa9", 0},
+      {"/opt/\xff\xfe.x", "/opt/??.x", 2},
+      {"/a\xc3", "/a?", 1},                      /* cut short at the end */
+      {"\xe2\x82 \xe2\x82\xac", "?? \xe2\x82\xac", 2}, /* a cut sequence before a whole one */
+      {"\xed\xa0\x80", "???", 3},                /* a UTF-16 surrogate */
+      {"\xc0\xaf", "??", 2},                      /* overlong */
+  };
+  for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+    char buf[64];
+    size_t n = strlen(t[i].in);
+    memcpy(buf, t[i].in, n + 1);
+    size_t fixed = wr_utf8_repair(buf, n);
+    check(fixed == t[i].fixed && strcmp(buf, t[i].out) == 0, "case %zu: '%s' (%zu fixed), want '%s' (%zu)", i, buf,
+          fixed, t[i].out, t[i].fixed);
+    check(wr_utf8_valid((const unsigned char *)buf, n), "case %zu: valid after repair", i);
+  }
+}
+
 static const struct test_case cases[] = {
     {"cut", case_cut},
     {"valid", case_valid},
+    {"repair", case_repair},
 };
 
 int main(int argc, char **argv) { return run_case(argc, argv, cases, sizeof cases / sizeof cases[0]); }
