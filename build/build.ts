@@ -33,8 +33,23 @@ const ASC_FLAGS = [
 const WASM2C_RUNTIME = "/usr/share/wabt/wasm2c";
 const WASM_RT_H = "/usr/include/wasm-rt.h";
 
+// Set by the test runner: a step still running then is ended (and fails).
+let deadline: number | undefined;
+
+/** Builds started from now on must be done by `at` (Date.now() milliseconds). */
+export function buildDeadline(at: number): void {
+  deadline = at;
+}
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
-  execFileSync(cmd, args, { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
+  const timeout = deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
+  execFileSync(cmd, args, {
+    cwd: root,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...env },
+    timeout,
+    killSignal: "SIGKILL",
+  });
 }
 
 function newest(dir: string): number {

@@ -16,7 +16,10 @@ export interface FuzzResult {
   log: string;
 }
 
-export function fuzzRun(target: "fuzz_packets" | "fuzz_config", runs: number): FuzzResult {
+/** Runs target for `runs` executions; with timeoutS, a run still going then fails. */
+export function fuzzRun(target: "fuzz_packets" | "fuzz_config", runs: number, timeoutS?: number): FuzzResult {
+  if (timeoutS !== undefined && timeoutS <= 0) return { ok: false, runs: 0, seconds: 0, log: `${target}: no time left\n` };
+  const timeout = timeoutS === undefined ? undefined : timeoutS * 1000;
   const bin = join(paths.fuzz, target);
   const seeds = join(root, "test", "fuzz", "corpus", CORPUS[target]);
   const crashes = join(root, "test", "fuzz", "crashes", CORPUS[target]);
@@ -26,7 +29,7 @@ export function fuzzRun(target: "fuzz_packets" | "fuzz_config", runs: number): F
   if (existsSync(crashes)) {
     const files = readdirSync(crashes).filter((f) => !f.startsWith(".")).map((f) => join(crashes, f));
     if (files.length) {
-      const r = spawnSync(bin, files, { encoding: "utf8", env });
+      const r = spawnSync(bin, files, { encoding: "utf8", env, timeout });
       log += `${target}: replayed ${files.length} kept crash inputs: ${r.status === 0 ? "ok" : "FAILED"}\n`;
       if (r.status !== 0) return { ok: false, runs: 0, seconds: 0, log: log + r.stderr };
     }
@@ -34,13 +37,14 @@ export function fuzzRun(target: "fuzz_packets" | "fuzz_config", runs: number): F
   const scratch = mkdtempSync(join(tmpdir(), `${target}-`));
   const t0 = Date.now();
   const r = spawnSync(bin, [`-runs=${runs}`, "-max_len=4096", "-print_final_stats=1", `-artifact_prefix=${scratch}/`,
-    scratch, seeds], { encoding: "utf8", env, maxBuffer: 64 << 20 });
+    scratch, seeds], { encoding: "utf8", env, maxBuffer: 64 << 20, timeout });
   const seconds = (Date.now() - t0) / 1000;
   const out = `${r.stdout}${r.stderr}`;
   const done = /Done (\d+) runs/.exec(out);
   const execs = Number(/stat::number_of_executed_units:\s+(\d+)/.exec(out)?.[1] ?? done?.[1] ?? 0);
   const ok = r.status === 0 && execs >= runs;
-  log += `${target}: ${execs} executions in ${seconds.toFixed(1)} s, ${ok ? "no finding" : "FINDING"}\n`;
+  const verdict = ok ? "no finding" : r.signal ? `killed (${r.signal}) after ${seconds.toFixed(0)} s` : "FINDING";
+  log += `${target}: ${execs} executions in ${seconds.toFixed(1)} s, ${verdict}\n`;
   if (!ok) log += out.split("\n").filter((l) => !l.startsWith("#")).slice(-60).join("\n") + "\n";
   if (ok) rmSync(scratch, { recursive: true, force: true });
   else log += `inputs kept in ${scratch}\n`;

@@ -2,10 +2,11 @@
 // "N passed, N failed" totalling them all. Exits non-zero on any failure.
 //
 //   tsx test/run.ts [--only name,name]   (names: see SUITES below)
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { constants } from "node:os";
 import { join } from "node:path";
-import { buildAll, buildHardening, paths, root } from "../build/build.ts";
+import { buildAll, buildDeadline, buildHardening, paths, root } from "../build/build.ts";
 import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
@@ -27,15 +28,38 @@ const winDir = join(root, "build", "windows");
 // Every command runs under a time limit, so a hung program fails its suite
 // instead of the whole run: its own bound (timeoutS, default 20 min) and what
 // is left of the run's budget (WR_TEST_BUDGET_S, default 75 min), whichever
-// ends first. coreutils' timeout ends the command's whole process group.
+// ends first. The command stays in this runner's process group, so Ctrl-C
+// reaches it as before; at the limit, coreutils' timeout signals the wrapper
+// script, which ends the command and everything it started.
 const runStart = Date.now();
 const budgetS = Number(process.env.WR_TEST_BUDGET_S ?? 75 * 60);
+if (!Number.isInteger(budgetS) || budgetS <= 0) {
+  console.log(`WR_TEST_BUDGET_S must be a whole number of seconds above 0, not "${process.env.WR_TEST_BUDGET_S}"`);
+  console.log("0 passed, 1 failed");
+  process.exit(1);
+}
 const logDir = join(root, "build", "test", "logs");
 let logSeq = 0;
 
 function secondsLeft(): number {
   return Math.floor(budgetS - (Date.now() - runStart) / 1000);
 }
+
+// The command runs in the background of the script (so the script can act on
+// signals while it waits), where non-interactive shells ignore Ctrl-C: the
+// script, in the foreground, ends the command's whole tree itself on SIGINT
+// (Ctrl-C) and on SIGTERM (timeout's at the limit).
+const SH_SCRIPT = `
+tree() { local c; for c in $(pgrep -P "$1"); do tree "$c"; done; echo "$1"; }
+end() { kill -TERM $(tree $pid) 2>/dev/null; sleep 1; kill -KILL $(tree $pid) 2>/dev/null; exit "$1"; }
+"$@" >"$WR_SH_LOG" 2>&1 </dev/null & pid=$!
+trap 'end 124' TERM
+trap 'end 130' INT
+tail -n +1 -s 0.1 -f --pid=$pid "$WR_SH_LOG" & shown=$!
+wait $pid; rc=$?
+wait $shown
+exit $rc
+`;
 
 /**
  * Runs a command, streaming its output (stdout and stderr merged) as it comes,
@@ -51,12 +75,14 @@ function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Proc
   mkdirSync(logDir, { recursive: true });
   const log = join(logDir, `${process.pid}-${++logSeq}.log`);
   writeFileSync(log, "");
-  const r = spawnSync(
-    "timeout",
-    ["-k", "10", String(limit), "bash", "-c", 'set -o pipefail; "$@" 2>&1 | tee -a "$WR_SH_LOG"', "sh", cmd, ...args],
-    { cwd: opts.cwd ?? root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...opts.env, WR_SH_LOG: log } },
-  );
-  const code = r.status ?? 1;
+  const r = spawnSync("timeout", ["--foreground", "-k", "10", String(limit), "bash", "-c", SH_SCRIPT, "sh", cmd, ...args], {
+    cwd: opts.cwd ?? root,
+    stdio: ["ignore", "inherit", "inherit"],
+    env: { ...process.env, ...opts.env, WR_SH_LOG: log },
+  });
+  // 124: the limit came (the script ended the command); 137: the script
+  // itself did not end in time and timeout killed it.
+  const code = r.status ?? (r.signal ? 128 + (constants.signals[r.signal] ?? 0) : 1);
   let note = "";
   if (r.error) note += `(${cmd}: ${r.error.message})\n`;
   if (code === 124 || code === 137) note += `(${cmd}: killed after ${limit} s)\n`;
@@ -147,7 +173,14 @@ function wineUp(): boolean {
   spawnSync("/usr/lib/wine/wineserver", ["-k"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
   mkdirSync(winePrefix, { recursive: true });
   process.on("exit", wineDown);
-  const server = spawnSync("/usr/lib/wine/wineserver", ["-p3600"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
+  // Should this runner die without its exit handler (a signal), the server
+  // goes with it all the same.
+  spawn("sh", ["-c", 'while kill -0 "$WR_RUNNER" 2>/dev/null; do sleep 2; done; exec /usr/lib/wine/wineserver -k'], {
+    env: { ...wineEnv, WR_RUNNER: String(process.pid) },
+    detached: true,
+    stdio: "ignore",
+  }).unref();
+  const server = spawnSync("/usr/lib/wine/wineserver", ["-p"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
   if (server.status !== 0) {
     console.log(`wine: wineserver -p failed (${server.error?.message ?? `exit ${server.status}`})`);
     return false;
@@ -157,9 +190,18 @@ function wineUp(): boolean {
   mkdirSync(logDir, { recursive: true });
   const bootLog = join(logDir, "wineboot.log");
   const fd = openSync(bootLog, "w");
-  const boot = spawnSync("timeout", ["-k", "10", "300", wine, "wineboot", "-i"], { env: wineEnv, stdio: ["ignore", fd, fd] });
+  const limit = Math.min(300, secondsLeft());
+  if (limit <= 0) {
+    console.log("wine: not booted, the test run's time budget is spent");
+    return false;
+  }
+  const boot = spawnSync("timeout", ["-k", "10", String(limit), wine, "wineboot", "-i"], {
+    env: wineEnv,
+    stdio: ["ignore", fd, fd],
+  });
   closeSync(fd);
-  console.log(`wine: wineboot -i: exit ${boot.status}${boot.status === 124 ? " (killed after 300 s)" : ""}`);
+  const killed = boot.status === 124 || boot.signal === "SIGKILL";
+  console.log(`wine: wineboot -i: ${killed ? `killed after ${limit} s` : `exit ${boot.status ?? boot.signal}`}`);
   const ver = boot.status === 0 ? sh(wine, ["cmd", "/c", "ver"], { timeoutS: 60 }) : { code: 1, out: "" };
   if (ver.code !== 0 || !ver.out.includes("Microsoft Windows")) {
     process.stdout.write(readFileSync(bootLog, "utf8"));
@@ -321,7 +363,7 @@ const SUITES: Suite[] = [
       let passed = 0;
       let failed = 0;
       for (const [target, runs] of [["fuzz_packets", 500_000], ["fuzz_config", 50_000]] as const) {
-        const r = fuzzRun(target, runs);
+        const r = fuzzRun(target, runs, Math.min(600, secondsLeft()));
         process.stdout.write(r.log);
         if (r.ok) passed++;
         else failed++;
@@ -392,7 +434,7 @@ const SUITES: Suite[] = [
       const layoutExe = join(out, "abi_layout");
       const l = sh("gcc", ["-Wall", "-Iinclude", "-o", layoutExe, "test/csharp/abi_layout.c"]);
       if (b.code !== 0 || l.code !== 0) return one(false);
-      const layout = spawnSync(layoutExe, [], { encoding: "utf8" });
+      const layout = spawnSync(layoutExe, [], { encoding: "utf8", timeout: 30_000 });
       writeFileSync(join(out, "abi_layout.txt"), layout.stdout ?? "");
       const [cmd, args] = isolatedLo("mono", [exe, "--layout", join(out, "abi_layout.txt")]);
       const r = sh(cmd, args);
@@ -408,6 +450,7 @@ function main(): void {
   const total: Count = { passed: 0, failed: 0 };
   const lines: string[] = [];
   try {
+    buildDeadline(runStart + budgetS * 1000);
     buildAll();
     buildHardening();
   } catch (e) {
