@@ -54,6 +54,7 @@ struct wr_owners {
   uint32_t young[YOUNG];
   size_t n_young;
   uint32_t self; /* this process: never a candidate */
+  uint64_t probe_hits;
 };
 
 /* ------------------------------------------------------------------------
@@ -158,9 +159,20 @@ static void set_path(proc_entry *e) {
   }
 }
 
+/* The entry's PID now belongs to another process (its /proc directory has a
+ * new inode): everything known of it is read again at the next refresh,
+ * even if both started in the same clock tick. */
+static void forget_process(proc_entry *e, uint64_t ino) {
+  e->ino = ino;
+  e->checked = 0;
+  e->born = 0;
+  e->start = UINT64_MAX;
+  e->last_fd = -1;
+}
+
 /* Makes sure the entry describes the process that has this PID now (its
  * start time is read again at most once a second, or at once after
- * e->checked is reset). */
+ * forget_process). */
 static void refresh_entry(proc_entry *e) {
   uint64_t now = wr_now_ms();
   if (e->path && now - e->checked < 1000) return;
@@ -349,11 +361,7 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
      * scanned before (a candidate's are scanned again in find). Only new
      * processes cost a read of their stat and exe here. */
     if (e->path != NULL && e->candidate >= 0 && e->ino == (uint64_t)de->d_ino) continue;
-    if (e->ino != 0 && e->ino != (uint64_t)de->d_ino) {
-      /* Another process under a reused PID: read it now, and it is young. */
-      e->checked = 0;
-      e->born = 0;
-    }
+    if (e->ino != 0 && e->ino != (uint64_t)de->d_ino) forget_process(e, (uint64_t)de->d_ino); /* young again */
     e->ino = (uint64_t)de->d_ino;
     refresh_entry(e);
     if (e->born == 0) {
@@ -410,6 +418,8 @@ void wr_owners_free(wr_owners *o) {
   free(o);
 }
 
+uint64_t wr_owners_probe_hits(const wr_owners *o) { return o->probe_hits; }
+
 void wr_owners_policy_changed(wr_owners *o) {
   for (uint32_t i = 0; i < PROC_SLOTS; i++) o->procs[i].candidate = -1;
   o->n_cands = 0;
@@ -418,6 +428,16 @@ void wr_owners_policy_changed(wr_owners *o) {
 static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap) {
   proc_entry *e = proc_slot(o, pid, 1);
   if (!e) return 0;
+  /* The socket was found under this PID just now; is it still the process
+   * the entry knows (a cached decision must not pass to a PID's next
+   * owner)? */
+  char name[32];
+  struct stat st;
+  snprintf(name, sizeof name, "/proc/%u", pid);
+  if (stat(name, &st) == 0) {
+    if (e->ino != 0 && (uint64_t)st.st_ino != e->ino) forget_process(e, (uint64_t)st.st_ino);
+    e->ino = (uint64_t)st.st_ino;
+  }
   refresh_entry(e);
   if (!decide(o, e)) return 0;
   *out_pid = pid;
@@ -450,6 +470,7 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   for (size_t i = 0; i < o->n_cands; i++) {
     proc_entry *e = proc_slot(o, o->cands[i], 0);
     if (e && e->last_fd >= 0 && probe_fd(e->pid, e->last_fd, inode)) {
+      o->probe_hits++;
       inode_put(o, inode, e->pid);
       return answer(o, e->pid, pid, path, pathcap);
     }

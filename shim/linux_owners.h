@@ -31,4 +31,7 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
                    uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
                    size_t pathcap);
 
+/* How many finds the descriptor probe answered (for tests). */
+uint64_t wr_owners_probe_hits(const wr_owners *o);
+
 #endif

@@ -206,8 +206,7 @@ static int status_of(pid_t pid) {
 }
 
 /* A process opening socket after socket: each is found, whether at the
- * descriptor number of the one before (closed) or at a new one, and a
- * socket of a process gone is not taken for one of the next. */
+ * descriptor number of the one before (closed) or at a new one. */
 static void case_socket_after_socket(void) {
   wr_owners *o = wr_owners_new(is_candidate, NULL);
   check(o != NULL, "wr_owners_new");
@@ -216,33 +215,71 @@ static void case_socket_after_socket(void) {
   holder h = spawn_holder(0, &port);
   uint32_t pid = 0;
   char path[4096] = "";
+  int same_fd = 0;
   for (int i = 0; i < 20; i++) {
     char c = i == 0 ? 0 : (i % 5 == 0 ? 'a' : 'n');
     if (c) port = holder_do(&h, c);
+    same_fd += c == 'n';
     pid = 0;
-    check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)h.pid,
-          "step %d ('%c'): the socket on port %u is found (PID %u, want %d)", i, c ? c : '-', port, pid, (int)h.pid);
+    int found = find_udp(o, port, &pid, path, sizeof path);
+    check(found == 1 && pid == (uint32_t)h.pid, "step %d ('%c'): the socket on port %u is found (PID %u, want %d)", i,
+          c ? c : '-', port, pid, (int)h.pid);
   }
+  /* Each socket opened where the one before was closed was found by one
+   * look at that descriptor; the others by a scan. */
+  check(wr_owners_probe_hits(o) == (uint64_t)same_fd, "the descriptor probe answered %llu finds, want %d",
+        (unsigned long long)wr_owners_probe_hits(o), same_fd);
   end(h.pid);
-  pid = 0;
-  check(find_udp(o, port, &pid, path, sizeof path) == 0, "the socket of a process gone has no owner (got %u)", pid);
   wr_owners_free(o);
+}
+
+/* A copy of this program at dir/name, in a new temporary dir (both
+ * removed by drop_copy). 0 on success. */
+static int copy_self(char *dir, char *exe, size_t cap, const char *name) {
+  if (!mkdtemp(dir)) return -1;
+  snprintf(exe, cap, "%s/%s", dir, name);
+  char cmd[8400];
+  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", self_exe, exe);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+static void drop_copy(const char *dir, const char *exe) {
+  unlink(exe);
+  rmdir(dir);
+}
+
+/* An intercepted process found, then gone, and its PID reused at once by a
+ * process that is not intercepted (another program): the newcomer's socket
+ * has no owner, though the PID is still on the list of candidates. */
+static void case_reused_candidate_pid(void) {
+  char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
+  check(copy_self(dir, other, sizeof other, "not-intercepted") == 0, "copy the test program");
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  check(o != NULL, "wr_owners_new");
+  if (!o) return;
+  uint16_t port = 0;
+  uint32_t pid = 0;
+  char path[4096] = "";
+  holder a = spawn_holder(REUSED_PID, &port);
+  check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)a.pid, "the intercepted one is found");
+  end(a.pid);
+  holder b = spawn_holder_exe(REUSED_PID, other, &port);
+  check(b.pid == REUSED_PID, "the other program got PID %d, wanted %d", (int)b.pid, REUSED_PID);
+  pid = 0;
+  int found = find_udp(o, port, &pid, path, sizeof path);
+  check(found == 0, "the newcomer is not taken for the intercepted one (PID %u, %s)", pid, path);
+  end(b.pid);
+  wr_owners_free(o);
+  drop_copy(dir, other);
 }
 
 /* A program whose path is not UTF-8 (Linux paths are bytes): its path
  * comes out as UTF-8, each stray byte a '?'. */
 static void case_non_utf8_path(void) {
-  char dir[] = "/tmp/wr-owners-XXXXXX";
-  if (!mkdtemp(dir)) {
-    check(0, "mkdtemp");
-    return;
-  }
-  char exe[128], want[128];
-  snprintf(exe, sizeof exe, "%s/caf\xe9-\xff", dir); /* Latin-1, and a byte never in UTF-8 */
+  char dir[] = "/tmp/wr-owners-XXXXXX", exe[128], want[128];
+  /* Latin-1, and a byte never in UTF-8 */
+  check(copy_self(dir, exe, sizeof exe, "caf\xe9-\xff") == 0, "copy the test program to a non-UTF-8 path");
   snprintf(want, sizeof want, "%s/caf?-?", dir);
-  char cmd[512];
-  snprintf(cmd, sizeof cmd, "cp '%s' '%s'", self_exe, exe);
-  check(system(cmd) == 0, "copy the test program to a non-UTF-8 path");
   intercepted = want; /* the policy sees the repaired path */
   wr_owners *o = wr_owners_new(is_candidate, NULL);
   uint16_t port = 0;
@@ -253,14 +290,14 @@ static void case_non_utf8_path(void) {
   check(strcmp(path, want) == 0, "path '%s', want '%s'", path, want);
   end(h.pid);
   wr_owners_free(o);
-  unlink(exe);
-  rmdir(dir);
+  drop_copy(dir, exe);
   intercepted = self_exe;
 }
 
 static const struct test_case cases[] = {
     {"reused_pid", case_reused_pid},
     {"socket_after_socket", case_socket_after_socket},
+    {"reused_candidate_pid", case_reused_candidate_pid},
     {"non_utf8_path", case_non_utf8_path},
 };
 
