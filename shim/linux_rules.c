@@ -160,20 +160,37 @@ void wr_rules_remove(uint16_t queue) {
 }
 
 /* Rules for one app port: the proxy's side is queued before conntrack (raw
- * table), and not again after it (mangle). Appended to an open script. */
-static void app_port_raw(text *s, uint16_t queue, uint16_t port) {
+ * table), and not again after it (mangle). Appended to an open script; with
+ * del, the commands that delete them again. */
+static void app_port_raw(text *s, uint16_t queue, uint16_t port, int del) {
   char raw[32];
   name(raw, sizeof raw, queue, "raw");
   for (int i = 0; i < 2; i++) {
-    add(s, "-A %s -p %s --sport %u -j NFQUEUE --queue-num %u --queue-bypass\n", raw, i ? "udp" : "tcp",
-        (unsigned)port, (unsigned)queue);
+    add(s, "%s %s -p %s --sport %u -j NFQUEUE --queue-num %u --queue-bypass\n", del ? "-D" : "-A", raw,
+        i ? "udp" : "tcp", (unsigned)port, (unsigned)queue);
   }
 }
 
-static void app_port_mangle(text *s, uint16_t queue, uint16_t port) {
+static void app_port_mangle(text *s, uint16_t queue, uint16_t port, int del) {
   char out[32];
   name(out, sizeof out, queue, "out");
-  for (int i = 0; i < 2; i++) add(s, "-I %s 3 -p %s --sport %u -j RETURN\n", out, i ? "udp" : "tcp", (unsigned)port);
+  for (int i = 0; i < 2; i++) {
+    add(s, del ? "-D %s -p %s --sport %u -j RETURN\n" : "-I %s 3 -p %s --sport %u -j RETURN\n", out,
+        i ? "udp" : "tcp", (unsigned)port);
+  }
+}
+
+/* The rules of one app port, added or (del) deleted, as one restore. */
+static int app_port_rules(int v6, uint16_t queue, uint16_t port, int del) {
+  text s = {0};
+  add(&s, "*raw\n");
+  app_port_raw(&s, queue, port, del);
+  add(&s, "COMMIT\n*mangle\n");
+  app_port_mangle(&s, queue, port, del);
+  add(&s, "COMMIT\n");
+  int rc = s.s ? restore(v6, &s) : -1;
+  free(s.s);
+  return rc;
 }
 
 static int install_family(int v6, uint16_t queue, uint16_t port) {
@@ -186,7 +203,7 @@ static int install_family(int v6, uint16_t queue, uint16_t port) {
   unsigned m = WR_MARK;
   text s = {0};
   add(&s, "*raw\n:%s - [0:0]\n", raw);
-  app_port_raw(&s, queue, port);
+  app_port_raw(&s, queue, port, 0);
   add(&s, "-I OUTPUT 1 -j %s\nCOMMIT\n", raw);
   add(&s, "*mangle\n:%s - [0:0]\n:%s - [0:0]\n:%s - [0:0]\n", out, in, save);
   /* Client side and new connections, after conntrack; never the proxy's
@@ -196,7 +213,7 @@ static int install_family(int v6, uint16_t queue, uint16_t port) {
   add(&s, "-A %s -m connmark --mark 0x%x/0x%x -j %s\n", out, m, m, q);
   add(&s, "-A %s -p tcp --syn -j %s\n", out, q);
   add(&s, "-A %s -p udp -m conntrack --ctstate NEW -j %s\n", out, q);
-  app_port_mangle(&s, queue, port);
+  app_port_mangle(&s, queue, port, 0);
   /* Inbound: new connections to this host, and redirected ones. */
   add(&s, "-A %s -m mark --mark 0x%x/0x%x -j RETURN\n", in, m, m);
   add(&s, "-A %s -m connmark --mark 0x%x/0x%x -j %s\n", in, m, m, q);
@@ -254,16 +271,11 @@ int wr_rules_add_app_port(wr_rules *r, uint16_t app_port, char *err, size_t errl
     return -1;
   }
   for (int v6 = 0; v6 <= r->have_v6; v6++) {
-    text s = {0};
-    add(&s, "*raw\n");
-    app_port_raw(&s, r->queue, app_port);
-    add(&s, "COMMIT\n*mangle\n");
-    app_port_mangle(&s, r->queue, app_port);
-    add(&s, "COMMIT\n");
-    int rc = s.s ? restore(v6, &s) : -1;
-    free(s.s);
-    if (rc != 0) {
-      snprintf(err, errlen, "could not add the iptables rules for app port %u", (unsigned)app_port);
+    if (app_port_rules(v6, r->queue, app_port, 0) != 0) {
+      /* All or nothing: the IPv4 rules go again when the IPv6 ones fail. */
+      if (v6) app_port_rules(0, r->queue, app_port, 1);
+      snprintf(err, errlen, "could not add the %s rules for app port %u", v6 ? "ip6tables" : "iptables",
+               (unsigned)app_port);
       return -1;
     }
   }

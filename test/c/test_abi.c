@@ -10,6 +10,7 @@
 #ifndef _WIN32
 #include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #endif
 
 /* Test PIDs lie above 4194304 (Linux's PID_MAX_LIMIT): none can be this
@@ -541,6 +542,57 @@ static void case_exclude_socket(void) {
 #endif
 }
 
+#ifndef _WIN32
+/* Does `iptables-save -t table` (or ip6tables-save) show text? */
+static int rules_show(const char *save, const char *table, const char *text) {
+  char cmd[128], line[1024];
+  snprintf(cmd, sizeof cmd, "%s -t %s 2>/dev/null", save, table);
+  FILE *f = popen(cmd, "r");
+  int found = 0;
+  while (f && fgets(line, sizeof line, f)) found |= strstr(line, text) != NULL;
+  if (f) pclose(f);
+  return found;
+}
+
+/* A new app port whose ip6tables rules fail (a stand-in ip6tables-restore
+ * first on PATH refuses them) leaves no iptables rules for it either, and
+ * the port in force stays. */
+static void case_app_port_all_or_nothing(void) {
+  char dir[] = "/tmp/wr-abi-XXXXXX", fake[128];
+  check(mkdtemp(dir) != NULL, "mkdtemp");
+  snprintf(fake, sizeof fake, "%s/ip6tables-restore", dir);
+  FILE *f = fopen(fake, "w");
+  check(f != NULL, "write %s", fake);
+  if (!f) return;
+  fputs("#!/bin/sh\nin=$(cat)\n"
+        "case \"$in\" in *'--sport 18099 '*) echo 'refused by the test' >&2; exit 1;; esac\n"
+        "printf '%s\\n' \"$in\" | PATH=\"$WR_REAL_PATH\" exec ip6tables-restore \"$@\"\n",
+        f);
+  fclose(f);
+  chmod(fake, 0755);
+  const char *old = getenv("PATH");
+  char path[4096];
+  snprintf(path, sizeof path, "%s:%s", dir, old ? old : "/usr/sbin:/usr/bin:/sbin:/bin");
+  setenv("WR_REAL_PATH", old ? old : "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+  setenv("PATH", path, 1);
+
+  set_base_config();
+  update_app_port(18080);
+  check(start_redirector() == 0, "start: %s", last_error());
+  check(rules_show("ip6tables-save", "raw", "--sport 18080 "), "IPv6 rules in place for the first port");
+  check(redirector_set_app_port(18099) == REDIRECTOR_EINIT, "the second port fails");
+  check(error_mentions("ip6tables") && error_mentions("port 18080 still in force"), "says why: %s", last_error());
+  check(!rules_show("iptables-save", "raw", "--sport 18099 ") && !rules_show("iptables-save", "mangle", "--sport 18099 "),
+        "no IPv4 rules left for the port that failed");
+  check(rules_show("iptables-save", "raw", "--sport 18080 "), "the first port's rules stay");
+  check(stop_redirector() == 0, "stop");
+
+  setenv("PATH", old ? old : "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+  unlink(fake);
+  rmdir(dir);
+}
+#endif
+
 static const struct test_case CASES[] = {
     {"version", case_version},
     {"strerror", case_strerror},
@@ -564,6 +616,9 @@ static const struct test_case CASES[] = {
     {"lookup_codes", case_lookup_codes},
     {"events_and_stats", case_events_and_stats},
     {"exclude_socket", case_exclude_socket},
+#ifndef _WIN32
+    {"app_port_all_or_nothing", case_app_port_all_or_nothing},
+#endif
 };
 
 int main(int argc, char **argv) { return run_case(argc, argv, CASES, sizeof CASES / sizeof CASES[0]); }
