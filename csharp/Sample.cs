@@ -261,6 +261,10 @@ static class Sample
             // A NUL would cut the text short in C: the valid JSON before it must not pass.
             Throws<ConfigException>(() => Redirector.Configure("{\"intercept_pids\": [4209999]}\0{"), "NUL byte at offset 29");
             Assert(!Redirector.WouldIntercept(4209999), "the text before a NUL was applied");
+            // A C string's one NUL at the end is fine.
+            Redirector.Configure(Encoding.UTF8.GetBytes("{\"intercept_pids\": [4209998]}\0"));
+            Assert(Redirector.WouldIntercept(4209998), "a config ending in one NUL");
+            Redirector.Configure("{\"intercept_pids\": [4204321]}");
             Assert(Redirector.WouldIntercept(4204321), "the configuration before was lost");
         });
 

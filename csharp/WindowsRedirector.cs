@@ -374,20 +374,22 @@ namespace WindowsRedirector
 
         static byte[] Cstr(string s, string what) => NulTerminated(Utf8Bytes(s), what, false);
 
-        /// <summary>A copy with a NUL at the end; a NUL inside would cut the text
-        /// short in C, so it is refused (ConfigException for a configuration,
-        /// InvalidArgumentException otherwise).</summary>
+        /// <summary>A copy with a NUL at the end (one there already is fine); a
+        /// NUL inside would cut the text short in C, so it is refused
+        /// (ConfigException for a configuration, InvalidArgumentException
+        /// otherwise).</summary>
         static byte[] NulTerminated(byte[] b, string what, bool config)
         {
-            int at = Array.IndexOf(b, (byte)0);
+            int len = b.Length > 0 && b[b.Length - 1] == 0 ? b.Length - 1 : b.Length;
+            int at = Array.IndexOf(b, (byte)0, 0, len);
             if (at >= 0)
             {
                 string m = $"{what} holds a NUL byte at offset {at}";
                 if (config) throw new ConfigException(m);
                 throw new InvalidArgumentException(m);
             }
-            var c = new byte[b.Length + 1];
-            Array.Copy(b, c, b.Length);
+            var c = new byte[len + 1];
+            Array.Copy(b, c, len);
             return c;
         }
 

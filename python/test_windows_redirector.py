@@ -96,6 +96,9 @@ class Config(unittest.TestCase):
         with self.assertRaisesRegex(wr.ConfigError, "NUL byte at offset 29"):
             wr.configure('{"intercept_pids": [4209999]}\0{')
         self.assertFalse(wr.would_intercept(4209999))
+        wr.configure(b'{"intercept_pids": [4209998]}\0')  # a C string's one NUL at the end is fine
+        self.assertTrue(wr.would_intercept(4209998))
+        wr.configure({"intercept_pids": [4204321]})
         self.assertTrue(wr.would_intercept(4204321))  # the one before stays in force
 
     def test_would_intercept(self):

@@ -304,13 +304,16 @@ def strerror(code):
 
 
 def _text(value, what, nul_error=None):
-    """UTF-8 bytes for a C string. A NUL inside would cut it short in C, so it
-    is refused: nul_error (default InvalidArgument)."""
+    """UTF-8 bytes for a C string (one NUL at the end, as C has it, is fine).
+    A NUL inside would cut it short in C, so it is refused: nul_error
+    (default InvalidArgument)."""
     if isinstance(value, str):
         try:
             value = value.encode("utf-8")
         except UnicodeEncodeError as e:  # a lone surrogate
             raise NotUTF8(f"{what} is not valid UTF-8: {e}") from None
+    if isinstance(value, (bytes, bytearray)) and value.endswith(b"\0"):
+        value = bytes(value[:-1])
     if isinstance(value, (bytes, bytearray)) and b"\0" in value:
         raise (nul_error or InvalidArgument)(f"{what} holds a NUL byte at offset {value.index(0)}")
     return value
