@@ -55,6 +55,3 @@ export function eventPop(): void {
   count--;
 }
 
-export function eventCount(): u32 {
-  return count;
-}

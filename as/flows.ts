@@ -206,10 +206,6 @@ export function flowsCapacity(): u32 {
   return capacity;
 }
 
-export function flowsUsed(): u32 {
-  return used;
-}
-
 /** Bytes of memory per flow: the entry plus its share of the buckets. */
 export function flowsBytesPerFlow(): u32 {
   return capacity == 0 ? 0 : FLOW_SIZE + ((bucketMask + 1) * 4) / capacity;
@@ -385,10 +381,6 @@ export function flowExpired(l: u8, now: u32): usize {
   // Ages beyond 2^31 ms are clock jumps backwards: treat as fresh.
   if (<i32>age < 0) return 0;
   return age >= load<u32>(timeouts + <usize>l * 4) ? f : 0;
-}
-
-export function flowListOf(f: usize): u8 {
-  return load<u8>(f, F_LIST);
 }
 
 // ---------------------------------------------------------------------------

@@ -60,10 +60,6 @@ export function heldInit(maxHeld: u32): void {
   return recs + <usize>(i - 1) * REC;
 }
 
-export function heldTotal(): u32 {
-  return heldCount;
-}
-
 /**
  * Copies a packet into a new record (1-based index), or returns 0 when a
  * limit is reached. Released packets not yet taken count against the limit:

@@ -136,11 +136,6 @@ export function jsonAtEnd(): bool {
   return pos >= end;
 }
 
-/** Current offset from the start of the text (for messages). */
-export function jsonOffset(): u32 {
-  return <u32>(pos - base);
-}
-
 function hex4(): i32 {
   if (end - pos < 4) return -1;
   let v: i32 = 0;

@@ -55,12 +55,6 @@ export const STATS: usize = memory.data(<i32>(STATS_COUNT * 8));
 }
 
 // @ts-ignore: decorator
-@inline export function bumpBy(i: i32, n: u64): void {
-  const p = STATS + (<usize>i << 3);
-  store<u64>(p, load<u64>(p) + n);
-}
-
-// @ts-ignore: decorator
 @inline export function drop1(i: i32): void {
   const p = STATS + (<usize>i << 3);
   store<u64>(p, load<u64>(p) - 1);

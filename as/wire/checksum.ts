@@ -31,14 +31,6 @@ export function checksum(p: usize, len: u32): u32 {
   return finish(sumBytes(p, len, 0));
 }
 
-/** Updates checksum `hc` for a 16-bit word changing from `old` to `now`. */
-export function update16(hc: u32, old: u32, now: u32): u32 {
-  let s: u32 = (~hc & 0xffff) + (~old & 0xffff) + (now & 0xffff);
-  s = (s & 0xffff) + (s >> 16);
-  s = (s & 0xffff) + (s >> 16);
-  return ~s & 0xffff;
-}
-
 /** Big-endian 16-bit load/store. */
 // @ts-ignore: decorator
 @inline export function be16(p: usize): u32 {
