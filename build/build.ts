@@ -42,14 +42,14 @@ export function buildDeadline(at: number): void {
 }
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
-  const timeout = deadline === undefined ? undefined : Math.max(1, deadline - Date.now());
-  execFileSync(cmd, args, {
-    cwd: root,
-    stdio: ["ignore", "inherit", "inherit"],
-    env: { ...process.env, ...env },
-    timeout,
-    killSignal: "SIGKILL",
-  });
+  // With a deadline, build/limited.sh ends the step and all it started
+  // (cmake's make and compilers) when it comes.
+  const seconds = deadline === undefined ? 0 : Math.ceil((deadline - Date.now()) / 1000);
+  if (deadline !== undefined && seconds <= 0) throw new Error(`${cmd}: no time left for it`);
+  const [c, a] = deadline === undefined
+    ? [cmd, args]
+    : ["timeout", ["--foreground", "-k", "10", String(seconds), "bash", join(root, "build", "limited.sh"), cmd, ...args]];
+  execFileSync(c, a, { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
 }
 
 function newest(dir: string): number {

@@ -43,10 +43,16 @@ export function fuzzRun(target: "fuzz_packets" | "fuzz_config", runs: number, ti
   const done = /Done (\d+) runs/.exec(out);
   const execs = Number(/stat::number_of_executed_units:\s+(\d+)/.exec(out)?.[1] ?? done?.[1] ?? 0);
   const ok = r.status === 0 && execs >= runs;
-  const verdict = ok ? "no finding" : r.signal ? `killed (${r.signal}) after ${seconds.toFixed(0)} s` : "FINDING";
+  // At the time limit libFuzzer ends on SIGTERM with its own exit code: no finding.
+  const timedOut = (r.error as NodeJS.ErrnoException | undefined)?.code === "ETIMEDOUT";
+  const verdict = ok
+    ? "no finding"
+    : timedOut
+      ? `stopped at the time limit after ${seconds.toFixed(0)} s`
+      : `FINDING${r.signal ? ` (${r.signal})` : ""}`;
   log += `${target}: ${execs} executions in ${seconds.toFixed(1)} s, ${verdict}\n`;
-  if (!ok) log += out.split("\n").filter((l) => !l.startsWith("#")).slice(-60).join("\n") + "\n";
-  if (ok) rmSync(scratch, { recursive: true, force: true });
+  if (!ok && !timedOut) log += out.split("\n").filter((l) => !l.startsWith("#")).slice(-60).join("\n") + "\n";
+  if (ok || timedOut) rmSync(scratch, { recursive: true, force: true });
   else log += `inputs kept in ${scratch}\n`;
   return { ok, runs: execs, seconds, log };
 }

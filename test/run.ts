@@ -2,7 +2,7 @@
 // "N passed, N failed" totalling them all. Exits non-zero on any failure.
 //
 //   tsx test/run.ts [--only name,name]   (names: see SUITES below)
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
@@ -28,9 +28,8 @@ const winDir = join(root, "build", "windows");
 // Every command runs under a time limit, so a hung program fails its suite
 // instead of the whole run: its own bound (timeoutS, default 20 min) and what
 // is left of the run's budget (WR_TEST_BUDGET_S, default 75 min), whichever
-// ends first. The command stays in this runner's process group, so Ctrl-C
-// reaches it as before; at the limit, coreutils' timeout signals the wrapper
-// script, which ends the command and everything it started.
+// ends first. At the limit, or on Ctrl-C, build/limited.sh ends the command
+// and everything it started.
 const runStart = Date.now();
 const budgetS = Number(process.env.WR_TEST_BUDGET_S ?? 75 * 60);
 if (!Number.isInteger(budgetS) || budgetS <= 0) {
@@ -45,21 +44,7 @@ function secondsLeft(): number {
   return Math.floor(budgetS - (Date.now() - runStart) / 1000);
 }
 
-// The command runs in the background of the script (so the script can act on
-// signals while it waits), where non-interactive shells ignore Ctrl-C: the
-// script, in the foreground, ends the command's whole tree itself on SIGINT
-// (Ctrl-C) and on SIGTERM (timeout's at the limit).
-const SH_SCRIPT = `
-tree() { local c; for c in $(pgrep -P "$1"); do tree "$c"; done; echo "$1"; }
-end() { kill -TERM $(tree $pid) 2>/dev/null; sleep 1; kill -KILL $(tree $pid) 2>/dev/null; exit "$1"; }
-"$@" >"$WR_SH_LOG" 2>&1 </dev/null & pid=$!
-trap 'end 124' TERM
-trap 'end 130' INT
-tail -n +1 -s 0.1 -f --pid=$pid "$WR_SH_LOG" & shown=$!
-wait $pid; rc=$?
-wait $shown
-exit $rc
-`;
+const limited = join(root, "build", "limited.sh");
 
 /**
  * Runs a command, streaming its output (stdout and stderr merged) as it comes,
@@ -75,7 +60,7 @@ function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Proc
   mkdirSync(logDir, { recursive: true });
   const log = join(logDir, `${process.pid}-${++logSeq}.log`);
   writeFileSync(log, "");
-  const r = spawnSync("timeout", ["--foreground", "-k", "10", String(limit), "bash", "-c", SH_SCRIPT, "sh", cmd, ...args], {
+  const r = spawnSync("timeout", ["--foreground", "-k", "10", String(limit), "bash", limited, cmd, ...args], {
     cwd: opts.cwd ?? root,
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, ...opts.env, WR_SH_LOG: log },
@@ -166,6 +151,7 @@ function pyunit(out: string, code: number): Count {
 const winePrefix = process.env.WINEPREFIX ?? "/tmp/windows-redirector-wine";
 const wineEnv = { ...process.env, WINEPREFIX: winePrefix };
 let wineState: "down" | "up" | "broken" = "down";
+let wineWatcher: ChildProcess | undefined;
 
 function wineUp(): boolean {
   if (wineState !== "down") return wineState === "up";
@@ -175,11 +161,12 @@ function wineUp(): boolean {
   process.on("exit", wineDown);
   // Should this runner die without its exit handler (a signal), the server
   // goes with it all the same.
-  spawn("sh", ["-c", 'while kill -0 "$WR_RUNNER" 2>/dev/null; do sleep 2; done; exec /usr/lib/wine/wineserver -k'], {
+  wineWatcher = spawn("sh", ["-c", 'while kill -0 "$WR_RUNNER" 2>/dev/null; do sleep 2; done; exec /usr/lib/wine/wineserver -k'], {
     env: { ...wineEnv, WR_RUNNER: String(process.pid) },
     detached: true,
     stdio: "ignore",
-  }).unref();
+  });
+  wineWatcher.unref();
   const server = spawnSync("/usr/lib/wine/wineserver", ["-p"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
   if (server.status !== 0) {
     console.log(`wine: wineserver -p failed (${server.error?.message ?? `exit ${server.status}`})`);
@@ -215,6 +202,7 @@ function wineUp(): boolean {
 
 function wineDown(): void {
   if (wineState === "down") return;
+  wineWatcher?.kill(); // it would end a wineserver started after this run
   spawnSync("/usr/lib/wine/wineserver", ["-k"], { env: wineEnv, stdio: "ignore", timeout: 30_000 });
   wineState = "down";
 }
