@@ -180,13 +180,14 @@ static void app_port_mangle(text *s, uint16_t queue, uint16_t port, int del) {
   }
 }
 
-/* The rules of one app port, added or (del) deleted, as one restore. */
-static int app_port_rules(int v6, uint16_t queue, uint16_t port, int del) {
+/* The rules of one app port in one table (raw: 0, mangle: 1), added or (del)
+ * deleted. One restore per table: iptables-restore commits table by table,
+ * so a failure leaves each table either whole or untouched. */
+static int app_port_table(int v6, int table, uint16_t queue, uint16_t port, int del) {
   text s = {0};
-  add(&s, "*raw\n");
-  app_port_raw(&s, queue, port, del);
-  add(&s, "COMMIT\n*mangle\n");
-  app_port_mangle(&s, queue, port, del);
+  add(&s, table ? "*mangle\n" : "*raw\n");
+  if (table) app_port_mangle(&s, queue, port, del);
+  else app_port_raw(&s, queue, port, del);
   add(&s, "COMMIT\n");
   int rc = s.s ? restore(v6, &s) : -1;
   free(s.s);
@@ -270,14 +271,16 @@ int wr_rules_add_app_port(wr_rules *r, uint16_t app_port, char *err, size_t errl
     snprintf(err, errlen, "too many app ports in one run (restart the redirector)");
     return -1;
   }
-  for (int v6 = 0; v6 <= r->have_v6; v6++) {
-    if (app_port_rules(v6, r->queue, app_port, 0) != 0) {
-      /* All or nothing: the IPv4 rules go again when the IPv6 ones fail. */
-      if (v6) app_port_rules(0, r->queue, app_port, 1);
-      snprintf(err, errlen, "could not add the %s rules for app port %u", v6 ? "ip6tables" : "iptables",
-               (unsigned)app_port);
-      return -1;
-    }
+  /* All or nothing: when one table of one family fails, the tables done
+   * before it are undone. */
+  int tables = 2 * (1 + r->have_v6), done = 0; /* table k: family k / 2, raw or mangle k % 2 */
+  while (done < tables && app_port_table(done / 2, done % 2, r->queue, app_port, 0) == 0) done++;
+  if (done < tables) {
+    int left = 0;
+    for (int k = done - 1; k >= 0; k--) left |= app_port_table(k / 2, k % 2, r->queue, app_port, 1) != 0;
+    snprintf(err, errlen, "could not add the %s rules (%s table) for app port %u%s", done / 2 ? "ip6tables" : "iptables",
+             done % 2 ? "mangle" : "raw", (unsigned)app_port, left ? ", and some of those added could not be removed" : "");
+    return -1;
   }
   r->app_ports[r->n_app_ports++] = app_port;
   return 0;

@@ -554,26 +554,31 @@ static int rules_show(const char *save, const char *table, const char *text) {
   return found;
 }
 
-/* A new app port whose ip6tables rules fail (a stand-in ip6tables-restore
- * first on PATH refuses them) leaves no iptables rules for it either, and
- * the port in force stays. */
+/* A new app port whose ip6tables rules fail in their second table (a
+ * stand-in ip6tables-restore first on PATH refuses the mangle rules) leaves
+ * none of its rules behind, and the port in force stays. */
 static void case_app_port_all_or_nothing(void) {
-  char dir[] = "/tmp/wr-abi-XXXXXX", fake[128];
-  check(mkdtemp(dir) != NULL, "mkdtemp");
+  char cwd[2048], dir[2200], fake[2300];
+  /* Under the working directory (the build tree), not /tmp: it may be noexec. */
+  check(getcwd(cwd, sizeof cwd) != NULL, "getcwd");
+  snprintf(dir, sizeof dir, "%s/wr-abi-XXXXXX", cwd);
+  check(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
   snprintf(fake, sizeof fake, "%s/ip6tables-restore", dir);
   FILE *f = fopen(fake, "w");
   check(f != NULL, "write %s", fake);
   if (!f) return;
   fputs("#!/bin/sh\nin=$(cat)\n"
-        "case \"$in\" in *'--sport 18099 '*) echo 'refused by the test' >&2; exit 1;; esac\n"
+        "case \"$in\" in *'*mangle'*'-I '*'--sport 18099 '*) echo 'refused by the test' >&2; exit 1;; esac\n"
         "printf '%s\\n' \"$in\" | PATH=\"$WR_REAL_PATH\" exec ip6tables-restore \"$@\"\n",
         f);
   fclose(f);
   chmod(fake, 0755);
-  const char *old = getenv("PATH");
-  char path[4096];
-  snprintf(path, sizeof path, "%s:%s", dir, old ? old : "/usr/sbin:/usr/bin:/sbin:/bin");
-  setenv("WR_REAL_PATH", old ? old : "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+  const char *sys = "/usr/sbin:/usr/bin:/sbin:/bin";
+  const char *env = getenv("PATH");
+  char old[4096], path[8192];
+  snprintf(old, sizeof old, "%s", env ? env : sys);
+  snprintf(path, sizeof path, "%s:%s", dir, old);
+  setenv("WR_REAL_PATH", old, 1);
   setenv("PATH", path, 1);
 
   set_base_config();
@@ -581,13 +586,19 @@ static void case_app_port_all_or_nothing(void) {
   check(start_redirector() == 0, "start: %s", last_error());
   check(rules_show("ip6tables-save", "raw", "--sport 18080 "), "IPv6 rules in place for the first port");
   check(redirector_set_app_port(18099) == REDIRECTOR_EINIT, "the second port fails");
-  check(error_mentions("ip6tables") && error_mentions("port 18080 still in force"), "says why: %s", last_error());
-  check(!rules_show("iptables-save", "raw", "--sport 18099 ") && !rules_show("iptables-save", "mangle", "--sport 18099 "),
-        "no IPv4 rules left for the port that failed");
+  check(error_mentions("ip6tables rules (mangle table)") && error_mentions("port 18080 still in force"),
+        "says why: %s", last_error());
+  static const char *const saves[] = {"iptables-save", "ip6tables-save"};
+  static const char *const tables[] = {"raw", "mangle"};
+  for (int i = 0; i < 4; i++) {
+    check(!rules_show(saves[i / 2], tables[i % 2], "--sport 18099 "), "no %s %s rules left for the port that failed",
+          saves[i / 2], tables[i % 2]);
+  }
   check(rules_show("iptables-save", "raw", "--sport 18080 "), "the first port's rules stay");
   check(stop_redirector() == 0, "stop");
 
-  setenv("PATH", old ? old : "/usr/sbin:/usr/bin:/sbin:/bin", 1);
+  setenv("PATH", old, 1);
+  unsetenv("WR_REAL_PATH");
   unlink(fake);
   rmdir(dir);
 }
