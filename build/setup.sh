@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(
   wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 golang-go python3
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev procps
 )
 
 missing=()
