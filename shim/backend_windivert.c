@@ -1041,8 +1041,6 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   return b;
 }
 
-/* The calling process's connections are left alone at the SOCKET layer
- * already (its PID is excluded before any packet is held): nothing to do. */
 /* Nothing to mark on Windows (the capture never sees this process's own
  * connections); only INVALID_SOCKET and other negative values are refused,
  * so a caller's mistake is reported the same way on both systems. */

@@ -159,20 +159,23 @@ static void set_path(proc_entry *e) {
   }
 }
 
-/* The entry's PID now belongs to another process (its /proc directory has a
- * new inode): everything known of it is read again at the next refresh,
- * even if both started in the same clock tick. */
-static void forget_process(proc_entry *e, uint64_t ino) {
+/* Records the inode of /proc/<pid> seen now. Another one than known means
+ * the PID belongs to another process: everything known of it is read again
+ * at the next refresh (even if both started in the same clock tick), and it
+ * counts as young again. */
+static void note_inode(proc_entry *e, uint64_t ino) {
+  if (e->ino != 0 && e->ino != ino) {
+    e->checked = 0;
+    e->born = 0;
+    e->start = UINT64_MAX;
+    e->last_fd = -1;
+  }
   e->ino = ino;
-  e->checked = 0;
-  e->born = 0;
-  e->start = UINT64_MAX;
-  e->last_fd = -1;
 }
 
 /* Makes sure the entry describes the process that has this PID now (its
  * start time is read again at most once a second, or at once after
- * forget_process). */
+ * note_inode saw another process). */
 static void refresh_entry(proc_entry *e) {
   uint64_t now = wr_now_ms();
   if (e->path && now - e->checked < 1000) return;
@@ -215,16 +218,23 @@ static uint32_t inode_get(wr_owners *o, uint64_t inode) {
   return e->inode == inode ? e->pid : 0;
 }
 
+/* The socket inode a /proc/<pid>/fd entry links to ("socket:[N]"), or 0
+ * (not a socket, or gone). name is relative to dirfd, or absolute. */
+static uint64_t socket_inode(int dirfd, const char *name) {
+  char link[64];
+  ssize_t n = readlinkat(dirfd, name, link, sizeof link - 1);
+  if (n < 9) return 0;
+  link[n] = '\0';
+  return strncmp(link, "socket:[", 8) == 0 ? strtoull(link + 8, NULL, 10) : 0;
+}
+
 /* Is `want` the socket at descriptor fd of pid? A program opening one
  * connection after another mostly gets the same descriptor number each
  * time (the lowest free one): one readlink instead of a whole scan. */
 static int probe_fd(uint32_t pid, int fd, uint64_t want) {
-  char name[64], link[64];
+  char name[64];
   snprintf(name, sizeof name, "/proc/%u/fd/%d", pid, fd);
-  ssize_t n = readlink(name, link, sizeof link - 1);
-  if (n < 9) return 0;
-  link[n] = '\0';
-  return strncmp(link, "socket:[", 8) == 0 && strtoull(link + 8, NULL, 10) == want;
+  return socket_inode(AT_FDCWD, name) == want;
 }
 
 /* Records the socket inodes a process holds; 1 if `want` is among them
@@ -241,14 +251,10 @@ static int scan_fds(wr_owners *o, uint32_t pid, uint64_t want) {
   }
   int found = 0;
   struct dirent *de;
-  char link[64];
   while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-    ssize_t n = readlinkat(dfd, de->d_name, link, sizeof link - 1);
-    if (n < 9) continue;
-    link[n] = '\0';
-    if (strncmp(link, "socket:[", 8) != 0) continue;
-    uint64_t inode = strtoull(link + 8, NULL, 10);
+    uint64_t inode = socket_inode(dfd, de->d_name);
+    if (inode == 0) continue;
     inode_put(o, inode, pid);
     if (inode == want && !found) {
       found = 1;
@@ -361,8 +367,7 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
      * scanned before (a candidate's are scanned again in find). Only new
      * processes cost a read of their stat and exe here. */
     if (e->path != NULL && e->candidate >= 0 && e->ino == (uint64_t)de->d_ino) continue;
-    if (e->ino != 0 && e->ino != (uint64_t)de->d_ino) forget_process(e, (uint64_t)de->d_ino); /* young again */
-    e->ino = (uint64_t)de->d_ino;
+    note_inode(e, (uint64_t)de->d_ino);
     refresh_entry(e);
     if (e->born == 0) {
       e->born = now;
@@ -434,10 +439,7 @@ static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, siz
   char name[32];
   struct stat st;
   snprintf(name, sizeof name, "/proc/%u", pid);
-  if (stat(name, &st) == 0) {
-    if (e->ino != 0 && (uint64_t)st.st_ino != e->ino) forget_process(e, (uint64_t)st.st_ino);
-    e->ino = (uint64_t)st.st_ino;
-  }
+  if (stat(name, &st) == 0) note_inode(e, (uint64_t)st.st_ino);
   refresh_entry(e);
   if (!decide(o, e)) return 0;
   *out_pid = pid;
