@@ -41,14 +41,18 @@ export function buildDeadline(at: number): void {
   deadline = at;
 }
 
+/**
+ * The command line that runs cmd for at most `seconds`: at the limit (or on
+ * Ctrl-C) build/limited.sh ends it and everything it started.
+ */
+export function limitedCommand(seconds: number, cmd: string, args: string[]): [string, string[]] {
+  return ["timeout", ["--foreground", "-k", "10", String(seconds), "bash", join(root, "build", "limited.sh"), cmd, ...args]];
+}
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
-  // With a deadline, build/limited.sh ends the step and all it started
-  // (cmake's make and compilers) when it comes.
   const seconds = deadline === undefined ? 0 : Math.ceil((deadline - Date.now()) / 1000);
   if (deadline !== undefined && seconds <= 0) throw new Error(`${cmd}: no time left for it`);
-  const [c, a] = deadline === undefined
-    ? [cmd, args]
-    : ["timeout", ["--foreground", "-k", "10", String(seconds), "bash", join(root, "build", "limited.sh"), cmd, ...args]];
+  const [c, a] = deadline === undefined ? [cmd, args] : limitedCommand(seconds, cmd, args);
   execFileSync(c, a, { cwd: root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...env } });
 }
 

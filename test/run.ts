@@ -6,7 +6,7 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
-import { buildAll, buildDeadline, buildHardening, paths, root } from "../build/build.ts";
+import { buildAll, buildDeadline, buildHardening, limitedCommand, paths, root } from "../build/build.ts";
 import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
@@ -44,8 +44,6 @@ function secondsLeft(): number {
   return Math.floor(budgetS - (Date.now() - runStart) / 1000);
 }
 
-const limited = join(root, "build", "limited.sh");
-
 /**
  * Runs a command, streaming its output (stdout and stderr merged) as it comes,
  * and returns its exit code and output.
@@ -60,7 +58,7 @@ function sh(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Proc
   mkdirSync(logDir, { recursive: true });
   const log = join(logDir, `${process.pid}-${++logSeq}.log`);
   writeFileSync(log, "");
-  const r = spawnSync("timeout", ["--foreground", "-k", "10", String(limit), "bash", limited, cmd, ...args], {
+  const r = spawnSync(...limitedCommand(limit, cmd, args), {
     cwd: opts.cwd ?? root,
     stdio: ["ignore", "inherit", "inherit"],
     env: { ...process.env, ...opts.env, WR_SH_LOG: log },
@@ -172,16 +170,16 @@ function wineUp(): boolean {
     console.log(`wine: wineserver -p failed (${server.error?.message ?? `exit ${server.status}`})`);
     return false;
   }
-  // The boot's output goes to a file: the service processes it starts keep
-  // their standard handles for as long as the wineserver lives.
-  mkdirSync(logDir, { recursive: true });
-  const bootLog = join(logDir, "wineboot.log");
-  const fd = openSync(bootLog, "w");
   const limit = Math.min(300, secondsLeft());
   if (limit <= 0) {
     console.log("wine: not booted, the test run's time budget is spent");
     return false;
   }
+  // The boot's output goes to a file: the service processes it starts keep
+  // their standard handles for as long as the wineserver lives.
+  mkdirSync(logDir, { recursive: true });
+  const bootLog = join(logDir, "wineboot.log");
+  const fd = openSync(bootLog, "w");
   const boot = spawnSync("timeout", ["-k", "10", String(limit), wine, "wineboot", "-i"], {
     env: wineEnv,
     stdio: ["ignore", fd, fd],
