@@ -43,6 +43,11 @@ export function eventPush(type: u32, flow: usize, now: u32): void {
   count++;
 }
 
+/** How many events wait to be read. */
+export function eventCount(): u32 {
+  return count;
+}
+
 /** The oldest event, or 0 when none; `eventPop` removes it. */
 export function eventPeek(): usize {
   if (count == 0) return 0;

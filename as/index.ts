@@ -30,7 +30,7 @@ import {
   ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, QUERY, ORIGIN, O_UNKNOWN,
 } from "./engine";
 import { heldTake, releasePtr } from "./held";
-import { eventPeek, eventPop } from "./events";
+import { eventCount, eventPeek, eventPop } from "./events";
 import { procPathLen, procPathPtr } from "./procs";
 import { flowsCapacity, flowsBytesPerFlow, F_PROC } from "./flows";
 import { STATS, STATS_COUNT, bump, S_LOOKUPS, S_LOOKUP_MISSES } from "./stats";
@@ -328,6 +328,11 @@ export function eng_next_event(): u32 {
   writeOrigin(ioPtr, load<u32>(e), f, load<u32>(e, 12), procPathPtr(ref), plen);
   eventPop();
   return ORIGIN + plen;
+}
+
+/** How many events wait to be read (the shim wakes readers when it grows). */
+export function eng_events_waiting(): u32 {
+  return eventCount();
 }
 
 export function eng_stats_ptr(): usize {

@@ -151,6 +151,7 @@ export interface PacketExports {
   eng_tick(now: number): void;
   eng_lookup(len: number): number;
   eng_next_event(): number;
+  eng_events_waiting(): number;
   eng_stats_ptr(): number;
   eng_stats_count(): number;
   eng_flow_capacity(): number;
@@ -328,6 +329,10 @@ export class PacketEngine extends Engine {
     const n = this.p.eng_next_event();
     if (n === 0) return null;
     return this.readOrigin(this.x.eng_io(0));
+  }
+
+  eventsWaiting(): number {
+    return this.p.eng_events_waiting();
   }
 
   events(): Origin[] {

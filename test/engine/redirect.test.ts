@@ -119,7 +119,9 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     one(e, { proto: "tcp", src: N.C, dst: N.D, flags: "A" });
     assert.ok(e.lookup("tcp", Dc, P), "still there right after close");
     // The closed event comes at the close, not when the entry goes.
+    assert.is(e.eventsWaiting(), 2, "opened and closed wait to be read");
     const ev = e.events();
+    assert.is(e.eventsWaiting(), 0, "all read");
     e.tick(29_000);
     assert.ok(e.lookup("tcp", Dc, P), "lingers 30 s");
     e.tick(31_000);
