@@ -237,6 +237,9 @@ typedef struct redirector_event {
 
 /*
  * Takes the oldest event, waiting up to timeout_ms for one (0: do not wait).
+ * A waiting call sleeps and is woken as soon as an event comes (or
+ * stop_redirector is called); it does not poll. Any number of threads may
+ * wait; each event goes to one of them.
  * Events are kept in a bounded queue (4096); when it is full new ones are
  * dropped and counted in redirector_stats.events_lost.
  *

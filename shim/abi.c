@@ -188,6 +188,7 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
   drop_engine_locked();
   g.running = 0;
   unlock_state();
+  wr_engine_wake_readers(); /* waiting next_event calls see the stop now */
   return 0;
 }
 
@@ -491,6 +492,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
   uint64_t deadline = wr_now_ms() + timeout_ms;
   for (;;) {
     wr_origin w;
+    uint64_t mark = wr_engine_events_mark(); /* before looking: no wake-up is missed */
     lock_state();
     if (!g.running) {
       unlock_state();
@@ -511,7 +513,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
     uint64_t now = wr_now_ms();
     if (now >= deadline) break;
     uint64_t left = deadline - now;
-    wr_sleep_ms(left < 5 ? (uint32_t)left : 5);
+    wr_engine_wait_events(mark, left < UINT32_MAX ? (uint32_t)left : UINT32_MAX);
   }
   /* Not a failure: the last error stays what it was. */
   return REDIRECTOR_ENOEVENT;

@@ -25,6 +25,11 @@
 /* One lock for every instance: the runtime's trap state is global. */
 static wr_mutex g_engine_lock = WR_MUTEX_INIT;
 static int g_runtime_ready;
+/* Set when an engine has more events waiting than before: readers wait on
+ * it. One for the process (set up with the runtime), so it outlives every
+ * engine a reader might have been waiting on. */
+static wr_event g_events_ready;
+static int g_events_ready_ok;
 
 struct wr_engine {
   Z_engine_instance_t inst;
@@ -38,6 +43,7 @@ struct wr_engine {
   uint32_t last_now;
   /* Batch layout, read once per instance. */
   uint32_t batch_meta, batch_data, batch_max, batch_cap;
+  uint32_t events_seen; /* events waiting when last looked (0 in a new instance) */
 };
 
 static void copy_err(char *err, size_t errlen, const char *text) {
@@ -49,6 +55,7 @@ static void runtime_init_locked(void) {
   if (g_runtime_ready) return;
   wasm_rt_init();
   Z_engine_init_module();
+  g_events_ready_ok = wr_event_init(&g_events_ready) == 0;
   g_runtime_ready = 1;
 }
 
@@ -102,6 +109,7 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
   }
   Z_engine_instantiate(&e->inst);
   instantiated = 1;
+  e->events_seen = 0;
   if (Z_engineZ_eng_abi(&e->inst) != ENGINE_ABI) {
     Z_engine_free(&e->inst);
     e->live = 0;
@@ -308,6 +316,14 @@ static void report_released(wr_engine *e, wr_verdict_fn cb, void *ctx) {
   }
 }
 
+/* Wakes event readers when more events wait than when last looked (inside
+ * a guard, lock held). */
+static void note_events_locked(wr_engine *e) {
+  uint32_t n = Z_engineZ_eng_events_waiting(&e->inst);
+  if (n > e->events_seen && g_events_ready_ok) wr_event_set(&g_events_ready);
+  e->events_seen = n;
+}
+
 /* One lock hold decides at most this much, so that lookups from other
  * threads never wait long behind a burst of large (GSO) packets. */
 #define CHUNK_PACKETS 32u
@@ -362,6 +378,7 @@ static int process_chunk(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t
         reported = j + 1;
       }
       report_released(e, cb, ctx);
+      note_events_locked(e);
     }
   });
   *reported_out = reported;
@@ -417,6 +434,7 @@ int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdi
       if (plen) memcpy(io + OWNER_HEADER, f->path, plen);
       rc = (int)Z_engineZ_eng_owner(&e->inst, (uint32_t)(OWNER_HEADER + plen), now);
       if (cb) report_released(e, cb, ctx);
+      note_events_locked(e);
     }
   });
   return rc;
@@ -428,6 +446,7 @@ int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx) {
     e->last_now = now;
     Z_engineZ_eng_tick(&e->inst, now);
     if (cb) report_released(e, cb, ctx);
+    note_events_locked(e);
   });
   return rc;
 }
@@ -529,8 +548,30 @@ int wr_engine_next_event(wr_engine *e, wr_origin *out) {
       read_origin(e, Z_engineZ_eng_io(&e->inst, 0), out);
       rc = 1;
     }
+    e->events_seen = Z_engineZ_eng_events_waiting(&e->inst);
   });
   return rc;
+}
+
+uint64_t wr_engine_events_mark(void) {
+  wr_mutex_lock(&g_engine_lock);
+  int ok = g_events_ready_ok;
+  wr_mutex_unlock(&g_engine_lock);
+  return ok ? wr_event_value(&g_events_ready) : 0;
+}
+
+void wr_engine_wait_events(uint64_t mark, uint32_t timeout_ms) {
+  wr_mutex_lock(&g_engine_lock);
+  int ok = g_events_ready_ok;
+  wr_mutex_unlock(&g_engine_lock);
+  if (ok) wr_event_wait_change(&g_events_ready, mark, timeout_ms);
+  else wr_sleep_ms(timeout_ms < 5 ? timeout_ms : 5); /* no event to wait on: look again soon */
+}
+
+void wr_engine_wake_readers(void) {
+  wr_mutex_lock(&g_engine_lock);
+  if (g_events_ready_ok) wr_event_set(&g_events_ready);
+  wr_mutex_unlock(&g_engine_lock);
 }
 
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {

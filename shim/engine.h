@@ -148,6 +148,13 @@ int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_
 
 /* The oldest event: 1 when one was taken, 0 none, or WR_ENGINE_TRAPPED. */
 int wr_engine_next_event(wr_engine *e, wr_origin *out);
+/* Waiting for events: take a mark, look with wr_engine_next_event, and if
+ * there was none, wr_engine_wait_events(mark, ms) returns as soon as any
+ * engine has a new event (or wr_engine_wake_readers was called), or after
+ * ms. No wake-up between the mark and the wait is missed. */
+uint64_t wr_engine_events_mark(void);
+void wr_engine_wait_events(uint64_t mark, uint32_t timeout_ms);
+void wr_engine_wake_readers(void);
 
 /* Copies up to max counters; returns how many the engine has. */
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);

@@ -19,7 +19,7 @@ typedef struct {
 typedef struct {
   SRWLOCK lock;
   CONDITION_VARIABLE cond;
-  int set;
+  uint64_t value;
 } wr_event;
 #else
 #include <pthread.h>
@@ -31,7 +31,7 @@ typedef struct {
 typedef struct {
   pthread_mutex_t lock;
   pthread_cond_t cond;
-  int set;
+  uint64_t value;
 } wr_event;
 #endif
 
@@ -43,11 +43,18 @@ void wr_mutex_unlock(wr_mutex *m);
 int wr_thread_start(wr_thread *t, void (*fn)(void *), void *arg);
 void wr_thread_join(wr_thread *t);
 
-/* A manual-reset event. wr_event_wait returns 1 when set, 0 on timeout. */
+/* An event as a counter that only grows: wr_event_set adds one and wakes
+ * every waiter. wr_event_wait_change waits until the value differs from
+ * `seen` (read it with wr_event_value before checking what it guards, and
+ * no wake-up is missed) and returns the value then, or `seen` on timeout.
+ * wr_event_wait: has it ever been set (a manual-reset event that stays
+ * set); 1 when set, 0 on timeout. */
 int wr_event_init(wr_event *e);
 void wr_event_destroy(wr_event *e);
 void wr_event_set(wr_event *e);
-int wr_event_wait(wr_event *e, uint32_t timeout_ms);
+uint64_t wr_event_value(wr_event *e);
+uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms);
+static inline int wr_event_wait(wr_event *e, uint32_t timeout_ms) { return wr_event_wait_change(e, 0, timeout_ms) != 0; }
 
 void wr_sleep_ms(uint32_t ms);
 /* Milliseconds from a monotonic clock. */

@@ -36,7 +36,7 @@ int wr_thread_start(wr_thread *t, void (*fn)(void *), void *arg) {
 void wr_thread_join(wr_thread *t) { pthread_join(t->handle, NULL); }
 
 int wr_event_init(wr_event *e) {
-  e->set = 0;
+  e->value = 0;
   if (pthread_mutex_init(&e->lock, NULL) != 0) return -1;
   pthread_condattr_t attr;
   pthread_condattr_init(&attr);
@@ -57,12 +57,19 @@ void wr_event_destroy(wr_event *e) {
 
 void wr_event_set(wr_event *e) {
   pthread_mutex_lock(&e->lock);
-  e->set = 1;
+  e->value++;
   pthread_cond_broadcast(&e->cond);
   pthread_mutex_unlock(&e->lock);
 }
 
-int wr_event_wait(wr_event *e, uint32_t timeout_ms) {
+uint64_t wr_event_value(wr_event *e) {
+  pthread_mutex_lock(&e->lock);
+  uint64_t v = e->value;
+  pthread_mutex_unlock(&e->lock);
+  return v;
+}
+
+uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms) {
   struct timespec deadline;
   clock_gettime(CLOCK_MONOTONIC, &deadline);
   deadline.tv_sec += timeout_ms / 1000;
@@ -72,12 +79,12 @@ int wr_event_wait(wr_event *e, uint32_t timeout_ms) {
     deadline.tv_nsec -= 1000000000L;
   }
   pthread_mutex_lock(&e->lock);
-  while (!e->set) {
+  while (e->value == seen) {
     if (pthread_cond_timedwait(&e->cond, &e->lock, &deadline) == ETIMEDOUT) break;
   }
-  int set = e->set;
+  uint64_t v = e->value;
   pthread_mutex_unlock(&e->lock);
-  return set;
+  return v;
 }
 
 void wr_sleep_ms(uint32_t ms) {

@@ -42,7 +42,7 @@ void wr_thread_join(wr_thread *t) {
 int wr_event_init(wr_event *e) {
   InitializeSRWLock(&e->lock);
   InitializeConditionVariable(&e->cond);
-  e->set = 0;
+  e->value = 0;
   return 0;
 }
 
@@ -50,22 +50,29 @@ void wr_event_destroy(wr_event *e) { (void)e; }
 
 void wr_event_set(wr_event *e) {
   AcquireSRWLockExclusive(&e->lock);
-  e->set = 1;
+  e->value++;
   ReleaseSRWLockExclusive(&e->lock);
   WakeAllConditionVariable(&e->cond);
 }
 
-int wr_event_wait(wr_event *e, uint32_t timeout_ms) {
+uint64_t wr_event_value(wr_event *e) {
+  AcquireSRWLockShared(&e->lock);
+  uint64_t v = e->value;
+  ReleaseSRWLockShared(&e->lock);
+  return v;
+}
+
+uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms) {
   ULONGLONG deadline = GetTickCount64() + timeout_ms;
   AcquireSRWLockExclusive(&e->lock);
-  while (!e->set) {
+  while (e->value == seen) {
     ULONGLONG now = GetTickCount64();
     if (now >= deadline) break;
     SleepConditionVariableSRW(&e->cond, &e->lock, (DWORD)(deadline - now), 0);
   }
-  int set = e->set;
+  uint64_t v = e->value;
   ReleaseSRWLockExclusive(&e->lock);
-  return set;
+  return v;
 }
 
 void wr_sleep_ms(uint32_t ms) { Sleep(ms); }

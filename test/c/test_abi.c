@@ -9,8 +9,10 @@
 
 #ifndef _WIN32
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #endif
 
 /* Test PIDs lie above 4194304 (Linux's PID_MAX_LIMIT): none can be this
@@ -476,6 +478,26 @@ static void case_lookup_codes(void) {
 #endif
 }
 
+#ifndef _WIN32
+struct waited {
+  int32_t rc;
+  double ms;
+};
+
+static THREAD_FN wait_for_event(void *arg) {
+  struct waited *w = arg;
+  redirector_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.size = sizeof ev;
+  struct timespec a, b;
+  clock_gettime(CLOCK_MONOTONIC, &a);
+  w->rc = redirector_next_event(&ev, 60000);
+  clock_gettime(CLOCK_MONOTONIC, &b);
+  w->ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
+  return THREAD_RET;
+}
+#endif
+
 static void case_events_and_stats(void) {
   redirector_event ev;
   memset(&ev, 0, sizeof ev);
@@ -502,14 +524,28 @@ static void case_events_and_stats(void) {
   check(st.flow_capacity == 65536, "default table size: %llu", (unsigned long long)st.flow_capacity);
   check(st.bytes_per_flow > 0 && st.bytes_per_flow <= 200, "bytes per flow %llu", (unsigned long long)st.bytes_per_flow);
   uint64_t t0 = 0;
-  check(redirector_next_event(&ev, 50) == REDIRECTOR_ENOEVENT, "no event within 50 ms");
+  /* Waiting sleeps until an event or the end: it does not wake to look
+   * again every few milliseconds (which would show as ~60 switches). */
+  struct rusage r0, r1;
+  getrusage(RUSAGE_THREAD, &r0);
+  check(redirector_next_event(&ev, 300) == REDIRECTOR_ENOEVENT, "no event within 300 ms");
+  getrusage(RUSAGE_THREAD, &r1);
+  check(r1.ru_nvcsw - r0.ru_nvcsw < 10, "an idle wait of 300 ms slept %ld times", r1.ru_nvcsw - r0.ru_nvcsw);
   check(redirector_last_error_code() != REDIRECTOR_ENOEVENT, "no event is not recorded as an error");
   char diag[256];
   int32_t dn = redirector_diagnostics(diag, sizeof diag);
   check(dn > 0 && strstr(diag, "nfqueue 7870") != NULL, "diagnostics name the queue: %s", diag);
   (void)t0;
   check(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
+  /* stop_redirector ends a wait at once (the wait here is 60 s). */
+  thread_t waiter;
+  struct waited w = {0, 0};
+  check(thread_start(&waiter, wait_for_event, &w) == 0, "start a waiting reader");
+  usleep(200 * 1000);
   check(stop_redirector() == 0, "stop");
+  thread_join(waiter);
+  check(w.rc == REDIRECTOR_ENOTRUNNING, "the waiting reader is told: %d", w.rc);
+  check(w.ms < 30000, "the wait ended with the stop, not its timeout (%.0f ms)", w.ms);
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
   check(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");
