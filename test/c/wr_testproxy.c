@@ -10,6 +10,8 @@
  *                     bytes up (a proxy failing mid-stream)
  *   origdst           from now on, learn TCP destinations with SO_ORIGINAL_DST
  *                     (for a kernel REDIRECT baseline) instead of the library
+ *   events            a thread waits in redirector_next_event (60 s at a time)
+ *                     and prints each event; it ends when the redirector stops
  *   quit
  *
  * It answers each command with "ok" or "err <code> <text>". It listens on the
@@ -19,6 +21,8 @@
  *   close tcp ... up=N down=N
  *   udp pid=P path=X dst=A:p client=A:p bytes=N
  *   miss tcp peer=A:p        (a connection with no origin: closed at once)
+ *   event opened|closed tcp|udp pid=P dst=A:p client=A:p up=N down=N
+ *   events end <code>        (the events thread stopped waiting)
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -298,6 +302,28 @@ static void spawn(void *(*fn)(void *), int fd) {
   pthread_detach(t);
 }
 
+/* Waits long inside the library: only its wake-ups deliver events in time. */
+static void *events_loop(void *arg) {
+  (void)arg;
+  for (;;) {
+    redirector_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.size = sizeof ev;
+    int32_t rc = redirector_next_event(&ev, 60000);
+    if (rc == REDIRECTOR_ENOEVENT) continue;
+    if (rc != 0) {
+      say("events end %d", rc);
+      return NULL;
+    }
+    char dst[80], cli[80];
+    endpoint_text(&ev.origin.destination, dst, sizeof dst);
+    endpoint_text(&ev.origin.client, cli, sizeof cli);
+    say("event %s %s pid=%u dst=%s client=%s up=%llu down=%llu",
+        ev.type == REDIRECTOR_EVENT_OPENED ? "opened" : "closed", ev.origin.protocol == REDIRECTOR_TCP ? "tcp" : "udp",
+        ev.origin.pid, dst, cli, (unsigned long long)ev.origin.bytes_up, (unsigned long long)ev.origin.bytes_down);
+  }
+}
+
 static void reply(int rc) {
   if (rc == 0) {
     say("ok");
@@ -349,6 +375,9 @@ int main(void) {
       reply(redirector_set_nfqueue_num((uint16_t)atoi(line + 6)));
     } else if (strncmp(line, "cut ", 4) == 0) {
       cut_after = strtoull(line + 4, NULL, 10);
+      say("ok");
+    } else if (strcmp(line, "events") == 0) {
+      spawn(events_loop, -1);
       say("ok");
     } else if (strcmp(line, "origdst") == 0) {
       use_origdst = 1;

@@ -164,6 +164,25 @@ e2e("TCP and UDP by process name; a client not intercepted goes direct and the p
   }
 });
 
+e2e("a reader waiting in redirector_next_event is woken by each event, and by stop", async () => {
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    // The events thread waits 60 s per call: only wake-ups bring these in time.
+    assert.is(await proxy.cmd("events"), "ok");
+    const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
+    assert.ok(r.ok, r.out);
+    const opened = await proxy.out.next((l) => l.startsWith("event opened tcp "), 10_000);
+    assert.ok(opened.includes(`dst=${SERVER4}:80`), opened);
+    const closed = await proxy.out.next((l) => l.startsWith("event closed tcp "), 10_000);
+    assert.ok(closed.includes(`dst=${SERVER4}:80`) && closed.includes("up=1000 down=1000"), closed);
+    assert.is(await proxy.cmd("stop"), "ok");
+    assert.is(await proxy.out.next((l) => l.startsWith("events end "), 10_000), "events end -102");
+  } finally {
+    await proxy.quit();
+  }
+});
+
 e2e("a process seen before it exec()s into an intercepted program is intercepted after the exec", async () => {
   const proxy = new Proxy();
   try {
