@@ -34,9 +34,10 @@ type Event struct {
 
 // The event goroutine asks the library without waiting inside it, under the
 // Redirector's mutex, and waits here between asks. Waiting inside
-// redirector_next_event would be simpler, but every wait that ends without an
-// event records ENOEVENT as the process's last error: a concurrent failing
-// call (a rejected SetConfig) would then lose its own error text.
+// redirector_next_event would mean calling it outside that mutex, and a wait
+// ended by a Stop records ENOTRUNNING as the process's last error: a
+// concurrent failing call (a rejected SetConfig) could then report that text
+// instead of its own.
 const (
 	eventIdle    = 10 * time.Millisecond  // between asks while no event waits
 	eventStopped = 100 * time.Millisecond // between asks while the redirector is stopped
