@@ -250,6 +250,19 @@ typedef struct redirector_event {
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint32_t timeout_ms);
 
+/*
+ * Waits up to timeout_ms until an event is waiting to be taken, without
+ * taking it, and never changes the last error: a binding that keeps its own
+ * lock around calls and their last error can wait here outside that lock,
+ * then take the event with redirector_next_event(ev, 0) under it. Sleeps
+ * until woken, like redirector_next_event.
+ *
+ * Returns 1 when an event is waiting (another thread may take it first), 0
+ * when none came in time, REDIRECTOR_ENOTRUNNING when the redirector is not
+ * running (also when stop_redirector ends the wait).
+ */
+WINDOWS_REDIRECTOR_API int32_t redirector_wait_event(uint32_t timeout_ms);
+
 typedef struct redirector_stats {
   uint32_t size;    /* in: sizeof(redirector_stats) */
   uint32_t running; /* 1 while running */

@@ -188,7 +188,7 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
   drop_engine_locked();
   g.running = 0;
   unlock_state();
-  wr_engine_wake_readers(); /* waiting next_event calls see the stop now */
+  wr_engine_wake_readers(); /* waiting readers see the stop now */
   return 0;
 }
 
@@ -492,7 +492,6 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
   uint64_t deadline = wr_now_ms() + timeout_ms;
   for (;;) {
     wr_origin w;
-    uint64_t mark = wr_engine_events_mark(); /* before looking: no wake-up is missed */
     lock_state();
     if (!g.running) {
       unlock_state();
@@ -511,12 +510,30 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
       return REDIRECTOR_OK;
     }
     uint64_t now = wr_now_ms();
-    if (now >= deadline) break;
+    /* Not a failure: the last error stays what it was. */
+    if (now >= deadline) return REDIRECTOR_ENOEVENT;
+    uint64_t left = deadline - now;
+    /* 1: one waits (another reader may take it first: look again);
+     * REDIRECTOR_ENOTRUNNING: the next look says so. */
+    if (redirector_wait_event(left < UINT32_MAX ? (uint32_t)left : UINT32_MAX) == 0) return REDIRECTOR_ENOEVENT;
+  }
+}
+
+WINDOWS_REDIRECTOR_API int32_t redirector_wait_event(uint32_t timeout_ms) {
+  uint64_t deadline = wr_now_ms() + timeout_ms;
+  for (;;) {
+    uint64_t mark = wr_engine_events_mark(); /* before looking: no wake-up is missed */
+    lock_state();
+    int running = g.running;
+    int waiting = running ? wr_engine_events_waiting(g.engine) : 0;
+    unlock_state();
+    if (!running) return REDIRECTOR_ENOTRUNNING; /* a state, not a failure: no last error */
+    if (waiting > 0) return 1;
+    uint64_t now = wr_now_ms();
+    if (now >= deadline) return 0;
     uint64_t left = deadline - now;
     wr_engine_wait_events(mark, left < UINT32_MAX ? (uint32_t)left : UINT32_MAX);
   }
-  /* Not a failure: the last error stays what it was. */
-  return REDIRECTOR_ENOEVENT;
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out) {

@@ -553,6 +553,15 @@ int wr_engine_next_event(wr_engine *e, wr_origin *out) {
   return rc;
 }
 
+int wr_engine_events_waiting(wr_engine *e) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t n = Z_engineZ_eng_events_waiting(&e->inst);
+    rc = n > INT32_MAX ? INT32_MAX : (int)n;
+  });
+  return rc;
+}
+
 uint64_t wr_engine_events_mark(void) {
   wr_mutex_lock(&g_engine_lock);
   int ok = g_events_ready_ok;

@@ -148,6 +148,8 @@ int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_
 
 /* The oldest event: 1 when one was taken, 0 none, or WR_ENGINE_TRAPPED. */
 int wr_engine_next_event(wr_engine *e, wr_origin *out);
+/* How many events wait to be taken, or WR_ENGINE_TRAPPED. */
+int wr_engine_events_waiting(wr_engine *e);
 /* Waiting for events: take a mark, look with wr_engine_next_event, and if
  * there was none, wr_engine_wait_events(mark, ms) returns as soon as any
  * engine has a new event (or wr_engine_wake_readers was called), or after

@@ -480,6 +480,7 @@ static void case_lookup_codes(void) {
 
 #ifndef _WIN32
 struct waited {
+  int take; /* redirector_next_event, else redirector_wait_event */
   int32_t rc;
   double ms;
 };
@@ -491,7 +492,7 @@ static THREAD_FN wait_for_event(void *arg) {
   ev.size = sizeof ev;
   struct timespec a, b;
   clock_gettime(CLOCK_MONOTONIC, &a);
-  w->rc = redirector_next_event(&ev, 60000);
+  w->rc = w->take ? redirector_next_event(&ev, 60000) : redirector_wait_event(60000);
   clock_gettime(CLOCK_MONOTONIC, &b);
   w->ms = (double)(b.tv_sec - a.tv_sec) * 1e3 + (double)(b.tv_nsec - a.tv_nsec) / 1e6;
   return THREAD_RET;
@@ -505,6 +506,10 @@ static void case_events_and_stats(void) {
   check(redirector_next_event(&ev, 0) == REDIRECTOR_EINVAL, "size 0");
   ev.size = sizeof ev;
   check(redirector_next_event(&ev, 0) == REDIRECTOR_ENOTRUNNING, "not running");
+  check(error_mentions("redirector_next_event"), "says so: %s", last_error());
+  check(redirector_wait_event(0) == REDIRECTOR_ENOTRUNNING, "wait: not running");
+  check(redirector_wait_event(50) == REDIRECTOR_ENOTRUNNING, "wait: not running, at once");
+  check(error_mentions("redirector_next_event"), "waiting leaves the last error alone: %s", last_error());
   redirector_stats st;
   memset(&st, 0xff, sizeof st);
   check(redirector_get_stats(NULL) == REDIRECTOR_ENULL, "NULL stats");
@@ -532,20 +537,26 @@ static void case_events_and_stats(void) {
   getrusage(RUSAGE_THREAD, &r1);
   check(r1.ru_nvcsw - r0.ru_nvcsw < 10, "an idle wait of 300 ms slept %ld times", r1.ru_nvcsw - r0.ru_nvcsw);
   check(redirector_last_error_code() != REDIRECTOR_ENOEVENT, "no event is not recorded as an error");
+  getrusage(RUSAGE_THREAD, &r0);
+  check(redirector_wait_event(300) == 0, "wait: none within 300 ms");
+  getrusage(RUSAGE_THREAD, &r1);
+  check(r1.ru_nvcsw - r0.ru_nvcsw < 10, "wait: an idle wait of 300 ms slept %ld times", r1.ru_nvcsw - r0.ru_nvcsw);
   char diag[256];
   int32_t dn = redirector_diagnostics(diag, sizeof diag);
   check(dn > 0 && strstr(diag, "nfqueue 7870") != NULL, "diagnostics name the queue: %s", diag);
   (void)t0;
   check(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
-  /* stop_redirector ends a wait at once (the wait here is 60 s). */
-  thread_t waiter;
-  struct waited w = {0, 0};
-  check(thread_start(&waiter, wait_for_event, &w) == 0, "start a waiting reader");
+  /* stop_redirector ends waits at once (the waits here are 60 s). */
+  thread_t waiter[2];
+  struct waited w[2] = {{1, 0, 0}, {0, 0, 0}};
+  for (int i = 0; i < 2; i++) check(thread_start(&waiter[i], wait_for_event, &w[i]) == 0, "start a waiting reader");
   usleep(200 * 1000);
   check(stop_redirector() == 0, "stop");
-  thread_join(waiter);
-  check(w.rc == REDIRECTOR_ENOTRUNNING, "the waiting reader is told: %d", w.rc);
-  check(w.ms < 30000, "the wait ended with the stop, not its timeout (%.0f ms)", w.ms);
+  for (int i = 0; i < 2; i++) {
+    thread_join(waiter[i]);
+    check(w[i].rc == REDIRECTOR_ENOTRUNNING, "reader %d is told: %d", i, w[i].rc);
+    check(w[i].ms < 30000, "reader %d: the wait ended with the stop, not its timeout (%.0f ms)", i, w[i].ms);
+  }
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
   check(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");

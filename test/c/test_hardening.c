@@ -157,6 +157,8 @@ static void junk_calls(int *bad) {
   r[k++] = redirector_lookup((int32_t)(rnd() % 20), rnd() % 4 ? &ep : NULL, rnd() % 4 ? &ep : NULL,
                              rnd() % 4 ? &o : NULL);
   r[k++] = redirector_next_event(rnd() % 4 ? &ev : NULL, 0);
+  int32_t w = redirector_wait_event(rnd() % 2);
+  r[k++] = w == 1 ? 0 : w; /* 1: an event waits */
   r[k++] = redirector_get_stats(rnd() % 4 ? &st : NULL);
   r[k++] = redirector_last_error(rnd() % 2 ? buf : NULL, rnd() % 2 ? sizeof buf : 0) >= 0 ? 0 : -999;
   r[k++] = redirector_diagnostics(rnd() % 2 ? buf : NULL, rnd() % 2 ? sizeof buf : 0) >= 0 ? 0 : REDIRECTOR_ENOTRUNNING;
