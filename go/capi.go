@@ -281,6 +281,12 @@ func (b *eventBuf) free() {
 	b.p = nil
 }
 
+// waitEvent waits up to timeout until an event waits in the library, without
+// taking it. It never changes the library's last error, so it needs no lock.
+func waitEvent(timeout time.Duration) {
+	C.redirector_wait_event(C.uint32_t(timeout / time.Millisecond))
+}
+
 // next takes the oldest event, waiting up to timeout for one.
 func (b eventBuf) next(timeout time.Duration, out *Event) int32 {
 	b.p.size = C.uint32_t(unsafe.Sizeof(*b.p))

@@ -32,14 +32,13 @@ type Event struct {
 	Origin
 }
 
-// The event goroutine asks the library without waiting inside it, under the
-// Redirector's mutex, and waits here between asks. Waiting inside
-// redirector_next_event would mean calling it outside that mutex, and a wait
-// ended by a Stop records ENOTRUNNING as the process's last error: a
-// concurrent failing call (a rejected SetConfig) could then report that text
-// instead of its own.
+// The event goroutine takes events under the Redirector's mutex without
+// waiting (redirector_next_event records a failure as the process's last
+// error, which the mutex keeps with its call). Between takes it waits inside
+// the library with redirector_wait_event, outside the mutex (that wait never
+// touches the last error): it wakes as soon as an event comes.
 const (
-	eventIdle    = 10 * time.Millisecond  // between asks while no event waits
+	eventWait    = 50 * time.Millisecond  // longest wait in the library: how soon the pump sees Close or no listeners
 	eventStopped = 100 * time.Millisecond // between asks while the redirector is stopped
 )
 
@@ -159,7 +158,7 @@ func (h *eventHub) pump() {
 				}
 			}
 		case ErrNoEvent:
-			h.sleep(eventIdle)
+			waitEvent(eventWait)
 		case ErrNotRunning:
 			h.sleep(eventStopped)
 		default:
