@@ -121,6 +121,7 @@ namespace WindowsRedirector
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_set_app_port(ushort port);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_lookup(int protocol, ref NativeEndpoint peer, ref NativeEndpoint local, ref NativeOrigin origin);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_next_event(ref NativeEvent ev, uint timeoutMs);
+        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_wait_event(uint timeoutMs);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_get_stats(ref NativeStats stats);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_would_intercept(uint pid, byte[] path);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_last_error(byte[] buf, UIntPtr len);
@@ -236,8 +237,10 @@ namespace WindowsRedirector
         }
 
         /// <summary>The oldest event, waiting up to timeout; null when none came.
-        /// Asks without waiting inside the library (a wait there would record
-        /// "no event" as the process's last error under another call).</summary>
+        /// Takes events under Lock without waiting (a failure is recorded as the
+        /// process's last error, which Lock keeps with its call); between takes
+        /// it waits in redirector_wait_event outside Lock (that wait never touches
+        /// the last error), so an event is returned as soon as it comes.</summary>
         public static RedirectorEvent NextEvent(TimeSpan timeout)
         {
             var deadline = DateTime.UtcNow + timeout;
@@ -253,8 +256,9 @@ namespace WindowsRedirector
                 }
                 if (rc == 0)
                     return new RedirectorEvent { Type = (EventType)ev.Type, TimeMs = ev.TimeMs, Origin = FromNative(ev.Origin) };
-                if (DateTime.UtcNow >= deadline) return null;
-                Thread.Sleep(10);
+                var left = deadline - DateTime.UtcNow;
+                if (left <= TimeSpan.Zero) return null;
+                Native.redirector_wait_event((uint)Math.Max(1, Math.Min(left.TotalMilliseconds, 1000)));
             }
         }
 

@@ -246,6 +246,7 @@ def _declare(lib):
         "redirector_lookup": (i32, [i32, ctypes.POINTER(_Endpoint), ctypes.POINTER(_Endpoint),
                                     ctypes.POINTER(_Origin)]),
         "redirector_next_event": (i32, [ctypes.POINTER(_Event), u32]),
+        "redirector_wait_event": (i32, [u32]),
         "redirector_get_stats": (i32, [ctypes.POINTER(_Stats)]),
         "redirector_would_intercept": (i32, [u32, ctypes.c_char_p]),
         "redirector_last_error": (i32, [ctypes.c_char_p, ctypes.c_size_t]),
@@ -476,13 +477,19 @@ def lookup_udp(local, peer):
     return lookup_address(UDP, local, peer)
 
 
+# Longest single wait inside the library: Ctrl-C is seen between waits.
+_WAIT_SLICE = 0.2
+
+
 def next_event(timeout=None):
     """The oldest connection event, waiting up to timeout seconds (None:
     forever, 0: not at all); None when none came. Raises NotRunning.
 
-    It asks the library without waiting inside it and waits here between
-    asks: a wait inside would record "no event" as the process's last error
-    under another thread's failing call."""
+    It takes events under the module's lock without waiting (a failure is
+    recorded as the process's last error, which the lock keeps with its
+    call) and between takes waits in redirector_wait_event outside the lock
+    (that wait never touches the last error): an event is returned as soon
+    as it comes."""
     deadline = None if timeout is None else time.monotonic() + timeout
     ev = _Event()
     while True:
@@ -494,9 +501,10 @@ def next_event(timeout=None):
         if rc == 0:
             return Event(type={EVENT_OPENED: "opened", EVENT_CLOSED: "closed"}.get(ev.type, str(ev.type)),
                          time_ms=ev.time_ms, origin=_origin(ev.origin))
-        if deadline is not None and time.monotonic() >= deadline:
+        left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
+        if left <= 0:
             return None
-        time.sleep(0.01)
+        _load().redirector_wait_event(max(1, int(left * 1000)))
 
 
 def stats():
