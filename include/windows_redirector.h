@@ -237,15 +237,16 @@ typedef struct redirector_event {
 
 /*
  * Takes the oldest event, waiting up to timeout_ms for one (0: do not wait).
- * A waiting call sleeps and is woken as soon as an event comes (or
- * stop_redirector is called); it does not poll. Any number of threads may
- * wait; each event goes to one of them.
+ * A waiting call sleeps and is woken as soon as an event comes or
+ * stop_redirector is called. Any number of threads may wait; each event goes
+ * to one of them.
  * Events are kept in a bounded queue (4096); when it is full new ones are
  * dropped and counted in redirector_stats.events_lost.
  *
  * Returns 0; REDIRECTOR_ENOEVENT when none came in time (not a failure: the
  * last error is left as it was);
- * REDIRECTOR_ENOTRUNNING (also when stop_redirector ends the wait);
+ * REDIRECTOR_ENOTRUNNING (also when stop_redirector ends the wait; if the
+ * redirector is started again before the woken call looks, it waits on);
  * REDIRECTOR_ENULL; REDIRECTOR_EINVAL (ev->size).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint32_t timeout_ms);
@@ -259,7 +260,8 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
  *
  * Returns 1 when an event is waiting (another thread may take it first), 0
  * when none came in time, REDIRECTOR_ENOTRUNNING when the redirector is not
- * running (also when stop_redirector ends the wait).
+ * running (also when stop_redirector ends the wait, unless it was started
+ * again before the woken call looked).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_wait_event(uint32_t timeout_ms);
 

@@ -1,5 +1,6 @@
 #include "engine.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,7 @@ static int g_runtime_ready;
  * it. One for the process (set up with the runtime), so it outlives every
  * engine a reader might have been waiting on. */
 static wr_event g_events_ready;
-static int g_events_ready_ok;
+static atomic_int g_events_ready_ok; /* set (release) once g_events_ready is usable */
 
 struct wr_engine {
   Z_engine_instance_t inst;
@@ -55,7 +56,7 @@ static void runtime_init_locked(void) {
   if (g_runtime_ready) return;
   wasm_rt_init();
   Z_engine_init_module();
-  g_events_ready_ok = wr_event_init(&g_events_ready) == 0;
+  if (wr_event_init(&g_events_ready) == 0) atomic_store_explicit(&g_events_ready_ok, 1, memory_order_release);
   g_runtime_ready = 1;
 }
 
@@ -278,6 +279,7 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen) {
   WITH_ENGINE(e, err, errlen, rc, {
     e->last_now = now;
     Z_engineZ_eng_start(&e->inst, now);
+    e->events_seen = 0; /* the start empties the event queue */
     e->batch_meta = Z_engineZ_eng_batch_meta(&e->inst);
     e->batch_data = Z_engineZ_eng_batch_data(&e->inst);
     e->batch_max = Z_engineZ_eng_batch_max(&e->inst);
@@ -316,11 +318,13 @@ static void report_released(wr_engine *e, wr_verdict_fn cb, void *ctx) {
   }
 }
 
+static int events_ready(void) { return atomic_load_explicit(&g_events_ready_ok, memory_order_acquire); }
+
 /* Wakes event readers when more events wait than when last looked (inside
  * a guard, lock held). */
 static void note_events_locked(wr_engine *e) {
   uint32_t n = Z_engineZ_eng_events_waiting(&e->inst);
-  if (n > e->events_seen && g_events_ready_ok) wr_event_set(&g_events_ready);
+  if (n > e->events_seen && events_ready()) wr_event_set(&g_events_ready);
   e->events_seen = n;
 }
 
@@ -562,25 +566,15 @@ int wr_engine_events_waiting(wr_engine *e) {
   return rc;
 }
 
-uint64_t wr_engine_events_mark(void) {
-  wr_mutex_lock(&g_engine_lock);
-  int ok = g_events_ready_ok;
-  wr_mutex_unlock(&g_engine_lock);
-  return ok ? wr_event_value(&g_events_ready) : 0;
-}
+uint64_t wr_engine_events_mark(void) { return events_ready() ? wr_event_value(&g_events_ready) : 0; }
 
 void wr_engine_wait_events(uint64_t mark, uint32_t timeout_ms) {
-  wr_mutex_lock(&g_engine_lock);
-  int ok = g_events_ready_ok;
-  wr_mutex_unlock(&g_engine_lock);
-  if (ok) wr_event_wait_change(&g_events_ready, mark, timeout_ms);
+  if (events_ready()) wr_event_wait_change(&g_events_ready, mark, timeout_ms);
   else wr_sleep_ms(timeout_ms < 5 ? timeout_ms : 5); /* no event to wait on: look again soon */
 }
 
 void wr_engine_wake_readers(void) {
-  wr_mutex_lock(&g_engine_lock);
-  if (g_events_ready_ok) wr_event_set(&g_events_ready);
-  wr_mutex_unlock(&g_engine_lock);
+  if (events_ready()) wr_event_set(&g_events_ready);
 }
 
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {

@@ -68,7 +68,9 @@ uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms) {
   while (e->value == seen) {
     ULONGLONG now = GetTickCount64();
     if (now >= deadline) break;
-    SleepConditionVariableSRW(&e->cond, &e->lock, (DWORD)(deadline - now), 0);
+    ULONGLONG left = deadline - now;
+    /* INFINITE (0xFFFFFFFF) would never end: wait in shorter steps. */
+    SleepConditionVariableSRW(&e->cond, &e->lock, left >= INFINITE ? INFINITE - 1 : (DWORD)left, 0);
   }
   uint64_t v = e->value;
   ReleaseSRWLockExclusive(&e->lock);
