@@ -287,6 +287,23 @@ static const char *config_pids(const char *pids, const char *extra) {
  * Cases: redirects */
 
 /* An intercepted process's TCP connection C:c -> D:80, all of it. */
+/* A reader waiting in redirector_next_event on its own thread. */
+typedef struct {
+  redirector_event ev;
+  int32_t rc;
+  ULONGLONG ms;
+} event_wait;
+
+static DWORD WINAPI wait_for_event(void *arg) {
+  event_wait *w = arg;
+  memset(&w->ev, 0, sizeof w->ev);
+  w->ev.size = sizeof w->ev;
+  ULONGLONG t0 = GetTickCount64();
+  w->rc = redirector_next_event(&w->ev, 30000);
+  w->ms = GetTickCount64() - t0;
+  return 0;
+}
+
 static void tcp_session(int v6) {
   const uint8_t *C = v6 ? C6 : C4, *D = v6 ? D6 : D4;
   uint16_t c = 50000, d = 80;
@@ -339,12 +356,33 @@ static void tcp_session(int v6) {
   CHECK(same_endpoint(&o.client, v6, C, c), "lookup: client");
   CHECK(o.pid == FAKE_PID && o.direction == REDIRECTOR_OUTBOUND && o.app_port == APP_PORT, "lookup: pid %u dir %u",
         o.pid, o.direction);
+  /* The opened event waits already; a reader then waiting is woken by the
+   * closed one (both FINs), well before its 30 s. */
+  CHECK(redirector_wait_event(5000) == 1, "an event waits: the connection opened");
+  redirector_event ev;
+  memset(&ev, 0, sizeof ev);
+  ev.size = sizeof ev;
+  rc = redirector_next_event(&ev, 0);
+  CHECK(rc == 0 && ev.type == REDIRECTOR_EVENT_OPENED && same_endpoint(&ev.origin.destination, v6, D, d),
+        "opened event: rc %d type %u", rc, ev.type);
+  event_wait w;
+  HANDLE waiter = CreateThread(NULL, 0, wait_for_event, &w, 0, NULL);
+  CHECK(waiter != NULL, "start a waiting reader");
+  Sleep(100);
   open_gate("lookup");
   n = wait_sent(sp, 7, 5000);
   static const char *const what[] = {"client SYN", "proxy SYN-ACK", "client ACK", "client data",
                                      "proxy data", "client FIN",    "proxy FIN"};
   for (int i = 0; i < n && i < 7; i++) expect_packet(&sp[i], what[i], ex[i], en[i], 0, 7, 3);
   CHECK(n == 7, "%d packets sent, expected 7", n);
+  if (waiter) {
+    WaitForSingleObject(waiter, INFINITE);
+    CloseHandle(waiter);
+    CHECK(w.rc == 0 && w.ev.type == REDIRECTOR_EVENT_CLOSED, "closed event: rc %d type %u", w.rc, w.ev.type);
+    CHECK(w.ev.origin.bytes_up == 33 && w.ev.origin.bytes_down == 27, "closed event bytes %llu/%llu",
+          (unsigned long long)w.ev.origin.bytes_up, (unsigned long long)w.ev.origin.bytes_down);
+    CHECK(w.ms < 20000, "the reader was woken by the event, not its timeout (%llu ms)", w.ms);
+  }
   session_stop();
   free(s.s);
 }
