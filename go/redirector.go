@@ -222,7 +222,9 @@ func (r *Redirector) Running() bool { return cStatus() == 1 }
 
 // Close stops the redirector if this Redirector started it, ends every Events
 // channel, and lets New create another Redirector. Closing again does
-// nothing and returns nil.
+// nothing and returns nil. While a redirector this Redirector did not start
+// keeps running, Close may wait up to 50 ms for the events goroutine to come
+// back from its wait in the library.
 func (r *Redirector) Close() error {
 	r.mu.Lock()
 	if r.closed {
