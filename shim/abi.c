@@ -481,6 +481,14 @@ WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirec
   return REDIRECTOR_OK;
 }
 
+/* Milliseconds from now until deadline (a wr_now_ms value): 0 once it has
+ * passed, at most UINT32_MAX. */
+static uint32_t ms_until(uint64_t deadline) {
+  uint64_t now = wr_now_ms();
+  if (now >= deadline) return 0;
+  return deadline - now < UINT32_MAX ? (uint32_t)(deadline - now) : UINT32_MAX;
+}
+
 WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint32_t timeout_ms) {
   if (!ev) {
     set_error(REDIRECTOR_ENULL, "redirector_next_event: ev is NULL");
@@ -509,13 +517,12 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
       to_origin(&ev->origin, &w);
       return REDIRECTOR_OK;
     }
-    uint64_t now = wr_now_ms();
+    uint32_t left = ms_until(deadline);
     /* Not a failure: the last error stays what it was. */
-    if (now >= deadline) return REDIRECTOR_ENOEVENT;
-    uint64_t left = deadline - now;
+    if (left == 0) return REDIRECTOR_ENOEVENT;
     /* 1: one waits (another reader may take it first: look again);
      * REDIRECTOR_ENOTRUNNING: the next look says so. */
-    if (redirector_wait_event(left < UINT32_MAX ? (uint32_t)left : UINT32_MAX) == 0) return REDIRECTOR_ENOEVENT;
+    if (redirector_wait_event(left) == 0) return REDIRECTOR_ENOEVENT;
   }
 }
 
@@ -529,10 +536,9 @@ WINDOWS_REDIRECTOR_API int32_t redirector_wait_event(uint32_t timeout_ms) {
     unlock_state();
     if (!running) return REDIRECTOR_ENOTRUNNING; /* a state, not a failure: no last error */
     if (waiting > 0) return 1;
-    uint64_t now = wr_now_ms();
-    if (now >= deadline) return 0;
-    uint64_t left = deadline - now;
-    wr_engine_wait_events(mark, left < UINT32_MAX ? (uint32_t)left : UINT32_MAX);
+    uint32_t left = ms_until(deadline);
+    if (left == 0) return 0;
+    wr_engine_wait_events(mark, left);
   }
 }
 
