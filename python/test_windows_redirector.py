@@ -5,6 +5,7 @@ import ctypes
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -230,8 +231,11 @@ class EndToEnd(unittest.TestCase):
             roles = os.path.join(HERE, "e2e_roles.py")
             cls.server = subprocess.Popen(["ip", "netns", "exec", s, sys.executable, roles, "server", "198.18.1.10",
                                            "fd00:198:18:1::10"], stdout=subprocess.PIPE, text=True)
-            if cls.server.stdout.readline().strip() != "ready":
-                raise RuntimeError("the server did not start")
+            # Bounded: a server that hangs before "ready" fails here, not at the suite's limit.
+            ready, _, _ = select.select([cls.server.stdout], [], [], 30)
+            line = cls.server.stdout.readline().strip() if ready else "(nothing within 30 s)"
+            if line != "ready":
+                raise RuntimeError(f"the server did not start: {line!r}")
             run = subprocess.run(["ip", "netns", "exec", c, sys.executable, roles, "proxy", "198.18.1.10",
                                   "fd00:198:18:1::10"], capture_output=True, text=True, timeout=300)
             cls.output = run.stdout + run.stderr

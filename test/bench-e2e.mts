@@ -8,7 +8,7 @@ import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { root } from "../build/build.ts";
-import { Lines, SERVER4, TestNet } from "./e2e/netns.ts";
+import { exited, Lines, SERVER4, TestNet } from "./e2e/netns.ts";
 
 if (process.getuid?.() !== 0) {
   console.log("bench:e2e needs root (network namespaces, iptables, NFQUEUE)");
@@ -77,10 +77,10 @@ async function proxy(commands: string[]): Promise<{ lines: Lines; quit: () => Pr
   }
   return {
     lines,
-    quit: () => new Promise<void>((resolve) => {
-      p.once("exit", () => resolve());
+    quit: async () => {
       p.stdin!.write("quit\n");
-    }),
+      await exited(p);
+    },
   };
 }
 

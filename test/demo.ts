@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { root } from "../build/build.ts";
-import { Lines, SERVER4, SERVER6, TestNet } from "./e2e/netns.ts";
+import { exited, Lines, SERVER4, SERVER6, TestNet } from "./e2e/netns.ts";
 
 const PORT = 8080;
 
@@ -91,7 +91,7 @@ async function main(): Promise<number> {
     // The proxy prints a line per connection when it closes; then stop it.
     await new Promise((r) => setTimeout(r, 500));
     proxy.kill("SIGINT");
-    await new Promise<void>((resolve) => proxy.once("exit", () => resolve()));
+    await exited(proxy);
     say();
     say("What the proxy saw (one line per connection: time, protocol, process (PID), original destination, bytes):");
     for (const l of out.all().slice(1)) say("  " + l);

@@ -19,6 +19,54 @@ export const HOST6 = "fd00:198:18::1";
 export const PEER4 = "198.18.0.2";
 export const PEER6 = "fd00:198:18::2";
 
+/**
+ * What the tests are waiting for right now, so that a case ended by its time
+ * limit can say what never came.
+ */
+const waits = new Map<number, string>();
+let waitSeq = 0;
+
+/** Resolves as `p` does, and meanwhile lists `what` among the pending waits. */
+export async function waitingFor<T>(what: string, p: Promise<T>): Promise<T> {
+  const id = ++waitSeq;
+  waits.set(id, what);
+  try {
+    return await p;
+  } finally {
+    waits.delete(id);
+  }
+}
+
+export function pendingWaits(): string[] {
+  return [...waits.values()];
+}
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+// Each started child's exit, listened for from the moment it is spawned: a
+// wait that begins after the child has exited still ends at once.
+const exits = new WeakMap<ChildProcess, Promise<Exit>>();
+
+function watchExit(c: ChildProcess): ChildProcess {
+  exits.set(c, new Promise((resolve) => c.once("exit", (code, signal) => resolve({ code, signal }))));
+  // A write to a child that has gone (a test ending at its limit) is not an error of the runner.
+  c.stdin?.on("error", () => {});
+  return c;
+}
+
+/** The exit of a child started by TestNet.start (or any child): never missed, never waited for twice. */
+export function exited(c: ChildProcess): Promise<Exit> {
+  if (!exits.has(c)) {
+    if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve({ code: c.exitCode, signal: c.signalCode });
+    watchExit(c);
+  }
+  const p = exits.get(c)!;
+  return waitingFor(`the exit of ${c.spawnargs.join(" ")} (pid ${c.pid})`, p);
+}
+
 function ip(args: string[]): void {
   execFileSync("ip", args, { stdio: ["ignore", "ignore", "pipe"] });
 }
@@ -80,8 +128,9 @@ export class TestNet {
    */
   run(ns: string, cmd: string, args: string[], opts: { input?: string; timeout?: number } = {}):
     Promise<{ status: number; stdout: string; stderr: string }> {
-    return new Promise((resolve) => {
+    return waitingFor(`${cmd} ${args.join(" ")} to finish`, new Promise((resolve) => {
       const c = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["pipe", "pipe", "pipe"] });
+      this.children.push(c);
       let stdout = "";
       let stderr = "";
       c.stdout!.setEncoding("utf8").on("data", (d: string) => (stdout += d));
@@ -91,15 +140,43 @@ export class TestNet {
         clearTimeout(timer);
         resolve({ status: code ?? -1, stdout, stderr });
       });
+      c.stdin!.on("error", () => {});
       c.stdin!.end(opts.input ?? "");
-    });
+    }));
   }
 
   /** Starts a command in a namespace; it is killed by destroy(). */
   start(ns: string, cmd: string, args: string[], opts: SpawnOptions = {}): ChildProcess {
-    const c = spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["pipe", "pipe", "pipe"], ...opts });
+    const c = watchExit(spawn("ip", ["netns", "exec", ns, cmd, ...args], { stdio: ["pipe", "pipe", "pipe"], ...opts }));
     this.children.push(c);
     return c;
+  }
+
+  /**
+   * Runs one test case under a time limit. At the limit the case fails with
+   * what it was waiting for, and every process it started is killed, so that
+   * what it awaited ends and its clean-up runs before the next case.
+   */
+  async limited(name: string, ms: number, fn: () => Promise<void>): Promise<void> {
+    const mark = this.children.length;
+    const run = fn();
+    run.catch(() => {}); // its failure is reported through the race below, or not at all after the limit
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const w = pendingWaits();
+        for (const c of this.children.slice(mark)) {
+          if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+        }
+        reject(new Error(`"${name}" was still running after its limit of ${ms / 1000} s; it was waiting for:\n  ` +
+          (w.length ? w.join("\n  ") : "(nothing it had said)")));
+      }, ms);
+    });
+    try {
+      await Promise.race([run, limit]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Kills what was started and removes both namespaces. */
@@ -143,18 +220,21 @@ export class Lines {
     return [...this.lines];
   }
 
-  /** The first line (seen from `from` on) that matches, waiting up to `ms`. */
-  next(pred: (l: string) => boolean, ms = 10_000, from = 0): Promise<string> {
+  /**
+   * The first line (seen from `from` on) that matches, waiting up to `ms`;
+   * `what` names it in a failure (by default, the predicate's text).
+   */
+  next(pred: (l: string) => boolean, ms = 10_000, from = 0, what = pred.toString()): Promise<string> {
     const hit = this.lines.slice(from).find(pred);
     if (hit !== undefined) return Promise.resolve(hit);
-    return new Promise((resolve, reject) => {
+    return waitingFor(`a line ${what} from ${this.child.spawnargs.slice(3).join(" ")}`, new Promise((resolve, reject) => {
       const w = { pred, resolve };
       this.waiters.push(w);
       setTimeout(() => {
         this.waiters = this.waiters.filter((x) => x !== w);
-        reject(new Error(`no matching line within ${ms} ms; got:\n${this.lines.join("\n")}`));
+        reject(new Error(`no line ${what} within ${ms} ms; got:\n${this.lines.join("\n")}`));
       }, ms).unref();
-    });
+    }));
   }
 
   count(): number {

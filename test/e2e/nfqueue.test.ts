@@ -8,7 +8,7 @@ import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { root } from "../engine/harness.ts";
-import { HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.ts";
+import { exited, HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.ts";
 
 const BIN = join(root, "build", "linux");
 const APP = 8080;
@@ -62,16 +62,13 @@ class Proxy {
   }
 
   async quit(): Promise<void> {
-    if (this.child.exitCode !== null) return;
     this.child.stdin!.write("quit\n");
-    await new Promise<void>((resolve) => this.child.once("exit", () => resolve()));
+    await exited(this.child);
   }
 
-  kill(): Promise<void> {
-    return new Promise<void>((resolve) => {
-      this.child.once("exit", () => resolve());
-      this.child.kill("SIGKILL");
-    });
+  async kill(): Promise<void> {
+    this.child.kill("SIGKILL");
+    await exited(this.child);
   }
 
   lines(prefix: string): string[] {
@@ -92,11 +89,11 @@ async function waitingClient(args: string[]): Promise<{ pid: number; go: () => P
   const pid = Number((await lines.next((l) => l.startsWith("pid "))).slice(4));
   return {
     pid,
-    go: () =>
-      new Promise((resolve) => {
-        c.stdin!.write("go\n");
-        c.once("exit", (code) => resolve({ ok: code === 0, out: lines.all().join("\n") }));
-      }),
+    go: async () => {
+      c.stdin!.write("go\n");
+      const { code } = await exited(c);
+      return { ok: code === 0, out: lines.all().join("\n") };
+    },
   };
 }
 
@@ -109,11 +106,27 @@ async function rules(): Promise<string> {
 const server = net.start(net.net, join(BIN, "wr_testserver"), [SERVER4, "80", SERVER6, "80"]);
 const serverReady = new Lines(server).next((l) => l === "ready");
 
-const e2e = suite("nfqueue end to end");
+const cases = suite("nfqueue end to end");
 
-e2e.before(async () => {
+cases.before(async () => {
   await serverReady;
 });
+
+// Each case has a time limit well above what it takes on a loaded 2-core
+// machine (a few seconds at most; the run prints each case's time); past it,
+// the case fails naming what it was waiting for.
+const LIMIT_MS = 30_000;
+
+function e2e(name: string, fn: () => Promise<void>, limitMs = LIMIT_MS): void {
+  cases(name, async () => {
+    const t0 = Date.now();
+    try {
+      await net.limited(name, limitMs, fn);
+    } finally {
+      console.log(`  (${((Date.now() - t0) / 1000).toFixed(1)} s of ${limitMs / 1000} s: ${name})`);
+    }
+  });
+}
 
 async function byPid(proxy: Proxy, proto: "tcp" | "udp", server: string, bytes: number) {
   const c = await waitingClient([proto, server, "80", String(bytes)]);
@@ -137,7 +150,7 @@ e2e("TCP by PID, 50 MB each way byte for byte, IPv4 and IPv6: the proxy learns P
   } finally {
     await proxy.quit();
   }
-});
+}, 60_000);
 
 e2e("TCP and UDP by process name; a client not intercepted goes direct and the proxy sees nothing", async () => {
   const proxy = new Proxy();
@@ -187,16 +200,16 @@ e2e("a process seen before it exec()s into an intercepted program is intercepted
   const proxy = new Proxy();
   try {
     await proxy.up({ intercept: "wr_testclient" });
-    // A shell that becomes wr_testclient after a moment...
-    const sh = net.start(net.host, "sh", ["-c", `sleep 0.5; exec ${join(BIN, "wr_testclient")} tcp ${SERVER4} 80 1000`]);
+    // A shell that becomes wr_testclient when told to...
+    const sh = net.start(net.host, "sh", ["-c", `read go; exec ${join(BIN, "wr_testclient")} tcp ${SERVER4} 80 1000`]);
     const lines = new Lines(sh);
-    // ...while another program's connection makes the library list /proc
+    // ...after another program's connection has made the library list /proc
     // and see the shell as a shell.
-    await new Promise((r) => setTimeout(r, 100));
     const other = await net.run(net.host, "python3", ["-c",
       `import socket; socket.create_connection(("${SERVER4}", 80)).close()`]);
     assert.is(other.status, 0, other.stderr);
-    const code = await new Promise<number | null>((resolve) => sh.once("exit", resolve));
+    sh.stdin!.write("go\n");
+    const { code } = await exited(sh);
     assert.is(code, 0, lines.all().join("\n"));
     const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${sh.pid} `));
     assert.ok(line.includes(`path=${join(BIN, "wr_testclient")}`), line);
@@ -204,6 +217,30 @@ e2e("a process seen before it exec()s into an intercepted program is intercepted
     await proxy.quit();
   }
 });
+
+e2e("waiting for the exit of a child that has already exited returns at once", async () => {
+  const c = net.start(net.host, "true", []);
+  while (c.exitCode === null) await new Promise((r) => setTimeout(r, 10));
+  // Only now does the wait begin: it must not depend on an event that has passed.
+  const t0 = Date.now();
+  assert.is((await exited(c)).code, 0);
+  assert.ok(Date.now() - t0 < 100);
+}, 5_000);
+
+e2e("a case past its limit fails at the limit, says what it waited for, and its processes are ended", async () => {
+  let child: ReturnType<typeof net.start> | undefined;
+  const t0 = Date.now();
+  const err = await net.limited("a hung case", 500, async () => {
+    child = net.start(net.host, "sleep", ["600"]);
+    await exited(child);
+  }).then(() => undefined, (e: Error) => e);
+  assert.ok(err, "the hung case failed");
+  assert.ok(Date.now() - t0 < 3_000, `failed after ${Date.now() - t0} ms`);
+  assert.match(err!.message, /"a hung case" was still running after its limit of 0.5 s/);
+  assert.match(err!.message, /the exit of ip netns exec \S+ sleep 600/);
+  const { signal } = await exited(child!);
+  assert.is(signal, "SIGKILL", "the case's process was killed");
+}, 10_000);
 
 e2e("inbound: a connection to an intercepted listener reaches the proxy, which learns the listener's port", async () => {
   const proxy = new Proxy();
@@ -255,7 +292,7 @@ e2e("a config change while a connection is open: it survives; new connections fo
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: "nothing-matches" })}`), "ok");
     const r = await client(net.host, ["tcp", SERVER4, "80", "1000"]);
     assert.ok(r.ok, r.out);
-    const code = await new Promise<number | null>((resolve) => c.once("exit", resolve));
+    const { code } = await exited(c);
     assert.is(code, 0, lines.all().join("\n"));
     const closes = await linesOf(proxy, "close tcp", 1);
     await new Promise((r) => setTimeout(r, 200));
@@ -432,7 +469,7 @@ e2e(`floods of ${FLOOD} SYNs and ${FLOOD} UDP datagrams: memory stays flat, an i
   } finally {
     await proxy.quit();
   }
-});
+}, (FLOOD / 100_000) * 120_000);
 
 e2e("the proxy not listening: the client gets a prompt refusal, not a hang", async () => {
   const proxy = new Proxy();
@@ -487,8 +524,8 @@ e2e("no loops: with everything intercepted, or the proxy itself named, its own c
   }
 });
 
-e2e.after(() => {
+cases.after(() => {
   net.destroy();
 });
 
-e2e.run();
+cases.run();
