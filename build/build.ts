@@ -22,6 +22,14 @@ export const paths = {
   fuzz: join(root, "build", "linux-fuzz"),
 };
 
+// The official Go toolchain (/usr/local/go) before any other on PATH, for
+// every command the build, the tests and the demo run (build/setup.sh checks
+// its version).
+const GOROOT_BIN = "/usr/local/go/bin";
+if (existsSync(join(GOROOT_BIN, "go")) && !(process.env.PATH ?? "").split(":").includes(GOROOT_BIN)) {
+  process.env.PATH = `${GOROOT_BIN}:${process.env.PATH ?? ""}`;
+}
+
 // The compiled engine's memory: grows on demand up to 2 GiB (32768 pages).
 const ASC_FLAGS = [
   "--optimizeLevel", "3", "--shrinkLevel", "0", "--noAssert",
@@ -102,12 +110,29 @@ export function buildLinux(): void {
   cmake(paths.linux, []);
 }
 
-/** The sanitizer and fuzzing builds (Linux). */
-export function buildHardening(): void {
+/** AddressSanitizer + UBSan build of the library and the C tests (Linux). */
+export function buildAsan(): void {
   buildEngine();
   cmake(paths.asan, ["-DWR_SANITIZE=address,undefined"]);
+}
+
+/** ThreadSanitizer build (Linux). */
+export function buildTsan(): void {
+  buildEngine();
   cmake(paths.tsan, ["-DWR_SANITIZE=thread"]);
+}
+
+/** The libFuzzer targets (clang, Linux). */
+export function buildFuzz(): void {
+  buildEngine();
   cmake(paths.fuzz, ["-DWR_FUZZ=ON"], { CC: "clang" });
+}
+
+/** The sanitizer and fuzzing builds (Linux). */
+export function buildHardening(): void {
+  buildAsan();
+  buildTsan();
+  buildFuzz();
 }
 
 export function buildWindows(): void {

@@ -1,9 +1,8 @@
-// Every uvu suite of the engine and the build, in one process: uvu prints one
-// summary for all of them.
+// Every uvu suite of the engine, in one process: uvu prints one summary for
+// all of them. They need build/engine.wasm only.
 import "./config.test.ts";
 import "./policy.test.ts";
 import "./wire.test.ts";
 import "./redirect.test.ts";
 import "./properties.test.ts";
 import "./fuzz.test.ts";
-import "../build.test.ts";
