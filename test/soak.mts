@@ -4,6 +4,8 @@
 //   config fuzzing       1,000,000 libFuzzer executions + 1,000,000 generated
 //                        and mutated configs through set_redirector_config
 //   ABI misuse           8 threads for 60 s while start/stop cycles run
+//   ABI concurrency      8 threads x 400 calls each and 100 start/stop cycles,
+//                        under ThreadSanitizer (npm test runs smaller sizes)
 //   leaks                1,000 start/stop cycles with redirected traffic,
 //                        under LeakSanitizer; descriptors and threads counted
 //   floods               1,000,000 SYNs and 1,000,000 UDP datagrams through
@@ -77,6 +79,22 @@ rows.push({
   ok: leak.ok,
   command: "WR_SOAK=1 build/linux-asan/test_hardening leak_cycles",
 });
+
+for (const kase of ["threads", "cycles"]) {
+  const t0 = Date.now();
+  const r = spawnSync(join(paths.tsan, "test_abi"), [kase], {
+    encoding: "utf8",
+    env: { ...process.env, WR_SOAK: "1", TSAN_OPTIONS: `halt_on_error=1:suppressions=${join(root, "test", "c", "tsan.supp")}` },
+    maxBuffer: 64 << 20,
+  });
+  process.stdout.write(r.stdout + r.stderr);
+  rows.push({
+    what: `ABI ${kase === "threads" ? "calls from 8 threads at once" : "start/stop cycles"} (ThreadSanitizer, full size)`,
+    result: `${((Date.now() - t0) / 1000).toFixed(0)} s, ${r.status === 0 ? "no report, documented codes only" : "FAILED"}`,
+    ok: r.status === 0,
+    command: `WR_SOAK=1 build/linux-tsan/test_abi ${kase}`,
+  });
+}
 
 const e2e = spawnSync(join(root, "node_modules", ".bin", "tsx"), ["test/e2e/nfqueue.test.ts"], {
   cwd: root,

@@ -365,7 +365,7 @@ static void case_leak_cycles(void) {
   pthread_create(&echo_thread, NULL, echo, NULL);
   pthread_create(&proxy_thread, NULL, proxy, NULL);
   update_app_port(APP_PORT);
-  int cycles = getenv("WR_CYCLES") ? atoi(getenv("WR_CYCLES")) : soak() ? 1000 : 100;
+  int cycles = getenv("WR_CYCLES") ? atoi(getenv("WR_CYCLES")) : soak() ? 1000 : 40;
   int fds0 = -1, threads0 = -1, ok = 0;
   for (int i = 0; i < cycles; i++) {
     if (i == 1) {
