@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 golang-go python3
+  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
   clang libclang-rt-14-dev procps
 )
@@ -29,6 +29,26 @@ if ((${#missing[@]})); then
   fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Go 1.22 or newer (Debian 12's golang-go is 1.19: too old, and it must not
+# shadow a newer Go). The official toolchain lives in /usr/local/go.
+[ -x /usr/local/go/bin/go ] && case ":$PATH:" in *:/usr/local/go/bin:*) ;; *) export PATH="/usr/local/go/bin:$PATH" ;; esac
+gover=$(go env GOVERSION 2>/dev/null || true)
+case "$gover" in
+  go1.2[2-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
+  *)
+    echo "setup: needs Go 1.22 or newer on PATH (found: ${gover:-none}); install it from the official Go downloads into /usr/local/go" >&2
+    exit 1
+    ;;
+esac
+
+# The Go that builds the Windows test programs run under wine (see WINE_GO in
+# test/run.ts), into the module cache once.
+wine_go=$(sed -n 's/^const WINE_GO = "\(go[0-9.]*\)";$/\1/p' test/run.ts)
+if ! GOPROXY=off GOTOOLCHAIN="$wine_go" go version >/dev/null 2>&1; then
+  echo "setup: fetching $wine_go (for the Windows programs run under wine)"
+  GOTOOLCHAIN="$wine_go" go version
 fi
 
 # npm ci when node_modules is missing or older than the lock file.
