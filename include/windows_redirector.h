@@ -19,11 +19,24 @@
  *     the original (Rust) library, so existing callers link unchanged. The
  *     added functions are prefixed redirector_ and return 0 or one of the
  *     REDIRECTOR_E* codes below, which are unique and never reused.
- *   - After any failure, redirector_last_error() gives a readable reason and
- *     redirector_last_error_code() its REDIRECTOR_E* code. They describe the
- *     most recent failure in the whole process (not per thread: Go moves
- *     goroutines between threads); a program that fails from several threads
- *     at once should serialise each call with its last-error read.
+ *   - The last error belongs to the calling thread: after a call fails,
+ *     redirector_last_error() gives a readable reason and
+ *     redirector_last_error_code() its REDIRECTOR_E* code, on the same
+ *     thread, whatever other threads do meanwhile. They describe that
+ *     thread's most recent failed call; a call that succeeds leaves them as
+ *     they were (nothing clears them; REDIRECTOR_OK and "" until the thread's
+ *     first failure). A runtime that may move its code between threads (Go)
+ *     must read them in the same native call as the call that failed.
+ *     Set on failure by: start_redirector, stop_redirector,
+ *     set_redirector_config, update_app_port (when its port cannot be set
+ *     up), redirector_set_app_port, redirector_lookup, redirector_next_event
+ *     (not for REDIRECTOR_ENOEVENT), redirector_get_stats,
+ *     redirector_would_intercept, redirector_set_windivert_path,
+ *     redirector_diagnostics, redirector_exclude_socket and
+ *     redirector_debug_inject_fault. Never set by initialize_global_config,
+ *     get_redirector_status, redirector_wait_event, redirector_set_nfqueue_num,
+ *     redirector_last_error, redirector_last_error_code, redirector_strerror
+ *     and redirector_version.
  */
 #ifndef WINDOWS_REDIRECTOR_H
 #define WINDOWS_REDIRECTOR_H
@@ -253,10 +266,9 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
 
 /*
  * Waits up to timeout_ms until an event is waiting to be taken, without
- * taking it, and never changes the last error: a binding that keeps its own
- * lock around calls and their last error can wait here outside that lock,
- * then take the event with redirector_next_event(ev, 0) under it. Sleeps
- * until woken, like redirector_next_event.
+ * taking it (a reader that wants to know an event came before it takes one),
+ * and never changes the last error. Sleeps until woken, like
+ * redirector_next_event.
  *
  * Returns 1 when an event is waiting (another thread may take it first), 0
  * when none came in time, REDIRECTOR_ENOTRUNNING when the redirector is not
@@ -321,14 +333,16 @@ WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const ch
  */
 
 /*
- * Copies the text of the most recent failure into buf (at most len - 1 bytes
- * and a NUL; cut at a UTF-8 character boundary). buf may be NULL when len is
- * 0. Returns the length of the whole text in bytes, without the NUL (0 when
- * nothing has failed yet), like snprintf: a return >= len means it was cut.
+ * Copies the text of the calling thread's most recent failure (see
+ * Conventions at the top) into buf (at most len - 1 bytes and a NUL; cut at
+ * a UTF-8 character boundary). buf may be NULL when len is 0. Returns the
+ * length of the whole text in bytes, without the NUL (0 when this thread has
+ * not failed yet), like snprintf: a return >= len means it was cut.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len);
 
-/* The REDIRECTOR_E* code of the most recent failure, or REDIRECTOR_OK. */
+/* The REDIRECTOR_E* code of the calling thread's most recent failure, or
+ * REDIRECTOR_OK when it has not failed yet. */
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void);
 
 /* A static description of a REDIRECTOR_E* code ("unknown error code" for

@@ -35,20 +35,20 @@ static struct {
   redirector_stats last;    /* the last run's counters, kept at stop */
 } g = {.lock = WR_MUTEX_INIT, .nfqueue_num = WR_DEFAULT_NFQUEUE};
 
-static wr_mutex g_err_lock = WR_MUTEX_INIT;
-static char g_err[ERR_CAP];
-static int32_t g_err_code;
+/* The last error belongs to the thread that failed: each thread reads what
+ * its own most recent failed call said, whatever other threads do meanwhile.
+ * Set only on failure, never cleared (see the header). */
+static _Thread_local struct {
+  int32_t code;
+  char text[ERR_CAP];
+} t_err;
 
 static void set_error(int32_t code, const char *fmt, ...) {
-  char buf[ERR_CAP];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  vsnprintf(t_err.text, sizeof t_err.text, fmt, ap);
   va_end(ap);
-  wr_mutex_lock(&g_err_lock);
-  memcpy(g_err, buf, sizeof g_err);
-  g_err_code = code;
-  wr_mutex_unlock(&g_err_lock);
+  t_err.code = code;
 }
 
 /* Copies text into buf (at most len - 1 bytes and a NUL, cut at a UTF-8
@@ -294,18 +294,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const ch
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len) {
-  wr_mutex_lock(&g_err_lock);
-  int32_t n = copy_text(buf, len, g_err);
-  wr_mutex_unlock(&g_err_lock);
-  return n;
+  return copy_text(buf, len, t_err.text);
 }
 
-WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) {
-  wr_mutex_lock(&g_err_lock);
-  int32_t c = g_err_code;
-  wr_mutex_unlock(&g_err_lock);
-  return c;
-}
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) { return t_err.code; }
 
 WINDOWS_REDIRECTOR_API const char *redirector_strerror(int32_t code) {
   switch (code) {
