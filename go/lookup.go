@@ -90,8 +90,8 @@ func (r *Redirector) LookupAddrPort(proto Protocol, local, peer netip.AddrPort) 
 	if r.closed {
 		return Origin{}, ErrClosed
 	}
-	if rc := r.sc.lookup(proto, peer, local, &o); rc != 0 {
-		return Origin{}, r.libError("Lookup", "redirector_lookup", Error(rc))
+	if rc, e := r.sc.lookup(proto, peer, local, &o); rc != 0 {
+		return Origin{}, opError("Lookup", e)
 	}
 	return o, nil
 }

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,12 +67,46 @@ class Errors(unittest.TestCase):
                 self.assertEqual(ctypes.sizeof(structs[struct]), int(want[0]), name)
         self.assertGreater(len(lines), 20)
 
-    def test_error_text_belongs_to_the_call(self):
-        with self.assertRaises(wr.ConfigError):
-            wr.configure("{")
-        with wr._lock, self.assertRaises(wr.NotFound) as cm:
-            wr._raise("redirector_lookup", wr.NotFound.code)
-        self.assertEqual(str(cm.exception), "redirector_lookup: no redirected connection matches")
+    def test_errors_of_concurrent_threads(self):
+        # The last error belongs to the thread: threads failing in different
+        # ways at once, and other code failing meanwhile, each get their own
+        # call's error and text.
+        wr.configure({"intercept_pids": [4204321]})
+        calls = (
+            (lambda: wr.configure({"max_flows": 8}), wr.ConfigError, "set_redirector_config: max_flows"),
+            (lambda: wr.configure({"intercept_pids": [1, -2]}), wr.ConfigError,
+             "set_redirector_config: intercept_pids[1]"),
+            (lambda: wr.would_intercept(1, b"/usr/bin/\xff"), wr.NotUTF8,
+             "redirector_would_intercept: process_path is not valid UTF-8"),
+            (wr.stop, wr.NotRunning, "stop_redirector: the redirector is not running"),
+            (lambda: wr.set_windivert_path(b"C:\\\xff"), wr.NotUTF8, "redirector_set_windivert_path: the path"),
+        )
+        wrong = []
+        lib = wr._load()
+
+        def fail_elsewhere():  # other code in the process, calling the library itself
+            for _ in range(600):
+                lib.set_redirector_config(b"{")
+
+        def caller(call, cls, text):
+            for _ in range(300):
+                try:
+                    call()
+                    wrong.append(f"{text}: no error")
+                    return
+                except wr.RedirectorError as e:
+                    if type(e) is not cls or e.code != cls.code or not str(e).startswith(text):
+                        wrong.append(f"{text}: got {type(e).__name__} {e.code} {e}")
+                        return
+
+        threads = [threading.Thread(target=caller, args=c) for c in calls]
+        threads += [threading.Thread(target=fail_elsewhere) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(wrong, [])
+        self.assertTrue(wr.would_intercept(4204321))
 
 
 class Config(unittest.TestCase):
