@@ -357,6 +357,15 @@ static class Sample
             Assert(Redirector.WouldIntercept(5555), "the configuration in force was lost");
         });
 
+        Check("out_of_memory", () =>
+        {
+            Redirector.Configure("{\"intercept_pids\": [5555]}");
+            Assert(Native.redirector_debug_inject_fault(4) == 0, "inject"); // REDIRECTOR_FAULT_MEMORY
+            var e = Throws<NoMemoryException>(() => Redirector.Configure("{\"intercept_pids\": [6666]}"), "set_redirector_config: out of memory");
+            Assert((int)e.Code == -111, "code");
+            Assert(Redirector.WouldIntercept(5555) && !Redirector.WouldIntercept(6666), "the configuration in force changed");
+        });
+
         Check("start_stop", () =>
         {
             Redirector.SetAppPort(0);

@@ -28,6 +28,7 @@ namespace WindowsRedirector
         Invalid = -108,
         Engine = -109,
         NoEvent = -110,
+        NoMemory = -111,
     }
 
     public class RedirectorException : Exception
@@ -46,6 +47,7 @@ namespace WindowsRedirector
     public sealed class InvalidArgumentException : RedirectorException { public InvalidArgumentException(string m) : base(ErrorCode.Invalid, m) { } }
     public sealed class EngineException : RedirectorException { public EngineException(string m) : base(ErrorCode.Engine, m) { } }
     public sealed class NoEventException : RedirectorException { public NoEventException(string m) : base(ErrorCode.NoEvent, m) { } }
+    public sealed class NoMemoryException : RedirectorException { public NoMemoryException(string m) : base(ErrorCode.NoMemory, m) { } }
 
     public enum Direction { Outbound = 0, Inbound = 1 }
     public enum EventType { Opened = 1, Closed = 2 }
@@ -263,6 +265,7 @@ namespace WindowsRedirector
                 case ErrorCode.Invalid: return new InvalidArgumentException(text);
                 case ErrorCode.Engine: return new EngineException(text);
                 case ErrorCode.NoEvent: return new NoEventException(text);
+                case ErrorCode.NoMemory: return new NoMemoryException(text);
                 default: return new RedirectorException(code, text);
             }
         }

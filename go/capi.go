@@ -228,6 +228,7 @@ func cErrorValues() map[Error]int32 {
 		ErrInvalid:        C.REDIRECTOR_EINVAL,
 		ErrEngine:         C.REDIRECTOR_EENGINE,
 		ErrNoEvent:        C.REDIRECTOR_ENOEVENT,
+		ErrNoMemory:       C.REDIRECTOR_ENOMEM,
 	}
 }
 
@@ -242,6 +243,7 @@ func cConstants() map[string]int64 {
 		"EventClosed":  C.REDIRECTOR_EVENT_CLOSED,
 		"FaultConfig":  C.REDIRECTOR_FAULT_CONFIG,
 		"FaultPackets": C.REDIRECTOR_FAULT_PACKETS,
+		"FaultMemory":  C.REDIRECTOR_FAULT_MEMORY,
 	}
 }
 

@@ -28,6 +28,7 @@ const (
 	ErrInvalid        Error = -108 // an argument is out of range
 	ErrEngine         Error = -109 // the engine failed inside and was rebuilt; the call had no effect
 	ErrNoEvent        Error = -110 // no event is waiting
+	ErrNoMemory       Error = -111 // out of memory; the call had no effect
 )
 
 // The header's descriptions (redirector_strerror); a test keeps them equal.
@@ -42,6 +43,7 @@ var errorText = map[Error]string{
 	ErrInvalid:        "an argument is out of range (a struct size, length or selector)",
 	ErrEngine:         "the engine failed inside and was rebuilt; the call had no effect",
 	ErrNoEvent:        "no event is waiting",
+	ErrNoMemory:       "out of memory; the call had no effect",
 }
 
 func (e Error) Error() string {

@@ -382,6 +382,24 @@ func TestEngineFailureIsErrEngine(t *testing.T) {
 	}
 }
 
+// Memory running out while the library copies a configuration is
+// ErrNoMemory (set_redirector_config's -2, told apart by the last-error code),
+// and the configuration in force stays.
+func TestOutOfMemoryIsErrNoMemory(t *testing.T) {
+	r := open(t, Options{PIDs: []int{4205555}})
+	if rc := cInjectFault(int32(cConstants()["FaultMemory"])); rc != 0 {
+		t.Fatalf("inject: %d", rc)
+	}
+	err := r.SetConfig(Options{PIDs: []int{4206666}})
+	wantErr(t, err, ErrNoMemory, "SetConfig: set_redirector_config: out of memory")
+	if yes, _ := r.WouldIntercept(4205555, ""); !yes {
+		t.Fatal("the configuration in force was lost")
+	}
+	if err := r.SetConfig(Options{PIDs: []int{4206666}}); err != nil {
+		t.Fatalf("after: %v", err)
+	}
+}
+
 // The library's last error belongs to the OS thread that failed, and a
 // goroutine may move between threads between two cgo calls: each error must
 // still carry its own call's code and text while goroutines fail in

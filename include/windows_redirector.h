@@ -75,7 +75,8 @@ extern "C" {
   X(ENOTFOUND, -107, "no redirected connection matches")                              \
   X(EINVAL, -108, "an argument is out of range (a struct size, length or selector)") \
   X(EENGINE, -109, "the engine failed inside and was rebuilt; the call had no effect") \
-  X(ENOEVENT, -110, "no event is waiting")
+  X(ENOEVENT, -110, "no event is waiting")                                            \
+  X(ENOMEM, -111, "out of memory; the call had no effect")
 
 typedef enum {
 #define REDIRECTOR_ERRNO_ENUM_(name, value, text) REDIRECTOR_##name = value,
@@ -156,7 +157,11 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
- * it is not valid UTF-8.
+ * it is not valid UTF-8. -2 also covers a configuration that could not be
+ * applied: the engine failed during the call and was rebuilt, or memory ran
+ * out; redirector_last_error_code() tells the three apart (REDIRECTOR_ECONFIG,
+ * REDIRECTOR_EENGINE, REDIRECTOR_ENOMEM). After any failure the previous
+ * configuration stays in force.
  */
 WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json);
 
@@ -363,7 +368,8 @@ WINDOWS_REDIRECTOR_API const char *redirector_version(void);
  * used.
  *
  * Returns 0, REDIRECTOR_EUTF8 if dir is not UTF-8, REDIRECTOR_EINVAL if it is
- * longer than 32767 bytes.
+ * longer than 32767 bytes, REDIRECTOR_ENOMEM if it could not be copied (the
+ * folder in use stays).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
@@ -411,6 +417,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue);
 
 #define REDIRECTOR_FAULT_CONFIG 1  /* the next configuration call */
 #define REDIRECTOR_FAULT_PACKETS 2 /* the next packet batch (while running) */
+#define REDIRECTOR_FAULT_MEMORY 4  /* the next copy of a caller's text */
 
 /*
  * A test hook: makes the engine fail deliberately (a Wasm trap) inside the
@@ -420,6 +427,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue);
  *
  * For packets: the batch passes unchanged (fail open), packets held for an
  * unknown owner are released unchanged, and stats.engine_restarts counts it.
+ *
+ * REDIRECTOR_FAULT_MEMORY is not a trap: the next copy the library makes of
+ * a text it keeps (set_redirector_config, redirector_set_windivert_path) fails
+ * as if memory had run out, and that call reports it (REDIRECTOR_ENOMEM).
  *
  * Returns 0, or REDIRECTOR_EINVAL for an unknown selector.
  */

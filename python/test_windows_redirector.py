@@ -21,14 +21,15 @@ import windows_redirector as wr  # noqa: E402
 class Errors(unittest.TestCase):
     def test_classes_match_the_header(self):
         for cls in (wr.AlreadyRunning, wr.NotRunning, wr.NullArgument, wr.ConfigError, wr.NotUTF8, wr.InitError,
-                    wr.NotFound, wr.InvalidArgument, wr.EngineError, wr.NoEvent):
+                    wr.NotFound, wr.InvalidArgument, wr.EngineError, wr.NoEvent, wr.OutOfMemory):
             self.assertTrue(issubclass(cls, wr.RedirectorError))
             self.assertNotEqual(wr.strerror(cls.code), "unknown error code", cls)
         self.assertEqual(wr.strerror(-101), "the redirector is already running")
         self.assertEqual(wr.strerror(12345), "unknown error code")
         self.assertTrue(issubclass(wr.ConfigError, ValueError))
         self.assertTrue(issubclass(wr.NotFound, LookupError))
-        self.assertEqual(sorted(wr._BY_CODE), list(range(-110, -100)))
+        self.assertTrue(issubclass(wr.OutOfMemory, MemoryError))
+        self.assertEqual(sorted(wr._BY_CODE), list(range(-111, -100)))
 
     def test_struct_sizes_equal_the_library(self):
         # The library's EINVAL text tells the size it expects.
@@ -156,6 +157,16 @@ class Config(unittest.TestCase):
         with self.assertRaises(wr.EngineError):
             wr.configure({"intercept_pids": [6666]})
         self.assertTrue(wr.would_intercept(5555))
+
+    def test_out_of_memory(self):
+        # REDIRECTOR_FAULT_MEMORY (4): the library's next copy of a text fails.
+        wr.configure({"intercept_pids": [5555]})
+        self.assertEqual(wr._load().redirector_debug_inject_fault(4), 0)
+        with self.assertRaisesRegex(wr.OutOfMemory, "set_redirector_config: out of memory") as cm:
+            wr.configure({"intercept_pids": [6666]})
+        self.assertEqual(cm.exception.code, -111)
+        self.assertTrue(wr.would_intercept(5555))
+        self.assertFalse(wr.would_intercept(6666))
 
     def test_windivert_path(self):
         wr.set_windivert_path("C:\\WinDivert")

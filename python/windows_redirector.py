@@ -40,7 +40,7 @@ import time
 __all__ = [
     "TCP", "UDP", "OUTBOUND", "INBOUND", "EVENT_OPENED", "EVENT_CLOSED",
     "RedirectorError", "AlreadyRunning", "NotRunning", "NullArgument", "ConfigError", "NotUTF8",
-    "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent",
+    "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent", "OutOfMemory",
     "Origin", "Event", "configure", "set_app_port", "set_windivert_path", "start", "stop", "running",
     "redirecting", "would_intercept", "lookup", "lookup_udp", "lookup_address", "next_event", "stats",
     "version", "strerror",
@@ -118,8 +118,13 @@ class NoEvent(RedirectorError):
     code = -110
 
 
+class OutOfMemory(RedirectorError, MemoryError):
+    """The library ran out of memory; the call had no effect (REDIRECTOR_ENOMEM)."""
+    code = -111
+
+
 _BY_CODE = {c.code: c for c in (AlreadyRunning, NotRunning, NullArgument, ConfigError, NotUTF8,
-                                 InitError, NotFound, InvalidArgument, EngineError, NoEvent)}
+                                 InitError, NotFound, InvalidArgument, EngineError, NoEvent, OutOfMemory)}
 
 # ---------------------------------------------------------------------------
 # The C structs (windows_redirector.h)

@@ -486,6 +486,31 @@ static void case_engine_trap(void) {
 #endif
 }
 
+/* Memory running out where the library copies a caller's text: the call
+ * fails with REDIRECTOR_ENOMEM (set_redirector_config keeps its seed return
+ * -2) and changes nothing. REDIRECTOR_FAULT_MEMORY makes the next copy fail. */
+static void case_out_of_memory(void) {
+  set_base_config();
+  check(strcmp(redirector_strerror(REDIRECTOR_ENOMEM), "out of memory; the call had no effect") == 0,
+        "strerror(ENOMEM): %s", redirector_strerror(REDIRECTOR_ENOMEM));
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm a memory fault");
+  int32_t rc = set_redirector_config("{\"intercept_pids\":[4200888]}");
+  check(rc == -2, "set_redirector_config out of memory is the seed's -2 (%d)", rc);
+  check(redirector_last_error_code() == REDIRECTOR_ENOMEM, "code ENOMEM (%d)", redirector_last_error_code());
+  check(error_mentions("set_redirector_config: out of memory"), "says so: %s", last_error());
+  check(redirector_would_intercept(4200777, NULL) == 1 && redirector_would_intercept(4200888, NULL) == 0,
+        "the configuration in force stays");
+  check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "only one copy fails: %s", last_error());
+  check(redirector_would_intercept(4200888, NULL) == 1, "then applied");
+
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm again");
+  check(redirector_set_windivert_path("C:\\WinDivert") == REDIRECTOR_ENOMEM, "set_windivert_path out of memory");
+  check(redirector_last_error_code() == REDIRECTOR_ENOMEM && error_mentions("redirector_set_windivert_path: out of memory"),
+        "code and text: %d %s", redirector_last_error_code(), last_error());
+  check(redirector_set_windivert_path("C:\\WinDivert") == 0, "only one copy fails");
+  check(redirector_set_windivert_path(NULL) == 0, "reset");
+}
+
 static void case_windivert_path(void) {
   check(redirector_set_windivert_path(NULL) == 0, "NULL resets");
   check(redirector_set_windivert_path("") == 0, "empty resets");
@@ -763,6 +788,7 @@ static const struct test_case CASES[] = {
     {"thread_errors", case_thread_errors},
     {"engine_trap", case_engine_trap},
     {"windivert_path", case_windivert_path},
+    {"out_of_memory", case_out_of_memory},
     {"would_intercept", case_would_intercept},
     {"lookup_codes", case_lookup_codes},
     {"events_and_stats", case_events_and_stats},
