@@ -199,8 +199,6 @@ namespace WindowsRedirector
         {
             var p = ToNative(peer);
             var l = ToNative(local);
-            if (p.Family == 4 && l.Family == 6 && Array.TrueForAll(l.Addr, b => b == 0))
-                l = ToNative(new IPEndPoint(IPAddress.Any, local.Port)); // a dual-stack socket bound to [::]
             var o = NewOrigin();
             if (Native.redirector_lookup(protocol, ref p, ref l, ref o) != 0) ThrowLastError();
             return FromNative(o);
@@ -288,10 +286,10 @@ namespace WindowsRedirector
             ProcessPath = new byte[1024],
         };
 
+        // Addresses as given: the library understands IPv4-mapped ones.
         static NativeEndpoint ToNative(IPEndPoint ep)
         {
-            var a = ep.Address.IsIPv4MappedToIPv6 ? ep.Address.MapToIPv4() : ep.Address;
-            var b = a.GetAddressBytes();
+            var b = ep.Address.GetAddressBytes();
             var n = new NativeEndpoint { Family = (byte)(b.Length == 4 ? 4 : 6), Port = (ushort)ep.Port, Addr = new byte[16] };
             Array.Copy(b, n.Addr, b.Length);
             return n;

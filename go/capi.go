@@ -312,7 +312,7 @@ func getOrigin(o *C.redirector_origin, out *Origin) {
 	}
 }
 
-// lookup asks the library; peer and local are already unmapped (lookup.go).
+// lookup asks the library (which understands IPv4-mapped addresses).
 func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) (int32, cError) {
 	putEndpoint(&s.p.peer, peer)
 	putEndpoint(&s.p.local, local)

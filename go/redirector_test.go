@@ -516,7 +516,7 @@ func TestEndpointConversion(t *testing.T) {
 	}{
 		{"198.18.0.10:443", 4},
 		{"[fd00:198:18::10]:53", 6},
-		{"[::ffff:1.2.3.4]:80", 6}, // putEndpoint keeps what it is given; LookupAddrPort unmaps first
+		{"[::ffff:1.2.3.4]:80", 6}, // kept as given: the library understands IPv4-mapped addresses
 		{"0.0.0.0:0", 4},
 		{"[::]:65535", 6},
 	} {

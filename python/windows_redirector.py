@@ -388,11 +388,10 @@ def would_intercept(pid, process_path=None):
 
 
 def _endpoint(address):
-    """A (host, port[, flowinfo, scope]) tuple -> _Endpoint, IPv4-mapped unmapped."""
+    """A (host, port[, flowinfo, scope]) tuple -> _Endpoint (the library
+    understands IPv4-mapped addresses)."""
     host, port = address[0], address[1]
     ip = ipaddress.ip_address(host.split("%")[0] if isinstance(host, str) else host)
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
     ep = _Endpoint()
     ep.family = ip.version
     ep.port = port
@@ -424,8 +423,6 @@ def lookup_address(protocol, local, peer):
     unspecified local host means any. Raises NotFound, NotRunning."""
     protocol = {"tcp": TCP, "udp": UDP}.get(protocol, protocol)
     p, l = _endpoint(peer), _endpoint(local)
-    if p.family == 4 and l.family == 6 and not any(l.addr):
-        l = _endpoint(("0.0.0.0", l.port))  # a dual-stack socket bound to [::]
     out = _Origin()
     out.size = ctypes.sizeof(_Origin)
     if _load().redirector_lookup(protocol, ctypes.byref(p), ctypes.byref(l), ctypes.byref(out)) != 0:
