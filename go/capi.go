@@ -24,8 +24,9 @@ typedef struct {
 } wr_go_err;
 
 // Returns rc; when the call failed, first copies this thread's last error,
-// which is that call's, into *e.
+// which is that call's, into *e (else code 0 and no text).
 static int32_t wr_go_result(int32_t rc, int failed, wr_go_err *e) {
+  e->code = 0;
   if (!failed) return rc;
   e->code = redirector_last_error_code();
   int32_t n = redirector_last_error(NULL, 0);
