@@ -268,6 +268,76 @@ static class Sample
             Assert(Redirector.WouldIntercept(4204321), "the configuration before was lost");
         });
 
+        // The last error belongs to the thread: threads failing in different
+        // ways at once, and other code failing meanwhile, each get their own
+        // call's exception and text.
+        Check("errors_of_concurrent_threads", () =>
+        {
+            Redirector.Configure("{\"intercept_pids\": [4204321]}");
+            var calls = new[]
+            {
+                Tuple.Create<Action, Type, string>(() => Redirector.Configure("{\"max_flows\": 8}"), typeof(ConfigException), "set_redirector_config: max_flows"),
+                Tuple.Create<Action, Type, string>(() => Redirector.Configure("{\"intercept_pids\": [1, -2]}"), typeof(ConfigException), "set_redirector_config: intercept_pids[1]"),
+                Tuple.Create<Action, Type, string>(Redirector.Stop, typeof(NotRunningException), "stop_redirector: the redirector is not running"),
+                Tuple.Create<Action, Type, string>(() => Redirector.Lookup(Redirector.Tcp, new IPEndPoint(IPAddress.Loopback, 1), new IPEndPoint(IPAddress.Loopback, 2)),
+                    typeof(NotRunningException), "redirector_lookup: the redirector is not running"),
+                Tuple.Create<Action, Type, string>(() => Redirector.Lookup(99, new IPEndPoint(IPAddress.Loopback, 1), new IPEndPoint(IPAddress.Loopback, 2)),
+                    typeof(InvalidArgumentException), "redirector_lookup: protocol must be"),
+            };
+            var wrong = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            var go = new ManualResetEvent(false);
+            int callersLeft = calls.Length;
+            Action<Tuple<Action, Type, string>> caller = c =>
+            {
+                for (int i = 0; i < 1000; i++)
+                {
+                    try
+                    {
+                        c.Item1();
+                        wrong.Enqueue(c.Item3 + ": no exception");
+                        return;
+                    }
+                    catch (RedirectorException e)
+                    {
+                        if (e.GetType() != c.Item2 || !e.Message.StartsWith(c.Item3))
+                        {
+                            wrong.Enqueue($"{c.Item3}: got {e.GetType().Name} \"{e.Message}\"");
+                            return;
+                        }
+                    }
+                }
+            };
+            var threads = new List<Thread>();
+            foreach (var c in calls)
+            {
+                threads.Add(new Thread(() =>
+                {
+                    go.WaitOne();
+                    try
+                    {
+                        caller(c);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref callersLeft);
+                    }
+                }));
+            }
+            for (int k = 0; k < 2; k++)
+                threads.Add(new Thread(() =>
+                {
+                    // Other code in the process, calling the library itself.
+                    var bad = Encoding.UTF8.GetBytes("{\0");
+                    go.WaitOne();
+                    while (Volatile.Read(ref callersLeft) > 0) Native.set_redirector_config(bad);
+                }));
+            foreach (var t in threads) t.Start();
+            go.Set();
+            foreach (var t in threads) t.Join();
+            Assert(wrong.IsEmpty, string.Join("; ", wrong));
+            Assert(Redirector.WouldIntercept(4204321), "the configuration in force was lost");
+        });
+
         Check("would_intercept", () =>
         {
             Redirector.Configure("{\"intercept_pids\": [4201111], \"intercept\": \"curl,!4202222\"}");
@@ -285,6 +355,15 @@ static class Sample
             Assert(Native.redirector_debug_inject_fault(1) == 0, "inject");
             Throws<EngineException>(() => Redirector.Configure("{\"intercept_pids\": [6666]}"), "set_redirector_config");
             Assert(Redirector.WouldIntercept(5555), "the configuration in force was lost");
+        });
+
+        Check("out_of_memory", () =>
+        {
+            Redirector.Configure("{\"intercept_pids\": [5555]}");
+            Assert(Native.redirector_debug_inject_fault(4) == 0, "inject"); // REDIRECTOR_FAULT_MEMORY
+            var e = Throws<NoMemoryException>(() => Redirector.Configure("{\"intercept_pids\": [6666]}"), "set_redirector_config: out of memory");
+            Assert((int)e.Code == -111, "code");
+            Assert(Redirector.WouldIntercept(5555) && !Redirector.WouldIntercept(6666), "the configuration in force changed");
         });
 
         Check("start_stop", () =>

@@ -1,9 +1,9 @@
 // P/Invoke binding of windows_redirector (windows_redirector.dll on Windows,
 // libwindows_redirector.so on Linux through a dllmap: see
 // WindowsRedirectorSample.exe.config). The library is global to the process,
-// so this is a static class. Every call that can fail is made under one lock
-// with its last-error read, and each error code is an exception class
-// carrying the library's own text.
+// so this is a static class. The library's last error belongs to the calling
+// thread, so a failed call's error is read right after it on the same thread;
+// each error code is an exception class carrying the library's own text.
 using System;
 using System.Collections.Generic;
 using System.Net;
@@ -28,6 +28,7 @@ namespace WindowsRedirector
         Invalid = -108,
         Engine = -109,
         NoEvent = -110,
+        NoMemory = -111,
     }
 
     public class RedirectorException : Exception
@@ -46,6 +47,7 @@ namespace WindowsRedirector
     public sealed class InvalidArgumentException : RedirectorException { public InvalidArgumentException(string m) : base(ErrorCode.Invalid, m) { } }
     public sealed class EngineException : RedirectorException { public EngineException(string m) : base(ErrorCode.Engine, m) { } }
     public sealed class NoEventException : RedirectorException { public NoEventException(string m) : base(ErrorCode.NoEvent, m) { } }
+    public sealed class NoMemoryException : RedirectorException { public NoMemoryException(string m) : base(ErrorCode.NoMemory, m) { } }
 
     public enum Direction { Outbound = 0, Inbound = 1 }
     public enum EventType { Opened = 1, Closed = 2 }
@@ -121,7 +123,6 @@ namespace WindowsRedirector
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_set_app_port(ushort port);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_lookup(int protocol, ref NativeEndpoint peer, ref NativeEndpoint local, ref NativeOrigin origin);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_next_event(ref NativeEvent ev, uint timeoutMs);
-        [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_wait_event(uint timeoutMs);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_get_stats(ref NativeStats stats);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_would_intercept(uint pid, byte[] path);
         [DllImport(Lib, CallingConvention = C)] internal static extern int redirector_last_error(byte[] buf, UIntPtr len);
@@ -136,10 +137,6 @@ namespace WindowsRedirector
     {
         public const int Tcp = 6, Udp = 17;
 
-        // Serialises each call with its last-error read: the library keeps one
-        // last error for the whole process.
-        static readonly object Lock = new object();
-
         public static string Version => Utf8(Native.redirector_version());
         public static string StrError(ErrorCode code) => Utf8(Native.redirector_strerror((int)code));
         public static bool IsRunning => Native.get_redirector_status() == 1;
@@ -151,64 +148,41 @@ namespace WindowsRedirector
         /// a NUL byte in it is a ConfigException).</summary>
         public static void Configure(byte[] utf8Json)
         {
-            lock (Lock)
-            {
-                int rc = Native.set_redirector_config(utf8Json == null ? null : NulTerminated(utf8Json, "the configuration", true));
-                if (rc == -1) ThrowSeed("set_redirector_config", ErrorCode.Null);
-                if (rc == -3) ThrowSeed("set_redirector_config", ErrorCode.NotUtf8);
-                if (rc != 0) ThrowSeed("set_redirector_config", ErrorCode.BadConfig);
-            }
+            if (Native.set_redirector_config(utf8Json == null ? null : NulTerminated(utf8Json, "the configuration", true)) != 0)
+                ThrowLastError();
         }
 
         /// <summary>The port your proxy listens on (0 unsets it). While running,
         /// InitException if the capture could not be set up for it; the old port stays.</summary>
         public static void SetAppPort(ushort port)
         {
-            lock (Lock)
-            {
-                int rc = Native.redirector_set_app_port(port);
-                if (rc != 0) Throw("redirector_set_app_port", (ErrorCode)rc);
-            }
+            if (Native.redirector_set_app_port(port) != 0) ThrowLastError();
         }
 
         public static void SetWinDivertPath(string dir)
         {
-            lock (Lock)
-            {
-                int rc = Native.redirector_set_windivert_path(string.IsNullOrEmpty(dir) ? null : Cstr(dir, "the folder"));
-                if (rc != 0) Throw("redirector_set_windivert_path", (ErrorCode)rc);
-            }
+            if (Native.redirector_set_windivert_path(string.IsNullOrEmpty(dir) ? null : Cstr(dir, "the folder")) != 0)
+                ThrowLastError();
         }
 
         /// <summary>Starts redirecting; InitException says why it could not
         /// ("WinDivert driver not found", "Access denied", no app port...).</summary>
         public static void Start()
         {
-            lock (Lock)
-            {
-                int rc = Native.start_redirector();
-                if (rc == -1) ThrowSeed("start_redirector", ErrorCode.AlreadyRunning);
-                if (rc != 0) ThrowSeed("start_redirector", ErrorCode.Init);
-            }
+            if (Native.start_redirector() != 0) ThrowLastError();
         }
 
         public static void Stop()
         {
-            lock (Lock)
-            {
-                if (Native.stop_redirector() != 0) ThrowSeed("stop_redirector", ErrorCode.NotRunning);
-            }
+            if (Native.stop_redirector() != 0) ThrowLastError();
         }
 
         public static bool WouldIntercept(int pid, string processPath = null)
         {
             if (pid < 0) throw new InvalidArgumentException($"pid {pid} is out of range");
-            lock (Lock)
-            {
-                int rc = Native.redirector_would_intercept((uint)pid, processPath == null ? null : Cstr(processPath, "the path"));
-                if (rc < 0) Throw("redirector_would_intercept", (ErrorCode)rc);
-                return rc == 1;
-            }
+            int rc = Native.redirector_would_intercept((uint)pid, processPath == null ? null : Cstr(processPath, "the path"));
+            if (rc < 0) ThrowLastError();
+            return rc == 1;
         }
 
         /// <summary>Where was an accepted TCP connection (or a connected UDP socket) going?</summary>
@@ -225,22 +199,13 @@ namespace WindowsRedirector
         {
             var p = ToNative(peer);
             var l = ToNative(local);
-            if (p.Family == 4 && l.Family == 6 && Array.TrueForAll(l.Addr, b => b == 0))
-                l = ToNative(new IPEndPoint(IPAddress.Any, local.Port)); // a dual-stack socket bound to [::]
             var o = NewOrigin();
-            lock (Lock)
-            {
-                int rc = Native.redirector_lookup(protocol, ref p, ref l, ref o);
-                if (rc != 0) Throw("redirector_lookup", (ErrorCode)rc);
-            }
+            if (Native.redirector_lookup(protocol, ref p, ref l, ref o) != 0) ThrowLastError();
             return FromNative(o);
         }
 
-        /// <summary>The oldest event, waiting up to timeout; null when none came.
-        /// Takes events under Lock without waiting (a failure is recorded as the
-        /// process's last error, which Lock keeps with its call); between takes
-        /// it waits in redirector_wait_event outside Lock (that wait never touches
-        /// the last error), so an event is returned as soon as it comes.</summary>
+        /// <summary>The oldest event, waiting up to timeout inside the library (so
+        /// an event is returned as soon as it comes); null when none came.</summary>
         public static RedirectorEvent NextEvent(TimeSpan timeout)
         {
             var deadline = DateTime.UtcNow + timeout;
@@ -248,17 +213,12 @@ namespace WindowsRedirector
             for (;;)
             {
                 ev.Size = (uint)Marshal.SizeOf(typeof(NativeEvent));
-                int rc;
-                lock (Lock)
-                {
-                    rc = Native.redirector_next_event(ref ev, 0);
-                    if (rc != 0 && rc != (int)ErrorCode.NoEvent) Throw("redirector_next_event", (ErrorCode)rc);
-                }
+                var left = deadline - DateTime.UtcNow;
+                int rc = Native.redirector_next_event(ref ev, (uint)Math.Max(0, Math.Min(left.TotalMilliseconds, 1000)));
                 if (rc == 0)
                     return new RedirectorEvent { Type = (EventType)ev.Type, TimeMs = ev.TimeMs, Origin = FromNative(ev.Origin) };
-                var left = deadline - DateTime.UtcNow;
-                if (left <= TimeSpan.Zero) return null;
-                Native.redirector_wait_event((uint)Math.Max(1, Math.Min(left.TotalMilliseconds, 1000)));
+                if (rc != (int)ErrorCode.NoEvent) ThrowLastError();
+                if (DateTime.UtcNow >= deadline) return null;
             }
         }
 
@@ -272,17 +232,14 @@ namespace WindowsRedirector
         public static Dictionary<string, ulong> GetStats()
         {
             var s = new NativeStats { Size = (uint)Marshal.SizeOf(typeof(NativeStats)), Counters = new ulong[24] };
-            lock (Lock)
-            {
-                int rc = Native.redirector_get_stats(ref s);
-                if (rc != 0) Throw("redirector_get_stats", (ErrorCode)rc);
-            }
+            if (Native.redirector_get_stats(ref s) != 0) ThrowLastError();
             var d = new Dictionary<string, ulong> { ["running"] = s.Running };
             for (int i = 0; i < StatNames.Length; i++) d[StatNames[i]] = s.Counters[i];
             return d;
         }
 
-        /// <summary>The library's last error: its code and text.</summary>
+        /// <summary>The calling thread's last error: its code and text (the
+        /// library keeps one per thread).</summary>
         public static KeyValuePair<ErrorCode, string> LastError()
         {
             int n = Native.redirector_last_error(null, UIntPtr.Zero);
@@ -306,25 +263,18 @@ namespace WindowsRedirector
                 case ErrorCode.Invalid: return new InvalidArgumentException(text);
                 case ErrorCode.Engine: return new EngineException(text);
                 case ErrorCode.NoEvent: return new NoEventException(text);
+                case ErrorCode.NoMemory: return new NoMemoryException(text);
                 default: return new RedirectorException(code, text);
             }
         }
 
-        // Called under Lock right after the failing call. The text is kept only
-        // when it is this call's: its code, naming the C function.
-        static void Throw(string cfunc, ErrorCode code)
+        // Called right after a failed call, on its thread: the last error is
+        // that call's own, and its code also says which cause a seed
+        // function's -1/-2/-3 means.
+        static void ThrowLastError()
         {
             var last = LastError();
-            string text = last.Key == code && last.Value.StartsWith(cfunc + ":") ? last.Value : cfunc + ": " + StrError(code);
-            throw ExceptionFor(code, text);
-        }
-
-        // A seed function's -1/-2/-3: the last-error code says which cause.
-        static void ThrowSeed(string cfunc, ErrorCode fallback)
-        {
-            var last = LastError();
-            if (last.Key != ErrorCode.Ok && last.Value.StartsWith(cfunc + ":")) throw ExceptionFor(last.Key, last.Value);
-            throw ExceptionFor(fallback, cfunc + ": " + StrError(fallback));
+            throw ExceptionFor(last.Key, last.Value);
         }
 
         internal static NativeOrigin NewOrigin() => new NativeOrigin
@@ -336,10 +286,10 @@ namespace WindowsRedirector
             ProcessPath = new byte[1024],
         };
 
+        // Addresses as given: the library understands IPv4-mapped ones.
         static NativeEndpoint ToNative(IPEndPoint ep)
         {
-            var a = ep.Address.IsIPv4MappedToIPv6 ? ep.Address.MapToIPv4() : ep.Address;
-            var b = a.GetAddressBytes();
+            var b = ep.Address.GetAddressBytes();
             var n = new NativeEndpoint { Family = (byte)(b.Length == 4 ? 4 : 6), Port = (ushort)ep.Port, Addr = new byte[16] };
             Array.Copy(b, n.Addr, b.Length);
             return n;

@@ -3,8 +3,10 @@
 package redirector
 
 // Every call into the C library is in this file. The functions here are thin:
-// they convert arguments and results and hold no locks; the Redirector
-// serialises each failing call with its last-error read (see errors.go).
+// they convert arguments and results and hold no locks. The library's last
+// error belongs to the OS thread that failed, and Go may move a goroutine to
+// another thread between two cgo calls, so each call that can fail is made by
+// a C helper below that reads the error's code and text in the same C call.
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../include
@@ -14,6 +16,55 @@ package redirector
 #include <string.h>
 #include "windows_redirector.h"
 
+// A failed call's last error: its code and its text (malloc'd, NULL when out
+// of memory; the Go side frees it).
+typedef struct {
+  int32_t code;
+  char *text;
+} wr_go_err;
+
+// Returns rc; when the call failed, first copies this thread's last error,
+// which is that call's, into *e (else code 0 and no text).
+static int32_t wr_go_result(int32_t rc, int failed, wr_go_err *e) {
+  e->code = 0;
+  if (!failed) return rc;
+  e->code = redirector_last_error_code();
+  int32_t n = redirector_last_error(NULL, 0);
+  e->text = malloc((size_t)n + 1);
+  if (e->text) redirector_last_error(e->text, (size_t)n + 1);
+  return rc;
+}
+
+static int32_t wr_go_start(wr_go_err *e) {
+  int32_t rc = start_redirector();
+  return wr_go_result(rc, rc != 0, e);
+}
+
+static int32_t wr_go_stop(wr_go_err *e) {
+  int32_t rc = stop_redirector();
+  return wr_go_result(rc, rc != 0, e);
+}
+
+static int32_t wr_go_set_config(const char *json, wr_go_err *e) {
+  int32_t rc = set_redirector_config(json);
+  return wr_go_result(rc, rc != 0, e);
+}
+
+static int32_t wr_go_set_app_port(uint16_t port, wr_go_err *e) {
+  int32_t rc = redirector_set_app_port(port);
+  return wr_go_result(rc, rc != 0, e);
+}
+
+static int32_t wr_go_set_windivert_path(const char *dir, wr_go_err *e) {
+  int32_t rc = redirector_set_windivert_path(dir);
+  return wr_go_result(rc, rc != 0, e);
+}
+
+static int32_t wr_go_would_intercept(uint32_t pid, const char *path, wr_go_err *e) {
+  int32_t rc = redirector_would_intercept(pid, path);
+  return wr_go_result(rc, rc < 0, e);
+}
+
 // The C memory a Redirector passes to lookups and statistics, allocated once
 // so a lookup allocates nothing on either side of the call.
 typedef struct {
@@ -21,7 +72,7 @@ typedef struct {
   redirector_endpoint local;
   redirector_origin origin;
   redirector_stats stats;
-  char err[1024];
+  wr_go_err err;
 } wr_go_scratch;
 
 static wr_go_scratch *wr_go_scratch_new(void) {
@@ -33,28 +84,46 @@ static wr_go_scratch *wr_go_scratch_new(void) {
   return s;
 }
 
-static redirector_event *wr_go_event_new(void) {
-  redirector_event *e = calloc(1, sizeof *e);
-  if (e) e->size = sizeof *e;
+// The C memory of the goroutine that takes events.
+typedef struct {
+  redirector_event ev;
+  wr_go_err err;
+} wr_go_event;
+
+static wr_go_event *wr_go_event_new(void) {
+  wr_go_event *e = calloc(1, sizeof *e);
+  if (e) e->ev.size = sizeof e->ev;
   return e;
+}
+
+static int32_t wr_go_next_event(wr_go_event *b, uint32_t timeout_ms) {
+  b->ev.size = sizeof b->ev;
+  int32_t rc = redirector_next_event(&b->ev, timeout_ms);
+  return wr_go_result(rc, rc != 0 && rc != REDIRECTOR_ENOEVENT, &b->err);
 }
 
 static int32_t wr_go_lookup(wr_go_scratch *s, int32_t protocol) {
   s->origin.size = sizeof s->origin;
-  return redirector_lookup(protocol, &s->peer, &s->local, &s->origin);
+  int32_t rc = redirector_lookup(protocol, &s->peer, &s->local, &s->origin);
+  return wr_go_result(rc, rc != 0, &s->err);
 }
 
 static int32_t wr_go_stats(wr_go_scratch *s) {
   s->stats.size = sizeof s->stats;
-  return redirector_get_stats(&s->stats);
+  int32_t rc = redirector_get_stats(&s->stats);
+  return wr_go_result(rc, rc != 0, &s->err);
 }
 
 // For tests: calls with a struct size one byte short, so the library's error
 // text tells the size it expects.
 static int32_t wr_go_lookup_short(wr_go_scratch *s) {
   s->origin.size = sizeof s->origin - 1;
-  return redirector_lookup(REDIRECTOR_TCP, &s->peer, &s->local, &s->origin);
+  int32_t rc = redirector_lookup(REDIRECTOR_TCP, &s->peer, &s->local, &s->origin);
+  return wr_go_result(rc, rc != 0, &s->err);
 }
+
+// For tests: a failure of other code in the process (its error is left unread).
+static void wr_go_fail_elsewhere(void) { set_redirector_config("{"); }
 */
 import "C"
 
@@ -64,51 +133,79 @@ import (
 	"unsafe"
 )
 
-func cStart() int32  { return int32(C.start_redirector()) }
-func cStop() int32   { return int32(C.stop_redirector()) }
+// cError is a failed call's last error, read in the same C call (code 0 and
+// "" when the call did not fail).
+type cError struct {
+	code Error
+	text string
+}
+
+// takeError converts e and frees its text.
+func takeError(e *C.wr_go_err) cError {
+	if e.text == nil {
+		return cError{code: Error(e.code)}
+	}
+	r := cError{code: Error(e.code), text: C.GoString(e.text)}
+	C.free(unsafe.Pointer(e.text))
+	e.text = nil
+	return r
+}
+
+func cStart() (int32, cError) {
+	var e C.wr_go_err
+	rc := int32(C.wr_go_start(&e))
+	return rc, takeError(&e)
+}
+
+func cStop() (int32, cError) {
+	var e C.wr_go_err
+	rc := int32(C.wr_go_stop(&e))
+	return rc, takeError(&e)
+}
+
 func cStatus() int32 { return int32(C.get_redirector_status()) }
 
-func cSetAppPort(port uint16) int32 { return int32(C.redirector_set_app_port(C.uint16_t(port))) }
+func cSetAppPort(port uint16) (int32, cError) {
+	var e C.wr_go_err
+	rc := int32(C.wr_go_set_app_port(C.uint16_t(port), &e))
+	return rc, takeError(&e)
+}
 
-func cSetConfig(json string) int32 {
+func cSetConfig(json string) (int32, cError) {
 	s := C.CString(json)
 	defer C.free(unsafe.Pointer(s))
-	return int32(C.set_redirector_config(s))
+	var e C.wr_go_err
+	rc := int32(C.wr_go_set_config(s, &e))
+	return rc, takeError(&e)
 }
 
 // cSetWinDivertPath passes "" as NULL (the default search).
-func cSetWinDivertPath(dir string) int32 {
-	if dir == "" {
-		return int32(C.redirector_set_windivert_path(nil))
+func cSetWinDivertPath(dir string) (int32, cError) {
+	var s *C.char
+	if dir != "" {
+		s = C.CString(dir)
+		defer C.free(unsafe.Pointer(s))
 	}
-	s := C.CString(dir)
-	defer C.free(unsafe.Pointer(s))
-	return int32(C.redirector_set_windivert_path(s))
+	var e C.wr_go_err
+	rc := int32(C.wr_go_set_windivert_path(s, &e))
+	return rc, takeError(&e)
 }
 
 // cWouldIntercept passes "" as NULL (path unknown).
-func cWouldIntercept(pid uint32, path string) int32 {
-	if path == "" {
-		return int32(C.redirector_would_intercept(C.uint32_t(pid), nil))
+func cWouldIntercept(pid uint32, path string) (int32, cError) {
+	var s *C.char
+	if path != "" {
+		s = C.CString(path)
+		defer C.free(unsafe.Pointer(s))
 	}
-	s := C.CString(path)
-	defer C.free(unsafe.Pointer(s))
-	return int32(C.redirector_would_intercept(C.uint32_t(pid), s))
+	var e C.wr_go_err
+	rc := int32(C.wr_go_would_intercept(C.uint32_t(pid), s, &e))
+	return rc, takeError(&e)
 }
 
-// lastError returns the code and text of the library's most recent failure.
-func (s scratch) lastError() (Error, string) {
-	buf := &s.p.err[0]
-	n := int(C.redirector_last_error(buf, C.size_t(len(s.p.err))))
-	if n >= len(s.p.err) {
-		// Longer than the buffer: read it whole.
-		big := (*C.char)(C.malloc(C.size_t(n + 1)))
-		defer C.free(unsafe.Pointer(big))
-		C.redirector_last_error(big, C.size_t(n+1))
-		buf = big
-	}
-	return Error(C.redirector_last_error_code()), C.GoString(buf)
-}
+// cFailElsewhere is a failure of other code in the process, on whatever
+// thread runs it (tests).
+func cFailElsewhere() { C.wr_go_fail_elsewhere() }
 
 func cStrerror(code int32) string { return C.GoString(C.redirector_strerror(C.int32_t(code))) }
 
@@ -132,6 +229,7 @@ func cErrorValues() map[Error]int32 {
 		ErrInvalid:        C.REDIRECTOR_EINVAL,
 		ErrEngine:         C.REDIRECTOR_EENGINE,
 		ErrNoEvent:        C.REDIRECTOR_ENOEVENT,
+		ErrNoMemory:       C.REDIRECTOR_ENOMEM,
 	}
 }
 
@@ -146,6 +244,7 @@ func cConstants() map[string]int64 {
 		"EventClosed":  C.REDIRECTOR_EVENT_CLOSED,
 		"FaultConfig":  C.REDIRECTOR_FAULT_CONFIG,
 		"FaultPackets": C.REDIRECTOR_FAULT_PACKETS,
+		"FaultMemory":  C.REDIRECTOR_FAULT_MEMORY,
 	}
 }
 
@@ -214,19 +313,22 @@ func getOrigin(o *C.redirector_origin, out *Origin) {
 	}
 }
 
-// lookup asks the library; peer and local are already unmapped (lookup.go).
-func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) int32 {
+// lookup asks the library (which understands IPv4-mapped addresses).
+func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) (int32, cError) {
 	putEndpoint(&s.p.peer, peer)
 	putEndpoint(&s.p.local, local)
 	rc := int32(C.wr_go_lookup(s.p, C.int32_t(proto)))
 	if rc == 0 {
 		getOrigin(&s.p.origin, out)
 	}
-	return rc
+	return rc, takeError(&s.p.err)
 }
 
 // lookupShort is lookup with out->size one byte short (tests).
-func (s scratch) lookupShort() int32 { return int32(C.wr_go_lookup_short(s.p)) }
+func (s scratch) lookupShort() (int32, cError) {
+	rc := int32(C.wr_go_lookup_short(s.p))
+	return rc, takeError(&s.p.err)
+}
 
 // endpointRoundTrip converts through the C struct and back (tests).
 func endpointRoundTrip(ap netip.AddrPort) (family int, back netip.AddrPort) {
@@ -235,10 +337,10 @@ func endpointRoundTrip(ap netip.AddrPort) (family int, back netip.AddrPort) {
 	return int(ep.family), getEndpoint(&ep)
 }
 
-func (s scratch) stats(out *Stats) int32 {
+func (s scratch) stats(out *Stats) (int32, cError) {
 	rc := int32(C.wr_go_stats(s.p))
 	if rc != 0 {
-		return rc
+		return rc, takeError(&s.p.err)
 	}
 	st := &s.p.stats
 	*out = Stats{
@@ -268,11 +370,11 @@ func (s scratch) stats(out *Stats) int32 {
 		FlowCapacity:    uint64(st.flow_capacity),
 		BytesPerFlow:    uint64(st.bytes_per_flow),
 	}
-	return 0
+	return 0, cError{}
 }
 
 // eventBuf is the C memory of the one goroutine that takes events.
-type eventBuf struct{ p *C.redirector_event }
+type eventBuf struct{ p *C.wr_go_event }
 
 func newEventBuf() eventBuf { return eventBuf{C.wr_go_event_new()} }
 
@@ -281,20 +383,14 @@ func (b *eventBuf) free() {
 	b.p = nil
 }
 
-// waitEvent waits up to timeout until an event waits in the library, without
-// taking it. It never changes the library's last error, so it needs no lock.
-func waitEvent(timeout time.Duration) {
-	C.redirector_wait_event(C.uint32_t(timeout / time.Millisecond))
-}
-
 // next takes the oldest event, waiting up to timeout for one.
-func (b eventBuf) next(timeout time.Duration, out *Event) int32 {
-	b.p.size = C.uint32_t(unsafe.Sizeof(*b.p))
-	rc := int32(C.redirector_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
+func (b eventBuf) next(timeout time.Duration, out *Event) (int32, cError) {
+	rc := int32(C.wr_go_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
 	if rc == 0 {
-		out.Type = EventType(b.p._type)
-		out.Time = time.Duration(b.p.time_ms) * time.Millisecond
-		getOrigin(&b.p.origin, &out.Origin)
+		ev := &b.p.ev
+		out.Type = EventType(ev._type)
+		out.Time = time.Duration(ev.time_ms) * time.Millisecond
+		getOrigin(&ev.origin, &out.Origin)
 	}
-	return rc
+	return rc, takeError(&b.p.err)
 }

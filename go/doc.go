@@ -78,7 +78,7 @@
 // # One library per process
 //
 // The C library is global to the process: one configuration, one running
-// redirector, one last error. A Redirector is an object over it, not package
+// redirector. A Redirector is an object over it, not package
 // globals, but only one may be open at a time: New returns ErrInUse while
 // another is open. Close is idempotent and makes room for the next one.
 //
@@ -90,7 +90,10 @@
 //	if errors.Is(err, redirector.ErrInit) { ... }   // could not start
 //	if errors.Is(err, redirector.ErrNotFound) { ... } // not a redirected connection
 //
-// The seed functions' -1/-2/-3 are mapped through redirector_last_error_code.
+// The library keeps the last error per OS thread; the package reads it in
+// the same C call as the call that failed, so each error carries its own
+// call's code and text whichever thread the goroutine runs on. The seed
+// functions' -1/-2/-3 are mapped through that code.
 //
 // # Building
 //

@@ -5,7 +5,6 @@ package redirector
 import (
 	"errors"
 	"strconv"
-	"strings"
 )
 
 // Error is a library error code. Its values equal the C REDIRECTOR_E* codes
@@ -29,6 +28,7 @@ const (
 	ErrInvalid        Error = -108 // an argument is out of range
 	ErrEngine         Error = -109 // the engine failed inside and was rebuilt; the call had no effect
 	ErrNoEvent        Error = -110 // no event is waiting
+	ErrNoMemory       Error = -111 // out of memory; the call had no effect
 )
 
 // The header's descriptions (redirector_strerror); a test keeps them equal.
@@ -43,6 +43,7 @@ var errorText = map[Error]string{
 	ErrInvalid:        "an argument is out of range (a struct size, length or selector)",
 	ErrEngine:         "the engine failed inside and was rebuilt; the call had no effect",
 	ErrNoEvent:        "no event is waiting",
+	ErrNoMemory:       "out of memory; the call had no effect",
 }
 
 func (e Error) Error() string {
@@ -82,28 +83,14 @@ func goError(op string, code Error, msg string) error {
 	return &OpError{Op: op, Code: code, Msg: msg}
 }
 
-// r.libError builds the error of a failed added function (one that returns the
-// code itself). It must be called right after the call, under the mutex that
-// serialises the package's calls. The library keeps one last error for the
-// whole process, and other code in the process (C, or Go calling it
-// directly) may fail in between: the text is used only when its code is ours
-// and it names the C function we called; else the code's description stands
-// in.
-func (r *Redirector) libError(op, cfunc string, code Error) error {
-	lc, text := r.sc.lastError()
-	if lc != code || !strings.HasPrefix(text, cfunc+":") {
-		text = cfunc + ": " + code.Error()
+// opError is the error of a failed library call: e is its last error, read
+// in the same C call (capi.go), so code and text are the call's own. For a
+// seed function, whose -1/-2/-3 do not name a unique cause, the code says
+// which.
+func opError(op string, e cError) error {
+	msg := e.text
+	if msg == "" {
+		msg = e.code.Error() // the text could not be copied (out of memory)
 	}
-	return &OpError{Op: op, Code: code, Msg: text}
-}
-
-// r.seedError builds the error of a failed seed function, whose -1/-2/-3 do not
-// name a unique cause: the library's last-error code says which, and
-// fallback gives the code when the last error is not this call's.
-func (r *Redirector) seedError(op, cfunc string, fallback Error) error {
-	lc, text := r.sc.lastError()
-	if lc == 0 || !strings.HasPrefix(text, cfunc+":") {
-		return &OpError{Op: op, Code: fallback, Msg: cfunc + ": " + fallback.Error()}
-	}
-	return &OpError{Op: op, Code: lc, Msg: text}
+	return &OpError{Op: op, Code: e.code, Msg: msg}
 }

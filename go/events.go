@@ -32,11 +32,9 @@ type Event struct {
 	Origin
 }
 
-// The event goroutine takes events under the Redirector's mutex without
-// waiting (redirector_next_event records a failure as the process's last
-// error, which the mutex keeps with its call). Between takes it waits inside
-// the library with redirector_wait_event, outside the mutex (that wait never
-// touches the last error): it wakes as soon as an event comes.
+// The event goroutine waits for events inside the library
+// (redirector_next_event), so it wakes as soon as one comes; it holds no lock
+// of the Redirector meanwhile.
 const (
 	eventWait    = 50 * time.Millisecond  // longest wait in the library: how soon the pump sees Close or no listeners
 	eventStopped = 100 * time.Millisecond // between asks while the redirector is stopped
@@ -145,10 +143,8 @@ func (h *eventHub) pump() {
 		h.mu.Unlock()
 
 		var ev Event
-		h.r.mu.Lock()
-		rc := Error(buf.next(0, &ev))
-		h.r.mu.Unlock()
-		switch rc {
+		rc, e := buf.next(eventWait, &ev)
+		switch Error(rc) {
 		case 0:
 			for _, s := range subs {
 				select {
@@ -158,11 +154,10 @@ func (h *eventHub) pump() {
 				}
 			}
 		case ErrNoEvent:
-			waitEvent(eventWait)
 		case ErrNotRunning:
 			h.sleep(eventStopped)
 		default:
-			h.r.logf("redirector: events: redirector_next_event: %v", rc)
+			h.r.logf("redirector: events: %s", e.text)
 			h.sleep(time.Second)
 		}
 	}

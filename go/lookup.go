@@ -77,21 +77,14 @@ func (r *Redirector) LookupAddrPort(proto Protocol, local, peer netip.AddrPort) 
 	if !peer.Addr().IsValid() || !local.Addr().IsValid() {
 		return Origin{}, goError("Lookup", ErrInvalid, "local and peer must both be valid addresses")
 	}
-	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-	la := local.Addr().Unmap()
-	if peer.Addr().Is4() && la.Is6() && la.IsUnspecified() {
-		la = netip.IPv4Unspecified() // a dual-stack socket bound to [::]
-	}
-	local = netip.AddrPortFrom(la, local.Port())
-
 	var o Origin
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return Origin{}, ErrClosed
 	}
-	if rc := r.sc.lookup(proto, peer, local, &o); rc != 0 {
-		return Origin{}, r.libError("Lookup", "redirector_lookup", Error(rc))
+	if rc, e := r.sc.lookup(proto, peer, local, &o); rc != 0 {
+		return Origin{}, opError("Lookup", e)
 	}
 	return o, nil
 }

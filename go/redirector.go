@@ -17,9 +17,8 @@ import (
 // returns ErrInUse while another is open, and Close makes room for the next.
 // All methods are safe for concurrent use.
 type Redirector struct {
-	// mu serialises this package's calls into the library, each with its
-	// last-error read (the library keeps one last error for the process), and
-	// guards the fields below.
+	// mu guards the fields below (sc is used by one caller at a time) and
+	// keeps a configuration, its path and port together.
 	mu      sync.Mutex
 	opts    Options
 	sc      scratch       // C memory for lookups and statistics
@@ -98,22 +97,16 @@ func (r *Redirector) apply(op string, opts Options) error {
 	if opts.AppPort == 0 {
 		opts.AppPort = r.opts.AppPort
 	}
-	switch cSetConfig(js) {
-	case 0:
-	case -1:
-		return r.seedError(op, "set_redirector_config", ErrNull)
-	case -3:
-		return r.seedError(op, "set_redirector_config", ErrNotUTF8)
-	default:
-		return r.seedError(op, "set_redirector_config", ErrBadConfig)
+	if rc, e := cSetConfig(js); rc != 0 {
+		return opError(op, e)
 	}
-	if rc := cSetWinDivertPath(opts.WinDivertDir); rc != 0 {
-		return r.libError(op, "redirector_set_windivert_path", Error(rc))
+	if rc, e := cSetWinDivertPath(opts.WinDivertDir); rc != 0 {
+		return opError(op, e)
 	}
-	if rc := cSetAppPort(opts.AppPort); rc != 0 {
+	if rc, e := cSetAppPort(opts.AppPort); rc != 0 {
 		opts.AppPort = r.opts.AppPort // the configuration is in force, the port not
 		r.opts = opts
-		return r.libError(op, "redirector_set_app_port", Error(rc))
+		return opError(op, e)
 	}
 	r.opts = opts
 	return nil
@@ -136,8 +129,8 @@ func (r *Redirector) SetAppPort(port uint16) error {
 	if r.closed {
 		return ErrClosed
 	}
-	if rc := cSetAppPort(port); rc != 0 {
-		return r.libError("SetAppPort", "redirector_set_app_port", Error(rc))
+	if rc, e := cSetAppPort(port); rc != 0 {
+		return opError("SetAppPort", e)
 	}
 	r.opts.AppPort = port
 	return nil
@@ -165,12 +158,8 @@ func (r *Redirector) Start(ctx context.Context) error {
 		return goError("Start", ErrInit, "no application port: set Options.AppPort, or call SetAppPort with "+
 			"the port your proxy listens on")
 	}
-	switch cStart() {
-	case 0:
-	case -1:
-		return r.seedError("Start", "start_redirector", ErrAlreadyRunning)
-	default:
-		return r.seedError("Start", "start_redirector", ErrInit)
+	if rc, e := cStart(); rc != 0 {
+		return opError("Start", e)
 	}
 	run := make(chan struct{})
 	r.runDone = run
@@ -205,13 +194,13 @@ func (r *Redirector) Stop() error {
 }
 
 func (r *Redirector) stopLocked(op string) error {
-	rc := cStop()
+	rc, e := cStop()
 	if r.runDone != nil {
 		close(r.runDone)
 		r.runDone = nil
 	}
 	if rc != 0 {
-		return r.seedError(op, "stop_redirector", ErrNotRunning)
+		return opError(op, e)
 	}
 	r.logf("redirector: stopped")
 	return nil
@@ -263,13 +252,14 @@ func (r *Redirector) WouldIntercept(pid int, processPath string) (bool, error) {
 		return false, goError("WouldIntercept", ErrInvalid, "processPath holds a NUL byte")
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
 		return false, ErrClosed
 	}
-	rc := cWouldIntercept(uint32(pid), processPath)
+	rc, e := cWouldIntercept(uint32(pid), processPath)
 	if rc < 0 {
-		return false, r.libError("WouldIntercept", "redirector_would_intercept", Error(rc))
+		return false, opError("WouldIntercept", e)
 	}
 	return rc == 1, nil
 }
@@ -312,8 +302,8 @@ func (r *Redirector) Stats() (Stats, error) {
 		return Stats{}, ErrClosed
 	}
 	var s Stats
-	if rc := r.sc.stats(&s); rc != 0 {
-		return Stats{}, r.libError("Stats", "redirector_get_stats", Error(rc))
+	if rc, e := r.sc.stats(&s); rc != 0 {
+		return Stats{}, opError("Stats", e)
 	}
 	return s, nil
 }

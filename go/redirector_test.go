@@ -382,25 +382,86 @@ func TestEngineFailureIsErrEngine(t *testing.T) {
 	}
 }
 
-// The library keeps one last error for the process; a text that is not the
-// failing call's own must not be attached to its error.
-func TestErrorTextBelongsToTheCall(t *testing.T) {
-	r := open(t, Options{})
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if cSetConfig("{") != -2 {
-		t.Fatal("a truncated config was accepted")
+// Memory running out while the library copies a configuration is
+// ErrNoMemory (set_redirector_config's -2, told apart by the last-error code),
+// and the configuration in force stays.
+func TestOutOfMemoryIsErrNoMemory(t *testing.T) {
+	r := open(t, Options{PIDs: []int{4205555}})
+	if rc := cInjectFault(int32(cConstants()["FaultMemory"])); rc != 0 {
+		t.Fatalf("inject: %d", rc)
 	}
-	err := r.libError("Lookup", "redirector_lookup", ErrNotFound)
-	wantErr(t, err, ErrNotFound, "redirector_lookup: no redirected connection matches")
-	if strings.Contains(err.Error(), "end of input") {
-		t.Fatalf("another call's text leaked in: %v", err)
+	err := r.SetConfig(Options{PIDs: []int{4206666}})
+	wantErr(t, err, ErrNoMemory, "SetConfig: set_redirector_config: out of memory")
+	if yes, _ := r.WouldIntercept(4205555, ""); !yes {
+		t.Fatal("the configuration in force was lost")
 	}
-	err = r.seedError("Stop", "stop_redirector", ErrNotRunning)
-	wantErr(t, err, ErrNotRunning, "stop_redirector")
-	// And the call's own text is kept.
-	cSetConfig("{")
-	wantErr(t, r.seedError("SetConfig", "set_redirector_config", ErrBadConfig), ErrBadConfig, "end of input")
+	if err := r.SetConfig(Options{PIDs: []int{4206666}}); err != nil {
+		t.Fatalf("after: %v", err)
+	}
+}
+
+// The library's last error belongs to the OS thread that failed, and a
+// goroutine may move between threads between two cgo calls: each error must
+// still carry its own call's code and text while goroutines fail in
+// different ways at once, and while other code in the process fails too.
+// Run under -race and with GOMAXPROCS > 1 to mix threads.
+func TestErrorsOfConcurrentGoroutines(t *testing.T) {
+	r := open(t, Options{PIDs: []int{4204321}})
+	if runtime.GOMAXPROCS(0) < 4 {
+		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	}
+	peer := netip.MustParseAddrPort("198.18.0.10:443")
+	local := netip.MustParseAddrPort("10.0.0.1:18083")
+	calls := []func() error{
+		func() error { return r.SetConfig(Options{PIDs: []int{4204321}, MaxFlows: 8}) },
+		func() error { _, err := r.LookupAddrPort(TCP, local, peer); return err },
+		func() error { _, err := r.WouldIntercept(1, "/bin/\xff"); return err },
+		r.Stop,
+		func() error { return r.SetConfig(Options{PIDs: []int{4204321, -5}}) },
+	}
+	wants := []struct {
+		code  Error
+		parts []string
+	}{
+		{ErrBadConfig, []string{"SetConfig: set_redirector_config: max_flows", "8"}},
+		{ErrNotRunning, []string{"Lookup: redirector_lookup: the redirector is not running"}},
+		{ErrNotUTF8, []string{"WouldIntercept: redirector_would_intercept: process_path is not valid UTF-8"}},
+		{ErrNotRunning, []string{"Stop: stop_redirector: the redirector is not running"}},
+		{ErrBadConfig, []string{"SetConfig: set_redirector_config: intercept_pids[1]"}},
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, 16)
+	for g := 0; g < 2*len(calls)+2; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 300; i++ {
+				if g >= 2*len(calls) {
+					cFailElsewhere() // other code in the process, failing on its own thread
+					continue
+				}
+				k := g % len(calls)
+				err := calls[k]()
+				var oe *OpError
+				ok := errors.As(err, &oe) && oe.Code == wants[k].code
+				for _, p := range wants[k].parts {
+					ok = ok && strings.Contains(err.Error(), p)
+				}
+				if !ok {
+					select {
+					case errs <- fmt.Sprintf("call %d: got %v, want code %d saying %q", k, err, wants[k].code, wants[k].parts):
+					default:
+					}
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
 }
 
 func TestLookupErrors(t *testing.T) {
@@ -439,10 +500,9 @@ func TestLookupErrors(t *testing.T) {
 	}
 	// A short struct size is the library's EINVAL, with its own text.
 	r.mu.Lock()
-	rc := r.sc.lookupShort()
-	err = r.libError("Lookup", "redirector_lookup", Error(rc))
+	_, e := r.sc.lookupShort()
 	r.mu.Unlock()
-	wantErr(t, err, ErrInvalid, "out->size")
+	wantErr(t, opError("Lookup", e), ErrInvalid, "redirector_lookup: out->size")
 	st, err := r.Stats()
 	if err != nil || st.Lookups != 0 || st.LookupMisses < 3 {
 		t.Fatalf("stats after 3 misses: %+v %v", st, err)
@@ -456,7 +516,7 @@ func TestEndpointConversion(t *testing.T) {
 	}{
 		{"198.18.0.10:443", 4},
 		{"[fd00:198:18::10]:53", 6},
-		{"[::ffff:1.2.3.4]:80", 6}, // putEndpoint keeps what it is given; LookupAddrPort unmaps first
+		{"[::ffff:1.2.3.4]:80", 6}, // kept as given: the library understands IPv4-mapped addresses
 		{"0.0.0.0:0", 4},
 		{"[::]:65535", 6},
 	} {
@@ -617,8 +677,8 @@ func closedWithin(t *testing.T, ch <-chan Event, what string) {
 }
 
 // Many goroutines at once: lookups, stats, configs, events, start and stop.
-// Every error must be one the call can give, with its own text (the last
-// error is global in the library). Run under -race.
+// Every error must be one the call can give, with its own text. Run under
+// -race.
 func TestConcurrentUse(t *testing.T) {
 	r := open(t, Options{AppPort: 18086})
 	if runtime.GOOS == "windows" {

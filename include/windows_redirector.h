@@ -19,11 +19,24 @@
  *     the original (Rust) library, so existing callers link unchanged. The
  *     added functions are prefixed redirector_ and return 0 or one of the
  *     REDIRECTOR_E* codes below, which are unique and never reused.
- *   - After any failure, redirector_last_error() gives a readable reason and
- *     redirector_last_error_code() its REDIRECTOR_E* code. They describe the
- *     most recent failure in the whole process (not per thread: Go moves
- *     goroutines between threads); a program that fails from several threads
- *     at once should serialise each call with its last-error read.
+ *   - The last error belongs to the calling thread: after a call fails,
+ *     redirector_last_error() gives a readable reason and
+ *     redirector_last_error_code() its REDIRECTOR_E* code, on the same
+ *     thread, whatever other threads do meanwhile. They describe that
+ *     thread's most recent failed call; a call that succeeds leaves them as
+ *     they were (nothing clears them; REDIRECTOR_OK and "" until the thread's
+ *     first failure). A runtime that may move its code between threads (Go)
+ *     must read them in the same native call as the call that failed.
+ *     Set on failure by: start_redirector, stop_redirector,
+ *     set_redirector_config, update_app_port (when its port cannot be set
+ *     up), redirector_set_app_port, redirector_lookup, redirector_next_event
+ *     (not for REDIRECTOR_ENOEVENT), redirector_get_stats,
+ *     redirector_would_intercept, redirector_set_windivert_path,
+ *     redirector_diagnostics, redirector_exclude_socket and
+ *     redirector_debug_inject_fault. Never set by initialize_global_config,
+ *     get_redirector_status, redirector_wait_event, redirector_set_nfqueue_num,
+ *     redirector_last_error, redirector_last_error_code, redirector_strerror
+ *     and redirector_version.
  */
 #ifndef WINDOWS_REDIRECTOR_H
 #define WINDOWS_REDIRECTOR_H
@@ -62,7 +75,8 @@ extern "C" {
   X(ENOTFOUND, -107, "no redirected connection matches")                              \
   X(EINVAL, -108, "an argument is out of range (a struct size, length or selector)") \
   X(EENGINE, -109, "the engine failed inside and was rebuilt; the call had no effect") \
-  X(ENOEVENT, -110, "no event is waiting")
+  X(ENOEVENT, -110, "no event is waiting")                                            \
+  X(ENOMEM, -111, "out of memory; the call had no effect")
 
 typedef enum {
 #define REDIRECTOR_ERRNO_ENUM_(name, value, text) REDIRECTOR_##name = value,
@@ -143,7 +157,11 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
- * it is not valid UTF-8.
+ * it is not valid UTF-8. -2 also covers a configuration that could not be
+ * applied: the engine failed during the call and was rebuilt, or memory ran
+ * out; redirector_last_error_code() tells the three apart (REDIRECTOR_ECONFIG,
+ * REDIRECTOR_EENGINE, REDIRECTOR_ENOMEM). After any failure the previous
+ * configuration stays in force.
  */
 WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json);
 
@@ -253,10 +271,9 @@ WINDOWS_REDIRECTOR_API int32_t redirector_next_event(redirector_event *ev, uint3
 
 /*
  * Waits up to timeout_ms until an event is waiting to be taken, without
- * taking it, and never changes the last error: a binding that keeps its own
- * lock around calls and their last error can wait here outside that lock,
- * then take the event with redirector_next_event(ev, 0) under it. Sleeps
- * until woken, like redirector_next_event.
+ * taking it (a reader that wants to know an event came before it takes one),
+ * and never changes the last error. Sleeps until woken, like
+ * redirector_next_event.
  *
  * Returns 1 when an event is waiting (another thread may take it first), 0
  * when none came in time, REDIRECTOR_ENOTRUNNING when the redirector is not
@@ -321,14 +338,16 @@ WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const ch
  */
 
 /*
- * Copies the text of the most recent failure into buf (at most len - 1 bytes
- * and a NUL; cut at a UTF-8 character boundary). buf may be NULL when len is
- * 0. Returns the length of the whole text in bytes, without the NUL (0 when
- * nothing has failed yet), like snprintf: a return >= len means it was cut.
+ * Copies the text of the calling thread's most recent failure (see
+ * Conventions at the top) into buf (at most len - 1 bytes and a NUL; cut at
+ * a UTF-8 character boundary). buf may be NULL when len is 0. Returns the
+ * length of the whole text in bytes, without the NUL (0 when this thread has
+ * not failed yet), like snprintf: a return >= len means it was cut.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len);
 
-/* The REDIRECTOR_E* code of the most recent failure, or REDIRECTOR_OK. */
+/* The REDIRECTOR_E* code of the calling thread's most recent failure, or
+ * REDIRECTOR_OK when it has not failed yet. */
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void);
 
 /* A static description of a REDIRECTOR_E* code ("unknown error code" for
@@ -349,7 +368,8 @@ WINDOWS_REDIRECTOR_API const char *redirector_version(void);
  * used.
  *
  * Returns 0, REDIRECTOR_EUTF8 if dir is not UTF-8, REDIRECTOR_EINVAL if it is
- * longer than 32767 bytes.
+ * longer than 32767 bytes, REDIRECTOR_ENOMEM if it could not be copied (the
+ * folder in use stays).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
@@ -397,6 +417,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue);
 
 #define REDIRECTOR_FAULT_CONFIG 1  /* the next configuration call */
 #define REDIRECTOR_FAULT_PACKETS 2 /* the next packet batch (while running) */
+#define REDIRECTOR_FAULT_MEMORY 4  /* the next copy of a caller's text */
 
 /*
  * A test hook: makes the engine fail deliberately (a Wasm trap) inside the
@@ -406,6 +427,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue);
  *
  * For packets: the batch passes unchanged (fail open), packets held for an
  * unknown owner are released unchanged, and stats.engine_restarts counts it.
+ *
+ * REDIRECTOR_FAULT_MEMORY is not a trap: the next copy the library makes of
+ * a text it keeps (set_redirector_config, redirector_set_windivert_path) fails
+ * as if memory had run out, and that call reports it (REDIRECTOR_ENOMEM).
  *
  * Returns 0, or REDIRECTOR_EINVAL for an unknown selector.
  */

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -21,14 +22,15 @@ import windows_redirector as wr  # noqa: E402
 class Errors(unittest.TestCase):
     def test_classes_match_the_header(self):
         for cls in (wr.AlreadyRunning, wr.NotRunning, wr.NullArgument, wr.ConfigError, wr.NotUTF8, wr.InitError,
-                    wr.NotFound, wr.InvalidArgument, wr.EngineError, wr.NoEvent):
+                    wr.NotFound, wr.InvalidArgument, wr.EngineError, wr.NoEvent, wr.OutOfMemory):
             self.assertTrue(issubclass(cls, wr.RedirectorError))
             self.assertNotEqual(wr.strerror(cls.code), "unknown error code", cls)
         self.assertEqual(wr.strerror(-101), "the redirector is already running")
         self.assertEqual(wr.strerror(12345), "unknown error code")
         self.assertTrue(issubclass(wr.ConfigError, ValueError))
         self.assertTrue(issubclass(wr.NotFound, LookupError))
-        self.assertEqual(sorted(wr._BY_CODE), list(range(-110, -100)))
+        self.assertTrue(issubclass(wr.OutOfMemory, MemoryError))
+        self.assertEqual(sorted(wr._BY_CODE), list(range(-111, -100)))
 
     def test_struct_sizes_equal_the_library(self):
         # The library's EINVAL text tells the size it expects.
@@ -67,12 +69,46 @@ class Errors(unittest.TestCase):
                 self.assertEqual(ctypes.sizeof(structs[struct]), int(want[0]), name)
         self.assertGreater(len(lines), 20)
 
-    def test_error_text_belongs_to_the_call(self):
-        with self.assertRaises(wr.ConfigError):
-            wr.configure("{")
-        with wr._lock, self.assertRaises(wr.NotFound) as cm:
-            wr._raise("redirector_lookup", wr.NotFound.code)
-        self.assertEqual(str(cm.exception), "redirector_lookup: no redirected connection matches")
+    def test_errors_of_concurrent_threads(self):
+        # The last error belongs to the thread: threads failing in different
+        # ways at once, and other code failing meanwhile, each get their own
+        # call's error and text.
+        wr.configure({"intercept_pids": [4204321]})
+        calls = (
+            (lambda: wr.configure({"max_flows": 8}), wr.ConfigError, "set_redirector_config: max_flows"),
+            (lambda: wr.configure({"intercept_pids": [1, -2]}), wr.ConfigError,
+             "set_redirector_config: intercept_pids[1]"),
+            (lambda: wr.would_intercept(1, b"/usr/bin/\xff"), wr.NotUTF8,
+             "redirector_would_intercept: process_path is not valid UTF-8"),
+            (wr.stop, wr.NotRunning, "stop_redirector: the redirector is not running"),
+            (lambda: wr.set_windivert_path(b"C:\\\xff"), wr.NotUTF8, "redirector_set_windivert_path: the path"),
+        )
+        wrong = []
+        lib = wr._load()
+
+        def fail_elsewhere():  # other code in the process, calling the library itself
+            for _ in range(600):
+                lib.set_redirector_config(b"{")
+
+        def caller(call, cls, text):
+            for _ in range(300):
+                try:
+                    call()
+                    wrong.append(f"{text}: no error")
+                    return
+                except wr.RedirectorError as e:
+                    if type(e) is not cls or e.code != cls.code or not str(e).startswith(text):
+                        wrong.append(f"{text}: got {type(e).__name__} {e.code} {e}")
+                        return
+
+        threads = [threading.Thread(target=caller, args=c) for c in calls]
+        threads += [threading.Thread(target=fail_elsewhere) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(wrong, [])
+        self.assertTrue(wr.would_intercept(4204321))
 
 
 class Config(unittest.TestCase):
@@ -122,6 +158,16 @@ class Config(unittest.TestCase):
         with self.assertRaises(wr.EngineError):
             wr.configure({"intercept_pids": [6666]})
         self.assertTrue(wr.would_intercept(5555))
+
+    def test_out_of_memory(self):
+        # REDIRECTOR_FAULT_MEMORY (4): the library's next copy of a text fails.
+        wr.configure({"intercept_pids": [5555]})
+        self.assertEqual(wr._load().redirector_debug_inject_fault(4), 0)
+        with self.assertRaisesRegex(wr.OutOfMemory, "set_redirector_config: out of memory") as cm:
+            wr.configure({"intercept_pids": [6666]})
+        self.assertEqual(cm.exception.code, -111)
+        self.assertTrue(wr.would_intercept(5555))
+        self.assertFalse(wr.would_intercept(6666))
 
     def test_windivert_path(self):
         wr.set_windivert_path("C:\\WinDivert")

@@ -40,7 +40,7 @@ import time
 __all__ = [
     "TCP", "UDP", "OUTBOUND", "INBOUND", "EVENT_OPENED", "EVENT_CLOSED",
     "RedirectorError", "AlreadyRunning", "NotRunning", "NullArgument", "ConfigError", "NotUTF8",
-    "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent",
+    "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent", "OutOfMemory",
     "Origin", "Event", "configure", "set_app_port", "set_windivert_path", "start", "stop", "running",
     "redirecting", "would_intercept", "lookup", "lookup_udp", "lookup_address", "next_event", "stats",
     "version", "strerror",
@@ -118,8 +118,13 @@ class NoEvent(RedirectorError):
     code = -110
 
 
+class OutOfMemory(RedirectorError, MemoryError):
+    """The library ran out of memory; the call had no effect (REDIRECTOR_ENOMEM)."""
+    code = -111
+
+
 _BY_CODE = {c.code: c for c in (AlreadyRunning, NotRunning, NullArgument, ConfigError, NotUTF8,
-                                 InitError, NotFound, InvalidArgument, EngineError, NoEvent)}
+                                 InitError, NotFound, InvalidArgument, EngineError, NoEvent, OutOfMemory)}
 
 # ---------------------------------------------------------------------------
 # The C structs (windows_redirector.h)
@@ -206,9 +211,6 @@ def _candidates():
 
 _lib = None
 _load_lock = threading.Lock()
-# Serialises every call with its last-error read: the library keeps one last
-# error for the whole process.
-_lock = threading.RLock()
 
 
 def _load():
@@ -246,7 +248,6 @@ def _declare(lib):
         "redirector_lookup": (i32, [i32, ctypes.POINTER(_Endpoint), ctypes.POINTER(_Endpoint),
                                     ctypes.POINTER(_Origin)]),
         "redirector_next_event": (i32, [ctypes.POINTER(_Event), u32]),
-        "redirector_wait_event": (i32, [u32]),
         "redirector_get_stats": (i32, [ctypes.POINTER(_Stats)]),
         "redirector_would_intercept": (i32, [u32, ctypes.c_char_p]),
         "redirector_last_error": (i32, [ctypes.c_char_p, ctypes.c_size_t]),
@@ -263,31 +264,24 @@ def _declare(lib):
 
 
 def _last_error():
+    """This thread's last error: (code, text).
+
+    The library's last error belongs to the calling thread, and a ctypes call
+    runs on the Python thread that makes it: read right after a failed call,
+    it is that call's own."""
     lib = _load()
+    code = lib.redirector_last_error_code()
     n = lib.redirector_last_error(None, 0)
     buf = ctypes.create_string_buffer(n + 1)
     lib.redirector_last_error(buf, len(buf))
-    return lib.redirector_last_error_code(), buf.value.decode("utf-8", "replace")
+    return code, buf.value.decode("utf-8", "replace")
 
 
-def _raise(cfunc, code):
-    """Raises the error of a failed call; called under _lock right after it.
-
-    The text is used only when it is this call's (its code, naming cfunc):
-    other code in the process may have failed in between.
-    """
-    last, text = _last_error()
-    if last != code or not text.startswith(cfunc + ":"):
-        text = f"{cfunc}: {strerror(code)}"
+def _raise():
+    """Raises the error of the call that just failed on this thread. Its code
+    also says which cause a seed function's -1/-2/-3 means."""
+    code, text = _last_error()
     raise _BY_CODE.get(code, RedirectorError)(text, code)
-
-
-def _raise_seed(cfunc, fallback):
-    """The same for a seed function, whose -1/-2/-3 the last-error code refines."""
-    last, text = _last_error()
-    if last == 0 or not text.startswith(cfunc + ":"):
-        last, text = fallback, f"{cfunc}: {strerror(fallback)}"
-    raise _BY_CODE.get(last, RedirectorError)(text, last)
 
 
 # ---------------------------------------------------------------------------
@@ -329,14 +323,8 @@ def configure(config):
     if isinstance(config, dict):
         config = json.dumps(config, ensure_ascii=False)
     data = _text(config, "the configuration", ConfigError)
-    with _lock:
-        rc = _load().set_redirector_config(data)
-        if rc == -1:
-            _raise_seed("set_redirector_config", NullArgument.code)
-        if rc == -3:
-            _raise_seed("set_redirector_config", NotUTF8.code)
-        if rc != 0:
-            _raise_seed("set_redirector_config", ConfigError.code)
+    if _load().set_redirector_config(data) != 0:
+        _raise()
 
 
 def set_app_port(port):
@@ -347,37 +335,28 @@ def set_app_port(port):
     """
     if not 0 <= port <= 65535:
         raise InvalidArgument(f"port {port} is out of range")
-    with _lock:
-        rc = _load().redirector_set_app_port(port)
-        if rc != 0:
-            _raise("redirector_set_app_port", rc)
+    if _load().redirector_set_app_port(port) != 0:
+        _raise()
 
 
 def set_windivert_path(directory):
     """Windows: the folder of WinDivert.dll and WinDivert64.sys (None: the default search)."""
     data = _text(directory, "the folder") if directory else None
-    with _lock:
-        rc = _load().redirector_set_windivert_path(data)
-        if rc != 0:
-            _raise("redirector_set_windivert_path", rc)
+    if _load().redirector_set_windivert_path(data) != 0:
+        _raise()
 
 
 def start():
     """Starts redirecting. Raises AlreadyRunning, or InitError with the reason
     ("WinDivert driver not found", "Access denied", no app port, ...)."""
-    with _lock:
-        rc = _load().start_redirector()
-        if rc == -1:
-            _raise_seed("start_redirector", AlreadyRunning.code)
-        if rc != 0:
-            _raise_seed("start_redirector", InitError.code)
+    if _load().start_redirector() != 0:
+        _raise()
 
 
 def stop():
     """Stops redirecting; traffic flows directly again. Raises NotRunning."""
-    with _lock:
-        if _load().stop_redirector() != 0:
-            _raise_seed("stop_redirector", NotRunning.code)
+    if _load().stop_redirector() != 0:
+        _raise()
 
 
 def running():
@@ -402,19 +381,17 @@ def would_intercept(pid, process_path=None):
     if not 0 <= pid <= 0xFFFFFFFF:
         raise InvalidArgument(f"pid {pid} is out of range")
     data = _text(process_path, "the path") if process_path is not None else None
-    with _lock:
-        rc = _load().redirector_would_intercept(pid, data)
-        if rc < 0:
-            _raise("redirector_would_intercept", rc)
+    rc = _load().redirector_would_intercept(pid, data)
+    if rc < 0:
+        _raise()
     return rc == 1
 
 
 def _endpoint(address):
-    """A (host, port[, flowinfo, scope]) tuple -> _Endpoint, IPv4-mapped unmapped."""
+    """A (host, port[, flowinfo, scope]) tuple -> _Endpoint (the library
+    understands IPv4-mapped addresses)."""
     host, port = address[0], address[1]
     ip = ipaddress.ip_address(host.split("%")[0] if isinstance(host, str) else host)
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
     ep = _Endpoint()
     ep.family = ip.version
     ep.port = port
@@ -446,14 +423,10 @@ def lookup_address(protocol, local, peer):
     unspecified local host means any. Raises NotFound, NotRunning."""
     protocol = {"tcp": TCP, "udp": UDP}.get(protocol, protocol)
     p, l = _endpoint(peer), _endpoint(local)
-    if p.family == 4 and l.family == 6 and not any(l.addr):
-        l = _endpoint(("0.0.0.0", l.port))  # a dual-stack socket bound to [::]
     out = _Origin()
     out.size = ctypes.sizeof(_Origin)
-    with _lock:
-        rc = _load().redirector_lookup(protocol, ctypes.byref(p), ctypes.byref(l), ctypes.byref(out))
-        if rc != 0:
-            _raise("redirector_lookup", rc)
+    if _load().redirector_lookup(protocol, ctypes.byref(p), ctypes.byref(l), ctypes.byref(out)) != 0:
+        _raise()
     return _origin(out)
 
 
@@ -485,36 +458,29 @@ def next_event(timeout=None):
     """The oldest connection event, waiting up to timeout seconds (None:
     forever, 0: not at all); None when none came. Raises NotRunning.
 
-    It takes events under the module's lock without waiting (a failure is
-    recorded as the process's last error, which the lock keeps with its
-    call) and between takes waits in redirector_wait_event outside the lock
-    (that wait never touches the last error): an event is returned as soon
-    as it comes."""
+    It waits inside the library, so an event is returned as soon as it
+    comes, in slices of at most 0.2 s (Ctrl-C is seen between them)."""
     deadline = None if timeout is None else time.monotonic() + timeout
     ev = _Event()
     while True:
+        left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
         ev.size = ctypes.sizeof(_Event)
-        with _lock:
-            rc = _load().redirector_next_event(ctypes.byref(ev), 0)
-            if rc not in (0, NoEvent.code):
-                _raise("redirector_next_event", rc)
+        rc = _load().redirector_next_event(ctypes.byref(ev), max(0, int(left * 1000)))
         if rc == 0:
             return Event(type={EVENT_OPENED: "opened", EVENT_CLOSED: "closed"}.get(ev.type, str(ev.type)),
                          time_ms=ev.time_ms, origin=_origin(ev.origin))
-        left = _WAIT_SLICE if deadline is None else min(_WAIT_SLICE, deadline - time.monotonic())
-        if left <= 0:
+        if rc != NoEvent.code:
+            _raise()
+        if deadline is not None and time.monotonic() >= deadline:
             return None
-        _load().redirector_wait_event(max(1, int(left * 1000)))
 
 
 def stats():
     """The library's counters, a dict (see redirector_stats in the header)."""
     out = _Stats()
     out.size = ctypes.sizeof(_Stats)
-    with _lock:
-        rc = _load().redirector_get_stats(ctypes.byref(out))
-        if rc != 0:
-            _raise("redirector_get_stats", rc)
+    if _load().redirector_get_stats(ctypes.byref(out)) != 0:
+        _raise()
     d = {name: getattr(out, name) for name in _STAT_FIELDS}
     d["running"] = bool(out.running)
     return d

@@ -1,6 +1,7 @@
 /* The exported functions: argument checks, global state, error text. No
  * policy lives here; the engine decides, the backend moves packets. */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,20 +36,20 @@ static struct {
   redirector_stats last;    /* the last run's counters, kept at stop */
 } g = {.lock = WR_MUTEX_INIT, .nfqueue_num = WR_DEFAULT_NFQUEUE};
 
-static wr_mutex g_err_lock = WR_MUTEX_INIT;
-static char g_err[ERR_CAP];
-static int32_t g_err_code;
+/* The last error belongs to the thread that failed: each thread reads what
+ * its own most recent failed call said, whatever other threads do meanwhile.
+ * Set only on failure, never cleared (see the header). */
+static _Thread_local struct {
+  int32_t code;
+  char text[ERR_CAP];
+} t_err;
 
 static void set_error(int32_t code, const char *fmt, ...) {
-  char buf[ERR_CAP];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  vsnprintf(t_err.text, sizeof t_err.text, fmt, ap);
   va_end(ap);
-  wr_mutex_lock(&g_err_lock);
-  memcpy(g_err, buf, sizeof g_err);
-  g_err_code = code;
-  wr_mutex_unlock(&g_err_lock);
+  t_err.code = code;
 }
 
 /* Copies text into buf (at most len - 1 bytes and a NUL, cut at a UTF-8
@@ -61,6 +62,21 @@ static int32_t copy_text(char *buf, size_t len, const char *text) {
     buf[k] = '\0';
   }
   return (int32_t)n;
+}
+
+/* REDIRECTOR_FAULT_MEMORY is armed: the next kept_copy fails. */
+static atomic_int g_fail_next_copy;
+
+/* A NUL-terminated copy of text[0..len) for the library to keep; NULL when
+ * memory runs out (or REDIRECTOR_FAULT_MEMORY says to act so). */
+static char *kept_copy(const char *text, size_t len) {
+  if (atomic_exchange(&g_fail_next_copy, 0)) return NULL;
+  char *c = malloc(len + 1);
+  if (c) {
+    memcpy(c, text, len);
+    c[len] = '\0';
+  }
+  return c;
 }
 
 static void lock_state(void) { wr_mutex_lock(&g.lock); }
@@ -206,13 +222,12 @@ WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
   }
   /* The copy kept for engines built later is made first: once the engine
    * has taken the configuration, nothing may fail. */
-  char *copy = malloc(len + 1);
+  char *copy = kept_copy(json, len);
   if (!copy) {
     unlock_state();
-    set_error(REDIRECTOR_ECONFIG, "set_redirector_config: out of memory; the configuration was not applied");
+    set_error(REDIRECTOR_ENOMEM, "set_redirector_config: out of memory; the configuration was not applied");
     return -2;
   }
-  memcpy(copy, json, len + 1);
   if (g.fault_pending & REDIRECTOR_FAULT_CONFIG) {
     g.fault_pending &= ~(uint32_t)REDIRECTOR_FAULT_CONFIG;
     wr_engine_arm_fault(e, REDIRECTOR_FAULT_CONFIG);
@@ -294,18 +309,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_would_intercept(uint32_t pid, const ch
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_last_error(char *buf, size_t len) {
-  wr_mutex_lock(&g_err_lock);
-  int32_t n = copy_text(buf, len, g_err);
-  wr_mutex_unlock(&g_err_lock);
-  return n;
+  return copy_text(buf, len, t_err.text);
 }
 
-WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) {
-  wr_mutex_lock(&g_err_lock);
-  int32_t c = g_err_code;
-  wr_mutex_unlock(&g_err_lock);
-  return c;
-}
+WINDOWS_REDIRECTOR_API int32_t redirector_last_error_code(void) { return t_err.code; }
 
 WINDOWS_REDIRECTOR_API const char *redirector_strerror(int32_t code) {
   switch (code) {
@@ -334,12 +341,11 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
       set_error(REDIRECTOR_EUTF8, "redirector_set_windivert_path: the path is not valid UTF-8");
       return REDIRECTOR_EUTF8;
     }
-    copy = malloc(n + 1);
+    copy = kept_copy(dir, n);
     if (!copy) {
-      set_error(REDIRECTOR_EINVAL, "redirector_set_windivert_path: out of memory");
-      return REDIRECTOR_EINVAL;
+      set_error(REDIRECTOR_ENOMEM, "redirector_set_windivert_path: out of memory; the folder in use stays");
+      return REDIRECTOR_ENOMEM;
     }
-    memcpy(copy, dir, n + 1);
   }
   lock_state();
   free(g.windivert_dir);
@@ -380,6 +386,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which) {
+  if (which == REDIRECTOR_FAULT_MEMORY) {
+    atomic_store(&g_fail_next_copy, 1);
+    return REDIRECTOR_OK;
+  }
   if (which != REDIRECTOR_FAULT_CONFIG && which != REDIRECTOR_FAULT_PACKETS) {
     set_error(REDIRECTOR_EINVAL, "redirector_debug_inject_fault: unknown selector %d", (int)which);
     return REDIRECTOR_EINVAL;

@@ -378,7 +378,7 @@ const SUITES: Suite[] = [
     needs: ["tsan"],
     run: () => {
       const r = sh("ctest", ["--test-dir", paths.tsan, "--output-on-failure", "--timeout", "900", "-R",
-        "threads|cycles|engine_trap|start_stop|misuse|leak_cycles"], {
+        "threads|thread_errors|cycles|engine_trap|start_stop|misuse|leak_cycles"], {
         env: { TSAN_OPTIONS: `halt_on_error=1:second_deadlock_stack=1:suppressions=${join(root, "test", "c", "tsan.supp")}` },
       });
       return ctest(r.out, r.code);

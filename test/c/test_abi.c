@@ -7,6 +7,8 @@
  * own, so a running redirector never touches the host's traffic or rules. */
 #include "check.h"
 
+#include <stdatomic.h>
+
 #ifndef _WIN32
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -372,6 +374,90 @@ static void case_threads(void) {
   check(redirector_would_intercept(4200777, NULL) == 1, "a valid config is in force");
 }
 
+/* The last error belongs to the thread: threads making different failing
+ * calls at once each read their own call's code and text, a thread that
+ * has not failed reads none, and a call that succeeds changes nothing. */
+struct err_worker {
+  int kind;
+  int iterations;
+  atomic_int *go;
+  int fresh_ok; /* the thread's error was empty before it failed */
+  int wrong;    /* reads that were not this thread's own failure */
+  char seen[160];
+};
+
+static THREAD_FN err_worker_main(void *p) {
+  struct err_worker *w = p;
+  char text[256];
+  w->fresh_ok = redirector_last_error_code() == REDIRECTOR_OK && redirector_last_error(text, sizeof text) == 0;
+  while (!atomic_load(w->go)) {
+  }
+  redirector_endpoint ep;
+  memset(&ep, 0, sizeof ep);
+  for (int i = 0; i < w->iterations; i++) {
+    int32_t rc = 0, want = 0;
+    const char *prefix = "";
+    switch (w->kind) {
+      case 0:
+        rc = set_redirector_config("{");
+        want = REDIRECTOR_ECONFIG;
+        prefix = "set_redirector_config: ";
+        if (rc != -2) w->wrong++;
+        break;
+      case 1:
+        rc = redirector_lookup(REDIRECTOR_TCP, &ep, NULL, NULL);
+        want = REDIRECTOR_ENULL;
+        prefix = "redirector_lookup: ";
+        if (rc != want) w->wrong++;
+        break;
+      case 2:
+        rc = redirector_set_windivert_path("C:\\\xff");
+        want = REDIRECTOR_EUTF8;
+        prefix = "redirector_set_windivert_path: ";
+        if (rc != want) w->wrong++;
+        break;
+      default:
+        rc = redirector_debug_inject_fault(99);
+        want = REDIRECTOR_EINVAL;
+        prefix = "redirector_debug_inject_fault: unknown selector 99";
+        if (rc != want) w->wrong++;
+        break;
+    }
+    if (i % 16 == 0) (void)get_redirector_status(); /* succeeds: changes nothing */
+    int32_t code = redirector_last_error_code();
+    redirector_last_error(text, sizeof text);
+    if (code != want || strncmp(text, prefix, strlen(prefix)) != 0) {
+      if (w->wrong++ == 0) snprintf(w->seen, sizeof w->seen, "code %d, text '%.100s'", (int)code, text);
+    }
+  }
+  return THREAD_RET;
+}
+
+static void case_thread_errors(void) {
+  check(stop_redirector() == -1, "stop when stopped");
+  enum { N = 4 };
+  atomic_int go = 0;
+  thread_t t[N];
+  struct err_worker w[N];
+  memset(w, 0, sizeof w);
+  for (int i = 0; i < N; i++) {
+    w[i].kind = i;
+    w[i].iterations = 3000;
+    w[i].go = &go;
+    check(thread_start(&t[i], err_worker_main, &w[i]) == 0, "thread %d started", i);
+  }
+  atomic_store(&go, 1);
+  for (int i = 0; i < N; i++) thread_join(t[i]);
+  for (int i = 0; i < N; i++) {
+    check(w[i].fresh_ok, "thread %d: no last error before its first failure", i);
+    check(w[i].wrong == 0, "thread %d read %d errors not its own (first: %s)", i, w[i].wrong, w[i].seen);
+  }
+  /* This thread's own failure is still there, and a success keeps it. */
+  check(redirector_set_windivert_path(NULL) == 0, "a call that succeeds");
+  check(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING && error_mentions("stop_redirector: "),
+        "this thread's error is its own: %d %s", redirector_last_error_code(), last_error());
+}
+
 static void case_engine_trap(void) {
   set_base_config();
   check(redirector_debug_inject_fault(99) == REDIRECTOR_EINVAL, "unknown fault selector");
@@ -398,6 +484,31 @@ static void case_engine_trap(void) {
   check(redirector_would_intercept(4200888, NULL) == 1, "config in force kept while running");
   check(stop_redirector() == 0, "stop");
 #endif
+}
+
+/* Memory running out where the library copies a caller's text: the call
+ * fails with REDIRECTOR_ENOMEM (set_redirector_config keeps its seed return
+ * -2) and changes nothing. REDIRECTOR_FAULT_MEMORY makes the next copy fail. */
+static void case_out_of_memory(void) {
+  set_base_config();
+  check(strcmp(redirector_strerror(REDIRECTOR_ENOMEM), "out of memory; the call had no effect") == 0,
+        "strerror(ENOMEM): %s", redirector_strerror(REDIRECTOR_ENOMEM));
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm a memory fault");
+  int32_t rc = set_redirector_config("{\"intercept_pids\":[4200888]}");
+  check(rc == -2, "set_redirector_config out of memory is the seed's -2 (%d)", rc);
+  check(redirector_last_error_code() == REDIRECTOR_ENOMEM, "code ENOMEM (%d)", redirector_last_error_code());
+  check(error_mentions("set_redirector_config: out of memory"), "says so: %s", last_error());
+  check(redirector_would_intercept(4200777, NULL) == 1 && redirector_would_intercept(4200888, NULL) == 0,
+        "the configuration in force stays");
+  check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "only one copy fails: %s", last_error());
+  check(redirector_would_intercept(4200888, NULL) == 1, "then applied");
+
+  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm again");
+  check(redirector_set_windivert_path("C:\\WinDivert") == REDIRECTOR_ENOMEM, "set_windivert_path out of memory");
+  check(redirector_last_error_code() == REDIRECTOR_ENOMEM && error_mentions("redirector_set_windivert_path: out of memory"),
+        "code and text: %d %s", redirector_last_error_code(), last_error());
+  check(redirector_set_windivert_path("C:\\WinDivert") == 0, "only one copy fails");
+  check(redirector_set_windivert_path(NULL) == 0, "reset");
 }
 
 static void case_windivert_path(void) {
@@ -674,8 +785,10 @@ static const struct test_case CASES[] = {
     {"start_stop", case_start_stop},
     {"cycles", case_cycles},
     {"threads", case_threads},
+    {"thread_errors", case_thread_errors},
     {"engine_trap", case_engine_trap},
     {"windivert_path", case_windivert_path},
+    {"out_of_memory", case_out_of_memory},
     {"would_intercept", case_would_intercept},
     {"lookup_codes", case_lookup_codes},
     {"events_and_stats", case_events_and_stats},

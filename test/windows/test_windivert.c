@@ -356,6 +356,32 @@ static void tcp_session(int v6) {
   CHECK(same_endpoint(&o.client, v6, C, c), "lookup: client");
   CHECK(o.pid == FAKE_PID && o.direction == REDIRECTOR_OUTBOUND && o.app_port == APP_PORT, "lookup: pid %u dir %u",
         o.pid, o.direction);
+  if (!v6) {
+    /* A dual-stack proxy sees the same connection as IPv4-mapped addresses,
+     * and a socket of its bound to any reads as ::; a caller may also mix
+     * an IPv4 peer with an IPv6 local. All find the IPv4 flow. */
+    uint8_t dm[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, cm[16], any6[16] = {0};
+    memcpy(cm, dm, 12);
+    memcpy(dm + 12, D, 4);
+    memcpy(cm + 12, C, 4);
+    redirector_endpoint pm = endpoint(1, dm, c), p4 = endpoint(0, D, c);
+    redirector_endpoint lm = endpoint(1, cm, APP_PORT), la = endpoint(1, any6, APP_PORT);
+    const struct {
+      const redirector_endpoint *peer, *local;
+      const char *what;
+    } asks[] = {{&pm, &lm, "mapped peer and local"},
+                {&pm, &la, "mapped peer, local ::"},
+                {&p4, &la, "IPv4 peer, local ::"},
+                {&p4, &lm, "IPv4 peer, mapped local"}};
+    for (size_t i = 0; i < sizeof asks / sizeof asks[0]; i++) {
+      redirector_origin m;
+      memset(&m, 0, sizeof m);
+      m.size = sizeof m;
+      rc = redirector_lookup(REDIRECTOR_TCP, asks[i].peer, asks[i].local, &m);
+      CHECK(rc == 0 && same_endpoint(&m.destination, 0, D, d) && m.flow_id == o.flow_id, "lookup, %s: %d %s",
+            asks[i].what, rc, rc ? last_error() : "");
+    }
+  }
   /* The opened event waits already; a reader then waiting is woken by the
    * closed one (both FINs), well before its 30 s. */
   CHECK(redirector_wait_event(5000) == 1, "an event waits: the connection opened");
