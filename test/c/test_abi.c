@@ -23,51 +23,51 @@
 static const char *BASE_CONFIG = "{\"intercept_pids\":[4200777],\"description\":\"base\"}";
 
 static void set_base_config(void) {
-  check(set_redirector_config(BASE_CONFIG) == 0, "base config accepted: %s", last_error());
-  check(redirector_would_intercept(4200777, NULL) == 1, "base config intercepts 4200777");
+  CHECK(set_redirector_config(BASE_CONFIG) == 0, "base config accepted: %s", last_error());
+  CHECK(redirector_would_intercept(4200777, NULL) == 1, "base config intercepts 4200777");
 }
 
 static void expect_config(const char *json, int32_t rc, int32_t code, const char *mention) {
   int32_t got = set_redirector_config(json);
-  check(got == rc, "config %.60s: rc %d, want %d (%s)", json, got, rc, last_error());
+  CHECK(got == rc, "config %.60s: rc %d, want %d (%s)", json, got, rc, last_error());
   if (rc != 0) {
-    check(redirector_last_error_code() == code, "config %.60s: code %d, want %d", json, redirector_last_error_code(),
+    CHECK(redirector_last_error_code() == code, "config %.60s: code %d, want %d", json, redirector_last_error_code(),
           code);
-    if (mention) check(error_mentions(mention), "config %.60s: error '%s' should mention '%s'", json, last_error(), mention);
+    if (mention) CHECK(error_mentions(mention), "config %.60s: error '%s' should mention '%s'", json, last_error(), mention);
   }
 }
 
 /* ----------------------------------------------------------------------- */
 
-static void case_version(void) {
+TEST_CASE(version) {
   const char *v = redirector_version();
-  check(v != NULL && strlen(v) >= 5 && strchr(v, '.') != NULL, "version looks like x.y.z: %s", v ? v : "(null)");
+  CHECK(v != NULL && strlen(v) >= 5 && strchr(v, '.') != NULL, "version looks like x.y.z: %s", v ? v : "(null)");
 }
 
-static void case_strerror(void) {
-  check(strcmp(redirector_strerror(REDIRECTOR_OK), "no error") == 0, "strerror(0)");
-  check(strstr(redirector_strerror(REDIRECTOR_EALREADY), "already running") != NULL, "strerror(EALREADY)");
-  check(strcmp(redirector_strerror(12345), "unknown error code") == 0, "strerror(unknown)");
-  check(strcmp(redirector_strerror(-1), "unknown error code") == 0, "strerror(-1) is not a REDIRECTOR_E code");
+TEST_CASE(strerror) {
+  CHECK(strcmp(redirector_strerror(REDIRECTOR_OK), "no error") == 0, "strerror(0)");
+  CHECK(strstr(redirector_strerror(REDIRECTOR_EALREADY), "already running") != NULL, "strerror(EALREADY)");
+  CHECK(strcmp(redirector_strerror(12345), "unknown error code") == 0, "strerror(unknown)");
+  CHECK(strcmp(redirector_strerror(-1), "unknown error code") == 0, "strerror(-1) is not a REDIRECTOR_E code");
 }
 
-static void case_last_error(void) {
+TEST_CASE(last_error) {
   initialize_global_config();
-  check(stop_redirector() == -1, "stop when stopped is -1");
-  check(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING, "code ENOTRUNNING");
+  CHECK(stop_redirector() == -1, "stop when stopped is -1");
+  CHECK(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING, "code ENOTRUNNING");
   int32_t n = redirector_last_error(NULL, 0);
-  check(n > 10, "length without a buffer: %d", n);
+  CHECK(n > 10, "length without a buffer: %d", n);
   char small[8];
   memset(small, 'x', sizeof small);
   int32_t m = redirector_last_error(small, sizeof small);
-  check(m == n, "same length with a small buffer");
-  check(strlen(small) == 7, "cut to len-1 and NUL-terminated");
+  CHECK(m == n, "same length with a small buffer");
+  CHECK(strlen(small) == 7, "cut to len-1 and NUL-terminated");
   char one[1] = {'x'};
   redirector_last_error(one, 1);
-  check(one[0] == '\0', "len 1 gives an empty string");
-  check(redirector_last_error(NULL, 100) == n, "NULL buffer with a length is ignored safely");
+  CHECK(one[0] == '\0', "len 1 gives an empty string");
+  CHECK(redirector_last_error(NULL, 100) == n, "NULL buffer with a length is ignored safely");
   /* A multi-byte character is never cut in half. */
-  check(set_redirector_config("{\"ports\":[\"\xc3\xa9\xc3\xa9\xc3\xa9\"]}") == -2, "bad port string");
+  CHECK(set_redirector_config("{\"ports\":[\"\xc3\xa9\xc3\xa9\xc3\xa9\"]}") == -2, "bad port string");
   char buf[64];
   int32_t full = redirector_last_error(NULL, 0);
   for (size_t len = 1; len < sizeof buf && (int32_t)len <= full; len++) {
@@ -82,17 +82,17 @@ static void case_last_error(void) {
       size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
       ok = (k - (i - 1)) == need;
     }
-    check(ok, "cut at a character boundary with len %zu: '%s'", len, buf);
+    CHECK(ok, "cut at a character boundary with len %zu: '%s'", len, buf);
   }
 }
 
-static void case_null_config(void) {
-  check(set_redirector_config(NULL) == -1, "NULL config is -1");
-  check(redirector_last_error_code() == REDIRECTOR_ENULL, "code ENULL");
-  check(error_mentions("NULL"), "error names NULL: %s", last_error());
+TEST_CASE(null_config) {
+  CHECK(set_redirector_config(NULL) == -1, "NULL config is -1");
+  CHECK(redirector_last_error_code() == REDIRECTOR_ENULL, "code ENULL");
+  CHECK(error_mentions("NULL"), "error names NULL: %s", last_error());
 }
 
-static void case_bad_json(void) {
+TEST_CASE(bad_json) {
   expect_config("", -2, REDIRECTOR_ECONFIG, "empty");
   expect_config("   ", -2, REDIRECTOR_ECONFIG, "empty");
   expect_config("nope", -2, REDIRECTOR_ECONFIG, "expected a JSON object");
@@ -118,20 +118,20 @@ static void case_bad_json(void) {
   free(deep);
 }
 
-static void case_truncated_json(void) {
+TEST_CASE(truncated_json) {
   const char *full = "{\"intercept_pids\":[4201234,4205678],\"description\":\"Intercept \\\"both\\\" \\u00e9\",\"x\":{\"y\":[true,false,null,1.5e3]}}";
-  check(set_redirector_config(full) == 0, "full config accepted: %s", last_error());
+  CHECK(set_redirector_config(full) == 0, "full config accepted: %s", last_error());
   size_t n = strlen(full);
   char buf[256];
   for (size_t k = 0; k < n; k++) {
     memcpy(buf, full, k);
     buf[k] = '\0';
     int32_t rc = set_redirector_config(buf);
-    check(rc == -2, "prefix of %zu bytes: rc %d", k, rc);
+    CHECK(rc == -2, "prefix of %zu bytes: rc %d", k, rc);
   }
 }
 
-static void case_wrong_types(void) {
+TEST_CASE(wrong_types) {
   expect_config("{\"intercept_pids\":\"4201234\"}", -2, REDIRECTOR_ECONFIG, "intercept_pids");
   expect_config("{\"intercept_pids\":4201234}", -2, REDIRECTOR_ECONFIG, "expected an array");
   expect_config("{\"intercept_pids\":[\"4201234\"]}", -2, REDIRECTOR_ECONFIG, "intercept_pids[0]");
@@ -152,7 +152,7 @@ static void case_wrong_types(void) {
   expect_config("{\"intercept_pids\":[0,4294967295],\"unknown\":{\"a\":[1,{\"b\":null}]}}", 0, 0, NULL);
 }
 
-static void case_not_utf8(void) {
+TEST_CASE(not_utf8) {
   expect_config("{\"description\":\"\xff\"}", -3, REDIRECTOR_EUTF8, "UTF-8");
   expect_config("{\"description\":\"\xc0\xaf\"}", -3, REDIRECTOR_EUTF8, "UTF-8");       /* overlong '/' */
   expect_config("{\"description\":\"\xed\xa0\x80\"}", -3, REDIRECTOR_EUTF8, "UTF-8");   /* surrogate */
@@ -164,54 +164,54 @@ static void case_not_utf8(void) {
   expect_config("{\"description\":\"caf\xc3\xa9 \xf0\x9f\x98\x80 \\ud83d\\ude00\"}", 0, 0, NULL);
 }
 
-static void case_big_json(void) {
+TEST_CASE(big_json) {
   size_t n = 1u << 20;
   char *json = malloc(n + 64);
   strcpy(json, "{\"intercept_pids\":[4200042],\"description\":\"");
   size_t o = strlen(json);
   while (o < n) json[o++] = 'a' + (char)(o % 26);
   strcpy(json + o, "\"}");
-  check(set_redirector_config(json) == 0, "1 MiB config accepted: %s", last_error());
-  check(redirector_would_intercept(4200042, NULL) == 1, "and applied");
+  CHECK(set_redirector_config(json) == 0, "1 MiB config accepted: %s", last_error());
+  CHECK(redirector_would_intercept(4200042, NULL) == 1, "and applied");
   free(json);
 }
 
-static void case_many_pids(void) {
+TEST_CASE(many_pids) {
   size_t count = 20000;
   char *json = malloc(count * 12 + 64);
   strcpy(json, "{\"intercept_pids\":[");
   size_t o = strlen(json);
   for (size_t i = 0; i < count; i++) o += (size_t)sprintf(json + o, "%s%zu", i ? "," : "", 100000 + i * 7);
   strcpy(json + o, "]}");
-  check(set_redirector_config(json) == 0, "20,000 PIDs accepted: %s", last_error());
-  check(redirector_would_intercept(100000, NULL) == 1, "first PID intercepted");
-  check(redirector_would_intercept(100000 + 19999 * 7, NULL) == 1, "last PID intercepted");
-  check(redirector_would_intercept(100001, NULL) == 0, "a PID not listed is not");
+  CHECK(set_redirector_config(json) == 0, "20,000 PIDs accepted: %s", last_error());
+  CHECK(redirector_would_intercept(100000, NULL) == 1, "first PID intercepted");
+  CHECK(redirector_would_intercept(100000 + 19999 * 7, NULL) == 1, "last PID intercepted");
+  CHECK(redirector_would_intercept(100001, NULL) == 0, "a PID not listed is not");
   free(json);
 }
 
-static void case_rejected_keeps_old(void) {
+TEST_CASE(rejected_keeps_old) {
   set_base_config();
-  check(set_redirector_config("{\"intercept_pids\":[4200888],\"protocols\":[\"icmp\"]}") == -2, "bad protocols rejected");
-  check(error_mentions("protocols[0]"), "names protocols[0]: %s", last_error());
-  check(redirector_would_intercept(4200777, NULL) == 1, "old config still in force");
-  check(redirector_would_intercept(4200888, NULL) == 0, "rejected config not applied");
-  check(set_redirector_config("{\"description\":\"\xff\"}") == -3, "not UTF-8 rejected");
-  check(redirector_would_intercept(4200777, NULL) == 1, "old config still in force after -3");
+  CHECK(set_redirector_config("{\"intercept_pids\":[4200888],\"protocols\":[\"icmp\"]}") == -2, "bad protocols rejected");
+  CHECK(error_mentions("protocols[0]"), "names protocols[0]: %s", last_error());
+  CHECK(redirector_would_intercept(4200777, NULL) == 1, "old config still in force");
+  CHECK(redirector_would_intercept(4200888, NULL) == 0, "rejected config not applied");
+  CHECK(set_redirector_config("{\"description\":\"\xff\"}") == -3, "not UTF-8 rejected");
+  CHECK(redirector_would_intercept(4200777, NULL) == 1, "old config still in force after -3");
 }
 
-static void case_spec_fields(void) {
-  check(set_redirector_config("{\"intercept\":\"curl,!4201234\"}") == 0, "spec string: %s", last_error());
-  check(redirector_would_intercept(4200055, "/usr/bin/curl") == 1, "curl intercepted");
-  check(redirector_would_intercept(4200055, "/usr/bin/wget") == 0, "wget not");
-  check(redirector_would_intercept(4201234, "/usr/bin/curl") == 0, "PID 4201234 excluded");
-  check(set_redirector_config("{\"intercept\":[\"!*chrome*\"]}") == 0, "spec array: %s", last_error());
-  check(redirector_would_intercept(4200056, "C:\\Program Files\\Google\\Chrome.EXE") == 0, "chrome excluded");
-  check(redirector_would_intercept(4200056, "C:\\Windows\\notepad.exe") == 1, "others intercepted (first entry excludes)");
-  check(redirector_would_intercept(self_pid(), "C:\\Windows\\notepad.exe") == 0, "the calling process never");
-  check(redirector_would_intercept(4, NULL) == 0, "PID 4 never");
-  check(redirector_would_intercept(0, NULL) == 0, "PID 0 never");
-  check(redirector_would_intercept(4200056, "\xff") == REDIRECTOR_EUTF8, "bad path UTF-8");
+TEST_CASE(spec_fields) {
+  CHECK(set_redirector_config("{\"intercept\":\"curl,!4201234\"}") == 0, "spec string: %s", last_error());
+  CHECK(redirector_would_intercept(4200055, "/usr/bin/curl") == 1, "curl intercepted");
+  CHECK(redirector_would_intercept(4200055, "/usr/bin/wget") == 0, "wget not");
+  CHECK(redirector_would_intercept(4201234, "/usr/bin/curl") == 0, "PID 4201234 excluded");
+  CHECK(set_redirector_config("{\"intercept\":[\"!*chrome*\"]}") == 0, "spec array: %s", last_error());
+  CHECK(redirector_would_intercept(4200056, "C:\\Program Files\\Google\\Chrome.EXE") == 0, "chrome excluded");
+  CHECK(redirector_would_intercept(4200056, "C:\\Windows\\notepad.exe") == 1, "others intercepted (first entry excludes)");
+  CHECK(redirector_would_intercept(self_pid(), "C:\\Windows\\notepad.exe") == 0, "the calling process never");
+  CHECK(redirector_would_intercept(4, NULL) == 0, "PID 4 never");
+  CHECK(redirector_would_intercept(0, NULL) == 0, "PID 0 never");
+  CHECK(redirector_would_intercept(4200056, "\xff") == REDIRECTOR_EUTF8, "bad path UTF-8");
   expect_config("{\"intercept\":\"a,,b\"}", -2, REDIRECTOR_ECONFIG, "intercept[1]: empty entry");
   expect_config("{\"intercept\":\"!\"}", -2, REDIRECTOR_ECONFIG, "'!' must be followed");
   expect_config("{\"intercept\":[true]}", -2, REDIRECTOR_ECONFIG, "intercept[0]");
@@ -231,76 +231,76 @@ static void case_spec_fields(void) {
                 0, 0, NULL);
 }
 
-static void case_start_without_port(void) {
+TEST_CASE(start_without_port) {
   set_base_config();
   update_app_port(0);
-  check(start_redirector() == -2, "start without a port is -2");
-  check(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
-  check(error_mentions("update_app_port"), "says to call update_app_port: %s", last_error());
-  check(get_redirector_status() == 0, "still stopped");
+  CHECK(start_redirector() == -2, "start without a port is -2");
+  CHECK(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
+  CHECK(error_mentions("update_app_port"), "says to call update_app_port: %s", last_error());
+  CHECK(get_redirector_status() == 0, "still stopped");
 }
 
 #ifdef _WIN32
 static void expect_start_fails_without_windivert(void) {
-  check(start_redirector() == -2, "start without WinDivert is -2");
-  check(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
-  check(error_mentions("WinDivert driver not found"), "names the missing driver: %s", last_error());
-  check(error_mentions("WinDivert.dll"), "names WinDivert.dll: %s", last_error());
-  check(get_redirector_status() == 0, "still stopped");
+  CHECK(start_redirector() == -2, "start without WinDivert is -2");
+  CHECK(redirector_last_error_code() == REDIRECTOR_EINIT, "code EINIT");
+  CHECK(error_mentions("WinDivert driver not found"), "names the missing driver: %s", last_error());
+  CHECK(error_mentions("WinDivert.dll"), "names WinDivert.dll: %s", last_error());
+  CHECK(get_redirector_status() == 0, "still stopped");
 }
 #endif
 
-static void case_start_stop(void) {
+TEST_CASE(start_stop) {
   set_base_config();
   update_app_port(18080);
 #ifdef _WIN32
   expect_start_fails_without_windivert();
-  check(stop_redirector() == -1, "stop after a failed start is -1");
+  CHECK(stop_redirector() == -1, "stop after a failed start is -1");
 #else
-  check(get_redirector_status() == 0, "stopped at first");
-  check(start_redirector() == 0, "start: %s", last_error());
-  check(get_redirector_status() == 1, "running");
-  check(start_redirector() == -1, "second start is -1");
-  check(redirector_last_error_code() == REDIRECTOR_EALREADY, "code EALREADY");
-  check(set_redirector_config("{\"intercept_pids\":[4200999]}") == 0, "config while running");
-  check(redirector_would_intercept(4200999, NULL) == 1, "applied while running");
+  CHECK(get_redirector_status() == 0, "stopped at first");
+  CHECK(start_redirector() == 0, "start: %s", last_error());
+  CHECK(get_redirector_status() == 1, "running");
+  CHECK(start_redirector() == -1, "second start is -1");
+  CHECK(redirector_last_error_code() == REDIRECTOR_EALREADY, "code EALREADY");
+  CHECK(set_redirector_config("{\"intercept_pids\":[4200999]}") == 0, "config while running");
+  CHECK(redirector_would_intercept(4200999, NULL) == 1, "applied while running");
   update_app_port(18081);
   /* A run takes 16 app ports; past that the port in force stays. */
   for (uint16_t p = 18082; p < 18095; p++) update_app_port(p);
-  check(redirector_set_app_port(18095) == 0, "16th port: %s", last_error());
+  CHECK(redirector_set_app_port(18095) == 0, "16th port: %s", last_error());
   update_app_port(18096);
-  check(redirector_last_error_code() == REDIRECTOR_EINIT, "17th port: EINIT");
-  check(error_mentions("update_app_port: too many app ports") && error_mentions("port 18095 still in force"),
+  CHECK(redirector_last_error_code() == REDIRECTOR_EINIT, "17th port: EINIT");
+  CHECK(error_mentions("update_app_port: too many app ports") && error_mentions("port 18095 still in force"),
         "says so: %s", last_error());
-  check(redirector_set_app_port(18097) == REDIRECTOR_EINIT, "the same through redirector_set_app_port");
-  check(error_mentions("redirector_set_app_port: too many app ports"), "names the call: %s", last_error());
-  check(stop_redirector() == 0, "stop");
-  check(get_redirector_status() == 0, "stopped");
-  check(stop_redirector() == -1, "second stop is -1");
-  check(redirector_would_intercept(4200999, NULL) == 1, "config survives stop");
-  check(start_redirector() == 0, "start again: %s", last_error());
-  check(stop_redirector() == 0, "stop again");
+  CHECK(redirector_set_app_port(18097) == REDIRECTOR_EINIT, "the same through redirector_set_app_port");
+  CHECK(error_mentions("redirector_set_app_port: too many app ports"), "names the call: %s", last_error());
+  CHECK(stop_redirector() == 0, "stop");
+  CHECK(get_redirector_status() == 0, "stopped");
+  CHECK(stop_redirector() == -1, "second stop is -1");
+  CHECK(redirector_would_intercept(4200999, NULL) == 1, "config survives stop");
+  CHECK(start_redirector() == 0, "start again: %s", last_error());
+  CHECK(stop_redirector() == 0, "stop again");
 #endif
 }
 
 /* CI sizes catch a regression; npm run soak (WR_SOAK) runs the full ones. */
 static int soak_size(int ci, int full) { return getenv("WR_SOAK") ? full : ci; }
 
-static void case_cycles(void) {
+TEST_CASE(cycles) {
   set_base_config();
   update_app_port(18080);
   int cycles = soak_size(25, 100);
   for (int i = 0; i < cycles; i++) {
 #ifdef _WIN32
     int32_t rc = start_redirector();
-    check(rc == -2, "cycle %d: start without WinDivert is -2 (%d)", i, rc);
+    CHECK(rc == -2, "cycle %d: start without WinDivert is -2 (%d)", i, rc);
 #else
     int32_t rc = start_redirector();
-    check(rc == 0, "cycle %d: start (%d: %s)", i, rc, last_error());
-    if (rc == 0) check(stop_redirector() == 0, "cycle %d: stop", i);
+    CHECK(rc == 0, "cycle %d: start (%d: %s)", i, rc, last_error());
+    if (rc == 0) CHECK(stop_redirector() == 0, "cycle %d: stop", i);
 #endif
   }
-  check(get_redirector_status() == 0, "stopped after the cycles");
+  CHECK(get_redirector_status() == 0, "stopped after the cycles");
 }
 
 /* Eight threads call everything at once; only documented codes may appear. */
@@ -354,7 +354,7 @@ static THREAD_FN worker_main(void *p) {
   return THREAD_RET;
 }
 
-static void case_threads(void) {
+TEST_CASE(threads) {
   set_base_config();
   update_app_port(18080);
   enum { N = 8 };
@@ -365,13 +365,13 @@ static void case_threads(void) {
     w[i].id = i;
     w[i].iterations = iterations;
     w[i].bad = 0;
-    check(thread_start(&t[i], worker_main, &w[i]) == 0, "thread %d started", i);
+    CHECK(thread_start(&t[i], worker_main, &w[i]) == 0, "thread %d started", i);
   }
   for (int i = 0; i < N; i++) thread_join(t[i]);
-  for (int i = 0; i < N; i++) check(w[i].bad == 0, "thread %d saw %d undocumented results", i, w[i].bad);
-  if (get_redirector_status() == 1) check(stop_redirector() == 0, "final stop");
-  check(get_redirector_status() == 0, "stopped at the end");
-  check(redirector_would_intercept(4200777, NULL) == 1, "a valid config is in force");
+  for (int i = 0; i < N; i++) CHECK(w[i].bad == 0, "thread %d saw %d undocumented results", i, w[i].bad);
+  if (get_redirector_status() == 1) CHECK(stop_redirector() == 0, "final stop");
+  CHECK(get_redirector_status() == 0, "stopped at the end");
+  CHECK(redirector_would_intercept(4200777, NULL) == 1, "a valid config is in force");
 }
 
 /* The last error belongs to the thread: threads making different failing
@@ -433,8 +433,8 @@ static THREAD_FN err_worker_main(void *p) {
   return THREAD_RET;
 }
 
-static void case_thread_errors(void) {
-  check(stop_redirector() == -1, "stop when stopped");
+TEST_CASE(thread_errors) {
+  CHECK(stop_redirector() == -1, "stop when stopped");
   enum { N = 4 };
   atomic_int go = 0;
   thread_t t[N];
@@ -444,110 +444,110 @@ static void case_thread_errors(void) {
     w[i].kind = i;
     w[i].iterations = 3000;
     w[i].go = &go;
-    check(thread_start(&t[i], err_worker_main, &w[i]) == 0, "thread %d started", i);
+    CHECK(thread_start(&t[i], err_worker_main, &w[i]) == 0, "thread %d started", i);
   }
   atomic_store(&go, 1);
   for (int i = 0; i < N; i++) thread_join(t[i]);
   for (int i = 0; i < N; i++) {
-    check(w[i].fresh_ok, "thread %d: no last error before its first failure", i);
-    check(w[i].wrong == 0, "thread %d read %d errors not its own (first: %s)", i, w[i].wrong, w[i].seen);
+    CHECK(w[i].fresh_ok, "thread %d: no last error before its first failure", i);
+    CHECK(w[i].wrong == 0, "thread %d read %d errors not its own (first: %s)", i, w[i].wrong, w[i].seen);
   }
   /* This thread's own failure is still there, and a success keeps it. */
-  check(redirector_set_windivert_path(NULL) == 0, "a call that succeeds");
-  check(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING && error_mentions("stop_redirector: "),
+  CHECK(redirector_set_windivert_path(NULL) == 0, "a call that succeeds");
+  CHECK(redirector_last_error_code() == REDIRECTOR_ENOTRUNNING && error_mentions("stop_redirector: "),
         "this thread's error is its own: %d %s", redirector_last_error_code(), last_error());
 }
 
-static void case_engine_trap(void) {
+TEST_CASE(engine_trap) {
   set_base_config();
-  check(redirector_debug_inject_fault(99) == REDIRECTOR_EINVAL, "unknown fault selector");
-  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm a config fault");
+  CHECK(redirector_debug_inject_fault(99) == REDIRECTOR_EINVAL, "unknown fault selector");
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm a config fault");
   int32_t rc = set_redirector_config("{\"intercept_pids\":[4200888]}");
-  check(rc == -2, "trapped config call is -2 (%d)", rc);
-  check(redirector_last_error_code() == REDIRECTOR_EENGINE, "code EENGINE (%d)", redirector_last_error_code());
-  check(error_mentions("rebuilt"), "says the engine was rebuilt: %s", last_error());
+  CHECK(rc == -2, "trapped config call is -2 (%d)", rc);
+  CHECK(redirector_last_error_code() == REDIRECTOR_EENGINE, "code EENGINE (%d)", redirector_last_error_code());
+  CHECK(error_mentions("rebuilt"), "says the engine was rebuilt: %s", last_error());
   redirector_stats st;
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
-  check(redirector_get_stats(&st) == 0 && st.engine_restarts == 1, "the trap is counted while stopped (%llu)",
+  CHECK(redirector_get_stats(&st) == 0 && st.engine_restarts == 1, "the trap is counted while stopped (%llu)",
         (unsigned long long)st.engine_restarts);
-  check(redirector_would_intercept(4200777, NULL) == 1, "the config in force survived the trap");
-  check(redirector_would_intercept(4200888, NULL) == 0, "the trapped config was not applied");
-  check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "the engine works again: %s", last_error());
-  check(redirector_would_intercept(4200888, NULL) == 1, "and applies configs");
+  CHECK(redirector_would_intercept(4200777, NULL) == 1, "the config in force survived the trap");
+  CHECK(redirector_would_intercept(4200888, NULL) == 0, "the trapped config was not applied");
+  CHECK(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "the engine works again: %s", last_error());
+  CHECK(redirector_would_intercept(4200888, NULL) == 1, "and applies configs");
 #ifndef _WIN32
   update_app_port(18080);
-  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm again");
-  check(start_redirector() == 0, "start: %s", last_error());
-  check(set_redirector_config("{\"intercept_pids\":[4200999]}") == -2, "trap while running");
-  check(get_redirector_status() == 1, "still running after a trap");
-  check(redirector_would_intercept(4200888, NULL) == 1, "config in force kept while running");
-  check(stop_redirector() == 0, "stop");
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_CONFIG) == 0, "arm again");
+  CHECK(start_redirector() == 0, "start: %s", last_error());
+  CHECK(set_redirector_config("{\"intercept_pids\":[4200999]}") == -2, "trap while running");
+  CHECK(get_redirector_status() == 1, "still running after a trap");
+  CHECK(redirector_would_intercept(4200888, NULL) == 1, "config in force kept while running");
+  CHECK(stop_redirector() == 0, "stop");
 #endif
 }
 
 /* Memory running out where the library copies a caller's text: the call
  * fails with REDIRECTOR_ENOMEM (set_redirector_config keeps its seed return
  * -2) and changes nothing. REDIRECTOR_FAULT_MEMORY makes the next copy fail. */
-static void case_out_of_memory(void) {
+TEST_CASE(out_of_memory) {
   set_base_config();
-  check(strcmp(redirector_strerror(REDIRECTOR_ENOMEM), "out of memory; the call had no effect") == 0,
+  CHECK(strcmp(redirector_strerror(REDIRECTOR_ENOMEM), "out of memory; the call had no effect") == 0,
         "strerror(ENOMEM): %s", redirector_strerror(REDIRECTOR_ENOMEM));
-  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm a memory fault");
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm a memory fault");
   int32_t rc = set_redirector_config("{\"intercept_pids\":[4200888]}");
-  check(rc == -2, "set_redirector_config out of memory is the seed's -2 (%d)", rc);
-  check(redirector_last_error_code() == REDIRECTOR_ENOMEM, "code ENOMEM (%d)", redirector_last_error_code());
-  check(error_mentions("set_redirector_config: out of memory"), "says so: %s", last_error());
-  check(redirector_would_intercept(4200777, NULL) == 1 && redirector_would_intercept(4200888, NULL) == 0,
+  CHECK(rc == -2, "set_redirector_config out of memory is the seed's -2 (%d)", rc);
+  CHECK(redirector_last_error_code() == REDIRECTOR_ENOMEM, "code ENOMEM (%d)", redirector_last_error_code());
+  CHECK(error_mentions("set_redirector_config: out of memory"), "says so: %s", last_error());
+  CHECK(redirector_would_intercept(4200777, NULL) == 1 && redirector_would_intercept(4200888, NULL) == 0,
         "the configuration in force stays");
-  check(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "only one copy fails: %s", last_error());
-  check(redirector_would_intercept(4200888, NULL) == 1, "then applied");
+  CHECK(set_redirector_config("{\"intercept_pids\":[4200888]}") == 0, "only one copy fails: %s", last_error());
+  CHECK(redirector_would_intercept(4200888, NULL) == 1, "then applied");
 
-  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm again");
-  check(redirector_set_windivert_path("C:\\WinDivert") == REDIRECTOR_ENOMEM, "set_windivert_path out of memory");
-  check(redirector_last_error_code() == REDIRECTOR_ENOMEM && error_mentions("redirector_set_windivert_path: out of memory"),
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_MEMORY) == 0, "arm again");
+  CHECK(redirector_set_windivert_path("C:\\WinDivert") == REDIRECTOR_ENOMEM, "set_windivert_path out of memory");
+  CHECK(redirector_last_error_code() == REDIRECTOR_ENOMEM && error_mentions("redirector_set_windivert_path: out of memory"),
         "code and text: %d %s", redirector_last_error_code(), last_error());
-  check(redirector_set_windivert_path("C:\\WinDivert") == 0, "only one copy fails");
-  check(redirector_set_windivert_path(NULL) == 0, "reset");
+  CHECK(redirector_set_windivert_path("C:\\WinDivert") == 0, "only one copy fails");
+  CHECK(redirector_set_windivert_path(NULL) == 0, "reset");
 }
 
-static void case_windivert_path(void) {
-  check(redirector_set_windivert_path(NULL) == 0, "NULL resets");
-  check(redirector_set_windivert_path("") == 0, "empty resets");
-  check(redirector_set_windivert_path("C:\\nowhere\\\xff") == REDIRECTOR_EUTF8, "bad UTF-8");
+TEST_CASE(windivert_path) {
+  CHECK(redirector_set_windivert_path(NULL) == 0, "NULL resets");
+  CHECK(redirector_set_windivert_path("") == 0, "empty resets");
+  CHECK(redirector_set_windivert_path("C:\\nowhere\\\xff") == REDIRECTOR_EUTF8, "bad UTF-8");
   size_t n = 40000;
   char *longp = malloc(n + 1);
   memset(longp, 'a', n);
   longp[n] = '\0';
-  check(redirector_set_windivert_path(longp) == REDIRECTOR_EINVAL, "too long");
+  CHECK(redirector_set_windivert_path(longp) == REDIRECTOR_EINVAL, "too long");
   free(longp);
-  check(redirector_set_windivert_path("C:\\no such dir \xc3\xa9") == 0, "a UTF-8 path is accepted");
+  CHECK(redirector_set_windivert_path("C:\\no such dir \xc3\xa9") == 0, "a UTF-8 path is accepted");
 #ifdef _WIN32
   set_base_config();
   update_app_port(18080);
-  check(start_redirector() == -2, "start with a wrong WinDivert folder is -2");
-  check(error_mentions("C:\\no such dir \xc3\xa9"), "names the folder: %s", last_error());
-  check(error_mentions("WinDivert driver not found"), "names the driver: %s", last_error());
-  check(redirector_set_windivert_path(NULL) == 0, "reset");
+  CHECK(start_redirector() == -2, "start with a wrong WinDivert folder is -2");
+  CHECK(error_mentions("C:\\no such dir \xc3\xa9"), "names the folder: %s", last_error());
+  CHECK(error_mentions("WinDivert driver not found"), "names the driver: %s", last_error());
+  CHECK(redirector_set_windivert_path(NULL) == 0, "reset");
   expect_start_fails_without_windivert();
-  check(error_mentions("System32"), "names where it looked: %s", last_error());
+  CHECK(error_mentions("System32"), "names where it looked: %s", last_error());
 #endif
-  check(redirector_set_windivert_path(NULL) == 0, "reset");
+  CHECK(redirector_set_windivert_path(NULL) == 0, "reset");
 }
 
-static void case_would_intercept(void) {
-  check(set_redirector_config("{\"intercept\":\"fire*,*.py,bin/curl\"}") == 0, "patterns: %s", last_error());
-  check(redirector_would_intercept(4200010, "/usr/lib/firefox/FireFox-bin") == 1, "glob on the file name, any case");
-  check(redirector_would_intercept(4200010, "/usr/lib/firefox/bin") == 0, "glob anchored to the name");
-  check(redirector_would_intercept(4200010, "/home/a/tool.py") == 1, "*.py");
-  check(redirector_would_intercept(4200010, "/usr/bin/curl") == 1, "substring with a slash");
-  check(redirector_would_intercept(4200010, "/usr/sbin/curl2") == 1, "substring anywhere in the path");
-  check(redirector_would_intercept(4200010, "/usr/bin/cur") == 0, "substring needs the whole pattern");
-  check(redirector_would_intercept(4200010, NULL) == 0, "no path, no pattern match");
-  check(set_redirector_config("{\"intercept\":[4201234],\"intercept_pids\":[4200055]}") == 0, "pids: %s", last_error());
-  check(redirector_would_intercept(4201234, NULL) == 1, "spec PID");
-  check(redirector_would_intercept(4200055, NULL) == 1, "intercept_pids adds");
-  check(redirector_would_intercept(4200056, NULL) == 0, "others not");
+TEST_CASE(would_intercept) {
+  CHECK(set_redirector_config("{\"intercept\":\"fire*,*.py,bin/curl\"}") == 0, "patterns: %s", last_error());
+  CHECK(redirector_would_intercept(4200010, "/usr/lib/firefox/FireFox-bin") == 1, "glob on the file name, any case");
+  CHECK(redirector_would_intercept(4200010, "/usr/lib/firefox/bin") == 0, "glob anchored to the name");
+  CHECK(redirector_would_intercept(4200010, "/home/a/tool.py") == 1, "*.py");
+  CHECK(redirector_would_intercept(4200010, "/usr/bin/curl") == 1, "substring with a slash");
+  CHECK(redirector_would_intercept(4200010, "/usr/sbin/curl2") == 1, "substring anywhere in the path");
+  CHECK(redirector_would_intercept(4200010, "/usr/bin/cur") == 0, "substring needs the whole pattern");
+  CHECK(redirector_would_intercept(4200010, NULL) == 0, "no path, no pattern match");
+  CHECK(set_redirector_config("{\"intercept\":[4201234],\"intercept_pids\":[4200055]}") == 0, "pids: %s", last_error());
+  CHECK(redirector_would_intercept(4201234, NULL) == 1, "spec PID");
+  CHECK(redirector_would_intercept(4200055, NULL) == 1, "intercept_pids adds");
+  CHECK(redirector_would_intercept(4200056, NULL) == 0, "others not");
 }
 
 static redirector_endpoint ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint16_t port) {
@@ -562,30 +562,30 @@ static redirector_endpoint ep4(uint8_t a, uint8_t b, uint8_t c, uint8_t d, uint1
   return e;
 }
 
-static void case_lookup_codes(void) {
+TEST_CASE(lookup_codes) {
   redirector_endpoint peer = ep4(198, 18, 0, 10, 40000), local = ep4(10, 0, 0, 2, 8080);
   redirector_origin o;
   memset(&o, 0, sizeof o);
   o.size = sizeof o;
-  check(redirector_lookup(REDIRECTOR_TCP, NULL, &local, &o) == REDIRECTOR_ENULL, "NULL peer");
-  check(redirector_lookup(REDIRECTOR_TCP, &peer, NULL, &o) == REDIRECTOR_ENULL, "NULL local");
-  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, NULL) == REDIRECTOR_ENULL, "NULL out");
+  CHECK(redirector_lookup(REDIRECTOR_TCP, NULL, &local, &o) == REDIRECTOR_ENULL, "NULL peer");
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &peer, NULL, &o) == REDIRECTOR_ENULL, "NULL local");
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &peer, &local, NULL) == REDIRECTOR_ENULL, "NULL out");
   o.size = 8;
-  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_EINVAL, "small size");
-  check(error_mentions("sizeof(redirector_origin)"), "says what size: %s", last_error());
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_EINVAL, "small size");
+  CHECK(error_mentions("sizeof(redirector_origin)"), "says what size: %s", last_error());
   o.size = sizeof o;
-  check(redirector_lookup(1, &peer, &local, &o) == REDIRECTOR_EINVAL, "bad protocol");
+  CHECK(redirector_lookup(1, &peer, &local, &o) == REDIRECTOR_EINVAL, "bad protocol");
   redirector_endpoint bad = peer;
   bad.family = 5;
-  check(redirector_lookup(REDIRECTOR_TCP, &bad, &local, &o) == REDIRECTOR_EINVAL, "bad family");
-  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTRUNNING, "not running");
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &bad, &local, &o) == REDIRECTOR_EINVAL, "bad family");
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTRUNNING, "not running");
 #ifndef _WIN32
   set_base_config();
   update_app_port(18080);
-  check(start_redirector() == 0, "start: %s", last_error());
-  check(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTFOUND, "nothing redirected yet");
-  check(error_mentions("no redirected TCP connection"), "says so: %s", last_error());
-  check(stop_redirector() == 0, "stop");
+  CHECK(start_redirector() == 0, "start: %s", last_error());
+  CHECK(redirector_lookup(REDIRECTOR_TCP, &peer, &local, &o) == REDIRECTOR_ENOTFOUND, "nothing redirected yet");
+  CHECK(error_mentions("no redirected TCP connection"), "says so: %s", last_error());
+  CHECK(stop_redirector() == 0, "stop");
 #endif
 }
 
@@ -619,88 +619,88 @@ static THREAD_FN wait_for_event(void *arg) {
 }
 #endif
 
-static void case_events_and_stats(void) {
+TEST_CASE(events_and_stats) {
   redirector_event ev;
   memset(&ev, 0, sizeof ev);
-  check(redirector_next_event(NULL, 0) == REDIRECTOR_ENULL, "NULL event");
-  check(redirector_next_event(&ev, 0) == REDIRECTOR_EINVAL, "size 0");
+  CHECK(redirector_next_event(NULL, 0) == REDIRECTOR_ENULL, "NULL event");
+  CHECK(redirector_next_event(&ev, 0) == REDIRECTOR_EINVAL, "size 0");
   ev.size = sizeof ev;
-  check(redirector_next_event(&ev, 0) == REDIRECTOR_ENOTRUNNING, "not running");
-  check(error_mentions("redirector_next_event"), "says so: %s", last_error());
-  check(redirector_wait_event(0) == REDIRECTOR_ENOTRUNNING, "wait: not running");
-  check(redirector_wait_event(50) == REDIRECTOR_ENOTRUNNING, "wait: not running, at once");
-  check(error_mentions("redirector_next_event"), "waiting leaves the last error alone: %s", last_error());
+  CHECK(redirector_next_event(&ev, 0) == REDIRECTOR_ENOTRUNNING, "not running");
+  CHECK(error_mentions("redirector_next_event"), "says so: %s", last_error());
+  CHECK(redirector_wait_event(0) == REDIRECTOR_ENOTRUNNING, "wait: not running");
+  CHECK(redirector_wait_event(50) == REDIRECTOR_ENOTRUNNING, "wait: not running, at once");
+  CHECK(error_mentions("redirector_next_event"), "waiting leaves the last error alone: %s", last_error());
   redirector_stats st;
   memset(&st, 0xff, sizeof st);
-  check(redirector_get_stats(NULL) == REDIRECTOR_ENULL, "NULL stats");
+  CHECK(redirector_get_stats(NULL) == REDIRECTOR_ENULL, "NULL stats");
   st.size = 4;
-  check(redirector_get_stats(&st) == REDIRECTOR_EINVAL, "small stats size");
+  CHECK(redirector_get_stats(&st) == REDIRECTOR_EINVAL, "small stats size");
   st.size = sizeof st;
-  check(redirector_get_stats(&st) == 0, "stats when stopped");
-  check(st.running == 0, "not running");
-  check(st.size == sizeof st, "size kept");
+  CHECK(redirector_get_stats(&st) == 0, "stats when stopped");
+  CHECK(st.running == 0, "not running");
+  CHECK(st.size == sizeof st, "size kept");
 #ifndef _WIN32
   set_base_config();
   update_app_port(18080);
-  check(start_redirector() == 0, "start: %s", last_error());
+  CHECK(start_redirector() == 0, "start: %s", last_error());
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
-  check(redirector_get_stats(&st) == 0 && st.running == 1, "running stats");
-  check(st.flow_capacity == 65536, "default table size: %llu", (unsigned long long)st.flow_capacity);
-  check(st.bytes_per_flow > 0 && st.bytes_per_flow <= 200, "bytes per flow %llu", (unsigned long long)st.bytes_per_flow);
+  CHECK(redirector_get_stats(&st) == 0 && st.running == 1, "running stats");
+  CHECK(st.flow_capacity == 65536, "default table size: %llu", (unsigned long long)st.flow_capacity);
+  CHECK(st.bytes_per_flow > 0 && st.bytes_per_flow <= 200, "bytes per flow %llu", (unsigned long long)st.bytes_per_flow);
   /* Waiting sleeps until an event or the end: it does not wake to look
    * again every few milliseconds (which would show as ~60 switches). */
   struct waited idle[2] = {{1, 0, 0, 0}, {0, 0, 0, 0}};
   for (int i = 0; i < 2; i++) {
     measured_wait(&idle[i], 300);
-    check(idle[i].switches < 10, "%s: an idle wait of 300 ms slept %ld times", idle[i].take ? "next" : "wait",
+    CHECK(idle[i].switches < 10, "%s: an idle wait of 300 ms slept %ld times", idle[i].take ? "next" : "wait",
           idle[i].switches);
   }
-  check(idle[0].rc == REDIRECTOR_ENOEVENT, "no event within 300 ms: %d", idle[0].rc);
-  check(idle[1].rc == 0, "wait: none within 300 ms: %d", idle[1].rc);
-  check(redirector_last_error_code() != REDIRECTOR_ENOEVENT, "no event is not recorded as an error");
+  CHECK(idle[0].rc == REDIRECTOR_ENOEVENT, "no event within 300 ms: %d", idle[0].rc);
+  CHECK(idle[1].rc == 0, "wait: none within 300 ms: %d", idle[1].rc);
+  CHECK(redirector_last_error_code() != REDIRECTOR_ENOEVENT, "no event is not recorded as an error");
   char diag[256];
   int32_t dn = redirector_diagnostics(diag, sizeof diag);
-  check(dn > 0 && strstr(diag, "nfqueue 7870") != NULL, "diagnostics name the queue: %s", diag);
-  check(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
+  CHECK(dn > 0 && strstr(diag, "nfqueue 7870") != NULL, "diagnostics name the queue: %s", diag);
+  CHECK(redirector_debug_inject_fault(REDIRECTOR_FAULT_PACKETS) == 0, "arm a packet fault");
   /* stop_redirector ends waits at once (the waits here are 60 s). */
   thread_t waiter[2];
   struct waited w[2] = {{1, 0, 0, 0}, {0, 0, 0, 0}};
-  for (int i = 0; i < 2; i++) check(thread_start(&waiter[i], wait_for_event, &w[i]) == 0, "start a waiting reader");
+  for (int i = 0; i < 2; i++) CHECK(thread_start(&waiter[i], wait_for_event, &w[i]) == 0, "start a waiting reader");
   usleep(200 * 1000);
-  check(stop_redirector() == 0, "stop");
+  CHECK(stop_redirector() == 0, "stop");
   for (int i = 0; i < 2; i++) {
     thread_join(waiter[i]);
-    check(w[i].rc == REDIRECTOR_ENOTRUNNING, "reader %d is told: %d", i, w[i].rc);
-    check(w[i].ms < 30000, "reader %d: the wait ended with the stop, not its timeout (%.0f ms)", i, w[i].ms);
+    CHECK(w[i].rc == REDIRECTOR_ENOTRUNNING, "reader %d is told: %d", i, w[i].rc);
+    CHECK(w[i].ms < 30000, "reader %d: the wait ended with the stop, not its timeout (%.0f ms)", i, w[i].ms);
   }
   memset(&st, 0, sizeof st);
   st.size = sizeof st;
-  check(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");
-  check(redirector_diagnostics(diag, sizeof diag) == REDIRECTOR_ENOTRUNNING, "no diagnostics when stopped");
+  CHECK(redirector_get_stats(&st) == 0 && st.running == 0 && st.flow_capacity == 65536, "the last run's stats");
+  CHECK(redirector_diagnostics(diag, sizeof diag) == REDIRECTOR_ENOTRUNNING, "no diagnostics when stopped");
 #endif
 }
 
 
-static void case_exclude_socket(void) {
-  check(redirector_exclude_socket(-1) == REDIRECTOR_EINVAL, "-1 is not a socket");
-  check(error_mentions("not a"), "says why: %s", last_error());
+TEST_CASE(exclude_socket) {
+  CHECK(redirector_exclude_socket(-1) == REDIRECTOR_EINVAL, "-1 is not a socket");
+  CHECK(error_mentions("not a"), "says why: %s", last_error());
 #ifdef _WIN32
-  check(redirector_exclude_socket(12345) == 0, "nothing to do on Windows");
+  CHECK(redirector_exclude_socket(12345) == 0, "nothing to do on Windows");
 #else
-  check(redirector_exclude_socket((intptr_t)1 << 40) == REDIRECTOR_EINVAL, "too large for a descriptor");
-  check(error_mentions("not a file descriptor"), "says why: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)1 << 40) == REDIRECTOR_EINVAL, "too large for a descriptor");
+  CHECK(error_mentions("not a file descriptor"), "says why: %s", last_error());
   int file = open("/dev/null", O_RDONLY);
-  check(redirector_exclude_socket(file) == REDIRECTOR_EINVAL, "a file is not a socket");
-  check(error_mentions("could not mark"), "says why: %s", last_error());
+  CHECK(redirector_exclude_socket(file) == REDIRECTOR_EINVAL, "a file is not a socket");
+  CHECK(error_mentions("could not mark"), "says why: %s", last_error());
   close(file);
   int s = socket(AF_INET, SOCK_STREAM, 0);
   if (geteuid() == 0) {
-    check(redirector_exclude_socket(s) == 0, "a socket is marked: %s", last_error());
+    CHECK(redirector_exclude_socket(s) == 0, "a socket is marked: %s", last_error());
     uint32_t mark = 0;
     socklen_t len = sizeof mark;
     getsockopt(s, SOL_SOCKET, SO_MARK, &mark, &len);
-    check(mark == 0x10000000u, "SO_MARK is 0x%x", mark);
+    CHECK(mark == 0x10000000u, "SO_MARK is 0x%x", mark);
   }
   close(s);
 #endif
@@ -721,15 +721,15 @@ static int rules_show(const char *save, const char *table, const char *text) {
 /* A new app port whose ip6tables rules fail in their second table (a
  * stand-in ip6tables-restore first on PATH refuses the mangle rules) leaves
  * none of its rules behind, and the port in force stays. */
-static void case_app_port_all_or_nothing(void) {
+TEST_CASE_POSIX(app_port_all_or_nothing) {
   char cwd[2048], dir[2200], fake[2300];
   /* Under the working directory (the build tree), not /tmp: it may be noexec. */
-  check(getcwd(cwd, sizeof cwd) != NULL, "getcwd");
+  CHECK(getcwd(cwd, sizeof cwd) != NULL, "getcwd");
   snprintf(dir, sizeof dir, "%s/wr-abi-XXXXXX", cwd);
-  check(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
+  CHECK(mkdtemp(dir) != NULL, "mkdtemp %s", dir);
   snprintf(fake, sizeof fake, "%s/ip6tables-restore", dir);
   FILE *f = fopen(fake, "w");
-  check(f != NULL, "write %s", fake);
+  CHECK(f != NULL, "write %s", fake);
   if (!f) return;
   fputs("#!/bin/sh\nin=$(cat)\n"
         "case \"$in\" in *'*mangle'*'-I '*'--sport 18099 '*) echo 'refused by the test' >&2; exit 1;; esac\n"
@@ -747,19 +747,19 @@ static void case_app_port_all_or_nothing(void) {
 
   set_base_config();
   update_app_port(18080);
-  check(start_redirector() == 0, "start: %s", last_error());
-  check(rules_show("ip6tables-save", "raw", "--sport 18080 "), "IPv6 rules in place for the first port");
-  check(redirector_set_app_port(18099) == REDIRECTOR_EINIT, "the second port fails");
-  check(error_mentions("ip6tables rules (mangle table)") && error_mentions("port 18080 still in force"),
+  CHECK(start_redirector() == 0, "start: %s", last_error());
+  CHECK(rules_show("ip6tables-save", "raw", "--sport 18080 "), "IPv6 rules in place for the first port");
+  CHECK(redirector_set_app_port(18099) == REDIRECTOR_EINIT, "the second port fails");
+  CHECK(error_mentions("ip6tables rules (mangle table)") && error_mentions("port 18080 still in force"),
         "says why: %s", last_error());
   static const char *const saves[] = {"iptables-save", "ip6tables-save"};
   static const char *const tables[] = {"raw", "mangle"};
   for (int i = 0; i < 4; i++) {
-    check(!rules_show(saves[i / 2], tables[i % 2], "--sport 18099 "), "no %s %s rules left for the port that failed",
+    CHECK(!rules_show(saves[i / 2], tables[i % 2], "--sport 18099 "), "no %s %s rules left for the port that failed",
           saves[i / 2], tables[i % 2]);
   }
-  check(rules_show("iptables-save", "raw", "--sport 18080 "), "the first port's rules stay");
-  check(stop_redirector() == 0, "stop");
+  CHECK(rules_show("iptables-save", "raw", "--sport 18080 "), "the first port's rules stay");
+  CHECK(stop_redirector() == 0, "stop");
 
   setenv("PATH", old, 1);
   unsetenv("WR_REAL_PATH");
@@ -768,34 +768,5 @@ static void case_app_port_all_or_nothing(void) {
 }
 #endif
 
-static const struct test_case CASES[] = {
-    {"version", case_version},
-    {"strerror", case_strerror},
-    {"last_error", case_last_error},
-    {"null_config", case_null_config},
-    {"bad_json", case_bad_json},
-    {"truncated_json", case_truncated_json},
-    {"wrong_types", case_wrong_types},
-    {"not_utf8", case_not_utf8},
-    {"big_json", case_big_json},
-    {"many_pids", case_many_pids},
-    {"rejected_keeps_old", case_rejected_keeps_old},
-    {"spec_fields", case_spec_fields},
-    {"start_without_port", case_start_without_port},
-    {"start_stop", case_start_stop},
-    {"cycles", case_cycles},
-    {"threads", case_threads},
-    {"thread_errors", case_thread_errors},
-    {"engine_trap", case_engine_trap},
-    {"windivert_path", case_windivert_path},
-    {"out_of_memory", case_out_of_memory},
-    {"would_intercept", case_would_intercept},
-    {"lookup_codes", case_lookup_codes},
-    {"events_and_stats", case_events_and_stats},
-    {"exclude_socket", case_exclude_socket},
-#ifndef _WIN32
-    {"app_port_all_or_nothing", case_app_port_all_or_nothing},
-#endif
-};
 
-int main(int argc, char **argv) { return run_case(argc, argv, CASES, sizeof CASES / sizeof CASES[0]); }
+int main(int argc, char **argv) { return tests_main(argc, argv); }

@@ -99,12 +99,12 @@ static int probe(void) {
   return redirector_would_intercept(4204242, NULL) * 2 + redirector_would_intercept(4200077, "/opt/probe-x");
 }
 
-static void case_config_flood(void) {
+TEST_CASE(config_flood) {
   const char *base = "{\"intercept_pids\":[4204242],\"intercept\":\"probe-*\"}";
   int total = soak() ? 1000000 : 100000;
   int accepted = 0, rejected = 0, undocumented = 0, changed = 0, silent = 0;
   char buf[4096];
-  check(set_redirector_config(base) == 0, "base config");
+  CHECK(set_redirector_config(base) == 0, "base config");
   int want = probe();
   for (int i = 0; i < total; i++) {
     mutate(buf, sizeof buf, SEEDS[rnd() % (sizeof SEEDS / sizeof SEEDS[0])]);
@@ -124,10 +124,10 @@ static void case_config_flood(void) {
       set_redirector_config(base);
     }
   }
-  check(undocumented == 0, "%d undocumented results", undocumented);
-  check(changed == 0, "%d rejected configs changed the one in force", changed);
-  check(silent == 0, "%d failures without a reason", silent);
-  check(accepted > 0 && rejected > total / 2, "a real mix: %d accepted, %d rejected", accepted, rejected);
+  CHECK(undocumented == 0, "%d undocumented results", undocumented);
+  CHECK(changed == 0, "%d rejected configs changed the one in force", changed);
+  CHECK(silent == 0, "%d failures without a reason", silent);
+  CHECK(accepted > 0 && rejected > total / 2, "a real mix: %d accepted, %d rejected", accepted, rejected);
   printf("figure configs %d\nfigure configs-accepted %d\nfigure configs-rejected %d\n", total, accepted, rejected);
 }
 
@@ -192,20 +192,20 @@ static THREAD_FN misuse_thread(void *p) {
   return THREAD_RET;
 }
 
-static void case_misuse(void) {
+TEST_CASE(misuse) {
   int bad = 0;
   /* Before initialize_global_config: everything initialises itself. */
   for (int i = 0; i < 200; i++) junk_calls(&bad);
-  check(bad == 0, "%d undocumented results before init", bad);
+  CHECK(bad == 0, "%d undocumented results before init", bad);
   initialize_global_config();
   /* A config the library must have copied: the caller's buffer goes away. */
   char *mine = strdup("{\"intercept_pids\":[4231337]}");
-  check(set_redirector_config(mine) == 0, "config");
+  CHECK(set_redirector_config(mine) == 0, "config");
   memset(mine, 'x', strlen(mine));
   free(mine);
-  check(redirector_would_intercept(4231337, NULL) == 1, "the library kept its own copy");
-  check(redirector_set_windivert_path("") == 0, "empty WinDivert path");
-  check(redirector_set_nfqueue_num(7870) == 0, "queue number");
+  CHECK(redirector_would_intercept(4231337, NULL) == 1, "the library kept its own copy");
+  CHECK(redirector_set_windivert_path("") == 0, "empty WinDivert path");
+  CHECK(redirector_set_nfqueue_num(7870) == 0, "queue number");
   update_app_port(18080);
   int seconds = soak() ? 60 : 5;
   enum { N = 8 };
@@ -239,12 +239,12 @@ static void case_misuse(void) {
     bad += m[i].bad;
     calls += m[i].calls;
   }
-  check(bad == 0, "%d undocumented results", bad);
-  check(get_redirector_status() == 0, "stopped at the end");
-  check(redirector_would_intercept(4231337, NULL) == 1, "the last good config survived");
+  CHECK(bad == 0, "%d undocumented results", bad);
+  CHECK(get_redirector_status() == 0, "stopped at the end");
+  CHECK(redirector_would_intercept(4231337, NULL) == 1, "the last good config survived");
   int after = 0;
   for (int i = 0; i < 100; i++) junk_calls(&after);
-  check(after == 0, "%d undocumented results after stop", after);
+  CHECK(after == 0, "%d undocumented results after stop", after);
   printf("figure misuse-seconds %d\nfigure misuse-calls %ld\nfigure misuse-cycles %d\n", seconds, calls, cycles);
 }
 
@@ -355,12 +355,12 @@ static pid_t child(int go[2], uint16_t echo_port) {
   _exit(got == sizeof in && memcmp(in, out, sizeof in) == 0 ? 0 : 6);
 }
 
-static void case_leak_cycles(void) {
+TEST_CASE_POSIX(leak_cycles) {
   signal(SIGPIPE, SIG_IGN);
   uint16_t echo_port = 18090;
   echo_fd = listen_tcp(echo_port);
   app_fd = listen_tcp(APP_PORT);
-  check(echo_fd >= 0 && app_fd >= 0, "listening");
+  CHECK(echo_fd >= 0 && app_fd >= 0, "listening");
   pthread_t echo_thread, proxy_thread;
   pthread_create(&echo_thread, NULL, echo, NULL);
   pthread_create(&proxy_thread, NULL, proxy, NULL);
@@ -394,21 +394,14 @@ static void case_leak_cycles(void) {
   pthread_join(proxy_thread, NULL);
   close(echo_fd);
   close(app_fd);
-  check(ok == cycles, "%d of %d cycles redirected a connection end to end", ok, cycles);
-  check(relayed == cycles, "the proxy relayed %ld of %d", relayed, cycles);
-  check(fds1 == fds0, "descriptors: %d before, %d after", fds0, fds1);
-  check(threads1 == threads0, "threads: %d before, %d after", threads0, threads1);
+  CHECK(ok == cycles, "%d of %d cycles redirected a connection end to end", ok, cycles);
+  CHECK(relayed == cycles, "the proxy relayed %ld of %d", relayed, cycles);
+  CHECK(fds1 == fds0, "descriptors: %d before, %d after", fds0, fds1);
+  CHECK(threads1 == threads0, "threads: %d before, %d after", threads0, threads1);
   printf("figure leak-cycles %d\nfigure leak-fds-delta %d\nfigure leak-threads-delta %d\n", cycles, fds1 - fds0,
          threads1 - threads0);
 }
 #endif
 
-static const struct test_case CASES[] = {
-    {"config_flood", case_config_flood},
-    {"misuse", case_misuse},
-#ifndef _WIN32
-    {"leak_cycles", case_leak_cycles},
-#endif
-};
 
-int main(int argc, char **argv) { return run_case(argc, argv, CASES, sizeof CASES / sizeof CASES[0]); }
+int main(int argc, char **argv) { return tests_main(argc, argv); }

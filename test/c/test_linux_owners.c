@@ -159,35 +159,35 @@ static int find_udp(wr_owners *o, uint16_t port, uint32_t *pid, char *path, size
 
 /* A PID first seen running a program that is not intercepted, reused at once
  * by one that is: the new process is recognised, not the cached decision. */
-static void case_reused_pid(void) {
+TEST_CASE(reused_pid) {
   char *const sleeper[] = {"/bin/sleep", "60", NULL};
   pid_t a = spawn_exec(REUSED_PID, sleeper);
-  check(a == REUSED_PID, "first child got PID %d, wanted %d", (int)a, REUSED_PID);
-  check(wait_exe(a, "sleep"), "the first child runs sleep");
+  CHECK(a == REUSED_PID, "first child got PID %d, wanted %d", (int)a, REUSED_PID);
+  CHECK(wait_exe(a, "sleep"), "the first child runs sleep");
 
   wr_owners *o = wr_owners_new(is_candidate, NULL);
-  check(o != NULL, "wr_owners_new");
+  CHECK(o != NULL, "wr_owners_new");
   if (!o) return;
   end(a);
 
   uint16_t port = 0;
   pid_t b = spawn_holder(REUSED_PID, &port).pid;
-  check(b == REUSED_PID, "second child got PID %d, wanted %d", (int)b, REUSED_PID);
+  CHECK(b == REUSED_PID, "second child got PID %d, wanted %d", (int)b, REUSED_PID);
   uint32_t pid = 0;
   char path[4096] = "";
-  check(find_udp(o, port, &pid, path, sizeof path) == 1, "the socket of the intercepted process at the reused PID is found");
-  check(pid == (uint32_t)REUSED_PID, "owner PID %u", pid);
-  check(strcmp(path, self_exe) == 0, "owner path '%s', wanted '%s'", path, self_exe);
+  CHECK(find_udp(o, port, &pid, path, sizeof path) == 1, "the socket of the intercepted process at the reused PID is found");
+  CHECK(pid == (uint32_t)REUSED_PID, "owner PID %u", pid);
+  CHECK(strcmp(path, self_exe) == 0, "owner path '%s', wanted '%s'", path, self_exe);
   end(b);
 
   /* The policy changes to leave this program alone: its sockets have no
    * owner any more. */
   pid_t c = spawn_holder(REUSED_PID + 50, &port).pid;
-  check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)c, "found before the policy changed");
+  CHECK(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)c, "found before the policy changed");
   intercepted = "/nonexistent/another-program";
   wr_owners_policy_changed(o);
   pid = 0;
-  check(find_udp(o, port, &pid, path, sizeof path) == 0, "a socket of a process the policy leaves alone has no owner (got PID %u)", pid);
+  CHECK(find_udp(o, port, &pid, path, sizeof path) == 0, "a socket of a process the policy leaves alone has no owner (got PID %u)", pid);
   end(c);
   wr_owners_free(o);
 }
@@ -207,9 +207,9 @@ static int status_of(pid_t pid) {
 
 /* A process opening socket after socket: each is found, whether at the
  * descriptor number of the one before (closed) or at a new one. */
-static void case_socket_after_socket(void) {
+TEST_CASE(socket_after_socket) {
   wr_owners *o = wr_owners_new(is_candidate, NULL);
-  check(o != NULL, "wr_owners_new");
+  CHECK(o != NULL, "wr_owners_new");
   if (!o) return;
   uint16_t port = 0;
   holder h = spawn_holder(0, &port);
@@ -222,12 +222,12 @@ static void case_socket_after_socket(void) {
     same_fd += c == 'n';
     pid = 0;
     int found = find_udp(o, port, &pid, path, sizeof path);
-    check(found == 1 && pid == (uint32_t)h.pid, "step %d ('%c'): the socket on port %u is found (PID %u, want %d)", i,
+    CHECK(found == 1 && pid == (uint32_t)h.pid, "step %d ('%c'): the socket on port %u is found (PID %u, want %d)", i,
           c ? c : '-', port, pid, (int)h.pid);
   }
   /* Each socket opened where the one before was closed was found by one
    * look at that descriptor; the others by a scan. */
-  check(wr_owners_probe_hits(o) == (uint64_t)same_fd, "the descriptor probe answered %llu finds, want %d",
+  CHECK(wr_owners_probe_hits(o) == (uint64_t)same_fd, "the descriptor probe answered %llu finds, want %d",
         (unsigned long long)wr_owners_probe_hits(o), same_fd);
   end(h.pid);
   wr_owners_free(o);
@@ -251,23 +251,23 @@ static void drop_copy(const char *dir, const char *exe) {
 /* An intercepted process found, then gone, and its PID reused at once by a
  * process that is not intercepted (another program): the newcomer's socket
  * has no owner, though the PID is still on the list of candidates. */
-static void case_reused_candidate_pid(void) {
+TEST_CASE(reused_candidate_pid) {
   char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
-  check(copy_self(dir, other, sizeof other, "not-intercepted") == 0, "copy the test program");
+  CHECK(copy_self(dir, other, sizeof other, "not-intercepted") == 0, "copy the test program");
   wr_owners *o = wr_owners_new(is_candidate, NULL);
-  check(o != NULL, "wr_owners_new");
+  CHECK(o != NULL, "wr_owners_new");
   if (!o) return;
   uint16_t port = 0;
   uint32_t pid = 0;
   char path[4096] = "";
   holder a = spawn_holder(REUSED_PID, &port);
-  check(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)a.pid, "the intercepted one is found");
+  CHECK(find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)a.pid, "the intercepted one is found");
   end(a.pid);
   holder b = spawn_holder_exe(REUSED_PID, other, &port);
-  check(b.pid == REUSED_PID, "the other program got PID %d, wanted %d", (int)b.pid, REUSED_PID);
+  CHECK(b.pid == REUSED_PID, "the other program got PID %d, wanted %d", (int)b.pid, REUSED_PID);
   pid = 0;
   int found = find_udp(o, port, &pid, path, sizeof path);
-  check(found == 0, "the newcomer is not taken for the intercepted one (PID %u, %s)", pid, path);
+  CHECK(found == 0, "the newcomer is not taken for the intercepted one (PID %u, %s)", pid, path);
   end(b.pid);
   wr_owners_free(o);
   drop_copy(dir, other);
@@ -275,10 +275,10 @@ static void case_reused_candidate_pid(void) {
 
 /* A program whose path is not UTF-8 (Linux paths are bytes): its path
  * comes out as UTF-8, each stray byte a '?'. */
-static void case_non_utf8_path(void) {
+TEST_CASE(non_utf8_path) {
   char dir[] = "/tmp/wr-owners-XXXXXX", exe[128], want[128];
   /* Latin-1, and a byte never in UTF-8 */
-  check(copy_self(dir, exe, sizeof exe, "caf\xe9-\xff") == 0, "copy the test program to a non-UTF-8 path");
+  CHECK(copy_self(dir, exe, sizeof exe, "caf\xe9-\xff") == 0, "copy the test program to a non-UTF-8 path");
   snprintf(want, sizeof want, "%s/caf?-?", dir);
   intercepted = want; /* the policy sees the repaired path */
   wr_owners *o = wr_owners_new(is_candidate, NULL);
@@ -286,20 +286,14 @@ static void case_non_utf8_path(void) {
   holder h = spawn_holder_exe(0, exe, &port);
   uint32_t pid = 0;
   char path[4096] = "";
-  check(o && find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)h.pid, "found (PID %u)", pid);
-  check(strcmp(path, want) == 0, "path '%s', want '%s'", path, want);
+  CHECK(o && find_udp(o, port, &pid, path, sizeof path) == 1 && pid == (uint32_t)h.pid, "found (PID %u)", pid);
+  CHECK(strcmp(path, want) == 0, "path '%s', want '%s'", path, want);
   end(h.pid);
   wr_owners_free(o);
   drop_copy(dir, exe);
   intercepted = self_exe;
 }
 
-static const struct test_case cases[] = {
-    {"reused_pid", case_reused_pid},
-    {"socket_after_socket", case_socket_after_socket},
-    {"reused_candidate_pid", case_reused_candidate_pid},
-    {"non_utf8_path", case_non_utf8_path},
-};
 
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--hold") == 0) holder_main(0, 1);
@@ -329,7 +323,7 @@ int main(int argc, char **argv) {
         quit(2);
       }
       pid_t worker = fork();
-      if (worker == 0) exit(run_case(argc, argv, cases, sizeof cases / sizeof cases[0]));
+      if (worker == 0) exit(tests_main(argc, argv));
       quit(status_of(worker));
     }
     quit(status_of(init));

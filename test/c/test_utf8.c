@@ -3,27 +3,27 @@
 #include "check.h" /* first: it sets _GNU_SOURCE */
 #include "utf8.h"
 
-static void case_cut(void) {
+TEST_CASE(cut) {
   /* "aé€😀": 1 + 2 + 3 + 4 bytes; the boundaries are at 0, 1, 3, 6, 10. */
   const char *s = "a\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80";
   size_t n = strlen(s);
   static const size_t head_want[] = {0, 1, 1, 3, 3, 3, 6, 6, 6, 6, 10, 10};
   for (size_t cap = 0; cap < sizeof head_want / sizeof head_want[0]; cap++) {
     size_t k = wr_utf8_head(s, n, cap);
-    check(k == head_want[cap], "head with cap %zu: %zu bytes, want %zu", cap, k, head_want[cap]);
-    check(wr_utf8_valid((const unsigned char *)s, k), "head with cap %zu is valid UTF-8", cap);
+    CHECK(k == head_want[cap], "head with cap %zu: %zu bytes, want %zu", cap, k, head_want[cap]);
+    CHECK(wr_utf8_valid((const unsigned char *)s, k), "head with cap %zu is valid UTF-8", cap);
   }
   /* From the end: the tails start at 10, 6, 3, 1, 0 (lengths 0, 4, 7, 9, 10). */
   static const size_t tail_want[] = {0, 0, 0, 0, 4, 4, 4, 7, 7, 9, 10, 10};
   for (size_t cap = 0; cap < sizeof tail_want / sizeof tail_want[0]; cap++) {
     size_t k = wr_utf8_tail(s, n, cap);
-    check(k == tail_want[cap], "tail with cap %zu: %zu bytes, want %zu", cap, k, tail_want[cap]);
-    check(wr_utf8_valid((const unsigned char *)s + n - k, k), "tail with cap %zu is valid UTF-8", cap);
+    CHECK(k == tail_want[cap], "tail with cap %zu: %zu bytes, want %zu", cap, k, tail_want[cap]);
+    CHECK(wr_utf8_valid((const unsigned char *)s + n - k, k), "tail with cap %zu is valid UTF-8", cap);
   }
-  check(wr_utf8_head("", 0, 5) == 0 && wr_utf8_tail("", 0, 5) == 0, "empty text");
+  CHECK(wr_utf8_head("", 0, 5) == 0 && wr_utf8_tail("", 0, 5) == 0, "empty text");
 }
 
-static void case_valid(void) {
+TEST_CASE(valid) {
   static const struct {
     const char *s;
     int ok;
@@ -40,14 +40,14 @@ static void case_valid(void) {
       {"\x80", 0},                 /* a lone continuation byte */
   };
   for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-    check(wr_utf8_valid((const unsigned char *)t[i].s, strlen(t[i].s)) == t[i].ok, "case %zu: valid should be %d", i,
+    CHECK(wr_utf8_valid((const unsigned char *)t[i].s, strlen(t[i].s)) == t[i].ok, "case %zu: valid should be %d", i,
           t[i].ok);
   }
 }
 
 /* Repair keeps every well-formed sequence and turns each stray byte into
  * '?', so the result is valid and as long as before. */
-static void case_repair(void) {
+TEST_CASE(repair) {
   static const struct {
     const char *in, *out;
     size_t fixed;
@@ -64,16 +64,11 @@ static void case_repair(void) {
     size_t n = strlen(t[i].in);
     memcpy(buf, t[i].in, n + 1);
     size_t fixed = wr_utf8_repair(buf, n);
-    check(fixed == t[i].fixed && strcmp(buf, t[i].out) == 0, "case %zu: '%s' (%zu fixed), want '%s' (%zu)", i, buf,
+    CHECK(fixed == t[i].fixed && strcmp(buf, t[i].out) == 0, "case %zu: '%s' (%zu fixed), want '%s' (%zu)", i, buf,
           fixed, t[i].out, t[i].fixed);
-    check(wr_utf8_valid((const unsigned char *)buf, n), "case %zu: valid after repair", i);
+    CHECK(wr_utf8_valid((const unsigned char *)buf, n), "case %zu: valid after repair", i);
   }
 }
 
-static const struct test_case cases[] = {
-    {"cut", case_cut},
-    {"valid", case_valid},
-    {"repair", case_repair},
-};
 
-int main(int argc, char **argv) { return run_case(argc, argv, cases, sizeof cases / sizeof cases[0]); }
+int main(int argc, char **argv) { return tests_main(argc, argv); }

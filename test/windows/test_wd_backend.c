@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "wd_check.h"
+#include "check.h"
 #include "engine.h"
 #include "win_owners.h"
 #include "windivert.h"
@@ -49,7 +49,7 @@ static uint32_t word_at(const wd_address *a, size_t off) {
           word_at(&a, 8));                                                                          \
   } while (0)
 
-static void case_layout(void) {
+TEST_CASE(layout) {
   CHECK(sizeof(wd_address) == 80, "size %u", (unsigned)sizeof(wd_address));
   CHECK(_Alignof(wd_address) == 8, "alignment %u", (unsigned)_Alignof(wd_address));
   CHECK(offsetof(wd_address, timestamp) == 0, "Timestamp");
@@ -117,7 +117,7 @@ static int find_port(void *ctx, const wr_socket_row *r) {
   return 0;
 }
 
-static void case_tables(void) {
+TEST_CASE(tables) {
   WSADATA w;
   WSAStartup(MAKEWORD(2, 2), &w);
   struct sockaddr_in a;
@@ -211,7 +211,7 @@ static size_t diagnostics_with(const wr_backend_options *opts, const char *scrip
   return n;
 }
 
-static void case_diagnostics(void) {
+TEST_CASE(diagnostics) {
   char dir[MAX_PATH], tmp[MAX_PATH], script[MAX_PATH], log[MAX_PATH];
   GetModuleFileNameA(NULL, dir, sizeof dir);
   *strrchr(dir, '\\') = '\0';
@@ -268,7 +268,7 @@ static DWORD WINAPI blocked_receive(LPVOID h) {
   return ok ? 0 : GetLastError();
 }
 
-static void case_standin(void) {
+TEST_CASE(standin) {
   char path[MAX_PATH];
   GetModuleFileNameA(NULL, path, sizeof path);
   strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
@@ -307,9 +307,4 @@ static void case_standin(void) {
   FreeLibrary(dll);
 }
 
-static const wd_case CASES[] = {
-    {"layout", case_layout}, {"tables", case_tables}, {"diagnostics", case_diagnostics}, {"standin", case_standin}};
-
-int main(int argc, char **argv) {
-  return run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, NULL);
-}
+int main(int argc, char **argv) { return tests_main(argc, argv); }

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "wd_check.h"
+#include "check.h"
 #include "wd_test_util.h"
 #include "windows_redirector.h"
 
@@ -27,12 +27,6 @@ static char g_dir[MAX_PATH];    /* this program's folder */
 static char g_fakewd[MAX_PATH]; /* the stand-in WinDivert.dll's */
 static char g_log[MAX_PATH];
 static char g_script[MAX_PATH];
-
-static const char *last_error(void) {
-  static char buf[1024];
-  redirector_last_error(buf, sizeof buf);
-  return buf;
-}
 
 /* ------------------------------------------------------------------------
  * Text, files, the stand-in's record */
@@ -413,10 +407,10 @@ static void tcp_session(int v6) {
   free(s.s);
 }
 
-static void case_tcp_v4(void) { tcp_session(0); }
-static void case_tcp_v6(void) { tcp_session(1); }
+TEST_CASE(tcp_v4) { tcp_session(0); }
+TEST_CASE(tcp_v6) { tcp_session(1); }
 
-static void case_udp(void) {
+TEST_CASE(udp) {
   uint8_t q[256], qx[256], a[256], ax[256];
   tu_tuple up = tuple(0, C4, 53000, S4, 53), proxy = tuple(0, C4, APP_PORT, S4, 53000);
   tu_tuple up_x = tuple(0, S4, 53000, C4, APP_PORT), proxy_x = tuple(0, S4, 53, C4, 53000);
@@ -446,7 +440,7 @@ static void case_udp(void) {
 }
 
 /* A connection to a listener of an intercepted process goes to the app port. */
-static void case_inbound(void) {
+TEST_CASE(inbound) {
   uint8_t syn[256], synx[256], sa[256], sax[256], ack[256], ackx[256];
   tu_tuple in = tuple(0, R4, 40000, C4, 8443), in_x = tuple(0, R4, 40000, C4, APP_PORT);
   tu_tuple reply = tuple(0, C4, APP_PORT, R4, 40000), reply_x = tuple(0, C4, 8443, R4, 40000);
@@ -482,7 +476,7 @@ static void case_inbound(void) {
 
 /* Traffic of processes not intercepted goes out exactly as it came, with
  * its own address flags (a checksum left to offload stays flagged so). */
-static void case_passthrough(void) {
+TEST_CASE(passthrough) {
   uint8_t syn[256], good[256], sa[256], dg[256];
   tu_tuple up = tuple(0, C4, 50001, D4, 443), down = tuple(0, D4, 443, C4, 50001);
   tu_tuple udp = tuple(0, C4, 53001, S4, 53);
@@ -522,7 +516,7 @@ static void case_passthrough(void) {
 
 /* The SOCKET event comes after the first packet: the packet waits for it,
  * and is redirected (not passed on a timeout). */
-static void case_socket_after_packet(void) {
+TEST_CASE(socket_after_packet) {
   uint8_t syn[256], synx[256];
   tu_tuple up = tuple(0, C4, 50002, D4, 80), up_x = tuple(0, D4, 50002, C4, APP_PORT);
   size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
@@ -553,7 +547,7 @@ static void case_socket_after_packet(void) {
 
 /* Packets of a connection opened before start (no SYN, no event) pass at
  * once, unchanged. */
-static void case_existing_connection(void) {
+TEST_CASE(existing_connection) {
   uint8_t dat[256], ack[256];
   tu_tuple up = tuple(0, C4, 50003, D4, 80), down = tuple(0, D4, 80, C4, 50003);
   size_t dn = tu_tcp(dat, &up, 77, 88, TU_PSH | TU_ACK, "more of an old connection");
@@ -577,7 +571,7 @@ static void case_existing_connection(void) {
 
 /* The library's own process and PID 4 are never intercepted, even when
  * listed; PID 4's packet is released by its event, not a timeout. */
-static void case_excluded_pids(void) {
+TEST_CASE(excluded_pids) {
   uint8_t a[256], b[256];
   tu_tuple t1 = tuple(0, C4, 50004, D4, 80), t2 = tuple(0, C4, 445, R4, 50005);
   size_t an = tu_tcp(a, &t1, 1, 0, TU_SYN, NULL), bn = tu_tcp(b, &t2, 1, 0, TU_SYN, NULL);
@@ -714,7 +708,7 @@ static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWO
   return child;
 }
 
-static void case_existing_socket(void) {
+TEST_CASE(existing_socket) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
   HANDLE child = start_child("child_udp", &port, &unused, &pid);
@@ -747,7 +741,7 @@ static void case_existing_socket(void) {
 /* A SOCKET event older than the process that now has its PID names a
  * process that is gone: the connection gets no path (the PID was reused),
  * while a current event of the same PID gets the executable's path. */
-static void case_pid_reuse(void) {
+TEST_CASE(pid_reuse) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
   HANDLE child = start_child("child_udp", &port, &unused, &pid);
@@ -786,7 +780,7 @@ static void case_pid_reuse(void) {
 /* No SOCKET event at all: the engine asks for the owner of the pending
  * flow, and the backend finds it in the TCP table (real, under wine): a
  * child's own connection on 127.0.0.1, with the loopback bypass off. */
-static void case_owner_from_table(void) {
+TEST_CASE(owner_from_table) {
   uint16_t cport = 0, lport = 0;
   DWORD pid = 0;
   HANDLE child = start_child("child_tcp", &cport, &lport, &pid);
@@ -828,7 +822,7 @@ static void case_owner_from_table(void) {
 /* Stop during a redirected connection and with a packet held: the held
  * packet goes out unchanged, every handle is shut down and closed, no
  * thread is left, and the redirector starts again. */
-static void case_stop_mid_connection(void) {
+TEST_CASE(stop_mid_connection) {
   uint8_t syn[256], synx[256], held[256];
   tu_tuple up = tuple(0, C4, 50006, D4, 80), up_x = tuple(0, D4, 50006, C4, APP_PORT);
   tu_tuple other = tuple(0, C4, 50007, D4, 80);
@@ -884,7 +878,7 @@ static void case_stop_mid_connection(void) {
 
 /* A new configuration applies to new connections; a redirected connection
  * keeps its redirect. */
-static void case_config_change(void) {
+TEST_CASE(config_change) {
   uint8_t syn[256], synx[256], ack[256], ackx[256], b[256], c[256], cx[256];
   tu_tuple up = tuple(0, C4, 50008, D4, 80), up_x = tuple(0, D4, 50008, C4, APP_PORT);
   tu_tuple tb = tuple(0, C4, 50009, D4, 80), tc = tuple(0, C4, 50010, D4, 80);
@@ -924,7 +918,7 @@ static void case_config_change(void) {
 
 /* Packets queued together come in one receive and leave in one send, in
  * their order. */
-static void case_batch(void) {
+TEST_CASE(batch) {
   enum { N = 40 };
   static uint8_t pk[N][256];
   size_t pn[N];
@@ -953,7 +947,7 @@ static void case_batch(void) {
 
 /* The engine fails while a packet is held: the held packet, then the
  * packet being decided, go out unchanged (fail open). */
-static void case_engine_trap(void) {
+TEST_CASE(engine_trap) {
   uint8_t a[256], b[256];
   tu_tuple ta = tuple(0, C4, 50011, D4, 80), tb = tuple(0, C4, 50012, D4, 80);
   size_t an = tu_tcp(a, &ta, 1, 0, TU_SYN, NULL), bn = tu_tcp(b, &tb, 5, 6, TU_ACK, "x");
@@ -984,7 +978,7 @@ static void case_engine_trap(void) {
 /* Receive errors: a few are survived; a receive that keeps failing ends the
  * packet thread, which first shuts the receive side so that the driver
  * passes packets on instead of queueing them for no one. */
-static void case_recv_errors(void) {
+TEST_CASE(recv_errors) {
   uint8_t a[256];
   tu_tuple t = tuple(0, C4, 50014, D4, 80);
   size_t an = tu_tcp(a, &t, 1, 2, TU_ACK, NULL);
@@ -1015,7 +1009,7 @@ static void case_recv_errors(void) {
 }
 
 /* What the library opens and sets, in which order. */
-static void case_handles(void) {
+TEST_CASE(handles) {
   if (!session_start(config_pids("1234", NULL), "")) return;
   session_stop();
   char *log = read_file(g_log);
@@ -1039,7 +1033,7 @@ static void case_handles(void) {
 }
 
 /* Twenty start/stop cycles: no thread or handle left behind. */
-static void case_cycles(void) {
+TEST_CASE(cycles) {
   uint8_t a[256];
   tu_tuple t = tuple(0, C4, 50013, D4, 80);
   size_t an = tu_tcp(a, &t, 1, 2, TU_ACK, NULL); /* passes at once */
@@ -1083,7 +1077,7 @@ static void expect_start_error(const char *what, const char *needle1, const char
   free(log);
 }
 
-static void case_dll_missing(void) {
+TEST_CASE(dll_missing) {
   CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config");
   update_app_port(APP_PORT);
   char nowhere[MAX_PATH + 16];
@@ -1099,7 +1093,7 @@ static void case_dll_missing(void) {
   expect_start_error("function missing", "has no function WinDivertGetParam", "fakewd-nogetparam");
 }
 
-static void case_open_errors(void) {
+TEST_CASE(open_errors) {
   static const struct {
     const char *script;
     const char *needle1, *needle2;
@@ -1139,28 +1133,6 @@ static void case_open_errors(void) {
 
 /* ------------------------------------------------------------------------ */
 
-static const wd_case CASES[] = {
-    {"tcp_v4", case_tcp_v4},
-    {"tcp_v6", case_tcp_v6},
-    {"udp", case_udp},
-    {"inbound", case_inbound},
-    {"passthrough", case_passthrough},
-    {"socket_after_packet", case_socket_after_packet},
-    {"existing_connection", case_existing_connection},
-    {"existing_socket", case_existing_socket},
-    {"owner_from_table", case_owner_from_table},
-    {"pid_reuse", case_pid_reuse},
-    {"excluded_pids", case_excluded_pids},
-    {"stop_mid_connection", case_stop_mid_connection},
-    {"config_change", case_config_change},
-    {"batch", case_batch},
-    {"engine_trap", case_engine_trap},
-    {"recv_errors", case_recv_errors},
-    {"handles", case_handles},
-    {"cycles", case_cycles},
-    {"dll_missing", case_dll_missing},
-    {"open_errors", case_open_errors},
-};
 
 static void stop_if_running(void) {
   if (get_redirector_status() == 1) stop_redirector();
@@ -1179,7 +1151,8 @@ int main(int argc, char **argv) {
   snprintf(g_script, sizeof g_script, "%swr-fake-windivert-%lu.script", tmp, (unsigned long)GetCurrentProcessId());
   SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", g_log);
   SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", g_script);
-  int rc = run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, stop_if_running);
+  tests_after_failure(stop_if_running);
+  int rc = tests_main(argc, argv);
   DeleteFileA(g_log);
   DeleteFileA(g_script);
   return rc;
