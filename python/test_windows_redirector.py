@@ -246,7 +246,7 @@ def _root_with_tools():
 
 class EndToEnd(unittest.TestCase):
     """A real client process, intercepted by PID, redirected to a Python
-    proxy; fails until the Linux capture backend redirects traffic."""
+    proxy in network namespaces of its own (Linux, root)."""
 
     results = None
 

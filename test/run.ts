@@ -446,8 +446,8 @@ const SUITES: Suite[] = [
     },
   },
   {
-    // python/windows_redirector.py; its EndToEnd tests fail until the Linux
-    // capture backend redirects.
+    // python/windows_redirector.py: the ABI's codes as exceptions, layouts,
+    // and (root) a real client redirected to a Python proxy in namespaces.
     name: "python-pkg",
     needs: ["linux"],
     run: () => {
