@@ -114,7 +114,8 @@ type Options struct {
 	Description string
 
 	// WinDivertDir is the folder holding WinDivert.dll and WinDivert64.sys
-	// (Windows); "" searches the application's folder, then System32.
+	// (Windows); "" searches the folder of windows_redirector.dll, then the
+	// application's folder, then System32.
 	WinDivertDir string
 
 	// Logger, if set, receives the package's log lines.

@@ -363,9 +363,11 @@ WINDOWS_REDIRECTOR_API const char *redirector_version(void);
 
 /*
  * Sets the directory holding WinDivert.dll and WinDivert64.sys, used from the
- * next start_redirector(). NULL or "" restores the default search: the
- * application's directory, then System32. On Linux the value is kept but not
- * used.
+ * next start_redirector(). NULL or "" restores the default search: the folder
+ * of windows_redirector.dll itself, then the application's folder, then
+ * System32 (the first that has WinDivert.dll). WinDivert.dll is loaded by its
+ * absolute path, its own dependencies from its folder and System32 only. On
+ * Linux the value is kept but not used.
  *
  * Returns 0, REDIRECTOR_EUTF8 if dir is not UTF-8, REDIRECTOR_EINVAL if it is
  * longer than 32767 bytes, REDIRECTOR_ENOMEM if it could not be copied (the

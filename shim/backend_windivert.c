@@ -266,59 +266,94 @@ static void narrow(const wchar_t *w, char *out, size_t outlen) {
   out[outlen - 1] = '\0';
 }
 
-/* The directory of the running program, UTF-8, without a trailing '\'. */
-static void app_dir(char *out, size_t outlen) {
-  wchar_t path[MAX_PATH * 4];
-  DWORD n = GetModuleFileNameW(NULL, path, (DWORD)(sizeof path / sizeof path[0]));
-  if (n == 0 || n >= sizeof path / sizeof path[0]) {
-    snprintf(out, outlen, "(unknown)");
-    return;
-  }
-  wchar_t *slash = wcsrchr(path, L'\\');
-  if (slash) *slash = L'\0';
-  narrow(path, out, outlen);
+/* The folder of a module's file (UTF-16, no trailing '\'), or 0. */
+static int module_dir(HMODULE m, wchar_t *out, size_t cap) {
+  DWORD n = GetModuleFileNameW(m, out, (DWORD)cap);
+  if (n == 0 || n >= cap) return 0;
+  wchar_t *slash = wcsrchr(out, L'\\');
+  if (!slash) return 0;
+  *slash = L'\0';
+  return 1;
 }
 
+/* Loads dir\WinDivert.dll by its absolute path; WinDivert.dll's own
+ * dependencies come from its folder and System32, never from the current
+ * directory or PATH. NULL with *code set when it cannot. */
+static HMODULE load_from(const wchar_t *dir, DWORD *code) {
+  wchar_t full[MAX_PATH * 4];
+  wchar_t abs_path[MAX_PATH * 4];
+  int n = _snwprintf(full, sizeof full / sizeof full[0], L"%ls%lsWinDivert.dll", dir,
+                     (dir[0] && (dir[wcslen(dir) - 1] == L'\\' || dir[wcslen(dir) - 1] == L'/')) ? L"" : L"\\");
+  DWORD an = n > 0 ? GetFullPathNameW(full, (DWORD)(sizeof abs_path / sizeof abs_path[0]), abs_path, NULL) : 0;
+  if (n <= 0 || an == 0 || an >= sizeof abs_path / sizeof abs_path[0]) {
+    *code = ERROR_FILENAME_EXCED_RANGE;
+    return NULL;
+  }
+  if (GetFileAttributesW(abs_path) == INVALID_FILE_ATTRIBUTES) {
+    *code = GetLastError();
+    return NULL;
+  }
+  HMODULE h = LoadLibraryExW(abs_path, NULL, LOAD_LIBRARY_SEARCH_DLL_LOAD_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32);
+  if (!h) *code = GetLastError();
+  return h;
+}
+
+/* Appends "; <dir> (<what>): Windows error <code>" to the list of places tried. */
+static void tried(char *where, size_t cap, const wchar_t *dir, const char *what, DWORD code) {
+  char d[1024];
+  narrow(dir, d, sizeof d);
+  size_t used = strlen(where);
+  if (used < cap) {
+    snprintf(where + used, cap - used, "%s%s (%s, Windows error %lu)", used ? "; " : "", d, what,
+             (unsigned long)code);
+  }
+}
+
+/* WinDivert.dll from the folder the caller set, or else the first of: the
+ * folder of windows_redirector.dll itself (hosts such as Python or .NET run
+ * from elsewhere), the application's folder, System32. */
 static HMODULE load_windivert(const char *dir, char *err, size_t errlen) {
-  HMODULE h;
-  DWORD code;
-  char where[1200];
+  char where[2400] = "";
+  DWORD code = 0;
   if (dir) {
-    size_t n = strlen(dir);
-    char *full = malloc(n + sizeof "\\WinDivert.dll");
-    if (!full) {
-      snprintf(err, errlen, "out of memory");
-      return NULL;
-    }
-    memcpy(full, dir, n);
-    strcpy(full + n, (n && (dir[n - 1] == '\\' || dir[n - 1] == '/')) ? "WinDivert.dll" : "\\WinDivert.dll");
-    wchar_t *w = widen(full);
-    free(full);
+    wchar_t *w = widen(dir);
     if (!w) {
       snprintf(err, errlen, "the WinDivert directory is not valid UTF-8");
       return NULL;
     }
-    /* Altered search path: WinDivert.dll's own dependencies and driver are
-     * looked up beside it. */
-    h = LoadLibraryExW(w, NULL, LOAD_WITH_ALTERED_SEARCH_PATH);
-    code = GetLastError();
+    HMODULE h = load_from(w, &code);
+    if (!h) tried(where, sizeof where, w, "set with redirector_set_windivert_path", code);
     free(w);
-    snprintf(where, sizeof where, "%s (set with redirector_set_windivert_path)", dir);
+    if (h) return h;
   } else {
-    h = LoadLibraryExW(L"WinDivert.dll", NULL, LOAD_LIBRARY_SEARCH_APPLICATION_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32);
-    code = GetLastError();
-    char app[1024];
-    app_dir(app, sizeof app);
-    snprintf(where, sizeof where, "the application directory %s and System32", app);
+    wchar_t dirs[3][MAX_PATH * 4];
+    const char *what[3] = {"beside windows_redirector.dll", "the application's folder", "System32"};
+    HMODULE self = NULL;
+    int have[3];
+    have[0] = GetModuleHandleExW(GET_MODULE_HANDLE_EX_FLAG_FROM_ADDRESS | GET_MODULE_HANDLE_EX_FLAG_UNCHANGED_REFCOUNT,
+                                 (LPCWSTR)(void *)&load_windivert, &self) &&
+              module_dir(self, dirs[0], sizeof dirs[0] / sizeof dirs[0][0]);
+    have[1] = module_dir(NULL, dirs[1], sizeof dirs[1] / sizeof dirs[1][0]);
+    UINT sn = GetSystemDirectoryW(dirs[2], (UINT)(sizeof dirs[2] / sizeof dirs[2][0]));
+    have[2] = sn > 0 && sn < sizeof dirs[2] / sizeof dirs[2][0];
+    /* The library beside (or linked statically into) the program: one folder, tried once. */
+    if (have[0] && have[1] && _wcsicmp(dirs[0], dirs[1]) == 0) {
+      what[0] = "beside windows_redirector.dll and the application";
+      have[1] = 0;
+    }
+    for (int i = 0; i < 3; i++) {
+      if (!have[i]) continue;
+      HMODULE h = load_from(dirs[i], &code);
+      if (h) return h;
+      tried(where, sizeof where, dirs[i], what[i], code);
+    }
   }
-  if (!h) {
-    snprintf(err, errlen,
-             "WinDivert driver not found: WinDivert.dll could not be loaded from %s (Windows error %lu). Put "
-             "WinDivert.dll and WinDivert64.sys beside your program, or call redirector_set_windivert_path with "
-             "their folder",
-             where, (unsigned long)code);
-  }
-  return h;
+  snprintf(err, errlen,
+           "WinDivert driver not found: WinDivert.dll could not be loaded from %s. Put WinDivert.dll and "
+           "WinDivert64.sys beside windows_redirector.dll or your program, or call redirector_set_windivert_path "
+           "with their folder",
+           where[0] ? where : "anywhere");
+  return NULL;
 }
 
 /* One export of WinDivert.dll, or NULL with the error naming it. */
@@ -369,8 +404,8 @@ static void open_error(wr_backend *b, DWORD code, int layer, const char *filter,
   switch (code) {
     case WD_ERROR_FILE_NOT_FOUND:
       snprintf(what, sizeof what,
-               "WinDivert driver not found: WinDivert64.sys (and WinDivert32.sys for a 32-bit program) must be "
-               "beside WinDivert.dll (%s)",
+               "WinDivert driver not found: WinDivert64.sys must be beside WinDivert.dll (%s); 64-bit Windows "
+               "always uses WinDivert64.sys, also for a 32-bit program",
                b->dll_path);
       break;
     case WD_ERROR_ACCESS_DENIED:

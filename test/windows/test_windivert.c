@@ -1084,13 +1084,53 @@ TEST_CASE(dll_missing) {
   snprintf(nowhere, sizeof nowhere, "%s\\no-windivert-here", g_dir);
   redirector_set_windivert_path(nowhere);
   expect_start_error("DLL missing", "WinDivert driver not found", "no-windivert-here");
-  redirector_set_windivert_path(NULL); /* the default search: not beside this program either */
-  expect_start_error("DLL missing (default search)", "WinDivert driver not found", "application directory");
+  redirector_set_windivert_path(NULL); /* the default search: not beside the library or this program either */
+  expect_start_error("DLL missing (default search)", "WinDivert driver not found", "beside windows_redirector.dll");
+  CHECK(error_mentions("and the application") && error_mentions("System32"), "every place tried is named: %s",
+        last_error());
   /* A WinDivert.dll without a function the library needs. */
   char partial[MAX_PATH + 32];
   snprintf(partial, sizeof partial, "%s\\fakewd-nogetparam", g_dir);
   redirector_set_windivert_path(partial);
   expect_start_error("function missing", "has no function WinDivertGetParam", "fakewd-nogetparam");
+}
+
+/* WinDivert.dll beside windows_redirector.dll is found first: the host
+ * program (Python, .NET) lives elsewhere, and nothing is beside it. */
+TEST_CASE(beside_library) {
+  char dir[MAX_PATH], lib[MAX_PATH + 32], wd[MAX_PATH + 32], from[MAX_PATH + 32];
+  char tmp[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(dir, sizeof dir, "%swr-beside-%lu", tmp, (unsigned long)GetCurrentProcessId());
+  snprintf(lib, sizeof lib, "%s\\windows_redirector.dll", dir);
+  snprintf(wd, sizeof wd, "%s\\WinDivert.dll", dir);
+  CreateDirectoryA(dir, NULL);
+  snprintf(from, sizeof from, "%s\\windows_redirector.dll", g_dir);
+  CHECK(CopyFileA(from, lib, FALSE), "copy the library (%lu)", (unsigned long)GetLastError());
+  snprintf(from, sizeof from, "%s\\WinDivert.dll", g_fakewd);
+  CHECK(CopyFileA(from, wd, FALSE), "copy the stand-in (%lu)", (unsigned long)GetLastError());
+  reset_log();
+  write_script("");
+  HMODULE m = LoadLibraryA(lib);
+  CHECK(m != NULL, "load the copied library (%lu)", (unsigned long)GetLastError());
+  if (m) {
+    int32_t (*set_config)(const char *) = (int32_t(*)(const char *))(void *)GetProcAddress(m, "set_redirector_config");
+    void (*set_port)(uint16_t) = (void (*)(uint16_t))(void *)GetProcAddress(m, "update_app_port");
+    int32_t (*start)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "start_redirector");
+    int32_t (*stop)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "stop_redirector");
+    int32_t (*get_error)(char *, size_t) = (int32_t(*)(char *, size_t))(void *)GetProcAddress(m, "redirector_last_error");
+    char why[1024] = "";
+    CHECK(set_config(config_pids("1234", NULL)) == 0, "config");
+    set_port(APP_PORT);
+    int32_t rc = start();
+    if (rc != 0) get_error(why, sizeof why);
+    CHECK(rc == 0, "start with WinDivert.dll beside the library only: %d %s", rc, why);
+    if (rc == 0) CHECK(stop() == 0, "stop");
+    FreeLibrary(m);
+  }
+  DeleteFileA(lib);
+  DeleteFileA(wd);
+  RemoveDirectoryA(dir);
 }
 
 TEST_CASE(open_errors) {
