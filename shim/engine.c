@@ -45,6 +45,7 @@ struct wr_engine {
   /* Batch layout, read once per instance. */
   uint32_t batch_meta, batch_data, batch_max, batch_cap;
   uint32_t events_seen; /* events waiting when last looked (0 in a new instance) */
+  atomic_uint config_gen; /* accepted configurations: read without the lock */
 };
 
 static void copy_err(char *err, size_t errlen, const char *text) {
@@ -230,6 +231,7 @@ int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size
         e->config = copy;
         e->config_len = len;
         copy = NULL;
+        atomic_fetch_add_explicit(&e->config_gen, 1, memory_order_release);
       }
     }
   });
@@ -395,11 +397,8 @@ int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t no
     size_t done = 0;
     int rc = process_chunk(e, pkts + i, n - i, now, cb, ctx, &done);
     i += done;
-    if (rc == WR_ENGINE_TRAPPED || done == 0) {
-      /* Fail open: everything not yet decided passes as it is. */
-      for (; i < n; i++) cb(ctx, &pkts[i], WR_V_PASS, (pkts[i].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
-      return rc;
-    }
+    /* The rest is the caller's to fail open (done is 0 only on a trap). */
+    if (rc == WR_ENGINE_TRAPPED || done == 0) return WR_ENGINE_TRAPPED;
   }
   return 0;
 }
@@ -605,9 +604,5 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
 }
 
 uint32_t wr_engine_config_generation(wr_engine *e) {
-  volatile int rc = 0;
-  volatile uint32_t gen = 0;
-  WITH_ENGINE(e, NULL, 0, rc, { gen = Z_engineZ_eng_config_generation(&e->inst); });
-  (void)rc;
-  return gen;
+  return atomic_load_explicit(&e->config_gen, memory_order_acquire);
 }

@@ -123,9 +123,9 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
 /* Decides packets (any number; batched inside). Every packet gets exactly
  * one callback: its verdict, or WR_V_HELD and later its final verdict from a
  * call that releases (process, owner, tick). Packets released meanwhile are
- * reported too. On a trap, the packets not yet reported are passed, the
- * engine is rebuilt (held packets are lost: the backend should fail open
- * whatever it saw held), and WR_ENGINE_TRAPPED is returned. */
+ * reported too. On a trap the engine is rebuilt and WR_ENGINE_TRAPPED is
+ * returned; the packets not yet reported get no callback, and held packets
+ * are lost: the caller fails them all open (capture.c). */
 int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
 
 /* A fact of `kind` about a query's flow: its protocol, family, ends and
@@ -164,7 +164,8 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);
 
-/* Bumped by every accepted configuration. */
+/* Bumped by every accepted configuration. Takes no lock: a capture loop
+ * may look as often as it likes. */
 uint32_t wr_engine_config_generation(wr_engine *e);
 
 /* How many times this engine trapped and was rebuilt. */
