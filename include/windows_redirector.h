@@ -165,7 +165,8 @@ WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
 /*
  * update_app_port with a result: 0, or REDIRECTOR_EINIT when the redirector
  * runs and the capture could not be set up for the new port (the port in
- * force stays; redirector_last_error says why).
+ * force stays; redirector_last_error says why), or when the library could
+ * not set up its engine to keep the port in (out of memory).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_set_app_port(uint16_t port);
 

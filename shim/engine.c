@@ -168,6 +168,15 @@ wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen) {
   return e;
 }
 
+void wr_engine_reset(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  if (e->live) Z_engine_free(&e->inst);
+  e->live = 0;
+  e->started = 0;
+  build_locked(e, NULL, 0); /* or on the next call (ensure_live_locked) */
+  wr_mutex_unlock(&g_engine_lock);
+}
+
 void wr_engine_free(wr_engine *e) {
   if (!e) return;
   wr_mutex_lock(&g_engine_lock);
@@ -246,6 +255,13 @@ void wr_engine_set_app_port(wr_engine *e, uint16_t port) {
   wr_mutex_unlock(&g_engine_lock);
   WITH_ENGINE(e, NULL, 0, rc, { Z_engineZ_eng_set_app_port(&e->inst, port); });
   (void)rc;
+}
+
+uint16_t wr_engine_app_port(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  uint16_t port = e->app_port;
+  wr_mutex_unlock(&g_engine_lock);
+  return port;
 }
 
 void wr_engine_arm_fault(wr_engine *e, uint32_t bits) {

@@ -103,11 +103,20 @@ typedef struct {
 wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen);
 void wr_engine_free(wr_engine *e);
 
+/* Throws the instance away (flows, events, counters) and builds a fresh
+ * one, not started, with the configuration and app port in force: what a
+ * stop leaves for the next start. The trap count stays. */
+void wr_engine_reset(wr_engine *e);
+
 /* Applies configuration text. 0, -2, -3 (engine codes, reason in err), or
- * WR_ENGINE_TRAPPED. On success the text is kept for rebuilds. */
+ * WR_ENGINE_TRAPPED. On success the text is kept for rebuilds: the host is
+ * the one place the configuration in force is kept. */
 int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size_t errlen);
 
+/* The app port (0: none), kept by the host for rebuilds like the
+ * configuration: the one place the shim keeps it. */
 void wr_engine_set_app_port(wr_engine *e, uint16_t port);
+uint16_t wr_engine_app_port(wr_engine *e);
 
 /* Arms a deliberate trap in the engine (eng_arm_fault bits). */
 void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
