@@ -84,6 +84,9 @@ static wr_engine *engine_locked(const char *who) {
     set_error(REDIRECTOR_EINIT, "%s: %s", who, err);
     return NULL;
   }
+  const uint32_t *never;
+  size_t n_never = wr_backend_never_intercept(&never);
+  wr_engine_never_intercept(e, never, n_never);
   g.engine = e;
   return e;
 }

@@ -393,6 +393,13 @@ int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
   return 0;
 }
 
+/* Linux has no process that is never a user's (PID 1 is init, which a
+ * configuration may name). */
+size_t wr_backend_never_intercept(const uint32_t **pids) {
+  *pids = NULL;
+  return 0;
+}
+
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
   return wr_rules_add_app_port(&b->rules, port, err, errlen);
 }

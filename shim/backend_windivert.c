@@ -871,6 +871,14 @@ int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
   return 0;
 }
 
+/* PID 4 is the System process: its sockets (SMB, for one) belong to the
+ * kernel, never to a user's program. */
+size_t wr_backend_never_intercept(const uint32_t **pids) {
+  static const uint32_t system_pids[] = {4};
+  *pids = system_pids;
+  return sizeof system_pids / sizeof system_pids[0];
+}
+
 /* WinDivert sees every packet already: a new app port needs nothing here
  * (the engine redirects new flows to it). */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {

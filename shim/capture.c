@@ -5,8 +5,6 @@
 
 #include "platform.h"
 
-/* Owner queries taken from the engine at once. */
-#define QUERY_BATCH 64
 #define PATH_CAP 4096
 
 /* A held packet: open addressing by cookie, linear probing, backward-shift
@@ -41,7 +39,8 @@ struct wr_capture {
   /* The polling thread's. */
   uint32_t config_gen;
   uint64_t next_tick;
-  wr_query *queries;
+  wr_query *queries; /* room for query_max */
+  size_t query_max;
   char *path;
   wr_thread timer;
   wr_event stop;
@@ -233,12 +232,12 @@ uint64_t wr_capture_traps(wr_capture *c) {
 static void answer_queries(wr_capture *c) {
   size_t n;
   do {
-    n = wr_engine_queries(c->engine, c->queries, QUERY_BATCH);
+    n = wr_engine_queries(c->engine, c->queries, c->query_max);
     for (size_t i = 0; i < n; i++) {
       wr_owner_fact f;
       if (c->ops.find_owner(c->io, &c->queries[i], &f, c->path, PATH_CAP)) wr_capture_fact(c, &f);
     }
-  } while (n == QUERY_BATCH);
+  } while (n > 0 && n == c->query_max);
 }
 
 uint32_t wr_capture_poll(wr_capture *c) {
@@ -301,7 +300,8 @@ wr_capture *wr_capture_new(wr_engine *engine, const wr_capture_io *ops, void *io
   wr_mutex unlocked = WR_MUTEX_INIT;
   c->lock = unlocked;
   c->next_cookie = 1;
-  c->queries = malloc(QUERY_BATCH * sizeof *c->queries);
+  c->query_max = wr_engine_query_max(engine);
+  c->queries = malloc((c->query_max ? c->query_max : 1) * sizeof *c->queries);
   c->path = malloc(PATH_CAP);
   if (!c->queries || !c->path) {
     wr_capture_free(c);

@@ -36,6 +36,9 @@ struct wr_engine {
   Z_engine_instance_t inst;
   int live;
   uint32_t self_pid;
+  uint32_t never[8]; /* the OS's never-intercept PIDs */
+  size_t n_never;
+  uint32_t query_max;
   uint16_t app_port;
   char *config;
   size_t config_len;
@@ -119,6 +122,8 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
     return -1;
   }
   Z_engineZ_eng_init(&e->inst, e->self_pid, wr_random_seed());
+  for (size_t i = 0; i < e->n_never; i++) Z_engineZ_eng_never_intercept(&e->inst, e->never[i]);
+  e->query_max = Z_engineZ_eng_query_max(&e->inst);
   Z_engineZ_eng_set_app_port(&e->inst, e->app_port);
   if (e->config && io_put(e, e->config, e->config_len) == 0) {
     Z_engineZ_eng_config(&e->inst, (uint32_t)e->config_len);
@@ -255,6 +260,26 @@ void wr_engine_set_app_port(wr_engine *e, uint16_t port) {
   wr_mutex_unlock(&g_engine_lock);
   WITH_ENGINE(e, NULL, 0, rc, { Z_engineZ_eng_set_app_port(&e->inst, port); });
   (void)rc;
+}
+
+int wr_engine_never_intercept(wr_engine *e, const uint32_t *pids, size_t n) {
+  if (n > sizeof e->never / sizeof e->never[0]) return -1;
+  volatile int rc = 0;
+  wr_mutex_lock(&g_engine_lock);
+  memcpy(e->never, pids, n * sizeof *pids); /* kept for rebuilds */
+  e->n_never = n;
+  wr_mutex_unlock(&g_engine_lock);
+  WITH_ENGINE(e, NULL, 0, rc, {
+    for (size_t i = 0; i < n; i++) rc |= (int)(int32_t)Z_engineZ_eng_never_intercept(&e->inst, pids[i]);
+  });
+  return rc == 0 ? 0 : -1;
+}
+
+size_t wr_engine_query_max(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  size_t n = e->query_max;
+  wr_mutex_unlock(&g_engine_lock);
+  return n;
 }
 
 uint16_t wr_engine_app_port(wr_engine *e) {

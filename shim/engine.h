@@ -103,6 +103,14 @@ typedef struct {
 wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen);
 void wr_engine_free(wr_engine *e);
 
+/* The OS's never-intercept PIDs (wr_backend_never_intercept), kept for
+ * rebuilds. 0, or -1 when there are more than the engine takes (8). */
+int wr_engine_never_intercept(wr_engine *e, const uint32_t *pids, size_t n);
+
+/* The most owner queries one wr_engine_queries call returns (the engine's
+ * own limit): the size of the caller's buffer. */
+size_t wr_engine_query_max(wr_engine *e);
+
 /* Throws the instance away (flows, events, counters) and builds a fresh
  * one, not started, with the configuration and app port in force: what a
  * stop leaves for the next start. The trap count stays. */
