@@ -8,12 +8,14 @@
  *     backend's metadata for it (a WinDivert address, an NFQUEUE packet ID)
  *     and, if the backend asks, a copy of its bytes, by cookie;
  *   - fail-open: when the engine traps (and loses what it held) or the
- *     capture stops, every held packet is sent on unchanged, before the
- *     packets of the call that trapped, which are newer; the packets that
- *     call left undecided pass unchanged;
+ *     capture stops, every held packet is sent on unchanged; after a trap
+ *     they go first, then the packets the trapped call left undecided
+ *     (newer), unchanged too;
  *   - ordered sends: one lock (the core's) around each engine call and the
  *     sends of its verdicts, so packets leave in the order the engine
- *     decided them whichever thread called;
+ *     decided them whichever thread called. It is not the engine host's
+ *     lock: the flush (a system call) happens outside that one, so the
+ *     proxy's lookups never wait behind it;
  *   - the tick and owner-query loop: hold timeouts and expiry every
  *     WR_CAPTURE_TICK_MS, pending flows' owners asked of the backend, and
  *     configuration changes passed on to it.
@@ -21,8 +23,9 @@
  * Threads: wr_capture_process, wr_capture_fact and wr_capture_fail_open
  * may be called from any thread (the core's lock serialises them with their
  * sends); wr_capture_poll from one thread at a time (the backend's loop, or
- * the core's timer thread). send and flush run with the core's lock and the
- * engine's held: they must not call the core or the engine. find_owner and
+ * the core's timer thread). send and flush run with the core's lock held
+ * (send mostly inside an engine call): they must not call the core or the
+ * engine. find_owner and
  * policy_changed run on the polling thread with no lock held: they may ask
  * the engine (wr_engine_would_intercept), and may take their time. */
 #ifndef WR_CAPTURE_H
