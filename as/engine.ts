@@ -103,8 +103,27 @@ export function engineSetAppPort(port: u32): void {
   appPort = port & 0xffff;
 }
 
+// PIDs the host's OS says are never a user's process (Windows: 4, the
+// System process), given by the host after eng_init: the engine knows no OS.
+// @ts-ignore: decorator
+@inline const NEVER_MAX: i32 = 8;
+const neverPids = new StaticArray<u32>(NEVER_MAX);
+let neverCount: i32 = 0;
+
+/** Adds a PID never to intercept; false when the list is full. */
+export function engineNeverIntercept(pid: u32): bool {
+  if (neverCount >= NEVER_MAX) return false;
+  unchecked((neverPids[neverCount++] = pid));
+  return true;
+}
+
+/** The host itself, PID 0 (no owner) and the OS's never-intercept PIDs. */
 export function alwaysExcluded(pid: u32): bool {
-  return pid == selfPid || pid == 0 || pid == 4;
+  if (pid == selfPid || pid == 0) return true;
+  for (let i = 0; i < neverCount; i++) {
+    if (unchecked(neverPids[i]) == pid) return true;
+  }
+  return false;
 }
 
 /** Sizes and clears every table from the policy in force. */

@@ -26,7 +26,8 @@ import { ERR_BUF, errReset, errLength, errPut, errNum } from "./errtext";
 import { parseConfig, policyGeneration, activePolicy } from "./config";
 import { shouldIntercept } from "./policy";
 import {
-  engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, processPacket, ownerFact,
+  engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, engineNeverIntercept,
+  processPacket, ownerFact,
   ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, QUERY, ORIGIN, O_UNKNOWN,
 } from "./engine";
 import { heldTake, releasePtr } from "./held";
@@ -96,6 +97,14 @@ export function eng_abi(): u32 {
 export function eng_init(pid: u32, seed: u32): i32 {
   engineSetSelf(pid, seed);
   return 0;
+}
+
+/**
+ * After eng_init: a PID the host's OS never lets be intercepted (Windows: 4,
+ * the System process). 0, or -1 when the list (8) is full.
+ */
+export function eng_never_intercept(pid: u32): i32 {
+  return engineNeverIntercept(pid) ? 0 : -1;
 }
 
 /** A buffer of at least `len` bytes for the caller to write into; 0 if too large. */
@@ -240,6 +249,11 @@ export function eng_take_queries(max: u32): u32 {
 
 export function eng_queries_ptr(): usize {
   return queries;
+}
+
+/** The most queries eng_take_queries hands out at once: the size of the caller's buffer. */
+export function eng_query_max(): u32 {
+  return QUERY_MAX;
 }
 
 /**

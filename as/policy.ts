@@ -150,7 +150,7 @@ function pidListed(pids: StaticArray<u32>, pid: u32): bool {
 
 /**
  * Should a process be intercepted? The caller applies the always-excluded
- * PIDs (its own, 0 and 4) before asking.
+ * PIDs (its own, 0 and the OS's never-intercept list) before asking.
  */
 export function shouldIntercept(pol: Policy, pid: u32, path: usize, pathLen: u32): bool {
   let v = pol.startValue;

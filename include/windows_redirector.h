@@ -153,7 +153,8 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   max_held_packets      packets held meanwhile, 0..65536 (default 1024)
  *   tcp_idle_timeout_ms, udp_idle_timeout_ms
  *                         idle time before a flow is forgotten
- * The calling process, PID 0 and PID 4 are never intercepted.
+ * The calling process, PID 0 and, on Windows, PID 4 (the System process)
+ * are never intercepted.
  *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
@@ -183,7 +184,8 @@ WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
 /*
  * update_app_port with a result: 0, or REDIRECTOR_EINIT when the redirector
  * runs and the capture could not be set up for the new port (the port in
- * force stays; redirector_last_error says why).
+ * force stays; redirector_last_error says why), or when the library could
+ * not set up its engine to keep the port in (out of memory).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_set_app_port(uint16_t port);
 
@@ -327,7 +329,8 @@ WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out);
  * process_path is the executable's full path (UTF-8), or NULL when unknown
  * (then only PID entries can match).
  *
- * Returns 1 (yes), 0 (no; always for the calling process, PID 0 and PID 4),
+ * Returns 1 (yes), 0 (no; always for the calling process, PID 0 and, on
+ * Windows, PID 4),
  * REDIRECTOR_EUTF8, REDIRECTOR_EINVAL (path longer than 64 MiB),
  * REDIRECTOR_EINIT or REDIRECTOR_EENGINE.
  */

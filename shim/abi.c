@@ -1,7 +1,6 @@
 /* The exported functions: argument checks, global state, error text. No
  * policy lives here; the engine decides, the backend moves packets. */
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,16 +23,15 @@
 static struct {
   wr_mutex lock;
   int running;
-  wr_engine *engine;   /* while running, and while stopped after a config call */
+  /* The engine host, built on first need and kept: it keeps the
+   * configuration and the app port in force (the only place they are
+   * kept); a stop resets its instance. */
+  wr_engine *engine;
   wr_backend *backend; /* while running */
-  uint16_t app_port;
-  char *config; /* last accepted configuration text, applied to new engines */
-  size_t config_len;
   char *windivert_dir;
   uint16_t nfqueue_num;
   uint32_t fault_pending;
-  uint64_t engine_restarts; /* traps survived by engines that are gone */
-  redirector_stats last;    /* the last run's counters, kept at stop */
+  redirector_stats last; /* the last run's counters, kept at stop */
 } g = {.lock = WR_MUTEX_INIT, .nfqueue_num = WR_DEFAULT_NFQUEUE};
 
 /* The last error belongs to the thread that failed: each thread reads what
@@ -64,39 +62,20 @@ static int32_t copy_text(char *buf, size_t len, const char *text) {
   return (int32_t)n;
 }
 
-/* REDIRECTOR_FAULT_MEMORY is armed: the next kept_copy fails. */
-static atomic_int g_fail_next_copy;
-
-/* A NUL-terminated copy of text[0..len) for the library to keep; NULL when
- * memory runs out (or REDIRECTOR_FAULT_MEMORY says to act so). */
-static char *kept_copy(const char *text, size_t len) {
-  if (atomic_exchange(&g_fail_next_copy, 0)) return NULL;
-  char *c = malloc(len + 1);
-  if (c) {
-    memcpy(c, text, len);
-    c[len] = '\0';
-  }
-  return c;
-}
-
 static void lock_state(void) { wr_mutex_lock(&g.lock); }
 
 static void unlock_state(void) { wr_mutex_unlock(&g.lock); }
 
-/* Traps survived so far, by engines gone and the one there now. */
-static uint64_t engine_restarts_locked(void) {
-  return g.engine_restarts + (g.engine ? wr_engine_trap_count(g.engine) : 0);
+/* Traps survived so far. */
+static uint64_t engine_restarts_locked(void) { return g.engine ? wr_engine_trap_count(g.engine) : 0; }
+
+/* Leaves a fresh, not started instance for the next start (the host keeps
+ * the configuration, the app port and the count of traps). */
+static void reset_engine_locked(void) {
+  if (g.engine) wr_engine_reset(g.engine);
 }
 
-/* Frees the engine, keeping the count of traps it survived. */
-static void drop_engine_locked(void) {
-  if (!g.engine) return;
-  g.engine_restarts += wr_engine_trap_count(g.engine);
-  wr_engine_free(g.engine);
-  g.engine = NULL;
-}
-
-/* The engine for this state, built on first need. NULL with the error set. */
+/* The engine host, built on first need. NULL with the error set. */
 static wr_engine *engine_locked(const char *who) {
   if (g.engine) return g.engine;
   char err[512];
@@ -105,11 +84,9 @@ static wr_engine *engine_locked(const char *who) {
     set_error(REDIRECTOR_EINIT, "%s: %s", who, err);
     return NULL;
   }
-  wr_engine_set_app_port(e, g.app_port);
-  if (g.config) {
-    /* Accepted before, so it applies again. */
-    wr_engine_config(e, g.config, g.config_len, err, sizeof err);
-  }
+  const uint32_t *never;
+  size_t n_never = wr_backend_never_intercept(&never);
+  wr_engine_never_intercept(e, never, n_never);
   g.engine = e;
   return e;
 }
@@ -148,21 +125,22 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
     set_error(REDIRECTOR_EALREADY, "start_redirector: the redirector is already running (call stop_redirector first)");
     return -1;
   }
-  if (g.app_port == 0) {
+  wr_engine *e = engine_locked("start_redirector");
+  if (!e) {
+    unlock_state();
+    return -2;
+  }
+  uint16_t app_port = wr_engine_app_port(e);
+  if (app_port == 0) {
     unlock_state();
     set_error(REDIRECTOR_EINIT,
               "start_redirector: no application port: call update_app_port(port) with the port your proxy "
               "listens on first");
     return -2;
   }
-  wr_engine *e = engine_locked("start_redirector");
-  if (!e) {
-    unlock_state();
-    return -2;
-  }
   char err[768];
   if (wr_engine_start(e, (uint32_t)wr_now_ms(), err, sizeof err) != 0) {
-    drop_engine_locked();
+    reset_engine_locked();
     unlock_state();
     set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
     return -2;
@@ -170,12 +148,12 @@ WINDOWS_REDIRECTOR_API int32_t start_redirector(void) {
   wr_backend_options opts;
   opts.engine = e;
   opts.windivert_dir = g.windivert_dir;
-  opts.app_port = g.app_port;
+  opts.app_port = app_port;
   opts.nfqueue_num = g.nfqueue_num;
   wr_backend *b = wr_backend_start(&opts, err, sizeof err);
   if (!b) {
-    /* Leave nothing behind: the engine is rebuilt on the next call. */
-    drop_engine_locked();
+    /* Leave nothing behind: a fresh instance for the next start. */
+    reset_engine_locked();
     unlock_state();
     set_error(REDIRECTOR_EINIT, "start_redirector: %s", err);
     return -2;
@@ -201,7 +179,7 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void) {
   g.backend = NULL;
   fill_stats_locked(&g.last);
   g.last.running = 0;
-  drop_engine_locked();
+  reset_engine_locked();
   g.running = 0;
   unlock_state();
   wr_engine_wake_readers(); /* waiting readers see the stop now */
@@ -220,35 +198,24 @@ WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
     unlock_state();
     return -2;
   }
-  /* The copy kept for engines built later is made first: once the engine
-   * has taken the configuration, nothing may fail. */
-  char *copy = kept_copy(json, len);
-  if (!copy) {
-    unlock_state();
-    set_error(REDIRECTOR_ENOMEM, "set_redirector_config: out of memory; the configuration was not applied");
-    return -2;
-  }
   if (g.fault_pending & REDIRECTOR_FAULT_CONFIG) {
     g.fault_pending &= ~(uint32_t)REDIRECTOR_FAULT_CONFIG;
     wr_engine_arm_fault(e, REDIRECTOR_FAULT_CONFIG);
   }
   char err[ERR_CAP - 64];
   int rc = wr_engine_config(e, json, len, err, sizeof err);
-  if (rc == 0) {
-    free(g.config);
-    g.config = copy;
-    g.config_len = len;
-    unlock_state();
-    return 0;
-  }
-  free(copy);
   unlock_state();
+  if (rc == 0) return 0;
   if (rc == -3) {
     set_error(REDIRECTOR_EUTF8, "set_redirector_config: %s", err);
     return -3;
   }
   if (rc == WR_ENGINE_TRAPPED) {
     set_error(REDIRECTOR_EENGINE, "set_redirector_config: %s; the configuration was not applied", err);
+    return -2;
+  }
+  if (rc == WR_ENGINE_NOMEM) {
+    set_error(REDIRECTOR_ENOMEM, "set_redirector_config: out of memory; the configuration was not applied");
     return -2;
   }
   set_error(REDIRECTOR_ECONFIG, "set_redirector_config: %s", err);
@@ -264,18 +231,22 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void) {
 
 static int32_t set_app_port(const char *fn, uint16_t port) {
   lock_state();
+  wr_engine *e = engine_locked(fn);
+  if (!e) {
+    unlock_state();
+    return REDIRECTOR_EINIT;
+  }
   /* While running, the capture for a new port comes first: new flows go to
    * it only once its replies can be caught. */
   if (g.running && port != 0) {
     char err[512];
     if (wr_backend_set_app_port(g.backend, port, err, sizeof err) != 0) {
-      set_error(REDIRECTOR_EINIT, "%s: %s; port %u still in force", fn, err, (unsigned)g.app_port);
+      set_error(REDIRECTOR_EINIT, "%s: %s; port %u still in force", fn, err, (unsigned)wr_engine_app_port(e));
       unlock_state();
       return REDIRECTOR_EINIT;
     }
   }
-  g.app_port = port;
-  if (g.engine) wr_engine_set_app_port(g.engine, port);
+  wr_engine_set_app_port(e, port);
   unlock_state();
   return REDIRECTOR_OK;
 }
@@ -341,7 +312,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
       set_error(REDIRECTOR_EUTF8, "redirector_set_windivert_path: the path is not valid UTF-8");
       return REDIRECTOR_EUTF8;
     }
-    copy = kept_copy(dir, n);
+    copy = wr_copy_text(dir, n);
     if (!copy) {
       set_error(REDIRECTOR_ENOMEM, "redirector_set_windivert_path: out of memory; the folder in use stays");
       return REDIRECTOR_ENOMEM;
@@ -387,7 +358,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {
 
 WINDOWS_REDIRECTOR_API int32_t redirector_debug_inject_fault(int32_t which) {
   if (which == REDIRECTOR_FAULT_MEMORY) {
-    atomic_store(&g_fail_next_copy, 1);
+    wr_copy_text_fail_next();
     return REDIRECTOR_OK;
   }
   if (which != REDIRECTOR_FAULT_CONFIG && which != REDIRECTOR_FAULT_PACKETS) {

@@ -32,6 +32,13 @@ void wr_backend_stop(wr_backend *b);
 /* The app port changed while running. 0, or -1 with the reason in err. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen);
 
+/* The PIDs this OS runs that are never a user's process, so never
+ * intercepted whatever the configuration (Windows: 4, the System process;
+ * Linux: none). Fixed data, usable without a running backend: the engine
+ * host is given them when it is built. Returns how many, *pids points at
+ * them. */
+size_t wr_backend_never_intercept(const uint32_t **pids);
+
 /* Marks a socket of the calling process so its packets never reach the
  * capture (an optimisation: the process's own connections are never
  * intercepted anyway). Needs no running backend. 0, or -1 with the reason. */

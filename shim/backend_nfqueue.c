@@ -1,12 +1,15 @@
 /* Linux capture backend: NFQUEUE (libnetfilter_queue's message helpers over
  * libmnl), the rules of linux_rules.c, and socket owners from
- * linux_owners.c. One packet thread receives packets in batches, hands them
- * to the engine, and sends the verdicts in batches; packets of one flow are
- * never reordered because one thread decides them in queue order.
+ * linux_owners.c, on the capture core (capture.c). One packet thread
+ * receives packets in batches, hands them to the core, and sends the
+ * verdicts in batches; between batches it runs the core's loop (ticks, owner
+ * queries). Packets of one flow are never reordered because one thread
+ * decides them in queue order.
  *
- * Fail open: every packet the engine holds is remembered by its queue ID; if
- * the engine fails (a trap) or the backend stops, they are accepted as they
- * are. The queue is not set to FAIL_OPEN (an overflowing queue would leak
+ * Fail open: the core remembers the queue ID of every packet the engine
+ * holds; if the engine fails (a trap) or the backend stops, they are
+ * accepted as they are. The queue is not set to FAIL_OPEN (an overflowing
+ * queue would leak
  * packets of redirected flows to their real destination); a large receive
  * buffer keeps it from overflowing instead. */
 #ifndef _WIN32
@@ -30,6 +33,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "capture.h"
 #include "linux_owners.h"
 #include "linux_rules.h"
 #include "platform.h"
@@ -38,12 +42,16 @@
 #define PKT_BUF (0x10000 + 4096) /* one netlink message with a whole packet; a multiple of 8 */
 #define TX_CAP (1u << 20)
 #define RCVBUF (8 << 20)
-#define HELD_SLOTS 131072u /* power of two, > the engine's hold limit */
-#define QUERIES 64
-#define TICK_MS 100
+
+/* What the core keeps with each packet. */
+typedef struct {
+  uint32_t id;   /* queue packet ID */
+  uint32_t mark; /* the packet's mark as it came */
+} nfq_meta;
 
 struct wr_backend {
   wr_engine *engine;
+  wr_capture *capture;
   wr_thread thread;
   int stop_fd;
   struct mnl_socket *nl;
@@ -52,18 +60,15 @@ struct wr_backend {
   int lo_ifindex;
   wr_rules rules;
   wr_owners *owners;
-  uint32_t config_gen;
   /* receive batch */
   uint8_t *rx;
   struct iovec rx_iov[BATCH];
   struct mmsghdr rx_msg[BATCH];
   wr_packet pkts[BATCH];
+  nfq_meta metas[BATCH];
   /* verdicts to send */
   uint8_t *tx;
   size_t tx_len;
-  /* queue IDs the engine holds (0: free slot; IDs are never 0 here: +1) */
-  uint32_t *held;
-  size_t n_held;
 };
 
 /* ------------------------------------------------------------------------
@@ -95,69 +100,18 @@ static void verdict(wr_backend *b, uint32_t id, int v, uint32_t mark, const uint
   b->tx_len += MNL_ALIGN(nlh->nlmsg_len);
 }
 
-static uint32_t *held_slot(wr_backend *b, uint32_t id) {
-  uint32_t key = id + 1;
-  uint32_t h = (key * 2654435761u) & (HELD_SLOTS - 1);
-  for (uint32_t k = 0; k < HELD_SLOTS; k++) {
-    uint32_t *s = &b->held[(h + k) & (HELD_SLOTS - 1)];
-    if (*s == key || *s == 0) return s;
-  }
-  return NULL;
-}
-
-static void held_remove(wr_backend *b, uint32_t id) {
-  uint32_t *s = held_slot(b, id);
-  if (!s || *s != id + 1) return;
-  /* Backward-shift deletion keeps probe chains intact. */
-  uint32_t i = (uint32_t)(s - b->held);
-  b->held[i] = 0;
-  b->n_held--;
-  for (uint32_t j = (i + 1) & (HELD_SLOTS - 1); b->held[j] != 0; j = (j + 1) & (HELD_SLOTS - 1)) {
-    uint32_t key = b->held[j];
-    b->held[j] = 0;
-    b->n_held--;
-    uint32_t *t = held_slot(b, key - 1);
-    *t = key;
-    b->n_held++;
-  }
-}
-
-/* The engine's verdict callback: cookie = queue ID | original mark << 32. */
-static void on_verdict(void *ctx, const wr_packet *p, uint32_t v, uint32_t out_flags) {
-  wr_backend *b = ctx;
-  uint32_t id = (uint32_t)p->cookie;
-  uint32_t mark = (uint32_t)(p->cookie >> 32);
+/* The core's send: a verdict for the packet's queue ID. */
+static void on_send(void *io, const void *meta, const wr_packet *p, uint32_t v, uint32_t out_flags) {
+  wr_backend *b = io;
+  const nfq_meta *m = meta;
   (void)out_flags;
-  if (v == WR_V_HELD) {
-    uint32_t *s = held_slot(b, id);
-    if (s && *s == 0) {
-      *s = id + 1;
-      b->n_held++;
-    }
-    return;
-  }
-  if (b->n_held) held_remove(b, id);
-  if (v == WR_V_MODIFIED) verdict(b, id, NF_ACCEPT, mark | WR_MARK, p->data, p->len);
-  else if (v == WR_V_DROP) verdict(b, id, NF_DROP, 0, NULL, 0);
-  else verdict(b, id, NF_ACCEPT, 0, NULL, 0);
+  if (!m) return; /* no queue ID: nothing to answer */
+  if (v == WR_V_MODIFIED) verdict(b, m->id, NF_ACCEPT, m->mark | WR_MARK, p->data, p->len);
+  else if (v == WR_V_DROP) verdict(b, m->id, NF_DROP, 0, NULL, 0);
+  else verdict(b, m->id, NF_ACCEPT, 0, NULL, 0);
 }
 
-/* Accepts every held packet as it is (the engine lost them, or we stop). */
-static void release_all_held(wr_backend *b) {
-  for (uint32_t i = 0; i < HELD_SLOTS && b->n_held; i++) {
-    if (b->held[i]) {
-      verdict(b, b->held[i] - 1, NF_ACCEPT, 0, NULL, 0);
-      b->held[i] = 0;
-      b->n_held--;
-    }
-  }
-  b->n_held = 0;
-  flush(b);
-}
-
-static void after_engine(wr_backend *b, int rc) {
-  if (rc == WR_ENGINE_TRAPPED) release_all_held(b);
-}
+static void on_flush(void *io) { flush(io); }
 
 /* ------------------------------------------------------------------------
  * Owners */
@@ -167,34 +121,32 @@ static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
   return wr_engine_would_intercept(b->engine, pid, path, len) == 1;
 }
 
-static void answer_queries(wr_backend *b, uint32_t now) {
-  wr_query q[QUERIES];
-  size_t n;
-  while ((n = wr_engine_queries(b->engine, q, QUERIES)) > 0) {
-    for (size_t i = 0; i < n; i++) {
-      char path[4096];
-      uint32_t pid = 0;
-      wr_owner_fact f;
-      if (wr_owners_find(b->owners, q[i].proto, q[i].family, q[i].inbound, q[i].local, q[i].local_port,
-                         q[i].remote, q[i].remote_port, &pid, path, sizeof path)) {
-        wr_fact_for_query(&f, &q[i], q[i].inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT);
-        f.pid = pid;
-        f.path = path;
-        f.path_len = strlen(path);
-      } else {
-        wr_fact_for_query(&f, &q[i], WR_OWNER_UNKNOWN);
-      }
-      after_engine(b, wr_engine_owner(b->engine, &f, now, on_verdict, b));
-    }
-    flush(b);
-    if (n < QUERIES) break;
+/* The core's owner query: the socket's owner from sock_diag, or "unknown"
+ * (the engine then decides without one). */
+static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap) {
+  wr_backend *b = io;
+  uint32_t pid = 0;
+  if (wr_owners_find(b->owners, q->proto, q->family, q->inbound, q->local, q->local_port, q->remote, q->remote_port,
+                     &pid, path, cap)) {
+    wr_fact_for_query(f, q, q->inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT);
+    f->pid = pid;
+    f->path = path;
+    f->path_len = strlen(path);
+  } else {
+    wr_fact_for_query(f, q, WR_OWNER_UNKNOWN);
   }
+  return 1;
+}
+
+static void policy_changed(void *io) {
+  wr_backend *b = io;
+  wr_owners_policy_changed(b->owners);
 }
 
 /* ------------------------------------------------------------------------
  * Receiving */
 
-static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *out) {
+static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *out, nfq_meta *meta) {
   struct nlattr *attr[NFQA_MAX + 1];
   memset(attr, 0, sizeof attr);
   if (nfq_nlmsg_parse(nlh, attr) < 0 || !attr[NFQA_PACKET_HDR] || !attr[NFQA_PAYLOAD]) return -1;
@@ -206,7 +158,9 @@ static int parse_packet(wr_backend *b, const struct nlmsghdr *nlh, wr_packet *ou
   uint32_t dev = 0;
   if (outbound && attr[NFQA_IFINDEX_OUTDEV]) dev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_OUTDEV]));
   if (!outbound && attr[NFQA_IFINDEX_INDEV]) dev = ntohl(mnl_attr_get_u32(attr[NFQA_IFINDEX_INDEV]));
-  out->cookie = (uint64_t)id | ((uint64_t)mark << 32);
+  meta->id = id;
+  meta->mark = mark;
+  out->cookie = 0; /* the core's to set */
   out->data = mnl_attr_get_payload(attr[NFQA_PAYLOAD]);
   out->len = mnl_attr_get_payload_len(attr[NFQA_PAYLOAD]);
   out->flags = (outbound ? WR_PKT_OUTBOUND : 0) | ((info & NFQA_SKB_CSUMNOTREADY) ? WR_PKT_CSUM_PARTIAL : 0) |
@@ -228,7 +182,7 @@ static size_t receive(wr_backend *b) {
     for (struct nlmsghdr *nlh = (struct nlmsghdr *)(b->rx + (size_t)i * PKT_BUF); mnl_nlmsg_ok(nlh, left);
          nlh = mnl_nlmsg_next(nlh, &left)) {
       if (nlh->nlmsg_type == ((NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET) &&
-          parse_packet(b, nlh, &b->pkts[n]) == 0) {
+          parse_packet(b, nlh, &b->pkts[n], &b->metas[n]) == 0) {
         n++;
         break; /* one packet per buffer */
       }
@@ -240,10 +194,8 @@ static size_t receive(wr_backend *b) {
 static void run(void *arg) {
   wr_backend *b = arg;
   struct pollfd fds[2] = {{mnl_socket_get_fd(b->nl), POLLIN, 0}, {b->stop_fd, POLLIN, 0}};
-  uint64_t next_tick = wr_now_ms() + TICK_MS;
+  int wait = 0;
   for (;;) {
-    uint64_t now64 = wr_now_ms();
-    int wait = now64 >= next_tick ? 0 : (int)(next_tick - now64);
     int pr = poll(fds, 2, wait);
     if (pr < 0) {
       int e = errno;
@@ -256,26 +208,11 @@ static void run(void *arg) {
       continue;
     }
     if (fds[1].revents) break;
-    uint32_t now = (uint32_t)wr_now_ms();
     if (fds[0].revents & POLLIN) {
       size_t n = receive(b);
-      if (n) {
-        after_engine(b, wr_engine_process(b->engine, b->pkts, n, now, on_verdict, b));
-        flush(b);
-      }
+      if (n) wr_capture_process(b->capture, b->pkts, b->metas, n);
     }
-    uint32_t gen = wr_engine_config_generation(b->engine);
-    if (gen != b->config_gen) {
-      b->config_gen = gen;
-      wr_owners_policy_changed(b->owners);
-    }
-    answer_queries(b, now);
-    if (wr_now_ms() >= next_tick) {
-      after_engine(b, wr_engine_tick(b->engine, now, on_verdict, b));
-      flush(b);
-      answer_queries(b, now);
-      next_tick = wr_now_ms() + TICK_MS;
-    }
+    wait = (int)wr_capture_poll(b->capture);
   }
 }
 
@@ -363,12 +300,12 @@ static int open_queue(wr_backend *b, char *err, size_t errlen) {
 }
 
 static void destroy(wr_backend *b) {
+  wr_capture_free(b->capture); /* accepts what the engine still holds */
   if (b->nl) mnl_socket_close(b->nl);
   if (b->stop_fd >= 0) close(b->stop_fd);
   wr_owners_free(b->owners);
   free(b->rx);
   free(b->tx);
-  free(b->held);
   free(b);
 }
 
@@ -384,9 +321,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->lo_ifindex = (int)if_nametoindex("lo");
   b->rx = malloc((size_t)BATCH * PKT_BUF);
   b->tx = malloc(TX_CAP);
-  b->held = calloc(HELD_SLOTS, sizeof *b->held);
   b->owners = wr_owners_new(is_candidate, b);
-  if (b->stop_fd < 0 || !b->rx || !b->tx || !b->held) {
+  static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed};
+  b->capture = wr_capture_new(b->engine, &ops, b);
+  if (b->stop_fd < 0 || !b->rx || !b->tx || !b->capture) {
     snprintf(err, errlen, "out of memory");
     destroy(b);
     return NULL;
@@ -404,7 +342,6 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     destroy(b);
     return NULL;
   }
-  b->config_gen = wr_engine_config_generation(b->engine);
   if (wr_rules_install(&b->rules, b->queue, opts->app_port, err, errlen) != 0) {
     destroy(b);
     return NULL;
@@ -431,9 +368,9 @@ void wr_backend_stop(wr_backend *b) {
   /* Packets still queued or held: accept them as they are. */
   size_t n;
   while ((n = receive(b)) > 0) {
-    for (size_t i = 0; i < n; i++) verdict(b, (uint32_t)b->pkts[i].cookie, NF_ACCEPT, 0, NULL, 0);
+    for (size_t i = 0; i < n; i++) verdict(b, b->metas[i].id, NF_ACCEPT, 0, NULL, 0);
   }
-  release_all_held(b);
+  flush(b);
   destroy(b);
 }
 
@@ -456,13 +393,20 @@ int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
   return 0;
 }
 
+/* Linux has no process that is never a user's (PID 1 is init, which a
+ * configuration may name). */
+size_t wr_backend_never_intercept(const uint32_t **pids) {
+  *pids = NULL;
+  return 0;
+}
+
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
   return wr_rules_add_app_port(&b->rules, port, err, errlen);
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
   int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu", (unsigned)b->queue,
-                   b->rules.have_v6 ? "on" : "off", b->n_held);
+                   b->rules.have_v6 ? "on" : "off", wr_capture_held(b->capture));
   return n < 0 ? 0 : (size_t)n;
 }
 

@@ -21,22 +21,21 @@
  *   rewritten packets (addressed to the proxy port), which they would not
  *   understand. -1000 also keeps clear of mitmproxy's 1039-1041.
  *
- * Threads
- *   packet   RecvEx batches from NETWORK -> wr_engine_process -> SendEx. The
- *            only reader of NETWORK, so a flow's packets keep their order.
+ * Threads (on the capture core, capture.c, which serialises the engine
+ * calls with their sends, so packets leave in the order the engine decided
+ * them)
+ *   packet   RecvEx batches from NETWORK -> wr_capture_process -> SendEx.
+ *            The only reader of NETWORK, so a flow's packets keep their
+ *            order.
  *   socket   first the existing sockets (TCP listeners, UDP endpoints) from
  *            GetExtendedTcpTable/UdpTable, then SOCKET events -> facts.
- *   timer    every TICK_MS: wr_engine_tick (hold timeouts, expiry), and the
- *            engine's owner queries answered from the socket tables.
- *   Owner facts and ticks release held packets, so all three decide and
- *   send under one lock (io_lock): sends leave in the order the engine
- *   decided them.
+ *   timer    the core's: ticks (hold timeouts, expiry), and the engine's
+ *            owner queries answered from the socket tables (find_owner).
  *
- * Held packets: the engine keeps its own copy and hands it back with the
- * final verdict; we keep the original address (and a copy of the bytes) by
- * cookie, so the packet goes out with its own interface and flags, and so
- * that when the engine traps (and loses what it held) or at stop, every
- * held packet is re-injected unchanged: the backend fails open.
+ * Held packets: the core keeps each one's original address (and a copy of
+ * its bytes) by cookie, so the packet goes out with its own interface and
+ * flags, and so that when the engine traps (and loses what it held) or at
+ * stop, every held packet is re-injected unchanged: the backend fails open.
  */
 #ifdef _WIN32
 #include <stdarg.h>
@@ -45,6 +44,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "capture.h"
 #include "platform.h"
 #include "win_owners.h"
 #include "windivert.h"
@@ -70,8 +70,6 @@
 #define SOCKET_BATCH 64
 #define REFLECT_BUF (64u << 10)  /* a REFLECT record carries a filter object (< 16 KB) */
 #define REFLECT_MAX_RECORDS 4096 /* never loop forever on a misbehaving driver */
-#define TICK_MS 100
-#define QUERY_MAX 64
 #define MAX_CONSECUTIVE_ERRORS 100
 #define DIAG_CAP 2048
 #define PATH_CAP 4096
@@ -83,88 +81,6 @@ static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
   if (v == 4 && avail >= 4) return ((uint32_t)p[2] << 8) | p[3];
   if (v == 6 && avail >= 6) return 40u + (((uint32_t)p[4] << 8) | p[5]);
   return 0;
-}
-
-/* ------------------------------------------------------------------------
- * Held packets: cookie -> original address and bytes (open addressing,
- * linear probing, backward-shift deletion; cookies start at 1). */
-
-typedef struct {
-  uint64_t cookie; /* 0 = empty */
-  wd_address addr;
-  uint8_t *data;
-  uint32_t len;
-} held_entry;
-
-typedef struct {
-  held_entry *slots;
-  size_t cap; /* power of two */
-  size_t count;
-} held_table;
-
-static size_t held_home(const held_table *t, uint64_t cookie) {
-  return (size_t)((cookie * 0x9e3779b97f4a7c15ull) >> 20) & (t->cap - 1);
-}
-
-static int held_grow(held_table *t) {
-  size_t ncap = t->cap ? t->cap * 2 : 256;
-  held_entry *ns = calloc(ncap, sizeof *ns);
-  if (!ns) return -1;
-  held_table n = {ns, ncap, 0};
-  for (size_t i = 0; i < t->cap; i++) {
-    if (!t->slots[i].cookie) continue;
-    size_t j = held_home(&n, t->slots[i].cookie);
-    while (ns[j].cookie) j = (j + 1) & (ncap - 1);
-    ns[j] = t->slots[i];
-    n.count++;
-  }
-  free(t->slots);
-  *t = n;
-  return 0;
-}
-
-static int held_put(held_table *t, uint64_t cookie, const wd_address *addr, const uint8_t *data, uint32_t len) {
-  if ((t->count + 1) * 2 > t->cap && held_grow(t) != 0) return -1;
-  uint8_t *copy = malloc(len ? len : 1);
-  if (!copy) return -1;
-  memcpy(copy, data, len);
-  size_t j = held_home(t, cookie);
-  while (t->slots[j].cookie) j = (j + 1) & (t->cap - 1);
-  t->slots[j].cookie = cookie;
-  t->slots[j].addr = *addr;
-  t->slots[j].data = copy;
-  t->slots[j].len = len;
-  t->count++;
-  return 0;
-}
-
-/* Takes an entry out: its address goes to *addr; returns 1 if found. */
-static int held_take(held_table *t, uint64_t cookie, wd_address *addr) {
-  if (!t->count) return 0;
-  size_t mask = t->cap - 1, j = held_home(t, cookie);
-  while (t->slots[j].cookie && t->slots[j].cookie != cookie) j = (j + 1) & mask;
-  if (!t->slots[j].cookie) return 0;
-  *addr = t->slots[j].addr;
-  free(t->slots[j].data);
-  t->slots[j].cookie = 0;
-  t->count--;
-  /* Backward shift: move later entries of the probe run into the hole. */
-  size_t hole = j;
-  for (size_t k = (j + 1) & mask; t->slots[k].cookie; k = (k + 1) & mask) {
-    size_t home = held_home(t, t->slots[k].cookie);
-    if (((k - home) & mask) >= ((k - hole) & mask)) {
-      t->slots[hole] = t->slots[k];
-      t->slots[k].cookie = 0;
-      hole = k;
-    }
-  }
-  return 1;
-}
-
-static void held_free(held_table *t) {
-  for (size_t i = 0; i < t->cap; i++) free(t->slots[i].cookie ? t->slots[i].data : NULL);
-  free(t->slots);
-  memset(t, 0, sizeof *t);
 }
 
 /* ------------------------------------------------------------------------
@@ -183,38 +99,32 @@ typedef struct {
 
 struct wr_backend {
   wr_engine *engine;
+  wr_capture *capture;
   HMODULE dll;
   char dll_path[1024];
   wd_api wd;
   HANDLE net, sock;
   wr_owners *owners;
-  wr_thread packet_thread, socket_thread, timer_thread;
-  int packet_started, socket_started, timer_started;
-  wr_event stop;
+  wr_thread packet_thread, socket_thread;
+  int packet_started, socket_started;
   volatile LONG stopping;
 
-  /* Everything below, up to the diagnostics, is guarded by io_lock. */
-  SRWLOCK io_lock;
-  const wd_address *batch_addr; /* the batch being decided */
-  uint64_t batch_first;
-  size_t batch_n;
-  held_table held;
-  uint8_t *out_buf; /* the send batch */
+  /* The send batch: only the core's send and flush touch it (under the
+   * core's lock). */
+  uint8_t *out_buf;
   size_t out_len;
   wd_address out_addr[SEND_BATCH];
-  uint32_t out_lens[SEND_BATCH];
   UINT out_n;
 
   /* The packet thread's own buffers. */
   uint8_t *recv_buf;
   wd_address recv_addr[RECV_BATCH];
   wr_packet pkts[RECV_BATCH];
-  uint64_t next_cookie;
 
   /* Diagnostics: fixed at start, plus counters. */
   SRWLOCK diag_lock;
   char diag[DIAG_CAP];
-  uint64_t recv_errors, send_errors, engine_traps;
+  uint64_t recv_errors, send_errors;
   uint32_t last_recv_error, last_send_error;
   char thread_failure[256];
 };
@@ -489,31 +399,18 @@ static void push_locked(wr_backend *b, const uint8_t *data, uint32_t len, const 
   if (b->out_n == SEND_BATCH || b->out_len + len > SEND_BUF) flush_locked(b);
   memcpy(b->out_buf + b->out_len, data, len);
   b->out_len += len;
-  b->out_lens[b->out_n] = len;
   b->out_addr[b->out_n++] = *addr;
 }
 
-/* Re-injects every held packet unchanged and forgets them (the engine lost
- * them, or we stop). */
-static void fail_open_held_locked(wr_backend *b) {
-  held_table *t = &b->held;
-  for (size_t i = 0; i < t->cap; i++) {
-    held_entry *h = &t->slots[i];
-    if (h->cookie) push_locked(b, h->data, h->len, &h->addr);
-  }
-  flush_locked(b);
-  held_free(t);
-}
-
-/* The engine's verdict callback (engine lock and io_lock held). */
-static void on_verdict(void *ctx, const wr_packet *pkt, uint32_t verdict, uint32_t out_flags) {
-  wr_backend *b = ctx;
+/* The core's send: the packet into the send batch, with its own address. */
+static void on_send(void *io, const void *meta, const wr_packet *pkt, uint32_t verdict, uint32_t out_flags) {
+  wr_backend *b = io;
   wd_address addr;
-  if (pkt->cookie >= b->batch_first && pkt->cookie - b->batch_first < b->batch_n) {
-    addr = b->batch_addr[pkt->cookie - b->batch_first];
-  } else if (!held_take(&b->held, pkt->cookie, &addr)) {
-    /* Not ours to know (cannot happen): rebuild the address from the
-     * metadata; checksum flags 0 make the driver recompute them. */
+  if (meta) {
+    memcpy(&addr, meta, sizeof addr);
+  } else {
+    /* No address kept (cannot happen): rebuilt from the metadata; checksum
+     * flags 0 make the driver recompute them. */
     memset(&addr, 0, sizeof addr);
     addr.layer = WD_LAYER_NETWORK;
     addr.outbound = (pkt->flags & WR_PKT_OUTBOUND) ? 1 : 0;
@@ -521,66 +418,19 @@ static void on_verdict(void *ctx, const wr_packet *pkt, uint32_t verdict, uint32
     addr.u.network.if_idx = pkt->if_idx;
     addr.u.network.sub_if_idx = pkt->sub_if_idx;
   }
-  switch (verdict) {
-    case WR_V_HELD:
-      held_put(&b->held, pkt->cookie, &addr, pkt->data, pkt->len);
-      break;
-    case WR_V_DROP:
-      break;
-    case WR_V_MODIFIED: {
-      unsigned csum = (out_flags & WR_OUT_CSUM_VALID) ? 1u : 0u;
-      addr.outbound = (out_flags & WR_OUT_OUTBOUND) ? 1u : 0u;
-      addr.ip_checksum = csum;
-      addr.tcp_checksum = csum;
-      addr.udp_checksum = csum;
-      push_locked(b, pkt->data, pkt->len, &addr);
-      break;
-    }
-    default: /* WR_V_PASS: the original, as it came */
-      push_locked(b, pkt->data, pkt->len, &addr);
-      break;
+  if (verdict == WR_V_DROP || !pkt->data) return;
+  if (verdict == WR_V_MODIFIED) {
+    unsigned csum = (out_flags & WR_OUT_CSUM_VALID) ? 1u : 0u;
+    addr.outbound = (out_flags & WR_OUT_OUTBOUND) ? 1u : 0u;
+    addr.ip_checksum = csum;
+    addr.tcp_checksum = csum;
+    addr.udp_checksum = csum;
   }
+  /* WR_V_PASS: the original, as it came. */
+  push_locked(b, pkt->data, pkt->len, &addr);
 }
 
-/* After an engine call (io_lock held). A trap lost the held packets: they
- * go out unchanged, before this call's packets, which are newer. */
-static void after_engine_locked(wr_backend *b, int rc) {
-  if (rc == WR_ENGINE_TRAPPED) {
-    AcquireSRWLockExclusive(&b->diag_lock);
-    b->engine_traps++;
-    ReleaseSRWLockExclusive(&b->diag_lock);
-    uint8_t *later = b->out_len ? malloc(b->out_len) : NULL;
-    wd_address *later_addr = b->out_n ? malloc(b->out_n * sizeof *later_addr) : NULL;
-    uint32_t *later_lens = b->out_n ? malloc(b->out_n * sizeof *later_lens) : NULL;
-    UINT later_n = 0;
-    if (later && later_addr && later_lens) {
-      memcpy(later, b->out_buf, b->out_len);
-      memcpy(later_addr, b->out_addr, b->out_n * sizeof *later_addr);
-      memcpy(later_lens, b->out_lens, b->out_n * sizeof *later_lens);
-      later_n = b->out_n;
-      b->out_n = 0;
-      b->out_len = 0;
-    }
-    fail_open_held_locked(b);
-    for (UINT i = 0, off = 0; i < later_n; i++) {
-      push_locked(b, later + off, later_lens[i], &later_addr[i]);
-      off += later_lens[i];
-    }
-    free(later);
-    free(later_addr);
-    free(later_lens);
-  }
-  flush_locked(b);
-}
-
-static uint32_t now32(void) { return (uint32_t)wr_now_ms(); }
-
-static void feed_fact(wr_backend *b, const wr_owner_fact *f) {
-  AcquireSRWLockExclusive(&b->io_lock);
-  int rc = wr_engine_owner(b->engine, f, now32(), on_verdict, b);
-  after_engine_locked(b, rc);
-  ReleaseSRWLockExclusive(&b->io_lock);
-}
+static void on_flush(void *io) { flush_locked(io); }
 
 static void note_thread_failure(wr_backend *b, const char *fmt, ...) {
   AcquireSRWLockExclusive(&b->diag_lock);
@@ -644,7 +494,6 @@ static void packet_thread(void *arg) {
       if (len == 0 || len > avail) len = avail; /* not what the driver gives: keep it whole */
       const wd_address *a = &b->recv_addr[k];
       wr_packet *p = &b->pkts[k];
-      p->cookie = b->next_cookie + k;
       p->data = b->recv_buf + off;
       p->len = len;
       p->flags = (a->outbound ? WR_PKT_OUTBOUND : 0) | (a->loopback ? WR_PKT_LOOPBACK : 0) |
@@ -653,16 +502,7 @@ static void packet_thread(void *arg) {
       p->sub_if_idx = a->u.network.sub_if_idx;
       off += len;
     }
-    if (k == 0) continue;
-    AcquireSRWLockExclusive(&b->io_lock);
-    b->batch_addr = b->recv_addr;
-    b->batch_first = b->next_cookie;
-    b->batch_n = k;
-    int rc = wr_engine_process(b->engine, b->pkts, k, now32(), on_verdict, b);
-    b->batch_n = 0;
-    b->next_cookie += k;
-    after_engine_locked(b, rc);
-    ReleaseSRWLockExclusive(&b->io_lock);
+    if (k > 0) wr_capture_process(b->capture, b->pkts, b->recv_addr, k);
   }
 }
 
@@ -769,7 +609,7 @@ static int startup_row(void *ctx, const wr_socket_row *r) {
   f.local_port = r->local_port;
   f.pid = r->pid;
   fact_path(c->b, &f, 0, c->path, PATH_CAP);
-  feed_fact(c->b, &f);
+  wr_capture_fact(c->b->capture, &f);
   return 0;
 }
 
@@ -806,7 +646,7 @@ static void socket_thread(void *arg) {
       wr_owner_fact f;
       if (!socket_fact(&addrs[i], &f)) continue;
       fact_path(b, &f, b->owners ? wr_owners_qpc_to_filetime(b->owners, addrs[i].timestamp) : 0, path, PATH_CAP);
-      feed_fact(b, &f);
+      wr_capture_fact(b->capture, &f);
     }
   }
   free(path);
@@ -814,7 +654,7 @@ static void socket_thread(void *arg) {
 }
 
 /* ------------------------------------------------------------------------
- * The timer thread: ticks, and owners of pending flows from the tables. */
+ * Owners of pending flows, from the socket tables */
 
 typedef struct {
   const wr_query *q;
@@ -865,36 +705,21 @@ static int query_row(void *ctx, const wr_socket_row *r) {
   return 1;
 }
 
-/* Looks a pending flow's owner up in the socket tables. Not found is no
- * answer: the SOCKET event may still come, or the hold timeout decides. */
-static void answer_query(wr_backend *b, const wr_query *q, char *path) {
-  wr_owner_fact f;
-  query_ctx c = {q, &f, 0};
+/* The core's owner query: a pending flow's owner from the socket tables.
+ * Not found is no answer: the SOCKET event may still come, or the hold
+ * timeout decides. */
+static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap) {
+  wr_backend *b = io;
+  query_ctx c = {q, f, 0};
+  if (!b->owners || InterlockedCompareExchange(&b->stopping, 0, 0)) return 0;
   int table = q->proto == 17 ? WR_TABLE_UDP : q->inbound ? WR_TABLE_TCP_LISTENERS : WR_TABLE_TCP_ALL;
   wr_owners_walk(b->owners, table, q->family, query_row, &c, NULL);
   if (!c.found && q->family == 4 && (q->proto == 17 || q->inbound)) {
     wr_owners_walk(b->owners, table, 6, query_row, &c, NULL);
   }
-  if (!c.found) return;
-  fact_path(b, &f, 0, path, PATH_CAP);
-  feed_fact(b, &f);
-}
-
-static void timer_thread(void *arg) {
-  wr_backend *b = arg;
-  char *path = malloc(PATH_CAP);
-  wr_query *q = malloc(QUERY_MAX * sizeof *q);
-  while (!wr_event_wait(&b->stop, TICK_MS)) {
-    AcquireSRWLockExclusive(&b->io_lock);
-    int rc = wr_engine_tick(b->engine, now32(), on_verdict, b);
-    after_engine_locked(b, rc);
-    ReleaseSRWLockExclusive(&b->io_lock);
-    if (!path || !q || !b->owners) continue;
-    size_t n = wr_engine_queries(b->engine, q, QUERY_MAX);
-    for (size_t i = 0; i < n && !InterlockedCompareExchange(&b->stopping, 0, 0); i++) answer_query(b, &q[i], path);
-  }
-  free(path);
-  free(q);
+  if (!c.found) return 0;
+  fact_path(b, f, 0, path, cap);
+  return 1;
 }
 
 /* ------------------------------------------------------------------------
@@ -979,11 +804,11 @@ static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t 
 }
 
 static void release(wr_backend *b) {
+  wr_capture_free(b->capture); /* re-injects what the engine still holds */
   if (b->sock) b->wd.close(b->sock);
   if (b->net) b->wd.close(b->net);
   if (b->dll) FreeLibrary(b->dll);
   wr_owners_free(b->owners);
-  held_free(&b->held);
   free(b->out_buf);
   free(b->recv_buf);
   free(b);
@@ -991,16 +816,14 @@ static void release(wr_backend *b) {
 
 static void stop_threads(wr_backend *b) {
   InterlockedExchange(&b->stopping, 1);
-  wr_event_set(&b->stop);
+  if (b->capture) wr_capture_stop_timer(b->capture);
   /* Shutdown completes blocked receives with ERROR_NO_DATA. NETWORK keeps
    * its send side until the held packets are out. */
   if (b->sock) b->wd.shutdown(b->sock, WD_SHUTDOWN_BOTH);
   if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
-  if (b->timer_started) wr_thread_join(&b->timer_thread);
   if (b->socket_started) wr_thread_join(&b->socket_thread);
   if (b->packet_started) wr_thread_join(&b->packet_thread);
-  b->timer_started = b->socket_started = b->packet_started = 0;
-  wr_event_destroy(&b->stop);
+  b->socket_started = b->packet_started = 0;
 }
 
 wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
@@ -1010,8 +833,6 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   b->engine = opts->engine;
-  b->next_cookie = 1;
-  InitializeSRWLock(&b->io_lock);
   InitializeSRWLock(&b->diag_lock);
   b->dll = load_windivert(opts->windivert_dir, err, errlen);
   if (!b->dll) {
@@ -1029,7 +850,9 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->out_buf = malloc(SEND_BUF);
   b->recv_buf = malloc(RECV_BUF);
   b->owners = wr_owners_new();
-  if (!b->out_buf || !b->recv_buf || !b->owners) {
+  static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL};
+  b->capture = wr_capture_new(b->engine, &ops, b);
+  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture) {
     snprintf(err, errlen, "out of memory");
     release(b);
     return NULL;
@@ -1056,17 +879,13 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   }
   diag_appendf(b, "; NETWORK handle: priority %d, filter \"%s\"; SOCKET handle: priority %d, filter \"%s\"",
                NET_PRIORITY, NET_FILTER, SOCKET_PRIORITY, SOCKET_FILTER);
-  wr_event_init(&b->stop);
   int rc = wr_thread_start(&b->socket_thread, socket_thread, b);
   b->socket_started = rc == 0;
   if (rc == 0) {
     rc = wr_thread_start(&b->packet_thread, packet_thread, b);
     b->packet_started = rc == 0;
   }
-  if (rc == 0) {
-    rc = wr_thread_start(&b->timer_thread, timer_thread, b);
-    b->timer_started = rc == 0;
-  }
+  if (rc == 0) rc = wr_capture_start_timer(b->capture);
   if (rc != 0) {
     stop_threads(b);
     snprintf(err, errlen, "could not start the WinDivert threads (Windows error %d)", rc);
@@ -1087,6 +906,14 @@ int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
   return 0;
 }
 
+/* PID 4 is the System process: its sockets (SMB, for one) belong to the
+ * kernel, never to a user's program. */
+size_t wr_backend_never_intercept(const uint32_t **pids) {
+  static const uint32_t system_pids[] = {4};
+  *pids = system_pids;
+  return sizeof system_pids / sizeof system_pids[0];
+}
+
 /* WinDivert sees every packet already: a new app port needs nothing here
  * (the engine redirects new flows to it). */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
@@ -1101,9 +928,8 @@ void wr_backend_stop(wr_backend *b) {
   if (!b) return;
   stop_threads(b);
   /* Held packets go out as they came: without us they would have. */
-  AcquireSRWLockExclusive(&b->io_lock);
-  fail_open_held_locked(b);
-  ReleaseSRWLockExclusive(&b->io_lock);
+  wr_capture_free(b->capture);
+  b->capture = NULL;
   b->wd.shutdown(b->net, WD_SHUTDOWN_BOTH);
   release(b);
 }
@@ -1114,11 +940,12 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
     if (buf && len) buf[0] = '\0';
     return 0;
   }
+  uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
   snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
            (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
-           (unsigned long long)b->engine_traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
+           (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
   int n = snprintf(buf, len, "%s%s", b->diag, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;

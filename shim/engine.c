@@ -36,6 +36,9 @@ struct wr_engine {
   Z_engine_instance_t inst;
   int live;
   uint32_t self_pid;
+  uint32_t never[8]; /* the OS's never-intercept PIDs */
+  size_t n_never;
+  uint32_t query_max;
   uint16_t app_port;
   char *config;
   size_t config_len;
@@ -45,6 +48,7 @@ struct wr_engine {
   /* Batch layout, read once per instance. */
   uint32_t batch_meta, batch_data, batch_max, batch_cap;
   uint32_t events_seen; /* events waiting when last looked (0 in a new instance) */
+  atomic_uint config_gen; /* accepted configurations: read without the lock */
 };
 
 static void copy_err(char *err, size_t errlen, const char *text) {
@@ -118,6 +122,8 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
     return -1;
   }
   Z_engineZ_eng_init(&e->inst, e->self_pid, wr_random_seed());
+  for (size_t i = 0; i < e->n_never; i++) Z_engineZ_eng_never_intercept(&e->inst, e->never[i]);
+  e->query_max = Z_engineZ_eng_query_max(&e->inst);
   Z_engineZ_eng_set_app_port(&e->inst, e->app_port);
   if (e->config && io_put(e, e->config, e->config_len) == 0) {
     Z_engineZ_eng_config(&e->inst, (uint32_t)e->config_len);
@@ -167,6 +173,15 @@ wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen) {
   return e;
 }
 
+void wr_engine_reset(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  if (e->live) Z_engine_free(&e->inst);
+  e->live = 0;
+  e->started = 0;
+  build_locked(e, NULL, 0); /* or on the next call (ensure_live_locked) */
+  wr_mutex_unlock(&g_engine_lock);
+}
+
 void wr_engine_free(wr_engine *e) {
   if (!e) return;
   wr_mutex_lock(&g_engine_lock);
@@ -204,17 +219,33 @@ static int ensure_live_locked(wr_engine *e, char *err, size_t errlen) {
     wr_mutex_unlock(&g_engine_lock);                             \
   } while (0)
 
+/* Set by wr_copy_text_fail_next: the next wr_copy_text fails. */
+static atomic_int g_fail_next_copy;
+
+char *wr_copy_text(const char *text, size_t len) {
+  if (atomic_exchange(&g_fail_next_copy, 0)) return NULL;
+  char *c = malloc(len + 1);
+  if (c) {
+    memcpy(c, text, len);
+    c[len] = '\0';
+  }
+  return c;
+}
+
+void wr_copy_text_fail_next(void) { atomic_store(&g_fail_next_copy, 1); }
+
 int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size_t errlen) {
   if (len > UINT32_MAX) {
     copy_err(err, errlen, "the configuration is too large");
     return -2;
   }
-  char *volatile copy = malloc(len ? len : 1);
+  /* The copy kept for engines built later is made first: once the engine
+   * has taken the configuration, nothing may fail. */
+  char *volatile copy = wr_copy_text(json, len);
   if (!copy) {
     copy_err(err, errlen, "out of memory");
-    return -2;
+    return WR_ENGINE_NOMEM;
   }
-  memcpy(copy, json, len);
   volatile int rc = -2;
   WITH_ENGINE(e, err, errlen, rc, {
     if (io_put(e, json, len) != 0) {
@@ -230,6 +261,7 @@ int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size
         e->config = copy;
         e->config_len = len;
         copy = NULL;
+        atomic_fetch_add_explicit(&e->config_gen, 1, memory_order_release);
       }
     }
   });
@@ -244,6 +276,33 @@ void wr_engine_set_app_port(wr_engine *e, uint16_t port) {
   wr_mutex_unlock(&g_engine_lock);
   WITH_ENGINE(e, NULL, 0, rc, { Z_engineZ_eng_set_app_port(&e->inst, port); });
   (void)rc;
+}
+
+int wr_engine_never_intercept(wr_engine *e, const uint32_t *pids, size_t n) {
+  if (n > sizeof e->never / sizeof e->never[0]) return -1;
+  volatile int rc = 0;
+  wr_mutex_lock(&g_engine_lock);
+  if (n > 0) memcpy(e->never, pids, n * sizeof *pids); /* kept for rebuilds */
+  e->n_never = n;
+  wr_mutex_unlock(&g_engine_lock);
+  WITH_ENGINE(e, NULL, 0, rc, {
+    for (size_t i = 0; i < n; i++) rc |= (int)(int32_t)Z_engineZ_eng_never_intercept(&e->inst, pids[i]);
+  });
+  return rc == 0 ? 0 : -1;
+}
+
+size_t wr_engine_query_max(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  size_t n = e->query_max;
+  wr_mutex_unlock(&g_engine_lock);
+  return n;
+}
+
+uint16_t wr_engine_app_port(wr_engine *e) {
+  wr_mutex_lock(&g_engine_lock);
+  uint16_t port = e->app_port;
+  wr_mutex_unlock(&g_engine_lock);
+  return port;
 }
 
 void wr_engine_arm_fault(wr_engine *e, uint32_t bits) {
@@ -395,11 +454,8 @@ int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t no
     size_t done = 0;
     int rc = process_chunk(e, pkts + i, n - i, now, cb, ctx, &done);
     i += done;
-    if (rc == WR_ENGINE_TRAPPED || done == 0) {
-      /* Fail open: everything not yet decided passes as it is. */
-      for (; i < n; i++) cb(ctx, &pkts[i], WR_V_PASS, (pkts[i].flags & WR_PKT_OUTBOUND) ? WR_OUT_OUTBOUND : 0);
-      return rc;
-    }
+    /* The rest is the caller's to fail open (done is 0 only on a trap). */
+    if (rc == WR_ENGINE_TRAPPED || done == 0) return WR_ENGINE_TRAPPED;
   }
   return 0;
 }
@@ -605,9 +661,5 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
 }
 
 uint32_t wr_engine_config_generation(wr_engine *e) {
-  volatile int rc = 0;
-  volatile uint32_t gen = 0;
-  WITH_ENGINE(e, NULL, 0, rc, { gen = Z_engineZ_eng_config_generation(&e->inst); });
-  (void)rc;
-  return gen;
+  return atomic_load_explicit(&e->config_gen, memory_order_acquire);
 }

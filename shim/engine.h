@@ -12,6 +12,13 @@
 #include <stdint.h>
 
 #define WR_ENGINE_TRAPPED (-1000)
+#define WR_ENGINE_NOMEM (-1001) /* out of memory; the call had no effect */
+
+/* A NUL-terminated copy of text[0..len) for the library to keep (free()),
+ * or NULL when memory runs out, or once after wr_copy_text_fail_next (the
+ * REDIRECTOR_FAULT_MEMORY test hook). */
+char *wr_copy_text(const char *text, size_t len);
+void wr_copy_text_fail_next(void);
 
 typedef struct wr_engine wr_engine;
 
@@ -103,11 +110,28 @@ typedef struct {
 wr_engine *wr_engine_new(uint32_t self_pid, char *err, size_t errlen);
 void wr_engine_free(wr_engine *e);
 
-/* Applies configuration text. 0, -2, -3 (engine codes, reason in err), or
- * WR_ENGINE_TRAPPED. On success the text is kept for rebuilds. */
+/* The OS's never-intercept PIDs (wr_backend_never_intercept), kept for
+ * rebuilds. 0, or -1 when there are more than the engine takes (8). */
+int wr_engine_never_intercept(wr_engine *e, const uint32_t *pids, size_t n);
+
+/* The most owner queries one wr_engine_queries call returns (the engine's
+ * own limit): the size of the caller's buffer. */
+size_t wr_engine_query_max(wr_engine *e);
+
+/* Throws the instance away (flows, events, counters) and builds a fresh
+ * one, not started, with the configuration and app port in force: what a
+ * stop leaves for the next start. The trap count stays. */
+void wr_engine_reset(wr_engine *e);
+
+/* Applies configuration text. 0, -2, -3 (engine codes, reason in err),
+ * WR_ENGINE_NOMEM or WR_ENGINE_TRAPPED. On success the text is kept for rebuilds: the host is
+ * the one place the configuration in force is kept. */
 int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size_t errlen);
 
+/* The app port (0: none), kept by the host for rebuilds like the
+ * configuration: the one place the shim keeps it. */
 void wr_engine_set_app_port(wr_engine *e, uint16_t port);
+uint16_t wr_engine_app_port(wr_engine *e);
 
 /* Arms a deliberate trap in the engine (eng_arm_fault bits). */
 void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
@@ -123,9 +147,9 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
 /* Decides packets (any number; batched inside). Every packet gets exactly
  * one callback: its verdict, or WR_V_HELD and later its final verdict from a
  * call that releases (process, owner, tick). Packets released meanwhile are
- * reported too. On a trap, the packets not yet reported are passed, the
- * engine is rebuilt (held packets are lost: the backend should fail open
- * whatever it saw held), and WR_ENGINE_TRAPPED is returned. */
+ * reported too. On a trap the engine is rebuilt and WR_ENGINE_TRAPPED is
+ * returned; the packets not yet reported get no callback, and held packets
+ * are lost: the caller fails them all open (capture.c). */
 int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
 
 /* A fact of `kind` about a query's flow: its protocol, family, ends and
@@ -164,7 +188,8 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);
 
-/* Bumped by every accepted configuration. */
+/* Bumped by every accepted configuration. Takes no lock: a capture loop
+ * may look as often as it likes. */
 uint32_t wr_engine_config_generation(wr_engine *e);
 
 /* How many times this engine trapped and was rebuilt. */

@@ -12,6 +12,7 @@ export interface EngineExports {
   memory: WebAssembly.Memory;
   eng_abi(): number;
   eng_init(pid: number, seed: number): number;
+  eng_never_intercept(pid: number): number;
   eng_io(len: number): number;
   eng_io_cap(): number;
   eng_err_ptr(): number;
@@ -27,11 +28,15 @@ export interface EngineExports {
 export class Engine {
   readonly x: EngineExports;
 
-  constructor(selfPid = 1000) {
+  /** neverIntercept: the OS's never-intercept PIDs, as a backend gives them (Windows: [4]). */
+  constructor(selfPid = 1000, neverIntercept: number[] = []) {
     module ??= new WebAssembly.Module(readFileSync(wasmPath));
     const inst = new WebAssembly.Instance(module, {});
     this.x = inst.exports as unknown as EngineExports;
     this.x.eng_init(selfPid, 0x1234567);
+    for (const pid of neverIntercept) {
+      if (this.x.eng_never_intercept(pid) !== 0) throw new Error(`never-intercept list full at PID ${pid}`);
+    }
   }
 
   bytes(ptr: number, len: number): Uint8Array {

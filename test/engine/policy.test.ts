@@ -39,12 +39,24 @@ const table: Array<[string | Array<string | number>, number, string, boolean]> =
 ];
 
 test("spec table", () => {
-  const e = new Engine(SELF);
+  const e = new Engine(SELF, [4]); // as the Windows backend gives it
   for (const [spec, pid, path, want] of table) {
     const r = e.config(JSON.stringify({ intercept: spec }));
     assert.is(r.rc, 0, `${JSON.stringify(spec)}: ${r.error}`);
     assert.is(e.wouldIntercept(pid, path), want, `${JSON.stringify(spec)} pid ${pid} path ${path}`);
   }
+});
+
+test("the OS's never-intercept PIDs come from the host: without them PID 4 is a process like any other", () => {
+  const linux = new Engine(SELF);
+  assert.is(linux.config(JSON.stringify({ intercept_pids: [4, 7] })).rc, 0);
+  assert.ok(linux.wouldIntercept(4));
+  const windows = new Engine(SELF, [4, 9]);
+  assert.is(windows.config(JSON.stringify({ intercept_pids: [4, 7, 9] })).rc, 0);
+  assert.not.ok(windows.wouldIntercept(4, "System"));
+  assert.not.ok(windows.wouldIntercept(9));
+  assert.ok(windows.wouldIntercept(7));
+  assert.throws(() => new Engine(SELF, [11, 12, 13, 14, 15, 16, 17, 18, 19]), /list full at PID 19/);
 });
 
 test("intercept_pids adds to the spec, and the spec cannot exclude them", () => {
