@@ -102,8 +102,9 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  * returns without waiting for traffic.
  *
  * Returns 0 on success, -1 if it is already running, -2 if it could not
- * start (no application port set, WinDivert.dll or its driver missing, not
- * running as Administrator/root, ...): redirector_last_error() says which,
+ * start (no application port set, WinDivert.dll or its driver missing or
+ * older than WinDivert 2.2, not running as Administrator/root, ...):
+ * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
  */
 WINDOWS_REDIRECTOR_API int32_t start_redirector(void);

@@ -867,15 +867,30 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     release(b);
     return NULL;
   }
+  /* WinDivert 2.2 or newer: 2.0 has a crash bug fixed in 2.1, and the
+   * behaviour this library relies on is 2.2's. */
+  uint64_t major = 0, minor = 0;
+  if (!b->wd.get_param(b->sock, WD_PARAM_VERSION_MAJOR, &major) ||
+      !b->wd.get_param(b->sock, WD_PARAM_VERSION_MINOR, &minor)) {
+    snprintf(err, errlen, "the WinDivert driver's version could not be read (Windows error %lu); use WinDivert 2.2",
+             (unsigned long)GetLastError());
+    release(b);
+    return NULL;
+  }
+  if (major < 2 || (major == 2 && minor < 2)) {
+    snprintf(err, errlen,
+             "the WinDivert driver is version %llu.%llu; this library needs 2.2 or newer (2.0 has a crash bug "
+             "fixed in 2.1): put WinDivert 2.2's WinDivert.dll and WinDivert64.sys in place, and reboot (or stop "
+             "every WinDivert program, then `sc stop WinDivert`) so the old driver unloads",
+             (unsigned long long)major, (unsigned long long)minor);
+    release(b);
+    return NULL;
+  }
+  diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
   b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, 0, err, errlen);
   if (!b->net) {
     release(b);
     return NULL;
-  }
-  uint64_t major = 0, minor = 0;
-  if (b->wd.get_param(b->net, WD_PARAM_VERSION_MAJOR, &major) &&
-      b->wd.get_param(b->net, WD_PARAM_VERSION_MINOR, &minor)) {
-    diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
   }
   diag_appendf(b, "; NETWORK handle: priority %d, filter \"%s\"; SOCKET handle: priority %d, filter \"%s\"",
                NET_PRIORITY, NET_FILTER, SOCKET_PRIORITY, SOCKET_FILTER);

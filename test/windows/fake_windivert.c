@@ -11,6 +11,9 @@
  *   open_error CODE [LAYER]   WinDivertOpen fails with CODE (for LAYER only)
  *   recv_error CODE COUNT     the NETWORK handle's next COUNT receives fail
  *                             with CODE at once
+ *   driver_version MAJOR MINOR
+ *                             what WinDivertGetParam says of the driver
+ *                             (default 2 2)
  *   reflect pid=N layer=NAME priority=P flags=F
  *                             an open handle of another program, reported
  *                             by a REFLECT-layer open
@@ -509,6 +512,19 @@ static int find_recv_error(void *ctx, const char *line) {
   return 0;
 }
 
+/* The driver's version, as the script says (WinDivertGetParam). */
+static uint64_t g_version[2] = {2, 2};
+
+static int find_driver_version(void *ctx, const char *line) {
+  (void)ctx;
+  unsigned long major = 0, minor = 0;
+  if (sscanf(line, "driver_version %lu %lu", &major, &minor) == 2) {
+    g_version[0] = major;
+    g_version[1] = minor;
+  }
+  return 0;
+}
+
 static int queue_reflect(void *ctx, const char *line) {
   (void)ctx;
   if (strncmp(line, "reflect ", 8) != 0) return 0;
@@ -539,6 +555,9 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
   char *script = read_script();
   open_check c = {layer, 0};
   each_line(script, find_open_error, &c);
+  g_version[0] = 2;
+  g_version[1] = 2;
+  each_line(script, find_driver_version, NULL);
   DWORD error = c.error;
   if (!error && (!filter || layer < 0 || layer >= NLAYERS || priority < -30000 || priority > 30000 ||
                  (flags & ~0x3full) || (flags & 3) == 3 || (flags & 0xc) == 0xc ||
@@ -784,7 +803,7 @@ FAKE_API BOOL WinDivertGetParam(HANDLE handle, int param, uint64_t *value) {
   fake_handle *h = lookup_handle(handle);
   int ok = h != NULL && value != NULL && param >= 0 && param <= 4;
   if (ok) {
-    const uint64_t v[] = {h->queue_length, h->queue_time, h->queue_size, 2, 2};
+    const uint64_t v[] = {h->queue_length, h->queue_time, h->queue_size, g_version[0], g_version[1]};
     *value = v[param];
   }
   ReleaseSRWLockExclusive(&g_lock);

@@ -1147,6 +1147,9 @@ TEST_CASE(open_errors) {
       {"open_error 1060 SOCKET\n", "service is missing", "Windows error 1060"},
       {"open_error 1275\n", "driver is blocked", "Windows error 1275"},
       {"open_error 31 NETWORK\n", "Windows error 31", "NETWORK layer"},
+      {"driver_version 2 1\n", "the WinDivert driver is version 2.1", "needs 2.2 or newer"},
+      {"driver_version 2 0\n", "version 2.0", "crash bug"},
+      {"driver_version 1 4\n", "version 1.4", "needs 2.2 or newer"},
   };
   CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config");
   update_app_port(APP_PORT);
