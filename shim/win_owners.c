@@ -35,10 +35,7 @@ struct wr_owners {
   tcp_table_fn tcp_table;
   udp_table_fn udp_table;
   char tables_error[160];
-  /* Clock pairing for wr_owners_qpc_to_filetime. */
-  int64_t qpc_base;
-  int64_t qpc_freq;
-  uint64_t ft_base;
+  int64_t qpc_freq; /* performance-counter ticks per second */
   SRWLOCK lock; /* guards the cache */
   path_slot *slots;
 };
@@ -54,14 +51,9 @@ wr_owners *wr_owners_new(void) {
     return NULL;
   }
   InitializeSRWLock(&o->lock);
-  LARGE_INTEGER f, c;
-  FILETIME now;
+  LARGE_INTEGER f;
   QueryPerformanceFrequency(&f);
-  QueryPerformanceCounter(&c);
-  GetSystemTimeAsFileTime(&now);
   o->qpc_freq = f.QuadPart > 0 ? f.QuadPart : 1;
-  o->qpc_base = c.QuadPart;
-  o->ft_base = ft_value(now);
   o->iphlpapi = LoadLibraryExW(L"iphlpapi.dll", NULL, LOAD_LIBRARY_SEARCH_SYSTEM32);
   if (!o->iphlpapi) {
     snprintf(o->tables_error, sizeof o->tables_error,
@@ -88,11 +80,21 @@ void wr_owners_free(wr_owners *o) {
 
 const char *wr_owners_tables_error(const wr_owners *o) { return o->tables_error; }
 
-uint64_t wr_owners_qpc_to_filetime(const wr_owners *o, int64_t qpc) {
-  int64_t d = qpc - o->qpc_base;
+uint64_t wr_qpc_to_filetime(int64_t qpc, int64_t now_qpc, uint64_t now_ft, int64_t freq) {
+  int64_t d = qpc - now_qpc;
   /* ticks -> 100 ns units, without overflow for any realistic span */
-  int64_t units = (d / o->qpc_freq) * 10000000 + ((d % o->qpc_freq) * 10000000) / o->qpc_freq;
-  return (uint64_t)((int64_t)o->ft_base + units);
+  int64_t units = (d / freq) * 10000000 + ((d % freq) * 10000000) / freq;
+  return (uint64_t)((int64_t)now_ft + units);
+}
+
+uint64_t wr_owners_qpc_to_filetime(const wr_owners *o, int64_t qpc) {
+  /* Both clocks now, for each event: a pairing made once at start would
+   * shift every later event by whatever wall-clock correction came since. */
+  LARGE_INTEGER c;
+  FILETIME now;
+  QueryPerformanceCounter(&c);
+  GetSystemTimePreciseAsFileTime(&now);
+  return wr_qpc_to_filetime(qpc, c.QuadPart, ft_value(now), o->qpc_freq);
 }
 
 /* ------------------------------------------------------------------------

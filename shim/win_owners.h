@@ -53,8 +53,15 @@ int wr_owners_walk(wr_owners *o, int table, int family, wr_socket_row_fn fn, voi
 size_t wr_owners_process_path(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen);
 
 /* A QueryPerformanceCounter value (a WinDivert timestamp) as a FILETIME
- * value, on the clock of the moment the owners were created. */
+ * value: the wall clock now, less the counter ticks since. Both clocks are
+ * read at each call (an event is converted when it is read), so a wall-clock
+ * correction made after start does not shift later events. */
 uint64_t wr_owners_qpc_to_filetime(const wr_owners *o, int64_t qpc);
+
+/* The same with both clocks given: the wall-clock time of counter value
+ * qpc when the counter reads now_qpc at wall-clock time now_ft (freq ticks
+ * per second). */
+uint64_t wr_qpc_to_filetime(int64_t qpc, int64_t now_qpc, uint64_t now_ft, int64_t freq);
 
 #endif
 #endif

@@ -49,6 +49,35 @@ static uint32_t word_at(const wd_address *a, size_t off) {
           word_at(&a, 8));                                                                          \
   } while (0)
 
+/* Event times: a counter reading becomes wall-clock time on the clocks read
+ * when the event is converted, so a correction of the wall clock after start
+ * moves the conversions with it. */
+TEST_CASE(clock) {
+  const int64_t freq = 3579545; /* an odd frequency, as some machines have */
+  const uint64_t t0 = 133000000000000000ull;
+  /* Two seconds before "now", on the clocks read now. */
+  CHECK(wr_qpc_to_filetime(1000000000 - 2 * freq, 1000000000, t0, freq) == t0 - 20000000, "2 s before now");
+  CHECK(wr_qpc_to_filetime(1000000000 + 3 * freq, 1000000000, t0, freq) == t0 + 30000000, "3 s ahead");
+  /* The wall clock is set forward by an hour between start and an event;
+   * the same counter reading then converts an hour later. */
+  const uint64_t hour = 36000000000ull;
+  CHECK(wr_qpc_to_filetime(5000, 5000 + freq, t0 + hour, freq) == t0 + hour - 10000000, "after a correction");
+  /* Sub-tick precision: 1 tick at this frequency is 2.79 units of 100 ns. */
+  uint64_t one = wr_qpc_to_filetime(999, 1000, t0, freq);
+  CHECK(one == t0 - 2, "one tick before: %llu", (unsigned long long)(t0 - one));
+  /* Through the owners, on this machine's clocks: now converts to now. */
+  wr_owners *o = wr_owners_new();
+  LARGE_INTEGER c;
+  QueryPerformanceCounter(&c);
+  uint64_t conv = wr_owners_qpc_to_filetime(o, c.QuadPart);
+  FILETIME ft;
+  GetSystemTimePreciseAsFileTime(&ft);
+  uint64_t now = ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime;
+  CHECK(conv <= now && now - conv < 5000000, "a reading taken now converts to now (%lld units off)",
+        (long long)(now - conv));
+  wr_owners_free(o);
+}
+
 TEST_CASE(layout) {
   CHECK(sizeof(wd_address) == 80, "size %u", (unsigned)sizeof(wd_address));
   CHECK(_Alignof(wd_address) == 8, "alignment %u", (unsigned)_Alignof(wd_address));
