@@ -62,6 +62,11 @@
 #define QUEUE_LENGTH 8192
 #define QUEUE_TIME_MS 2000
 #define QUEUE_SIZE (8u << 20)
+/* The SOCKET handle keeps its events for the longest the driver allows:
+ * the existing sockets are read (a path look-up per row) before its first
+ * receive, and an event older than the queue time is dropped by the
+ * driver, whose owner would then be unknown. */
+#define SOCKET_QUEUE_TIME_MS 16000
 
 #define RECV_BATCH 128           /* addresses per RecvEx (<= WD_BATCH_MAX) */
 #define RECV_BUF (1u << 20)      /* room for 128 full-size frames, or 15 GSO ones */
@@ -786,12 +791,12 @@ static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t 
     open_error(b, GetLastError(), layer, filter, err, errlen);
     return NULL;
   }
-  static const struct {
+  const struct {
     int param;
     uint64_t value;
     const char *name;
   } params[] = {{WD_PARAM_QUEUE_LENGTH, QUEUE_LENGTH, "queue length"},
-                {WD_PARAM_QUEUE_TIME, QUEUE_TIME_MS, "queue time"},
+                {WD_PARAM_QUEUE_TIME, layer == WD_LAYER_SOCKET ? SOCKET_QUEUE_TIME_MS : QUEUE_TIME_MS, "queue time"},
                 {WD_PARAM_QUEUE_SIZE, QUEUE_SIZE, "queue size"}};
   for (size_t i = 0; i < sizeof params / sizeof params[0]; i++) {
     if (!b->wd.set_param(h, params[i].param, params[i].value)) {

@@ -41,6 +41,8 @@
  *        recomputed, as the driver does)
  *   sendex id=N count=C
  *   send_failed id=N error=CODE
+ *   dropped id=N layer=NAME age_ms=A   (older than the queue time, as the
+ *                             driver drops it)
  *   shutdown id=N how=H
  *   close id=N
  *   mark TEXT
@@ -135,6 +137,11 @@ static char *g_script; /* the script text for the player */
 static void put32(uint8_t *a, size_t off, uint32_t v) { memcpy(a + off, &v, 4); }
 static void put16(uint8_t *a, size_t off, uint16_t v) { memcpy(a + off, &v, 2); }
 static void put64(uint8_t *a, size_t off, uint64_t v) { memcpy(a + off, &v, 8); }
+static uint64_t get64(const uint8_t *a, size_t off) {
+  uint64_t v;
+  memcpy(&v, a + off, 8);
+  return v;
+}
 static uint32_t get32(const uint8_t *a, size_t off) {
   uint32_t v;
   memcpy(&v, a + off, 4);
@@ -637,10 +644,25 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     return FALSE;
   }
   /* Take what is queued: up to the address room, while each whole packet
-   * fits (the first one is cut if it must be). */
+   * fits (the first one is cut if it must be). As the driver does, what
+   * waited longer than the handle's queue time (by its timestamp) is
+   * dropped instead. */
   UINT count = 0, used = 0, cut = 0;
+  LARGE_INTEGER freq;
+  QueryPerformanceFrequency(&freq);
+  int64_t oldest = qpc_now() - (int64_t)h->queue_time * (freq.QuadPart / 1000);
   while (g_head[layer] && count < max_addr / A_SIZE) {
     item *it = g_head[layer];
+    int64_t ts = (int64_t)get64(it->addr, A_TIMESTAMP);
+    if (ts < oldest) {
+      logf_("dropped id=%d layer=%s age_ms=%lld", h->id, layer_name(layer),
+            (long long)((qpc_now() - ts) / (freq.QuadPart / 1000)));
+      g_head[layer] = it->next;
+      if (!g_head[layer]) g_tail[layer] = NULL;
+      free(it->data);
+      free(it);
+      continue;
+    }
     uint32_t len = it->len;
     if (used + len > packet_len) {
       if (count > 0) break;
