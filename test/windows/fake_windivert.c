@@ -593,9 +593,13 @@ static int next_token(filter_parser *f) {
   return 1;
 }
 
+/* A number (decimal or 0x hex), an IPv4 or IPv6 address, or a constant. */
 static int is_value(const char *t) {
-  if (isdigit((unsigned char)t[0])) return 1; /* a number or an address */
-  if (strchr(t, ':')) return 1;               /* an IPv6 address */
+  uint8_t a[16];
+  if (strchr(t, ':')) return InetPtonA(AF_INET6, t, a) == 1;
+  if (strchr(t, '.')) return InetPtonA(AF_INET, t, a) == 1;
+  if (t[0] == '0' && t[1] == 'x') return t[2] && strspn(t + 2, "0123456789abcdefABCDEF") == strlen(t + 2);
+  if (isdigit((unsigned char)t[0])) return strspn(t, "0123456789") == strlen(t);
   for (size_t i = 0; i < sizeof FILTER_CONSTANTS / sizeof FILTER_CONSTANTS[0]; i++) {
     if (strcmp(t, FILTER_CONSTANTS[i]) == 0) return 1;
   }

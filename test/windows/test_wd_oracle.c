@@ -5,12 +5,16 @@
  *
  *   filters    every handle the backend opens (shim/wd_handles.h): its
  *              filter compiles at its layer
+ *   compile    on a table of filters and layers, the stand-in's
+ *              WinDivertHelperCompileFilter agrees with the real one
  *   delivered  every packet and event the stand-in handed the library in
  *              the other windivert tests (its WR_FAKE_WINDIVERT_RECORD)
  *              matches the receiving handle's filter: the real driver would
  *              have delivered it
- *   checksums  every packet the library sent with a checksum marked valid
- *              keeps that checksum through WinDivertHelperCalcChecksums
+ *   checksums  every packet the library sent parses as one whole packet
+ *              (WinDivertHelperParsePacket), and one sent with a checksum
+ *              marked valid keeps that checksum through
+ *              WinDivertHelperCalcChecksums
  *   open_args  WinDivertOpen on a table of argument sets, the backend's
  *              among them: the real DLL's argument checks pass the
  *              backend's, and the stand-in refuses what the real DLL (or,
@@ -31,6 +35,9 @@
 
 typedef BOOL(__cdecl *eval_filter_fn)(const char *filter, const void *packet, UINT packet_len, const void *addr);
 typedef BOOL(__cdecl *calc_checksums_fn)(void *packet, UINT packet_len, void *addr, uint64_t flags);
+typedef BOOL(__cdecl *parse_packet_fn)(const void *packet, UINT packet_len, void **ip, void **ipv6, uint8_t *protocol,
+                                       void **icmp, void **icmpv6, void **tcp, void **udp, void **data,
+                                       UINT *data_len, void **next, UINT *next_len);
 
 /* WinDivertHelperCalcChecksums flags: leave this checksum alone. */
 #define NO_IP_CHECKSUM 1ull
@@ -50,6 +57,7 @@ typedef struct {
   wd_compile_filter_fn compile;
   eval_filter_fn eval;
   calc_checksums_fn calc;
+  parse_packet_fn parse;
 } wd_dll;
 
 /* A path CTest gave in Unix form (/work/...) as wine sees it (Z:\work\...). */
@@ -72,6 +80,7 @@ static int load(wd_dll *d, const char *path) {
   d->compile = (wd_compile_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperCompileFilter");
   d->eval = (eval_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperEvalFilter");
   d->calc = (calc_checksums_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperCalcChecksums");
+  d->parse = (parse_packet_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperParsePacket");
   CHECK(d->open && d->close && d->compile, "%s exports WinDivertOpen, WinDivertClose, WinDivertHelperCompileFilter",
         path);
   return d->open && d->close && d->compile;
@@ -95,8 +104,9 @@ static int load_real(wd_dll *d) {
     return 0;
   }
   if (!load(d, path)) return 0;
-  CHECK(d->eval && d->calc, "the real DLL exports WinDivertHelperEvalFilter and WinDivertHelperCalcChecksums");
-  return d->eval && d->calc;
+  CHECK(d->eval && d->calc && d->parse,
+        "the real DLL exports WinDivertHelperEvalFilter, WinDivertHelperCalcChecksums, WinDivertHelperParsePacket");
+  return d->eval && d->calc && d->parse;
 }
 
 /* The stand-in, built into fakewd beside this program. */
@@ -137,6 +147,65 @@ static void case_filters(void) {
   CHECK(!compiles(&real, "tcp.DstPort == 80", WD_LAYER_SOCKET, &why, &pos),
         "the real DLL refuses tcp.DstPort at the SOCKET layer");
   CHECK(!compiles(&real, "tcp.DstPort ==", WD_LAYER_NETWORK, &why, &pos), "the real DLL refuses \"tcp.DstPort ==\"");
+  FreeLibrary(real.dll);
+}
+
+/* Filters the backend may open (issue 15: built from the configuration,
+ * loopback excluded, ICMP errors) and ones WinDivert refuses, at their
+ * layer: the stand-in's compiler must agree with the real one. */
+typedef struct {
+  const char *filter;
+  int layer;
+} filter_row;
+
+static const filter_row FILTER_ROWS[] = {
+    {"!loopback and (tcp or udp)", WD_LAYER_NETWORK},
+    {"not loopback && (ip || ipv6) && (tcp || udp)", WD_LAYER_NETWORK},
+    {"outbound and tcp.DstPort == 443", WD_LAYER_NETWORK},
+    {"tcp.SrcPort == 8080 or udp.SrcPort == 8080", WD_LAYER_NETWORK},
+    {"tcp.DstPort = 80", WD_LAYER_NETWORK},
+    {"ip.DstAddr == 198.18.0.1", WD_LAYER_NETWORK},
+    {"ip.DstAddr >= 198.18.0.0 and ip.DstAddr <= 198.19.255.255", WD_LAYER_NETWORK},
+    {"ipv6.DstAddr == fd00::1", WD_LAYER_NETWORK},
+    {"ip.DstAddr == 300.1.1.1", WD_LAYER_NETWORK},
+    {"icmp.Type == 3 and icmp.Code == 4", WD_LAYER_NETWORK},
+    {"icmpv6.Type == 2", WD_LAYER_NETWORK},
+    {"localPort == 80 and protocol == TCP", WD_LAYER_NETWORK},
+    {"processId == 4", WD_LAYER_NETWORK},
+    {"event == PACKET", WD_LAYER_NETWORK},
+    {"false", WD_LAYER_NETWORK},
+    {"tcp and", WD_LAYER_NETWORK},
+    {"tcp udp", WD_LAYER_NETWORK},
+    {"loopback", WD_LAYER_NETWORK_FORWARD},
+    {"event == CONNECT or event == ACCEPT", WD_LAYER_SOCKET},
+    {"processId != 4 and (tcp or udp)", WD_LAYER_SOCKET},
+    {"not loopback and localPort == 80", WD_LAYER_SOCKET},
+    {"remoteAddr == ::1 or remoteAddr == 127.0.0.1", WD_LAYER_SOCKET},
+    {"ifIdx == 1", WD_LAYER_SOCKET},
+    {"ip.DstAddr == 1.2.3.4", WD_LAYER_SOCKET},
+    {"layer == NETWORK and priority == -1000", WD_LAYER_REFLECT},
+    {"processId == 1", WD_LAYER_REFLECT},
+    {"tcp", WD_LAYER_REFLECT},
+};
+
+static void case_compile(void) {
+  wd_dll real, standin;
+  if (!load_real(&real) || !load_standin(&standin)) return;
+  const char *why;
+  UINT pos;
+  for (size_t i = 0; i < sizeof FILTER_ROWS / sizeof FILTER_ROWS[0]; i++) {
+    const filter_row *r = &FILTER_ROWS[i];
+    int real_ok = compiles(&real, r->filter, r->layer, &why, &pos);
+    char real_why[200];
+    snprintf(real_why, sizeof real_why, "%s at %u", why ? why : "?", pos);
+    int standin_ok = compiles(&standin, r->filter, r->layer, &why, &pos);
+    printf("%-8s %-58s real DLL: %-40s stand-in: %s\n", layer_name(r->layer), r->filter,
+           real_ok ? "compiles" : real_why, standin_ok ? "compiles" : "refuses");
+    CHECK(real_ok == standin_ok, "\"%s\" at layer %s: the real DLL %s it (%s), the stand-in %s", r->filter,
+          layer_name(r->layer), real_ok ? "compiles" : "refuses", real_ok ? "" : real_why,
+          standin_ok ? "compiles it" : "refuses it");
+  }
+  FreeLibrary(standin.dll);
   FreeLibrary(real.dll);
 }
 
@@ -269,6 +338,16 @@ static void case_delivered(void) {
 static int g_checked;
 
 static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
+  /* One whole IP packet with a TCP or UDP header, as the real parser sees
+   * it. */
+  void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
+  uint8_t proto = 0;
+  UINT next_len = 0;
+  BOOL parsed = real->parse(r->data, r->len, &ip4, &ip6, &proto, NULL, NULL, &tcph, &udph, NULL, NULL, &next, &next_len);
+  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph)) && next_len == 0,
+        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP header (parsed %d, "
+        "protocol %u, %u bytes after it)",
+        lineno, (int)parsed, (unsigned)proto, next_len);
   int ip = addr_bit(r->addr, BIT_IPCSUM), tcp = addr_bit(r->addr, BIT_TCPCSUM), udp = addr_bit(r->addr, BIT_UDPCSUM);
   if (!ip && !tcp && !udp) return;
   uint8_t *copy = malloc(r->len ? r->len : 1);
@@ -403,7 +482,7 @@ static void case_open_args(void) {
 }
 
 static const wd_case CASES[] = {
-    {"filters", case_filters}, {"delivered", case_delivered}, {"checksums", case_checksums}, {"open_args", case_open_args}};
+    {"filters", case_filters}, {"compile", case_compile}, {"delivered", case_delivered}, {"checksums", case_checksums}, {"open_args", case_open_args}};
 
 int main(int argc, char **argv) {
   return run_cases(CASES, sizeof CASES / sizeof CASES[0], argc > 1 ? argv[1] : NULL, NULL);
