@@ -9,9 +9,11 @@
  *   WR_FAKE_WINDIVERT_RECORD  what went between the library and the
  *                             stand-in, for the real WinDivert.dll to judge
  *                             (test_wd_oracle.c); appended by every process:
- *     deliver layer=N addr=HEX80 len=L data=HEX|- filter=TEXT
+ *     deliver layer=N addr=HEX80 len=L data=HEX|- script=LINE filter=TEXT
  *                             one per packet or event a receive returned
- *                             (filter: the receiving handle's, to the end)
+ *                             (LINE: the script line it came from, without
+ *                             hex=; filter: the receiving handle's, to the
+ *                             end)
  *     send addr=HEX80 len=L data=HEX
  *                             one per packet sent, as the library gave it
  *
@@ -108,6 +110,7 @@ typedef struct item {
   uint8_t addr[A_SIZE];
   uint8_t *data;
   uint32_t len;
+  char *line; /* the script line it came from, for the record */
 } item;
 
 typedef struct {
@@ -296,6 +299,7 @@ static void clear_queue_locked(int layer) {
   for (item *it = g_head[layer]; it;) {
     item *next = it->next;
     free(it->data);
+    free(it->line);
     free(it);
     it = next;
   }
@@ -482,6 +486,7 @@ static int play_line(void *ctx, const char *line) {
     logf_("bad_script_line %s", line);
     return 0;
   }
+  it->line = _strdup(line);
   if (!st->batching) AcquireSRWLockExclusive(&g_lock);
   enqueue_locked(layer, it);
   if (!st->batching) {
@@ -704,6 +709,7 @@ static int queue_reflect(void *ctx, const char *line) {
   put32(a, A_R_LAYER, (uint32_t)layer_of(buf));
   put64(a, A_R_FLAGS, (uint64_t)field_num(line, "flags", 0));
   put16(a, A_R_PRIORITY, (uint16_t)(int16_t)field_num(line, "priority", 0));
+  it->line = _strdup(line);
   enqueue_locked(L_REFLECT, it);
   return 0;
 }
@@ -806,8 +812,12 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     }
     if (len && packet) memcpy((uint8_t *)packet + used, it->data, len);
     memcpy(addr + (size_t)count * A_SIZE, it->addr, A_SIZE);
-    char tail[600];
-    snprintf(tail, sizeof tail, " filter=%s", h->filter ? h->filter : "");
+    /* The script line without its bytes (they are in data=). */
+    const char *src = it->line ? it->line : "-";
+    const char *hex = strstr(src, " hex=");
+    char tail[1200];
+    snprintf(tail, sizeof tail, " script=%.*s filter=%s", (int)(hex ? (size_t)(hex - src) : strlen(src)), src,
+             h->filter ? h->filter : "");
     char what[32];
     snprintf(what, sizeof what, "deliver layer=%d", layer);
     if (len == it->len) record(what, it->addr, it->data, len, tail); /* a cut packet was not delivered */
@@ -816,6 +826,7 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     g_head[layer] = it->next;
     if (!g_head[layer]) g_tail[layer] = NULL;
     free(it->data);
+    free(it->line);
     free(it);
     if (cut) break;
   }

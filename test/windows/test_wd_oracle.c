@@ -10,7 +10,9 @@
  *   delivered  every packet and event the stand-in handed the library in
  *              the other windivert tests (its WR_FAKE_WINDIVERT_RECORD)
  *              matches the receiving handle's filter: the real driver would
- *              have delivered it
+ *              have delivered it; and its address holds, as the real DLL
+ *              reads it, what the script line it came from says (event,
+ *              PID, protocol, endpoints, direction, interface, flags)
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
@@ -24,6 +26,7 @@
  * WR_FAKE_WINDIVERT_RECORD, the stand-in's record. */
 #define WIN32_LEAN_AND_MEAN
 #include <windows.h>
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +222,7 @@ typedef struct {
   uint8_t *data;
   UINT len;
   const char *filter; /* into the line */
+  const char *script; /* the stand-in's script line (deliveries) */
 } record_line;
 
 static char *read_record(void) {
@@ -258,6 +262,11 @@ static int parse_record(char *line, record_line *r) {
   if (filter) {
     *filter = '\0';
     r->filter = filter + 8;
+  }
+  char *script = strstr(data, " script=");
+  if (script) {
+    *script = '\0';
+    r->script = script + 8;
   }
   r->data = malloc(r->len ? r->len : 1);
   if (!r->data) return 0;
@@ -301,6 +310,90 @@ static int each_record(const char *kind, void (*fn)(const wd_dll *, const record
 
 static int g_by_layer[5], g_loopback;
 
+/* key=VALUE of a script line, into out; 0 when absent. */
+static int script_field(const char *line, const char *key, char *out, size_t cap) {
+  size_t k = strlen(key);
+  for (const char *p = line; (p = strstr(p, key)) != NULL; p++) {
+    if ((p == line || p[-1] == ' ') && p[k] == '=') {
+      size_t n = strcspn(p + k + 1, " ");
+      if (n >= cap) n = cap - 1;
+      memcpy(out, p + k + 1, n);
+      out[n] = '\0';
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int script_word(const char *line, const char *word) {
+  size_t k = strlen(word);
+  for (const char *p = line; (p = strstr(p, word)) != NULL; p++) {
+    if ((p == line || p[-1] == ' ') && (p[k] == ' ' || p[k] == '\0')) return 1;
+  }
+  return 0;
+}
+
+/* " and ADDR_FIELD == A and PORT_FIELD == P" for a script endpoint
+ * (a.b.c.d:port or [v6]:port). */
+static void endpoint_terms(char *out, size_t cap, const char *endpoint, const char *addr_field, const char *port_field) {
+  char host[80] = "";
+  const char *port;
+  if (endpoint[0] == '[') {
+    const char *close = strchr(endpoint, ']');
+    size_t n = close ? (size_t)(close - endpoint - 1) : 0;
+    if (n >= sizeof host) n = sizeof host - 1;
+    memcpy(host, endpoint + 1, n);
+    host[n] = '\0';
+    port = close && close[1] == ':' ? close + 2 : "0";
+  } else {
+    const char *colon = strrchr(endpoint, ':');
+    size_t n = colon ? (size_t)(colon - endpoint) : strlen(endpoint);
+    if (n >= sizeof host) n = sizeof host - 1;
+    memcpy(host, endpoint, n);
+    host[n] = '\0';
+    port = colon ? colon + 1 : "0";
+  }
+  size_t len = strlen(out);
+  snprintf(out + len, cap - len, " and %s == %s and %s == %s", addr_field, host, port_field, port);
+}
+
+/* The script line a delivery came from, as a filter over the fields the
+ * stand-in was told to write: the real DLL evaluates it against the
+ * address the stand-in wrote, so a field at a wrong offset, in a wrong byte
+ * or word order, or with a wrong value does not match. "" when the line
+ * says nothing to check. */
+static void script_filter(const record_line *r, char *out, size_t cap) {
+  const char *line = r->script ? r->script : "";
+  char v[96], ev[32] = "";
+  out[0] = '\0';
+  if (strncmp(line, "socket ", 7) == 0 && r->layer == WD_LAYER_SOCKET) {
+    sscanf(line + 7, "%31s", ev);
+    for (char *c = ev; *c; c++) *c = (char)toupper((unsigned char)*c);
+    snprintf(out, cap, "event == %s", ev);
+    size_t n = strlen(out);
+    if (script_field(line, "pid", v, sizeof v)) snprintf(out + n, cap - n, " and processId == %s", v);
+    n = strlen(out);
+    if (script_field(line, "proto", v, sizeof v))
+      snprintf(out + n, cap - n, " and protocol == %d", strcmp(v, "udp") == 0 ? 17 : 6);
+    if (script_field(line, "local", v, sizeof v)) endpoint_terms(out, cap, v, "localAddr", "localPort");
+    if (script_field(line, "remote", v, sizeof v)) endpoint_terms(out, cap, v, "remoteAddr", "remotePort");
+  } else if (strncmp(line, "packet ", 7) == 0 && r->layer == WD_LAYER_NETWORK) {
+    snprintf(out, cap, "event == PACKET and %s and %sloopback and %simpostor and ifIdx == %s",
+             strncmp(line, "packet out", 10) == 0 ? "outbound" : "inbound", script_word(line, "loopback") ? "" : "not ",
+             script_word(line, "impostor") ? "" : "not ", script_field(line, "if", v, sizeof v) ? v : "1");
+    size_t n = strlen(out);
+    snprintf(out + n, cap - n, " and subIfIdx == %s", script_field(line, "sub", v, sizeof v) ? v : "0");
+  } else if (strncmp(line, "reflect ", 8) == 0 && r->layer == WD_LAYER_REFLECT) {
+    snprintf(out, cap, "event == OPEN");
+    size_t n = strlen(out);
+    if (script_field(line, "pid", v, sizeof v)) snprintf(out + n, cap - n, " and processId == %s", v);
+    n = strlen(out);
+    if (script_field(line, "layer", v, sizeof v)) snprintf(out + n, cap - n, " and layer == %s", v);
+    n = strlen(out);
+    if (script_field(line, "priority", v, sizeof v)) snprintf(out + n, cap - n, " and priority == %s", v);
+  }
+}
+
 static void check_delivered(const wd_dll *real, const record_line *r, int lineno) {
   CHECK(r->filter != NULL, "record line %d: a delivery names its handle's filter", lineno);
   if (!r->filter) return;
@@ -317,6 +410,18 @@ static void check_delivered(const wd_dll *real, const record_line *r, int lineno
         "(WinDivertHelperEvalFilter: %s%lu; loopback=%d; data %s%s)",
         lineno, layer_name(r->layer), r->filter, err ? "error " : "no match, error ", (unsigned long)err,
         addr_bit(r->addr, BIT_LOOPBACK), hex, r->len > 60 ? "..." : "");
+  char fields[600];
+  script_filter(r, fields, sizeof fields);
+  CHECK(fields[0], "record line %d: the delivery names the script line it came from (got \"%s\")", lineno,
+        r->script ? r->script : "");
+  if (fields[0]) {
+    SetLastError(0);
+    match = real->eval(fields, eventonly ? NULL : r->data, eventonly ? 0 : r->len, r->addr);
+    err = GetLastError();
+    CHECK(match, "record line %d: the real DLL reads the stand-in's %s address otherwise than its script line "
+          "\"%s\" says: \"%s\" does not match (error %lu)",
+          lineno, layer_name(r->layer), r->script, fields, (unsigned long)err);
+  }
   if (r->layer >= 0 && r->layer < 5) g_by_layer[r->layer]++;
   if (r->layer == WD_LAYER_NETWORK && addr_bit(r->addr, BIT_LOOPBACK)) g_loopback++;
 }
