@@ -12,7 +12,8 @@
  *              matches the receiving handle's filter: the real driver would
  *              have delivered it; and its address holds, as the real DLL
  *              reads it, what the script line it came from says (event,
- *              PID, protocol, endpoints, direction, interface, flags)
+ *              PID, protocol, endpoints, direction, interface, flags); and
+ *              no loopback packet arrives inbound (the driver's rule)
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
@@ -423,7 +424,14 @@ static void check_delivered(const wd_dll *real, const record_line *r, int lineno
           lineno, layer_name(r->layer), r->script, fields, (unsigned long)err);
   }
   if (r->layer >= 0 && r->layer < 5) g_by_layer[r->layer]++;
-  if (r->layer == WD_LAYER_NETWORK && addr_bit(r->addr, BIT_LOOPBACK)) g_loopback++;
+  if (r->layer == WD_LAYER_NETWORK && addr_bit(r->addr, BIT_LOOPBACK)) {
+    g_loopback++;
+    /* Not the DLL's knowledge but the driver's (sys/windivert.c, 2.2.2):
+     * its inbound IP-packet callouts pass loopback packets on without
+     * diverting them, so loopback traffic arrives only as outbound. */
+    CHECK(addr_bit(r->addr, 17), "record line %d: the stand-in delivered an inbound loopback packet, which the real "
+          "driver never diverts (it sees loopback traffic only as outbound)", lineno);
+  }
 }
 
 static void case_delivered(void) {
