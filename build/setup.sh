@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3
+  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3 python3-pip
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
   clang libclang-rt-14-dev procps
 )
