@@ -21,9 +21,11 @@
  *   open_error CODE [LAYER]   WinDivertOpen fails with CODE (for LAYER only)
  *   recv_error CODE COUNT     the NETWORK handle's next COUNT receives fail
  *                             with CODE at once
- *   reflect pid=N layer=NAME priority=P flags=F
+ *   reflect pid=N layer=NAME priority=P flags=F [object=OBJ]
  *                             an open handle of another program, reported
- *                             by a REFLECT-layer open
+ *                             by a REFLECT-layer open; OBJ: its filter as
+ *                             WinDivertHelperCompileFilter writes it
+ *                             (@WinDiv_...), the event's packet
  *   Played in order by a thread started when a NETWORK handle opens:
  *   delay MS
  *   gate NAME                 waits for the named event WrFakeGate_PID_NAME
@@ -694,12 +696,12 @@ static int queue_reflect(void *ctx, const char *line) {
   if (!it) return 0;
   char buf[64] = "NETWORK";
   field(line, "layer", buf, sizeof buf);
-  static const char object[] = "@WinDiv_stand-in-filter-object";
-  it->data = malloc(sizeof object);
-  if (it->data) {
-    memcpy(it->data, object, sizeof object);
-    it->len = sizeof object;
-  }
+  char object[512] = "-"; /* none given: no filter object (the oracle says so) */
+  field(line, "object", object, sizeof object);
+  it->len = (uint32_t)strlen(object) + 1;
+  it->data = malloc(it->len);
+  if (it->data) memcpy(it->data, object, it->len);
+  else it->len = 0;
   uint8_t *a = it->addr;
   put64(a, A_TIMESTAMP, (uint64_t)qpc_now());
   put32(a, A_BITS, (uint32_t)L_REFLECT | 8u << 8); /* REFLECT_OPEN */

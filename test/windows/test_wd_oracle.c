@@ -13,7 +13,8 @@
  *              have delivered it; and its address holds, as the real DLL
  *              reads it, what the script line it came from says (event,
  *              PID, protocol, endpoints, direction, interface, flags); and
- *              no loopback packet arrives inbound (the driver's rule)
+ *              no loopback packet arrives inbound (the driver's rule); a
+ *              REFLECT event's packet is a filter object the real DLL reads
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
@@ -39,6 +40,7 @@
 
 typedef BOOL(__cdecl *eval_filter_fn)(const char *filter, const void *packet, UINT packet_len, const void *addr);
 typedef BOOL(__cdecl *calc_checksums_fn)(void *packet, UINT packet_len, void *addr, uint64_t flags);
+typedef BOOL(__cdecl *format_filter_fn)(const char *filter, int layer, char *buffer, UINT buffer_len);
 typedef BOOL(__cdecl *parse_packet_fn)(const void *packet, UINT packet_len, void **ip, void **ipv6, uint8_t *protocol,
                                        void **icmp, void **icmpv6, void **tcp, void **udp, void **data,
                                        UINT *data_len, void **next, UINT *next_len);
@@ -62,6 +64,7 @@ typedef struct {
   eval_filter_fn eval;
   calc_checksums_fn calc;
   parse_packet_fn parse;
+  format_filter_fn format;
 } wd_dll;
 
 /* A path CTest gave in Unix form (/work/...) as wine sees it (Z:\work\...). */
@@ -85,6 +88,7 @@ static int load(wd_dll *d, const char *path) {
   d->eval = (eval_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperEvalFilter");
   d->calc = (calc_checksums_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperCalcChecksums");
   d->parse = (parse_packet_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperParsePacket");
+  d->format = (format_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperFormatFilter");
   CHECK(d->open && d->close && d->compile, "%s exports WinDivertOpen, WinDivertClose, WinDivertHelperCompileFilter",
         path);
   return d->open && d->close && d->compile;
@@ -108,9 +112,10 @@ static int load_real(wd_dll *d) {
     return 0;
   }
   if (!load(d, path)) return 0;
-  CHECK(d->eval && d->calc && d->parse,
-        "the real DLL exports WinDivertHelperEvalFilter, WinDivertHelperCalcChecksums, WinDivertHelperParsePacket");
-  return d->eval && d->calc && d->parse;
+  CHECK(d->eval && d->calc && d->parse && d->format,
+        "the real DLL exports WinDivertHelperEvalFilter, WinDivertHelperCalcChecksums, WinDivertHelperParsePacket, "
+        "WinDivertHelperFormatFilter");
+  return d->eval && d->calc && d->parse && d->format;
 }
 
 /* The stand-in, built into fakewd beside this program. */
@@ -422,6 +427,22 @@ static void check_delivered(const wd_dll *real, const record_line *r, int lineno
     CHECK(match, "record line %d: the real DLL reads the stand-in's %s address otherwise than its script line "
           "\"%s\" says: \"%s\" does not match (error %lu)",
           lineno, layer_name(r->layer), r->script, fields, (unsigned long)err);
+  }
+  if (r->layer == WD_LAYER_REFLECT) {
+    /* A REFLECT event's packet is the other handle's filter object, which
+     * WinDivertHelperFormatFilter turns back into text. */
+    uint32_t reflected;
+    memcpy(&reflected, r->addr + 28, 4);
+    char text[1024] = "", *object = malloc(r->len + 1);
+    if (object) {
+      memcpy(object, r->data, r->len);
+      object[r->len] = '\0';
+      SetLastError(0);
+      BOOL ok = real->format(object, (int)reflected, text, sizeof text);
+      CHECK(ok, "record line %d: a REFLECT event's packet \"%s\" is no filter object the real DLL reads (error %lu)",
+            lineno, object, (unsigned long)GetLastError());
+      free(object);
+    }
   }
   if (r->layer >= 0 && r->layer < 5) g_by_layer[r->layer]++;
   if (r->layer == WD_LAYER_NETWORK && addr_bit(r->addr, BIT_LOOPBACK)) {
