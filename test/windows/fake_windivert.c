@@ -33,9 +33,11 @@
  *   wait_sent N               waits until N packets were sent this session
  *   batch_begin / batch_end   the packets between are queued at once
  *   mark TEXT                 writes "mark TEXT" to the record
- *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [ts=+-MS]
- *                             EVENT: bind connect listen accept close;
- *                             IPv6 as [addr]:port
+ *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [loopback]
+ *          [ts=+-MS]          EVENT: bind connect listen accept close;
+ *                             IPv6 as [addr]:port; loopback: the driver's
+ *                             Loopback flag (a connection on the loopback
+ *                             interface)
  *   packet out|in [loopback] [impostor] [if=N] [sub=N] [ipcsum=0|1]
  *          [tcpcsum=0|1] [udpcsum=0|1] hex=BYTES
  *
@@ -388,6 +390,7 @@ static item *socket_item(const char *line) {
   put32(a, A_BITS, (uint32_t)L_SOCKET | (uint32_t)event << 8);
   set_bit(a, BIT_SNIFFED, 1);
   set_bit(a, BIT_OUTBOUND, event != 6); /* ACCEPT is inbound */
+  set_bit(a, BIT_LOOPBACK, has_word(line, "loopback"));
   set_bit(a, BIT_IPV6, fam == 6);
   put64(a, A_S_ENDPOINT, ++g_endpoint);
   put64(a, A_S_PARENT, 1);

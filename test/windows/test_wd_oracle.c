@@ -13,7 +13,8 @@
  *              have delivered it; and its address holds, as the real DLL
  *              reads it, what the script line it came from says (event,
  *              PID, protocol, endpoints, direction, interface, flags); and
- *              no loopback packet arrives inbound (the driver's rule); a
+ *              no loopback packet arrives inbound, and a connection to a
+ *              loopback address has the Loopback flag (the driver's rules); a
  *              REFLECT event's packet is a filter object the real DLL reads
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
@@ -383,6 +384,8 @@ static void script_filter(const record_line *r, char *out, size_t cap) {
       snprintf(out + n, cap - n, " and protocol == %d", strcmp(v, "udp") == 0 ? 17 : 6);
     if (script_field(line, "local", v, sizeof v)) endpoint_terms(out, cap, v, "localAddr", "localPort");
     if (script_field(line, "remote", v, sizeof v)) endpoint_terms(out, cap, v, "remoteAddr", "remotePort");
+    n = strlen(out);
+    snprintf(out + n, cap - n, " and %sloopback", script_word(line, "loopback") ? "" : "not ");
   } else if (strncmp(line, "packet ", 7) == 0 && r->layer == WD_LAYER_NETWORK) {
     snprintf(out, cap, "event == PACKET and %s and %sloopback and %simpostor and ifIdx == %s",
              strncmp(line, "packet out", 10) == 0 ? "outbound" : "inbound", script_word(line, "loopback") ? "" : "not ",
@@ -427,6 +430,18 @@ static void check_delivered(const wd_dll *real, const record_line *r, int lineno
     CHECK(match, "record line %d: the real DLL reads the stand-in's %s address otherwise than its script line "
           "\"%s\" says: \"%s\" does not match (error %lu)",
           lineno, layer_name(r->layer), r->script, fields, (unsigned long)err);
+  }
+  if (r->layer == WD_LAYER_SOCKET && (r->addr[9] == 4 || r->addr[9] == 6)) {
+    /* The driver's rule again: a CONNECT or ACCEPT of a connection to a
+     * loopback address (127.0.0.0/8, ::1) carries the Loopback flag (WFP's
+     * IS_LOOPBACK at the ALE connect and accept layers). */
+    SetLastError(0);
+    BOOL to_loopback = real->eval("remoteAddr >= 127.0.0.0 and remoteAddr <= 127.255.255.255 or remoteAddr == ::1",
+                                  NULL, 0, r->addr);
+    CHECK(!to_loopback || addr_bit(r->addr, BIT_LOOPBACK),
+          "record line %d: a SOCKET CONNECT/ACCEPT to a loopback address without the Loopback flag, which the real "
+          "driver sets (script: %s)",
+          lineno, r->script ? r->script : "");
   }
   if (r->layer == WD_LAYER_REFLECT) {
     /* A REFLECT event's packet is the other handle's filter object, which
