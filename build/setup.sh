@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3
+  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3 python3-pip
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
   clang libclang-rt-14-dev procps
 )
@@ -55,4 +55,34 @@ fi
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+
+# The official WinDivert 2.2.2 x64 DLL (WinDivert-2.2.2-A, as pydivert
+# bundles it), the oracle the windivert suite holds the stand-in to
+# (test/windows/test_wd_oracle.c). Never committed: build/vendor is ignored.
+# Pinned: pydivert's version and the DLL's SHA-256. When it cannot be fetched
+# the oracle tests fail and say so (they never skip).
+wd_dir=build/vendor/windivert-2.2.2
+wd_sha=c1e060ee19444a259b2162f8af0f3fe8c4428a1c6f694dce20de194ac8d7d9a2
+if ! echo "$wd_sha  $wd_dir/WinDivert64.dll" | sha256sum -c --status 2>/dev/null; then
+  echo "setup: fetching WinDivert64.dll 2.2.2 (pydivert 4.0.1's Windows wheel, from PyPI)"
+  wd_tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps --only-binary=:all: --platform win_amd64 \
+       --python-version 3.12 --dest "$wd_tmp" pydivert==4.0.1 &&
+     python3 - "$wd_tmp" <<'PY'
+import glob, sys, zipfile
+wheel = glob.glob(sys.argv[1] + "/pydivert-4.0.1-*win_amd64.whl")[0]
+with zipfile.ZipFile(wheel) as z, open(sys.argv[1] + "/WinDivert64.dll", "wb") as out:
+    out.write(z.read("pydivert/windivert_dll/WinDivert64.dll"))
+PY
+  then
+    if echo "$wd_sha  $wd_tmp/WinDivert64.dll" | sha256sum -c --status; then
+      mkdir -p "$wd_dir" && mv "$wd_tmp/WinDivert64.dll" "$wd_dir/WinDivert64.dll"
+    else
+      echo "setup: WinDivert64.dll from pydivert 4.0.1 has another SHA-256 than $wd_sha; not used (the windivert oracle tests will fail)" >&2
+    fi
+  else
+    echo "setup: could not fetch pydivert 4.0.1 from PyPI; the windivert oracle tests will fail until build/setup.sh fetches it" >&2
+  fi
+  rm -rf "$wd_tmp"
 fi

@@ -48,13 +48,7 @@
 #include "platform.h"
 #include "win_owners.h"
 #include "windivert.h"
-
-#define NET_FILTER "(ip or ipv6) and (tcp or udp)"
-#define SOCKET_FILTER "tcp or udp"
-#define REFLECT_FILTER "true"
-#define NET_PRIORITY (-1000)
-#define SOCKET_PRIORITY (-1000)
-#define REFLECT_PRIORITY 0
+#include "wd_handles.h" /* each handle's filter, layer, priority, flags */
 
 /* Driver queue: packets waiting for the packet thread. The defaults are
  * 4096 packets / 2000 ms / 4 MB; a burst while the engine is busy should
@@ -731,8 +725,7 @@ static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path,
  * Other WinDivert users (REFLECT layer) */
 
 static void list_other_handles(wr_backend *b) {
-  HANDLE h = b->wd.open(REFLECT_FILTER, WD_LAYER_REFLECT, REFLECT_PRIORITY,
-                        WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY | WD_FLAG_NO_INSTALL);
+  HANDLE h = b->wd.open(REFLECT_FILTER, WD_LAYER_REFLECT, REFLECT_PRIORITY, REFLECT_FLAGS);
   if (h == INVALID_HANDLE_VALUE || h == NULL) {
     DWORD code = GetLastError();
     if (code == WD_ERROR_SERVICE_DOES_NOT_EXIST) {
@@ -866,7 +859,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   if (wr_owners_tables_error(b->owners)[0]) diag_appendf(b, "; socket tables: %s", wr_owners_tables_error(b->owners));
   list_other_handles(b);
   /* SOCKET first: owner events are collected before any packet waits. */
-  b->sock = open_handle(b, SOCKET_FILTER, WD_LAYER_SOCKET, SOCKET_PRIORITY, WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY, err,
+  b->sock = open_handle(b, SOCKET_FILTER, WD_LAYER_SOCKET, SOCKET_PRIORITY, SOCKET_FLAGS, err,
                         errlen);
   if (!b->sock) {
     release(b);
@@ -892,7 +885,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
-  b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, 0, err, errlen);
+  b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
   if (!b->net) {
     release(b);
     return NULL;

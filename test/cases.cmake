@@ -1,10 +1,12 @@
-# wr_test_cases(TARGET PREFIX [LABELS l...] [TIMEOUT s]): one CTest test
-# PREFIX.<case> per TEST_CASE(<case>) in the target's source (and per
-# TEST_CASE_POSIX(<case>) off Windows), named as the source names them, plus
-# PREFIX.cases_listed, which fails when the program's own cases and this
-# list differ. See test/c/check.h.
+# wr_test_cases(TARGET PREFIX [LABELS l...] [TIMEOUT s] [OUT_TESTS var]):
+# one CTest test PREFIX.<case> per TEST_CASE(<case>) in the target's source
+# (and per TEST_CASE_POSIX(<case>) off Windows), named as the source names
+# them, plus PREFIX.cases_listed, which fails when the program's own cases
+# and this list differ; var receives the tests' names. On Windows (wine) a
+# test passes only on the program's own verdict line, since a crash inside a
+# DLL can end a process under wine with exit code 0. See test/c/check.h.
 function(wr_test_cases target prefix)
-  cmake_parse_arguments(ARG "" "TIMEOUT" "LABELS" ${ARGN})
+  cmake_parse_arguments(ARG "" "TIMEOUT;OUT_TESTS" "LABELS" ${ARGN})
   get_target_property(sources ${target} SOURCES)
   get_target_property(source_dir ${target} SOURCE_DIR)
   set(cases "")
@@ -28,11 +30,18 @@ function(wr_test_cases target prefix)
   if(NOT cases)
     message(FATAL_ERROR "${target}: no TEST_CASE(name) found in its sources")
   endif()
+  set(names "")
   foreach(c ${cases} cases_listed)
     if(c STREQUAL "cases_listed")
       add_test(NAME ${prefix}.cases_listed COMMAND ${target} --check-list ${cases})
+      set(verdict " listed, 0 mismatch")
     else()
       add_test(NAME ${prefix}.${c} COMMAND ${target} ${c})
+      set(verdict "${c}: [0-9]+ checks, 0 failed")
+    endif()
+    list(APPEND names ${prefix}.${c})
+    if(WIN32)
+      set_property(TEST ${prefix}.${c} PROPERTY PASS_REGULAR_EXPRESSION "${verdict}")
     endif()
     if(ARG_LABELS)
       set_property(TEST ${prefix}.${c} PROPERTY LABELS ${ARG_LABELS})
@@ -41,4 +50,7 @@ function(wr_test_cases target prefix)
       set_property(TEST ${prefix}.${c} PROPERTY TIMEOUT ${ARG_TIMEOUT})
     endif()
   endforeach()
+  if(ARG_OUT_TESTS)
+    set(${ARG_OUT_TESTS} ${names} PARENT_SCOPE)
+  endif()
 endfunction()

@@ -6,6 +6,16 @@
  * Environment (read at every WinDivertOpen):
  *   WR_FAKE_WINDIVERT_SCRIPT  the script (below); none: no traffic
  *   WR_FAKE_WINDIVERT_LOG     the record, appended one line per action
+ *   WR_FAKE_WINDIVERT_RECORD  what went between the library and the
+ *                             stand-in, for the real WinDivert.dll to judge
+ *                             (test_wd_oracle.c); appended by every process:
+ *     deliver layer=N addr=HEX80 len=L data=HEX|- script=LINE filter=TEXT
+ *                             one per packet or event a receive returned
+ *                             (LINE: the script line it came from, without
+ *                             hex=; filter: the receiving handle's, to the
+ *                             end)
+ *     send addr=HEX80 len=L data=HEX
+ *                             one per packet sent, as the library gave it
  *
  * Script lines (# starts a comment):
  *   open_error CODE [LAYER]   WinDivertOpen fails with CODE (for LAYER only)
@@ -14,9 +24,11 @@
  *   driver_version MAJOR MINOR
  *                             what WinDivertGetParam says of the driver
  *                             (default 2 2)
- *   reflect pid=N layer=NAME priority=P flags=F
+ *   reflect pid=N layer=NAME priority=P flags=F [object=OBJ]
  *                             an open handle of another program, reported
- *                             by a REFLECT-layer open
+ *                             by a REFLECT-layer open; OBJ: its filter as
+ *                             WinDivertHelperCompileFilter writes it
+ *                             (@WinDiv_...), the event's packet
  *   Played in order by a thread started when a NETWORK handle opens:
  *   delay MS
  *   gate NAME                 waits for the named event WrFakeGate_PID_NAME
@@ -24,9 +36,11 @@
  *   wait_sent N               waits until N packets were sent this session
  *   batch_begin / batch_end   the packets between are queued at once
  *   mark TEXT                 writes "mark TEXT" to the record
- *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [ts=+-MS]
- *                             EVENT: bind connect listen accept close;
- *                             IPv6 as [addr]:port
+ *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [loopback]
+ *          [ts=+-MS]          EVENT: bind connect listen accept close;
+ *                             IPv6 as [addr]:port; loopback: the driver's
+ *                             Loopback flag (a connection on the loopback
+ *                             interface)
  *   packet out|in [loopback] [impostor] [if=N] [sub=N] [ipcsum=0|1]
  *          [tcpcsum=0|1] [udpcsum=0|1] hex=BYTES
  *
@@ -53,6 +67,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <windows.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,10 +119,12 @@ typedef struct item {
   uint8_t addr[A_SIZE];
   uint8_t *data;
   uint32_t len;
+  char *line; /* the script line it came from, for the record */
 } item;
 
 typedef struct {
   int used, closed, id, layer;
+  char *filter; /* as opened, for the record */
   int16_t priority;
   uint64_t flags;
   int shut_recv, shut_send;
@@ -181,6 +198,38 @@ static void logf_(const char *fmt, ...) {
     fclose(f);
   }
   ReleaseSRWLockExclusive(&g_log_lock);
+}
+
+/* One line of the oracle's record (WR_FAKE_WINDIVERT_RECORD): the address
+ * and the bytes in hex, then `tail`. Several test processes may append at
+ * once, so each line is written whole under a machine-wide mutex. */
+static void record(const char *what, const uint8_t *a, const uint8_t *data, uint32_t len, const char *tail) {
+  char path[MAX_PATH];
+  DWORD n = GetEnvironmentVariableA("WR_FAKE_WINDIVERT_RECORD", path, sizeof path);
+  if (n == 0 || n >= sizeof path) return;
+  size_t cap = strlen(what) + 2 * A_SIZE + 2 * (size_t)len + strlen(tail) + 64;
+  char *line = malloc(cap);
+  if (!line) return;
+  int k = snprintf(line, cap, "%s addr=", what);
+  tu_hex(a, A_SIZE, line + k);
+  k += 2 * A_SIZE;
+  k += snprintf(line + k, cap - (size_t)k, " len=%lu data=", (unsigned long)len);
+  if (len) tu_hex(data, len, line + k);
+  else strcpy(line + k, "-");
+  k += len ? 2 * (int)len : 1;
+  snprintf(line + k, cap - (size_t)k, "%s\n", tail);
+  HANDLE mutex = CreateMutexA(NULL, FALSE, "WrFakeWinDivertRecord");
+  if (mutex) WaitForSingleObject(mutex, 10000);
+  FILE *f = fopen(path, "ab");
+  if (f) {
+    fputs(line, f);
+    fclose(f);
+  }
+  if (mutex) {
+    ReleaseMutex(mutex);
+    CloseHandle(mutex);
+  }
+  free(line);
 }
 
 static char *read_script(void) {
@@ -264,6 +313,7 @@ static void clear_queue_locked(int layer) {
   for (item *it = g_head[layer]; it;) {
     item *next = it->next;
     free(it->data);
+    free(it->line);
     free(it);
     it = next;
   }
@@ -350,6 +400,7 @@ static item *socket_item(const char *line) {
   put32(a, A_BITS, (uint32_t)L_SOCKET | (uint32_t)event << 8);
   set_bit(a, BIT_SNIFFED, 1);
   set_bit(a, BIT_OUTBOUND, event != 6); /* ACCEPT is inbound */
+  set_bit(a, BIT_LOOPBACK, has_word(line, "loopback"));
   set_bit(a, BIT_IPV6, fam == 6);
   put64(a, A_S_ENDPOINT, ++g_endpoint);
   put64(a, A_S_PARENT, 1);
@@ -450,6 +501,7 @@ static int play_line(void *ctx, const char *line) {
     logf_("bad_script_line %s", line);
     return 0;
   }
+  it->line = _strdup(line);
   if (!st->batching) AcquireSRWLockExclusive(&g_lock);
   enqueue_locked(layer, it);
   if (!st->batching) {
@@ -486,6 +538,137 @@ static void player_stop(void) {
   CloseHandle(g_player_stop);
   g_player = NULL;
   g_player_stop = NULL;
+}
+
+/* ------------------------------------------------------------------------
+ * Filters: a syntax check, so the stand-in refuses what WinDivert's filter
+ * compiler refuses (test_wd_oracle.c compares the two). It knows the fields
+ * and the layers each is valid at (WinDivert 2.2's filter compiler), tests
+ * `field` and `field OP value` joined by and/or/&&/|| with not/! and
+ * parentheses; anything else (packet[i], payloads, ?:) it refuses. */
+
+#define LN (1 << 0) /* NETWORK */
+#define LM (1 << 1) /* NETWORK_FORWARD */
+#define LF (1 << 2) /* FLOW */
+#define LS (1 << 3) /* SOCKET */
+#define LR (1 << 4) /* REFLECT */
+#define L_PACKET (LN | LM)
+#define L_ALL (LN | LM | LF | LS | LR)
+
+static const struct {
+  const char *name;
+  int layers;
+} FILTER_FIELDS[] = {
+    {"true", L_ALL}, {"false", L_ALL}, {"zero", L_ALL}, {"event", L_ALL}, {"timestamp", L_ALL},
+    {"inbound", LN | LF | LS}, {"outbound", LN | LF | LS}, {"loopback", LN | LF | LS},
+    {"ip", L_PACKET | LF | LS}, {"ipv6", L_PACKET | LF | LS}, {"icmp", L_PACKET | LF | LS},
+    {"icmpv6", L_PACKET | LF | LS}, {"tcp", L_PACKET | LF | LS}, {"udp", L_PACKET | LF | LS},
+    {"localAddr", LN | LF | LS}, {"remoteAddr", LN | LF | LS}, {"localPort", LN | LF | LS},
+    {"remotePort", LN | LF | LS}, {"protocol", LN | LF | LS}, {"processId", LF | LS | LR},
+    {"endpointId", LF | LS}, {"parentEndpointId", LF | LS}, {"layer", LR}, {"priority", LR},
+    {"ifIdx", L_PACKET}, {"subIfIdx", L_PACKET}, {"impostor", L_PACKET}, {"fragment", L_PACKET},
+    {"length", L_PACKET}, {"ip.SrcAddr", L_PACKET}, {"ip.DstAddr", L_PACKET}, {"ip.Protocol", L_PACKET},
+    {"ip.TTL", L_PACKET}, {"ipv6.SrcAddr", L_PACKET}, {"ipv6.DstAddr", L_PACKET}, {"ipv6.NextHdr", L_PACKET},
+    {"ipv6.HopLimit", L_PACKET}, {"tcp.SrcPort", L_PACKET}, {"tcp.DstPort", L_PACKET}, {"tcp.Syn", L_PACKET},
+    {"tcp.Ack", L_PACKET}, {"tcp.Fin", L_PACKET}, {"tcp.Rst", L_PACKET}, {"tcp.PayloadLength", L_PACKET},
+    {"udp.SrcPort", L_PACKET}, {"udp.DstPort", L_PACKET}, {"udp.PayloadLength", L_PACKET},
+    {"icmp.Type", L_PACKET}, {"icmp.Code", L_PACKET}, {"icmpv6.Type", L_PACKET}, {"icmpv6.Code", L_PACKET},
+};
+
+/* The symbolic values (WinDivert's upper-case macros). */
+static const char *const FILTER_CONSTANTS[] = {"TRUE", "FALSE", "TCP", "UDP", "ICMP", "ICMPV6", "PACKET",
+                                               "ESTABLISHED", "DELETED", "BIND", "CONNECT", "LISTEN", "ACCEPT",
+                                               "CLOSE", "OPEN", "NETWORK", "NETWORK_FORWARD", "FLOW", "SOCKET",
+                                               "REFLECT"};
+
+typedef struct {
+  const char *p;
+  int layer_bit;
+  char tok[64];
+} filter_parser;
+
+static int word_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '.' || c == ':'; }
+
+/* The next token into f->tok ("" at the end); 0 on a character no token
+ * starts with. */
+static int next_token(filter_parser *f) {
+  while (*f->p == ' ' || *f->p == '\t' || *f->p == '\r' || *f->p == '\n') f->p++;
+  const char *s = f->p;
+  size_t n = 0;
+  static const char *const ops[] = {"&&", "||", "==", "!=", "<=", ">=", "=", "<", ">", "!", "(", ")", "-"};
+  if (!*s) {
+    f->tok[0] = '\0';
+    return 1;
+  }
+  for (size_t i = 0; i < sizeof ops / sizeof ops[0] && !n; i++) {
+    if (strncmp(s, ops[i], strlen(ops[i])) == 0) n = strlen(ops[i]);
+  }
+  if (!n) {
+    while (word_char(s[n])) n++;
+  }
+  if (!n || n >= sizeof f->tok) return 0;
+  memcpy(f->tok, s, n);
+  f->tok[n] = '\0';
+  f->p = s + n;
+  return 1;
+}
+
+/* A number (decimal or 0x hex), an IPv4 or IPv6 address, or a constant. */
+static int is_value(const char *t) {
+  uint8_t a[16];
+  if (strchr(t, ':')) return InetPtonA(AF_INET6, t, a) == 1;
+  if (strchr(t, '.')) return InetPtonA(AF_INET, t, a) == 1;
+  if (t[0] == '0' && t[1] == 'x') return t[2] && strspn(t + 2, "0123456789abcdefABCDEF") == strlen(t + 2);
+  if (isdigit((unsigned char)t[0])) return strspn(t, "0123456789") == strlen(t);
+  for (size_t i = 0; i < sizeof FILTER_CONSTANTS / sizeof FILTER_CONSTANTS[0]; i++) {
+    if (strcmp(t, FILTER_CONSTANTS[i]) == 0) return 1;
+  }
+  return 0;
+}
+
+static int parse_or(filter_parser *f);
+
+/* test := not* ( '(' or ')' | field [OP ['-'] value] ) */
+static int parse_test(filter_parser *f) {
+  while (strcmp(f->tok, "not") == 0 || strcmp(f->tok, "!") == 0) {
+    if (!next_token(f)) return 0;
+  }
+  if (strcmp(f->tok, "(") == 0) {
+    if (!next_token(f) || !parse_or(f) || strcmp(f->tok, ")") != 0) return 0;
+    return next_token(f);
+  }
+  int known = 0;
+  for (size_t i = 0; i < sizeof FILTER_FIELDS / sizeof FILTER_FIELDS[0]; i++) {
+    if (strcmp(f->tok, FILTER_FIELDS[i].name) == 0) known = (FILTER_FIELDS[i].layers & f->layer_bit) != 0;
+  }
+  if (!known || !next_token(f)) return 0;
+  static const char *const cmps[] = {"==", "=", "!=", "<", "<=", ">", ">="};
+  for (size_t i = 0; i < sizeof cmps / sizeof cmps[0]; i++) {
+    if (strcmp(f->tok, cmps[i]) == 0) {
+      if (!next_token(f)) return 0;
+      if (strcmp(f->tok, "-") == 0 && !next_token(f)) return 0;
+      return is_value(f->tok) && next_token(f);
+    }
+  }
+  return 1;
+}
+
+/* or := test (('and'|'&&'|'or'|'||') test)* */
+static int parse_or(filter_parser *f) {
+  if (!parse_test(f)) return 0;
+  while (strcmp(f->tok, "and") == 0 || strcmp(f->tok, "&&") == 0 || strcmp(f->tok, "or") == 0 ||
+         strcmp(f->tok, "||") == 0) {
+    if (!next_token(f) || !parse_test(f)) return 0;
+  }
+  return 1;
+}
+
+/* 1 when WinDivert compiles the filter at this layer (as far as the
+ * stand-in knows filters). */
+static int filter_compiles(const char *filter, int layer) {
+  if (!filter || layer < 0 || layer >= NLAYERS) return 0;
+  filter_parser f = {filter, 1 << layer, ""};
+  return next_token(&f) && f.tok[0] && parse_or(&f) && f.tok[0] == '\0';
 }
 
 /* ------------------------------------------------------------------------
@@ -539,12 +722,12 @@ static int queue_reflect(void *ctx, const char *line) {
   if (!it) return 0;
   char buf[64] = "NETWORK";
   field(line, "layer", buf, sizeof buf);
-  static const char object[] = "@WinDiv_stand-in-filter-object";
-  it->data = malloc(sizeof object);
-  if (it->data) {
-    memcpy(it->data, object, sizeof object);
-    it->len = sizeof object;
-  }
+  char object[512] = "-"; /* none given: no filter object (the oracle says so) */
+  field(line, "object", object, sizeof object);
+  it->len = (uint32_t)strlen(object) + 1;
+  it->data = malloc(it->len);
+  if (it->data) memcpy(it->data, object, it->len);
+  else it->len = 0;
   uint8_t *a = it->addr;
   put64(a, A_TIMESTAMP, (uint64_t)qpc_now());
   put32(a, A_BITS, (uint32_t)L_REFLECT | 8u << 8); /* REFLECT_OPEN */
@@ -554,6 +737,7 @@ static int queue_reflect(void *ctx, const char *line) {
   put32(a, A_R_LAYER, (uint32_t)layer_of(buf));
   put64(a, A_R_FLAGS, (uint64_t)field_num(line, "flags", 0));
   put16(a, A_R_PRIORITY, (uint16_t)(int16_t)field_num(line, "priority", 0));
+  it->line = _strdup(line);
   enqueue_locked(L_REFLECT, it);
   return 0;
 }
@@ -566,9 +750,11 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
   g_version[1] = 2;
   each_line(script, find_driver_version, NULL);
   DWORD error = c.error;
-  if (!error && (!filter || layer < 0 || layer >= NLAYERS || priority < -30000 || priority > 30000 ||
-                 (flags & ~0x3full) || (flags & 3) == 3 || (flags & 0xc) == 0xc ||
-                 (layer == L_REFLECT && (flags & 5) != 5) || (layer == L_SOCKET && !(flags & 4)))) {
+  /* The DLL's checks (layer, flags, priority, filter), then the driver's:
+   * FLOW and REFLECT need SNIFF|RECV_ONLY, SOCKET needs RECV_ONLY. */
+  if (!error && (layer < 0 || layer >= NLAYERS || priority < -30000 || priority > 30000 || (flags & ~0x3full) ||
+                 (flags & 3) == 3 || (flags & 0xc) == 0xc || !filter_compiles(filter, layer) ||
+                 ((layer == L_REFLECT || layer == 2) && (flags & 5) != 5) || (layer == L_SOCKET && !(flags & 4)))) {
     error = 87;
   }
   if (error) {
@@ -594,6 +780,7 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
   h->layer = layer;
   h->priority = priority;
   h->flags = flags;
+  h->filter = _strdup(filter);
   h->queue_length = 4096;
   h->queue_time = 2000;
   h->queue_size = 4194304;
@@ -671,11 +858,21 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     }
     if (len && packet) memcpy((uint8_t *)packet + used, it->data, len);
     memcpy(addr + (size_t)count * A_SIZE, it->addr, A_SIZE);
+    /* The script line without its bytes (they are in data=). */
+    const char *src = it->line ? it->line : "-";
+    const char *hex = strstr(src, " hex=");
+    char tail[1200];
+    snprintf(tail, sizeof tail, " script=%.*s filter=%s", (int)(hex ? (size_t)(hex - src) : strlen(src)), src,
+             h->filter ? h->filter : "");
+    char what[32];
+    snprintf(what, sizeof what, "deliver layer=%d", layer);
+    if (len == it->len) record(what, it->addr, it->data, len, tail); /* a cut packet was not delivered */
     used += len;
     count++;
     g_head[layer] = it->next;
     if (!g_head[layer]) g_tail[layer] = NULL;
     free(it->data);
+    free(it->line);
     free(it);
     if (cut) break;
   }
@@ -751,6 +948,7 @@ FAKE_API BOOL WinDivertSendEx(HANDLE handle, const void *packet, UINT packet_len
       return FALSE;
     }
     log_send(id, addr + (size_t)i * A_SIZE, p, len);
+    record("send", addr + (size_t)i * A_SIZE, p, len, "");
     off += len;
     InterlockedIncrement(&g_sent);
   }
@@ -793,6 +991,8 @@ FAKE_API BOOL WinDivertClose(HANDLE handle) {
   if (layer == L_NETWORK) player_stop();
   AcquireSRWLockExclusive(&g_lock);
   clear_queue_locked(layer);
+  free(h->filter);
+  h->filter = NULL;
   h->used = 0;
   ReleaseSRWLockExclusive(&g_lock);
   logf_("close id=%d", id);
@@ -836,11 +1036,10 @@ FAKE_API BOOL WinDivertGetParam(HANDLE handle, int param, uint64_t *value) {
 
 FAKE_API BOOL WinDivertHelperCompileFilter(const char *filter, int layer, char *object, UINT object_len,
                                            const char **error_str, UINT *error_pos) {
-  (void)layer;
   (void)object;
   (void)object_len;
-  if (!filter || !filter[0]) {
-    if (error_str) *error_str = "Filter expression is empty";
+  if (!filter_compiles(filter, layer)) {
+    if (error_str) *error_str = filter && filter[0] ? "Filter not understood by the stand-in" : "Filter expression is empty";
     if (error_pos) *error_pos = 0;
     SetLastError(ERROR_INVALID_PARAMETER);
     return FALSE;

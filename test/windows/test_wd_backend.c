@@ -259,8 +259,9 @@ TEST_CASE(diagnostics) {
   wr_backend_options opts = {e, dir, 8080, 0};
   char diag[2048];
   size_t n = diagnostics_with(&opts, script,
-                              "reflect pid=777 layer=NETWORK priority=0 flags=0\n"
-                              "reflect pid=888 layer=SOCKET priority=1041 flags=5\n",
+                              /* "true" and "tcp or udp", compiled by the real DLL */
+                              "reflect pid=777 layer=NETWORK priority=0 flags=0 object=@WinDiv_WX_WWWWAA\n"
+                              "reflect pid=888 layer=SOCKET priority=1041 flags=5 object=@WinDiv_WY_eXWWALX_fXWWAX\n",
                               diag, sizeof diag);
   printf("diagnostics: %s\n", diag);
   CHECK(n == strlen(diag), "length");

@@ -1,0 +1,28 @@
+/* The WinDivert handles the backend opens: filter, layer, priority and flags
+ * of each, in one place. shim/backend_windivert.c opens them;
+ * test/windows/test_wd_oracle.c compiles every filter at its layer with the
+ * real WinDivert.dll and passes every set through its WinDivertOpen argument
+ * checks, so a change here is checked against the real DLL.
+ * Why these values: see the comment at the top of backend_windivert.c. */
+#ifndef WR_WD_HANDLES_H
+#define WR_WD_HANDLES_H
+
+#include "windivert.h"
+
+#define NET_FILTER "(ip or ipv6) and (tcp or udp)"
+#define SOCKET_FILTER "tcp or udp"
+#define REFLECT_FILTER "true"
+#define NET_PRIORITY (-1000)
+#define SOCKET_PRIORITY (-1000)
+#define REFLECT_PRIORITY 0
+#define NET_FLAGS 0ull
+#define SOCKET_FLAGS (WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY)
+#define REFLECT_FLAGS (WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY | WD_FLAG_NO_INSTALL)
+
+/* X(name, filter, layer, priority, flags) for each handle. */
+#define WR_WD_HANDLES(X)                                                       \
+  X("NETWORK", NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS)          \
+  X("SOCKET", SOCKET_FILTER, WD_LAYER_SOCKET, SOCKET_PRIORITY, SOCKET_FLAGS)   \
+  X("REFLECT", REFLECT_FILTER, WD_LAYER_REFLECT, REFLECT_PRIORITY, REFLECT_FLAGS)
+
+#endif

@@ -1,0 +1,633 @@
+/* The real WinDivert.dll (2.2.2, fetched by build/setup.sh) as the oracle
+ * for the backend and the stand-in. Under wine the real DLL cannot reach its
+ * driver, but its filter compiler and evaluator, its checksum helper and
+ * WinDivertOpen's argument checks run as on Windows.
+ *
+ *   filters    every handle the backend opens (shim/wd_handles.h): its
+ *              filter compiles at its layer
+ *   compile    on a table of filters and layers, the stand-in's
+ *              WinDivertHelperCompileFilter agrees with the real one
+ *   delivered  every packet and event the stand-in handed the library in
+ *              the other windivert tests (its WR_FAKE_WINDIVERT_RECORD)
+ *              matches the receiving handle's filter: the real driver would
+ *              have delivered it; and its address holds, as the real DLL
+ *              reads it, what the script line it came from says (event,
+ *              PID, protocol, endpoints, direction, interface, flags); and
+ *              no loopback packet arrives inbound, and a connection to a
+ *              loopback address has the Loopback flag (the driver's rules); a
+ *              REFLECT event's packet is a filter object the real DLL reads
+ *   checksums  every packet the library sent parses as one whole packet
+ *              (WinDivertHelperParsePacket), and one sent with a checksum
+ *              marked valid keeps that checksum through
+ *              WinDivertHelperCalcChecksums
+ *   open_args  WinDivertOpen on a table of argument sets, the backend's
+ *              among them: the real DLL's argument checks pass the
+ *              backend's, and the stand-in refuses what the real DLL (or,
+ *              past it, the driver) refuses
+ *
+ * Environment (set by CTest): WR_REAL_WINDIVERT, the real DLL's path;
+ * WR_FAKE_WINDIVERT_RECORD, the stand-in's record. */
+#define WIN32_LEAN_AND_MEAN
+#include <windows.h>
+#include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "wd_handles.h"
+#include "wd_test_util.h"
+
+typedef BOOL(__cdecl *eval_filter_fn)(const char *filter, const void *packet, UINT packet_len, const void *addr);
+typedef BOOL(__cdecl *calc_checksums_fn)(void *packet, UINT packet_len, void *addr, uint64_t flags);
+typedef BOOL(__cdecl *format_filter_fn)(const char *filter, int layer, char *buffer, UINT buffer_len);
+typedef BOOL(__cdecl *parse_packet_fn)(const void *packet, UINT packet_len, void **ip, void **ipv6, uint8_t *protocol,
+                                       void **icmp, void **icmpv6, void **tcp, void **udp, void **data,
+                                       UINT *data_len, void **next, UINT *next_len);
+
+/* WinDivertHelperCalcChecksums flags: leave this checksum alone. */
+#define NO_IP_CHECKSUM 1ull
+#define NO_TCP_CHECKSUM 8ull
+#define NO_UDP_CHECKSUM 16ull
+
+/* The address's flag bits (WINDIVERT_ADDRESS, the word at offset 8). */
+#define BIT_LOOPBACK 18
+#define BIT_IPCSUM 21
+#define BIT_TCPCSUM 22
+#define BIT_UDPCSUM 23
+
+typedef struct {
+  HMODULE dll;
+  wd_open_fn open;
+  wd_close_fn close;
+  wd_compile_filter_fn compile;
+  eval_filter_fn eval;
+  calc_checksums_fn calc;
+  parse_packet_fn parse;
+  format_filter_fn format;
+} wd_dll;
+
+/* A path CTest gave in Unix form (/work/...) as wine sees it (Z:\work\...). */
+static void windows_path(const char *in, char *out, size_t cap) {
+  snprintf(out, cap, "%s%s", in[0] == '/' ? "Z:" : "", in);
+  for (char *p = out; *p; p++) {
+    if (*p == '/') *p = '\\';
+  }
+}
+
+static int load(wd_dll *d, const char *path) {
+  memset(d, 0, sizeof *d);
+  d->dll = LoadLibraryA(path);
+  if (!d->dll) {
+    CHECK(0, "LoadLibrary(%s) failed with Windows error %lu", path, (unsigned long)GetLastError());
+    return 0;
+  }
+  d->open = (wd_open_fn)(void *)GetProcAddress(d->dll, "WinDivertOpen");
+  d->close = (wd_close_fn)(void *)GetProcAddress(d->dll, "WinDivertClose");
+  d->compile = (wd_compile_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperCompileFilter");
+  d->eval = (eval_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperEvalFilter");
+  d->calc = (calc_checksums_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperCalcChecksums");
+  d->parse = (parse_packet_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperParsePacket");
+  d->format = (format_filter_fn)(void *)GetProcAddress(d->dll, "WinDivertHelperFormatFilter");
+  CHECK(d->open && d->close && d->compile, "%s exports WinDivertOpen, WinDivertClose, WinDivertHelperCompileFilter",
+        path);
+  return d->open && d->close && d->compile;
+}
+
+/* The real DLL, with every helper the oracle needs. A missing DLL fails
+ * the test and says how to get it. */
+static int load_real(wd_dll *d) {
+  const char *env = getenv("WR_REAL_WINDIVERT");
+  char path[MAX_PATH];
+  if (!env || !env[0]) {
+    CHECK(0, "WR_REAL_WINDIVERT is not set (CTest sets it to build/vendor/windivert-2.2.2/WinDivert64.dll)");
+    return 0;
+  }
+  windows_path(env, path, sizeof path);
+  if (GetFileAttributesA(path) == INVALID_FILE_ATTRIBUTES) {
+    CHECK(0,
+          "the real WinDivert64.dll 2.2.2 is missing at %s: build/setup.sh fetches it from PyPI (pydivert 4.0.1's "
+          "win_amd64 wheel); run it on a machine that reaches PyPI",
+          path);
+    return 0;
+  }
+  if (!load(d, path)) return 0;
+  CHECK(d->eval && d->calc && d->parse && d->format,
+        "the real DLL exports WinDivertHelperEvalFilter, WinDivertHelperCalcChecksums, WinDivertHelperParsePacket, "
+        "WinDivertHelperFormatFilter");
+  return d->eval && d->calc && d->parse && d->format;
+}
+
+/* The stand-in, built into fakewd beside this program. */
+static int load_standin(wd_dll *d) {
+  char path[MAX_PATH];
+  GetModuleFileNameA(NULL, path, sizeof path);
+  strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
+  return load(d, path);
+}
+
+static const char *layer_name(int layer) {
+  static const char *const names[] = {"NETWORK", "NETWORK_FORWARD", "FLOW", "SOCKET", "REFLECT"};
+  return layer >= 0 && layer <= 4 ? names[layer] : "(invalid)";
+}
+
+/* ------------------------------------------------------------------------
+ * filters */
+
+static int compiles(const wd_dll *d, const char *filter, int layer, const char **why, UINT *pos) {
+  char object[8192];
+  *why = "";
+  *pos = 0;
+  return d->compile(filter, layer, object, sizeof object, why, pos);
+}
+
+TEST_CASE(filters) {
+  wd_dll real;
+  if (!load_real(&real)) return;
+  const char *why;
+  UINT pos;
+#define COMPILE_ONE(name, filter, layer, priority, flags)                                                   \
+  CHECK(compiles(&real, filter, layer, &why, &pos), "the %s handle's filter \"%s\" at layer %s: %s at %u", \
+        name, filter, layer_name(layer), why ? why : "?", pos);
+  WR_WD_HANDLES(COMPILE_ONE)
+#undef COMPILE_ONE
+  /* The oracle can say no: a TCP port is no SOCKET-layer field, and a
+   * comparison needs its right-hand side. */
+  CHECK(!compiles(&real, "tcp.DstPort == 80", WD_LAYER_SOCKET, &why, &pos),
+        "the real DLL refuses tcp.DstPort at the SOCKET layer");
+  CHECK(!compiles(&real, "tcp.DstPort ==", WD_LAYER_NETWORK, &why, &pos), "the real DLL refuses \"tcp.DstPort ==\"");
+  FreeLibrary(real.dll);
+}
+
+/* Filters the backend may open (issue 15: built from the configuration,
+ * loopback excluded, ICMP errors) and ones WinDivert refuses, at their
+ * layer: the stand-in's compiler must agree with the real one. */
+typedef struct {
+  const char *filter;
+  int layer;
+} filter_row;
+
+static const filter_row FILTER_ROWS[] = {
+    {"!loopback and (tcp or udp)", WD_LAYER_NETWORK},
+    {"not loopback && (ip || ipv6) && (tcp || udp)", WD_LAYER_NETWORK},
+    {"outbound and tcp.DstPort == 443", WD_LAYER_NETWORK},
+    {"tcp.SrcPort == 8080 or udp.SrcPort == 8080", WD_LAYER_NETWORK},
+    {"tcp.DstPort = 80", WD_LAYER_NETWORK},
+    {"ip.DstAddr == 198.18.0.1", WD_LAYER_NETWORK},
+    {"ip.DstAddr >= 198.18.0.0 and ip.DstAddr <= 198.19.255.255", WD_LAYER_NETWORK},
+    {"ipv6.DstAddr == fd00::1", WD_LAYER_NETWORK},
+    {"ip.DstAddr == 300.1.1.1", WD_LAYER_NETWORK},
+    {"icmp.Type == 3 and icmp.Code == 4", WD_LAYER_NETWORK},
+    {"icmpv6.Type == 2", WD_LAYER_NETWORK},
+    {"localPort == 80 and protocol == TCP", WD_LAYER_NETWORK},
+    {"processId == 4", WD_LAYER_NETWORK},
+    {"event == PACKET", WD_LAYER_NETWORK},
+    {"false", WD_LAYER_NETWORK},
+    {"tcp and", WD_LAYER_NETWORK},
+    {"tcp udp", WD_LAYER_NETWORK},
+    {"loopback", WD_LAYER_NETWORK_FORWARD},
+    {"event == CONNECT or event == ACCEPT", WD_LAYER_SOCKET},
+    {"processId != 4 and (tcp or udp)", WD_LAYER_SOCKET},
+    {"not loopback and localPort == 80", WD_LAYER_SOCKET},
+    {"remoteAddr == ::1 or remoteAddr == 127.0.0.1", WD_LAYER_SOCKET},
+    {"ifIdx == 1", WD_LAYER_SOCKET},
+    {"ip.DstAddr == 1.2.3.4", WD_LAYER_SOCKET},
+    {"layer == NETWORK and priority == -1000", WD_LAYER_REFLECT},
+    {"processId == 1", WD_LAYER_REFLECT},
+    {"tcp", WD_LAYER_REFLECT},
+};
+
+TEST_CASE(compile) {
+  wd_dll real, standin;
+  if (!load_real(&real) || !load_standin(&standin)) return;
+  const char *why;
+  UINT pos;
+  for (size_t i = 0; i < sizeof FILTER_ROWS / sizeof FILTER_ROWS[0]; i++) {
+    const filter_row *r = &FILTER_ROWS[i];
+    int real_ok = compiles(&real, r->filter, r->layer, &why, &pos);
+    char real_why[200];
+    snprintf(real_why, sizeof real_why, "%s at %u", why ? why : "?", pos);
+    int standin_ok = compiles(&standin, r->filter, r->layer, &why, &pos);
+    printf("%-8s %-58s real DLL: %-40s stand-in: %s\n", layer_name(r->layer), r->filter,
+           real_ok ? "compiles" : real_why, standin_ok ? "compiles" : "refuses");
+    CHECK(real_ok == standin_ok, "\"%s\" at layer %s: the real DLL %s it (%s), the stand-in %s", r->filter,
+          layer_name(r->layer), real_ok ? "compiles" : "refuses", real_ok ? "" : real_why,
+          standin_ok ? "compiles it" : "refuses it");
+  }
+  FreeLibrary(standin.dll);
+  FreeLibrary(real.dll);
+}
+
+/* ------------------------------------------------------------------------
+ * The stand-in's record */
+
+typedef struct {
+  char kind[16];
+  int layer;
+  uint8_t addr[WD_ADDRESS_SIZE];
+  uint8_t *data;
+  UINT len;
+  const char *filter; /* into the line */
+  const char *script; /* the stand-in's script line (deliveries) */
+} record_line;
+
+static char *read_record(void) {
+  const char *path = getenv("WR_FAKE_WINDIVERT_RECORD");
+  if (!path || !path[0]) {
+    CHECK(0, "WR_FAKE_WINDIVERT_RECORD is not set (CTest sets it for every windivert test)");
+    return NULL;
+  }
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    CHECK(0, "no record at %s: run the whole windivert label (ctest -L windivert), whose scenarios write it", path);
+    return NULL;
+  }
+  fseek(f, 0, SEEK_END);
+  long size = ftell(f);
+  fseek(f, 0, SEEK_SET);
+  char *s = malloc((size_t)size + 1);
+  size_t got = s ? fread(s, 1, (size_t)size, f) : 0;
+  fclose(f);
+  if (s) s[got] = '\0';
+  return s;
+}
+
+/* Parses one record line in place; 0 when malformed. */
+static int parse_record(char *line, record_line *r) {
+  memset(r, 0, sizeof *r);
+  if (sscanf(line, "%15s", r->kind) != 1) return 0;
+  char *layer = strstr(line, " layer=");
+  r->layer = layer ? atoi(layer + 7) : 0;
+  char *addr = strstr(line, " addr=");
+  char *len = strstr(line, " len=");
+  char *data = strstr(line, " data=");
+  if (!addr || !len || !data) return 0;
+  if (tu_unhex(addr + 6, r->addr, sizeof r->addr) != sizeof r->addr) return 0;
+  r->len = (UINT)strtoul(len + 5, NULL, 10);
+  char *filter = strstr(data, " filter=");
+  if (filter) {
+    *filter = '\0';
+    r->filter = filter + 8;
+  }
+  char *script = strstr(data, " script=");
+  if (script) {
+    *script = '\0';
+    r->script = script + 8;
+  }
+  r->data = malloc(r->len ? r->len : 1);
+  if (!r->data) return 0;
+  if (r->len && tu_unhex(data + 6, r->data, r->len) != r->len) {
+    free(r->data);
+    return 0;
+  }
+  return 1;
+}
+
+static int addr_bit(const uint8_t *a, int b) {
+  uint32_t v;
+  memcpy(&v, a + 8, 4);
+  return (int)((v >> b) & 1);
+}
+
+/* Calls fn for each record line of the given kind; returns how many. */
+static int each_record(const char *kind, void (*fn)(const wd_dll *, const record_line *, int), const wd_dll *real) {
+  char *text = read_record();
+  if (!text) return 0;
+  int n = 0, lineno = 0;
+  for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    lineno++;
+    record_line r;
+    if (!parse_record(line, &r)) {
+      CHECK(0, "record line %d is malformed: %.120s", lineno, line);
+      continue;
+    }
+    if (strcmp(r.kind, kind) == 0) {
+      fn(real, &r, lineno);
+      n++;
+    }
+    free(r.data);
+  }
+  free(text);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * delivered */
+
+static int g_by_layer[5], g_loopback;
+
+/* key=VALUE of a script line, into out; 0 when absent. */
+static int script_field(const char *line, const char *key, char *out, size_t cap) {
+  size_t k = strlen(key);
+  for (const char *p = line; (p = strstr(p, key)) != NULL; p++) {
+    if ((p == line || p[-1] == ' ') && p[k] == '=') {
+      size_t n = strcspn(p + k + 1, " ");
+      if (n >= cap) n = cap - 1;
+      memcpy(out, p + k + 1, n);
+      out[n] = '\0';
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int script_word(const char *line, const char *word) {
+  size_t k = strlen(word);
+  for (const char *p = line; (p = strstr(p, word)) != NULL; p++) {
+    if ((p == line || p[-1] == ' ') && (p[k] == ' ' || p[k] == '\0')) return 1;
+  }
+  return 0;
+}
+
+/* " and ADDR_FIELD == A and PORT_FIELD == P" for a script endpoint
+ * (a.b.c.d:port or [v6]:port). */
+static void endpoint_terms(char *out, size_t cap, const char *endpoint, const char *addr_field, const char *port_field) {
+  char host[80] = "";
+  const char *port;
+  if (endpoint[0] == '[') {
+    const char *close = strchr(endpoint, ']');
+    size_t n = close ? (size_t)(close - endpoint - 1) : 0;
+    if (n >= sizeof host) n = sizeof host - 1;
+    memcpy(host, endpoint + 1, n);
+    host[n] = '\0';
+    port = close && close[1] == ':' ? close + 2 : "0";
+  } else {
+    const char *colon = strrchr(endpoint, ':');
+    size_t n = colon ? (size_t)(colon - endpoint) : strlen(endpoint);
+    if (n >= sizeof host) n = sizeof host - 1;
+    memcpy(host, endpoint, n);
+    host[n] = '\0';
+    port = colon ? colon + 1 : "0";
+  }
+  size_t len = strlen(out);
+  snprintf(out + len, cap - len, " and %s == %s and %s == %s", addr_field, host, port_field, port);
+}
+
+/* The script line a delivery came from, as a filter over the fields the
+ * stand-in was told to write: the real DLL evaluates it against the
+ * address the stand-in wrote, so a field at a wrong offset, in a wrong byte
+ * or word order, or with a wrong value does not match. "" when the line
+ * says nothing to check. */
+static void script_filter(const record_line *r, char *out, size_t cap) {
+  const char *line = r->script ? r->script : "";
+  char v[96], ev[32] = "";
+  out[0] = '\0';
+  if (strncmp(line, "socket ", 7) == 0 && r->layer == WD_LAYER_SOCKET) {
+    sscanf(line + 7, "%31s", ev);
+    for (char *c = ev; *c; c++) *c = (char)toupper((unsigned char)*c);
+    snprintf(out, cap, "event == %s", ev);
+    size_t n = strlen(out);
+    if (script_field(line, "pid", v, sizeof v)) snprintf(out + n, cap - n, " and processId == %s", v);
+    n = strlen(out);
+    if (script_field(line, "proto", v, sizeof v))
+      snprintf(out + n, cap - n, " and protocol == %d", strcmp(v, "udp") == 0 ? 17 : 6);
+    if (script_field(line, "local", v, sizeof v)) endpoint_terms(out, cap, v, "localAddr", "localPort");
+    if (script_field(line, "remote", v, sizeof v)) endpoint_terms(out, cap, v, "remoteAddr", "remotePort");
+    n = strlen(out);
+    snprintf(out + n, cap - n, " and %sloopback", script_word(line, "loopback") ? "" : "not ");
+  } else if (strncmp(line, "packet ", 7) == 0 && r->layer == WD_LAYER_NETWORK) {
+    snprintf(out, cap, "event == PACKET and %s and %sloopback and %simpostor and ifIdx == %s",
+             strncmp(line, "packet out", 10) == 0 ? "outbound" : "inbound", script_word(line, "loopback") ? "" : "not ",
+             script_word(line, "impostor") ? "" : "not ", script_field(line, "if", v, sizeof v) ? v : "1");
+    size_t n = strlen(out);
+    snprintf(out + n, cap - n, " and subIfIdx == %s", script_field(line, "sub", v, sizeof v) ? v : "0");
+  } else if (strncmp(line, "reflect ", 8) == 0 && r->layer == WD_LAYER_REFLECT) {
+    snprintf(out, cap, "event == OPEN");
+    size_t n = strlen(out);
+    if (script_field(line, "pid", v, sizeof v)) snprintf(out + n, cap - n, " and processId == %s", v);
+    n = strlen(out);
+    if (script_field(line, "layer", v, sizeof v)) snprintf(out + n, cap - n, " and layer == %s", v);
+    n = strlen(out);
+    if (script_field(line, "priority", v, sizeof v)) snprintf(out + n, cap - n, " and priority == %s", v);
+  }
+}
+
+static void check_delivered(const wd_dll *real, const record_line *r, int lineno) {
+  CHECK(r->filter != NULL, "record line %d: a delivery names its handle's filter", lineno);
+  if (!r->filter) return;
+  CHECK((r->addr[8] & 0xff) == r->layer, "record line %d: the address's layer %d is the handle's %d", lineno,
+        r->addr[8], r->layer);
+  /* FLOW and SOCKET events carry no packet. */
+  int eventonly = r->layer == WD_LAYER_FLOW || r->layer == WD_LAYER_SOCKET;
+  SetLastError(0);
+  BOOL match = real->eval(r->filter, eventonly ? NULL : r->data, eventonly ? 0 : r->len, r->addr);
+  DWORD err = GetLastError();
+  char hex[121];
+  tu_hex(r->data, r->len < 60 ? r->len : 60, hex);
+  CHECK(match, "record line %d: the stand-in delivered on a %s handle what its filter \"%s\" does not match "
+        "(WinDivertHelperEvalFilter: %s%lu; loopback=%d; data %s%s)",
+        lineno, layer_name(r->layer), r->filter, err ? "error " : "no match, error ", (unsigned long)err,
+        addr_bit(r->addr, BIT_LOOPBACK), hex, r->len > 60 ? "..." : "");
+  char fields[600];
+  script_filter(r, fields, sizeof fields);
+  CHECK(fields[0], "record line %d: the delivery names the script line it came from (got \"%s\")", lineno,
+        r->script ? r->script : "");
+  if (fields[0]) {
+    SetLastError(0);
+    match = real->eval(fields, eventonly ? NULL : r->data, eventonly ? 0 : r->len, r->addr);
+    err = GetLastError();
+    CHECK(match, "record line %d: the real DLL reads the stand-in's %s address otherwise than its script line "
+          "\"%s\" says: \"%s\" does not match (error %lu)",
+          lineno, layer_name(r->layer), r->script, fields, (unsigned long)err);
+  }
+  if (r->layer == WD_LAYER_SOCKET && (r->addr[9] == 4 || r->addr[9] == 6)) {
+    /* The driver's rule again: a CONNECT or ACCEPT of a connection to a
+     * loopback address (127.0.0.0/8, ::1) carries the Loopback flag (WFP's
+     * IS_LOOPBACK at the ALE connect and accept layers). */
+    SetLastError(0);
+    BOOL to_loopback = real->eval("remoteAddr >= 127.0.0.0 and remoteAddr <= 127.255.255.255 or remoteAddr == ::1",
+                                  NULL, 0, r->addr);
+    CHECK(!to_loopback || addr_bit(r->addr, BIT_LOOPBACK),
+          "record line %d: a SOCKET CONNECT/ACCEPT to a loopback address without the Loopback flag, which the real "
+          "driver sets (script: %s)",
+          lineno, r->script ? r->script : "");
+  }
+  if (r->layer == WD_LAYER_REFLECT) {
+    /* A REFLECT event's packet is the other handle's filter object, which
+     * WinDivertHelperFormatFilter turns back into text. */
+    uint32_t reflected;
+    memcpy(&reflected, r->addr + 28, 4);
+    char text[1024] = "", *object = malloc(r->len + 1);
+    if (object) {
+      memcpy(object, r->data, r->len);
+      object[r->len] = '\0';
+      SetLastError(0);
+      BOOL ok = real->format(object, (int)reflected, text, sizeof text);
+      CHECK(ok, "record line %d: a REFLECT event's packet \"%s\" is no filter object the real DLL reads (error %lu)",
+            lineno, object, (unsigned long)GetLastError());
+      free(object);
+    }
+  }
+  if (r->layer >= 0 && r->layer < 5) g_by_layer[r->layer]++;
+  if (r->layer == WD_LAYER_NETWORK && addr_bit(r->addr, BIT_LOOPBACK)) {
+    g_loopback++;
+    /* Not the DLL's knowledge but the driver's (sys/windivert.c, 2.2.2):
+     * its inbound IP-packet callouts pass loopback packets on without
+     * diverting them, so loopback traffic arrives only as outbound. */
+    CHECK(addr_bit(r->addr, 17), "record line %d: the stand-in delivered an inbound loopback packet, which the real "
+          "driver never diverts (it sees loopback traffic only as outbound)", lineno);
+  }
+}
+
+TEST_CASE(delivered) {
+  wd_dll real;
+  if (!load_real(&real)) return;
+  int n = each_record("deliver", check_delivered, &real);
+  printf("judged %d deliveries: NETWORK %d (loopback %d), SOCKET %d, REFLECT %d\n", n, g_by_layer[0], g_loopback,
+         g_by_layer[3], g_by_layer[4]);
+  CHECK(g_by_layer[WD_LAYER_NETWORK] > 0 && g_by_layer[WD_LAYER_SOCKET] > 0,
+        "the record holds NETWORK packets and SOCKET events (run the whole windivert label)");
+  FreeLibrary(real.dll);
+}
+
+/* ------------------------------------------------------------------------
+ * checksums */
+
+static int g_checked;
+
+static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
+  /* One whole IP packet with a TCP or UDP header, as the real parser sees
+   * it. */
+  void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
+  uint8_t proto = 0;
+  UINT next_len = 0;
+  BOOL parsed = real->parse(r->data, r->len, &ip4, &ip6, &proto, NULL, NULL, &tcph, &udph, NULL, NULL, &next, &next_len);
+  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph)) && next_len == 0,
+        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP header (parsed %d, "
+        "protocol %u, %u bytes after it)",
+        lineno, (int)parsed, (unsigned)proto, next_len);
+  int ip = addr_bit(r->addr, BIT_IPCSUM), tcp = addr_bit(r->addr, BIT_TCPCSUM), udp = addr_bit(r->addr, BIT_UDPCSUM);
+  if (!ip && !tcp && !udp) return;
+  uint8_t *copy = malloc(r->len ? r->len : 1);
+  uint8_t addr[WD_ADDRESS_SIZE];
+  if (!copy) return;
+  memcpy(copy, r->data, r->len);
+  memcpy(addr, r->addr, sizeof addr);
+  /* Recompute only the checksums the library marked valid. */
+  uint64_t flags = (ip ? 0 : NO_IP_CHECKSUM) | (tcp ? 0 : NO_TCP_CHECKSUM) | (udp ? 0 : NO_UDP_CHECKSUM);
+  BOOL ok = real->calc(copy, r->len, addr, flags);
+  CHECK(ok, "record line %d: WinDivertHelperCalcChecksums takes the sent packet (error %lu)", lineno,
+        (unsigned long)GetLastError());
+  size_t at = 0;
+  while (at < r->len && copy[at] == r->data[at]) at++;
+  char hex[161];
+  tu_hex(r->data, r->len < 80 ? r->len : 80, hex);
+  CHECK(!ok || at == r->len,
+        "record line %d: a packet sent with checksums marked valid (ip=%d tcp=%d udp=%d) differs from the real "
+        "DLL's checksums at byte %zu (%02x, real %02x): %s%s",
+        lineno, ip, tcp, udp, at, at < r->len ? r->data[at] : 0, at < r->len ? copy[at] : 0, hex,
+        r->len > 80 ? "..." : "");
+  g_checked++;
+  free(copy);
+}
+
+TEST_CASE(checksums) {
+  wd_dll real;
+  if (!load_real(&real)) return;
+  int n = each_record("send", check_sent, &real);
+  printf("%d packets sent, %d with checksums marked valid, recomputed by the real DLL\n", n, g_checked);
+  CHECK(g_checked > 0, "the record holds sent packets with checksums marked valid (run the whole windivert label)");
+  FreeLibrary(real.dll);
+}
+
+/* ------------------------------------------------------------------------
+ * open_args */
+
+enum { PASSES, REFUSED_BY_DLL, REFUSED_BY_DRIVER };
+
+typedef struct {
+  const char *what;
+  const char *filter;
+  int layer;
+  int priority;
+  uint64_t flags;
+  int expect; /* what the real WinDivert does */
+} open_row;
+
+/* The driver's own checks (sys/windivert.c, IOCTL_WINDIVERT_INITIALIZE),
+ * which the DLL does not make: FLOW and REFLECT need SNIFF|RECV_ONLY,
+ * SOCKET needs RECV_ONLY. Under wine the real DLL stops before them. */
+static const open_row OPEN_ROWS[] = {
+    {"layer -1", "true", -1, 0, 0, REFUSED_BY_DLL},
+    {"layer 5", "true", 5, 0, 0, REFUSED_BY_DLL},
+    {"SNIFF|DROP", "true", WD_LAYER_NETWORK, 0, WD_FLAG_SNIFF | WD_FLAG_DROP, REFUSED_BY_DLL},
+    {"RECV_ONLY|SEND_ONLY", "true", WD_LAYER_NETWORK, 0, WD_FLAG_RECV_ONLY | WD_FLAG_SEND_ONLY, REFUSED_BY_DLL},
+    {"unknown flag 0x40", "true", WD_LAYER_NETWORK, 0, 0x40, REFUSED_BY_DLL},
+    {"priority 30001", "true", WD_LAYER_NETWORK, 30001, 0, REFUSED_BY_DLL},
+    {"priority -30001", "true", WD_LAYER_NETWORK, -30001, 0, REFUSED_BY_DLL},
+    {"priority 30000", "true", WD_LAYER_NETWORK, 30000, 0, PASSES},
+    {"priority -30000", "true", WD_LAYER_NETWORK, -30000, 0, PASSES},
+    {"FRAGMENTS", "true", WD_LAYER_NETWORK, 0, WD_FLAG_FRAGMENTS, PASSES},
+    {"NETWORK_FORWARD", "true", WD_LAYER_NETWORK_FORWARD, 0, 0, PASSES},
+    {"SOCKET without RECV_ONLY", "true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF, REFUSED_BY_DRIVER},
+    {"REFLECT without SNIFF", "true", WD_LAYER_REFLECT, 0, WD_FLAG_RECV_ONLY, REFUSED_BY_DRIVER},
+    {"FLOW without SNIFF|RECV_ONLY", "true", WD_LAYER_FLOW, 0, 0, REFUSED_BY_DRIVER},
+    {"FLOW, SNIFF|RECV_ONLY", "true", WD_LAYER_FLOW, 0, WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY, PASSES},
+    {"empty filter", "", WD_LAYER_NETWORK, 0, 0, REFUSED_BY_DLL},
+    {"comparison without a value", "tcp.DstPort ==", WD_LAYER_NETWORK, 0, 0, REFUSED_BY_DLL},
+    {"unbalanced parenthesis", "(tcp or udp", WD_LAYER_NETWORK, 0, 0, REFUSED_BY_DLL},
+    {"unknown field", "tcp.NoSuchField == 1", WD_LAYER_NETWORK, 0, 0, REFUSED_BY_DLL},
+    {"a packet field at the SOCKET layer", "tcp.DstPort == 80", WD_LAYER_SOCKET, 0,
+     WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY, REFUSED_BY_DLL},
+    {"a port comparison", "tcp.DstPort == 80 or udp.SrcPort != 53", WD_LAYER_NETWORK, 0, 0, PASSES},
+    {"not loopback", "not loopback and (tcp or udp)", WD_LAYER_NETWORK, 0, 0, PASSES},
+};
+
+/* No NULL filter row: the real DLL 2.2.2 reads through it and crashes
+ * (the stand-in refuses it with 87). */
+
+/* What an open did: 0 when it opened (the handle is closed again), else
+ * the Windows error. */
+static DWORD try_open(const wd_dll *d, const open_row *r, uint64_t extra_flags) {
+  SetLastError(0);
+  HANDLE h = d->open(r->filter, r->layer, (int16_t)r->priority, r->flags | extra_flags);
+  if (h != INVALID_HANDLE_VALUE && h != NULL) {
+    d->close(h);
+    return 0;
+  }
+  DWORD e = GetLastError();
+  return e ? e : ERROR_GEN_FAILURE;
+}
+
+TEST_CASE(open_args) {
+  wd_dll real, standin;
+  if (!load_real(&real)) return;
+  if (!load_standin(&standin)) return;
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", NULL);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_RECORD", NULL);
+  /* The backend's handles first: past the real DLL's checks. */
+#define ROW(name, filter, layer, priority, flags) {"the backend's " name " handle", filter, layer, priority, flags, PASSES},
+  static const open_row backend_rows[] = {WR_WD_HANDLES(ROW)};
+#undef ROW
+  size_t nb = sizeof backend_rows / sizeof backend_rows[0], nt = sizeof OPEN_ROWS / sizeof OPEN_ROWS[0];
+  for (size_t i = 0; i < nb + nt; i++) {
+    const open_row *r = i < nb ? &backend_rows[i] : &OPEN_ROWS[i - nb];
+    /* NO_INSTALL: under wine the real DLL then stops at "no such
+     * service" (1060) once its own checks pass, instead of installing. */
+    DWORD re = try_open(&real, r, WD_FLAG_NO_INSTALL);
+    DWORD se = try_open(&standin, r, 0);
+    int real_refused = re == WD_ERROR_INVALID_PARAMETER;
+    printf("%-40s real DLL: %-26s stand-in: %s\n", r->what,
+           real_refused ? "invalid parameter (87)" : re == WD_ERROR_SERVICE_DOES_NOT_EXIST ? "checks passed (1060)" : "?",
+           se == 0 ? "opened" : se == WD_ERROR_INVALID_PARAMETER ? "invalid parameter (87)" : "other error");
+    CHECK(re != 0, "%s: the real DLL cannot open a handle under wine", r->what);
+    CHECK(real_refused || re == WD_ERROR_SERVICE_DOES_NOT_EXIST,
+          "%s: the real DLL fails either its argument checks (87) or at the missing driver (1060), got %lu", r->what,
+          (unsigned long)re);
+    CHECK(real_refused == (r->expect == REFUSED_BY_DLL), "%s: the real DLL %s its argument checks (error %lu)",
+          r->what, r->expect == REFUSED_BY_DLL ? "fails" : "passes", (unsigned long)re);
+    if (r->expect == PASSES) {
+      CHECK(se == 0, "%s: the stand-in opens it, as the real WinDivert does (got error %lu)", r->what,
+            (unsigned long)se);
+    } else {
+      CHECK(se == WD_ERROR_INVALID_PARAMETER, "%s: the stand-in refuses it with 87, as the real %s does (got %lu)",
+            r->what, r->expect == REFUSED_BY_DLL ? "DLL" : "driver", (unsigned long)se);
+    }
+  }
+  FreeLibrary(standin.dll);
+  FreeLibrary(real.dll);
+}
+
+int main(int argc, char **argv) { return tests_main(argc, argv); }
