@@ -103,7 +103,8 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  *
  * Returns 0 on success, -1 if it is already running, -2 if it could not
  * start (no application port set, WinDivert.dll or its driver missing or
- * older than WinDivert 2.2, not running as Administrator/root, ...):
+ * older than WinDivert 2.2, another program's WinDivert NETWORK handle at
+ * this library's priority, not running as Administrator/root, ...):
  * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
  */

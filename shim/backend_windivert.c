@@ -724,7 +724,12 @@ static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path,
 /* ------------------------------------------------------------------------
  * Other WinDivert users (REFLECT layer) */
 
-static void list_other_handles(wr_backend *b) {
+/* Lists the other WinDivert handles open now in the diagnostics. Returns -1
+ * (err set) when one is a NETWORK handle at this library's own priority:
+ * the driver diverts a packet once per priority level, so two handles there
+ * (another program using this library, or a copy of it) would split the
+ * packets between them at random. */
+static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
   HANDLE h = b->wd.open(REFLECT_FILTER, WD_LAYER_REFLECT, REFLECT_PRIORITY, REFLECT_FLAGS);
   if (h == INVALID_HANDLE_VALUE || h == NULL) {
     DWORD code = GetLastError();
@@ -733,7 +738,7 @@ static void list_other_handles(wr_backend *b) {
     } else {
       diag_appendf(b, "; other WinDivert handles: unknown (REFLECT layer: Windows error %lu)", (unsigned long)code);
     }
-    return;
+    return 0;
   }
   /* The driver queues one OPEN record per handle open now; after a
    * shutdown, receiving drains them and then fails with ERROR_NO_DATA. */
@@ -742,6 +747,7 @@ static void list_other_handles(wr_backend *b) {
   wd_address *addrs = malloc(16 * sizeof *addrs);
   char pids[400] = "", layers[400] = "", prios[400] = "";
   int count = 0;
+  unsigned long rival = 0; /* a NETWORK handle at our priority: its PID + 1 */
   for (int guard = 0; buf && addrs && guard < REFLECT_MAX_RECORDS; guard++) {
     UINT recv_len = 0, addr_len = 16 * WD_ADDRESS_SIZE;
     if (!b->wd.recv_ex(h, buf, REFLECT_BUF, &recv_len, 0, addrs, &addr_len, NULL)) {
@@ -751,6 +757,9 @@ static void list_other_handles(wr_backend *b) {
     for (size_t i = 0; i < addr_len / WD_ADDRESS_SIZE; i++) {
       const wd_address *a = &addrs[i];
       if (a->event != WD_EVENT_REFLECT_OPEN) continue;
+      if (a->u.reflect.layer == WD_LAYER_NETWORK && a->u.reflect.priority == NET_PRIORITY && !rival) {
+        rival = (unsigned long)a->u.reflect.process_id + 1;
+      }
       count++;
       if (count > 16) continue;
       const char *sep = count > 1 ? ", " : "";
@@ -772,6 +781,15 @@ static void list_other_handles(wr_backend *b) {
     diag_appendf(b, "; other WinDivert handles: %d (pids %s%s; layers %s; priorities %s)", count, pids,
                  count > 16 ? ", ..." : "", layers, prios);
   }
+  if (rival) {
+    snprintf(err, errlen,
+             "another program (PID %lu) holds a WinDivert NETWORK handle at priority %d, this library's own: two "
+             "handles at one priority split the packets between them at random. Stop that program (another "
+             "redirector?) first",
+             rival - 1, NET_PRIORITY);
+    return -1;
+  }
+  return 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -857,7 +875,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   }
   snprintf(b->diag, sizeof b->diag, "WinDivert.dll: %s", b->dll_path);
   if (wr_owners_tables_error(b->owners)[0]) diag_appendf(b, "; socket tables: %s", wr_owners_tables_error(b->owners));
-  list_other_handles(b);
+  if (list_other_handles(b, err, errlen) != 0) {
+    release(b);
+    return NULL;
+  }
   /* SOCKET first: owner events are collected before any packet waits. */
   b->sock = open_handle(b, SOCKET_FILTER, WD_LAYER_SOCKET, SOCKET_PRIORITY, SOCKET_FLAGS, err,
                         errlen);

@@ -1191,6 +1191,16 @@ TEST_CASE(open_errors) {
     write_script(cases[i].script);
     expect_start_error(cases[i].script, cases[i].needle1, cases[i].needle2);
   }
+  /* Another program's NETWORK handle at our priority: refused, since the
+   * driver would split packets between the two; at another priority, or
+   * another layer at ours, fine. */
+  reset_log();
+  write_script("reflect pid=5555 layer=NETWORK priority=-1000 flags=0 object=@WinDiv_WX_WWWWAA\n");
+  expect_start_error("a rival at our priority", "another program (PID 5555)", "priority -1000");
+  write_script("reflect pid=5555 layer=NETWORK priority=-999 flags=0 object=@WinDiv_WX_WWWWAA\n"
+               "reflect pid=5556 layer=SOCKET priority=-1000 flags=5 object=@WinDiv_WX_WWWWAA\n");
+  CHECK(start_redirector() == 0, "other priorities and layers are fine: %s", last_error());
+  stop_redirector();
   /* The NETWORK open fails after SOCKET opened: SOCKET is closed again. */
   reset_log();
   write_script("open_error 5 NETWORK\n");
