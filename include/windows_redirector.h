@@ -384,7 +384,15 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
  * One line about the running capture set-up, for people reading logs: on
  * Windows the WinDivert.dll used, the other WinDivert handles found at start
  * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters and error counts; on Linux the queue and rules.
+ * priorities, filters, where the app port is listened on now and what is
+ * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
+ * ..."), and error counts; on Linux the queue and rules.
+ *
+ * On Windows a redirected connection reaches the proxy as inbound traffic
+ * from a remote address, addressed to the client's own address: the proxy
+ * must listen on the wildcard address of each family it serves (0.0.0.0 and
+ * [::], or a dual-stack [::]), and Windows Defender Firewall must allow
+ * inbound connections to the app port.
  * Copies like redirector_last_error (buf may be NULL when len is 0) and
  * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
  */

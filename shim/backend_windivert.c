@@ -99,6 +99,7 @@ typedef struct {
 struct wr_backend {
   wr_engine *engine;
   wr_capture *capture;
+  volatile LONG app_port; /* for the diagnostics' listening check */
   HMODULE dll;
   char dll_path[1024];
   wd_api wd;
@@ -849,6 +850,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   b->engine = opts->engine;
+  b->app_port = opts->app_port;
   InitializeSRWLock(&b->diag_lock);
   b->dll = load_windivert(opts->windivert_dir, err, errlen);
   if (!b->dll) {
@@ -951,8 +953,7 @@ size_t wr_backend_never_intercept(const uint32_t **pids) {
 /* WinDivert sees every packet already: a new app port needs nothing here
  * (the engine redirects new flows to it). */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
-  (void)b;
-  (void)port;
+  InterlockedExchange(&b->app_port, port);
   (void)err;
   (void)errlen;
   return 0;
@@ -968,19 +969,77 @@ void wr_backend_stop(wr_backend *b) {
   release(b);
 }
 
+/* Where the app port is bound now, from the socket tables. */
+typedef struct {
+  uint16_t port;
+  uint8_t proto;
+  int any[2], specific[2]; /* [0] IPv4, [1] IPv6 */
+} listen_check;
+
+static int listen_row(void *ctx, const wr_socket_row *r) {
+  listen_check *c = ctx;
+  if (r->local_port != c->port || r->proto != c->proto || (r->proto == 6 && !r->listening)) return 0;
+  int v6 = r->family == 6;
+  if (all_zero(r->local)) c->any[v6] = 1;
+  else c->specific[v6] = 1;
+  return 0;
+}
+
+/* "; app port P: TCP on 0.0.0.0 and [::]; UDP ..." with what is wrong. A
+ * redirected connection arrives addressed to the client's own address (as
+ * inbound traffic from a remote one), so the proxy must listen on the
+ * wildcard address of each family it serves. */
+static void listen_report(wr_backend *b, char *out, size_t cap) {
+  uint16_t port = (uint16_t)b->app_port;
+  out[0] = '\0';
+  if (!b->owners || wr_owners_tables_error(b->owners)[0] || port == 0) return;
+  size_t used = (size_t)snprintf(out, cap, "; app port %u:", (unsigned)port);
+  int wrong = 0;
+  for (int p = 0; p < 2 && used < cap; p++) {
+    listen_check c = {port, p == 0 ? 6 : 17, {0, 0}, {0, 0}};
+    for (int fam = 4; fam <= 6; fam += 2) {
+      uint32_t error = 0;
+      wr_owners_walk(b->owners, p == 0 ? WR_TABLE_TCP_LISTENERS : WR_TABLE_UDP, fam, listen_row, &c, &error);
+    }
+    const char *name = p == 0 ? "TCP" : "UDP";
+    if (c.any[0] && c.any[1]) {
+      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 and [::];", name);
+    } else if (c.any[1]) {
+      used += (size_t)snprintf(out + used, cap - used, " %s on [::] (IPv4 only if that socket is dual-stack);", name);
+    } else if (c.any[0]) {
+      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 only: IPv6 redirects will be refused;", name);
+      wrong = 1;
+    } else {
+      used += (size_t)snprintf(out + used, cap - used, " %s %s;", name,
+                               c.specific[0] || c.specific[1]
+                                   ? "bound to a specific address only, not 0.0.0.0 or [::]: redirects will be refused"
+                                   : "not listening: its redirects will be refused");
+      wrong = 1;
+    }
+  }
+  if (wrong && used < cap) {
+    snprintf(out + used, cap - used,
+             " a redirected connection arrives addressed to the client's own address, so listen on 0.0.0.0 and [::] "
+             "(or a dual-stack [::]) for each protocol you intercept, and allow inbound connections to the port in "
+             "Windows Firewall");
+  }
+}
+
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  char tail[512] = "";
+  char tail[1024] = "";
   if (!b) {
     if (buf && len) buf[0] = '\0';
     return 0;
   }
+  char listening[768];
+  listen_report(b, listening, sizeof listening);
   uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
   snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
            (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
            (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
-  int n = snprintf(buf, len, "%s%s", b->diag, tail);
+  int n = snprintf(buf, len, "%s%s%s", b->diag, listening, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
