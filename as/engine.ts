@@ -33,11 +33,8 @@ import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
-import {
-  bump, statsReset, S_PACKETS, S_REWRITTEN, S_PASSED, S_HELD, S_DROPPED, S_MALFORMED, S_FRAGMENTS,
-  S_FLOWS_REDIRECTED, S_FLOWS_PASSED, S_TABLE_FULL, S_HOLD_TIMEOUTS, S_OWNER_FACTS, S_OWNER_QUERIES,
-  S_NAT_CONFLICTS, S_BYPASSED,
-} from "./stats";
+import { bump, statsReset, Stat } from "./stats";
+import { Origin, ORIGIN_SIZE, Query, QUERY_SIZE } from "../build/gen/contract";
 
 // Packet metadata in-flags (from the capture layer).
 // @ts-ignore: decorator
@@ -171,7 +168,7 @@ function passFlags(): u32 {
 }
 
 function pass(): u32 {
-  bump(S_PASSED);
+  bump(Stat.passed);
   return V_PASS | passFlags();
 }
 
@@ -221,7 +218,7 @@ function decide(f: usize, pid: u32, proc: u32): void {
   store<u16>(f, <u16>appPort, F_APP);
   const pport = choosePort(f, dir == DIR_OUT ? <u32>load<u16>(f, F_LPORT) : <u32>load<u16>(f, F_RPORT));
   if (pport == 0) {
-    bump(S_NAT_CONFLICTS);
+    bump(Stat.natConflicts);
     decidePass(f);
     return;
   }
@@ -231,14 +228,14 @@ function decide(f: usize, pid: u32, proc: u32): void {
   flowLinkProxy(f);
   flowTouch(f, tcp ? L_RSHORT : L_UDP, now);
   store<u32>(f, load<u32>(f, F_FLAGS) | FL_OPENED, F_FLAGS);
-  bump(S_FLOWS_REDIRECTED);
+  bump(Stat.flowsRedirected);
   eventPush(EV_OPENED, f, now);
 }
 
 function decidePass(f: usize): void {
   store<u8>(f, K_PASS, F_KIND);
   flowTouch(f, load<u8>(f, F_PROTO) == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
-  bump(S_FLOWS_PASSED);
+  bump(Stat.flowsPassed);
 }
 
 /** Holds the current packet on a pending flow. */
@@ -246,7 +243,7 @@ function hold(f: usize): u32 {
   const n = <u32>load<u16>(f, F_HELD_N);
   const i = n >= PER_FLOW ? 0 : heldPut(curData, curLen, curFlags, curIf, curSubIf, curCookieLo, curCookieHi);
   if (i == 0) {
-    bump(S_DROPPED);
+    bump(Stat.dropped);
     return V_DROP;
   }
   const last = load<u32>(f, F_HELD_LAST);
@@ -254,7 +251,7 @@ function hold(f: usize): u32 {
   else store<u32>(f, i, F_HELD_FIRST);
   store<u32>(f, i, F_HELD_LAST);
   store<u16>(f, <u16>(n + 1), F_HELD_N);
-  bump(S_HELD);
+  bump(Stat.held);
   return V_HELD;
 }
 
@@ -376,7 +373,7 @@ function onFlowPacket(f: usize, side: u32): u32 {
   store<u64>(f + field, load<u64>(f + field) + <u64>pktPayload);
   if (tcp) trackTcp(f, side);
   else flowTouch(f, L_UDP, now);
-  bump(S_REWRITTEN);
+  bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
   // to the client); inbound redirects keep their direction.
   const dirOut = kind == K_IN && side == 1 ? OUT_OUTBOUND : 0;
@@ -396,7 +393,7 @@ function eligible(outbound: bool, laddr: usize, lport: u32, raddr: usize, rport:
   if (outbound ? !pol.outbound : !pol.inbound) return false;
   if (!isFlowStart()) return false;
   if (bypassed(pol, laddr, raddr)) {
-    bump(S_BYPASSED);
+    bump(Stat.bypassed);
     return false;
   }
   // The original destination: the remote end outbound, the listener inbound.
@@ -419,17 +416,17 @@ function onNewPacket(outbound: bool, laddr: usize, lport: u32, raddr: usize, rpo
 }
 
 function tableFull(): u32 {
-  bump(S_TABLE_FULL);
+  bump(Stat.tableFull);
   return pass();
 }
 
 /** Processes the current packet (setCurrent first). Returns the verdict word. */
 export function processCurrent(): u32 {
-  bump(S_PACKETS);
+  bump(Stat.packets);
   const r = parsePacket(curData, curLen);
   if (r != P_OK) {
-    if (r == P_MALFORMED) bump(S_MALFORMED);
-    else if (r == P_FRAGMENT) bump(S_FRAGMENTS);
+    if (r == P_MALFORMED) bump(Stat.malformed);
+    else if (r == P_FRAGMENT) bump(Stat.fragments);
     return pass();
   }
   const outbound = (curFlags & IN_OUTBOUND) != 0;
@@ -488,7 +485,7 @@ export function processPacket(data: usize, len: u32, flags: u32, ifIdx: u32, sub
 export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   pid: u32, proc: u32, t: u32): void {
   now = t;
-  bump(S_OWNER_FACTS);
+  bump(Stat.ownerFacts);
   if (kind == O_BIND || kind == O_LISTEN) {
     portOwnerPut(proto, lport, pid, proc, now);
     // Flows waiting for this local port's owner.
@@ -537,14 +534,8 @@ export function ownerProcess(pid: u32, path: usize, len: u32, t: u32): u32 {
 }
 
 // ---------------------------------------------------------------------------
-// Queries: pending flows whose owner the shim has not been asked for yet.
-//
-//   query (QUERY bytes): +0 u8 proto  +1 u8 family (4/6)  +2 u8 direction
-//   +4 [16] local addr  +20 [16] remote addr  +36 u16 local port
-//   +38 u16 remote port
-
-// @ts-ignore: decorator
-@inline export const QUERY: u32 = 40;
+// Queries: pending flows whose owner the host has not been asked for yet,
+// handed out as Query records.
 
 export function takeQueries(out: usize, max: u32): u32 {
   let n: u32 = 0;
@@ -553,18 +544,18 @@ export function takeQueries(out: usize, max: u32): u32 {
     const flags = load<u32>(f, F_FLAGS);
     if ((flags & FL_QUERIED) == 0) {
       store<u32>(f, flags | FL_QUERIED, F_FLAGS);
-      const q = out + <usize>n * QUERY;
+      const q = changetype<Query>(out + <usize>n * QUERY_SIZE);
       const v6 = load<u8>(f, F_V6) != 0;
-      memory.fill(q, 0, QUERY);
-      store<u8>(q, load<u8>(f, F_PROTO), 0);
-      store<u8>(q, v6 ? 6 : 4, 1);
-      store<u8>(q, load<u8>(f, F_DIR), 2);
-      memory.copy(q + 4, f + F_LADDR, v6 ? 16 : 4);
-      memory.copy(q + 20, f + F_RADDR, v6 ? 16 : 4);
-      store<u16>(q, load<u16>(f, F_LPORT), 36);
-      store<u16>(q, load<u16>(f, F_RPORT), 38);
+      memory.fill(changetype<usize>(q), 0, QUERY_SIZE);
+      q.proto = load<u8>(f, F_PROTO);
+      q.family = v6 ? 6 : 4;
+      q.direction = load<u8>(f, F_DIR);
+      memory.copy(q.local, f + F_LADDR, v6 ? 16 : 4);
+      memory.copy(q.remote, f + F_RADDR, v6 ? 16 : 4);
+      q.localPort = load<u16>(f, F_LPORT);
+      q.remotePort = load<u16>(f, F_RPORT);
       n++;
-      bump(S_OWNER_QUERIES);
+      bump(Stat.ownerQueries);
     }
     f = listNewer(f);
   }
@@ -580,7 +571,7 @@ export function tick(t: u32): void {
   if (!started) return;
   let f = flowExpired(L_PENDING, now);
   while (f != 0) {
-    bump(S_HOLD_TIMEOUTS);
+    bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
     f = flowExpired(L_PENDING, now);
   }
@@ -594,20 +585,7 @@ export function tick(t: u32): void {
 }
 
 // ---------------------------------------------------------------------------
-// Origins: what lookups and events hand out.
-//
-//   origin (ORIGIN bytes + path):
-//   +0  u32 type (0 lookup, 1 opened, 2 closed)   +4  u32 protocol (6/17)
-//   +8  u32 family (4/6)   +12 u32 direction (0 outbound, 1 inbound)
-//   +16 u32 pid            +20 u32 flow id
-//   +24 [16] original destination  +40 u32 its port
-//   +44 [16] client                +60 u32 its port
-//   +64 [16] proxy's peer          +80 u32 its port
-//   +84 u32 app port       +88 u64 bytes up   +96 u64 bytes down
-//   +104 u32 time (ms)     +108 u32 path length   +112 path (UTF-8)
-
-// @ts-ignore: decorator
-@inline export const ORIGIN: u32 = 112;
+// Origins: what lookups and events hand out (Origin records and their path).
 
 function putAddr(out: usize, f: usize, field: usize, v6: bool): void {
   memory.fill(out, 0, 16);
@@ -618,24 +596,25 @@ function putAddr(out: usize, f: usize, field: usize, v6: bool): void {
 export function writeOrigin(out: usize, type: u32, f: usize, time: u32, path: usize, pathLen: u32): void {
   const v6 = load<u8>(f, F_V6) != 0;
   const inbound = load<u8>(f, F_KIND) == K_IN;
-  store<u32>(out, type, 0);
-  store<u32>(out, <u32>load<u8>(f, F_PROTO), 4);
-  store<u32>(out, v6 ? 6 : 4, 8);
-  store<u32>(out, inbound ? 1 : 0, 12);
-  store<u32>(out, load<u32>(f, F_PID), 16);
-  store<u32>(out, load<u32>(f, F_ID), 20);
-  putAddr(out + 24, f, inbound ? F_LADDR : F_RADDR, v6);
-  store<u32>(out, <u32>load<u16>(f + (inbound ? F_LPORT : F_RPORT)), 40);
-  putAddr(out + 44, f, inbound ? F_RADDR : F_LADDR, v6);
-  store<u32>(out, <u32>load<u16>(f + (inbound ? F_RPORT : F_LPORT)), 60);
-  putAddr(out + 64, f, F_RADDR, v6);
-  store<u32>(out, <u32>load<u16>(f, F_PPORT), 80);
-  store<u32>(out, <u32>load<u16>(f, F_APP), 84);
-  store<u64>(out, load<u64>(f, F_UP), 88);
-  store<u64>(out, load<u64>(f, F_DOWN), 96);
-  store<u32>(out, time, 104);
-  store<u32>(out, pathLen, 108);
-  if (pathLen > 0) memory.copy(out + ORIGIN, path, pathLen);
+  const o = changetype<Origin>(out);
+  o.type = type;
+  o.proto = <u32>load<u8>(f, F_PROTO);
+  o.family = v6 ? 6 : 4;
+  o.direction = inbound ? 1 : 0;
+  o.pid = load<u32>(f, F_PID);
+  o.flowId = load<u32>(f, F_ID);
+  putAddr(o.dst, f, inbound ? F_LADDR : F_RADDR, v6);
+  o.dstPort = <u32>load<u16>(f + (inbound ? F_LPORT : F_RPORT));
+  putAddr(o.client, f, inbound ? F_RADDR : F_LADDR, v6);
+  o.clientPort = <u32>load<u16>(f + (inbound ? F_RPORT : F_LPORT));
+  putAddr(o.peer, f, F_RADDR, v6);
+  o.peerPort = <u32>load<u16>(f, F_PPORT);
+  o.appPort = <u32>load<u16>(f, F_APP);
+  o.bytesUp = load<u64>(f, F_UP);
+  o.bytesDown = load<u64>(f, F_DOWN);
+  o.time = time;
+  o.pathLen = pathLen;
+  if (pathLen > 0) memory.copy(o.path, path, pathLen);
 }
 
 /** The redirected flow the proxy sees as (peer, local), or 0. */

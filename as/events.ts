@@ -6,7 +6,7 @@
 //   The flow's addresses are copied in at +32 (FLOW_COPY bytes), so the
 //   event outlives the flow.
 
-import { bump, S_EVENTS_LOST } from "./stats";
+import { bump, Stat } from "./stats";
 
 // @ts-ignore: decorator
 @inline export const EV_OPENED: u32 = 1;
@@ -33,7 +33,7 @@ export function eventsInit(): void {
 export function eventPush(type: u32, flow: usize, now: u32): void {
   if (ring == 0) return;
   if (count == CAPACITY) {
-    bump(S_EVENTS_LOST);
+    bump(Stat.eventsLost);
     return;
   }
   const e = ring + <usize>((head + count) & (CAPACITY - 1)) * EV;

@@ -37,7 +37,7 @@
 //   +98 u8 list          +99 u8 direction (0 outbound, 1 inbound)
 //   +100 u32 list prev   +104 u32 list next   +108 u32 flow id
 
-import { bump, drop1, S_FLOWS_ACTIVE, S_FLOWS_EXPIRED, S_EVICTIONS } from "./stats";
+import { bump, drop1, Stat } from "./stats";
 
 // @ts-ignore: decorator
 @inline export const FLOW_SIZE: u32 = 128;
@@ -399,7 +399,7 @@ export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32
     let victim = tailOf(L_SHORT);
     if (victim == 0) victim = tailOf(L_UDPPASS);
     if (victim == 0) return 0;
-    bump(S_EVICTIONS);
+    bump(Stat.evictions);
     evict(victim);
     if (freeHead == 0) return 0;
   }
@@ -422,7 +422,7 @@ export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32
   listPushHead(f, l);
   store<u32>(f, now, F_LAST);
   used++;
-  bump(S_FLOWS_ACTIVE);
+  bump(Stat.flowsActive);
   return f;
 }
 
@@ -442,8 +442,8 @@ export function flowFree(f: usize): void {
   store<u32>(f, freeHead, F_NEXT);
   freeHead = flowIndex(f);
   used--;
-  drop1(S_FLOWS_ACTIVE);
-  bump(S_FLOWS_EXPIRED);
+  drop1(Stat.flowsActive);
+  bump(Stat.flowsExpired);
 }
 
 /** Walks entries of list `l` from oldest to newest: first, then next. */

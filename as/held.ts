@@ -6,20 +6,23 @@
 // PER_FLOW packets per flow. Released packets are handed out by
 // `eng_take_released`; their bytes stay valid until the next take.
 //
-//   held record (REC bytes)             release record (REL bytes), the ABI
-//   +0  u32 cookie low                  +0  u32 cookie low
-//   +4  u32 cookie high                 +4  u32 cookie high
-//   +8  u32 flags (meta in-flags)       +8  u32 data offset in memory
-//   +12 u32 interface index             +12 u32 length
-//   +16 u32 sub-interface index         +16 u32 flags (meta in-flags)
-//   +20 u32 data (heap block)           +20 u32 interface index
-//   +24 u32 length                      +24 u32 sub-interface index
-//   +28 u32 next record in the flow     +28 u32 verdict | out-flags << 8
+// A released packet is handed out as a Rel record (the engine/host contract,
+// build/contract.ts).
+//
+//   held record (REC bytes)
+//   +0  u32 cookie low
+//   +4  u32 cookie high
+//   +8  u32 flags (meta in-flags)
+//   +12 u32 interface index
+//   +16 u32 sub-interface index
+//   +20 u32 data (heap block)
+//   +24 u32 length
+//   +28 u32 next record in the flow
+
+import { Rel, REL_SIZE } from "../build/gen/contract";
 
 // @ts-ignore: decorator
 @inline const REC: u32 = 32;
-// @ts-ignore: decorator
-@inline export const REL: u32 = 32;
 // @ts-ignore: decorator
 @inline export const PER_FLOW: u32 = 32;
 // @ts-ignore: decorator
@@ -41,7 +44,7 @@ export function heldInit(maxHeld: u32): void {
   cap = maxHeld;
   const n = cap > 0 ? cap : 1;
   recs = heap.alloc(<usize>n * REC);
-  rel = heap.alloc(<usize>n * REL);
+  rel = heap.alloc(<usize>n * REL_SIZE);
   handedOut = heap.alloc(<usize>n * 4);
   memory.fill(recs, 0, n * REC);
   freeHead = 0;
@@ -88,15 +91,15 @@ export function heldPut(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u3
 /** Moves a held record to the release list with its verdict; frees the record. */
 export function heldRelease(i: u32, verdict: u32): void {
   const r = rec(i);
-  const o = rel + <usize>relCount * REL;
-  store<u32>(o, load<u32>(r, 0), 0);
-  store<u32>(o, load<u32>(r, 4), 4);
-  store<u32>(o, load<u32>(r, 20), 8);
-  store<u32>(o, load<u32>(r, 24), 12);
-  store<u32>(o, load<u32>(r, 8), 16);
-  store<u32>(o, load<u32>(r, 12), 20);
-  store<u32>(o, load<u32>(r, 16), 24);
-  store<u32>(o, verdict, 28);
+  const o = changetype<Rel>(rel + <usize>relCount * REL_SIZE);
+  o.cookieLo = load<u32>(r, 0);
+  o.cookieHi = load<u32>(r, 4);
+  o.data = load<u32>(r, 20);
+  o.len = load<u32>(r, 24);
+  o.flags = load<u32>(r, 8);
+  o.ifIdx = load<u32>(r, 12);
+  o.subIfIdx = load<u32>(r, 16);
+  o.verdict = verdict;
   relCount++;
   heldBytes -= load<u32>(r, 24);
   heldCount--;
@@ -111,7 +114,7 @@ export function heldRelease(i: u32, verdict: u32): void {
 export function heldTake(): u32 {
   for (let k: u32 = 0; k < handedOutCount; k++) heap.free(<usize>load<u32>(handedOut + <usize>k * 4));
   const n = relCount;
-  for (let k: u32 = 0; k < n; k++) store<u32>(handedOut + <usize>k * 4, load<u32>(rel + <usize>k * REL, 8));
+  for (let k: u32 = 0; k < n; k++) store<u32>(handedOut + <usize>k * 4, changetype<Rel>(rel + <usize>k * REL_SIZE).data);
   handedOutCount = n;
   relCount = 0;
   return n;

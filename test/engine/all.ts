@@ -2,6 +2,7 @@
 // summary for all of them.
 import "./config.test.ts";
 import "./policy.test.ts";
+import "./contract.test.ts";
 import "./wire.test.ts";
 import "./redirect.test.ts";
 import "./properties.test.ts";
