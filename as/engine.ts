@@ -16,12 +16,9 @@ import {
   Policy, BYPASS_BROADCAST, BYPASS_DHCP, BYPASS_LINK_LOCAL, BYPASS_LOOPBACK, BYPASS_MULTICAST,
   destinationAllowed, portAllowed,
 } from "./policy";
-import {
-  parsePacket, P_OK, P_MALFORMED, P_FRAGMENT, PROTO_TCP, PROTO_UDP, pktDport, pktDst, pktPayload, pktProto,
-  pktSport, pktSrc, pktTcpFlags, pktV6,
-} from "./packet";
+import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from "./wire/tcp";
+import { TcpFlag } from "./wire/tcp";
 import {
   flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
   proxyKeyFree, listOldest, listNewer, flowsSeed, F_KIND, F_PROTO, F_V6, F_TCP, F_FLAGS, F_LADDR, F_RADDR,
@@ -34,7 +31,7 @@ import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
-import { Origin, ORIGIN_SIZE, Query, QUERY_SIZE } from "../build/gen/contract";
+import { Meta, Origin, ORIGIN_SIZE, Query, QUERY_SIZE } from "../build/gen/contract";
 
 // Packet metadata in-flags (from the capture layer).
 // @ts-ignore: decorator
@@ -81,15 +78,13 @@ export let selfPid: u32 = 0;
 export let appPort: u32 = 0;
 export let started = false;
 
-// The current packet's metadata while it is processed.
-let curFlags: u32 = 0;
-let curIf: u32 = 0;
-let curSubIf: u32 = 0;
-let curCookieLo: u32 = 0;
-let curCookieHi: u32 = 0;
-let curData: usize = 0;
-let curLen: u32 = 0;
 let now: u32 = 0;
+
+// The packet views: one for the packet of the batch being decided, one for
+// the held packets a decision releases (which may happen while the batch's
+// packet is being decided).
+const batchPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
+const heldPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 
 export function engineSetSelf(pid: u32, seed: u32): void {
   selfPid = pid;
@@ -151,25 +146,25 @@ function isDhcpPort(p: u32): bool {
 }
 
 /** True when the parsed packet belongs to a class the policy bypasses. */
-function bypassed(pol: Policy, local: usize, remote: usize): bool {
+function bypassed(pol: Policy, pk: Packet, local: usize, remote: usize): bool {
   const b = pol.bypass;
-  const v6 = pktV6;
+  const v6 = pk.v6;
   if ((b & BYPASS_LOOPBACK) != 0 &&
-    ((curFlags & IN_LOOPBACK) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
+    ((pk.flags & IN_LOOPBACK) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
   if ((b & BYPASS_MULTICAST) != 0 && (isMulticast(remote, v6) || isMulticast(local, v6))) return true;
   if ((b & BYPASS_BROADCAST) != 0 && (isBroadcast(remote, v6) || isBroadcast(local, v6))) return true;
   if ((b & BYPASS_LINK_LOCAL) != 0 && (isLinkLocal(remote, v6) || isLinkLocal(local, v6))) return true;
-  if ((b & BYPASS_DHCP) != 0 && pktProto == PROTO_UDP && (isDhcpPort(pktSport) || isDhcpPort(pktDport))) return true;
+  if ((b & BYPASS_DHCP) != 0 && pk.proto == PROTO_UDP && (isDhcpPort(pk.sport) || isDhcpPort(pk.dport))) return true;
   return false;
 }
 
-function passFlags(): u32 {
-  return (curFlags & IN_OUTBOUND) != 0 ? OUT_OUTBOUND : 0;
+function passFlags(pk: Packet): u32 {
+  return (pk.flags & IN_OUTBOUND) != 0 ? OUT_OUTBOUND : 0;
 }
 
-function pass(): u32 {
+function pass(pk: Packet): u32 {
   bump(Stat.passed);
-  return V_PASS | passFlags();
+  return V_PASS | passFlags(pk);
 }
 
 // ---------------------------------------------------------------------------
@@ -238,10 +233,13 @@ function decidePass(f: usize): void {
   bump(Stat.flowsPassed);
 }
 
-/** Holds the current packet on a pending flow. */
-function hold(f: usize): u32 {
+/** Holds a packet of the batch on a pending flow. */
+function hold(f: usize, pk: Packet): u32 {
+  const m = pk.meta;
+  // A released packet is never held again (its flow is decided).
+  if (m === null) return pass(pk);
   const n = <u32>load<u16>(f, F_HELD_N);
-  const i = n >= PER_FLOW ? 0 : heldPut(curData, curLen, curFlags, curIf, curSubIf, curCookieLo, curCookieHi);
+  const i = n >= PER_FLOW ? 0 : heldPut(pk.data, pk.len, pk.flags, m.ifIdx, m.subIfIdx, m.cookieLo, m.cookieHi);
   if (i == 0) {
     bump(Stat.dropped);
     return V_DROP;
@@ -267,13 +265,12 @@ function releaseHeld(f: usize, asIs: bool): void {
   while (i != 0) {
     const r = rec(i);
     const next = load<u32>(r, 28);
-    const flags = load<u32>(r, 8);
+    const pk = heldPacket;
     let verdict: u32;
-    setCurrent(<usize>load<u32>(r, 20), load<u32>(r, 24), flags, load<u32>(r, 12), load<u32>(r, 16),
-      load<u32>(r, 0), load<u32>(r, 4));
-    if (asIs || parsePacket(curData, curLen) != P_OK) verdict = pass();
-    else verdict = onFlowPacket(f, 0);
-    if ((verdict & 0xff) == V_HELD) verdict = V_PASS | passFlags(); // cannot happen: the flow is decided
+    pk.set(<usize>load<u32>(r, 20), load<u32>(r, 24), load<u32>(r, 8), null);
+    if (asIs || pk.parse() != Parse.Ok) verdict = pass(pk);
+    else verdict = onFlowPacket(f, 0, pk);
+    if ((verdict & 0xff) == V_HELD) verdict = V_PASS | passFlags(pk); // cannot happen: the flow is decided
     heldRelease(i, verdict);
     i = next;
   }
@@ -300,28 +297,18 @@ function resolveOwnerless(f: usize): void {
 // ---------------------------------------------------------------------------
 // Packets
 
-function setCurrent(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cLo: u32, cHi: u32): void {
-  curData = data;
-  curLen = len;
-  curFlags = flags;
-  curIf = ifIdx;
-  curSubIf = subIf;
-  curCookieLo = cLo;
-  curCookieHi = cHi;
-}
-
-function trackTcp(f: usize, side: u32): void {
-  const fl = pktTcpFlags;
+function trackTcp(f: usize, side: u32, pk: Packet): void {
+  const fl = pk.tcpFlags;
   let st = load<u8>(f, F_TCP);
-  if ((fl & TCP_RST) != 0) {
+  if ((fl & TcpFlag.RST) != 0) {
     st = T_CLOSED;
   } else {
-    if ((fl & TCP_FIN) != 0) {
+    if ((fl & TcpFlag.FIN) != 0) {
       const bits = load<u32>(f, F_FLAGS) | (side == 0 ? FL_FIN_CLIENT : FL_FIN_PROXY);
       store<u32>(f, bits, F_FLAGS);
       if ((bits & (FL_FIN_CLIENT | FL_FIN_PROXY)) == (FL_FIN_CLIENT | FL_FIN_PROXY)) st = T_CLOSING;
     }
-    if (st == T_SYN && side == 1 && (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) st = T_ESTABLISHED;
+    if (st == T_SYN && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = T_ESTABLISHED;
   }
   store<u8>(f, st, F_TCP);
   flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_RSHORT, now);
@@ -330,48 +317,48 @@ function trackTcp(f: usize, side: u32): void {
   if (st >= T_CLOSING) closedEvent(f);
 }
 
-function checksumFull(): bool {
-  return (curFlags & IN_CSUM_PARTIAL) != 0;
+function checksumFull(pk: Packet): bool {
+  return (pk.flags & IN_CSUM_PARTIAL) != 0;
 }
 
 /** A packet of a known flow; side 0 = client key matched, 1 = proxy key. */
-function onFlowPacket(f: usize, side: u32): u32 {
+function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
   const kind = load<u8>(f, F_KIND);
-  const outbound = (curFlags & IN_OUTBOUND) != 0;
-  if (kind == K_PENDING) return side == 0 ? hold(f) : pass();
+  const outbound = (pk.flags & IN_OUTBOUND) != 0;
+  if (kind == K_PENDING) return side == 0 ? hold(f, pk) : pass(pk);
   if (kind == K_PASS) {
     if (load<u8>(f, F_PROTO) == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
-    return pass();
+    return pass(pk);
   }
-  const tcp = pktProto == PROTO_TCP;
+  const tcp = pk.proto == PROTO_TCP;
   let up = false;
   if (kind == K_OUT) {
-    if (!outbound) return pass(); // our own injection seen again, or a stray reply
+    if (!outbound) return pass(pk); // our own injection seen again, or a stray reply
     if (side == 0) {
       // client C:c -> D:d  =>  D:c' -> C:P
-      rewrite(f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull());
+      rewrite(pk, f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull(pk));
       up = true;
     } else {
       // proxy C:P -> D:c'  =>  D:d -> C:c
-      rewrite(f + F_RADDR, load<u16>(f, F_RPORT), f + F_LADDR, load<u16>(f, F_LPORT), checksumFull());
+      rewrite(pk, f + F_RADDR, load<u16>(f, F_RPORT), f + F_LADDR, load<u16>(f, F_LPORT), checksumFull(pk));
     }
   } else if (kind == K_IN) {
     if (side == 0 && !outbound) {
       // remote R:r -> C:L  =>  R:r' -> C:P
-      rewrite(f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull());
+      rewrite(pk, f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull(pk));
       up = true;
     } else if (side == 1 && outbound) {
       // proxy C:P -> R:r'  =>  C:L -> R:r
-      rewrite(f + F_LADDR, load<u16>(f, F_LPORT), f + F_RADDR, load<u16>(f, F_RPORT), checksumFull());
+      rewrite(pk, f + F_LADDR, load<u16>(f, F_LPORT), f + F_RADDR, load<u16>(f, F_RPORT), checksumFull(pk));
     } else {
-      return pass();
+      return pass(pk);
     }
   } else {
-    return pass();
+    return pass(pk);
   }
   const field = up ? F_UP : F_DOWN;
-  store<u64>(f + field, load<u64>(f + field) + <u64>pktPayload);
-  if (tcp) trackTcp(f, side);
+  store<u64>(f + field, load<u64>(f + field) + <u64>pk.payload);
+  if (tcp) trackTcp(f, side, pk);
   else flowTouch(f, L_UDP, now);
   bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
@@ -385,94 +372,97 @@ function onFlowPacket(f: usize, side: u32): u32 {
  * depend on the owner: protocol, direction, a bare SYN, bypassed classes,
  * destination port and address.
  */
-function eligible(outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): bool {
+function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): bool {
   const pol = activePolicy;
   if (!started || appPort == 0 || pol.interceptsNothing) return false;
-  const tcp = pktProto == PROTO_TCP;
+  const tcp = pk.proto == PROTO_TCP;
   if (tcp ? !pol.tcp : !pol.udp) return false;
   if (outbound ? !pol.outbound : !pol.inbound) return false;
-  if (!isFlowStart()) return false;
-  if (bypassed(pol, laddr, raddr)) {
+  if (!isFlowStart(pk)) return false;
+  if (bypassed(pol, pk, laddr, raddr)) {
     bump(Stat.bypassed);
     return false;
   }
   // The original destination: the remote end outbound, the listener inbound.
-  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pktV6, outbound ? raddr : laddr);
+  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pk.v6, outbound ? raddr : laddr);
 }
 
 /** A packet that matches no flow. */
-function onNewPacket(outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
-  if (!eligible(outbound, laddr, lport, raddr, rport)) return pass();
+function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
+  if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
   const dir = outbound ? DIR_OUT : DIR_IN;
-  const f = flowNew(K_PENDING, pktProto, pktV6, laddr, lport, raddr, rport, dir, L_PENDING, now, removeFlow);
-  if (f == 0) return tableFull();
+  const proto = pk.proto;
+  const f = flowNew(K_PENDING, proto, pk.v6, laddr, lport, raddr, rport, dir, L_PENDING, now, removeFlow);
+  if (f == 0) return tableFull(pk);
   // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerGet(pktProto, lport);
-  if (po != 0 && (!outbound || pktProto == PROTO_UDP)) {
+  const po = portOwnerGet(proto, lport);
+  if (po != 0 && (!outbound || proto == PROTO_UDP)) {
     decide(f, portOwnerPid(po), portOwnerProc(po));
-    return onFlowPacket(f, 0);
+    return onFlowPacket(f, 0, pk);
   }
-  return hold(f);
+  return hold(f, pk);
 }
 
-function tableFull(): u32 {
+function tableFull(pk: Packet): u32 {
   bump(Stat.tableFull);
-  return pass();
+  return pass(pk);
 }
 
-/** Processes the current packet (setCurrent first). Returns the verdict word. */
-export function processCurrent(): u32 {
+/** Decides a packet (its view set). Returns the verdict word. */
+function processPacketView(pk: Packet): u32 {
   bump(Stat.packets);
-  const r = parsePacket(curData, curLen);
-  if (r != P_OK) {
-    if (r == P_MALFORMED) bump(Stat.malformed);
-    else if (r == P_FRAGMENT) bump(Stat.fragments);
-    return pass();
+  const r = pk.parse();
+  if (r != Parse.Ok) {
+    if (r == Parse.Malformed) bump(Stat.malformed);
+    else if (r == Parse.Fragment) bump(Stat.fragments);
+    return pass(pk);
   }
-  const outbound = (curFlags & IN_OUTBOUND) != 0;
-  const laddr = outbound ? pktSrc : pktDst;
-  const raddr = outbound ? pktDst : pktSrc;
-  const lport = outbound ? pktSport : pktDport;
-  const rport = outbound ? pktDport : pktSport;
-  let f = flowFind(pktProto, pktV6, laddr, lport, raddr, rport);
+  const outbound = (pk.flags & IN_OUTBOUND) != 0;
+  const laddr = outbound ? pk.src : pk.dst;
+  const raddr = outbound ? pk.dst : pk.src;
+  const lport = outbound ? pk.sport : pk.dport;
+  const rport = outbound ? pk.dport : pk.sport;
+  const proto = pk.proto;
+  let f = flowFind(proto, pk.v6, laddr, lport, raddr, rport);
   if (f != 0) {
     const side = foundSide;
     const kind = load<u8>(f, F_KIND);
     if (kind == K_FACT) {
       // The owner was known before the first packet.
-      if (side == 0 && isFlowStart()) {
+      if (side == 0 && isFlowStart(pk)) {
         // Decided now, once: a retransmission keeps this decision.
-        if (eligible(outbound, laddr, lport, raddr, rport)) {
+        if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
           store<u8>(f, K_PENDING, F_KIND);
           decide(f, load<u32>(f, F_PID), load<u32>(f, F_PROC));
-          return onFlowPacket(f, 0);
+          return onFlowPacket(f, 0, pk);
         }
         decidePass(f);
       }
-      return pass();
+      return pass(pk);
     }
     // A new SYN on a closed redirected flow: the port was reused.
-    if (side == 0 && pktProto == PROTO_TCP && isFlowStart() && (kind == K_OUT || kind == K_IN) &&
+    if (side == 0 && proto == PROTO_TCP && isFlowStart(pk) && (kind == K_OUT || kind == K_IN) &&
       load<u8>(f, F_TCP) >= T_CLOSING) {
       removeFlow(f);
       f = 0;
     } else {
-      return onFlowPacket(f, side);
+      return onFlowPacket(f, side, pk);
     }
   }
-  return onNewPacket(outbound, laddr, lport, raddr, rport);
+  return onNewPacket(pk, outbound, laddr, lport, raddr, rport);
 }
 
-function isFlowStart(): bool {
-  if (pktProto == PROTO_UDP) return true;
-  return (pktTcpFlags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN;
+function isFlowStart(pk: Packet): bool {
+  if (pk.proto == PROTO_UDP) return true;
+  return (pk.tcpFlags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST | TcpFlag.FIN)) == TcpFlag.SYN;
 }
 
-export function processPacket(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cLo: u32, cHi: u32,
-  t: u32): u32 {
+/** Decides one packet of the batch (its bytes and its Meta record). Returns the verdict word. */
+export function processPacket(data: usize, m: Meta, t: u32): u32 {
   now = t;
-  setCurrent(data, len, flags, ifIdx, subIf, cLo, cHi);
-  return processCurrent();
+  const pk = batchPacket;
+  pk.set(data, m.len, m.flags, m);
+  return processPacketView(pk);
 }
 
 // ---------------------------------------------------------------------------

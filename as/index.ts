@@ -209,7 +209,7 @@ export function eng_process(count: u32, now: u32): i32 {
     if (<u64>off + <u64>len > <u64>BATCH_DATA) {
       v = 0; // not a packet we can read: pass it as it is
     } else {
-      v = processPacket(batchData + off, len, m.flags, m.ifIdx, m.subIfIdx, m.cookieLo, m.cookieHi, now);
+      v = processPacket(batchData + off, m, now);
     }
     m.verdict = v;
   }

@@ -16,6 +16,7 @@ import { generateAssemblyScript, generateC } from "./contract.ts";
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const paths = {
   wasm: join(root, "build", "engine.wasm"),
+  wireWasm: join(root, "build", "wire.wasm"),
   gen: join(root, "build", "gen"),
   linux: join(root, "build", "linux"),
   windows: join(root, "build", "windows"),
@@ -31,6 +32,9 @@ const ASC_FLAGS = [
   "--use", "abort=as/index/engineAbort",
   "--initialMemory", "32", "--maximumMemory", "32768",
 ];
+
+// The wire test module: the engine's optimisation, no engine abort handler.
+const WIRE_ASC_FLAGS = ["--optimizeLevel", "3", "--shrinkLevel", "0", "--runtime", "stub"];
 
 const WASM2C_RUNTIME = "/usr/share/wabt/wasm2c";
 const WASM_RT_H = "/usr/include/wasm-rt.h";
@@ -89,6 +93,11 @@ export function buildEngine(): void {
   const inputs = [newest(join(root, "as")), mtime(join(root, "build", "build.ts")), mtime(join(paths.gen, "contract.ts"))];
   if (mtime(paths.wasm) < Math.max(...inputs)) {
     run(join(root, "node_modules", ".bin", "asc"), ["as/index.ts", "-o", paths.wasm, ...ASC_FLAGS]);
+  }
+  // The wire/ views and the parser on their own, for test/engine/wire.test.ts.
+  const wireEntry = join(root, "test", "engine", "as", "wire.ts");
+  if (mtime(paths.wireWasm) < Math.max(...inputs, mtime(wireEntry))) {
+    run(join(root, "node_modules", ".bin", "asc"), [wireEntry, "-o", paths.wireWasm, ...WIRE_ASC_FLAGS]);
   }
   const genC = join(paths.gen, "engine_wasm.c");
   if (mtime(genC) < mtime(paths.wasm)) {
