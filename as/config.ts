@@ -25,7 +25,7 @@
 import { errPut, errNum, errSnippet } from "./errtext";
 import {
   jsonBegin, jsonEnd, jsonEat, jsonExpect, jsonAtEnd, jsonString, jsonNumber, jsonNull,
-  jsonKind, jsonUnexpected, jsonKindName, jsonSkipValue, jsonFailAt, validUtf8, strIs, strPtr,
+  jsonKind, JsonKind, jsonUnexpected, jsonKindName, jsonSkipValue, jsonFailAt, validUtf8, strIs, strPtr,
   strLen, badSurrogate, numNeg, numInt, numBig, numVal, numStart, numLen,
 } from "./json";
 import {
@@ -45,22 +45,24 @@ export let activePolicy: Policy = new Policy();
 /** Bumped on every accepted config, so cached decisions can be recomputed. */
 export let policyGeneration: u32 = 1;
 
-// Field names, for duplicate detection (bit i = FIELDS[i] seen).
-const F_PIDS: u32 = 1 << 0;
-const F_DESC: u32 = 1 << 1;
-const F_INTERCEPT: u32 = 1 << 2;
-const F_PROTOCOLS: u32 = 1 << 3;
-const F_DIRECTIONS: u32 = 1 << 4;
-const F_PORTS: u32 = 1 << 5;
-const F_XPORTS: u32 = 1 << 6;
-const F_DESTS: u32 = 1 << 7;
-const F_XDESTS: u32 = 1 << 8;
-const F_BYPASS: u32 = 1 << 9;
-const F_MAXFLOWS: u32 = 1 << 10;
-const F_HOLD: u32 = 1 << 11;
-const F_MAXHELD: u32 = 1 << 12;
-const F_TCPIDLE: u32 = 1 << 13;
-const F_UDPIDLE: u32 = 1 << 14;
+// The configuration's keys, one bit each (a key seen twice is an error).
+const enum Key {
+  InterceptPids = 1 << 0,
+  Description = 1 << 1,
+  Intercept = 1 << 2,
+  Protocols = 1 << 3,
+  Directions = 1 << 4,
+  Ports = 1 << 5,
+  ExcludePorts = 1 << 6,
+  Destinations = 1 << 7,
+  ExcludeDestinations = 1 << 8,
+  Bypass = 1 << 9,
+  MaxFlows = 1 << 10,
+  HoldTimeout = 1 << 11,
+  MaxHeldPackets = 1 << 12,
+  TcpIdleTimeout = 1 << 13,
+  UdpIdleTimeout = 1 << 14,
+}
 
 let field: string = "";
 let index: i32 = -1;
@@ -79,7 +81,7 @@ function fieldError(): i32 {
 
 /** "<field>: expected <what>, got <the value or its kind>" */
 function expected(what: string): i32 {
-  if (jsonKind() < 0) {
+  if (jsonKind() == JsonKind.None) {
     jsonUnexpected("a value");
     return CONFIG_BAD;
   }
@@ -87,7 +89,7 @@ function expected(what: string): i32 {
   errPut("expected ");
   errPut(what);
   errPut(", got ");
-  if (jsonKind() == 0x6e && jsonNumber()) {
+  if (jsonKind() == JsonKind.Number && jsonNumber()) {
     errSnippet(numStart, numLen, 40);
   } else {
     errPut(jsonKindName());
@@ -117,7 +119,7 @@ function afterString(what: string): i32 {
 
 /** Reads an unsigned integer in [lo, hi]; -1 on error (already reported). */
 function readUint(lo: u64, hi: u64, what: string): i64 {
-  if (jsonKind() != 0x6e) return expected(what);
+  if (jsonKind() != JsonKind.Number) return expected(what);
   if (!jsonNumber()) return CONFIG_BAD;
   if (!numInt || numNeg || numBig || numVal < lo || numVal > hi) {
     fieldError();
@@ -219,7 +221,7 @@ function addRule(p: usize, n: u32): i32 {
 
 function specItem(): i32 {
   const k = jsonKind();
-  if (k == 0x6e) {
+  if (k == JsonKind.Number) {
     const v = readUint(0, 0xffffffff, "a PID or a process pattern");
     if (v < 0) return CONFIG_BAD;
     const r = new Rule();
@@ -228,13 +230,13 @@ function specItem(): i32 {
     next.rules.push(r);
     return CONFIG_OK;
   }
-  if (k != 0x22) return expected("a PID or a process pattern");
+  if (k != JsonKind.String) return expected("a PID or a process pattern");
   if (!jsonString()) return CONFIG_BAD;
   return addRule(strPtr, strLen);
 }
 
 function parseSpec(): i32 {
-  if (jsonKind() == 0x22) {
+  if (jsonKind() == JsonKind.String) {
     if (!jsonString()) return CONFIG_BAD;
     // A comma-separated list; an empty or all-space string means no entries.
     let s: u32 = 0;
@@ -260,7 +262,7 @@ let seenA: bool = false;
 let seenB: bool = false;
 
 function pairItem(a: string, b: string): i32 {
-  if (jsonKind() != 0x22) return expected("\"" + a + "\" or \"" + b + "\"");
+  if (jsonKind() != JsonKind.String) return expected("\"" + a + "\" or \"" + b + "\"");
   if (!jsonString()) return CONFIG_BAD;
   if (strIs(a)) seenA = true;
   else if (strIs(b)) seenB = true;
@@ -281,13 +283,13 @@ let portTarget: Array<u32> = new Array<u32>();
 function portItem(): i32 {
   const what = "a port (1-65535) or a range \"low-high\"";
   const k = jsonKind();
-  if (k == 0x6e) {
+  if (k == JsonKind.Number) {
     const v = readUint(1, 65535, what);
     if (v < 0) return CONFIG_BAD;
     portTarget.push(<u32>((v << 16) | v));
     return CONFIG_OK;
   }
-  if (k != 0x22) return expected(what);
+  if (k != JsonKind.String) return expected(what);
   if (!jsonString()) return CONFIG_BAD;
   let dash: i32 = -1;
   for (let i: u32 = 0; i < strLen; i++) if (load<u8>(strPtr + i) == 0x2d) { dash = <i32>i; break; }
@@ -401,7 +403,7 @@ function parseV6(p: usize, n: u32, out: StaticArray<u8>): bool {
 
 function cidrItem(): i32 {
   const what = "an address range like \"198.18.0.0/15\" or \"fd00::/8\"";
-  if (jsonKind() != 0x22) return expected(what);
+  if (jsonKind() != JsonKind.String) return expected(what);
   if (!jsonString()) return CONFIG_BAD;
   let slash: i32 = -1;
   let colon = false;
@@ -429,7 +431,7 @@ function cidrItem(): i32 {
 
 function bypassItem(): i32 {
   const what = "one of \"loopback\", \"multicast\", \"broadcast\", \"link-local\", \"dhcp\"";
-  if (jsonKind() != 0x22) return expected(what);
+  if (jsonKind() != JsonKind.String) return expected(what);
   if (!jsonString()) return CONFIG_BAD;
   if (strIs("loopback")) next.bypass |= BYPASS_LOOPBACK;
   else if (strIs("multicast")) next.bypass |= BYPASS_MULTICAST;
@@ -442,14 +444,14 @@ function bypassItem(): i32 {
 
 function descValue(): i32 {
   if (jsonNull()) return CONFIG_OK;
-  if (jsonKind() != 0x22) return expected("a string");
+  if (jsonKind() != JsonKind.String) return expected("a string");
   return jsonString() ? CONFIG_OK : CONFIG_BAD;
 }
 
 function pairField(setter: (a: bool, b: bool) => void, item: () => i32, what: string, a: string, b: string): i32 {
   seenA = false;
   seenB = false;
-  if (jsonKind() == 0x22) {
+  if (jsonKind() == JsonKind.String) {
     // Also accept "a,b" as one string.
     if (!jsonString()) return CONFIG_BAD;
     let s: u32 = 0;
@@ -508,60 +510,60 @@ function sortUnique(list: Array<u32>): StaticArray<u32> {
   return out;
 }
 
-/** Which field bit a key names, or 0 for unknown keys. */
+/** Which Key bit the key just read names, or 0 for unknown keys. */
 function keyField(): u32 {
-  if (strIs("intercept_pids")) { field = "intercept_pids"; return F_PIDS; }
-  if (strIs("description")) { field = "description"; return F_DESC; }
-  if (strIs("intercept")) { field = "intercept"; return F_INTERCEPT; }
-  if (strIs("protocols")) { field = "protocols"; return F_PROTOCOLS; }
-  if (strIs("directions")) { field = "directions"; return F_DIRECTIONS; }
-  if (strIs("ports")) { field = "ports"; return F_PORTS; }
-  if (strIs("exclude_ports")) { field = "exclude_ports"; return F_XPORTS; }
-  if (strIs("destinations")) { field = "destinations"; return F_DESTS; }
-  if (strIs("exclude_destinations")) { field = "exclude_destinations"; return F_XDESTS; }
-  if (strIs("bypass")) { field = "bypass"; return F_BYPASS; }
-  if (strIs("max_flows")) { field = "max_flows"; return F_MAXFLOWS; }
-  if (strIs("hold_timeout_ms")) { field = "hold_timeout_ms"; return F_HOLD; }
-  if (strIs("max_held_packets")) { field = "max_held_packets"; return F_MAXHELD; }
-  if (strIs("tcp_idle_timeout_ms")) { field = "tcp_idle_timeout_ms"; return F_TCPIDLE; }
-  if (strIs("udp_idle_timeout_ms")) { field = "udp_idle_timeout_ms"; return F_UDPIDLE; }
+  if (strIs("intercept_pids")) { field = "intercept_pids"; return Key.InterceptPids; }
+  if (strIs("description")) { field = "description"; return Key.Description; }
+  if (strIs("intercept")) { field = "intercept"; return Key.Intercept; }
+  if (strIs("protocols")) { field = "protocols"; return Key.Protocols; }
+  if (strIs("directions")) { field = "directions"; return Key.Directions; }
+  if (strIs("ports")) { field = "ports"; return Key.Ports; }
+  if (strIs("exclude_ports")) { field = "exclude_ports"; return Key.ExcludePorts; }
+  if (strIs("destinations")) { field = "destinations"; return Key.Destinations; }
+  if (strIs("exclude_destinations")) { field = "exclude_destinations"; return Key.ExcludeDestinations; }
+  if (strIs("bypass")) { field = "bypass"; return Key.Bypass; }
+  if (strIs("max_flows")) { field = "max_flows"; return Key.MaxFlows; }
+  if (strIs("hold_timeout_ms")) { field = "hold_timeout_ms"; return Key.HoldTimeout; }
+  if (strIs("max_held_packets")) { field = "max_held_packets"; return Key.MaxHeldPackets; }
+  if (strIs("tcp_idle_timeout_ms")) { field = "tcp_idle_timeout_ms"; return Key.TcpIdleTimeout; }
+  if (strIs("udp_idle_timeout_ms")) { field = "udp_idle_timeout_ms"; return Key.UdpIdleTimeout; }
   return 0;
 }
 
 function fieldValue(f: u32): i32 {
-  if (f == F_PIDS) return eachItem(pidItem, "an array of process IDs");
-  if (f == F_DESC) return descValue();
-  if (f == F_INTERCEPT) {
+  if (f == Key.InterceptPids) return eachItem(pidItem, "an array of process IDs");
+  if (f == Key.Description) return descValue();
+  if (f == Key.Intercept) {
     if (jsonNull()) return CONFIG_OK;
     return parseSpec();
   }
-  if (f == F_PROTOCOLS) return pairField(setProtocols, protoItem, "an array of \"tcp\" and \"udp\"", "tcp", "udp");
-  if (f == F_DIRECTIONS) {
+  if (f == Key.Protocols) return pairField(setProtocols, protoItem, "an array of \"tcp\" and \"udp\"", "tcp", "udp");
+  if (f == Key.Directions) {
     return pairField(setDirections, dirItem, "an array of \"outbound\" and \"inbound\"", "outbound", "inbound");
   }
-  if (f == F_PORTS || f == F_XPORTS) {
-    portTarget = f == F_PORTS ? next.ports : next.excludePorts;
+  if (f == Key.Ports || f == Key.ExcludePorts) {
+    portTarget = f == Key.Ports ? next.ports : next.excludePorts;
     return eachItem(portItem, "an array of ports and ranges");
   }
-  if (f == F_DESTS || f == F_XDESTS) {
-    cidrTarget = f == F_DESTS ? next.destinations : next.excludeDestinations;
+  if (f == Key.Destinations || f == Key.ExcludeDestinations) {
+    cidrTarget = f == Key.Destinations ? next.destinations : next.excludeDestinations;
     return eachItem(cidrItem, "an array of address ranges");
   }
-  if (f == F_BYPASS) {
+  if (f == Key.Bypass) {
     next.bypass = 0;
     return eachItem(bypassItem, "an array of bypass classes");
   }
   let v: i64 = 0;
-  if (f == F_MAXFLOWS) {
+  if (f == Key.MaxFlows) {
     v = readUint(16, 1048576, "an integer from 16 to 1048576");
     if (v >= 0) next.maxFlows = <u32>v;
-  } else if (f == F_HOLD) {
+  } else if (f == Key.HoldTimeout) {
     v = readUint(1, 60000, "milliseconds from 1 to 60000");
     if (v >= 0) next.holdTimeoutMs = <u32>v;
-  } else if (f == F_MAXHELD) {
+  } else if (f == Key.MaxHeldPackets) {
     v = readUint(0, 65536, "an integer from 0 to 65536");
     if (v >= 0) next.maxHeldPackets = <u32>v;
-  } else if (f == F_TCPIDLE) {
+  } else if (f == Key.TcpIdleTimeout) {
     v = readUint(1000, 604800000, "milliseconds from 1000 to 604800000 (7 days)");
     if (v >= 0) next.tcpIdleMs = <u32>v;
   } else {

@@ -1,6 +1,6 @@
 // The redirect: per-packet decisions, owner facts, held packets, expiry,
 // lookups and events. Knows packets, flows and policy; nothing of WinDivert
-// or NFQUEUE. See shared/DESIGN.md, "The redirect".
+// or NFQUEUE. README.md, "How it works", describes the redirect.
 //
 // Outbound flow of an intercepted process, client C:c to destination D:d,
 // app port P (the proxy listens there), proxy port c' (= c unless taken):
@@ -21,9 +21,7 @@ import { rewrite } from "./nat";
 import { TcpFlag } from "./wire/tcp";
 import {
   flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, F_KIND, F_PROTO, F_V6, F_TCP, F_FLAGS, F_LADDR, F_RADDR,
-  F_LPORT, F_RPORT, F_PPORT, F_APP, F_PID, F_PROC, F_UP, F_DOWN, F_HELD_FIRST, F_HELD_LAST, F_HELD_N, F_DIR,
-  F_ID, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
+  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
   FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDPPASS, L_RSHORT, L_UDP, L_TCP,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
@@ -172,14 +170,14 @@ function pass(pk: Packet): u32 {
 
 /** The closed event of a redirected flow, once: at its close or its removal. */
 function closedEvent(f: usize): void {
-  const fl = load<u32>(f, F_FLAGS);
+  const fl = flow(f).flags;
   if ((fl & (FL_OPENED | FL_CLOSED)) != FL_OPENED) return;
-  store<u32>(f, fl | FL_CLOSED, F_FLAGS);
+  flow(f).flags = fl | FL_CLOSED;
   eventPush(EV_CLOSED, f, now);
 }
 
 function removeFlow(f: usize): void {
-  const kind = load<u8>(f, F_KIND);
+  const kind = flow(f).kind;
   if (kind == K_PENDING) releaseHeld(f, true);
   closedEvent(f);
   flowFree(f);
@@ -187,49 +185,49 @@ function removeFlow(f: usize): void {
 
 /** A proxy-side port for a redirected flow whose proxy key is free, or 0. */
 function choosePort(f: usize, preferred: u32): u32 {
-  const proto = <u32>load<u8>(f, F_PROTO);
-  const v6 = load<u8>(f, F_V6) != 0;
-  const app = <u32>load<u16>(f, F_APP);
-  if (proxyKeyFree(proto, v6, f + F_LADDR, app, f + F_RADDR, preferred)) return preferred;
-  let h = preferred * 0x9e3779b1 + load<u32>(f, F_ID);
+  const proto = <u32>flow(f).proto;
+  const v6 = flow(f).v6 != 0;
+  const app = <u32>flow(f).appPort;
+  if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, preferred)) return preferred;
+  let h = preferred * 0x9e3779b1 + flow(f).id;
   for (let k = 0; k < 64; k++) {
     h = h * 1103515245 + 12345;
     const p = 49152 + ((h >>> 8) & 16383);
-    if (proxyKeyFree(proto, v6, f + F_LADDR, app, f + F_RADDR, p)) return p;
+    if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, p)) return p;
   }
   return 0;
 }
 
 /** Decides a flow whose owner is now known (pid, process ref). */
 function decide(f: usize, pid: u32, proc: u32): void {
-  store<u32>(f, pid, F_PID);
-  store<u32>(f, proc, F_PROC);
-  const tcp = load<u8>(f, F_PROTO) == PROTO_TCP;
+  flow(f).pid = pid;
+  flow(f).proc = proc;
+  const tcp = flow(f).proto == PROTO_TCP;
   if (appPort == 0 || alwaysExcluded(pid) || !procIntercepted(proc, pid)) {
     decidePass(f);
     return;
   }
-  const dir = <u32>load<u8>(f, F_DIR);
-  store<u16>(f, <u16>appPort, F_APP);
-  const pport = choosePort(f, dir == DIR_OUT ? <u32>load<u16>(f, F_LPORT) : <u32>load<u16>(f, F_RPORT));
+  const dir = <u32>flow(f).dir;
+  flow(f).appPort = <u16>appPort;
+  const pport = choosePort(f, dir == DIR_OUT ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
   if (pport == 0) {
     bump(Stat.natConflicts);
     decidePass(f);
     return;
   }
-  store<u16>(f, <u16>pport, F_PPORT);
-  store<u8>(f, dir == DIR_OUT ? K_OUT : K_IN, F_KIND);
-  store<u8>(f, T_SYN, F_TCP);
+  flow(f).proxyPort = <u16>pport;
+  flow(f).kind = dir == DIR_OUT ? K_OUT : K_IN;
+  flow(f).tcpState = T_SYN;
   flowLinkProxy(f);
   flowTouch(f, tcp ? L_RSHORT : L_UDP, now);
-  store<u32>(f, load<u32>(f, F_FLAGS) | FL_OPENED, F_FLAGS);
+  flow(f).flags = flow(f).flags | FL_OPENED;
   bump(Stat.flowsRedirected);
   eventPush(EV_OPENED, f, now);
 }
 
 function decidePass(f: usize): void {
-  store<u8>(f, K_PASS, F_KIND);
-  flowTouch(f, load<u8>(f, F_PROTO) == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
+  flow(f).kind = K_PASS;
+  flowTouch(f, flow(f).proto == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
   bump(Stat.flowsPassed);
 }
 
@@ -238,17 +236,17 @@ function hold(f: usize, pk: Packet): u32 {
   const m = pk.meta;
   // A released packet is never held again (its flow is decided).
   if (m === null) return pass(pk);
-  const n = <u32>load<u16>(f, F_HELD_N);
+  const n = <u32>flow(f).heldCount;
   const i = n >= PER_FLOW ? 0 : heldPut(pk.data, pk.len, pk.flags, m.ifIdx, m.subIfIdx, m.cookieLo, m.cookieHi);
   if (i == 0) {
     bump(Stat.dropped);
     return V_DROP;
   }
-  const last = load<u32>(f, F_HELD_LAST);
-  if (last != 0) store<u32>(rec(last), i, 28);
-  else store<u32>(f, i, F_HELD_FIRST);
-  store<u32>(f, i, F_HELD_LAST);
-  store<u16>(f, <u16>(n + 1), F_HELD_N);
+  const last = flow(f).heldLast;
+  if (last != 0) rec(last).next = i;
+  else flow(f).heldFirst = i;
+  flow(f).heldLast = i;
+  flow(f).heldCount = <u16>(n + 1);
   bump(Stat.held);
   return V_HELD;
 }
@@ -258,16 +256,16 @@ function hold(f: usize, pk: Packet): u32 {
  * flow (rewritten or passed); `asIs` releases them unchanged.
  */
 function releaseHeld(f: usize, asIs: bool): void {
-  let i = load<u32>(f, F_HELD_FIRST);
-  store<u32>(f, 0, F_HELD_FIRST);
-  store<u32>(f, 0, F_HELD_LAST);
-  store<u16>(f, 0, F_HELD_N);
+  let i = flow(f).heldFirst;
+  flow(f).heldFirst = 0;
+  flow(f).heldLast = 0;
+  flow(f).heldCount = 0;
   while (i != 0) {
     const r = rec(i);
-    const next = load<u32>(r, 28);
+    const next = r.next;
     const pk = heldPacket;
     let verdict: u32;
-    pk.set(<usize>load<u32>(r, 20), load<u32>(r, 24), load<u32>(r, 8), null);
+    pk.set(<usize>r.data, r.len, r.flags, null);
     if (asIs || pk.parse() != Parse.Ok) verdict = pass(pk);
     else verdict = onFlowPacket(f, 0, pk);
     if ((verdict & 0xff) == V_HELD) verdict = V_PASS | passFlags(pk); // cannot happen: the flow is decided
@@ -291,7 +289,7 @@ function resolve(f: usize, pid: u32, proc: u32, known: bool): void {
  */
 function resolveOwnerless(f: usize): void {
   resolve(f, 0, 0, false);
-  if (load<u8>(f, F_PROTO) == PROTO_TCP) flowFree(f);
+  if (flow(f).proto == PROTO_TCP) flowFree(f);
 }
 
 // ---------------------------------------------------------------------------
@@ -299,18 +297,18 @@ function resolveOwnerless(f: usize): void {
 
 function trackTcp(f: usize, side: u32, pk: Packet): void {
   const fl = pk.tcpFlags;
-  let st = load<u8>(f, F_TCP);
+  let st = flow(f).tcpState;
   if ((fl & TcpFlag.RST) != 0) {
     st = T_CLOSED;
   } else {
     if ((fl & TcpFlag.FIN) != 0) {
-      const bits = load<u32>(f, F_FLAGS) | (side == 0 ? FL_FIN_CLIENT : FL_FIN_PROXY);
-      store<u32>(f, bits, F_FLAGS);
+      const bits = flow(f).flags | (side == 0 ? FL_FIN_CLIENT : FL_FIN_PROXY);
+      flow(f).flags = bits;
       if ((bits & (FL_FIN_CLIENT | FL_FIN_PROXY)) == (FL_FIN_CLIENT | FL_FIN_PROXY)) st = T_CLOSING;
     }
     if (st == T_SYN && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = T_ESTABLISHED;
   }
-  store<u8>(f, st, F_TCP);
+  flow(f).tcpState = st;
   flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_RSHORT, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
@@ -323,11 +321,11 @@ function checksumFull(pk: Packet): bool {
 
 /** A packet of a known flow; side 0 = client key matched, 1 = proxy key. */
 function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
-  const kind = load<u8>(f, F_KIND);
+  const kind = flow(f).kind;
   const outbound = (pk.flags & IN_OUTBOUND) != 0;
   if (kind == K_PENDING) return side == 0 ? hold(f, pk) : pass(pk);
   if (kind == K_PASS) {
-    if (load<u8>(f, F_PROTO) == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
+    if (flow(f).proto == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
     return pass(pk);
   }
   const tcp = pk.proto == PROTO_TCP;
@@ -336,28 +334,28 @@ function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
     if (!outbound) return pass(pk); // our own injection seen again, or a stray reply
     if (side == 0) {
       // client C:c -> D:d  =>  D:c' -> C:P
-      rewrite(pk, f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull(pk));
+      rewrite(pk, flow(f).remoteAddr, flow(f).proxyPort, flow(f).localAddr, flow(f).appPort, checksumFull(pk));
       up = true;
     } else {
       // proxy C:P -> D:c'  =>  D:d -> C:c
-      rewrite(pk, f + F_RADDR, load<u16>(f, F_RPORT), f + F_LADDR, load<u16>(f, F_LPORT), checksumFull(pk));
+      rewrite(pk, flow(f).remoteAddr, flow(f).remotePort, flow(f).localAddr, flow(f).localPort, checksumFull(pk));
     }
   } else if (kind == K_IN) {
     if (side == 0 && !outbound) {
       // remote R:r -> C:L  =>  R:r' -> C:P
-      rewrite(pk, f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull(pk));
+      rewrite(pk, flow(f).remoteAddr, flow(f).proxyPort, flow(f).localAddr, flow(f).appPort, checksumFull(pk));
       up = true;
     } else if (side == 1 && outbound) {
       // proxy C:P -> R:r'  =>  C:L -> R:r
-      rewrite(pk, f + F_LADDR, load<u16>(f, F_LPORT), f + F_RADDR, load<u16>(f, F_RPORT), checksumFull(pk));
+      rewrite(pk, flow(f).localAddr, flow(f).localPort, flow(f).remoteAddr, flow(f).remotePort, checksumFull(pk));
     } else {
       return pass(pk);
     }
   } else {
     return pass(pk);
   }
-  const field = up ? F_UP : F_DOWN;
-  store<u64>(f + field, load<u64>(f + field) + <u64>pk.payload);
+  if (up) flow(f).bytesUp += <u64>pk.payload;
+  else flow(f).bytesDown += <u64>pk.payload;
   if (tcp) trackTcp(f, side, pk);
   else flowTouch(f, L_UDP, now);
   bump(Stat.rewritten);
@@ -426,14 +424,14 @@ function processPacketView(pk: Packet): u32 {
   let f = flowFind(proto, pk.v6, laddr, lport, raddr, rport);
   if (f != 0) {
     const side = foundSide;
-    const kind = load<u8>(f, F_KIND);
+    const kind = flow(f).kind;
     if (kind == K_FACT) {
       // The owner was known before the first packet.
       if (side == 0 && isFlowStart(pk)) {
         // Decided now, once: a retransmission keeps this decision.
         if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
-          store<u8>(f, K_PENDING, F_KIND);
-          decide(f, load<u32>(f, F_PID), load<u32>(f, F_PROC));
+          flow(f).kind = K_PENDING;
+          decide(f, flow(f).pid, flow(f).proc);
           return onFlowPacket(f, 0, pk);
         }
         decidePass(f);
@@ -442,7 +440,7 @@ function processPacketView(pk: Packet): u32 {
     }
     // A new SYN on a closed redirected flow: the port was reused.
     if (side == 0 && proto == PROTO_TCP && isFlowStart(pk) && (kind == K_OUT || kind == K_IN) &&
-      load<u8>(f, F_TCP) >= T_CLOSING) {
+      flow(f).tcpState >= T_CLOSING) {
       removeFlow(f);
       f = 0;
     } else {
@@ -482,8 +480,8 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     let f = listOldest(L_PENDING);
     while (f != 0) {
       const next = listNewer(f);
-      if (<u32>load<u8>(f, F_PROTO) == proto && <u32>load<u16>(f, F_LPORT) == lport &&
-        (load<u8>(f, F_DIR) == DIR_IN || proto == PROTO_UDP)) {
+      if (<u32>flow(f).proto == proto && <u32>flow(f).localPort == lport &&
+        (flow(f).dir == DIR_IN || proto == PROTO_UDP)) {
         resolve(f, pid, proc, true);
       }
       f = next;
@@ -496,14 +494,14 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
   }
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);
   if (f != 0 && foundSide == 0) {
-    const k = load<u8>(f, F_KIND);
+    const k = flow(f).kind;
     if (k == K_PENDING) {
       if (kind == O_UNKNOWN) resolveOwnerless(f);
       else resolve(f, pid, proc, true);
     }
     else if (k == K_FACT && kind != O_UNKNOWN) {
-      store<u32>(f, pid, F_PID);
-      store<u32>(f, proc, F_PROC);
+      flow(f).pid = pid;
+      flow(f).proc = proc;
     }
     return;
   }
@@ -512,8 +510,8 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     const dir = kind == O_ACCEPT ? DIR_IN : DIR_OUT;
     const g = flowNew(K_FACT, proto, v6, laddr, lport, raddr, rport, dir, L_SHORT, now, removeFlow);
     if (g != 0) {
-      store<u32>(g, pid, F_PID);
-      store<u32>(g, proc, F_PROC);
+      flow(g).pid = pid;
+      flow(g).proc = proc;
     }
   }
 }
@@ -531,19 +529,19 @@ export function takeQueries(out: usize, max: u32): u32 {
   let n: u32 = 0;
   let f = listOldest(L_PENDING);
   while (f != 0 && n < max) {
-    const flags = load<u32>(f, F_FLAGS);
+    const flags = flow(f).flags;
     if ((flags & FL_QUERIED) == 0) {
-      store<u32>(f, flags | FL_QUERIED, F_FLAGS);
+      flow(f).flags = flags | FL_QUERIED;
       const q = changetype<Query>(out + <usize>n * QUERY_SIZE);
-      const v6 = load<u8>(f, F_V6) != 0;
+      const v6 = flow(f).v6 != 0;
       memory.fill(changetype<usize>(q), 0, QUERY_SIZE);
-      q.proto = load<u8>(f, F_PROTO);
+      q.proto = flow(f).proto;
       q.family = v6 ? 6 : 4;
-      q.direction = load<u8>(f, F_DIR);
-      memory.copy(q.local, f + F_LADDR, v6 ? 16 : 4);
-      memory.copy(q.remote, f + F_RADDR, v6 ? 16 : 4);
-      q.localPort = load<u16>(f, F_LPORT);
-      q.remotePort = load<u16>(f, F_RPORT);
+      q.direction = flow(f).dir;
+      memory.copy(q.local, flow(f).localAddr, v6 ? 16 : 4);
+      memory.copy(q.remote, flow(f).remoteAddr, v6 ? 16 : 4);
+      q.localPort = flow(f).localPort;
+      q.remotePort = flow(f).remotePort;
       n++;
       bump(Stat.ownerQueries);
     }
@@ -577,31 +575,32 @@ export function tick(t: u32): void {
 // ---------------------------------------------------------------------------
 // Origins: what lookups and events hand out (Origin records and their path).
 
-function putAddr(out: usize, f: usize, field: usize, v6: bool): void {
+function putAddr(out: usize, addr: usize, v6: bool): void {
   memory.fill(out, 0, 16);
-  memory.copy(out, f + field, v6 ? 16 : 4);
+  memory.copy(out, addr, v6 ? 16 : 4);
 }
 
 /** Writes the origin of flow entry (or event copy) `f` at `out`. */
 export function writeOrigin(out: usize, type: u32, f: usize, time: u32, path: usize, pathLen: u32): void {
-  const v6 = load<u8>(f, F_V6) != 0;
-  const inbound = load<u8>(f, F_KIND) == K_IN;
+  const v6 = flow(f).v6 != 0;
+  const inbound = flow(f).kind == K_IN;
   const o = changetype<Origin>(out);
   o.type = type;
-  o.proto = <u32>load<u8>(f, F_PROTO);
+  o.proto = <u32>flow(f).proto;
   o.family = v6 ? 6 : 4;
   o.direction = inbound ? 1 : 0;
-  o.pid = load<u32>(f, F_PID);
-  o.flowId = load<u32>(f, F_ID);
-  putAddr(o.dst, f, inbound ? F_LADDR : F_RADDR, v6);
-  o.dstPort = <u32>load<u16>(f + (inbound ? F_LPORT : F_RPORT));
-  putAddr(o.client, f, inbound ? F_RADDR : F_LADDR, v6);
-  o.clientPort = <u32>load<u16>(f + (inbound ? F_RPORT : F_LPORT));
-  putAddr(o.peer, f, F_RADDR, v6);
-  o.peerPort = <u32>load<u16>(f, F_PPORT);
-  o.appPort = <u32>load<u16>(f, F_APP);
-  o.bytesUp = load<u64>(f, F_UP);
-  o.bytesDown = load<u64>(f, F_DOWN);
+  o.pid = flow(f).pid;
+  o.flowId = flow(f).id;
+  const e = flow(f);
+  putAddr(o.dst, inbound ? e.localAddr : e.remoteAddr, v6);
+  o.dstPort = <u32>(inbound ? e.localPort : e.remotePort);
+  putAddr(o.client, inbound ? e.remoteAddr : e.localAddr, v6);
+  o.clientPort = <u32>(inbound ? e.remotePort : e.localPort);
+  putAddr(o.peer, e.remoteAddr, v6);
+  o.peerPort = <u32>flow(f).proxyPort;
+  o.appPort = <u32>flow(f).appPort;
+  o.bytesUp = flow(f).bytesUp;
+  o.bytesDown = flow(f).bytesDown;
   o.time = time;
   o.pathLen = pathLen;
   if (pathLen > 0) memory.copy(o.path, path, pathLen);
@@ -612,6 +611,6 @@ export function findByProxyKey(proto: u32, v6: bool, local: usize, lport: u32, p
   anyLocal: bool): usize {
   const f = flowFind(proto, v6, local, lport, peer, pport, anyLocal);
   if (f == 0 || foundSide != 1) return 0;
-  const k = load<u8>(f, F_KIND);
+  const k = flow(f).kind;
   return k == K_OUT || k == K_IN ? f : 0;
 }

@@ -30,7 +30,7 @@ import {
 import { heldTake, releasePtr } from "./held";
 import { eventCount, eventPeek, eventPop } from "./events";
 import { procPathLen, procPathPtr } from "./procs";
-import { flowsCapacity, flowsBytesPerFlow, F_PROC } from "./flows";
+import { flowsCapacity, flowsBytesPerFlow, flow } from "./flows";
 import { STATS, STATS_COUNT, bump, Stat } from "./stats";
 import {
   CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE, ORIGIN_PATH_ROOM, QUERY_SIZE,
@@ -299,7 +299,7 @@ export function eng_lookup(len: u32): i32 {
     return -1;
   }
   bump(Stat.lookups);
-  const ref = load<u32>(f, F_PROC);
+  const ref = flow(f).proc;
   let plen = procPathLen(ref);
   if (plen > ioCap - ORIGIN_SIZE) plen = 0;
   writeOrigin(p, 0, f, 0, procPathPtr(ref), plen);
@@ -309,13 +309,13 @@ export function eng_lookup(len: u32): i32 {
 /** The oldest event, as an origin in the I/O buffer: its length, or 0 when none. */
 export function eng_next_event(): u32 {
   const e = eventPeek();
-  if (e == 0) return 0;
+  if (e === null) return 0;
   eng_io(ORIGIN_SIZE + ORIGIN_PATH_ROOM);
-  const f = e + 32;
-  const ref = load<u32>(f, F_PROC);
+  const f = e.flow;
+  const ref = flow(f).proc;
   let plen = procPathLen(ref);
   if (plen > ioCap - ORIGIN_SIZE) plen = 0;
-  writeOrigin(ioPtr, load<u32>(e), f, load<u32>(e, 12), procPathPtr(ref), plen);
+  writeOrigin(ioPtr, e.type, f, e.time, procPathPtr(ref), plen);
   eventPop();
   return ORIGIN_SIZE + plen;
 }
