@@ -12,65 +12,57 @@
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
 
 import { activePolicy } from "./config";
-import {
-  Policy, BYPASS_BROADCAST, BYPASS_DHCP, BYPASS_LINK_LOCAL, BYPASS_LOOPBACK, BYPASS_MULTICAST,
-  destinationAllowed, portAllowed,
-} from "./policy";
+import { Policy, Bypass, destinationAllowed, portAllowed } from "./policy";
 import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
 import { TcpFlag } from "./wire/tcp";
 import {
   flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
-  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDPPASS, L_RSHORT, L_UDP, L_TCP,
+  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
-import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
+import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
 import { Meta, Origin, ORIGIN_SIZE, Query, QUERY_SIZE } from "../build/gen/contract";
 
-// Packet metadata in-flags (from the capture layer).
-// @ts-ignore: decorator
-@inline export const IN_OUTBOUND: u32 = 1;
-// @ts-ignore: decorator
-@inline export const IN_LOOPBACK: u32 = 2;
-// @ts-ignore: decorator
-@inline export const IN_CSUM_PARTIAL: u32 = 4;
+/** Packet metadata in-flags (from the capture layer). */
+export const enum InFlag {
+  Outbound = 1,
+  Loopback = 2,
+  CsumPartial = 4, // the transport checksum is not ready (offload)
+}
 
-// Verdicts (low byte) and out-flags (<< 8).
-// @ts-ignore: decorator
-@inline export const V_PASS: u32 = 0;
-// @ts-ignore: decorator
-@inline export const V_MODIFIED: u32 = 1;
-// @ts-ignore: decorator
-@inline export const V_DROP: u32 = 2;
-// @ts-ignore: decorator
-@inline export const V_HELD: u32 = 3;
-// @ts-ignore: decorator
-@inline export const OUT_OUTBOUND: u32 = 1 << 8;
-// @ts-ignore: decorator
-@inline export const OUT_CSUM_VALID: u32 = 2 << 8;
+/** Verdicts: the low byte of a verdict word. */
+export const enum Verdict {
+  Pass = 0,
+  Modified = 1,
+  Drop = 2,
+  Held = 3,
+}
 
-// Owner fact kinds.
-// @ts-ignore: decorator
-@inline export const O_CONNECT: u32 = 1;
-// @ts-ignore: decorator
-@inline export const O_ACCEPT: u32 = 2;
-// @ts-ignore: decorator
-@inline export const O_BIND: u32 = 3;
-// @ts-ignore: decorator
-@inline export const O_LISTEN: u32 = 4;
-// @ts-ignore: decorator
-@inline export const O_CLOSE: u32 = 5;
-// @ts-ignore: decorator
-@inline export const O_UNKNOWN: u32 = 6;
+/** Out-flags: the verdict word's second byte. */
+export const enum OutFlag {
+  Outbound = 1 << 8,  // send as outbound (else inbound)
+  CsumValid = 2 << 8, // checksums are right
+}
 
-// @ts-ignore: decorator
-@inline const DIR_OUT: u32 = 0;
-// @ts-ignore: decorator
-@inline const DIR_IN: u32 = 1;
+/** Owner fact kinds (Owner.kind). */
+export const enum OwnerKind {
+  Connect = 1,
+  Accept = 2,
+  Bind = 3,
+  Listen = 4,
+  Close = 5,
+  Unknown = 6,
+}
+
+/** Flow.dir. */
+const enum Dir {
+  Out = 0,
+  In = 1,
+}
 
 export let selfPid: u32 = 0;
 export let appPort: u32 = 0;
@@ -147,22 +139,22 @@ function isDhcpPort(p: u32): bool {
 function bypassed(pol: Policy, pk: Packet, local: usize, remote: usize): bool {
   const b = pol.bypass;
   const v6 = pk.v6;
-  if ((b & BYPASS_LOOPBACK) != 0 &&
-    ((pk.flags & IN_LOOPBACK) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
-  if ((b & BYPASS_MULTICAST) != 0 && (isMulticast(remote, v6) || isMulticast(local, v6))) return true;
-  if ((b & BYPASS_BROADCAST) != 0 && (isBroadcast(remote, v6) || isBroadcast(local, v6))) return true;
-  if ((b & BYPASS_LINK_LOCAL) != 0 && (isLinkLocal(remote, v6) || isLinkLocal(local, v6))) return true;
-  if ((b & BYPASS_DHCP) != 0 && pk.proto == PROTO_UDP && (isDhcpPort(pk.sport) || isDhcpPort(pk.dport))) return true;
+  if ((b & Bypass.Loopback) != 0 &&
+    ((pk.flags & InFlag.Loopback) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
+  if ((b & Bypass.Multicast) != 0 && (isMulticast(remote, v6) || isMulticast(local, v6))) return true;
+  if ((b & Bypass.Broadcast) != 0 && (isBroadcast(remote, v6) || isBroadcast(local, v6))) return true;
+  if ((b & Bypass.LinkLocal) != 0 && (isLinkLocal(remote, v6) || isLinkLocal(local, v6))) return true;
+  if ((b & Bypass.Dhcp) != 0 && pk.proto == PROTO_UDP && (isDhcpPort(pk.sport) || isDhcpPort(pk.dport))) return true;
   return false;
 }
 
 function passFlags(pk: Packet): u32 {
-  return (pk.flags & IN_OUTBOUND) != 0 ? OUT_OUTBOUND : 0;
+  return (pk.flags & InFlag.Outbound) != 0 ? OutFlag.Outbound : 0;
 }
 
 function pass(pk: Packet): u32 {
   bump(Stat.passed);
-  return V_PASS | passFlags(pk);
+  return Verdict.Pass | passFlags(pk);
 }
 
 // ---------------------------------------------------------------------------
@@ -171,14 +163,14 @@ function pass(pk: Packet): u32 {
 /** The closed event of a redirected flow, once: at its close or its removal. */
 function closedEvent(f: usize): void {
   const fl = flow(f).flags;
-  if ((fl & (FL_OPENED | FL_CLOSED)) != FL_OPENED) return;
-  flow(f).flags = fl | FL_CLOSED;
-  eventPush(EV_CLOSED, f, now);
+  if ((fl & (FlowFlag.Opened | FlowFlag.Closed)) != FlowFlag.Opened) return;
+  flow(f).flags = fl | FlowFlag.Closed;
+  eventPush(EventType.Closed, f, now);
 }
 
 function removeFlow(f: usize): void {
   const kind = flow(f).kind;
-  if (kind == K_PENDING) releaseHeld(f, true);
+  if (kind == Kind.Pending) releaseHeld(f, true);
   closedEvent(f);
   flowFree(f);
 }
@@ -209,25 +201,25 @@ function decide(f: usize, pid: u32, proc: u32): void {
   }
   const dir = <u32>flow(f).dir;
   flow(f).appPort = <u16>appPort;
-  const pport = choosePort(f, dir == DIR_OUT ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
+  const pport = choosePort(f, dir == Dir.Out ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
   if (pport == 0) {
     bump(Stat.natConflicts);
     decidePass(f);
     return;
   }
   flow(f).proxyPort = <u16>pport;
-  flow(f).kind = dir == DIR_OUT ? K_OUT : K_IN;
-  flow(f).tcpState = T_SYN;
+  flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
+  flow(f).tcpState = <u8>TcpState.Syn;
   flowLinkProxy(f);
-  flowTouch(f, tcp ? L_RSHORT : L_UDP, now);
-  flow(f).flags = flow(f).flags | FL_OPENED;
+  flowTouch(f, tcp ? List.RShort : List.Udp, now);
+  flow(f).flags = flow(f).flags | FlowFlag.Opened;
   bump(Stat.flowsRedirected);
-  eventPush(EV_OPENED, f, now);
+  eventPush(EventType.Opened, f, now);
 }
 
 function decidePass(f: usize): void {
-  flow(f).kind = K_PASS;
-  flowTouch(f, flow(f).proto == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
+  flow(f).kind = <u8>Kind.Pass;
+  flowTouch(f, flow(f).proto == PROTO_TCP ? List.Short : List.UdpPass, now);
   bump(Stat.flowsPassed);
 }
 
@@ -240,7 +232,7 @@ function hold(f: usize, pk: Packet): u32 {
   const i = n >= PER_FLOW ? 0 : heldPut(pk.data, pk.len, pk.flags, m.ifIdx, m.subIfIdx, m.cookieLo, m.cookieHi);
   if (i == 0) {
     bump(Stat.dropped);
-    return V_DROP;
+    return Verdict.Drop;
   }
   const last = flow(f).heldLast;
   if (last != 0) rec(last).next = i;
@@ -248,7 +240,7 @@ function hold(f: usize, pk: Packet): u32 {
   flow(f).heldLast = i;
   flow(f).heldCount = <u16>(n + 1);
   bump(Stat.held);
-  return V_HELD;
+  return Verdict.Held;
 }
 
 /**
@@ -268,7 +260,7 @@ function releaseHeld(f: usize, asIs: bool): void {
     pk.set(<usize>r.data, r.len, r.flags, null);
     if (asIs || pk.parse() != Parse.Ok) verdict = pass(pk);
     else verdict = onFlowPacket(f, 0, pk);
-    if ((verdict & 0xff) == V_HELD) verdict = V_PASS | passFlags(pk); // cannot happen: the flow is decided
+    if ((verdict & 0xff) == Verdict.Held) verdict = Verdict.Pass | passFlags(pk); // cannot happen: the flow is decided
     heldRelease(i, verdict);
     i = next;
   }
@@ -297,40 +289,40 @@ function resolveOwnerless(f: usize): void {
 
 function trackTcp(f: usize, side: u32, pk: Packet): void {
   const fl = pk.tcpFlags;
-  let st = flow(f).tcpState;
+  let st = <TcpState>flow(f).tcpState;
   if ((fl & TcpFlag.RST) != 0) {
-    st = T_CLOSED;
+    st = TcpState.Closed;
   } else {
     if ((fl & TcpFlag.FIN) != 0) {
-      const bits = flow(f).flags | (side == 0 ? FL_FIN_CLIENT : FL_FIN_PROXY);
+      const bits = flow(f).flags | (side == 0 ? FlowFlag.FinClient : FlowFlag.FinProxy);
       flow(f).flags = bits;
-      if ((bits & (FL_FIN_CLIENT | FL_FIN_PROXY)) == (FL_FIN_CLIENT | FL_FIN_PROXY)) st = T_CLOSING;
+      if ((bits & (FlowFlag.FinClient | FlowFlag.FinProxy)) == (FlowFlag.FinClient | FlowFlag.FinProxy)) st = TcpState.Closing;
     }
-    if (st == T_SYN && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = T_ESTABLISHED;
+    if (st == TcpState.Syn && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = TcpState.Established;
   }
-  flow(f).tcpState = st;
-  flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_RSHORT, now);
+  flow(f).tcpState = <u8>st;
+  flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
-  if (st >= T_CLOSING) closedEvent(f);
+  if (st >= TcpState.Closing) closedEvent(f);
 }
 
 function checksumFull(pk: Packet): bool {
-  return (pk.flags & IN_CSUM_PARTIAL) != 0;
+  return (pk.flags & InFlag.CsumPartial) != 0;
 }
 
 /** A packet of a known flow; side 0 = client key matched, 1 = proxy key. */
 function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
   const kind = flow(f).kind;
-  const outbound = (pk.flags & IN_OUTBOUND) != 0;
-  if (kind == K_PENDING) return side == 0 ? hold(f, pk) : pass(pk);
-  if (kind == K_PASS) {
-    if (flow(f).proto == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
+  if (kind == Kind.Pending) return side == 0 ? hold(f, pk) : pass(pk);
+  if (kind == Kind.Pass) {
+    if (flow(f).proto == PROTO_UDP) flowTouch(f, List.UdpPass, now);
     return pass(pk);
   }
   const tcp = pk.proto == PROTO_TCP;
   let up = false;
-  if (kind == K_OUT) {
+  if (kind == Kind.Out) {
     if (!outbound) return pass(pk); // our own injection seen again, or a stray reply
     if (side == 0) {
       // client C:c -> D:d  =>  D:c' -> C:P
@@ -340,7 +332,7 @@ function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
       // proxy C:P -> D:c'  =>  D:d -> C:c
       rewrite(pk, flow(f).remoteAddr, flow(f).remotePort, flow(f).localAddr, flow(f).localPort, checksumFull(pk));
     }
-  } else if (kind == K_IN) {
+  } else if (kind == Kind.In) {
     if (side == 0 && !outbound) {
       // remote R:r -> C:L  =>  R:r' -> C:P
       rewrite(pk, flow(f).remoteAddr, flow(f).proxyPort, flow(f).localAddr, flow(f).appPort, checksumFull(pk));
@@ -357,12 +349,12 @@ function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
   if (up) flow(f).bytesUp += <u64>pk.payload;
   else flow(f).bytesDown += <u64>pk.payload;
   if (tcp) trackTcp(f, side, pk);
-  else flowTouch(f, L_UDP, now);
+  else flowTouch(f, List.Udp, now);
   bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
   // to the client); inbound redirects keep their direction.
-  const dirOut = kind == K_IN && side == 1 ? OUT_OUTBOUND : 0;
-  return V_MODIFIED | dirOut | OUT_CSUM_VALID;
+  const dirOut = kind == Kind.In && side == 1 ? OutFlag.Outbound : 0;
+  return Verdict.Modified | dirOut | OutFlag.CsumValid;
 }
 
 /**
@@ -388,9 +380,9 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
 /** A packet that matches no flow. */
 function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
   if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
-  const dir = outbound ? DIR_OUT : DIR_IN;
+  const dir = outbound ? Dir.Out : Dir.In;
   const proto = pk.proto;
-  const f = flowNew(K_PENDING, proto, pk.v6, laddr, lport, raddr, rport, dir, L_PENDING, now, removeFlow);
+  const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
   if (f == 0) return tableFull(pk);
   // A known local port owner (a listener, a bound UDP socket) decides now.
   const po = portOwnerGet(proto, lport);
@@ -415,7 +407,7 @@ function processPacketView(pk: Packet): u32 {
     else if (r == Parse.Fragment) bump(Stat.fragments);
     return pass(pk);
   }
-  const outbound = (pk.flags & IN_OUTBOUND) != 0;
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
   const laddr = outbound ? pk.src : pk.dst;
   const raddr = outbound ? pk.dst : pk.src;
   const lport = outbound ? pk.sport : pk.dport;
@@ -425,12 +417,12 @@ function processPacketView(pk: Packet): u32 {
   if (f != 0) {
     const side = foundSide;
     const kind = flow(f).kind;
-    if (kind == K_FACT) {
+    if (kind == Kind.Fact) {
       // The owner was known before the first packet.
       if (side == 0 && isFlowStart(pk)) {
         // Decided now, once: a retransmission keeps this decision.
         if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
-          flow(f).kind = K_PENDING;
+          flow(f).kind = <u8>Kind.Pending;
           decide(f, flow(f).pid, flow(f).proc);
           return onFlowPacket(f, 0, pk);
         }
@@ -439,8 +431,8 @@ function processPacketView(pk: Packet): u32 {
       return pass(pk);
     }
     // A new SYN on a closed redirected flow: the port was reused.
-    if (side == 0 && proto == PROTO_TCP && isFlowStart(pk) && (kind == K_OUT || kind == K_IN) &&
-      flow(f).tcpState >= T_CLOSING) {
+    if (side == 0 && proto == PROTO_TCP && isFlowStart(pk) && (kind == Kind.Out || kind == Kind.In) &&
+      <TcpState>flow(f).tcpState >= TcpState.Closing) {
       removeFlow(f);
       f = 0;
     } else {
@@ -468,47 +460,47 @@ export function processPacket(data: usize, m: Meta, t: u32): u32 {
 
 /**
  * An owner fact. kind: O_*; addresses point at 4 or 16 bytes. For
- * O_UNKNOWN the flow (laddr:lport, raddr:rport) had no owner to find.
+ * OwnerKind.Unknown the flow (laddr:lport, raddr:rport) had no owner to find.
  */
 export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   pid: u32, proc: u32, t: u32): void {
   now = t;
   bump(Stat.ownerFacts);
-  if (kind == O_BIND || kind == O_LISTEN) {
+  if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
     portOwnerPut(proto, lport, pid, proc, now);
     // Flows waiting for this local port's owner.
-    let f = listOldest(L_PENDING);
+    let f = listOldest(List.Pending);
     while (f != 0) {
       const next = listNewer(f);
       if (<u32>flow(f).proto == proto && <u32>flow(f).localPort == lport &&
-        (flow(f).dir == DIR_IN || proto == PROTO_UDP)) {
+        (flow(f).dir == Dir.In || proto == PROTO_UDP)) {
         resolve(f, pid, proc, true);
       }
       f = next;
     }
     return;
   }
-  if (kind == O_CLOSE) {
+  if (kind == OwnerKind.Close) {
     portOwnerRemove(proto, lport, pid);
     return;
   }
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);
   if (f != 0 && foundSide == 0) {
     const k = flow(f).kind;
-    if (k == K_PENDING) {
-      if (kind == O_UNKNOWN) resolveOwnerless(f);
+    if (k == Kind.Pending) {
+      if (kind == OwnerKind.Unknown) resolveOwnerless(f);
       else resolve(f, pid, proc, true);
     }
-    else if (k == K_FACT && kind != O_UNKNOWN) {
+    else if (k == Kind.Fact && kind != OwnerKind.Unknown) {
       flow(f).pid = pid;
       flow(f).proc = proc;
     }
     return;
   }
-  if (f == 0 && kind != O_UNKNOWN && started) {
+  if (f == 0 && kind != OwnerKind.Unknown && started) {
     // Before the first packet: remember it for a while.
-    const dir = kind == O_ACCEPT ? DIR_IN : DIR_OUT;
-    const g = flowNew(K_FACT, proto, v6, laddr, lport, raddr, rport, dir, L_SHORT, now, removeFlow);
+    const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
+    const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
     if (g != 0) {
       flow(g).pid = pid;
       flow(g).proc = proc;
@@ -527,11 +519,11 @@ export function ownerProcess(pid: u32, path: usize, len: u32, t: u32): u32 {
 
 export function takeQueries(out: usize, max: u32): u32 {
   let n: u32 = 0;
-  let f = listOldest(L_PENDING);
+  let f = listOldest(List.Pending);
   while (f != 0 && n < max) {
     const flags = flow(f).flags;
-    if ((flags & FL_QUERIED) == 0) {
-      flow(f).flags = flags | FL_QUERIED;
+    if ((flags & FlowFlag.Queried) == 0) {
+      flow(f).flags = flags | FlowFlag.Queried;
       const q = changetype<Query>(out + <usize>n * QUERY_SIZE);
       const v6 = flow(f).v6 != 0;
       memory.fill(changetype<usize>(q), 0, QUERY_SIZE);
@@ -557,17 +549,17 @@ export function takeQueries(out: usize, max: u32): u32 {
 export function tick(t: u32): void {
   now = t;
   if (!started) return;
-  let f = flowExpired(L_PENDING, now);
+  let f = flowExpired(List.Pending, now);
   while (f != 0) {
     bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
-    f = flowExpired(L_PENDING, now);
+    f = flowExpired(List.Pending, now);
   }
-  for (let l = L_SHORT; l <= L_TCP; l++) {
-    f = flowExpired(<u8>l, now);
+  for (let l = List.Short; l <= List.Tcp; l++) {
+    f = flowExpired(l, now);
     while (f != 0) {
       removeFlow(f);
-      f = flowExpired(<u8>l, now);
+      f = flowExpired(l, now);
     }
   }
 }
@@ -583,7 +575,7 @@ function putAddr(out: usize, addr: usize, v6: bool): void {
 /** Writes the origin of flow entry (or event copy) `f` at `out`. */
 export function writeOrigin(out: usize, type: u32, f: usize, time: u32, path: usize, pathLen: u32): void {
   const v6 = flow(f).v6 != 0;
-  const inbound = flow(f).kind == K_IN;
+  const inbound = flow(f).kind == Kind.In;
   const o = changetype<Origin>(out);
   o.type = type;
   o.proto = <u32>flow(f).proto;
@@ -612,5 +604,5 @@ export function findByProxyKey(proto: u32, v6: bool, local: usize, lport: u32, p
   const f = flowFind(proto, v6, local, lport, peer, pport, anyLocal);
   if (f == 0 || foundSide != 1) return 0;
   const k = flow(f).kind;
-  return k == K_OUT || k == K_IN ? f : 0;
+  return k == Kind.Out || k == Kind.In ? f : 0;
 }

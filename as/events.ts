@@ -17,10 +17,11 @@ export class Event {
   }
 }
 
-// @ts-ignore: decorator
-@inline export const EV_OPENED: u32 = 1;
-// @ts-ignore: decorator
-@inline export const EV_CLOSED: u32 = 2;
+/** Event.type, and the origin type of an event (0 is a lookup's). */
+export const enum EventType {
+  Opened = 1,
+  Closed = 2,
+}
 // @ts-ignore: decorator
 @inline const CAPACITY: u32 = 4096;
 // @ts-ignore: decorator

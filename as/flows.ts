@@ -34,11 +34,11 @@ import { bump, drop1, Stat } from "./stats";
 
 @unmanaged
 export class Flow {
-  kind: u8;          // K_*
+  kind: u8;          // Kind
   proto: u8;         // 6 or 17
   v6: u8;            // 1 for IPv6
-  tcpState: u8;      // T_* of a redirected TCP flow
-  flags: u32;        // FL_*
+  tcpState: u8;      // TcpState of a redirected TCP flow
+  flags: u32;        // FlowFlag bits
   lastUse: u32;      // ms
   created: u32;      // ms
   private localAddr0: u64;   // this host's end: 4 or 16 bytes (see localAddr)
@@ -58,7 +58,7 @@ export class Flow {
   heldFirst: u32;    // held packets (held.ts records), in order
   heldLast: u32;
   heldCount: u16;
-  list: u8;          // L_*
+  list: u8;          // List
   dir: u8;           // 0 outbound, 1 inbound
   listPrev: u32;     // neighbours on the list (entry indexes)
   listNext: u32;
@@ -83,59 +83,45 @@ if (offsetof<Flow>() > FLOW_SIZE) ERROR("Flow is larger than FLOW_SIZE");
   return changetype<Flow>(p);
 }
 
-// Kinds
-// @ts-ignore: decorator
-@inline export const K_FREE: u8 = 0;
-// @ts-ignore: decorator
-@inline export const K_PENDING: u8 = 1;  // waiting for its owner
-// @ts-ignore: decorator
-@inline export const K_PASS: u8 = 2;     // decided: not intercepted
-// @ts-ignore: decorator
-@inline export const K_OUT: u8 = 3;      // outbound, redirected to the app port
-// @ts-ignore: decorator
-@inline export const K_IN: u8 = 4;       // inbound to a listener, redirected
-// @ts-ignore: decorator
-@inline export const K_FACT: u8 = 5;     // owner known, no packet seen yet
+/** What an entry is (Flow.kind). */
+export const enum Kind {
+  Free = 0,
+  Pending = 1, // waiting for its owner
+  Pass = 2,    // decided: not intercepted
+  Out = 3,     // outbound, redirected to the app port
+  In = 4,      // inbound to a listener, redirected
+  Fact = 5,    // owner known, no packet seen yet
+}
 
-// TCP states of redirected flows
-// @ts-ignore: decorator
-@inline export const T_SYN: u8 = 0;
-// @ts-ignore: decorator
-@inline export const T_ESTABLISHED: u8 = 1;
-// @ts-ignore: decorator
-@inline export const T_CLOSING: u8 = 2;
-// @ts-ignore: decorator
-@inline export const T_CLOSED: u8 = 3;
+/** TCP states of redirected flows (Flow.tcpState). */
+export const enum TcpState {
+  Syn = 0,
+  Established = 1,
+  Closing = 2,
+  Closed = 3,
+}
 
-// Flags
-// @ts-ignore: decorator
-@inline export const FL_FIN_CLIENT: u32 = 1;
-// @ts-ignore: decorator
-@inline export const FL_FIN_PROXY: u32 = 2;
-// @ts-ignore: decorator
-@inline export const FL_QUERIED: u32 = 4;
-// @ts-ignore: decorator
-@inline export const FL_OPENED: u32 = 8;
-// @ts-ignore: decorator
-@inline const FL_PROXY_LINKED: u32 = 16;
-// @ts-ignore: decorator
-@inline export const FL_CLOSED: u32 = 32; // the closed event was sent
+/** Flow.flags bits. */
+export const enum FlowFlag {
+  FinClient = 1,
+  FinProxy = 2,
+  Queried = 4,
+  Opened = 8,
+  ProxyLinked = 16,
+  Closed = 32, // the closed event was sent
+}
 
-// Lists
-// @ts-ignore: decorator
-@inline export const L_NONE: u8 = 0;
-// @ts-ignore: decorator
-@inline export const L_PENDING: u8 = 1;
-// @ts-ignore: decorator
-@inline export const L_SHORT: u8 = 2;
-// @ts-ignore: decorator
-@inline export const L_UDPPASS: u8 = 3;
-// @ts-ignore: decorator
-@inline export const L_RSHORT: u8 = 4;
-// @ts-ignore: decorator
-@inline export const L_UDP: u8 = 5;
-// @ts-ignore: decorator
-@inline export const L_TCP: u8 = 6;
+/** The lists an entry sits on, by timeout class (Flow.list). */
+export const enum List {
+  None = 0,
+  Pending = 1,
+  Short = 2,
+  UdpPass = 3,
+  RShort = 4,
+  Udp = 5,
+  Tcp = 6,
+}
+
 // @ts-ignore: decorator
 @inline const LISTS: u32 = 7;
 
@@ -180,12 +166,12 @@ export function flowsInit(cap: u32): void {
 }
 
 export function flowsSetTimeouts(hold: u32, udp: u32, tcp: u32): void {
-  store<u32>(timeouts + 4 * L_PENDING, hold);
-  store<u32>(timeouts + 4 * L_SHORT, SHORT_TIMEOUT_MS);
-  store<u32>(timeouts + 4 * L_UDPPASS, udp);
-  store<u32>(timeouts + 4 * L_RSHORT, SHORT_TIMEOUT_MS);
-  store<u32>(timeouts + 4 * L_UDP, udp);
-  store<u32>(timeouts + 4 * L_TCP, tcp);
+  store<u32>(timeouts + 4 * List.Pending, hold);
+  store<u32>(timeouts + 4 * List.Short, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * List.UdpPass, udp);
+  store<u32>(timeouts + 4 * List.RShort, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * List.Udp, udp);
+  store<u32>(timeouts + 4 * List.Tcp, tcp);
 }
 
 export function flowsCapacity(): u32 {
@@ -316,7 +302,7 @@ function unlink(f: usize, side: u32): void {
 /** Adds the proxy key of a redirected entry (app and proxy ports set). */
 export function flowLinkProxy(f: usize): void {
   link(f, 1);
-  flow(f).flags = flow(f).flags | FL_PROXY_LINKED;
+  flow(f).flags = flow(f).flags | FlowFlag.ProxyLinked;
 }
 
 /** Is (proto, laddr:app, raddr:pport) free as a proxy key (and as any key)? */
@@ -329,19 +315,19 @@ export function proxyKeyFree(proto: u32, v6: bool, laddr: usize, app: u32, raddr
 
 function listRemove(f: usize): void {
   const l = <usize>flow(f).list;
-  if (l == L_NONE) return;
+  if (l == List.None) return;
   const prev = flow(f).listPrev;
   const next = flow(f).listNext;
   if (prev != 0) flow(flowAt(prev)).listNext = next;
   else store<u32>(heads + l * 4, next);
   if (next != 0) flow(flowAt(next)).listPrev = prev;
   else store<u32>(tails + l * 4, prev);
-  flow(f).list = L_NONE;
+  flow(f).list = <u8>List.None;
   flow(f).listPrev = 0;
   flow(f).listNext = 0;
 }
 
-function listPushHead(f: usize, l: u8): void {
+function listPushHead(f: usize, l: List): void {
   const i = flowIndex(f);
   const h = load<u32>(heads + <usize>l * 4);
   flow(f).listPrev = 0;
@@ -349,11 +335,11 @@ function listPushHead(f: usize, l: u8): void {
   if (h != 0) flow(flowAt(h)).listPrev = i;
   else store<u32>(tails + <usize>l * 4, i);
   store<u32>(heads + <usize>l * 4, i);
-  flow(f).list = l;
+  flow(f).list = <u8>l;
 }
 
 /** Marks an entry used now and moves it to the head of list `l`. */
-export function flowTouch(f: usize, l: u8, now: u32): void {
+export function flowTouch(f: usize, l: List, now: u32): void {
   flow(f).lastUse = now;
   if (flow(f).list == l && load<u32>(heads + <usize>l * 4) == flowIndex(f)) return;
   listRemove(f);
@@ -361,7 +347,7 @@ export function flowTouch(f: usize, l: u8, now: u32): void {
 }
 
 /** The oldest entry of list l whose timeout has passed, or 0. */
-export function flowExpired(l: u8, now: u32): usize {
+export function flowExpired(l: List, now: u32): usize {
   const t = load<u32>(tails + <usize>l * 4);
   if (t == 0) return 0;
   const f = flowAt(t);
@@ -379,13 +365,13 @@ export function flowExpired(l: u8, now: u32): usize {
  * and nothing can be evicted. `evict` is called on an entry that must go to
  * make room (it must call flowFree).
  */
-export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
-  dir: u32, l: u8, now: u32, evict: (f: usize) => void): usize {
+export function flowNew(kind: Kind, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  dir: u32, l: List, now: u32, evict: (f: usize) => void): usize {
   if (freeHead == 0) {
     // Make room: the oldest passed TCP entry or owner fact, then the oldest
     // passed UDP flow. Redirected connections are never evicted.
-    let victim = tailOf(L_SHORT);
-    if (victim == 0) victim = tailOf(L_UDPPASS);
+    let victim = tailOf(List.Short);
+    if (victim == 0) victim = tailOf(List.UdpPass);
     if (victim == 0) return 0;
     bump(Stat.evictions);
     evict(victim);
@@ -395,7 +381,7 @@ export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32
   const f = flowAt(i);
   freeHead = flow(f).listNext;
   memory.fill(f, 0, FLOW_SIZE);
-  flow(f).kind = kind;
+  flow(f).kind = <u8>kind;
   flow(f).proto = <u8>proto;
   flow(f).v6 = v6 ? 1 : 0;
   memory.copy(flow(f).localAddr, laddr, v6 ? 16 : 4);
@@ -414,7 +400,7 @@ export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32
   return f;
 }
 
-function tailOf(l: u8): usize {
+function tailOf(l: List): usize {
   const t = load<u32>(tails + <usize>l * 4);
   return t == 0 ? 0 : flowAt(t);
 }
@@ -422,11 +408,11 @@ function tailOf(l: u8): usize {
 /** Unlinks and frees an entry (its held packets must be gone already). */
 export function flowFree(f: usize): void {
   const kind = flow(f).kind;
-  if (kind == K_FREE) return;
+  if (kind == Kind.Free) return;
   unlink(f, 0);
-  if ((flow(f).flags & FL_PROXY_LINKED) != 0) unlink(f, 1);
+  if ((flow(f).flags & FlowFlag.ProxyLinked) != 0) unlink(f, 1);
   listRemove(f);
-  flow(f).kind = K_FREE;
+  flow(f).kind = <u8>Kind.Free;
   flow(f).listNext = freeHead;
   freeHead = flowIndex(f);
   used--;
@@ -435,7 +421,7 @@ export function flowFree(f: usize): void {
 }
 
 /** Walks entries of list `l` from oldest to newest: first, then next. */
-export function listOldest(l: u8): usize {
+export function listOldest(l: List): usize {
   return tailOf(l);
 }
 

@@ -25,7 +25,7 @@ import { parseConfig, policyGeneration, activePolicy } from "./config";
 import { shouldIntercept } from "./policy";
 import {
   engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, processPacket, ownerFact,
-  ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, O_UNKNOWN,
+  ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, OwnerKind,
 } from "./engine";
 import { heldTake, releasePtr } from "./held";
 import { eventCount, eventPeek, eventPop } from "./events";
@@ -54,13 +54,12 @@ let batchMeta: usize = 0;
 let batchData: usize = 0;
 let queries: usize = 0;
 
-// Fault injection for tests: bit 1 = trap in the next config call, bit 2 =
-// in the next packet batch.
+// Fault injection for tests (eng_arm_fault bits).
 let faultArmed: u32 = 0;
-// @ts-ignore: decorator
-@inline const FAULT_CONFIG: u32 = 1;
-// @ts-ignore: decorator
-@inline const FAULT_PACKETS: u32 = 2;
+const enum Fault {
+  Config = 1,  // trap in the next config call
+  Packets = 2, // trap in the next packet batch
+}
 
 /**
  * The abort handler (asc --use abort=...): records where the engine gave up,
@@ -126,8 +125,8 @@ export function eng_err_len(): u32 {
  */
 export function eng_config(len: u32): i32 {
   errReset();
-  if ((faultArmed & FAULT_CONFIG) != 0) {
-    faultArmed &= ~FAULT_CONFIG;
+  if ((faultArmed & Fault.Config) != 0) {
+    faultArmed &= ~Fault.Config;
     unreachable();
   }
   if (ioPtr == 0 || len > ioCap) {
@@ -196,8 +195,8 @@ export function eng_batch_data_cap(): u32 {
 
 /** Decides `count` packets of the batch; writes each verdict word. */
 export function eng_process(count: u32, now: u32): i32 {
-  if ((faultArmed & FAULT_PACKETS) != 0) {
-    faultArmed &= ~FAULT_PACKETS;
+  if ((faultArmed & Fault.Packets) != 0) {
+    faultArmed &= ~Fault.Packets;
     unreachable();
   }
   if (!started || batchMeta == 0 || count > BATCH_MAX) return -1;
@@ -251,7 +250,7 @@ export function eng_owner(len: u32, now: u32): i32 {
     return -1;
   }
   const pid = o.pid;
-  const proc = kind == O_UNKNOWN ? 0 : ownerProcess(pid, o.path, pathLen, now);
+  const proc = kind == OwnerKind.Unknown ? 0 : ownerProcess(pid, o.path, pathLen, now);
   ownerFact(kind, proto, fam == 6, o.local, <u32>o.localPort, o.remote, <u32>o.remotePort, pid, proc, now);
   return 0;
 }

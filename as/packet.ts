@@ -23,7 +23,7 @@ export const enum Parse {
 
 @unmanaged
 export class Packet {
-  // Set by the caller: the bytes, the in-flags (IN_* in engine.ts) and the
+  // Set by the caller: the bytes, the in-flags (InFlag in engine.ts) and the
   // capture layer's record of the packet (cookie, interfaces), or 0 for a
   // packet the engine held and now releases.
   data: usize;
