@@ -25,38 +25,14 @@ import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
-import { Meta, Origin, ORIGIN_SIZE, Query, QUERY_SIZE } from "../build/gen/contract";
+import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
 
-/** Packet metadata in-flags (from the capture layer). */
-export const enum InFlag {
-  Outbound = 1,
-  Loopback = 2,
-  CsumPartial = 4, // the transport checksum is not ready (offload)
-}
+// The in-flags, verdicts, out-flags and owner fact kinds are the contract's
+// (build/contract.ts): a verdict word is Verdict | OutFlag << OUT_SHIFT.
+export { InFlag, Verdict, OutFlag, OwnerKind };
 
-/** Verdicts: the low byte of a verdict word. */
-export const enum Verdict {
-  Pass = 0,
-  Modified = 1,
-  Drop = 2,
-  Held = 3,
-}
-
-/** Out-flags: the verdict word's second byte. */
-export const enum OutFlag {
-  Outbound = 1 << 8,  // send as outbound (else inbound)
-  CsumValid = 2 << 8, // checksums are right
-}
-
-/** Owner fact kinds (Owner.kind). */
-export const enum OwnerKind {
-  Connect = 1,
-  Accept = 2,
-  Bind = 3,
-  Listen = 4,
-  Close = 5,
-  Unknown = 6,
-}
+// @ts-ignore: decorator
+@inline const OUT_SHIFT: u32 = 8;
 
 /** Flow.dir. */
 const enum Dir {
@@ -149,7 +125,7 @@ function bypassed(pol: Policy, pk: Packet, local: usize, remote: usize): bool {
 }
 
 function passFlags(pk: Packet): u32 {
-  return (pk.flags & InFlag.Outbound) != 0 ? OutFlag.Outbound : 0;
+  return (pk.flags & InFlag.Outbound) != 0 ? OutFlag.Outbound << OUT_SHIFT : 0;
 }
 
 function pass(pk: Packet): u32 {
@@ -353,8 +329,8 @@ function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
   bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
   // to the client); inbound redirects keep their direction.
-  const dirOut = kind == Kind.In && side == 1 ? OutFlag.Outbound : 0;
-  return Verdict.Modified | dirOut | OutFlag.CsumValid;
+  const dirOut = kind == Kind.In && side == 1 ? OutFlag.Outbound << OUT_SHIFT : 0;
+  return Verdict.Modified | dirOut | OutFlag.CsumValid << OUT_SHIFT;
 }
 
 /**

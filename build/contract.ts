@@ -154,6 +154,22 @@ export const STATS = [
 
 export type StatName = (typeof STATS)[number][0];
 
+/**
+ * Named values that cross the boundary, by group: the AssemblyScript const
+ * enum each becomes, the prefix of the host's macros (shim/engine.h) that
+ * must carry the same values, and the members (snake_case) with their values.
+ * A verdict word is verdict | out_flag << 8.
+ */
+export const ENUMS = {
+  in_flag: { as: "InFlag", c: "WR_PKT_", doc: "Meta/Rel flags, from the capture layer", members: { outbound: 1, loopback: 2, csum_partial: 4 } },
+  verdict: { as: "Verdict", c: "WR_V_", doc: "the verdict word's low byte", members: { pass: 0, modified: 1, drop: 2, held: 3 } },
+  out_flag: { as: "OutFlag", c: "WR_OUT_", doc: "the verdict word's second byte", members: { outbound: 1, csum_valid: 2 } },
+  owner_kind: {
+    as: "OwnerKind", c: "WR_OWNER_", doc: "Owner.kind",
+    members: { connect: 1, accept: 2, bind: 3, listen: 4, close: 5, unknown: 6 },
+  },
+} as const;
+
 /** Numbers both sides rely on. */
 export const CONSTANTS = {
   /** Room after an origin record for its path: the host sizes the I/O buffer for it before a lookup. */
@@ -203,6 +219,7 @@ export function contractHash(): number {
     }),
     stats: STATS.map((s) => s[0]),
     constants: CONSTANTS,
+    enums: ENUMS,
   });
   let h = 0x811c9dc5;
   for (const b of Buffer.from(text, "utf8")) {
@@ -259,6 +276,11 @@ export function generateAssemblyScript(): string {
   }
   for (const [k, v] of Object.entries(CONSTANTS)) out.push(`export const ${k.toUpperCase()}: u32 = ${v};`);
   out.push("");
+  for (const e of Object.values(ENUMS)) {
+    out.push(`/** ${e.doc} */`, `export const enum ${e.as} {`);
+    for (const [m, v] of Object.entries(e.members)) out.push(`  ${pascal(m)} = ${v},`);
+    out.push("}", "");
+  }
   out.push("// The counters, in order (u64 each).", "export const enum Stat {");
   STATS.forEach(([name, doc], i) => out.push(`  ${camel(name)} = ${i}, // ${doc}`));
   out.push("}", `export const STATS_COUNT: u32 = ${STATS.length};`, "");
@@ -300,6 +322,15 @@ export function generateC(): string {
     out.push("");
   }
   for (const [k, v] of Object.entries(CONSTANTS)) out.push(`#define WR_${k.toUpperCase()} ${v}u`);
+  out.push(
+    "",
+    "/* The host's names for the contract's values (shim/engine.h) must carry the",
+    " * table's values: expanded once where both headers are included. */",
+    "#define WR_CONTRACT_CHECK_HOST_NAMES \\",
+  );
+  const checks = Object.entries(ENUMS).flatMap(([g, e]) =>
+    Object.entries(e.members).map(([m, v]) => `_Static_assert(${e.c}${m.toUpperCase()} == ${v}, "${g}.${m}")`));
+  checks.forEach((c, i) => out.push(`  ${c}${i + 1 < checks.length ? "; \\" : ""}`));
   out.push(
     "",
     "/* The counters in order: X(member of redirector_stats). */",

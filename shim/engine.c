@@ -11,6 +11,8 @@
 #include "utf8.h"
 #include "wasm-rt-impl.h"
 
+WR_CONTRACT_CHECK_HOST_NAMES;
+
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
 #error "build the engine with -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0: the library must not own the host's signal handlers"
 #endif

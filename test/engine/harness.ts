@@ -68,26 +68,29 @@ export class Engine {
 // The packet path
 
 import { formatAddr, parseAddr, type Endpoint } from "./packets.ts";
+import { ENUMS } from "../../build/contract.ts";
 import { bytes, decode, decodeStats, encode, size, type Rec, type Stats } from "./records.ts";
 
 export { STAT_NAMES, type Stats } from "./records.ts";
 
-export const IN_OUTBOUND = 1;
-export const IN_LOOPBACK = 2;
-export const IN_CSUM_PARTIAL = 4;
-export const V_PASS = 0;
-export const V_MODIFIED = 1;
-export const V_DROP = 2;
-export const V_HELD = 3;
-export const OUT_OUTBOUND = 1;
-export const OUT_CSUM_VALID = 2;
+// The contract's named values (build/contract.ts).
+const { in_flag: IN, verdict: V, out_flag: OUT, owner_kind: O } = ENUMS;
+export const IN_OUTBOUND = IN.members.outbound;
+export const IN_LOOPBACK = IN.members.loopback;
+export const IN_CSUM_PARTIAL = IN.members.csum_partial;
+export const V_PASS = V.members.pass;
+export const V_MODIFIED = V.members.modified;
+export const V_DROP = V.members.drop;
+export const V_HELD = V.members.held;
+export const OUT_OUTBOUND = OUT.members.outbound;
+export const OUT_CSUM_VALID = OUT.members.csum_valid;
 
-export const O_CONNECT = 1;
-export const O_ACCEPT = 2;
-export const O_BIND = 3;
-export const O_LISTEN = 4;
-export const O_CLOSE = 5;
-export const O_UNKNOWN = 6;
+export const O_CONNECT = O.members.connect;
+export const O_ACCEPT = O.members.accept;
+export const O_BIND = O.members.bind;
+export const O_LISTEN = O.members.listen;
+export const O_CLOSE = O.members.close;
+export const O_UNKNOWN = O.members.unknown;
 
 
 export interface InPacket {
