@@ -13,7 +13,7 @@ import { Packet, PROTO_UDP } from "./packet";
 /**
  * Rewrites the parsed packet pk to src:sport -> dst:dport (addresses 4 or 16
  * bytes, not inside the packet). `full` computes the transport checksum
- * anew instead of updating it.
+ * anew instead of updating it. The view's ports keep the values parsed.
  */
 export function rewrite(pk: Packet, src: usize, sport: u32, dst: usize, dport: u32, full: bool): void {
   const v6 = pk.v6;
@@ -35,8 +35,6 @@ export function rewrite(pk: Packet, src: usize, sport: u32, dst: usize, dport: u
     ip.setDstAddr(dst);
     ip.fillChecksum();
   }
-  pk.sport = sport;
-  pk.dport = dport;
   if (udp) {
     const u = UdpPacket.at(l4);
     u.srcPort = sport;
