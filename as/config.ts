@@ -25,42 +25,43 @@
 import { errPut, errNum, errSnippet } from "./errtext";
 import {
   jsonBegin, jsonEnd, jsonEat, jsonExpect, jsonAtEnd, jsonString, jsonNumber, jsonNull,
-  jsonKind, jsonUnexpected, jsonKindName, jsonSkipValue, jsonFailAt, validUtf8, strIs, strPtr,
+  jsonKind, JsonKind, jsonUnexpected, jsonKindName, jsonSkipValue, jsonFailAt, validUtf8, strIs, strPtr,
   strLen, badSurrogate, numNeg, numInt, numBig, numVal, numStart, numLen,
 } from "./json";
 import {
-  Policy, Rule, Cidr, BYPASS_LOOPBACK, BYPASS_MULTICAST, BYPASS_BROADCAST, BYPASS_LINK_LOCAL,
-  BYPASS_DHCP,
+  Policy, Rule, Cidr, Bypass,
 } from "./policy";
 
-// @ts-ignore: decorator
-@inline export const CONFIG_OK: i32 = 0;
-// @ts-ignore: decorator
-@inline export const CONFIG_BAD: i32 = -2;
-// @ts-ignore: decorator
-@inline export const CONFIG_NOT_UTF8: i32 = -3;
+/** What parsing a configuration says (eng_config's return codes). */
+export const enum ConfigResult {
+  Ok = 0,
+  Bad = -2,     // malformed or an invalid field
+  NotUtf8 = -3,
+}
 
 /** The policy in force; replaced whole by a successful parse. */
 export let activePolicy: Policy = new Policy();
 /** Bumped on every accepted config, so cached decisions can be recomputed. */
 export let policyGeneration: u32 = 1;
 
-// Field names, for duplicate detection (bit i = FIELDS[i] seen).
-const F_PIDS: u32 = 1 << 0;
-const F_DESC: u32 = 1 << 1;
-const F_INTERCEPT: u32 = 1 << 2;
-const F_PROTOCOLS: u32 = 1 << 3;
-const F_DIRECTIONS: u32 = 1 << 4;
-const F_PORTS: u32 = 1 << 5;
-const F_XPORTS: u32 = 1 << 6;
-const F_DESTS: u32 = 1 << 7;
-const F_XDESTS: u32 = 1 << 8;
-const F_BYPASS: u32 = 1 << 9;
-const F_MAXFLOWS: u32 = 1 << 10;
-const F_HOLD: u32 = 1 << 11;
-const F_MAXHELD: u32 = 1 << 12;
-const F_TCPIDLE: u32 = 1 << 13;
-const F_UDPIDLE: u32 = 1 << 14;
+// The configuration's keys, one bit each (a key seen twice is an error).
+const enum Key {
+  InterceptPids = 1 << 0,
+  Description = 1 << 1,
+  Intercept = 1 << 2,
+  Protocols = 1 << 3,
+  Directions = 1 << 4,
+  Ports = 1 << 5,
+  ExcludePorts = 1 << 6,
+  Destinations = 1 << 7,
+  ExcludeDestinations = 1 << 8,
+  Bypass = 1 << 9,
+  MaxFlows = 1 << 10,
+  HoldTimeout = 1 << 11,
+  MaxHeldPackets = 1 << 12,
+  TcpIdleTimeout = 1 << 13,
+  UdpIdleTimeout = 1 << 14,
+}
 
 let field: string = "";
 let index: i32 = -1;
@@ -74,25 +75,25 @@ function fieldError(): i32 {
     errPut("]");
   }
   errPut(": ");
-  return CONFIG_BAD;
+  return ConfigResult.Bad;
 }
 
 /** "<field>: expected <what>, got <the value or its kind>" */
 function expected(what: string): i32 {
-  if (jsonKind() < 0) {
+  if (jsonKind() == JsonKind.None) {
     jsonUnexpected("a value");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   fieldError();
   errPut("expected ");
   errPut(what);
   errPut(", got ");
-  if (jsonKind() == 0x6e && jsonNumber()) {
+  if (jsonKind() == JsonKind.Number && jsonNumber()) {
     errSnippet(numStart, numLen, 40);
   } else {
     errPut(jsonKindName());
   }
-  return CONFIG_BAD;
+  return ConfigResult.Bad;
 }
 
 /** "<field>: expected <what>, got "<the last string read>"" */
@@ -103,7 +104,7 @@ function expectedString(what: string): i32 {
   errPut(", got \"");
   errSnippet(strPtr, strLen, 40);
   errPut("\"");
-  return CONFIG_BAD;
+  return ConfigResult.Bad;
 }
 
 function afterString(what: string): i32 {
@@ -112,20 +113,20 @@ function afterString(what: string): i32 {
   errPut(": \"");
   errSnippet(strPtr, strLen, 60);
   errPut("\"");
-  return CONFIG_BAD;
+  return ConfigResult.Bad;
 }
 
 /** Reads an unsigned integer in [lo, hi]; -1 on error (already reported). */
 function readUint(lo: u64, hi: u64, what: string): i64 {
-  if (jsonKind() != 0x6e) return expected(what);
-  if (!jsonNumber()) return CONFIG_BAD;
+  if (jsonKind() != JsonKind.Number) return expected(what);
+  if (!jsonNumber()) return ConfigResult.Bad;
   if (!numInt || numNeg || numBig || numVal < lo || numVal > hi) {
     fieldError();
     errPut("expected ");
     errPut(what);
     errPut(", got ");
     errSnippet(numStart, numLen, 40);
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   return <i64>numVal;
 }
@@ -135,20 +136,20 @@ function readUint(lo: u64, hi: u64, what: string): i64 {
  * A bare string is passed to `text` when given (for comma lists).
  */
 function eachItem(item: () => i32, what: string): i32 {
-  if (jsonNull()) return CONFIG_OK;
+  if (jsonNull()) return ConfigResult.Ok;
   if (!jsonEat(0x5b)) return expected(what);
   index = 0;
-  if (jsonEat(0x5d)) { index = -1; return CONFIG_OK; }
+  if (jsonEat(0x5d)) { index = -1; return ConfigResult.Ok; }
   while (true) {
     const r = item();
-    if (r != CONFIG_OK) return r;
+    if (r != ConfigResult.Ok) return r;
     if (jsonEat(0x2c)) { index++; continue; }
     if (jsonEat(0x5d)) break;
     jsonUnexpected("',' or ']'");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   index = -1;
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 // --- the parse state (a policy under construction) -----------------------
@@ -158,9 +159,9 @@ let pidList: Array<u32> = new Array<u32>();
 
 function pidItem(): i32 {
   const v = readUint(0, 0xffffffff, "a process ID (an integer from 0 to 4294967295)");
-  if (v < 0) return CONFIG_BAD;
+  if (v < 0) return ConfigResult.Bad;
   pidList.push(<u32>v);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function isDigits(p: usize, n: u32): bool {
@@ -198,7 +199,7 @@ function addRule(p: usize, n: u32): i32 {
   if (n == 0) {
     fieldError();
     errPut(r.exclude ? "'!' must be followed by a PID or a process pattern" : "empty entry");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   if (isDigits(p, n)) {
     r.isPid = true;
@@ -214,44 +215,44 @@ function addRule(p: usize, n: u32): i32 {
     r.pattern = pat;
   }
   next.rules.push(r);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function specItem(): i32 {
   const k = jsonKind();
-  if (k == 0x6e) {
+  if (k == JsonKind.Number) {
     const v = readUint(0, 0xffffffff, "a PID or a process pattern");
-    if (v < 0) return CONFIG_BAD;
+    if (v < 0) return ConfigResult.Bad;
     const r = new Rule();
     r.isPid = true;
     r.pid = <u32>v;
     next.rules.push(r);
-    return CONFIG_OK;
+    return ConfigResult.Ok;
   }
-  if (k != 0x22) return expected("a PID or a process pattern");
-  if (!jsonString()) return CONFIG_BAD;
+  if (k != JsonKind.String) return expected("a PID or a process pattern");
+  if (!jsonString()) return ConfigResult.Bad;
   return addRule(strPtr, strLen);
 }
 
 function parseSpec(): i32 {
-  if (jsonKind() == 0x22) {
-    if (!jsonString()) return CONFIG_BAD;
+  if (jsonKind() == JsonKind.String) {
+    if (!jsonString()) return ConfigResult.Bad;
     // A comma-separated list; an empty or all-space string means no entries.
     let s: u32 = 0;
     let blank = true;
     for (let i: u32 = 0; i < strLen; i++) if (!isSpace(load<u8>(strPtr + i))) blank = false;
-    if (blank) return CONFIG_OK;
+    if (blank) return ConfigResult.Ok;
     index = 0;
     for (let i: u32 = 0; i <= strLen; i++) {
       if (i == strLen || load<u8>(strPtr + i) == 0x2c) {
         const r = addRule(strPtr + s, i - s);
-        if (r != CONFIG_OK) return r;
+        if (r != ConfigResult.Ok) return r;
         s = i + 1;
         index++;
       }
     }
     index = -1;
-    return CONFIG_OK;
+    return ConfigResult.Ok;
   }
   return eachItem(specItem, "a comma-separated string or an array of PIDs and process patterns");
 }
@@ -260,12 +261,12 @@ let seenA: bool = false;
 let seenB: bool = false;
 
 function pairItem(a: string, b: string): i32 {
-  if (jsonKind() != 0x22) return expected("\"" + a + "\" or \"" + b + "\"");
-  if (!jsonString()) return CONFIG_BAD;
+  if (jsonKind() != JsonKind.String) return expected("\"" + a + "\" or \"" + b + "\"");
+  if (!jsonString()) return ConfigResult.Bad;
   if (strIs(a)) seenA = true;
   else if (strIs(b)) seenB = true;
   else return expectedString("\"" + a + "\" or \"" + b + "\"");
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function protoItem(): i32 {
@@ -281,14 +282,14 @@ let portTarget: Array<u32> = new Array<u32>();
 function portItem(): i32 {
   const what = "a port (1-65535) or a range \"low-high\"";
   const k = jsonKind();
-  if (k == 0x6e) {
+  if (k == JsonKind.Number) {
     const v = readUint(1, 65535, what);
-    if (v < 0) return CONFIG_BAD;
+    if (v < 0) return ConfigResult.Bad;
     portTarget.push(<u32>((v << 16) | v));
-    return CONFIG_OK;
+    return ConfigResult.Ok;
   }
-  if (k != 0x22) return expected(what);
-  if (!jsonString()) return CONFIG_BAD;
+  if (k != JsonKind.String) return expected(what);
+  if (!jsonString()) return ConfigResult.Bad;
   let dash: i32 = -1;
   for (let i: u32 = 0; i < strLen; i++) if (load<u8>(strPtr + i) == 0x2d) { dash = <i32>i; break; }
   let lo: u32;
@@ -308,7 +309,7 @@ function portItem(): i32 {
     return afterString("ports must be 1-65535 and a range low-high with low <= high");
   }
   portTarget.push((lo << 16) | hi);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 let cidrTarget: Array<Cidr> = new Array<Cidr>();
@@ -401,8 +402,8 @@ function parseV6(p: usize, n: u32, out: StaticArray<u8>): bool {
 
 function cidrItem(): i32 {
   const what = "an address range like \"198.18.0.0/15\" or \"fd00::/8\"";
-  if (jsonKind() != 0x22) return expected(what);
-  if (!jsonString()) return CONFIG_BAD;
+  if (jsonKind() != JsonKind.String) return expected(what);
+  if (!jsonString()) return ConfigResult.Bad;
   let slash: i32 = -1;
   let colon = false;
   for (let i: u32 = 0; i < strLen; i++) {
@@ -424,34 +425,34 @@ function cidrItem(): i32 {
     if (c.prefix > maxBits) return afterString("prefix length too long");
   }
   cidrTarget.push(c);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function bypassItem(): i32 {
   const what = "one of \"loopback\", \"multicast\", \"broadcast\", \"link-local\", \"dhcp\"";
-  if (jsonKind() != 0x22) return expected(what);
-  if (!jsonString()) return CONFIG_BAD;
-  if (strIs("loopback")) next.bypass |= BYPASS_LOOPBACK;
-  else if (strIs("multicast")) next.bypass |= BYPASS_MULTICAST;
-  else if (strIs("broadcast")) next.bypass |= BYPASS_BROADCAST;
-  else if (strIs("link-local")) next.bypass |= BYPASS_LINK_LOCAL;
-  else if (strIs("dhcp")) next.bypass |= BYPASS_DHCP;
+  if (jsonKind() != JsonKind.String) return expected(what);
+  if (!jsonString()) return ConfigResult.Bad;
+  if (strIs("loopback")) next.bypass |= Bypass.Loopback;
+  else if (strIs("multicast")) next.bypass |= Bypass.Multicast;
+  else if (strIs("broadcast")) next.bypass |= Bypass.Broadcast;
+  else if (strIs("link-local")) next.bypass |= Bypass.LinkLocal;
+  else if (strIs("dhcp")) next.bypass |= Bypass.Dhcp;
   else return expectedString(what);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function descValue(): i32 {
-  if (jsonNull()) return CONFIG_OK;
-  if (jsonKind() != 0x22) return expected("a string");
-  return jsonString() ? CONFIG_OK : CONFIG_BAD;
+  if (jsonNull()) return ConfigResult.Ok;
+  if (jsonKind() != JsonKind.String) return expected("a string");
+  return jsonString() ? ConfigResult.Ok : ConfigResult.Bad;
 }
 
 function pairField(setter: (a: bool, b: bool) => void, item: () => i32, what: string, a: string, b: string): i32 {
   seenA = false;
   seenB = false;
-  if (jsonKind() == 0x22) {
+  if (jsonKind() == JsonKind.String) {
     // Also accept "a,b" as one string.
-    if (!jsonString()) return CONFIG_BAD;
+    if (!jsonString()) return ConfigResult.Bad;
     let s: u32 = 0;
     for (let i: u32 = 0; i <= strLen; i++) {
       if (i == strLen || load<u8>(strPtr + i) == 0x2c) {
@@ -467,7 +468,7 @@ function pairField(setter: (a: bool, b: bool) => void, item: () => i32, what: st
     }
   } else {
     const r = eachItem(item, what);
-    if (r != CONFIG_OK) return r;
+    if (r != ConfigResult.Ok) return r;
   }
   if (!seenA && !seenB) {
     fieldError();
@@ -476,10 +477,10 @@ function pairField(setter: (a: bool, b: bool) => void, item: () => i32, what: st
     errPut("\", \"");
     errPut(b);
     errPut("\"");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   setter(seenA, seenB);
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 function bytesAre(p: usize, n: u32, s: string): bool {
@@ -508,110 +509,110 @@ function sortUnique(list: Array<u32>): StaticArray<u32> {
   return out;
 }
 
-/** Which field bit a key names, or 0 for unknown keys. */
+/** Which Key bit the key just read names, or 0 for unknown keys. */
 function keyField(): u32 {
-  if (strIs("intercept_pids")) { field = "intercept_pids"; return F_PIDS; }
-  if (strIs("description")) { field = "description"; return F_DESC; }
-  if (strIs("intercept")) { field = "intercept"; return F_INTERCEPT; }
-  if (strIs("protocols")) { field = "protocols"; return F_PROTOCOLS; }
-  if (strIs("directions")) { field = "directions"; return F_DIRECTIONS; }
-  if (strIs("ports")) { field = "ports"; return F_PORTS; }
-  if (strIs("exclude_ports")) { field = "exclude_ports"; return F_XPORTS; }
-  if (strIs("destinations")) { field = "destinations"; return F_DESTS; }
-  if (strIs("exclude_destinations")) { field = "exclude_destinations"; return F_XDESTS; }
-  if (strIs("bypass")) { field = "bypass"; return F_BYPASS; }
-  if (strIs("max_flows")) { field = "max_flows"; return F_MAXFLOWS; }
-  if (strIs("hold_timeout_ms")) { field = "hold_timeout_ms"; return F_HOLD; }
-  if (strIs("max_held_packets")) { field = "max_held_packets"; return F_MAXHELD; }
-  if (strIs("tcp_idle_timeout_ms")) { field = "tcp_idle_timeout_ms"; return F_TCPIDLE; }
-  if (strIs("udp_idle_timeout_ms")) { field = "udp_idle_timeout_ms"; return F_UDPIDLE; }
+  if (strIs("intercept_pids")) { field = "intercept_pids"; return Key.InterceptPids; }
+  if (strIs("description")) { field = "description"; return Key.Description; }
+  if (strIs("intercept")) { field = "intercept"; return Key.Intercept; }
+  if (strIs("protocols")) { field = "protocols"; return Key.Protocols; }
+  if (strIs("directions")) { field = "directions"; return Key.Directions; }
+  if (strIs("ports")) { field = "ports"; return Key.Ports; }
+  if (strIs("exclude_ports")) { field = "exclude_ports"; return Key.ExcludePorts; }
+  if (strIs("destinations")) { field = "destinations"; return Key.Destinations; }
+  if (strIs("exclude_destinations")) { field = "exclude_destinations"; return Key.ExcludeDestinations; }
+  if (strIs("bypass")) { field = "bypass"; return Key.Bypass; }
+  if (strIs("max_flows")) { field = "max_flows"; return Key.MaxFlows; }
+  if (strIs("hold_timeout_ms")) { field = "hold_timeout_ms"; return Key.HoldTimeout; }
+  if (strIs("max_held_packets")) { field = "max_held_packets"; return Key.MaxHeldPackets; }
+  if (strIs("tcp_idle_timeout_ms")) { field = "tcp_idle_timeout_ms"; return Key.TcpIdleTimeout; }
+  if (strIs("udp_idle_timeout_ms")) { field = "udp_idle_timeout_ms"; return Key.UdpIdleTimeout; }
   return 0;
 }
 
 function fieldValue(f: u32): i32 {
-  if (f == F_PIDS) return eachItem(pidItem, "an array of process IDs");
-  if (f == F_DESC) return descValue();
-  if (f == F_INTERCEPT) {
-    if (jsonNull()) return CONFIG_OK;
+  if (f == Key.InterceptPids) return eachItem(pidItem, "an array of process IDs");
+  if (f == Key.Description) return descValue();
+  if (f == Key.Intercept) {
+    if (jsonNull()) return ConfigResult.Ok;
     return parseSpec();
   }
-  if (f == F_PROTOCOLS) return pairField(setProtocols, protoItem, "an array of \"tcp\" and \"udp\"", "tcp", "udp");
-  if (f == F_DIRECTIONS) {
+  if (f == Key.Protocols) return pairField(setProtocols, protoItem, "an array of \"tcp\" and \"udp\"", "tcp", "udp");
+  if (f == Key.Directions) {
     return pairField(setDirections, dirItem, "an array of \"outbound\" and \"inbound\"", "outbound", "inbound");
   }
-  if (f == F_PORTS || f == F_XPORTS) {
-    portTarget = f == F_PORTS ? next.ports : next.excludePorts;
+  if (f == Key.Ports || f == Key.ExcludePorts) {
+    portTarget = f == Key.Ports ? next.ports : next.excludePorts;
     return eachItem(portItem, "an array of ports and ranges");
   }
-  if (f == F_DESTS || f == F_XDESTS) {
-    cidrTarget = f == F_DESTS ? next.destinations : next.excludeDestinations;
+  if (f == Key.Destinations || f == Key.ExcludeDestinations) {
+    cidrTarget = f == Key.Destinations ? next.destinations : next.excludeDestinations;
     return eachItem(cidrItem, "an array of address ranges");
   }
-  if (f == F_BYPASS) {
+  if (f == Key.Bypass) {
     next.bypass = 0;
     return eachItem(bypassItem, "an array of bypass classes");
   }
   let v: i64 = 0;
-  if (f == F_MAXFLOWS) {
+  if (f == Key.MaxFlows) {
     v = readUint(16, 1048576, "an integer from 16 to 1048576");
     if (v >= 0) next.maxFlows = <u32>v;
-  } else if (f == F_HOLD) {
+  } else if (f == Key.HoldTimeout) {
     v = readUint(1, 60000, "milliseconds from 1 to 60000");
     if (v >= 0) next.holdTimeoutMs = <u32>v;
-  } else if (f == F_MAXHELD) {
+  } else if (f == Key.MaxHeldPackets) {
     v = readUint(0, 65536, "an integer from 0 to 65536");
     if (v >= 0) next.maxHeldPackets = <u32>v;
-  } else if (f == F_TCPIDLE) {
+  } else if (f == Key.TcpIdleTimeout) {
     v = readUint(1000, 604800000, "milliseconds from 1000 to 604800000 (7 days)");
     if (v >= 0) next.tcpIdleMs = <u32>v;
   } else {
     v = readUint(1000, 604800000, "milliseconds from 1000 to 604800000 (7 days)");
     if (v >= 0) next.udpIdleMs = <u32>v;
   }
-  return v < 0 ? CONFIG_BAD : CONFIG_OK;
+  return v < 0 ? ConfigResult.Bad : ConfigResult.Ok;
 }
 
 function parseObject(): i32 {
   if (!jsonEat(0x7b)) {
     if (jsonAtEnd()) {
       errPut("the configuration is empty: expected a JSON object like {\"intercept_pids\": [1234]}");
-      return CONFIG_BAD;
+      return ConfigResult.Bad;
     }
     field = "configuration";
     index = -1;
     expected("a JSON object like {\"intercept_pids\": [1234]}");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
   let seen: u32 = 0;
   if (!jsonEat(0x7d)) {
     while (true) {
-      if (!jsonString()) return CONFIG_BAD;
-      if (!jsonExpect(0x3a, "':' after a field name")) return CONFIG_BAD;
+      if (!jsonString()) return ConfigResult.Bad;
+      if (!jsonExpect(0x3a, "':' after a field name")) return ConfigResult.Bad;
       index = -1;
       const f = keyField();
       if (f == 0) {
-        if (!jsonSkipValue()) return CONFIG_BAD;
+        if (!jsonSkipValue()) return ConfigResult.Bad;
       } else {
         if ((seen & f) != 0) {
           fieldError();
           errPut("given more than once");
-          return CONFIG_BAD;
+          return ConfigResult.Bad;
         }
         seen |= f;
         const r = fieldValue(f);
-        if (r != CONFIG_OK) return r;
+        if (r != ConfigResult.Ok) return r;
       }
       if (jsonEat(0x2c)) continue;
       if (jsonEat(0x7d)) break;
       jsonUnexpected("',' or '}'");
-      return CONFIG_BAD;
+      return ConfigResult.Bad;
     }
   }
   if (!jsonAtEnd()) {
     jsonFailAt("unexpected text after the configuration object");
-    return CONFIG_BAD;
+    return ConfigResult.Bad;
   }
-  return CONFIG_OK;
+  return ConfigResult.Ok;
 }
 
 /**
@@ -622,7 +623,7 @@ function parseObject(): i32 {
 export function parseConfig(ptr: usize, len: u32): i32 {
   if (!validUtf8(ptr, len)) {
     errPut("the configuration is not valid UTF-8");
-    return CONFIG_NOT_UTF8;
+    return ConfigResult.NotUtf8;
   }
   next = new Policy();
   pidList = new Array<u32>();
@@ -630,12 +631,12 @@ export function parseConfig(ptr: usize, len: u32): i32 {
   index = -1;
   jsonBegin(ptr, len);
   let r = parseObject();
-  if (r == CONFIG_OK && badSurrogate) {
+  if (r == ConfigResult.Ok && badSurrogate) {
     errPut("the configuration contains a \\u escape of a lone UTF-16 surrogate, which is not valid UTF-8 text");
-    r = CONFIG_NOT_UTF8;
+    r = ConfigResult.NotUtf8;
   }
   jsonEnd();
-  if (r == CONFIG_OK) {
+  if (r == ConfigResult.Ok) {
     next.pids = sortUnique(pidList);
     next.startValue = next.rules.length > 0 && unchecked(next.rules[0]).exclude;
     next.interceptsNothing = next.rules.length == 0 && next.pids.length == 0;

@@ -1,6 +1,6 @@
 // The redirect: per-packet decisions, owner facts, held packets, expiry,
 // lookups and events. Knows packets, flows and policy; nothing of WinDivert
-// or NFQUEUE. See shared/DESIGN.md, "The redirect".
+// or NFQUEUE. README.md, "How it works", describes the redirect.
 //
 // Outbound flow of an intercepted process, client C:c to destination D:d,
 // app port P (the proxy listens there), proxy port c' (= c unless taken):
@@ -12,87 +12,45 @@
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
 
 import { activePolicy } from "./config";
-import {
-  Policy, BYPASS_BROADCAST, BYPASS_DHCP, BYPASS_LINK_LOCAL, BYPASS_LOOPBACK, BYPASS_MULTICAST,
-  destinationAllowed, portAllowed,
-} from "./policy";
-import {
-  parsePacket, P_OK, P_MALFORMED, P_FRAGMENT, PROTO_TCP, PROTO_UDP, pktDport, pktDst, pktPayload, pktProto,
-  pktSport, pktSrc, pktTcpFlags, pktV6,
-} from "./packet";
+import { Policy, Bypass, destinationAllowed, portAllowed } from "./policy";
+import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
-import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN } from "./wire/tcp";
+import { TcpFlag } from "./wire/tcp";
 import {
   flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, F_KIND, F_PROTO, F_V6, F_TCP, F_FLAGS, F_LADDR, F_RADDR,
-  F_LPORT, F_RPORT, F_PPORT, F_APP, F_PID, F_PROC, F_UP, F_DOWN, F_HELD_FIRST, F_HELD_LAST, F_HELD_N, F_DIR,
-  F_ID, K_PENDING, K_PASS, K_OUT, K_IN, K_FACT, T_SYN, T_ESTABLISHED, T_CLOSING, T_CLOSED, FL_FIN_CLIENT,
-  FL_FIN_PROXY, FL_QUERIED, FL_OPENED, FL_CLOSED, L_PENDING, L_SHORT, L_UDPPASS, L_RSHORT, L_UDP, L_TCP,
+  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
-import { eventsInit, eventPush, EV_OPENED, EV_CLOSED } from "./events";
+import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
-import {
-  bump, statsReset, S_PACKETS, S_REWRITTEN, S_PASSED, S_HELD, S_DROPPED, S_MALFORMED, S_FRAGMENTS,
-  S_FLOWS_REDIRECTED, S_FLOWS_PASSED, S_TABLE_FULL, S_HOLD_TIMEOUTS, S_OWNER_FACTS, S_OWNER_QUERIES,
-  S_NAT_CONFLICTS, S_BYPASSED,
-} from "./stats";
+import { bump, statsReset, Stat } from "./stats";
+import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
 
-// Packet metadata in-flags (from the capture layer).
-// @ts-ignore: decorator
-@inline export const IN_OUTBOUND: u32 = 1;
-// @ts-ignore: decorator
-@inline export const IN_LOOPBACK: u32 = 2;
-// @ts-ignore: decorator
-@inline export const IN_CSUM_PARTIAL: u32 = 4;
-
-// Verdicts (low byte) and out-flags (<< 8).
-// @ts-ignore: decorator
-@inline export const V_PASS: u32 = 0;
-// @ts-ignore: decorator
-@inline export const V_MODIFIED: u32 = 1;
-// @ts-ignore: decorator
-@inline export const V_DROP: u32 = 2;
-// @ts-ignore: decorator
-@inline export const V_HELD: u32 = 3;
-// @ts-ignore: decorator
-@inline export const OUT_OUTBOUND: u32 = 1 << 8;
-// @ts-ignore: decorator
-@inline export const OUT_CSUM_VALID: u32 = 2 << 8;
-
-// Owner fact kinds.
-// @ts-ignore: decorator
-@inline export const O_CONNECT: u32 = 1;
-// @ts-ignore: decorator
-@inline export const O_ACCEPT: u32 = 2;
-// @ts-ignore: decorator
-@inline export const O_BIND: u32 = 3;
-// @ts-ignore: decorator
-@inline export const O_LISTEN: u32 = 4;
-// @ts-ignore: decorator
-@inline export const O_CLOSE: u32 = 5;
-// @ts-ignore: decorator
-@inline export const O_UNKNOWN: u32 = 6;
+// The in-flags, verdicts, out-flags and owner fact kinds are the contract's
+// (build/contract.ts): a verdict word is Verdict | OutFlag << OUT_SHIFT.
+export { InFlag, Verdict, OutFlag, OwnerKind };
 
 // @ts-ignore: decorator
-@inline const DIR_OUT: u32 = 0;
-// @ts-ignore: decorator
-@inline const DIR_IN: u32 = 1;
+@inline const OUT_SHIFT: u32 = 8;
+
+/** Flow.dir. */
+const enum Dir {
+  Out = 0,
+  In = 1,
+}
 
 export let selfPid: u32 = 0;
 export let appPort: u32 = 0;
 export let started = false;
 
-// The current packet's metadata while it is processed.
-let curFlags: u32 = 0;
-let curIf: u32 = 0;
-let curSubIf: u32 = 0;
-let curCookieLo: u32 = 0;
-let curCookieHi: u32 = 0;
-let curData: usize = 0;
-let curLen: u32 = 0;
 let now: u32 = 0;
+
+// The packet views: one for the packet of the batch being decided, one for
+// the held packets a decision releases (which may happen while the batch's
+// packet is being decided).
+const batchPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
+const heldPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 
 export function engineSetSelf(pid: u32, seed: u32): void {
   selfPid = pid;
@@ -173,25 +131,25 @@ function isDhcpPort(p: u32): bool {
 }
 
 /** True when the parsed packet belongs to a class the policy bypasses. */
-function bypassed(pol: Policy, local: usize, remote: usize): bool {
+function bypassed(pol: Policy, pk: Packet, local: usize, remote: usize): bool {
   const b = pol.bypass;
-  const v6 = pktV6;
-  if ((b & BYPASS_LOOPBACK) != 0 &&
-    ((curFlags & IN_LOOPBACK) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
-  if ((b & BYPASS_MULTICAST) != 0 && (isMulticast(remote, v6) || isMulticast(local, v6))) return true;
-  if ((b & BYPASS_BROADCAST) != 0 && (isBroadcast(remote, v6) || isBroadcast(local, v6))) return true;
-  if ((b & BYPASS_LINK_LOCAL) != 0 && (isLinkLocal(remote, v6) || isLinkLocal(local, v6))) return true;
-  if ((b & BYPASS_DHCP) != 0 && pktProto == PROTO_UDP && (isDhcpPort(pktSport) || isDhcpPort(pktDport))) return true;
+  const v6 = pk.v6;
+  if ((b & Bypass.Loopback) != 0 &&
+    ((pk.flags & InFlag.Loopback) != 0 || isLoopback(remote, v6) || isLoopback(local, v6))) return true;
+  if ((b & Bypass.Multicast) != 0 && (isMulticast(remote, v6) || isMulticast(local, v6))) return true;
+  if ((b & Bypass.Broadcast) != 0 && (isBroadcast(remote, v6) || isBroadcast(local, v6))) return true;
+  if ((b & Bypass.LinkLocal) != 0 && (isLinkLocal(remote, v6) || isLinkLocal(local, v6))) return true;
+  if ((b & Bypass.Dhcp) != 0 && pk.proto == PROTO_UDP && (isDhcpPort(pk.sport) || isDhcpPort(pk.dport))) return true;
   return false;
 }
 
-function passFlags(): u32 {
-  return (curFlags & IN_OUTBOUND) != 0 ? OUT_OUTBOUND : 0;
+function passFlags(pk: Packet): u32 {
+  return (pk.flags & InFlag.Outbound) != 0 ? OutFlag.Outbound << OUT_SHIFT : 0;
 }
 
-function pass(): u32 {
-  bump(S_PASSED);
-  return V_PASS | passFlags();
+function pass(pk: Packet): u32 {
+  bump(Stat.passed);
+  return Verdict.Pass | passFlags(pk);
 }
 
 // ---------------------------------------------------------------------------
@@ -199,82 +157,85 @@ function pass(): u32 {
 
 /** The closed event of a redirected flow, once: at its close or its removal. */
 function closedEvent(f: usize): void {
-  const fl = load<u32>(f, F_FLAGS);
-  if ((fl & (FL_OPENED | FL_CLOSED)) != FL_OPENED) return;
-  store<u32>(f, fl | FL_CLOSED, F_FLAGS);
-  eventPush(EV_CLOSED, f, now);
+  const fl = flow(f).flags;
+  if ((fl & (FlowFlag.Opened | FlowFlag.Closed)) != FlowFlag.Opened) return;
+  flow(f).flags = fl | FlowFlag.Closed;
+  eventPush(EventType.Closed, f, now);
 }
 
 function removeFlow(f: usize): void {
-  const kind = load<u8>(f, F_KIND);
-  if (kind == K_PENDING) releaseHeld(f, true);
+  const kind = flow(f).kind;
+  if (kind == Kind.Pending) releaseHeld(f, true);
   closedEvent(f);
   flowFree(f);
 }
 
 /** A proxy-side port for a redirected flow whose proxy key is free, or 0. */
 function choosePort(f: usize, preferred: u32): u32 {
-  const proto = <u32>load<u8>(f, F_PROTO);
-  const v6 = load<u8>(f, F_V6) != 0;
-  const app = <u32>load<u16>(f, F_APP);
-  if (proxyKeyFree(proto, v6, f + F_LADDR, app, f + F_RADDR, preferred)) return preferred;
-  let h = preferred * 0x9e3779b1 + load<u32>(f, F_ID);
+  const proto = <u32>flow(f).proto;
+  const v6 = flow(f).v6 != 0;
+  const app = <u32>flow(f).appPort;
+  if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, preferred)) return preferred;
+  let h = preferred * 0x9e3779b1 + flow(f).id;
   for (let k = 0; k < 64; k++) {
     h = h * 1103515245 + 12345;
     const p = 49152 + ((h >>> 8) & 16383);
-    if (proxyKeyFree(proto, v6, f + F_LADDR, app, f + F_RADDR, p)) return p;
+    if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, p)) return p;
   }
   return 0;
 }
 
 /** Decides a flow whose owner is now known (pid, process ref). */
 function decide(f: usize, pid: u32, proc: u32): void {
-  store<u32>(f, pid, F_PID);
-  store<u32>(f, proc, F_PROC);
-  const tcp = load<u8>(f, F_PROTO) == PROTO_TCP;
+  flow(f).pid = pid;
+  flow(f).proc = proc;
+  const tcp = flow(f).proto == PROTO_TCP;
   if (appPort == 0 || alwaysExcluded(pid) || !procIntercepted(proc, pid)) {
     decidePass(f);
     return;
   }
-  const dir = <u32>load<u8>(f, F_DIR);
-  store<u16>(f, <u16>appPort, F_APP);
-  const pport = choosePort(f, dir == DIR_OUT ? <u32>load<u16>(f, F_LPORT) : <u32>load<u16>(f, F_RPORT));
+  const dir = <u32>flow(f).dir;
+  flow(f).appPort = <u16>appPort;
+  const pport = choosePort(f, dir == Dir.Out ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
   if (pport == 0) {
-    bump(S_NAT_CONFLICTS);
+    bump(Stat.natConflicts);
     decidePass(f);
     return;
   }
-  store<u16>(f, <u16>pport, F_PPORT);
-  store<u8>(f, dir == DIR_OUT ? K_OUT : K_IN, F_KIND);
-  store<u8>(f, T_SYN, F_TCP);
+  flow(f).proxyPort = <u16>pport;
+  flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
+  flow(f).tcpState = <u8>TcpState.Syn;
   flowLinkProxy(f);
-  flowTouch(f, tcp ? L_RSHORT : L_UDP, now);
-  store<u32>(f, load<u32>(f, F_FLAGS) | FL_OPENED, F_FLAGS);
-  bump(S_FLOWS_REDIRECTED);
-  eventPush(EV_OPENED, f, now);
+  flowTouch(f, tcp ? List.RShort : List.Udp, now);
+  flow(f).flags = flow(f).flags | FlowFlag.Opened;
+  bump(Stat.flowsRedirected);
+  eventPush(EventType.Opened, f, now);
 }
 
 function decidePass(f: usize): void {
-  store<u8>(f, K_PASS, F_KIND);
-  flowTouch(f, load<u8>(f, F_PROTO) == PROTO_TCP ? L_SHORT : L_UDPPASS, now);
-  bump(S_FLOWS_PASSED);
+  flow(f).kind = <u8>Kind.Pass;
+  flowTouch(f, flow(f).proto == PROTO_TCP ? List.Short : List.UdpPass, now);
+  bump(Stat.flowsPassed);
 }
 
-/** Holds the current packet on a pending flow. */
-function hold(f: usize): u32 {
-  const n = <u32>load<u16>(f, F_HELD_N);
-  const i = n >= PER_FLOW ? 0 : heldPut(curData, curLen, curFlags, curIf, curSubIf, curCookieLo, curCookieHi);
+/** Holds a packet of the batch on a pending flow. */
+function hold(f: usize, pk: Packet): u32 {
+  const m = pk.meta;
+  // A released packet is never held again (its flow is decided).
+  if (m === null) return pass(pk);
+  const n = <u32>flow(f).heldCount;
+  const i = n >= PER_FLOW ? 0 : heldPut(pk.data, pk.len, pk.flags, m.ifIdx, m.subIfIdx, m.cookieLo, m.cookieHi);
   if (i == 0) {
-    bump(S_DROPPED);
-    return V_DROP;
+    bump(Stat.dropped);
+    return Verdict.Drop;
   }
-  const last = load<u32>(f, F_HELD_LAST);
-  if (last != 0) store<u32>(rec(last), i, 28);
-  else store<u32>(f, i, F_HELD_FIRST);
-  store<u32>(f, i, F_HELD_LAST);
-  store<u16>(f, <u16>(n + 1), F_HELD_N);
-  bump(S_HELD);
-  return V_HELD;
+  const last = flow(f).heldLast;
+  if (last != 0) rec(last).next = i;
+  else flow(f).heldFirst = i;
+  flow(f).heldLast = i;
+  flow(f).heldCount = <u16>(n + 1);
+  bump(Stat.held);
+  return Verdict.Held;
 }
 
 /**
@@ -282,20 +243,19 @@ function hold(f: usize): u32 {
  * flow (rewritten or passed); `asIs` releases them unchanged.
  */
 function releaseHeld(f: usize, asIs: bool): void {
-  let i = load<u32>(f, F_HELD_FIRST);
-  store<u32>(f, 0, F_HELD_FIRST);
-  store<u32>(f, 0, F_HELD_LAST);
-  store<u16>(f, 0, F_HELD_N);
+  let i = flow(f).heldFirst;
+  flow(f).heldFirst = 0;
+  flow(f).heldLast = 0;
+  flow(f).heldCount = 0;
   while (i != 0) {
     const r = rec(i);
-    const next = load<u32>(r, 28);
-    const flags = load<u32>(r, 8);
+    const next = r.next;
+    const pk = heldPacket;
     let verdict: u32;
-    setCurrent(<usize>load<u32>(r, 20), load<u32>(r, 24), flags, load<u32>(r, 12), load<u32>(r, 16),
-      load<u32>(r, 0), load<u32>(r, 4));
-    if (asIs || parsePacket(curData, curLen) != P_OK) verdict = pass();
-    else verdict = onFlowPacket(f, 0);
-    if ((verdict & 0xff) == V_HELD) verdict = V_PASS | passFlags(); // cannot happen: the flow is decided
+    pk.set(<usize>r.data, r.len, r.flags, null);
+    if (asIs || pk.parse() != Parse.Ok) verdict = pass(pk);
+    else verdict = onFlowPacket(f, 0, pk);
+    if ((verdict & 0xff) == Verdict.Held) verdict = Verdict.Pass | passFlags(pk); // cannot happen: the flow is decided
     heldRelease(i, verdict);
     i = next;
   }
@@ -316,90 +276,80 @@ function resolve(f: usize, pid: u32, proc: u32, known: bool): void {
  */
 function resolveOwnerless(f: usize): void {
   resolve(f, 0, 0, false);
-  if (load<u8>(f, F_PROTO) == PROTO_TCP) flowFree(f);
+  if (flow(f).proto == PROTO_TCP) flowFree(f);
 }
 
 // ---------------------------------------------------------------------------
 // Packets
 
-function setCurrent(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cLo: u32, cHi: u32): void {
-  curData = data;
-  curLen = len;
-  curFlags = flags;
-  curIf = ifIdx;
-  curSubIf = subIf;
-  curCookieLo = cLo;
-  curCookieHi = cHi;
-}
-
-function trackTcp(f: usize, side: u32): void {
-  const fl = pktTcpFlags;
-  let st = load<u8>(f, F_TCP);
-  if ((fl & TCP_RST) != 0) {
-    st = T_CLOSED;
+function trackTcp(f: usize, side: u32, pk: Packet): void {
+  const fl = pk.tcpFlags;
+  let st = <TcpState>flow(f).tcpState;
+  if ((fl & TcpFlag.RST) != 0) {
+    st = TcpState.Closed;
   } else {
-    if ((fl & TCP_FIN) != 0) {
-      const bits = load<u32>(f, F_FLAGS) | (side == 0 ? FL_FIN_CLIENT : FL_FIN_PROXY);
-      store<u32>(f, bits, F_FLAGS);
-      if ((bits & (FL_FIN_CLIENT | FL_FIN_PROXY)) == (FL_FIN_CLIENT | FL_FIN_PROXY)) st = T_CLOSING;
+    if ((fl & TcpFlag.FIN) != 0) {
+      const bits = flow(f).flags | (side == 0 ? FlowFlag.FinClient : FlowFlag.FinProxy);
+      flow(f).flags = bits;
+      if ((bits & (FlowFlag.FinClient | FlowFlag.FinProxy)) == (FlowFlag.FinClient | FlowFlag.FinProxy)) st = TcpState.Closing;
     }
-    if (st == T_SYN && side == 1 && (fl & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) st = T_ESTABLISHED;
+    if (st == TcpState.Syn && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = TcpState.Established;
   }
-  store<u8>(f, st, F_TCP);
-  flowTouch(f, st == T_ESTABLISHED ? L_TCP : L_RSHORT, now);
+  flow(f).tcpState = <u8>st;
+  flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
-  if (st >= T_CLOSING) closedEvent(f);
+  if (st >= TcpState.Closing) closedEvent(f);
 }
 
-function checksumFull(): bool {
-  return (curFlags & IN_CSUM_PARTIAL) != 0;
+function checksumFull(pk: Packet): bool {
+  return (pk.flags & InFlag.CsumPartial) != 0;
 }
 
 /** A packet of a known flow; side 0 = client key matched, 1 = proxy key. */
-function onFlowPacket(f: usize, side: u32): u32 {
-  const kind = load<u8>(f, F_KIND);
-  const outbound = (curFlags & IN_OUTBOUND) != 0;
-  if (kind == K_PENDING) return side == 0 ? hold(f) : pass();
-  if (kind == K_PASS) {
-    if (load<u8>(f, F_PROTO) == PROTO_UDP) flowTouch(f, L_UDPPASS, now);
-    return pass();
+function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
+  const kind = flow(f).kind;
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
+  if (kind == Kind.Pending) return side == 0 ? hold(f, pk) : pass(pk);
+  if (kind == Kind.Pass) {
+    if (flow(f).proto == PROTO_UDP) flowTouch(f, List.UdpPass, now);
+    return pass(pk);
   }
-  const tcp = pktProto == PROTO_TCP;
+  const tcp = pk.proto == PROTO_TCP;
   let up = false;
-  if (kind == K_OUT) {
-    if (!outbound) return pass(); // our own injection seen again, or a stray reply
+  if (kind == Kind.Out) {
+    if (!outbound) return pass(pk); // our own injection seen again, or a stray reply
     if (side == 0) {
       // client C:c -> D:d  =>  D:c' -> C:P
-      rewrite(f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull());
+      rewrite(pk, flow(f).remoteAddr, flow(f).proxyPort, flow(f).localAddr, flow(f).appPort, checksumFull(pk));
       up = true;
     } else {
       // proxy C:P -> D:c'  =>  D:d -> C:c
-      rewrite(f + F_RADDR, load<u16>(f, F_RPORT), f + F_LADDR, load<u16>(f, F_LPORT), checksumFull());
+      rewrite(pk, flow(f).remoteAddr, flow(f).remotePort, flow(f).localAddr, flow(f).localPort, checksumFull(pk));
     }
-  } else if (kind == K_IN) {
+  } else if (kind == Kind.In) {
     if (side == 0 && !outbound) {
       // remote R:r -> C:L  =>  R:r' -> C:P
-      rewrite(f + F_RADDR, load<u16>(f, F_PPORT), f + F_LADDR, load<u16>(f, F_APP), checksumFull());
+      rewrite(pk, flow(f).remoteAddr, flow(f).proxyPort, flow(f).localAddr, flow(f).appPort, checksumFull(pk));
       up = true;
     } else if (side == 1 && outbound) {
       // proxy C:P -> R:r'  =>  C:L -> R:r
-      rewrite(f + F_LADDR, load<u16>(f, F_LPORT), f + F_RADDR, load<u16>(f, F_RPORT), checksumFull());
+      rewrite(pk, flow(f).localAddr, flow(f).localPort, flow(f).remoteAddr, flow(f).remotePort, checksumFull(pk));
     } else {
-      return pass();
+      return pass(pk);
     }
   } else {
-    return pass();
+    return pass(pk);
   }
-  const field = up ? F_UP : F_DOWN;
-  store<u64>(f + field, load<u64>(f + field) + <u64>pktPayload);
-  if (tcp) trackTcp(f, side);
-  else flowTouch(f, L_UDP, now);
-  bump(S_REWRITTEN);
+  if (up) flow(f).bytesUp += <u64>pk.payload;
+  else flow(f).bytesDown += <u64>pk.payload;
+  if (tcp) trackTcp(f, side, pk);
+  else flowTouch(f, List.Udp, now);
+  bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
   // to the client); inbound redirects keep their direction.
-  const dirOut = kind == K_IN && side == 1 ? OUT_OUTBOUND : 0;
-  return V_MODIFIED | dirOut | OUT_CSUM_VALID;
+  const dirOut = kind == Kind.In && side == 1 ? OutFlag.Outbound << OUT_SHIFT : 0;
+  return Verdict.Modified | dirOut | OutFlag.CsumValid << OUT_SHIFT;
 }
 
 /**
@@ -407,94 +357,97 @@ function onFlowPacket(f: usize, side: u32): u32 {
  * depend on the owner: protocol, direction, a bare SYN, bypassed classes,
  * destination port and address.
  */
-function eligible(outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): bool {
+function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): bool {
   const pol = activePolicy;
   if (!started || appPort == 0 || pol.interceptsNothing) return false;
-  const tcp = pktProto == PROTO_TCP;
+  const tcp = pk.proto == PROTO_TCP;
   if (tcp ? !pol.tcp : !pol.udp) return false;
   if (outbound ? !pol.outbound : !pol.inbound) return false;
-  if (!isFlowStart()) return false;
-  if (bypassed(pol, laddr, raddr)) {
-    bump(S_BYPASSED);
+  if (!isFlowStart(pk)) return false;
+  if (bypassed(pol, pk, laddr, raddr)) {
+    bump(Stat.bypassed);
     return false;
   }
   // The original destination: the remote end outbound, the listener inbound.
-  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pktV6, outbound ? raddr : laddr);
+  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pk.v6, outbound ? raddr : laddr);
 }
 
 /** A packet that matches no flow. */
-function onNewPacket(outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
-  if (!eligible(outbound, laddr, lport, raddr, rport)) return pass();
-  const dir = outbound ? DIR_OUT : DIR_IN;
-  const f = flowNew(K_PENDING, pktProto, pktV6, laddr, lport, raddr, rport, dir, L_PENDING, now, removeFlow);
-  if (f == 0) return tableFull();
+function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
+  if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
+  const dir = outbound ? Dir.Out : Dir.In;
+  const proto = pk.proto;
+  const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
+  if (f == 0) return tableFull(pk);
   // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerGet(pktProto, lport);
-  if (po != 0 && (!outbound || pktProto == PROTO_UDP)) {
+  const po = portOwnerGet(proto, lport);
+  if (po != 0 && (!outbound || proto == PROTO_UDP)) {
     decide(f, portOwnerPid(po), portOwnerProc(po));
-    return onFlowPacket(f, 0);
+    return onFlowPacket(f, 0, pk);
   }
-  return hold(f);
+  return hold(f, pk);
 }
 
-function tableFull(): u32 {
-  bump(S_TABLE_FULL);
-  return pass();
+function tableFull(pk: Packet): u32 {
+  bump(Stat.tableFull);
+  return pass(pk);
 }
 
-/** Processes the current packet (setCurrent first). Returns the verdict word. */
-export function processCurrent(): u32 {
-  bump(S_PACKETS);
-  const r = parsePacket(curData, curLen);
-  if (r != P_OK) {
-    if (r == P_MALFORMED) bump(S_MALFORMED);
-    else if (r == P_FRAGMENT) bump(S_FRAGMENTS);
-    return pass();
+/** Decides a packet (its view set). Returns the verdict word. */
+function processPacketView(pk: Packet): u32 {
+  bump(Stat.packets);
+  const r = pk.parse();
+  if (r != Parse.Ok) {
+    if (r == Parse.Malformed) bump(Stat.malformed);
+    else if (r == Parse.Fragment) bump(Stat.fragments);
+    return pass(pk);
   }
-  const outbound = (curFlags & IN_OUTBOUND) != 0;
-  const laddr = outbound ? pktSrc : pktDst;
-  const raddr = outbound ? pktDst : pktSrc;
-  const lport = outbound ? pktSport : pktDport;
-  const rport = outbound ? pktDport : pktSport;
-  let f = flowFind(pktProto, pktV6, laddr, lport, raddr, rport);
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
+  const laddr = outbound ? pk.src : pk.dst;
+  const raddr = outbound ? pk.dst : pk.src;
+  const lport = outbound ? pk.sport : pk.dport;
+  const rport = outbound ? pk.dport : pk.sport;
+  const proto = pk.proto;
+  let f = flowFind(proto, pk.v6, laddr, lport, raddr, rport);
   if (f != 0) {
     const side = foundSide;
-    const kind = load<u8>(f, F_KIND);
-    if (kind == K_FACT) {
+    const kind = flow(f).kind;
+    if (kind == Kind.Fact) {
       // The owner was known before the first packet.
-      if (side == 0 && isFlowStart()) {
+      if (side == 0 && isFlowStart(pk)) {
         // Decided now, once: a retransmission keeps this decision.
-        if (eligible(outbound, laddr, lport, raddr, rport)) {
-          store<u8>(f, K_PENDING, F_KIND);
-          decide(f, load<u32>(f, F_PID), load<u32>(f, F_PROC));
-          return onFlowPacket(f, 0);
+        if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
+          flow(f).kind = <u8>Kind.Pending;
+          decide(f, flow(f).pid, flow(f).proc);
+          return onFlowPacket(f, 0, pk);
         }
         decidePass(f);
       }
-      return pass();
+      return pass(pk);
     }
     // A new SYN on a closed redirected flow: the port was reused.
-    if (side == 0 && pktProto == PROTO_TCP && isFlowStart() && (kind == K_OUT || kind == K_IN) &&
-      load<u8>(f, F_TCP) >= T_CLOSING) {
+    if (side == 0 && proto == PROTO_TCP && isFlowStart(pk) && (kind == Kind.Out || kind == Kind.In) &&
+      <TcpState>flow(f).tcpState >= TcpState.Closing) {
       removeFlow(f);
       f = 0;
     } else {
-      return onFlowPacket(f, side);
+      return onFlowPacket(f, side, pk);
     }
   }
-  return onNewPacket(outbound, laddr, lport, raddr, rport);
+  return onNewPacket(pk, outbound, laddr, lport, raddr, rport);
 }
 
-function isFlowStart(): bool {
-  if (pktProto == PROTO_UDP) return true;
-  return (pktTcpFlags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN)) == TCP_SYN;
+function isFlowStart(pk: Packet): bool {
+  if (pk.proto == PROTO_UDP) return true;
+  return (pk.tcpFlags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST | TcpFlag.FIN)) == TcpFlag.SYN;
 }
 
-export function processPacket(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u32, cLo: u32, cHi: u32,
-  t: u32): u32 {
+/** Decides one packet of the batch (its bytes and its Meta record). Returns the verdict word. */
+export function processPacket(data: usize, m: Meta, t: u32): u32 {
   now = t;
-  setCurrent(data, len, flags, ifIdx, subIf, cLo, cHi);
-  return processCurrent();
+  const pk = batchPacket;
+  pk.set(data, m.len, m.flags, m);
+  return processPacketView(pk);
 }
 
 // ---------------------------------------------------------------------------
@@ -502,50 +455,50 @@ export function processPacket(data: usize, len: u32, flags: u32, ifIdx: u32, sub
 
 /**
  * An owner fact. kind: O_*; addresses point at 4 or 16 bytes. For
- * O_UNKNOWN the flow (laddr:lport, raddr:rport) had no owner to find.
+ * OwnerKind.Unknown the flow (laddr:lport, raddr:rport) had no owner to find.
  */
 export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   pid: u32, proc: u32, t: u32): void {
   now = t;
-  bump(S_OWNER_FACTS);
-  if (kind == O_BIND || kind == O_LISTEN) {
+  bump(Stat.ownerFacts);
+  if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
     portOwnerPut(proto, lport, pid, proc, now);
     // Flows waiting for this local port's owner.
-    let f = listOldest(L_PENDING);
+    let f = listOldest(List.Pending);
     while (f != 0) {
       const next = listNewer(f);
-      if (<u32>load<u8>(f, F_PROTO) == proto && <u32>load<u16>(f, F_LPORT) == lport &&
-        (load<u8>(f, F_DIR) == DIR_IN || proto == PROTO_UDP)) {
+      if (<u32>flow(f).proto == proto && <u32>flow(f).localPort == lport &&
+        (flow(f).dir == Dir.In || proto == PROTO_UDP)) {
         resolve(f, pid, proc, true);
       }
       f = next;
     }
     return;
   }
-  if (kind == O_CLOSE) {
+  if (kind == OwnerKind.Close) {
     portOwnerRemove(proto, lport, pid);
     return;
   }
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);
   if (f != 0 && foundSide == 0) {
-    const k = load<u8>(f, F_KIND);
-    if (k == K_PENDING) {
-      if (kind == O_UNKNOWN) resolveOwnerless(f);
+    const k = flow(f).kind;
+    if (k == Kind.Pending) {
+      if (kind == OwnerKind.Unknown) resolveOwnerless(f);
       else resolve(f, pid, proc, true);
     }
-    else if (k == K_FACT && kind != O_UNKNOWN) {
-      store<u32>(f, pid, F_PID);
-      store<u32>(f, proc, F_PROC);
+    else if (k == Kind.Fact && kind != OwnerKind.Unknown) {
+      flow(f).pid = pid;
+      flow(f).proc = proc;
     }
     return;
   }
-  if (f == 0 && kind != O_UNKNOWN && started) {
+  if (f == 0 && kind != OwnerKind.Unknown && started) {
     // Before the first packet: remember it for a while.
-    const dir = kind == O_ACCEPT ? DIR_IN : DIR_OUT;
-    const g = flowNew(K_FACT, proto, v6, laddr, lport, raddr, rport, dir, L_SHORT, now, removeFlow);
+    const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
+    const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
     if (g != 0) {
-      store<u32>(g, pid, F_PID);
-      store<u32>(g, proc, F_PROC);
+      flow(g).pid = pid;
+      flow(g).proc = proc;
     }
   }
 }
@@ -556,34 +509,28 @@ export function ownerProcess(pid: u32, path: usize, len: u32, t: u32): u32 {
 }
 
 // ---------------------------------------------------------------------------
-// Queries: pending flows whose owner the shim has not been asked for yet.
-//
-//   query (QUERY bytes): +0 u8 proto  +1 u8 family (4/6)  +2 u8 direction
-//   +4 [16] local addr  +20 [16] remote addr  +36 u16 local port
-//   +38 u16 remote port
-
-// @ts-ignore: decorator
-@inline export const QUERY: u32 = 40;
+// Queries: pending flows whose owner the host has not been asked for yet,
+// handed out as Query records.
 
 export function takeQueries(out: usize, max: u32): u32 {
   let n: u32 = 0;
-  let f = listOldest(L_PENDING);
+  let f = listOldest(List.Pending);
   while (f != 0 && n < max) {
-    const flags = load<u32>(f, F_FLAGS);
-    if ((flags & FL_QUERIED) == 0) {
-      store<u32>(f, flags | FL_QUERIED, F_FLAGS);
-      const q = out + <usize>n * QUERY;
-      const v6 = load<u8>(f, F_V6) != 0;
-      memory.fill(q, 0, QUERY);
-      store<u8>(q, load<u8>(f, F_PROTO), 0);
-      store<u8>(q, v6 ? 6 : 4, 1);
-      store<u8>(q, load<u8>(f, F_DIR), 2);
-      memory.copy(q + 4, f + F_LADDR, v6 ? 16 : 4);
-      memory.copy(q + 20, f + F_RADDR, v6 ? 16 : 4);
-      store<u16>(q, load<u16>(f, F_LPORT), 36);
-      store<u16>(q, load<u16>(f, F_RPORT), 38);
+    const flags = flow(f).flags;
+    if ((flags & FlowFlag.Queried) == 0) {
+      flow(f).flags = flags | FlowFlag.Queried;
+      const q = changetype<Query>(out + <usize>n * QUERY_SIZE);
+      const v6 = flow(f).v6 != 0;
+      memory.fill(changetype<usize>(q), 0, QUERY_SIZE);
+      q.proto = flow(f).proto;
+      q.family = v6 ? 6 : 4;
+      q.direction = flow(f).dir;
+      memory.copy(q.local, flow(f).localAddr, v6 ? 16 : 4);
+      memory.copy(q.remote, flow(f).remoteAddr, v6 ? 16 : 4);
+      q.localPort = flow(f).localPort;
+      q.remotePort = flow(f).remotePort;
       n++;
-      bump(S_OWNER_QUERIES);
+      bump(Stat.ownerQueries);
     }
     f = listNewer(f);
   }
@@ -597,64 +544,53 @@ export function takeQueries(out: usize, max: u32): u32 {
 export function tick(t: u32): void {
   now = t;
   if (!started) return;
-  let f = flowExpired(L_PENDING, now);
+  let f = flowExpired(List.Pending, now);
   while (f != 0) {
-    bump(S_HOLD_TIMEOUTS);
+    bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
-    f = flowExpired(L_PENDING, now);
+    f = flowExpired(List.Pending, now);
   }
-  for (let l = L_SHORT; l <= L_TCP; l++) {
-    f = flowExpired(<u8>l, now);
+  for (let l = List.Short; l <= List.Tcp; l++) {
+    f = flowExpired(l, now);
     while (f != 0) {
       removeFlow(f);
-      f = flowExpired(<u8>l, now);
+      f = flowExpired(l, now);
     }
   }
 }
 
 // ---------------------------------------------------------------------------
-// Origins: what lookups and events hand out.
-//
-//   origin (ORIGIN bytes + path):
-//   +0  u32 type (0 lookup, 1 opened, 2 closed)   +4  u32 protocol (6/17)
-//   +8  u32 family (4/6)   +12 u32 direction (0 outbound, 1 inbound)
-//   +16 u32 pid            +20 u32 flow id
-//   +24 [16] original destination  +40 u32 its port
-//   +44 [16] client                +60 u32 its port
-//   +64 [16] proxy's peer          +80 u32 its port
-//   +84 u32 app port       +88 u64 bytes up   +96 u64 bytes down
-//   +104 u32 time (ms)     +108 u32 path length   +112 path (UTF-8)
+// Origins: what lookups and events hand out (Origin records and their path).
 
-// @ts-ignore: decorator
-@inline export const ORIGIN: u32 = 112;
-
-function putAddr(out: usize, f: usize, field: usize, v6: bool): void {
+function putAddr(out: usize, addr: usize, v6: bool): void {
   memory.fill(out, 0, 16);
-  memory.copy(out, f + field, v6 ? 16 : 4);
+  memory.copy(out, addr, v6 ? 16 : 4);
 }
 
 /** Writes the origin of flow entry (or event copy) `f` at `out`. */
 export function writeOrigin(out: usize, type: u32, f: usize, time: u32, path: usize, pathLen: u32): void {
-  const v6 = load<u8>(f, F_V6) != 0;
-  const inbound = load<u8>(f, F_KIND) == K_IN;
-  store<u32>(out, type, 0);
-  store<u32>(out, <u32>load<u8>(f, F_PROTO), 4);
-  store<u32>(out, v6 ? 6 : 4, 8);
-  store<u32>(out, inbound ? 1 : 0, 12);
-  store<u32>(out, load<u32>(f, F_PID), 16);
-  store<u32>(out, load<u32>(f, F_ID), 20);
-  putAddr(out + 24, f, inbound ? F_LADDR : F_RADDR, v6);
-  store<u32>(out, <u32>load<u16>(f + (inbound ? F_LPORT : F_RPORT)), 40);
-  putAddr(out + 44, f, inbound ? F_RADDR : F_LADDR, v6);
-  store<u32>(out, <u32>load<u16>(f + (inbound ? F_RPORT : F_LPORT)), 60);
-  putAddr(out + 64, f, F_RADDR, v6);
-  store<u32>(out, <u32>load<u16>(f, F_PPORT), 80);
-  store<u32>(out, <u32>load<u16>(f, F_APP), 84);
-  store<u64>(out, load<u64>(f, F_UP), 88);
-  store<u64>(out, load<u64>(f, F_DOWN), 96);
-  store<u32>(out, time, 104);
-  store<u32>(out, pathLen, 108);
-  if (pathLen > 0) memory.copy(out + ORIGIN, path, pathLen);
+  const v6 = flow(f).v6 != 0;
+  const inbound = flow(f).kind == Kind.In;
+  const o = changetype<Origin>(out);
+  o.type = type;
+  o.proto = <u32>flow(f).proto;
+  o.family = v6 ? 6 : 4;
+  o.direction = inbound ? 1 : 0;
+  o.pid = flow(f).pid;
+  o.flowId = flow(f).id;
+  const e = flow(f);
+  putAddr(o.dst, inbound ? e.localAddr : e.remoteAddr, v6);
+  o.dstPort = <u32>(inbound ? e.localPort : e.remotePort);
+  putAddr(o.client, inbound ? e.remoteAddr : e.localAddr, v6);
+  o.clientPort = <u32>(inbound ? e.remotePort : e.localPort);
+  putAddr(o.peer, e.remoteAddr, v6);
+  o.peerPort = <u32>flow(f).proxyPort;
+  o.appPort = <u32>flow(f).appPort;
+  o.bytesUp = flow(f).bytesUp;
+  o.bytesDown = flow(f).bytesDown;
+  o.time = time;
+  o.pathLen = pathLen;
+  if (pathLen > 0) memory.copy(o.path, path, pathLen);
 }
 
 /** The redirected flow the proxy sees as (peer, local), or 0. */
@@ -662,6 +598,6 @@ export function findByProxyKey(proto: u32, v6: bool, local: usize, lport: u32, p
   anyLocal: bool): usize {
   const f = flowFind(proto, v6, local, lport, peer, pport, anyLocal);
   if (f == 0 || foundSide != 1) return 0;
-  const k = load<u8>(f, F_KIND);
-  return k == K_OUT || k == K_IN ? f : 0;
+  const k = flow(f).kind;
+  return k == Kind.Out || k == Kind.In ? f : 0;
 }

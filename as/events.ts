@@ -1,23 +1,31 @@
 // A bounded ring of events (intercepted flow opened / closed), read by the
-// shim one at a time. When full, new events are dropped and counted.
-//
-//   event (EV bytes): +0 u32 type  +4 u32 flow slot  +8 u32 flow id
-//   +12 u32 time  +16 u64 bytes up  +24 u64 bytes down
-//   The flow's addresses are copied in at +32 (FLOW_COPY bytes), so the
-//   event outlives the flow.
+// host one at a time. When full, new events are dropped and counted. Each
+// event keeps a copy of its flow's entry, so it outlives the flow.
 
-import { bump, S_EVENTS_LOST } from "./stats";
+import { bump, Stat } from "./stats";
+import { FLOW_SIZE } from "./flows";
 
-// @ts-ignore: decorator
-@inline export const EV_OPENED: u32 = 1;
-// @ts-ignore: decorator
-@inline export const EV_CLOSED: u32 = 2;
+@unmanaged
+export class Event {
+  type: u32;  // EV_*
+  time: u32;  // ms
+  private copy: u64; // the flow entry's copy starts here (FLOW_SIZE bytes)
+
+  /** The copy of the flow entry (a flow handle, as flows.ts hands out). */
+  @inline get flow(): usize {
+    return changetype<usize>(this) + offsetof<Event>("copy");
+  }
+}
+
+/** Event.type, and the origin type of an event (0 is a lookup's). */
+export const enum EventType {
+  Opened = 1,
+  Closed = 2,
+}
 // @ts-ignore: decorator
 @inline const CAPACITY: u32 = 4096;
 // @ts-ignore: decorator
-@inline export const FLOW_COPY: u32 = 128;
-// @ts-ignore: decorator
-@inline export const EV: u32 = 32 + FLOW_COPY;
+@inline const EV: u32 = offsetof<Event>("copy") + FLOW_SIZE;
 
 let ring: usize = 0;
 let head: u32 = 0;
@@ -33,13 +41,13 @@ export function eventsInit(): void {
 export function eventPush(type: u32, flow: usize, now: u32): void {
   if (ring == 0) return;
   if (count == CAPACITY) {
-    bump(S_EVENTS_LOST);
+    bump(Stat.eventsLost);
     return;
   }
-  const e = ring + <usize>((head + count) & (CAPACITY - 1)) * EV;
-  store<u32>(e, type, 0);
-  store<u32>(e, now, 12);
-  memory.copy(e + 32, flow, FLOW_COPY);
+  const e = changetype<Event>(ring + <usize>((head + count) & (CAPACITY - 1)) * EV);
+  e.type = type;
+  e.time = now;
+  memory.copy(e.flow, flow, FLOW_SIZE);
   count++;
 }
 
@@ -48,10 +56,10 @@ export function eventCount(): u32 {
   return count;
 }
 
-/** The oldest event, or 0 when none; `eventPop` removes it. */
-export function eventPeek(): usize {
-  if (count == 0) return 0;
-  return ring + <usize>head * EV;
+/** The oldest event, or null when none; `eventPop` removes it. */
+export function eventPeek(): Event | null {
+  if (count == 0) return null;
+  return changetype<Event>(ring + <usize>head * EV);
 }
 
 export function eventPop(): void {

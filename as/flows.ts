@@ -25,131 +25,103 @@
 // When the table is full, a new flow takes the place of the oldest evictable
 // entry; a redirected connection is never evicted (a flood cannot break one).
 //
-// Entry (FLOW_SIZE bytes):
-//   +0  u8 kind          +1 u8 proto    +2 u8 v6      +3 u8 tcp state
-//   +4  u32 flags        +8 u32 last use +12 u32 created
-//   +16 [16] local addr  +32 [16] remote addr
-//   +48 u16 local port   +50 u16 remote port  +52 u16 proxy port  +54 u16 app port
-//   +56 u32 pid          +60 u32 process ref
-//   +64 u64 bytes up     +72 u64 bytes down   (client -> destination, and back)
-//   +80 u32 next (client key chain)  +84 u32 next (proxy key chain)
-//   +88 u32 first held   +92 u32 last held    +96 u16 held count
-//   +98 u8 list          +99 u8 direction (0 outbound, 1 inbound)
-//   +100 u32 list prev   +104 u32 list next   +108 u32 flow id
+// An entry is a Flow (FLOW_SIZE bytes, fields in the order below).
 
-import { bump, drop1, S_FLOWS_ACTIVE, S_FLOWS_EXPIRED, S_EVICTIONS } from "./stats";
+import { bump, drop1, Stat } from "./stats";
 
 // @ts-ignore: decorator
 @inline export const FLOW_SIZE: u32 = 128;
 
-// @ts-ignore: decorator
-@inline export const F_KIND: usize = 0;
-// @ts-ignore: decorator
-@inline export const F_PROTO: usize = 1;
-// @ts-ignore: decorator
-@inline export const F_V6: usize = 2;
-// @ts-ignore: decorator
-@inline export const F_TCP: usize = 3;
-// @ts-ignore: decorator
-@inline export const F_FLAGS: usize = 4;
-// @ts-ignore: decorator
-@inline export const F_LAST: usize = 8;
-// @ts-ignore: decorator
-@inline export const F_CREATED: usize = 12;
-// @ts-ignore: decorator
-@inline export const F_LADDR: usize = 16;
-// @ts-ignore: decorator
-@inline export const F_RADDR: usize = 32;
-// @ts-ignore: decorator
-@inline export const F_LPORT: usize = 48;
-// @ts-ignore: decorator
-@inline export const F_RPORT: usize = 50;
-// @ts-ignore: decorator
-@inline export const F_PPORT: usize = 52;
-// @ts-ignore: decorator
-@inline export const F_APP: usize = 54;
-// @ts-ignore: decorator
-@inline export const F_PID: usize = 56;
-// @ts-ignore: decorator
-@inline export const F_PROC: usize = 60;
-// @ts-ignore: decorator
-@inline export const F_UP: usize = 64;
-// @ts-ignore: decorator
-@inline export const F_DOWN: usize = 72;
-// @ts-ignore: decorator
-@inline const F_NEXT_A: usize = 80;
-// @ts-ignore: decorator
-@inline const F_NEXT_B: usize = 84;
-// @ts-ignore: decorator
-@inline export const F_HELD_FIRST: usize = 88;
-// @ts-ignore: decorator
-@inline export const F_HELD_LAST: usize = 92;
-// @ts-ignore: decorator
-@inline export const F_HELD_N: usize = 96;
-// @ts-ignore: decorator
-@inline const F_LIST: usize = 98;
-// @ts-ignore: decorator
-@inline export const F_DIR: usize = 99;
-// @ts-ignore: decorator
-@inline const F_PREV: usize = 100;
-// @ts-ignore: decorator
-@inline const F_NEXT: usize = 104;
-// @ts-ignore: decorator
-@inline export const F_ID: usize = 108;
+@unmanaged
+export class Flow {
+  kind: u8;          // Kind
+  proto: u8;         // 6 or 17
+  v6: u8;            // 1 for IPv6
+  tcpState: u8;      // TcpState of a redirected TCP flow
+  flags: u32;        // FlowFlag bits
+  lastUse: u32;      // ms
+  created: u32;      // ms
+  private localAddr0: u64;   // this host's end: 4 or 16 bytes (see localAddr)
+  private localAddr1: u64;
+  private remoteAddr0: u64;
+  private remoteAddr1: u64;
+  localPort: u16;
+  remotePort: u16;
+  proxyPort: u16;    // the proxy-side port (c' or r')
+  appPort: u16;      // the app port P when redirected
+  pid: u32;          // the owner
+  proc: u32;         // its process reference (procs.ts)
+  bytesUp: u64;      // payload client -> destination
+  bytesDown: u64;    // and back
+  nextClientKey: u32; // next reference in the client key's bucket chain
+  nextProxyKey: u32;  // and in the proxy key's
+  heldFirst: u32;    // held packets (held.ts records), in order
+  heldLast: u32;
+  heldCount: u16;
+  list: u8;          // List
+  dir: u8;           // 0 outbound, 1 inbound
+  listPrev: u32;     // neighbours on the list (entry indexes)
+  listNext: u32;
+  id: u32;           // flow id, handed out in origins
 
-// Kinds
-// @ts-ignore: decorator
-@inline export const K_FREE: u8 = 0;
-// @ts-ignore: decorator
-@inline export const K_PENDING: u8 = 1;  // waiting for its owner
-// @ts-ignore: decorator
-@inline export const K_PASS: u8 = 2;     // decided: not intercepted
-// @ts-ignore: decorator
-@inline export const K_OUT: u8 = 3;      // outbound, redirected to the app port
-// @ts-ignore: decorator
-@inline export const K_IN: u8 = 4;       // inbound to a listener, redirected
-// @ts-ignore: decorator
-@inline export const K_FACT: u8 = 5;     // owner known, no packet seen yet
+  /** Where this host's end's address is (4 or 16 bytes). */
+  @inline get localAddr(): usize {
+    return changetype<usize>(this) + offsetof<Flow>("localAddr0");
+  }
 
-// TCP states of redirected flows
-// @ts-ignore: decorator
-@inline export const T_SYN: u8 = 0;
-// @ts-ignore: decorator
-@inline export const T_ESTABLISHED: u8 = 1;
-// @ts-ignore: decorator
-@inline export const T_CLOSING: u8 = 2;
-// @ts-ignore: decorator
-@inline export const T_CLOSED: u8 = 3;
+  @inline get remoteAddr(): usize {
+    return changetype<usize>(this) + offsetof<Flow>("remoteAddr0");
+  }
+}
 
-// Flags
-// @ts-ignore: decorator
-@inline export const FL_FIN_CLIENT: u32 = 1;
-// @ts-ignore: decorator
-@inline export const FL_FIN_PROXY: u32 = 2;
-// @ts-ignore: decorator
-@inline export const FL_QUERIED: u32 = 4;
-// @ts-ignore: decorator
-@inline export const FL_OPENED: u32 = 8;
-// @ts-ignore: decorator
-@inline const FL_PROXY_LINKED: u32 = 16;
-// @ts-ignore: decorator
-@inline export const FL_CLOSED: u32 = 32; // the closed event was sent
+// A compile-time check: the entry's fields fit its slot (events copy FLOW_SIZE bytes).
+if (offsetof<Flow>() > FLOW_SIZE) ERROR("Flow is larger than FLOW_SIZE");
 
-// Lists
+/** The entry at `p` (a flow handle from this module). */
 // @ts-ignore: decorator
-@inline export const L_NONE: u8 = 0;
-// @ts-ignore: decorator
-@inline export const L_PENDING: u8 = 1;
-// @ts-ignore: decorator
-@inline export const L_SHORT: u8 = 2;
-// @ts-ignore: decorator
-@inline export const L_UDPPASS: u8 = 3;
-// @ts-ignore: decorator
-@inline export const L_RSHORT: u8 = 4;
-// @ts-ignore: decorator
-@inline export const L_UDP: u8 = 5;
-// @ts-ignore: decorator
-@inline export const L_TCP: u8 = 6;
+@inline export function flow(p: usize): Flow {
+  return changetype<Flow>(p);
+}
+
+/** What an entry is (Flow.kind). */
+export const enum Kind {
+  Free = 0,
+  Pending = 1, // waiting for its owner
+  Pass = 2,    // decided: not intercepted
+  Out = 3,     // outbound, redirected to the app port
+  In = 4,      // inbound to a listener, redirected
+  Fact = 5,    // owner known, no packet seen yet
+}
+
+/** TCP states of redirected flows (Flow.tcpState). */
+export const enum TcpState {
+  Syn = 0,
+  Established = 1,
+  Closing = 2,
+  Closed = 3,
+}
+
+/** Flow.flags bits. */
+export const enum FlowFlag {
+  FinClient = 1,
+  FinProxy = 2,
+  Queried = 4,
+  Opened = 8,
+  ProxyLinked = 16,
+  Closed = 32, // the closed event was sent
+}
+
+/** The lists an entry sits on, by timeout class (Flow.list). */
+export const enum List {
+  None = 0,
+  Pending = 1,
+  Short = 2,
+  UdpPass = 3,
+  RShort = 4,
+  Udp = 5,
+  Tcp = 6,
+}
+
 // @ts-ignore: decorator
 @inline const LISTS: u32 = 7;
 
@@ -185,7 +157,7 @@ export function flowsInit(cap: u32): void {
   memory.fill(buckets, 0, <usize>nb * 4);
   freeHead = 0;
   for (let i: u32 = cap; i >= 1; i--) {
-    store<u32>(flowAt(i), freeHead, F_NEXT);
+    flow(flowAt(i)).listNext = freeHead;
     freeHead = i;
   }
   used = 0;
@@ -194,12 +166,12 @@ export function flowsInit(cap: u32): void {
 }
 
 export function flowsSetTimeouts(hold: u32, udp: u32, tcp: u32): void {
-  store<u32>(timeouts + 4 * L_PENDING, hold);
-  store<u32>(timeouts + 4 * L_SHORT, SHORT_TIMEOUT_MS);
-  store<u32>(timeouts + 4 * L_UDPPASS, udp);
-  store<u32>(timeouts + 4 * L_RSHORT, SHORT_TIMEOUT_MS);
-  store<u32>(timeouts + 4 * L_UDP, udp);
-  store<u32>(timeouts + 4 * L_TCP, tcp);
+  store<u32>(timeouts + 4 * List.Pending, hold);
+  store<u32>(timeouts + 4 * List.Short, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * List.UdpPass, udp);
+  store<u32>(timeouts + 4 * List.RShort, SHORT_TIMEOUT_MS);
+  store<u32>(timeouts + 4 * List.Udp, udp);
+  store<u32>(timeouts + 4 * List.Tcp, tcp);
 }
 
 export function flowsCapacity(): u32 {
@@ -258,7 +230,7 @@ function addrEq(a: usize, b: usize, v6: bool): bool {
 // @ts-ignore: decorator
 @inline function nextOf(ref: u32): u32 {
   const f = flowAt(ref >> 1);
-  return load<u32>(f + ((ref & 1) != 0 ? F_NEXT_B : F_NEXT_A));
+  return (ref & 1) != 0 ? flow(f).nextProxyKey : flow(f).nextClientKey;
 }
 
 /** Which side the last `flowFind` matched: 0 client key, 1 proxy key. */
@@ -276,14 +248,14 @@ export function flowFind(proto: u32, v6: bool, laddr: usize, lport: u32, raddr: 
   while (ref != 0) {
     const f = flowAt(ref >> 1);
     const side = ref & 1;
-    if (load<u8>(f, F_PROTO) == proto && (load<u8>(f, F_V6) != 0) == v6 && addrEq(f + F_RADDR, raddr, v6) &&
-      (anyLocal || addrEq(f + F_LADDR, laddr, v6))) {
+    if (flow(f).proto == proto && (flow(f).v6 != 0) == v6 && addrEq(flow(f).remoteAddr, raddr, v6) &&
+      (anyLocal || addrEq(flow(f).localAddr, laddr, v6))) {
       if (side == 0) {
-        if (<u32>load<u16>(f, F_LPORT) == lport && <u32>load<u16>(f, F_RPORT) == rport) {
+        if (<u32>flow(f).localPort == lport && <u32>flow(f).remotePort == rport) {
           foundSide = 0;
           return f;
         }
-      } else if (<u32>load<u16>(f, F_APP) == lport && <u32>load<u16>(f, F_PPORT) == rport) {
+      } else if (<u32>flow(f).appPort == lport && <u32>flow(f).proxyPort == rport) {
         foundSide = 1;
         return f;
       }
@@ -294,17 +266,18 @@ export function flowFind(proto: u32, v6: bool, laddr: usize, lport: u32, raddr: 
 }
 
 function bucketOf(f: usize, side: u32): usize {
-  const v6 = load<u8>(f, F_V6) != 0;
-  const proto = <u32>load<u8>(f, F_PROTO);
+  const v6 = flow(f).v6 != 0;
+  const proto = <u32>flow(f).proto;
   const h = side == 0
-    ? hashKey(proto, v6, f + F_RADDR, load<u16>(f, F_LPORT), load<u16>(f, F_RPORT))
-    : hashKey(proto, v6, f + F_RADDR, load<u16>(f, F_APP), load<u16>(f, F_PPORT));
+    ? hashKey(proto, v6, flow(f).remoteAddr, flow(f).localPort, flow(f).remotePort)
+    : hashKey(proto, v6, flow(f).remoteAddr, flow(f).appPort, flow(f).proxyPort);
   return buckets + (<usize>(h & bucketMask) << 2);
 }
 
 function link(f: usize, side: u32): void {
   const b = bucketOf(f, side);
-  store<u32>(f + (side != 0 ? F_NEXT_B : F_NEXT_A), load<u32>(b));
+  if (side != 0) flow(f).nextProxyKey = load<u32>(b);
+  else flow(f).nextClientKey = load<u32>(b);
   store<u32>(b, (flowIndex(f) << 1) | side);
 }
 
@@ -317,7 +290,8 @@ function unlink(f: usize, side: u32): void {
     if (ref == me) {
       const nxt = nextOf(ref);
       if (prevRef == 0) store<u32>(b, nxt);
-      else store<u32>(flowAt(prevRef >> 1) + ((prevRef & 1) != 0 ? F_NEXT_B : F_NEXT_A), nxt);
+      else if ((prevRef & 1) != 0) flow(flowAt(prevRef >> 1)).nextProxyKey = nxt;
+      else flow(flowAt(prevRef >> 1)).nextClientKey = nxt;
       return;
     }
     prevRef = ref;
@@ -328,7 +302,7 @@ function unlink(f: usize, side: u32): void {
 /** Adds the proxy key of a redirected entry (app and proxy ports set). */
 export function flowLinkProxy(f: usize): void {
   link(f, 1);
-  store<u32>(f, load<u32>(f, F_FLAGS) | FL_PROXY_LINKED, F_FLAGS);
+  flow(f).flags = flow(f).flags | FlowFlag.ProxyLinked;
 }
 
 /** Is (proto, laddr:app, raddr:pport) free as a proxy key (and as any key)? */
@@ -340,44 +314,44 @@ export function proxyKeyFree(proto: u32, v6: bool, laddr: usize, app: u32, raddr
 // Lists
 
 function listRemove(f: usize): void {
-  const l = <usize>load<u8>(f, F_LIST);
-  if (l == L_NONE) return;
-  const prev = load<u32>(f, F_PREV);
-  const next = load<u32>(f, F_NEXT);
-  if (prev != 0) store<u32>(flowAt(prev), next, F_NEXT);
+  const l = <usize>flow(f).list;
+  if (l == List.None) return;
+  const prev = flow(f).listPrev;
+  const next = flow(f).listNext;
+  if (prev != 0) flow(flowAt(prev)).listNext = next;
   else store<u32>(heads + l * 4, next);
-  if (next != 0) store<u32>(flowAt(next), prev, F_PREV);
+  if (next != 0) flow(flowAt(next)).listPrev = prev;
   else store<u32>(tails + l * 4, prev);
-  store<u8>(f, L_NONE, F_LIST);
-  store<u32>(f, 0, F_PREV);
-  store<u32>(f, 0, F_NEXT);
+  flow(f).list = <u8>List.None;
+  flow(f).listPrev = 0;
+  flow(f).listNext = 0;
 }
 
-function listPushHead(f: usize, l: u8): void {
+function listPushHead(f: usize, l: List): void {
   const i = flowIndex(f);
   const h = load<u32>(heads + <usize>l * 4);
-  store<u32>(f, 0, F_PREV);
-  store<u32>(f, h, F_NEXT);
-  if (h != 0) store<u32>(flowAt(h), i, F_PREV);
+  flow(f).listPrev = 0;
+  flow(f).listNext = h;
+  if (h != 0) flow(flowAt(h)).listPrev = i;
   else store<u32>(tails + <usize>l * 4, i);
   store<u32>(heads + <usize>l * 4, i);
-  store<u8>(f, l, F_LIST);
+  flow(f).list = <u8>l;
 }
 
 /** Marks an entry used now and moves it to the head of list `l`. */
-export function flowTouch(f: usize, l: u8, now: u32): void {
-  store<u32>(f, now, F_LAST);
-  if (load<u8>(f, F_LIST) == l && load<u32>(heads + <usize>l * 4) == flowIndex(f)) return;
+export function flowTouch(f: usize, l: List, now: u32): void {
+  flow(f).lastUse = now;
+  if (flow(f).list == l && load<u32>(heads + <usize>l * 4) == flowIndex(f)) return;
   listRemove(f);
   listPushHead(f, l);
 }
 
 /** The oldest entry of list l whose timeout has passed, or 0. */
-export function flowExpired(l: u8, now: u32): usize {
+export function flowExpired(l: List, now: u32): usize {
   const t = load<u32>(tails + <usize>l * 4);
   if (t == 0) return 0;
   const f = flowAt(t);
-  const age = now - load<u32>(f, F_LAST);
+  const age = now - flow(f).lastUse;
   // Ages beyond 2^31 ms are clock jumps backwards: treat as fresh.
   if (<i32>age < 0) return 0;
   return age >= load<u32>(timeouts + <usize>l * 4) ? f : 0;
@@ -391,67 +365,67 @@ export function flowExpired(l: u8, now: u32): usize {
  * and nothing can be evicted. `evict` is called on an entry that must go to
  * make room (it must call flowFree).
  */
-export function flowNew(kind: u8, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
-  dir: u32, l: u8, now: u32, evict: (f: usize) => void): usize {
+export function flowNew(kind: Kind, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  dir: u32, l: List, now: u32, evict: (f: usize) => void): usize {
   if (freeHead == 0) {
     // Make room: the oldest passed TCP entry or owner fact, then the oldest
     // passed UDP flow. Redirected connections are never evicted.
-    let victim = tailOf(L_SHORT);
-    if (victim == 0) victim = tailOf(L_UDPPASS);
+    let victim = tailOf(List.Short);
+    if (victim == 0) victim = tailOf(List.UdpPass);
     if (victim == 0) return 0;
-    bump(S_EVICTIONS);
+    bump(Stat.evictions);
     evict(victim);
     if (freeHead == 0) return 0;
   }
   const i = freeHead;
   const f = flowAt(i);
-  freeHead = load<u32>(f, F_NEXT);
+  freeHead = flow(f).listNext;
   memory.fill(f, 0, FLOW_SIZE);
-  store<u8>(f, kind, F_KIND);
-  store<u8>(f, <u8>proto, F_PROTO);
-  store<u8>(f, v6 ? 1 : 0, F_V6);
-  memory.copy(f + F_LADDR, laddr, v6 ? 16 : 4);
-  memory.copy(f + F_RADDR, raddr, v6 ? 16 : 4);
-  store<u16>(f, <u16>lport, F_LPORT);
-  store<u16>(f, <u16>rport, F_RPORT);
-  store<u8>(f, <u8>dir, F_DIR);
-  store<u32>(f, now, F_CREATED);
-  store<u32>(f, nextId++, F_ID);
+  flow(f).kind = <u8>kind;
+  flow(f).proto = <u8>proto;
+  flow(f).v6 = v6 ? 1 : 0;
+  memory.copy(flow(f).localAddr, laddr, v6 ? 16 : 4);
+  memory.copy(flow(f).remoteAddr, raddr, v6 ? 16 : 4);
+  flow(f).localPort = <u16>lport;
+  flow(f).remotePort = <u16>rport;
+  flow(f).dir = <u8>dir;
+  flow(f).created = now;
+  flow(f).id = nextId++;
   if (nextId == 0) nextId = 1;
   link(f, 0);
   listPushHead(f, l);
-  store<u32>(f, now, F_LAST);
+  flow(f).lastUse = now;
   used++;
-  bump(S_FLOWS_ACTIVE);
+  bump(Stat.flowsActive);
   return f;
 }
 
-function tailOf(l: u8): usize {
+function tailOf(l: List): usize {
   const t = load<u32>(tails + <usize>l * 4);
   return t == 0 ? 0 : flowAt(t);
 }
 
 /** Unlinks and frees an entry (its held packets must be gone already). */
 export function flowFree(f: usize): void {
-  const kind = load<u8>(f, F_KIND);
-  if (kind == K_FREE) return;
+  const kind = flow(f).kind;
+  if (kind == Kind.Free) return;
   unlink(f, 0);
-  if ((load<u32>(f, F_FLAGS) & FL_PROXY_LINKED) != 0) unlink(f, 1);
+  if ((flow(f).flags & FlowFlag.ProxyLinked) != 0) unlink(f, 1);
   listRemove(f);
-  store<u8>(f, K_FREE, F_KIND);
-  store<u32>(f, freeHead, F_NEXT);
+  flow(f).kind = <u8>Kind.Free;
+  flow(f).listNext = freeHead;
   freeHead = flowIndex(f);
   used--;
-  drop1(S_FLOWS_ACTIVE);
-  bump(S_FLOWS_EXPIRED);
+  drop1(Stat.flowsActive);
+  bump(Stat.flowsExpired);
 }
 
 /** Walks entries of list `l` from oldest to newest: first, then next. */
-export function listOldest(l: u8): usize {
+export function listOldest(l: List): usize {
   return tailOf(l);
 }
 
 export function listNewer(f: usize): usize {
-  const p = load<u32>(f, F_PREV);
+  const p = flow(f).listPrev;
   return p == 0 ? 0 : flowAt(p);
 }

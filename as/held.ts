@@ -6,20 +6,26 @@
 // PER_FLOW packets per flow. Released packets are handed out by
 // `eng_take_released`; their bytes stay valid until the next take.
 //
-//   held record (REC bytes)             release record (REL bytes), the ABI
-//   +0  u32 cookie low                  +0  u32 cookie low
-//   +4  u32 cookie high                 +4  u32 cookie high
-//   +8  u32 flags (meta in-flags)       +8  u32 data offset in memory
-//   +12 u32 interface index             +12 u32 length
-//   +16 u32 sub-interface index         +16 u32 flags (meta in-flags)
-//   +20 u32 data (heap block)           +20 u32 interface index
-//   +24 u32 length                      +24 u32 sub-interface index
-//   +28 u32 next record in the flow     +28 u32 verdict | out-flags << 8
+// A released packet is handed out as a Rel record (the engine/host contract,
+// build/contract.ts).
+
+import { Rel, REL_SIZE } from "../build/gen/contract";
+
+/** A held packet (records are numbered from 1; 0 is none). */
+@unmanaged
+export class Held {
+  cookieLo: u32;
+  cookieHi: u32;
+  flags: u32;    // meta in-flags
+  ifIdx: u32;
+  subIfIdx: u32;
+  data: u32;     // heap block with the bytes
+  len: u32;
+  next: u32;     // the flow's next held record, or the next free one
+}
 
 // @ts-ignore: decorator
-@inline const REC: u32 = 32;
-// @ts-ignore: decorator
-@inline export const REL: u32 = 32;
+@inline const REC: u32 = offsetof<Held>();
 // @ts-ignore: decorator
 @inline export const PER_FLOW: u32 = 32;
 // @ts-ignore: decorator
@@ -41,12 +47,12 @@ export function heldInit(maxHeld: u32): void {
   cap = maxHeld;
   const n = cap > 0 ? cap : 1;
   recs = heap.alloc(<usize>n * REC);
-  rel = heap.alloc(<usize>n * REL);
+  rel = heap.alloc(<usize>n * REL_SIZE);
   handedOut = heap.alloc(<usize>n * 4);
   memory.fill(recs, 0, n * REC);
   freeHead = 0;
   for (let i: u32 = cap; i >= 1; i--) {
-    store<u32>(rec(i), freeHead, 28);
+    rec(i).next = freeHead;
     freeHead = i;
   }
   heldCount = 0;
@@ -56,8 +62,8 @@ export function heldInit(maxHeld: u32): void {
 }
 
 // @ts-ignore: decorator
-@inline export function rec(i: u32): usize {
-  return recs + <usize>(i - 1) * REC;
+@inline export function rec(i: u32): Held {
+  return changetype<Held>(recs + <usize>(i - 1) * REC);
 }
 
 /**
@@ -69,17 +75,17 @@ export function heldPut(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u3
   if (freeHead == 0 || heldCount + relCount >= cap || heldBytes + len > MAX_HELD_BYTES) return 0;
   const i = freeHead;
   const r = rec(i);
-  freeHead = load<u32>(r, 28);
+  freeHead = r.next;
   const block = heap.alloc(len > 0 ? <usize>len : 1);
   memory.copy(block, data, len);
-  store<u32>(r, cookieLo, 0);
-  store<u32>(r, cookieHi, 4);
-  store<u32>(r, flags, 8);
-  store<u32>(r, ifIdx, 12);
-  store<u32>(r, subIf, 16);
-  store<u32>(r, <u32>block, 20);
-  store<u32>(r, len, 24);
-  store<u32>(r, 0, 28);
+  r.cookieLo = cookieLo;
+  r.cookieHi = cookieHi;
+  r.flags = flags;
+  r.ifIdx = ifIdx;
+  r.subIfIdx = subIf;
+  r.data = <u32>block;
+  r.len = len;
+  r.next = 0;
   heldCount++;
   heldBytes += len;
   return i;
@@ -88,19 +94,19 @@ export function heldPut(data: usize, len: u32, flags: u32, ifIdx: u32, subIf: u3
 /** Moves a held record to the release list with its verdict; frees the record. */
 export function heldRelease(i: u32, verdict: u32): void {
   const r = rec(i);
-  const o = rel + <usize>relCount * REL;
-  store<u32>(o, load<u32>(r, 0), 0);
-  store<u32>(o, load<u32>(r, 4), 4);
-  store<u32>(o, load<u32>(r, 20), 8);
-  store<u32>(o, load<u32>(r, 24), 12);
-  store<u32>(o, load<u32>(r, 8), 16);
-  store<u32>(o, load<u32>(r, 12), 20);
-  store<u32>(o, load<u32>(r, 16), 24);
-  store<u32>(o, verdict, 28);
+  const o = changetype<Rel>(rel + <usize>relCount * REL_SIZE);
+  o.cookieLo = r.cookieLo;
+  o.cookieHi = r.cookieHi;
+  o.data = r.data;
+  o.len = r.len;
+  o.flags = r.flags;
+  o.ifIdx = r.ifIdx;
+  o.subIfIdx = r.subIfIdx;
+  o.verdict = verdict;
   relCount++;
-  heldBytes -= load<u32>(r, 24);
+  heldBytes -= r.len;
   heldCount--;
-  store<u32>(r, freeHead, 28);
+  r.next = freeHead;
   freeHead = i;
 }
 
@@ -111,7 +117,7 @@ export function heldRelease(i: u32, verdict: u32): void {
 export function heldTake(): u32 {
   for (let k: u32 = 0; k < handedOutCount; k++) heap.free(<usize>load<u32>(handedOut + <usize>k * 4));
   const n = relCount;
-  for (let k: u32 = 0; k < n; k++) store<u32>(handedOut + <usize>k * 4, load<u32>(rel + <usize>k * REL, 8));
+  for (let k: u32 = 0; k < n; k++) store<u32>(handedOut + <usize>k * 4, changetype<Rel>(rel + <usize>k * REL_SIZE).data);
   handedOutCount = n;
   relCount = 0;
   return n;

@@ -12,37 +12,32 @@
 // eng_take_released, eng_take_queries, eng_owner, eng_tick, eng_lookup,
 // eng_next_event)* ; times are milliseconds from any monotonic clock, mod 2^32.
 //
-// The packet batch (after eng_start): BATCH_MAX records of META bytes at
-// eng_batch_meta(), packet bytes in the area at eng_batch_data():
-//   +0 u32 cookie low   +4 u32 cookie high   (the caller's packet handle)
-//   +8 u32 offset of the packet in the data area   +12 u32 length
-//   +16 u32 flags: 1 outbound, 2 loopback, 4 transport checksum not ready
-//   +20 u32 interface index   +24 u32 sub-interface index
-//   +28 u32 out: verdict (0 pass as is, 1 pass rewritten, 2 drop, 3 held)
-//       | out-flags << 8 (1 send as outbound, 2 checksums are valid)
-// Held packets come back later from eng_take_released (see held.ts).
+// The records exchanged through memory (Meta, Rel, Query, Owner, Lookup,
+// Origin) and the counters' order are the engine/host contract, written once
+// in build/contract.ts and generated into build/gen/contract.ts; eng_abi()
+// reports its hash. The packet batch (after eng_start): BATCH_MAX Meta
+// records at eng_batch_meta(), packet bytes in the area at eng_batch_data().
+// Held packets come back later from eng_take_released (Rel records, see
+// held.ts).
 
 import { ERR_BUF, errReset, errLength, errPut, errNum } from "./errtext";
 import { parseConfig, policyGeneration, activePolicy } from "./config";
 import { shouldIntercept } from "./policy";
 import {
   engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, engineNeverIntercept,
-  processPacket, ownerFact,
-  ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, QUERY, ORIGIN, O_UNKNOWN,
+  processPacket, ownerFact, ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, OwnerKind,
 } from "./engine";
 import { heldTake, releasePtr } from "./held";
 import { eventCount, eventPeek, eventPop } from "./events";
 import { procPathLen, procPathPtr } from "./procs";
-import { flowsCapacity, flowsBytesPerFlow, F_PROC } from "./flows";
-import { STATS, STATS_COUNT, bump, S_LOOKUPS, S_LOOKUP_MISSES } from "./stats";
-
-/** Interface version; the shim refuses an engine with another number. */
-export const ENGINE_ABI: u32 = 3;
+import { flowsCapacity, flowsBytesPerFlow, flow } from "./flows";
+import { STATS, STATS_COUNT, bump, Stat } from "./stats";
+import {
+  CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE, ORIGIN_PATH_ROOM, QUERY_SIZE,
+} from "../build/gen/contract";
 
 // @ts-ignore: decorator
 @inline const BATCH_MAX: u32 = 256;
-// @ts-ignore: decorator
-@inline const META: u32 = 32;
 // @ts-ignore: decorator
 @inline const BATCH_DATA: u32 = 4 << 20;
 // @ts-ignore: decorator
@@ -59,13 +54,12 @@ let batchMeta: usize = 0;
 let batchData: usize = 0;
 let queries: usize = 0;
 
-// Fault injection for tests: bit 1 = trap in the next config call, bit 2 =
-// in the next packet batch.
+// Fault injection for tests (eng_arm_fault bits).
 let faultArmed: u32 = 0;
-// @ts-ignore: decorator
-@inline const FAULT_CONFIG: u32 = 1;
-// @ts-ignore: decorator
-@inline const FAULT_PACKETS: u32 = 2;
+const enum Fault {
+  Config = 1,  // trap in the next config call
+  Packets = 2, // trap in the next packet batch
+}
 
 /**
  * The abort handler (asc --use abort=...): records where the engine gave up,
@@ -89,8 +83,9 @@ export function engineAbort(msg: string | null, file: string | null, line: u32, 
   unreachable();
 }
 
+/** The contract's hash; the host refuses an engine built from another table. */
 export function eng_abi(): u32 {
-  return ENGINE_ABI;
+  return CONTRACT_HASH;
 }
 
 /** Sets up a fresh instance. pid: the host process, never intercepted; seed: hash seed. */
@@ -138,8 +133,8 @@ export function eng_err_len(): u32 {
  */
 export function eng_config(len: u32): i32 {
   errReset();
-  if ((faultArmed & FAULT_CONFIG) != 0) {
-    faultArmed &= ~FAULT_CONFIG;
+  if ((faultArmed & Fault.Config) != 0) {
+    faultArmed &= ~Fault.Config;
     unreachable();
   }
   if (ioPtr == 0 || len > ioCap) {
@@ -182,9 +177,9 @@ export function eng_would_intercept(pid: u32, pathLen: u32): i32 {
 /** Allocates the tables (sizes from the config in force) and starts. */
 export function eng_start(now: u32): i32 {
   if (batchMeta == 0) {
-    batchMeta = heap.alloc(<usize>BATCH_MAX * META);
+    batchMeta = heap.alloc(<usize>BATCH_MAX * META_SIZE);
     batchData = heap.alloc(BATCH_DATA);
-    queries = heap.alloc(<usize>QUERY_MAX * QUERY);
+    queries = heap.alloc(<usize>QUERY_MAX * QUERY_SIZE);
   }
   engineStart(now);
   return 0;
@@ -208,23 +203,22 @@ export function eng_batch_data_cap(): u32 {
 
 /** Decides `count` packets of the batch; writes each verdict word. */
 export function eng_process(count: u32, now: u32): i32 {
-  if ((faultArmed & FAULT_PACKETS) != 0) {
-    faultArmed &= ~FAULT_PACKETS;
+  if ((faultArmed & Fault.Packets) != 0) {
+    faultArmed &= ~Fault.Packets;
     unreachable();
   }
   if (!started || batchMeta == 0 || count > BATCH_MAX) return -1;
   for (let i: u32 = 0; i < count; i++) {
-    const m = batchMeta + <usize>i * META;
-    const off = load<u32>(m, 8);
-    const len = load<u32>(m, 12);
+    const m = changetype<Meta>(batchMeta + <usize>i * META_SIZE);
+    const off = m.data;
+    const len = m.len;
     let v: u32;
     if (<u64>off + <u64>len > <u64>BATCH_DATA) {
       v = 0; // not a packet we can read: pass it as it is
     } else {
-      v = processPacket(batchData + off, len, load<u32>(m, 16), load<u32>(m, 20), load<u32>(m, 24),
-        load<u32>(m, 0), load<u32>(m, 4), now);
+      v = processPacket(batchData + off, m, now);
     }
-    store<u32>(m, v, 28);
+    m.verdict = v;
   }
   return <i32>count;
 }
@@ -256,27 +250,21 @@ export function eng_query_max(): u32 {
   return QUERY_MAX;
 }
 
-/**
- * An owner fact, in the I/O buffer:
- *   +0 u8 kind (1 connect, 2 accept, 3 bind, 4 listen, 5 close, 6 unknown)
- *   +1 u8 protocol   +2 u8 family (4/6)   +4 [16] local addr  +20 [16] remote addr
- *   +36 u16 local port   +38 u16 remote port   +40 u32 pid   +44 u32 path length
- *   +48 path (UTF-8)
- * 0 applied; -1 malformed.
- */
+/** An owner fact (an Owner record and its path) in the I/O buffer. 0 applied; -1 malformed. */
 export function eng_owner(len: u32, now: u32): i32 {
-  if (ioPtr == 0 || len < 48 || len > ioCap) return -1;
-  const p = ioPtr;
-  const kind = <u32>load<u8>(p);
-  const proto = <u32>load<u8>(p, 1);
-  const fam = <u32>load<u8>(p, 2);
-  const pathLen = load<u32>(p, 44);
-  if (kind < 1 || kind > 6 || (proto != 6 && proto != 17) || (fam != 4 && fam != 6) || <u64>pathLen + 48 > <u64>len) {
+  if (ioPtr == 0 || len < OWNER_SIZE || len > ioCap) return -1;
+  const o = changetype<Owner>(ioPtr);
+  const kind = <u32>o.kind;
+  const proto = <u32>o.proto;
+  const fam = <u32>o.family;
+  const pathLen = o.pathLen;
+  if (kind < 1 || kind > 6 || (proto != 6 && proto != 17) || (fam != 4 && fam != 6) ||
+    <u64>pathLen + OWNER_SIZE > <u64>len) {
     return -1;
   }
-  const pid = load<u32>(p, 40);
-  const proc = kind == O_UNKNOWN ? 0 : ownerProcess(pid, p + 48, pathLen, now);
-  ownerFact(kind, proto, fam == 6, p + 4, <u32>load<u16>(p, 36), p + 20, <u32>load<u16>(p, 38), pid, proc, now);
+  const pid = o.pid;
+  const proc = kind == OwnerKind.Unknown ? 0 : ownerProcess(pid, o.path, pathLen, now);
+  ownerFact(kind, proto, fam == 6, o.local, <u32>o.localPort, o.remote, <u32>o.remotePort, pid, proc, now);
   return 0;
 }
 
@@ -294,21 +282,22 @@ function isZero16(a: usize): bool {
 }
 
 /**
- * Where was a connection the proxy received going? The I/O buffer holds:
- *   +0 u32 protocol  +4 u32 family (4/6)  +8 [16] peer addr  +24 u32 peer port
- *   +28 [16] local addr (all zero: any)   +44 u32 local port
- * IPv4-mapped IPv6 addresses (a dual-stack socket) count as IPv4.
- * 0: the origin is in the I/O buffer (see engine.ts); -1 no such flow;
- * -2 malformed question.
+ * Where was a connection the proxy received going? The I/O buffer holds a
+ * Lookup record (an all-zero local address: any). IPv4-mapped IPv6
+ * addresses (a dual-stack socket) count as IPv4. 0: an Origin record is in
+ * the I/O buffer; -1 no such flow; -2 malformed question.
  */
 export function eng_lookup(len: u32): i32 {
-  if (ioPtr == 0 || len < 48 || ioCap < ORIGIN + 1024) return -2;
+  if (ioPtr == 0 || len < LOOKUP_SIZE || ioCap < ORIGIN_SIZE + ORIGIN_PATH_ROOM) return -2;
   const p = ioPtr;
-  const proto = load<u32>(p);
-  let fam = load<u32>(p, 4);
+  const q = changetype<Lookup>(p);
+  const proto = q.proto;
+  let fam = q.family;
   if ((proto != 6 && proto != 17) || (fam != 4 && fam != 6)) return -2;
-  let peer = p + 8;
-  let local = p + 28;
+  let peer = q.peer;
+  let local = q.local;
+  const lport = q.localPort & 0xffff;
+  const pport = q.peerPort & 0xffff;
   let any = fam == 4 ? load<u32>(local) == 0 : isZero16(local);
   if (fam == 6 && isV4Mapped(peer)) {
     fam = 4;
@@ -316,16 +305,15 @@ export function eng_lookup(len: u32): i32 {
     if (isV4Mapped(local)) local += 12;
     else if (!any) return -1;
   }
-  const f = started ? findByProxyKey(proto, fam == 6, local, load<u32>(p, 44) & 0xffff, peer,
-    load<u32>(p, 24) & 0xffff, any) : 0;
+  const f = started ? findByProxyKey(proto, fam == 6, local, lport, peer, pport, any) : 0;
   if (f == 0) {
-    bump(S_LOOKUP_MISSES);
+    bump(Stat.lookupMisses);
     return -1;
   }
-  bump(S_LOOKUPS);
-  const ref = load<u32>(f, F_PROC);
+  bump(Stat.lookups);
+  const ref = flow(f).proc;
   let plen = procPathLen(ref);
-  if (plen > ioCap - ORIGIN) plen = 0;
+  if (plen > ioCap - ORIGIN_SIZE) plen = 0;
   writeOrigin(p, 0, f, 0, procPathPtr(ref), plen);
   return 0;
 }
@@ -333,15 +321,15 @@ export function eng_lookup(len: u32): i32 {
 /** The oldest event, as an origin in the I/O buffer: its length, or 0 when none. */
 export function eng_next_event(): u32 {
   const e = eventPeek();
-  if (e == 0) return 0;
-  eng_io(ORIGIN + 1024);
-  const f = e + 32;
-  const ref = load<u32>(f, F_PROC);
+  if (e === null) return 0;
+  eng_io(ORIGIN_SIZE + ORIGIN_PATH_ROOM);
+  const f = e.flow;
+  const ref = flow(f).proc;
   let plen = procPathLen(ref);
-  if (plen > ioCap - ORIGIN) plen = 0;
-  writeOrigin(ioPtr, load<u32>(e), f, load<u32>(e, 12), procPathPtr(ref), plen);
+  if (plen > ioCap - ORIGIN_SIZE) plen = 0;
+  writeOrigin(ioPtr, e.type, f, e.time, procPathPtr(ref), plen);
   eventPop();
-  return ORIGIN + plen;
+  return ORIGIN_SIZE + plen;
 }
 
 /** How many events wait to be read (the shim wakes readers when it grows). */

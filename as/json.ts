@@ -310,25 +310,38 @@ export function jsonBool(): i32 {
   return -1;
 }
 
-/** What kind of value comes next: '{', '[', '"', 'n'umber, 't'rue/'f'alse, 'z' null, or -1. */
-export function jsonKind(): i32 {
+/** The kinds of JSON value (what jsonKind says comes next). */
+export const enum JsonKind {
+  None = -1, // nothing that can start a value
+  Object = 0,
+  Array = 1,
+  String = 2,
+  Number = 3,
+  Boolean = 4,
+  Null = 5,
+}
+
+/** What kind of value comes next. */
+export function jsonKind(): JsonKind {
   const c = jsonPeek();
-  if (c == 0x7b || c == 0x5b || c == 0x22) return c;
-  if (c == 0x2d || (c >= 0x30 && c <= 0x39)) return 0x6e;
-  if (c == 0x74 || c == 0x66) return 0x74;
-  if (c == 0x6e) return 0x7a;
-  return -1;
+  if (c == 0x7b) return JsonKind.Object;
+  if (c == 0x5b) return JsonKind.Array;
+  if (c == 0x22) return JsonKind.String;
+  if (c == 0x2d || (c >= 0x30 && c <= 0x39)) return JsonKind.Number;
+  if (c == 0x74 || c == 0x66) return JsonKind.Boolean;
+  if (c == 0x6e) return JsonKind.Null;
+  return JsonKind.None;
 }
 
 /** The name of the next value's kind, for messages. */
 export function jsonKindName(): string {
   const k = jsonKind();
-  if (k == 0x7b) return "an object";
-  if (k == 0x5b) return "an array";
-  if (k == 0x22) return "a string";
-  if (k == 0x6e) return "a number";
-  if (k == 0x74) return "a boolean";
-  if (k == 0x7a) return "null";
+  if (k == JsonKind.Object) return "an object";
+  if (k == JsonKind.Array) return "an array";
+  if (k == JsonKind.String) return "a string";
+  if (k == JsonKind.Number) return "a number";
+  if (k == JsonKind.Boolean) return "a boolean";
+  if (k == JsonKind.Null) return "null";
   return "nothing valid";
 }
 

@@ -1,92 +1,114 @@
-// Parsing one packet into a flat view (globals, valid until the next parse):
-// family, protocol, where the addresses, ports and payload are. Nothing is
-// allocated. A packet that is not IPv4/IPv6 TCP/UDP, a fragment, or
-// malformed (lengths that do not add up, truncated headers) is reported as
-// such and must be passed unchanged.
+// A packet and what parsing it found: one Packet view (a small struct in
+// engine memory, no allocation) per packet being handled, passed explicitly.
+// parse() fills the view from the bytes: family, protocol, where the
+// addresses, ports and payload are. A packet that is not IPv4/IPv6 TCP/UDP,
+// a fragment, or malformed (lengths that do not add up, truncated headers)
+// is reported as such and must be passed unchanged.
 
-import { be16 } from "./wire/checksum";
-import { V4_DST, V4_MIN_LEN, V4_PROTOCOL, V4_SRC, v4HeaderLen, v4IsFragment, v4TotalLen } from "./wire/ipv4";
-import { V6_DST, V6_HEADER_LEN, V6_PAYLOAD_LEN, V6_SRC, v6Fragment, v6L4Offset, v6Proto, v6Walk } from "./wire/ipv6";
-import { TCP_FLAGS, TCP_MIN_LEN, tcpHeaderLen } from "./wire/tcp";
-import { UDP_HEADER_LEN, UDP_LENGTH } from "./wire/udp";
+import { Meta } from "../build/gen/contract";
+import { Ipv4Packet } from "./wire/ipv4";
+import { Ipv6Packet, WALK_MALFORMED, walkFragment, walkOffset, walkProto } from "./wire/ipv6";
+import { PROTO_TCP, TcpPacket } from "./wire/tcp";
+import { PROTO_UDP, UDP_HEADER_LEN, UdpPacket } from "./wire/udp";
 
-// @ts-ignore: decorator
-@inline export const P_OK: u32 = 0;
-// @ts-ignore: decorator
-@inline export const P_MALFORMED: u32 = 1;
-// @ts-ignore: decorator
-@inline export const P_FRAGMENT: u32 = 2;
-// @ts-ignore: decorator
-@inline export const P_OTHER: u32 = 3; // not TCP or UDP over IP
+export { PROTO_TCP, PROTO_UDP };
 
-// @ts-ignore: decorator
-@inline export const PROTO_TCP: u32 = 6;
-// @ts-ignore: decorator
-@inline export const PROTO_UDP: u32 = 17;
+/** Why parse() gave up, or Ok. */
+export const enum Parse {
+  Ok = 0,
+  Malformed = 1,
+  Fragment = 2,
+  Other = 3, // not TCP or UDP over IP
+}
 
-export let pkt: usize = 0;        // the packet
-export let pktV6 = false;
-export let pktProto: u32 = 0;
-export let pktIpLen: u32 = 0;     // bytes of the IP packet (total length)
-export let pktSrc: usize = 0;     // source address (4 or 16 bytes)
-export let pktDst: usize = 0;
-export let pktL4: usize = 0;      // TCP/UDP header
-export let pktL4Len: u32 = 0;     // header + payload
-export let pktSport: u32 = 0;
-export let pktDport: u32 = 0;
-export let pktTcpFlags: u32 = 0;
-export let pktPayload: u32 = 0;   // payload bytes after the TCP/UDP header
+@unmanaged
+export class Packet {
+  // Set by the caller: the bytes, the in-flags (InFlag in engine.ts) and the
+  // capture layer's record of the packet (cookie, interfaces), or 0 for a
+  // packet the engine held and now releases.
+  data: usize;
+  len: u32;
+  flags: u32;
+  meta: Meta | null;
+  // Set by parse().
+  v6: bool;
+  proto: u32;
+  ipLen: u32;     // bytes of the IP packet (total length)
+  src: usize;     // source address (4 or 16 bytes, inside the packet)
+  dst: usize;
+  l4: usize;      // TCP/UDP header
+  l4Len: u32;     // header + payload
+  sport: u32;
+  dport: u32;
+  tcpFlags: u32;
+  payload: u32;   // payload bytes after the TCP/UDP header
 
-/** Parses [p, p+len). Returns P_OK or why the packet must pass unchanged. */
-export function parsePacket(p: usize, len: u32): u32 {
-  pkt = p;
-  if (len < 1) return P_MALFORMED;
-  const ver = <u32>load<u8>(p) >> 4;
-  let l4off: u32;
-  if (ver == 4) {
-    if (len < V4_MIN_LEN) return P_MALFORMED;
-    const hl = v4HeaderLen(p);
-    const total = v4TotalLen(p);
-    if (hl < V4_MIN_LEN || total < hl || total > len) return P_MALFORMED;
-    pktV6 = false;
-    pktIpLen = total;
-    pktSrc = p + V4_SRC;
-    pktDst = p + V4_DST;
-    pktProto = <u32>load<u8>(p + V4_PROTOCOL);
-    if (v4IsFragment(p)) return P_FRAGMENT;
-    l4off = hl;
-  } else if (ver == 6) {
-    if (len < V6_HEADER_LEN) return P_MALFORMED;
-    const total = V6_HEADER_LEN + be16(p + V6_PAYLOAD_LEN);
-    if (total > len) return P_MALFORMED;
-    pktV6 = true;
-    pktIpLen = total;
-    pktSrc = p + V6_SRC;
-    pktDst = p + V6_DST;
-    if (!v6Walk(p, total)) return P_MALFORMED;
-    pktProto = v6Proto;
-    if (v6Fragment) return P_FRAGMENT;
-    l4off = v6L4Offset;
-  } else {
-    return P_OTHER;
+  /** Sets the bytes and metadata; parse() next. */
+  @inline set(data: usize, len: u32, flags: u32, meta: Meta | null): void {
+    this.data = data;
+    this.len = len;
+    this.flags = flags;
+    this.meta = meta;
   }
-  if (pktProto != PROTO_TCP && pktProto != PROTO_UDP) return P_OTHER;
-  pktL4 = p + l4off;
-  pktL4Len = pktIpLen - l4off;
-  if (pktProto == PROTO_TCP) {
-    if (pktL4Len < TCP_MIN_LEN) return P_MALFORMED;
-    const thl = tcpHeaderLen(pktL4);
-    if (thl < TCP_MIN_LEN || thl > pktL4Len) return P_MALFORMED;
-    pktTcpFlags = <u32>load<u8>(pktL4 + TCP_FLAGS);
-    pktPayload = pktL4Len - thl;
-  } else {
-    if (pktL4Len < UDP_HEADER_LEN) return P_MALFORMED;
-    const ulen = be16(pktL4 + UDP_LENGTH);
-    if (ulen < UDP_HEADER_LEN || ulen > pktL4Len) return P_MALFORMED;
-    pktTcpFlags = 0;
-    pktPayload = ulen - UDP_HEADER_LEN;
+
+  /** Parses [data, data+len). Returns Parse.Ok or why the packet must pass unchanged. */
+  parse(): Parse {
+    const p = this.data;
+    const len = this.len;
+    if (len < 1) return Parse.Malformed;
+    const ver = <u32>load<u8>(p) >> 4;
+    let l4off: u32;
+    let ipLen: u32;
+    let proto: u32;
+    if (ver == 4) {
+      const ip = Ipv4Packet.at(p);
+      if (!ip.checkLen(len)) return Parse.Malformed;
+      ipLen = ip.totalLen;
+      proto = ip.protocol;
+      this.v6 = false;
+      this.ipLen = ipLen;
+      this.src = ip.srcAddr;
+      this.dst = ip.dstAddr;
+      this.proto = proto;
+      if (ip.isFragment) return Parse.Fragment;
+      l4off = ip.headerLen;
+    } else if (ver == 6) {
+      const ip = Ipv6Packet.at(p);
+      if (!ip.checkLen(len)) return Parse.Malformed;
+      ipLen = ip.totalLen;
+      this.v6 = true;
+      this.ipLen = ipLen;
+      this.src = ip.srcAddr;
+      this.dst = ip.dstAddr;
+      const w = ip.walk(ipLen);
+      if (w == WALK_MALFORMED) return Parse.Malformed;
+      proto = walkProto(w);
+      this.proto = proto;
+      if (walkFragment(w)) return Parse.Fragment;
+      l4off = walkOffset(w);
+    } else {
+      return Parse.Other;
+    }
+    if (proto != PROTO_TCP && proto != PROTO_UDP) return Parse.Other;
+    const l4 = p + l4off;
+    const l4Len = ipLen - l4off;
+    this.l4 = l4;
+    this.l4Len = l4Len;
+    if (proto == PROTO_TCP) {
+      const tcp = TcpPacket.at(l4);
+      if (!tcp.checkLen(l4Len)) return Parse.Malformed;
+      this.tcpFlags = tcp.flags;
+      this.payload = l4Len - tcp.headerLen;
+      this.sport = tcp.srcPort;
+      this.dport = tcp.dstPort;
+    } else {
+      const udp = UdpPacket.at(l4);
+      if (!udp.checkLen(l4Len)) return Parse.Malformed;
+      this.tcpFlags = 0;
+      this.payload = udp.length - UDP_HEADER_LEN;
+      this.sport = udp.srcPort;
+      this.dport = udp.dstPort;
+    }
+    return Parse.Ok;
   }
-  pktSport = be16(pktL4);
-  pktDport = be16(pktL4 + 2);
-  return P_OK;
 }

@@ -15,18 +15,15 @@
 // must match the whole file name or the whole path; without, it matches any
 // part of the path. The seed's intercept_pids are extra includes on top.
 
-// @ts-ignore: decorator
-@inline export const BYPASS_LOOPBACK: u32 = 1;
-// @ts-ignore: decorator
-@inline export const BYPASS_MULTICAST: u32 = 2;
-// @ts-ignore: decorator
-@inline export const BYPASS_BROADCAST: u32 = 4;
-// @ts-ignore: decorator
-@inline export const BYPASS_LINK_LOCAL: u32 = 8;
-// @ts-ignore: decorator
-@inline export const BYPASS_DHCP: u32 = 16;
-// @ts-ignore: decorator
-@inline export const BYPASS_ALL: u32 = 31;
+/** Traffic classes the policy can pass untouched (Policy.bypass bits). */
+export const enum Bypass {
+  Loopback = 1,
+  Multicast = 2,
+  Broadcast = 4,
+  LinkLocal = 8,
+  Dhcp = 16,
+  All = 31,
+}
 
 export class Rule {
   exclude: bool = false;
@@ -59,7 +56,7 @@ export class Policy {
   excludePorts: Array<u32> = new Array<u32>();
   destinations: Array<Cidr> = new Array<Cidr>();
   excludeDestinations: Array<Cidr> = new Array<Cidr>();
-  bypass: u32 = BYPASS_ALL;
+  bypass: u32 = Bypass.All;
   maxFlows: u32 = 65536;
   holdTimeoutMs: u32 = 2000;
   maxHeldPackets: u32 = 1024;

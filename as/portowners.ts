@@ -1,9 +1,17 @@
 // Local port owners: which process bound or listens on (protocol, port).
 // Used for inbound connections to listeners and for UDP sockets, when no
 // fact names the exact connection. Fixed capacity, open addressing.
-//
-//   entry (16 bytes): +0 u32 key (proto << 16 | port; 0 = free)
-//                     +4 u32 pid  +8 u32 process ref  +12 u32 time
+
+@unmanaged
+class PortOwner {
+  key: u32;  // proto << 16 | port; 0 = free, TOMB = removed
+  pid: u32;
+  proc: u32; // process reference (procs.ts)
+  time: u32; // ms, when last put
+}
+
+// @ts-ignore: decorator
+@inline const ENTRY: u32 = offsetof<PortOwner>();
 
 // @ts-ignore: decorator
 @inline const CAPACITY: u32 = 16384;
@@ -16,8 +24,8 @@
 let table: usize = 0;
 
 export function portOwnersInit(): void {
-  if (table == 0) table = heap.alloc(<usize>CAPACITY * 16);
-  memory.fill(table, 0, CAPACITY * 16);
+  if (table == 0) table = heap.alloc(<usize>CAPACITY * ENTRY);
+  memory.fill(table, 0, CAPACITY * ENTRY);
 }
 
 function start(key: u32): u32 {
@@ -27,8 +35,8 @@ function start(key: u32): u32 {
 }
 
 // @ts-ignore: decorator
-@inline function at(i: u32): usize {
-  return table + (<usize>i << 4);
+@inline function at(i: u32): PortOwner {
+  return changetype<PortOwner>(table + <usize>i * ENTRY);
 }
 
 export function portOwnerPut(proto: u32, port: u32, pid: u32, proc: u32, now: u32): void {
@@ -41,17 +49,17 @@ export function portOwnerPut(proto: u32, port: u32, pid: u32, proc: u32, now: u3
   for (let k: u32 = 0; k < PROBE; k++) {
     const i = (h + k) & (CAPACITY - 1);
     const e = at(i);
-    const ek = load<u32>(e);
+    const ek = e.key;
     if (ek == key) { target = <i32>i; break; }
     if ((ek == 0 || ek == TOMB) && target < 0) target = <i32>i;
-    const age = now - load<u32>(e, 12);
+    const age = now - e.time;
     if (ek != 0 && ek != TOMB && age >= oldestAge) { oldestAge = age; oldest = i; }
   }
   const e = at(target >= 0 ? <u32>target : oldest);
-  store<u32>(e, key);
-  store<u32>(e, pid, 4);
-  store<u32>(e, proc, 8);
-  store<u32>(e, now, 12);
+  e.key = key;
+  e.pid = pid;
+  e.proc = proc;
+  e.time = now;
 }
 
 /** The entry for (proto, port), or 0. */
@@ -61,20 +69,20 @@ export function portOwnerGet(proto: u32, port: u32): usize {
   const h = start(key);
   for (let k: u32 = 0; k < PROBE; k++) {
     const e = at((h + k) & (CAPACITY - 1));
-    if (load<u32>(e) == key) return e;
+    if (e.key == key) return changetype<usize>(e);
   }
   return 0;
 }
 
 export function portOwnerRemove(proto: u32, port: u32, pid: u32): void {
   const e = portOwnerGet(proto, port);
-  if (e != 0 && load<u32>(e, 4) == pid) store<u32>(e, TOMB);
+  if (e != 0 && changetype<PortOwner>(e).pid == pid) changetype<PortOwner>(e).key = TOMB;
 }
 
 export function portOwnerPid(e: usize): u32 {
-  return load<u32>(e, 4);
+  return changetype<PortOwner>(e).pid;
 }
 
 export function portOwnerProc(e: usize): u32 {
-  return load<u32>(e, 8);
+  return changetype<PortOwner>(e).proc;
 }

@@ -5,24 +5,38 @@
 // A slot is referenced from flows as (index | generation << 16); the
 // generation changes when the slot is reused, so a stale reference reads as
 // "path unknown" instead of another process's path.
-//
-//   slot (SLOT_SIZE bytes)
-//   +0  u32 pid          +4  u32 generation (0 = free)
-//   +8  u32 last used    +12 u32 path length
-//   +16 u32 decision generation   +20 u32 decision (0/1)
-//   +32 path bytes (PATH_MAX; a longer path keeps its tail, where the file name is)
 
 import { activePolicy, policyGeneration } from "./config";
 import { shouldIntercept } from "./policy";
+
+/** A slot (SLOT_SIZE bytes): the fields, then the path. */
+@unmanaged
+class Proc {
+  pid: u32;
+  gen: u32;         // generation; 0 = free
+  lastUse: u32;     // ms
+  pathLen: u32;
+  decisionGen: u32; // the policy generation the decision is for
+  decision: u32;    // 1 intercepted, 0 not
+  private reserved: u32;
+  private pathStart: u64; // the path starts here (PATH_MAX bytes; a longer path keeps its tail, where the file name is)
+
+  @inline get path(): usize {
+    return changetype<usize>(this) + offsetof<Proc>("pathStart");
+  }
+}
 
 // @ts-ignore: decorator
 @inline const CAPACITY: u32 = 4096;
 // @ts-ignore: decorator
 @inline const SLOT_SIZE: u32 = 1024;
 // @ts-ignore: decorator
-@inline export const PATH_MAX: u32 = SLOT_SIZE - 32;
+@inline export const PATH_MAX: u32 = SLOT_SIZE - offsetof<Proc>("pathStart");
 // @ts-ignore: decorator
 @inline const PROBE: u32 = 16;
+
+// The path starts 32 bytes into the slot (PATH_MAX is part of what callers see).
+if (offsetof<Proc>("pathStart") != 32) ERROR("Proc's path must start at 32");
 
 let table: usize = 0;
 let genCounter: u32 = 0;
@@ -33,8 +47,8 @@ export function procsInit(): void {
 }
 
 // @ts-ignore: decorator
-@inline function slot(i: u32): usize {
-  return table + <usize>i * SLOT_SIZE;
+@inline function slot(i: u32): Proc {
+  return changetype<Proc>(table + <usize>i * SLOT_SIZE);
 }
 
 function hashPid(pid: u32): u32 {
@@ -67,8 +81,8 @@ export function procPut(pid: u32, path: usize, len: u32, now: u32): u32 {
   for (let k: u32 = 0; k < PROBE; k++) {
     const i = (h + k) & (CAPACITY - 1);
     const s = slot(i);
-    const gen = load<u32>(s, 4);
-    if (gen != 0 && load<u32>(s) == pid) {
+    const gen = s.gen;
+    if (gen != 0 && s.pid == pid) {
       target = <i32>i;
       break;
     }
@@ -76,7 +90,7 @@ export function procPut(pid: u32, path: usize, len: u32, now: u32): u32 {
       if (target < 0) target = <i32>i;
       continue;
     }
-    const age = now - load<u32>(s, 8);
+    const age = now - s.lastUse;
     if (victimUsed == 0xffffffff || age > victimUsed) {
       victimUsed = age;
       victim = i;
@@ -84,45 +98,44 @@ export function procPut(pid: u32, path: usize, len: u32, now: u32): u32 {
   }
   if (target < 0) target = <i32>victim;
   const s = slot(<u32>target);
-  const same = load<u32>(s, 4) != 0 && load<u32>(s) == pid && load<u32>(s, 12) == len &&
-    memory.compare(s + 32, path, len) == 0;
+  const same = s.gen != 0 && s.pid == pid && s.pathLen == len && memory.compare(s.path, path, len) == 0;
   if (!same) {
-    store<u32>(s, pid);
-    store<u32>(s, nextGen(), 4);
-    store<u32>(s, len, 12);
-    store<u32>(s, 0, 16);
-    memory.copy(s + 32, path, len);
+    s.pid = pid;
+    s.gen = nextGen();
+    s.pathLen = len;
+    s.decisionGen = 0;
+    memory.copy(s.path, path, len);
   }
-  store<u32>(s, now, 8);
-  return <u32>target | (load<u32>(s, 4) << 16);
+  s.lastUse = now;
+  return <u32>target | (s.gen << 16);
 }
 
-/** The slot of a reference, or 0 when it is stale. */
-function live(ref: u32): usize {
-  if (table == 0 || ref == 0) return 0;
+/** The slot of a reference, or null when it is stale. */
+function live(ref: u32): Proc | null {
+  if (table == 0 || ref == 0) return null;
   const i = ref & 0xffff;
-  if (i >= CAPACITY) return 0;
+  if (i >= CAPACITY) return null;
   const s = slot(i);
-  return load<u32>(s, 4) == ref >>> 16 ? s : 0;
+  return s.gen == ref >>> 16 ? s : null;
 }
 
 export function procPathPtr(ref: u32): usize {
   const s = live(ref);
-  return s == 0 ? 0 : s + 32;
+  return s === null ? 0 : s.path;
 }
 
 export function procPathLen(ref: u32): u32 {
   const s = live(ref);
-  return s == 0 ? 0 : load<u32>(s, 12);
+  return s === null ? 0 : s.pathLen;
 }
 
 /** The policy's decision for a process (cached per policy generation). */
 export function procIntercepted(ref: u32, pid: u32): bool {
   const s = live(ref);
-  if (s == 0) return shouldIntercept(activePolicy, pid, 0, 0);
-  if (load<u32>(s, 16) != policyGeneration) {
-    store<u32>(s, policyGeneration, 16);
-    store<u32>(s, shouldIntercept(activePolicy, pid, s + 32, load<u32>(s, 12)) ? 1 : 0, 20);
+  if (s === null) return shouldIntercept(activePolicy, pid, 0, 0);
+  if (s.decisionGen != policyGeneration) {
+    s.decisionGen = policyGeneration;
+    s.decision = shouldIntercept(activePolicy, pid, s.path, s.pathLen) ? 1 : 0;
   }
-  return load<u32>(s, 20) != 0;
+  return s.decision != 0;
 }

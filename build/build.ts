@@ -1,5 +1,6 @@
-// The build: AssemblyScript -> build/engine.wasm -> wasm2c -> build/gen ->
-// CMake for Linux (build/linux) and Windows (build/windows, mingw-w64).
+// The build: build/contract.ts -> build/gen/contract.{ts,h}; AssemblyScript
+// -> build/engine.wasm -> wasm2c -> build/gen -> CMake for Linux
+// (build/linux) and Windows (build/windows, mingw-w64).
 //
 //   tsx build/build.ts [--engine-only] [--linux-only] [--hardening]
 //
@@ -10,10 +11,12 @@ import { execFileSync } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { generateAssemblyScript, generateC } from "./contract.ts";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 export const paths = {
   wasm: join(root, "build", "engine.wasm"),
+  wireWasm: join(root, "build", "wire.wasm"),
   gen: join(root, "build", "gen"),
   linux: join(root, "build", "linux"),
   windows: join(root, "build", "windows"),
@@ -37,6 +40,9 @@ const ASC_FLAGS = [
   "--use", "abort=as/index/engineAbort",
   "--initialMemory", "32", "--maximumMemory", "32768",
 ];
+
+// The wire test module: the engine's optimisation, no engine abort handler.
+const WIRE_ASC_FLAGS = ["--optimizeLevel", "3", "--shrinkLevel", "0", "--runtime", "stub"];
 
 const WASM2C_RUNTIME = "/usr/share/wabt/wasm2c";
 const WASM_RT_H = "/usr/include/wasm-rt.h";
@@ -77,11 +83,29 @@ function mtime(p: string): number {
   return existsSync(p) ? statSync(p).mtimeMs : 0;
 }
 
+/** Writes a file only when its text changes (keeps mtimes for the rebuild checks). */
+function writeIfChanged(p: string, text: string): void {
+  if (!existsSync(p) || readFileSync(p, "utf8") !== text) writeFileSync(p, text);
+}
+
+/** The engine/host contract's generated sides (build/contract.ts). */
+export function generateContract(): void {
+  mkdirSync(paths.gen, { recursive: true });
+  writeIfChanged(join(paths.gen, "contract.ts"), generateAssemblyScript());
+  writeIfChanged(join(paths.gen, "contract.h"), generateC());
+}
+
 /** as/ -> build/engine.wasm -> build/gen/engine_wasm.{c,h} (+ runtime copy). */
 export function buildEngine(): void {
-  mkdirSync(paths.gen, { recursive: true });
-  if (mtime(paths.wasm) < newest(join(root, "as")) || mtime(paths.wasm) < mtime(join(root, "build", "build.ts"))) {
+  generateContract();
+  const inputs = [newest(join(root, "as")), mtime(join(root, "build", "build.ts")), mtime(join(paths.gen, "contract.ts"))];
+  if (mtime(paths.wasm) < Math.max(...inputs)) {
     run(join(root, "node_modules", ".bin", "asc"), ["as/index.ts", "-o", paths.wasm, ...ASC_FLAGS]);
+  }
+  // The wire/ views and the parser on their own, for test/engine/wire.test.ts.
+  const wireEntry = join(root, "test", "engine", "as", "wire.ts");
+  if (mtime(paths.wireWasm) < Math.max(...inputs, mtime(wireEntry))) {
+    run(join(root, "node_modules", ".bin", "asc"), [wireEntry, "-o", paths.wireWasm, ...WIRE_ASC_FLAGS]);
   }
   const genC = join(paths.gen, "engine_wasm.c");
   if (mtime(genC) < mtime(paths.wasm)) {

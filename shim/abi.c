@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "contract.h" /* generated from build/contract.ts: the counters' order */
 #include "engine.h"
 #include "platform.h"
 #include "utf8.h"
@@ -91,7 +92,9 @@ static wr_engine *engine_locked(const char *who) {
   return e;
 }
 
-/* Engine counters, in the order of redirector_stats after `running`. */
+_Static_assert(WR_STATS_COUNT <= WR_STATS_MAX, "the engine has more counters than the host reads");
+
+/* The engine's counters, each into its redirector_stats member by name. */
 static void fill_stats_locked(redirector_stats *st) {
   uint64_t c[WR_STATS_MAX] = {0};
   size_t n = 0;
@@ -104,8 +107,10 @@ static void fill_stats_locked(redirector_stats *st) {
   memset(st, 0, sizeof *st);
   st->size = sizeof *st;
   st->running = (uint32_t)g.running;
-  uint64_t *dst = &st->packets;
-  for (size_t i = 0; i < 21; i++) dst[i] = c[i];
+  size_t i = 0;
+#define WR_STAT_COPY(member) st->member = c[i++];
+  WR_STATS_FOREACH(WR_STAT_COPY)
+#undef WR_STAT_COPY
   st->engine_restarts = engine_restarts_locked();
   st->flow_capacity = cap;
   st->bytes_per_flow = per;

@@ -22,6 +22,9 @@ void wr_copy_text_fail_next(void);
 
 typedef struct wr_engine wr_engine;
 
+/* The flags, verdicts, out-flags and owner kinds below carry the values of
+ * build/contract.ts (engine.c checks them at compile time). */
+
 /* Packet metadata flags (in) */
 #define WR_PKT_OUTBOUND 1u
 #define WR_PKT_LOOPBACK 2u
@@ -50,7 +53,7 @@ typedef struct {
  * bytes. Called with the engine lock held: it must not call the engine. */
 typedef void (*wr_verdict_fn)(void *ctx, const wr_packet *pkt, uint32_t verdict, uint32_t out_flags);
 
-/* Owner facts (kinds as the engine's O_*). Addresses in network order,
+/* Owner facts (kinds as owner_kind in build/contract.ts). Addresses in network order,
  * IPv4 in the first 4 bytes; ports in host order. */
 #define WR_OWNER_CONNECT 1
 #define WR_OWNER_ACCEPT 2

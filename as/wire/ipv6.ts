@@ -16,68 +16,133 @@
 //   44 Fragment: 8 bytes; offset (13 bits) and M flag at bytes 2-3
 //   51 Authentication Header: (Payload Len + 2) * 4 bytes (RFC 4302)
 // Anything else (ESP 50, No Next Header 59, ...) ends the walk.
+//
+// Ipv6Packet is a view of packet bytes in memory: check the length first
+// (checkLen), then read and write its fields.
 import { be16 } from "./checksum";
 
-// @ts-ignore: decorator
-@inline export const V6_PAYLOAD_LEN: usize = 4;
-// @ts-ignore: decorator
-@inline export const V6_NEXT_HEADER: usize = 6;
-// @ts-ignore: decorator
-@inline export const V6_SRC: usize = 8;
-// @ts-ignore: decorator
-@inline export const V6_DST: usize = 24;
-// @ts-ignore: decorator
-@inline export const V6_HEADER_LEN: u32 = 40;
+const enum Field {
+  PayloadLen = 4,
+  NextHeader = 6,
+  Src = 8,
+  Dst = 24,
+}
 
-// @ts-ignore: decorator
-@inline export const NH_HOP_BY_HOP: u32 = 0;
-// @ts-ignore: decorator
-@inline export const NH_ROUTING: u32 = 43;
-// @ts-ignore: decorator
-@inline export const NH_FRAGMENT: u32 = 44;
-// @ts-ignore: decorator
-@inline export const NH_AUTH: u32 = 51;
-// @ts-ignore: decorator
-@inline export const NH_DEST_OPTS: u32 = 60;
+export const IPV6_HEADER_LEN: u32 = 40;
 
-/** Result of the walk: the upper-layer protocol and where it starts. */
-export let v6Proto: u32 = 0;
-export let v6L4Offset: u32 = 0;
-export let v6Fragment = false;
+/** Next Header values the walk steps over. */
+const enum NextHeader {
+  HopByHop = 0,
+  Routing = 43,
+  Fragment = 44,
+  Auth = 51,
+  DestOpts = 60,
+}
 
-/**
- * Walks the extension headers of the packet at p (len bytes, payload length
- * already checked against len). False when a header runs past the end.
- */
-export function v6Walk(p: usize, len: u32): bool {
-  let nh = <u32>load<u8>(p + V6_NEXT_HEADER);
-  let off = V6_HEADER_LEN;
-  v6Fragment = false;
-  // At most 16 extension headers: a longer chain is treated as malformed.
-  for (let n = 0; n < 16; n++) {
-    if (nh == NH_HOP_BY_HOP || nh == NH_ROUTING || nh == NH_DEST_OPTS) {
-      if (off + 8 > len) return false;
-      const hlen = (<u32>load<u8>(p + off + 1) + 1) << 3;
-      if (off + hlen > len) return false;
-      nh = <u32>load<u8>(p + off);
-      off += hlen;
-    } else if (nh == NH_FRAGMENT) {
-      if (off + 8 > len) return false;
-      const fo = be16(p + off + 2);
-      if ((fo & 0xfff9) != 0) v6Fragment = true; // offset != 0 or M set
-      nh = <u32>load<u8>(p + off);
-      off += 8;
-    } else if (nh == NH_AUTH) {
-      if (off + 8 > len) return false;
-      const hlen = (<u32>load<u8>(p + off + 1) + 2) << 2;
-      if (off + hlen > len) return false;
-      nh = <u32>load<u8>(p + off);
-      off += hlen;
-    } else {
-      v6Proto = nh;
-      v6L4Offset = off;
-      return true;
-    }
+/** The walk's outcome: a malformed chain, or where the upper layer starts. */
+export const WALK_MALFORMED: u64 = <u64>-1;
+
+/** The upper-layer protocol of a walk's outcome. */
+// @ts-ignore: decorator
+@inline export function walkProto(w: u64): u32 {
+  return <u32>w & 0xff;
+}
+
+/** A fragment header with a non-zero offset or the M flag was seen. */
+// @ts-ignore: decorator
+@inline export function walkFragment(w: u64): bool {
+  return (<u32>w & 0x100) != 0;
+}
+
+/** Where the upper-layer header starts, from the start of the packet. */
+// @ts-ignore: decorator
+@inline export function walkOffset(w: u64): u32 {
+  return <u32>(w >> 32);
+}
+
+@unmanaged
+export class Ipv6Packet {
+  @inline static at(p: usize): Ipv6Packet {
+    return changetype<Ipv6Packet>(p);
   }
-  return false;
+
+  @inline get ptr(): usize {
+    return changetype<usize>(this);
+  }
+
+  /** Do `len` bytes hold the header and the payload length it claims? */
+  checkLen(len: u32): bool {
+    return len >= IPV6_HEADER_LEN && this.totalLen <= len;
+  }
+
+  @inline get version(): u32 {
+    return <u32>load<u8>(this.ptr) >> 4;
+  }
+
+  @inline get payloadLen(): u32 {
+    return be16(this.ptr + Field.PayloadLen);
+  }
+
+  /** Header and payload, in bytes. */
+  @inline get totalLen(): u32 {
+    return IPV6_HEADER_LEN + this.payloadLen;
+  }
+
+  @inline get nextHeader(): u32 {
+    return <u32>load<u8>(this.ptr, Field.NextHeader);
+  }
+
+  /** Where the source address's 16 bytes are. */
+  @inline get srcAddr(): usize {
+    return this.ptr + Field.Src;
+  }
+
+  @inline get dstAddr(): usize {
+    return this.ptr + Field.Dst;
+  }
+
+  setSrcAddr(a: usize): void {
+    memory.copy(this.srcAddr, a, 16);
+  }
+
+  setDstAddr(a: usize): void {
+    memory.copy(this.dstAddr, a, 16);
+  }
+
+  /**
+   * Walks the extension headers of the first `len` bytes (checkLen passed):
+   * the upper-layer protocol, where it starts and whether this is a
+   * fragment (walkProto, walkOffset, walkFragment), or WALK_MALFORMED when a
+   * header runs past the end or the chain is longer than 16 headers.
+   */
+  walk(len: u32): u64 {
+    const p = this.ptr;
+    let nh = this.nextHeader;
+    let off = IPV6_HEADER_LEN;
+    let frag: u32 = 0;
+    for (let n = 0; n < 16; n++) {
+      if (nh == NextHeader.HopByHop || nh == NextHeader.Routing || nh == NextHeader.DestOpts) {
+        if (off + 8 > len) return WALK_MALFORMED;
+        const hlen = (<u32>load<u8>(p + off + 1) + 1) << 3;
+        if (off + hlen > len) return WALK_MALFORMED;
+        nh = <u32>load<u8>(p + off);
+        off += hlen;
+      } else if (nh == NextHeader.Fragment) {
+        if (off + 8 > len) return WALK_MALFORMED;
+        const fo = be16(p + off + 2);
+        if ((fo & 0xfff9) != 0) frag = 0x100; // offset != 0 or M set
+        nh = <u32>load<u8>(p + off);
+        off += 8;
+      } else if (nh == NextHeader.Auth) {
+        if (off + 8 > len) return WALK_MALFORMED;
+        const hlen = (<u32>load<u8>(p + off + 1) + 2) << 2;
+        if (off + hlen > len) return WALK_MALFORMED;
+        nh = <u32>load<u8>(p + off);
+        off += hlen;
+      } else {
+        return (<u64>off << 32) | <u64>(frag | nh);
+      }
+    }
+    return WALK_MALFORMED;
+  }
 }

@@ -6,6 +6,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { PacketEngine, O_CONNECT, O_LISTEN, O_UNKNOWN } from "./harness.ts";
 import { build, type PacketSpec } from "./packets.ts";
+import { encode, size } from "./records.ts";
 
 const SELF = 1000;
 
@@ -94,10 +95,7 @@ function synFlood(e: PacketEngine, n: number, now: number): void {
       mem[data + off + 13] = (k >> 16) & 0xff;
       mem[data + off + 14] = (k >> 8) & 0xff;
       mem[data + off + 15] = k & 0xff;
-      const m = meta + i * 32;
-      dv.setUint32(m + 8, off, true);
-      dv.setUint32(m + 12, syn.length, true);
-      dv.setUint32(m + 16, 1, true);
+      encode("meta", dv, meta + i * size("meta"), { data: off, len: syn.length, flags: 1 });
     }
     p.eng_process(count, now);
   }
@@ -126,14 +124,7 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
     for (let i = 0; i < n; i++) {
       const pk = mutate(r, corpus[r() % corpus.length]);
       mem.set(pk, data + off);
-      const m = meta + i * 32;
-      dv.setUint32(m, i, true);
-      dv.setUint32(m + 4, 0, true);
-      dv.setUint32(m + 8, off, true);
-      dv.setUint32(m + 12, pk.length, true);
-      dv.setUint32(m + 16, r() & 7, true);
-      dv.setUint32(m + 20, 1, true);
-      dv.setUint32(m + 24, 0, true);
+      encode("meta", dv, meta + i * size("meta"), { cookieLo: i, data: off, len: pk.length, flags: r() & 7, ifIdx: 1 });
       off += (pk.length + 7) & ~7;
     }
     now += 10;

@@ -73,30 +73,30 @@ export class Engine {
 // The packet path
 
 import { formatAddr, parseAddr, type Endpoint } from "./packets.ts";
+import { ENUMS } from "../../build/contract.ts";
+import { bytes, decode, decodeStats, encode, size, type Rec, type Stats } from "./records.ts";
 
-export const IN_OUTBOUND = 1;
-export const IN_LOOPBACK = 2;
-export const IN_CSUM_PARTIAL = 4;
-export const V_PASS = 0;
-export const V_MODIFIED = 1;
-export const V_DROP = 2;
-export const V_HELD = 3;
-export const OUT_OUTBOUND = 1;
-export const OUT_CSUM_VALID = 2;
+export { STAT_NAMES, type Stats } from "./records.ts";
 
-export const O_CONNECT = 1;
-export const O_ACCEPT = 2;
-export const O_BIND = 3;
-export const O_LISTEN = 4;
-export const O_CLOSE = 5;
-export const O_UNKNOWN = 6;
+// The contract's named values (build/contract.ts).
+const { in_flag: IN, verdict: V, out_flag: OUT, owner_kind: O } = ENUMS;
+export const IN_OUTBOUND = IN.members.outbound;
+export const IN_LOOPBACK = IN.members.loopback;
+export const IN_CSUM_PARTIAL = IN.members.csum_partial;
+export const V_PASS = V.members.pass;
+export const V_MODIFIED = V.members.modified;
+export const V_DROP = V.members.drop;
+export const V_HELD = V.members.held;
+export const OUT_OUTBOUND = OUT.members.outbound;
+export const OUT_CSUM_VALID = OUT.members.csum_valid;
 
-export const STAT_NAMES = [
-  "packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flowsActive",
-  "flowsRedirected", "flowsPassed", "flowsExpired", "tableFull", "evictions", "holdTimeouts", "ownerFacts",
-  "ownerQueries", "eventsLost", "natConflicts", "bypassed", "lookups", "lookupMisses",
-] as const;
-export type Stats = Record<(typeof STAT_NAMES)[number], number>;
+export const O_CONNECT = O.members.connect;
+export const O_ACCEPT = O.members.accept;
+export const O_BIND = O.members.bind;
+export const O_LISTEN = O.members.listen;
+export const O_CLOSE = O.members.close;
+export const O_UNKNOWN = O.members.unknown;
+
 
 export interface InPacket {
   data: Uint8Array;
@@ -171,8 +171,8 @@ function addrBytes(a: string, v6: boolean): Uint8Array {
   return out;
 }
 
-function readAddr(mem: DataView, off: number, v6: boolean): string {
-  return formatAddr(new Uint8Array(mem.buffer, mem.byteOffset + off, v6 ? 16 : 4).slice());
+function addrText(a: Uint8Array, v6: boolean): string {
+  return formatAddr(a.subarray(0, v6 ? 16 : 4));
 }
 
 export class PacketEngine extends Engine {
@@ -193,30 +193,21 @@ export class PacketEngine extends Engine {
   process(pkts: InPacket[], now = 0): OutPacket[] {
     const meta = this.p.eng_batch_meta();
     const data = this.p.eng_batch_data();
+    const M = size("meta");
     let off = 0;
-    const dv = () => this.view();
     pkts.forEach((pk, i) => {
-      const m = meta + i * 32;
       this.bytes(data + off, pk.data.length).set(pk.data);
-      const v = dv();
-      v.setUint32(m, pk.cookie ?? i, true);
-      v.setUint32(m + 4, 0, true);
-      v.setUint32(m + 8, off, true);
-      v.setUint32(m + 12, pk.data.length, true);
       const flags = (pk.outbound === false ? 0 : IN_OUTBOUND) | (pk.loopback ? IN_LOOPBACK : 0) | (pk.partial ? IN_CSUM_PARTIAL : 0);
-      v.setUint32(m + 16, flags, true);
-      v.setUint32(m + 20, pk.ifIdx ?? 7, true);
-      v.setUint32(m + 24, 0, true);
-      v.setUint32(m + 28, 0xdead, true);
+      encode("meta", this.view(), meta + i * M, {
+        cookieLo: pk.cookie ?? i, data: off, len: pk.data.length, flags, ifIdx: pk.ifIdx ?? 7, verdict: 0xdead,
+      });
       off += (pk.data.length + 7) & ~7;
     });
     const n = this.p.eng_process(pkts.length, now);
     if (n !== pkts.length) throw new Error("eng_process returned " + n);
-    off = 0;
-    return pkts.map((pk, i) => {
-      const out = this.record(meta + i * 32, data + off, pk.data.length);
-      off += (pk.data.length + 7) & ~7;
-      return out;
+    return pkts.map((_, i) => {
+      const m = decode("meta", this.view(), meta + i * M);
+      return this.record(m, data + m.data);
     });
   }
 
@@ -225,24 +216,22 @@ export class PacketEngine extends Engine {
     const base = this.p.eng_released_ptr();
     const out: OutPacket[] = [];
     for (let i = 0; i < n; i++) {
-      const r = base + i * 32;
-      const v = this.view();
-      out.push(this.record(r, v.getUint32(r + 8, true), v.getUint32(r + 12, true)));
+      const r = decode("rel", this.view(), base + i * size("rel"));
+      out.push(this.record(r, r.data));
     }
     return out;
   }
 
-  /** A packet record (META layout: cookie, verdict word, interface) with its bytes at [data, data+len). */
-  private record(m: number, data: number, len: number): OutPacket {
-    const v = this.view();
-    const w = v.getUint32(m + 28, true);
+  /** A decided packet (a meta or rel record) with its bytes at data. */
+  private record(m: Rec<"meta"> | Rec<"rel">, data: number): OutPacket {
+    const w = m.verdict;
     return {
       verdict: w & 0xff,
       outbound: ((w >> 8) & OUT_OUTBOUND) !== 0,
       csumValid: ((w >> 8) & OUT_CSUM_VALID) !== 0,
-      data: this.bytes(data, len).slice(),
-      cookie: v.getUint32(m, true),
-      ifIdx: v.getUint32(m + 20, true),
+      data: this.bytes(data, m.len).slice(),
+      cookie: m.cookieLo,
+      ifIdx: m.ifIdx,
     };
   }
 
@@ -252,15 +241,14 @@ export class PacketEngine extends Engine {
     const base = this.p.eng_queries_ptr();
     const out: Query[] = [];
     for (let i = 0; i < n; i++) {
-      const v = this.view();
-      const q = base + i * 40;
-      const v6 = v.getUint8(q + 1) === 6;
+      const q = decode("query", this.view(), base + i * size("query"));
+      const v6 = q.family === 6;
       out.push({
-        proto: v.getUint8(q),
+        proto: q.proto,
         v6,
-        inbound: v.getUint8(q + 2) === 1,
-        local: { addr: readAddr(v, q + 4, v6), port: v.getUint16(q + 36, true) },
-        remote: { addr: readAddr(v, q + 20, v6), port: v.getUint16(q + 38, true) },
+        inbound: q.direction === 1,
+        local: { addr: addrText(q.local, v6), port: q.localPort },
+        remote: { addr: addrText(q.remote, v6), port: q.remotePort },
       });
     }
     return out;
@@ -269,18 +257,11 @@ export class PacketEngine extends Engine {
   owner(kind: number, proto: "tcp" | "udp", local: Endpoint, remote: Endpoint | null, pid: number, path: string, now = 0): void {
     const v6 = local.addr.includes(":");
     const pathBytes = Buffer.from(path, "utf8");
-    const rec = new Uint8Array(48 + pathBytes.length);
-    const dv = new DataView(rec.buffer);
-    rec[0] = kind;
-    rec[1] = proto === "tcp" ? 6 : 17;
-    rec[2] = v6 ? 6 : 4;
-    rec.set(addrBytes(local.addr, v6), 4);
-    if (remote) rec.set(addrBytes(remote.addr, v6), 20);
-    dv.setUint16(36, local.port, true);
-    dv.setUint16(38, remote?.port ?? 0, true);
-    dv.setUint32(40, pid, true);
-    dv.setUint32(44, pathBytes.length, true);
-    rec.set(pathBytes, 48);
+    const rec = bytes("owner", {
+      kind, proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4,
+      local: addrBytes(local.addr, v6), remote: remote ? addrBytes(remote.addr, v6) : undefined,
+      localPort: local.port, remotePort: remote?.port ?? 0, pid, pathLen: pathBytes.length,
+    }, pathBytes);
     this.io(rec);
     const r = this.p.eng_owner(rec.length, now);
     if (r !== 0) throw new Error("eng_owner " + r);
@@ -291,40 +272,35 @@ export class PacketEngine extends Engine {
   }
 
   private readOrigin(p: number): Origin {
-    const v = this.view();
-    const v6 = v.getUint32(p + 8, true) === 6;
-    const plen = v.getUint32(p + 108, true);
+    const o = decode("origin", this.view(), p);
+    const v6 = o.family === 6;
     return {
-      type: v.getUint32(p, true),
-      proto: v.getUint32(p + 4, true),
+      type: o.type,
+      proto: o.proto,
       v6,
-      inbound: v.getUint32(p + 12, true) === 1,
-      pid: v.getUint32(p + 16, true),
-      flowId: v.getUint32(p + 20, true),
-      destination: { addr: readAddr(v, p + 24, v6), port: v.getUint32(p + 40, true) },
-      client: { addr: readAddr(v, p + 44, v6), port: v.getUint32(p + 60, true) },
-      peer: { addr: readAddr(v, p + 64, v6), port: v.getUint32(p + 80, true) },
-      appPort: v.getUint32(p + 84, true),
-      bytesUp: v.getBigUint64(p + 88, true),
-      bytesDown: v.getBigUint64(p + 96, true),
-      time: v.getUint32(p + 104, true),
-      path: Buffer.from(this.bytes(p + 112, plen)).toString("utf8"),
+      inbound: o.direction === 1,
+      pid: o.pid,
+      flowId: o.flowId,
+      destination: { addr: addrText(o.dst, v6), port: o.dstPort },
+      client: { addr: addrText(o.client, v6), port: o.clientPort },
+      peer: { addr: addrText(o.peer, v6), port: o.peerPort },
+      appPort: o.appPort,
+      bytesUp: o.bytesUp,
+      bytesDown: o.bytesDown,
+      time: o.time,
+      path: Buffer.from(this.bytes(p + size("origin"), o.pathLen)).toString("utf8"),
     };
   }
 
   lookup(proto: "tcp" | "udp", peer: Endpoint, local: Endpoint): Origin | null {
     const v6 = peer.addr.includes(":");
-    const q = new Uint8Array(48);
-    const dv = new DataView(q.buffer);
-    dv.setUint32(0, proto === "tcp" ? 6 : 17, true);
-    dv.setUint32(4, v6 ? 6 : 4, true);
-    q.set(addrBytes(peer.addr, v6), 8);
-    dv.setUint32(24, peer.port, true);
-    q.set(addrBytes(local.addr, local.addr.includes(":")), 28);
-    dv.setUint32(44, local.port, true);
+    const q = bytes("lookup", {
+      proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4, peer: addrBytes(peer.addr, v6), peerPort: peer.port,
+      local: addrBytes(local.addr, local.addr.includes(":")), localPort: local.port,
+    });
     const p = this.x.eng_io(4096);
-    this.bytes(p, 48).set(q);
-    const r = this.p.eng_lookup(48);
+    this.bytes(p, q.length).set(q);
+    const r = this.p.eng_lookup(q.length);
     if (r === -1) return null;
     if (r !== 0) throw new Error("eng_lookup " + r);
     return this.readOrigin(p);
@@ -347,13 +323,6 @@ export class PacketEngine extends Engine {
   }
 
   stats(): Stats {
-    const p = this.p.eng_stats_ptr();
-    const n = this.p.eng_stats_count();
-    const v = this.view();
-    const out = {} as Stats;
-    STAT_NAMES.forEach((name, i) => {
-      if (i < n) out[name] = Number(v.getBigUint64(p + i * 8, true));
-    });
-    return out;
+    return decodeStats(this.view(), this.p.eng_stats_ptr(), this.p.eng_stats_count());
   }
 }

@@ -1,9 +1,12 @@
-// Packet views: real packet bytes through the engine's parser, checked by
-// what the engine does with them (redirect, pass, count as malformed or
-// fragment). Each protocol: parse, emit (rewrite), impossible lengths.
+// Packet views. First as/wire/ and the parser on their own (build/wire.wasm)
+// on literal bytes: each header's parse, emit (setters and checksums) and
+// impossible lengths. Then real packet bytes through the engine, checked by
+// what it does with them (redirect, pass, count as malformed or fragment).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { PacketEngine, V_PASS, V_MODIFIED, V_HELD, O_CONNECT } from "./harness.ts";
+import { PacketEngine, root, V_PASS, V_MODIFIED, V_HELD, O_CONNECT } from "./harness.ts";
 import { build, checksumsValid, fixChecksums, fromHex, read, type PacketSpec } from "./packets.ts";
 
 const SELF = 1000;
@@ -27,6 +30,264 @@ function redirectOne(e: PacketEngine, spec: PacketSpec, partial = false) {
 }
 
 const wire = suite("wire");
+
+// ---------------------------------------------------------------------------
+// as/wire/ on literal bytes
+
+interface WireExports {
+  memory: WebAssembly.Memory;
+  alloc(len: number): number;
+  checksum(p: number, len: number): number;
+  pseudo_header_sum(src: number, dst: number, v6: number, proto: number, len: number): number;
+  [name: string]: ((...args: number[]) => number | bigint) | WebAssembly.Memory;
+}
+
+let wireModule: WebAssembly.Module | undefined;
+
+/** A fresh build/wire.wasm instance and a way to put bytes into it. */
+function wireViews() {
+  wireModule ??= new WebAssembly.Module(readFileSync(join(root, "build", "wire.wasm")));
+  const env = { abort: () => { throw new Error("wire.wasm aborted"); } };
+  const x = new WebAssembly.Instance(wireModule, { env }).exports as unknown as WireExports;
+  const fn = (name: string) => x[name] as (...args: number[]) => number;
+  return {
+    x,
+    call: (name: string, ...args: number[]) => fn(name)(...args),
+    put(b: Uint8Array): number {
+      const p = x.alloc(b.length);
+      new Uint8Array(x.memory.buffer, p, b.length).set(b);
+      return p;
+    },
+    get: (p: number, len: number) => new Uint8Array(x.memory.buffer, p, len).slice(),
+    /** ipv6_walk returns a u64 (a BigInt, signed on the JS side). */
+    walk: (p: number, len: number) => BigInt.asUintN(64, (x.ipv6_walk as (p: number, len: number) => bigint)(p, len)),
+  };
+}
+
+// IPv4 + TCP SYN 10.0.0.2:40000 -> 198.18.0.10:80 (DF, ttl 64), and the same
+// packet rewritten to 198.18.0.10:40000 -> 10.0.0.2:8080; checksums by hand.
+const V4_SYN = fromHex("45000028123440004006587e0a000002c612000a9c40005001020304000000005002ffff3f2e0000");
+const V4_SYN_REWRITTEN = fromHex("45000028123440004006587ec612000a0a0000029c401f9001020304000000005002ffff1fee0000");
+// IPv6 + hop-by-hop (PadN) + UDP fd00::2:5353 -> fd00::10:53, "abcd".
+const V6_UDP = fromHex(
+  "6000000000140040" + "fd000000000000000000000000000002" + "fd000000000000000000000000000010" +
+    "1100010400000000" + "14e90035000c2bde61626364",
+);
+
+wire("test_parse ipv4: every field of a literal header", () => {
+  const w = wireViews();
+  const p = w.put(V4_SYN);
+  assert.ok(w.call("ipv4_check_len", p, V4_SYN.length));
+  assert.is(w.call("ipv4_version", p), 4);
+  assert.is(w.call("ipv4_header_len", p), 20);
+  assert.is(w.call("ipv4_total_len", p), 40);
+  assert.is(w.call("ipv4_is_fragment", p), 0, "DF alone is not a fragment");
+  assert.is(w.call("ipv4_protocol", p), 6);
+  assert.equal(Array.from(w.get(w.call("ipv4_src_addr", p), 4)), [10, 0, 0, 2]);
+  assert.equal(Array.from(w.get(w.call("ipv4_dst_addr", p), 4)), [198, 18, 0, 10]);
+  assert.is(w.call("ipv4_checksum", p), 0x587e);
+  assert.ok(w.call("ipv4_verify_checksum", p));
+  const frag = V4_SYN.slice();
+  frag[6] = 0x20; // MF
+  assert.ok(w.call("ipv4_is_fragment", w.put(frag)));
+  frag[6] = 0x00;
+  frag[7] = 0x01; // offset 1
+  assert.ok(w.call("ipv4_is_fragment", w.put(frag)));
+});
+
+wire("test_emit ipv4: setters and fill_checksum produce the literal bytes", () => {
+  const w = wireViews();
+  const p = w.put(V4_SYN);
+  const c = w.put(V4_SYN.subarray(12, 16));
+  const d = w.put(V4_SYN.subarray(16, 20));
+  w.call("ipv4_set_src_addr", p, d);
+  w.call("ipv4_set_dst_addr", p, c);
+  const broken = w.get(p, 20);
+  broken[10] ^= 0xff;
+  const q = w.put(broken);
+  assert.not.ok(w.call("ipv4_verify_checksum", q));
+  w.call("ipv4_fill_checksum", q);
+  assert.equal(Array.from(w.get(q, 20)), Array.from(V4_SYN_REWRITTEN.subarray(0, 20)));
+});
+
+wire("impossible lengths ipv4", () => {
+  const w = wireViews();
+  const cases: [string, Uint8Array, number][] = [
+    ["shorter than a header", V4_SYN, 19],
+    ["IHL 4", (() => { const b = V4_SYN.slice(); b[0] = 0x44; return b; })(), 40],
+    ["IHL 15 past the total length", (() => { const b = V4_SYN.slice(); b[0] = 0x4f; return b; })(), 40],
+    ["total length below the header", (() => { const b = V4_SYN.slice(); b[3] = 19; return b; })(), 40],
+    ["total length past the bytes", V4_SYN, 39],
+  ];
+  for (const [what, b, len] of cases) assert.not.ok(w.call("ipv4_check_len", w.put(b), len), what);
+  assert.ok(w.call("ipv4_check_len", w.put(V4_SYN), 60), "trailing bytes after the total length are allowed");
+});
+
+wire("test_parse tcp: ports, header length, flags, checksum with the pseudo-header", () => {
+  const w = wireViews();
+  const p = w.put(V4_SYN);
+  const t = p + 20;
+  assert.ok(w.call("tcp_check_len", t, 20));
+  assert.is(w.call("tcp_src_port", t), 40000);
+  assert.is(w.call("tcp_dst_port", t), 80);
+  assert.is(w.call("tcp_header_len", t), 20);
+  assert.is(w.call("tcp_flags", t), 0x02);
+  assert.is(w.call("tcp_checksum", t), 0x3f2e);
+  assert.ok(w.call("tcp_verify_checksum", t, p + 12, p + 16, 0, 20));
+  assert.not.ok(w.call("tcp_verify_checksum", t, p + 16, p + 12, 0, 21), "another length is another pseudo-header");
+});
+
+wire("test_emit tcp: set ports, fill_checksum over the new pseudo-header", () => {
+  const w = wireViews();
+  const p = w.put(V4_SYN_REWRITTEN.subarray(0, 20));
+  const seg = V4_SYN.slice(20);
+  const t = w.put(seg);
+  w.call("tcp_set_src_port", t, 40000);
+  w.call("tcp_set_dst_port", t, 8080);
+  w.call("tcp_fill_checksum", t, p + 12, p + 16, 0, 20);
+  assert.equal(Array.from(w.get(t, 20)), Array.from(V4_SYN_REWRITTEN.subarray(20)));
+});
+
+wire("impossible lengths tcp", () => {
+  const w = wireViews();
+  const seg = V4_SYN.slice(20);
+  assert.not.ok(w.call("tcp_check_len", w.put(seg), 19), "shorter than a header");
+  const off4 = seg.slice();
+  off4[12] = 0x40;
+  assert.not.ok(w.call("tcp_check_len", w.put(off4), 20), "data offset 4");
+  const off15 = seg.slice();
+  off15[12] = 0xf0;
+  assert.not.ok(w.call("tcp_check_len", w.put(off15), 40), "data offset 60 past the segment");
+  assert.ok(w.call("tcp_check_len", w.put(off15), 60));
+});
+
+wire("test_parse ipv6: header fields and the extension-header walk", () => {
+  const w = wireViews();
+  const p = w.put(V6_UDP);
+  assert.ok(w.call("ipv6_check_len", p, V6_UDP.length));
+  assert.is(w.call("ipv6_version", p), 6);
+  assert.is(w.call("ipv6_payload_len", p), 20);
+  assert.is(w.call("ipv6_next_header", p), 0);
+  assert.equal(Array.from(w.get(w.call("ipv6_src_addr", p), 16)), Array.from(V6_UDP.subarray(8, 24)));
+  assert.equal(Array.from(w.get(w.call("ipv6_dst_addr", p), 16)), Array.from(V6_UDP.subarray(24, 40)));
+  const walk = w.walk(p, 60);
+  assert.is(Number(walk >> 32n), 48, "UDP after 40 + 8 bytes");
+  assert.is(Number(walk & 0xffn), 17);
+  assert.is(Number(walk & 0x100n), 0, "not a fragment");
+});
+
+wire("ipv6 walk: fragments, truncated and over-long chains", () => {
+  const w = wireViews();
+  const walk = (b: Uint8Array, len = b.length) => w.walk(w.put(b), len);
+  const MALFORMED = (1n << 64n) - 1n;
+  // A fragment header (44) with M set, then UDP.
+  const frag = V6_UDP.slice();
+  frag[6] = 44;
+  frag.set([17, 0, 0, 1, 0, 0, 0, 1], 40);
+  assert.is(walk(frag) & 0x1ffn, 0x111n, "UDP, fragment");
+  // An atomic fragment (offset 0, no M) is not a fragment.
+  frag.set([17, 0, 0, 0, 0, 0, 0, 1], 40);
+  assert.is(walk(frag) & 0x1ffn, 0x11n);
+  assert.is(walk(V6_UDP, 47), MALFORMED, "hop-by-hop runs past the end");
+  const long = V6_UDP.slice();
+  long[41] = 2; // hop-by-hop of 24 bytes
+  assert.is(walk(long), MALFORMED, "header length past the end");
+  // 17 destination-options headers: longer than the walk follows.
+  const chain = new Uint8Array(40 + 17 * 8);
+  chain.set(V6_UDP.subarray(0, 40));
+  chain[6] = 60;
+  for (let i = 0; i < 17; i++) chain[40 + i * 8] = i < 16 ? 60 : 17;
+  assert.is(walk(chain), MALFORMED);
+});
+
+wire("impossible lengths ipv6 and udp", () => {
+  const w = wireViews();
+  assert.not.ok(w.call("ipv6_check_len", w.put(V6_UDP), 39), "shorter than a header");
+  assert.not.ok(w.call("ipv6_check_len", w.put(V6_UDP), 59), "payload length past the bytes");
+  const u = V6_UDP.slice(48);
+  assert.ok(w.call("udp_check_len", w.put(u), 12));
+  assert.not.ok(w.call("udp_check_len", w.put(u), 7), "shorter than a header");
+  assert.not.ok(w.call("udp_check_len", w.put(u), 11), "length past the datagram");
+  const short = u.slice();
+  short[5] = 7;
+  assert.not.ok(w.call("udp_check_len", w.put(short), 12), "length below 8");
+});
+
+wire("test_parse and test_emit udp: fields, checksum, IPv6's zero sent as 0xffff, IPv4's zero means none", () => {
+  const w = wireViews();
+  const p = w.put(V6_UDP);
+  const u = p + 48;
+  assert.is(w.call("udp_src_port", u), 5353);
+  assert.is(w.call("udp_dst_port", u), 53);
+  assert.is(w.call("udp_length", u), 12);
+  assert.is(w.call("udp_checksum", u), 0x2bde);
+  assert.ok(w.call("udp_verify_checksum", u, p + 8, p + 24, 1, 12));
+  w.call("udp_set_src_port", u, 5354);
+  assert.not.ok(w.call("udp_verify_checksum", u, p + 8, p + 24, 1, 12));
+  w.call("udp_set_src_port", u, 5353);
+  w.call("udp_fill_checksum", u, p + 8, p + 24, 1, 12);
+  assert.equal(Array.from(w.get(p, V6_UDP.length)), Array.from(V6_UDP));
+  // Payload 0xf0a8 makes the computed sum 0: sent as 0xffff.
+  const zero = Uint8Array.from([0x14, 0xe9, 0x00, 0x35, 0x00, 0x0a, 0x12, 0x34, 0xf0, 0xa8]);
+  const z = w.put(zero);
+  w.call("udp_fill_checksum", z, p + 8, p + 24, 1, 10);
+  assert.is(w.call("udp_checksum", z), 0xffff);
+  assert.ok(w.call("udp_verify_checksum", z, p + 8, p + 24, 1, 10));
+  const none = Uint8Array.from([0x14, 0xe9, 0x00, 0x35, 0x00, 0x08, 0x00, 0x00]);
+  assert.ok(w.call("udp_verify_checksum", w.put(none), p + 8, p + 24, 0, 8), "IPv4: 0 is no checksum");
+});
+
+wire("checksum.ts: RFC 1071's example and the pseudo-header sum", () => {
+  const w = wireViews();
+  // RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (checksum 220d).
+  assert.is(w.call("checksum", w.put(fromHex("0001f203f4f5f6f7")), 8), 0x220d);
+  // An odd length pads with a zero byte: 0001 + f203 + f4f5 + f600 = 2dcf9, folded dcfb.
+  assert.is(w.call("checksum", w.put(fromHex("0001f203f4f5f6")), 7), 0x2304);
+  // 10.0.0.2 + 198.18.0.10 + 6 + 20, folded.
+  const p = w.put(V4_SYN);
+  const sum = 0x0a00 + 0x0002 + 0xc612 + 0x000a + 6 + 20;
+  assert.is(w.call("pseudo_header_sum", p + 12, p + 16, 0, 6, 20), (sum & 0xffff) + (sum >> 16));
+});
+
+wire("the parser's view of literal packets", () => {
+  const w = wireViews();
+  const p = w.put(V4_SYN);
+  assert.is(w.call("parse", p, V4_SYN.length, 1), 0);
+  assert.equal(
+    ["pk_v6", "pk_proto", "pk_ip_len", "pk_sport", "pk_dport", "pk_tcp_flags", "pk_payload", "pk_l4_len"].map((n) => w.call(n)),
+    [0, 6, 40, 40000, 80, 2, 0, 20],
+  );
+  assert.equal([w.call("pk_src") - p, w.call("pk_dst") - p, w.call("pk_l4") - p], [12, 16, 20]);
+  const q = w.put(V6_UDP);
+  assert.is(w.call("parse", q, V6_UDP.length, 1), 0);
+  assert.equal(
+    ["pk_v6", "pk_proto", "pk_ip_len", "pk_sport", "pk_dport", "pk_tcp_flags", "pk_payload", "pk_l4_len"].map((n) => w.call(n)),
+    [1, 17, 60, 5353, 53, 0, 4, 12],
+  );
+  assert.equal([w.call("pk_src") - q, w.call("pk_dst") - q, w.call("pk_l4") - q], [8, 24, 48]);
+  // Malformed 1, fragment 2, not TCP/UDP 3.
+  assert.is(w.call("parse", p, 39, 1), 1);
+  const frag = V4_SYN.slice();
+  frag[6] = 0x20;
+  assert.is(w.call("parse", w.put(frag), 40, 1), 2);
+  const icmp = V4_SYN.slice();
+  icmp[9] = 1;
+  assert.is(w.call("parse", w.put(icmp), 40, 1), 3);
+  assert.is(w.call("parse", w.put(Uint8Array.from([0x20])), 1, 1), 3, "IP version 2");
+  assert.is(w.call("parse", p, 0, 1), 1, "no bytes");
+});
+
+wire("the parser then nat.ts: a literal SYN rewritten to the literal result", () => {
+  for (const full of [0, 1]) {
+    const w = wireViews();
+    const p = w.put(V4_SYN);
+    assert.is(w.call("parse", p, V4_SYN.length, 1), 0);
+    const d = w.put(V4_SYN.subarray(16, 20));
+    const c = w.put(V4_SYN.subarray(12, 16));
+    w.call("rewrite", d, 40000, c, 8080, full);
+    assert.equal(Array.from(w.get(p, V4_SYN.length)), Array.from(V4_SYN_REWRITTEN), full ? "full checksum" : "incremental");
+  }
+});
 
 // A real SYN captured from Linux (curl to 198.18.0.10:80), options included.
 const REAL_SYN = fromHex(
