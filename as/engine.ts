@@ -11,11 +11,11 @@
 //   proxy   C:P  -> R:r'   becomes  C:L  -> R:r   (stays outbound)
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
 
-import { activePolicy } from "./config";
+import { activePolicy } from "./config/config";
 import {
   Policy, BYPASS_BROADCAST, BYPASS_DHCP, BYPASS_LINK_LOCAL, BYPASS_LOOPBACK, BYPASS_MULTICAST,
   destinationAllowed, portAllowed,
-} from "./policy";
+} from "./config/policy";
 import {
   parsePacket, P_OK, P_MALFORMED, P_FRAGMENT, PROTO_TCP, PROTO_UDP, pktDport, pktDst, pktPayload, pktProto,
   pktSport, pktSrc, pktTcpFlags, pktV6,

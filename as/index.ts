@@ -23,8 +23,8 @@
 // Held packets come back later from eng_take_released (see held.ts).
 
 import { ERR_BUF, errReset, errLength, errPut, errNum } from "./errtext";
-import { parseConfig, policyGeneration, activePolicy } from "./config";
-import { shouldIntercept } from "./policy";
+import { parseConfig, policyGeneration, activePolicy } from "./config/config";
+import { shouldIntercept } from "./config/policy";
 import {
   engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, engineNeverIntercept,
   processPacket, ownerFact,

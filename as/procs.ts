@@ -12,8 +12,8 @@
 //   +16 u32 decision generation   +20 u32 decision (0/1)
 //   +32 path bytes (PATH_MAX; a longer path keeps its tail, where the file name is)
 
-import { activePolicy, policyGeneration } from "./config";
-import { shouldIntercept } from "./policy";
+import { activePolicy, policyGeneration } from "./config/config";
+import { shouldIntercept } from "./config/policy";
 
 // @ts-ignore: decorator
 @inline const CAPACITY: u32 = 4096;

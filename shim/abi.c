@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "engine.h"
-#include "platform.h"
+#include "capture/backend.h"
+#include "host.h"
+#include "os/platform.h"
 #include "utf8.h"
 #include "windows_redirector.h"
 

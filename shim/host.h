@@ -149,7 +149,7 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
  * call that releases (process, owner, tick). Packets released meanwhile are
  * reported too. On a trap the engine is rebuilt and WR_ENGINE_TRAPPED is
  * returned; the packets not yet reported get no callback, and held packets
- * are lost: the caller fails them all open (capture.c). */
+ * are lost: the caller fails them all open (capture/core.c). */
 int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
 
 /* A fact of `kind` about a query's flow: its protocol, family, ends and
