@@ -6,7 +6,7 @@
 // Only what the chosen suites need is built. --hog N keeps N busy-looping
 // processes running beside the suites (a loaded machine; npm run test:loaded).
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { constants } from "node:os";
 import { join } from "node:path";
 import {
@@ -38,10 +38,11 @@ interface Suite {
 
 const isRoot = process.getuid?.() === 0;
 const goEnv = { GOPROXY: "off", GOFLAGS: "-mod=mod", GOTOOLCHAIN: "local", CGO_ENABLED: "1" };
-// Go programs for Windows run under wine 8.0, which lacks what Go 1.24+ needs
-// at start-up (bcryptprimitives.dll) and for UDP sockets (SIO_UDP_NETRESET):
-// they are built with Go 1.23 (above the package's floor), which setup.sh
-// fetches once from the Go module proxy. Real Windows has both.
+// Go programs for Windows run under wine 8.0, which lacks two things Go needs:
+// bcryptprimitives.dll at start-up (wineUp puts a stand-in of ours into the
+// prefix) and, from Go 1.24, the SIO_UDP_NETRESET ioctl on every UDP socket.
+// So they are built with Go 1.23 (above the package's floor), which
+// setup.sh fetches once from the Go module proxy. Real Windows has both.
 const WINE_GO = "go1.23.12";
 const winGoEnv = { ...goEnv, GOTOOLCHAIN: WINE_GO, GOOS: "windows", GOARCH: "amd64", CC: "x86_64-w64-mingw32-gcc" };
 const wine = join(root, "build", "wine-run.sh");
@@ -215,6 +216,14 @@ function wineUp(): boolean {
     sh("sh", ["-c", "ps -eo pid,ppid,etimes,stat,args | grep -i -E 'wine|[.]exe' | grep -v grep"], { timeoutS: 10 });
     return false;
   }
+  // Go programs need bcryptprimitives.dll, which wine 8.0 lacks: our
+  // stand-in (test/windows/wine_bcryptprimitives.c), in this prefix only.
+  const prng = join(winDir, "winetools", "bcryptprimitives.dll");
+  if (!existsSync(prng)) {
+    console.log(`wine: ${prng} is missing (the Windows build makes it)`);
+    return false;
+  }
+  copyFileSync(prng, join(winePrefix, "drive_c", "windows", "system32", "bcryptprimitives.dll"));
   wineState = "up";
   return true;
 }

@@ -9,7 +9,13 @@ import (
 	"testing"
 )
 
+// The last error belongs to the OS thread whose call failed: a test that
+// reads it after a separate cgo call stays on one thread (as the header says
+// a Go caller of the C functions must).
+
 func TestSeedReturnCodes(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	Initialize()
 	Initialize() // a second call changes nothing
 	if got := Stop(); got != -1 {
@@ -39,6 +45,8 @@ func TestSeedReturnCodes(t *testing.T) {
 }
 
 func TestStartStop(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	SetAppPort(8080)
 	if SetConfig(`{"intercept_pids":[4201234,4205678],"description":"x"}`) != 0 {
 		t.Fatal(LastError())
