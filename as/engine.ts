@@ -1,6 +1,6 @@
 // The redirect: per-packet decisions, owner facts, held packets, expiry,
 // lookups and events. Knows packets, flows and policy; nothing of WinDivert
-// or NFQUEUE. README.md, "How it works", describes the redirect.
+// or NFQUEUE. docs/architecture.md follows a packet through it.
 //
 // Outbound flow of an intercepted process, client C:c to destination D:d,
 // app port P (the proxy listens there), proxy port c' (= c unless taken):
@@ -11,8 +11,8 @@
 //   proxy   C:P  -> R:r'   becomes  C:L  -> R:r   (stays outbound)
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
 
-import { activePolicy } from "./config";
-import { Policy, Bypass, destinationAllowed, portAllowed } from "./policy";
+import { activePolicy } from "./config/config";
+import { Policy, Bypass, destinationAllowed, portAllowed } from "./config/policy";
 import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
 import { TcpFlag } from "./wire/tcp";

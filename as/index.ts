@@ -21,8 +21,8 @@
 // held.ts).
 
 import { ERR_BUF, errReset, errLength, errPut, errNum } from "./errtext";
-import { parseConfig, policyGeneration, activePolicy } from "./config";
-import { shouldIntercept } from "./policy";
+import { parseConfig, policyGeneration, activePolicy } from "./config/config";
+import { shouldIntercept } from "./config/policy";
 import {
   engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, engineNeverIntercept,
   processPacket, ownerFact, ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, OwnerKind,

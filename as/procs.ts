@@ -6,8 +6,8 @@
 // generation changes when the slot is reused, so a stale reference reads as
 // "path unknown" instead of another process's path.
 
-import { activePolicy, policyGeneration } from "./config";
-import { shouldIntercept } from "./policy";
+import { activePolicy, policyGeneration } from "./config/config";
+import { shouldIntercept } from "./config/policy";
 
 /** A slot (SLOT_SIZE bytes): the fields, then the path. */
 @unmanaged

@@ -1,5 +1,5 @@
 // The engine/host binary contract, written once: the records the engine (as/)
-// and its host (shim/engine.c, and the tests' harness) exchange through the
+// and its host (shim/host.c, and the tests' harness) exchange through the
 // engine's linear memory, and the order of the engine's counters.
 //
 // From this table build/build.ts generates, into build/gen (never committed):
@@ -156,7 +156,7 @@ export type StatName = (typeof STATS)[number][0];
 
 /**
  * Named values that cross the boundary, by group: the AssemblyScript const
- * enum each becomes, the prefix of the host's macros (shim/engine.h) that
+ * enum each becomes, the prefix of the host's macros (shim/host.h) that
  * must carry the same values, and the members (snake_case) with their values.
  * A verdict word is verdict | out_flag << 8.
  */
@@ -324,7 +324,7 @@ export function generateC(): string {
   for (const [k, v] of Object.entries(CONSTANTS)) out.push(`#define WR_${k.toUpperCase()} ${v}u`);
   out.push(
     "",
-    "/* The host's names for the contract's values (shim/engine.h) must carry the",
+    "/* The host's names for the contract's values (shim/host.h) must carry the",
     " * table's values: expanded once where both headers are included. */",
     "#define WR_CONTRACT_CHECK_HOST_NAMES \\",
   );

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "capture/backend.h"
 #include "contract.h" /* generated from build/contract.ts: the counters' order */
-#include "engine.h"
-#include "platform.h"
+#include "host.h"
+#include "os/platform.h"
 #include "utf8.h"
 #include "windows_redirector.h"
 

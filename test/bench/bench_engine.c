@@ -1,5 +1,5 @@
 /* The engine's speed, on one core, through the engine host the backends use
- * (shim/engine.h: copy into the engine, decide, verdict callback):
+ * (shim/host.h: copy into the engine, decide, verdict callback):
  *
  *   established   packets/s rewritten on established redirected flows
  *   new flows     flows/s: SYN held, owner fact, SYN released rewritten
@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine.h"
+#include "host.h"
 #include "tcp4.h"
 
 static double now_s(void) {

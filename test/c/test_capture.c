@@ -1,4 +1,4 @@
-/* The capture core (shim/capture.c) with the real engine host and a
+/* The capture core (shim/capture/core.c) with the real engine host and a
  * recording stand-in for a backend's I/O: held packets come back with the
  * metadata they came with, a trap fails open the held packets before the
  * undecided ones, a stop fails open what is still held, owner queries and
@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "capture.h"
-#include "engine.h"
-#include "platform.h"
+#include "capture/core.h"
+#include "host.h"
+#include "os/platform.h"
 #include "tcp4.h"
 
 #define APP 8080

@@ -1,4 +1,4 @@
-/* The Linux socket-owner module (shim/linux_owners.c) against real processes,
+/* The Linux socket-owner module (shim/capture/nfqueue/owners.c) against real processes,
  * in a PID and network namespace of its own (root), where the next PID can be
  * chosen (ns_last_pid) to reuse a PID on purpose. */
 #define _GNU_SOURCE
@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #include "check.h"
-#include "linux_owners.h"
+#include "capture/nfqueue/owners.h"
 
 #define REUSED_PID 100
 

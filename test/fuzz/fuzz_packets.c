@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine.h"
+#include "host.h"
 
 static wr_engine *e;
 static uint32_t now = 1;

@@ -13,11 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "capture/backend.h"
 #include "check.h"
-#include "engine.h"
-#include "win_owners.h"
-#include "windivert.h"
+#include "host.h"
+#include "capture/windivert/owners.h"
+#include "capture/windivert/windivert.h"
 
 /* ------------------------------------------------------------------------
  * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS

@@ -3,7 +3,7 @@
  * driver, but its filter compiler and evaluator, its checksum helper and
  * WinDivertOpen's argument checks run as on Windows.
  *
- *   filters    every handle the backend opens (shim/wd_handles.h): its
+ *   filters    every handle the backend opens (shim/capture/windivert/handles.h): its
  *              filter compiles at its layer
  *   compile    on a table of filters and layers, the stand-in's
  *              WinDivertHelperCompileFilter agrees with the real one
@@ -36,7 +36,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "wd_handles.h"
+#include "capture/windivert/handles.h"
 #include "wd_test_util.h"
 
 typedef BOOL(__cdecl *eval_filter_fn)(const char *filter, const void *packet, UINT packet_len, const void *addr);

@@ -8,7 +8,7 @@
 // Nesting is walked iteratively, to a fixed depth, so hostile input cannot
 // exhaust the stack.
 
-import { errPut, errNum } from "./errtext";
+import { errPut, errNum } from "../errtext";
 
 // @ts-ignore: decorator
 @inline const MAX_DEPTH: u32 = 1024;

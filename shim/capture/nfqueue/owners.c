@@ -1,7 +1,6 @@
-#ifndef _WIN32
 #define _GNU_SOURCE
-#include "linux_owners.h"
-#include "platform.h"
+#include "capture/nfqueue/owners.h"
+#include "os/platform.h"
 #include "utf8.h"
 
 #include <dirent.h>
@@ -490,4 +489,3 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   p = rescan(o, inode);
   return p ? answer(o, p, pid, path, pathcap) : 0;
 }
-#endif

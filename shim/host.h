@@ -23,7 +23,7 @@ void wr_copy_text_fail_next(void);
 typedef struct wr_engine wr_engine;
 
 /* The flags, verdicts, out-flags and owner kinds below carry the values of
- * build/contract.ts (engine.c checks them at compile time). */
+ * build/contract.ts (host.c checks them at compile time). */
 
 /* Packet metadata flags (in) */
 #define WR_PKT_OUTBOUND 1u
@@ -152,7 +152,7 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
  * call that releases (process, owner, tick). Packets released meanwhile are
  * reported too. On a trap the engine is rebuilt and WR_ENGINE_TRAPPED is
  * returned; the packets not yet reported get no callback, and held packets
- * are lost: the caller fails them all open (capture.c). */
+ * are lost: the caller fails them all open (capture/core.c). */
 int wr_engine_process(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t now, wr_verdict_fn cb, void *ctx);
 
 /* A fact of `kind` about a query's flow: its protocol, family, ends and

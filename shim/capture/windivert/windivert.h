@@ -8,7 +8,6 @@
  * with another default stays right. */
 #ifndef WR_WINDIVERT_H
 #define WR_WINDIVERT_H
-#ifdef _WIN32
 
 #include <stdint.h>
 
@@ -143,5 +142,4 @@ typedef BOOL(__cdecl *wd_get_param_fn)(HANDLE handle, int param, uint64_t *value
 typedef BOOL(__cdecl *wd_compile_filter_fn)(const char *filter, int layer, char *object, UINT object_len,
                                             const char **error_str, UINT *error_pos);
 
-#endif
 #endif

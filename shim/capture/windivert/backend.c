@@ -21,7 +21,7 @@
  *   rewritten packets (addressed to the proxy port), which they would not
  *   understand. -1000 also keeps clear of mitmproxy's 1039-1041.
  *
- * Threads (on the capture core, capture.c, which serialises the engine
+ * Threads (on the capture core, capture/core.c, which serialises the engine
  * calls with their sends, so packets leave in the order the engine decided
  * them)
  *   packet   RecvEx batches from NETWORK -> wr_capture_process -> SendEx.
@@ -37,18 +37,17 @@
  * flags, and so that when the engine traps (and loses what it held) or at
  * stop, every held packet is re-injected unchanged: the backend fails open.
  */
-#ifdef _WIN32
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "capture.h"
-#include "platform.h"
-#include "win_owners.h"
-#include "windivert.h"
-#include "wd_handles.h" /* each handle's filter, layer, priority, flags */
+#include "capture/backend.h"
+#include "capture/core.h"
+#include "os/platform.h"
+#include "capture/windivert/owners.h"
+#include "capture/windivert/windivert.h"
+#include "capture/windivert/handles.h" /* each handle's filter, layer, priority, flags */
 
 /* Driver queue: packets waiting for the packet thread. The defaults are
  * 4096 packets / 2000 ms / 4 MB; a burst while the engine is busy should
@@ -1043,4 +1042,3 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
-#endif

@@ -1,9 +1,9 @@
-#include "capture.h"
+#include "capture/core.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "platform.h"
+#include "os/platform.h"
 
 #define PATH_CAP 4096
 

@@ -1,13 +1,13 @@
 /* The WinDivert handles the backend opens: filter, layer, priority and flags
- * of each, in one place. shim/backend_windivert.c opens them;
+ * of each, in one place. shim/capture/windivert/backend.c opens them;
  * test/windows/test_wd_oracle.c compiles every filter at its layer with the
  * real WinDivert.dll and passes every set through its WinDivertOpen argument
  * checks, so a change here is checked against the real DLL.
- * Why these values: see the comment at the top of backend_windivert.c. */
+ * Why these values: see the comment at the top of backend.c beside this file. */
 #ifndef WR_WD_HANDLES_H
 #define WR_WD_HANDLES_H
 
-#include "windivert.h"
+#include "capture/windivert/windivert.h"
 
 #define NET_FILTER "(ip or ipv6) and (tcp or udp)"
 #define SOCKET_FILTER "tcp or udp"

@@ -1,6 +1,5 @@
-#ifndef _WIN32
 #define _GNU_SOURCE
-#include "linux_rules.h"
+#include "capture/nfqueue/rules.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -285,4 +284,3 @@ int wr_rules_add_app_port(wr_rules *r, uint16_t app_port, char *err, size_t errl
   r->app_ports[r->n_app_ports++] = app_port;
   return 0;
 }
-#endif

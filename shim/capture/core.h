@@ -1,5 +1,5 @@
 /* The capture core: what every capture backend needs between its I/O and
- * the engine host, written once. backend_nfqueue.c and backend_windivert.c
+ * the engine host, written once. capture/nfqueue/backend.c and capture/windivert/backend.c
  * do only their I/O and OS look-ups and reach the engine through this.
  *
  * The core owns
@@ -34,7 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine.h"
+#include "host.h"
 
 #define WR_CAPTURE_TICK_MS 100u
 /* The largest per-packet metadata a backend may keep with a packet. */

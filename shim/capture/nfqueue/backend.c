@@ -1,6 +1,6 @@
 /* Linux capture backend: NFQUEUE (libnetfilter_queue's message helpers over
- * libmnl), the rules of linux_rules.c, and socket owners from
- * linux_owners.c, on the capture core (capture.c). One packet thread
+ * libmnl), the rules of rules.c, and socket owners from
+ * owners.c, on the capture core (capture/core.c). One packet thread
  * receives packets in batches, hands them to the core, and sends the
  * verdicts in batches; between batches it runs the core's loop (ticks, owner
  * queries). Packets of one flow are never reordered because one thread
@@ -12,7 +12,6 @@
  * queue would leak
  * packets of redirected flows to their real destination); a large receive
  * buffer keeps it from overflowing instead. */
-#ifndef _WIN32
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,11 +31,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "backend.h"
-#include "capture.h"
-#include "linux_owners.h"
-#include "linux_rules.h"
-#include "platform.h"
+#include "capture/backend.h"
+#include "capture/core.h"
+#include "capture/nfqueue/owners.h"
+#include "capture/nfqueue/rules.h"
+#include "os/platform.h"
 
 #define BATCH 64
 #define PKT_BUF (0x10000 + 4096) /* one netlink message with a whole packet; a multiple of 8 */
@@ -410,4 +409,3 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
   return n < 0 ? 0 : (size_t)n;
 }
 
-#endif

@@ -1,6 +1,5 @@
-#ifdef _WIN32
 #define _CRT_RAND_S
-#include "platform.h"
+#include "os/platform.h"
 
 #include <stdlib.h>
 
@@ -92,4 +91,3 @@ uint32_t wr_random_seed(void) {
   }
   return v;
 }
-#endif

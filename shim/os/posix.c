@@ -1,6 +1,5 @@
-#ifndef _WIN32
 #define _GNU_SOURCE
-#include "platform.h"
+#include "os/platform.h"
 
 #include <errno.h>
 #include <sys/random.h>
@@ -110,4 +109,3 @@ uint32_t wr_random_seed(void) {
   }
   return v;
 }
-#endif

@@ -1,13 +1,13 @@
 /* A capture backend: owns the capture handle and the packet thread, feeds
  * packets to the engine and applies its verdicts. One per running
- * redirector. backend_nfqueue.c (Linux), backend_windivert.c (Windows). */
+ * redirector. capture/nfqueue/ (Linux), capture/windivert/ (Windows). */
 #ifndef WR_BACKEND_H
 #define WR_BACKEND_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine.h"
+#include "host.h"
 
 typedef struct wr_backend wr_backend;
 

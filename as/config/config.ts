@@ -22,7 +22,7 @@
 // Unknown fields are ignored. A field given twice is an error.
 // Return codes: 0 accepted; -2 not JSON or a field is wrong; -3 not UTF-8.
 
-import { errPut, errNum, errSnippet } from "./errtext";
+import { errPut, errNum, errSnippet } from "../errtext";
 import {
   jsonBegin, jsonEnd, jsonEat, jsonExpect, jsonAtEnd, jsonString, jsonNumber, jsonNull,
   jsonKind, JsonKind, jsonUnexpected, jsonKindName, jsonSkipValue, jsonFailAt, validUtf8, strIs, strPtr,

@@ -5,7 +5,6 @@
  * PID is never given the path of the process that had it before. */
 #ifndef WR_WIN_OWNERS_H
 #define WR_WIN_OWNERS_H
-#ifdef _WIN32
 
 #include <stddef.h>
 #include <stdint.h>
@@ -63,5 +62,4 @@ uint64_t wr_owners_qpc_to_filetime(const wr_owners *o, int64_t qpc);
  * per second). */
 uint64_t wr_qpc_to_filetime(int64_t qpc, int64_t now_qpc, uint64_t now_ft, int64_t freq);
 
-#endif
 #endif

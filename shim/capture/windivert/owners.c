@@ -1,5 +1,4 @@
-/* Socket tables and process paths on Windows (see win_owners.h). */
-#ifdef _WIN32
+/* Socket tables and process paths on Windows (see owners.h). */
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <iphlpapi.h>
@@ -7,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "win_owners.h"
+#include "capture/windivert/owners.h"
 #include "utf8.h"
 
 typedef DWORD(WINAPI *tcp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG af, TCP_TABLE_CLASS cls,
@@ -272,4 +271,3 @@ size_t wr_owners_process_path(wr_owners *o, uint32_t pid, uint64_t when, char *b
   CloseHandle(h);
   return n;
 }
-#endif

@@ -1,5 +1,5 @@
 /* Threads, locks, time and process facts: the little the shim needs from the
- * OS, behind one interface (platform_posix.c, platform_win32.c). */
+ * OS, behind one interface (os/posix.c, os/win32.c). */
 #ifndef WR_PLATFORM_H
 #define WR_PLATFORM_H
 
