@@ -12,17 +12,36 @@ export type Rec<R extends RecordName> = {
   [F in Exclude<Fields<R>, { type: "pad1" }> as CamelCase<F["name"]>]: Value<F["type"]>;
 };
 
+interface Placed {
+  offset: number;
+  type: FieldType;
+  key: string;
+}
+
+// Each record's layout, computed once: the fuzz tests encode millions.
+const placed = new Map<RecordName, { size: number; fields: Placed[] }>();
+
+function fieldsOf(name: RecordName): { size: number; fields: Placed[] } {
+  let l = placed.get(name);
+  if (!l) {
+    const t = layout(name);
+    l = { size: t.size, fields: t.fields.map((f) => ({ offset: f.offset, type: f.type, key: camel(f.name) })) };
+    placed.set(name, l);
+  }
+  return l;
+}
+
 /** The fixed size of a record. */
 export function size(name: RecordName): number {
-  return layout(name).size;
+  return fieldsOf(name).size;
 }
 
 /** Reads record `name` at byte offset `p` of `mem`. */
 export function decode<R extends RecordName>(name: R, mem: DataView, p: number): Rec<R> {
   const out: Record<string, number | bigint | Uint8Array> = {};
-  for (const f of layout(name).fields) {
+  for (const f of fieldsOf(name).fields) {
     const at = p + f.offset;
-    const key = camel(f.name);
+    const key = f.key;
     switch (f.type) {
       case "u8": out[key] = mem.getUint8(at); break;
       case "u16": out[key] = mem.getUint16(at, true); break;
@@ -38,9 +57,9 @@ export function decode<R extends RecordName>(name: R, mem: DataView, p: number):
 /** Writes record `name` at byte offset `p` of `mem`; fields left out are zero. */
 export function encode<R extends RecordName>(name: R, mem: DataView, p: number, rec: Partial<Rec<R>>): void {
   const values = rec as Record<string, number | bigint | Uint8Array | undefined>;
-  for (const f of layout(name).fields) {
+  for (const f of fieldsOf(name).fields) {
     const at = p + f.offset;
-    const v = values[camel(f.name)];
+    const v = values[f.key];
     switch (f.type) {
       case "u8": mem.setUint8(at, Number(v ?? 0)); break;
       case "u16": mem.setUint16(at, Number(v ?? 0), true); break;
