@@ -292,18 +292,28 @@ export function eng_lookup(len: u32): i32 {
   const p = ioPtr;
   const q = changetype<Lookup>(p);
   const proto = q.proto;
-  let fam = q.family;
-  if ((proto != 6 && proto != 17) || (fam != 4 && fam != 6)) return -2;
+  let fam = q.peerFamily;
+  let lfam = q.localFamily;
+  if ((proto != 6 && proto != 17) || (fam != 4 && fam != 6) || (lfam != 4 && lfam != 6)) return -2;
   let peer = q.peer;
   let local = q.local;
   const lport = q.localPort & 0xffff;
   const pport = q.peerPort & 0xffff;
-  let any = fam == 4 ? load<u32>(local) == 0 : isZero16(local);
+  // A dual-stack socket gives IPv4 ends as IPv4-mapped IPv6: the flow is IPv4's.
   if (fam == 6 && isV4Mapped(peer)) {
     fam = 4;
     peer += 12;
-    if (isV4Mapped(local)) local += 12;
-    else if (!any) return -1;
+  }
+  if (lfam == 6 && isV4Mapped(local)) {
+    lfam = 4;
+    local += 12;
+  }
+  const any = lfam == 4 ? load<u32>(local) == 0 : isZero16(local);
+  // An IPv4 peer on a socket bound to [::] (any) is fine; otherwise the two
+  // ends of one connection are of one family.
+  if (fam != lfam && !(fam == 4 && any)) {
+    bump(Stat.lookupMisses);
+    return -1;
   }
   const f = started ? findByProxyKey(proto, fam == 6, local, lport, peer, pport, any) : 0;
   if (f == 0) {

@@ -434,17 +434,11 @@ WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirec
     set_error(REDIRECTOR_EINVAL, "redirector_lookup: protocol must be 6 or 17 and families 4 or 6");
     return REDIRECTOR_EINVAL;
   }
+  /* Both ends as the socket gave them (IPv4-mapped, mixed families): the
+   * engine's lookup makes one question of them. */
   uint8_t paddr[16] = {0}, laddr[16] = {0};
-  uint32_t family = peer->family;
   memcpy(paddr, peer->addr, peer->family == 4 ? 4 : 16);
-  if (local->family == peer->family) {
-    memcpy(laddr, local->addr, local->family == 4 ? 4 : 16);
-  } else if (local->family == 6 && peer->family == 4) {
-    /* A v4 peer on a dual-stack socket whose local address reads as v6:
-     * use the mapped v4 part, or any. */
-    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(local->addr, mapped, 12) == 0) memcpy(laddr, local->addr + 12, 4);
-  }
+  memcpy(laddr, local->addr, local->family == 4 ? 4 : 16);
   wr_origin w;
   lock_state();
   if (!g.running) {
@@ -452,7 +446,8 @@ WINDOWS_REDIRECTOR_API int32_t redirector_lookup(int32_t protocol, const redirec
     set_error(REDIRECTOR_ENOTRUNNING, "redirector_lookup: the redirector is not running");
     return REDIRECTOR_ENOTRUNNING;
   }
-  int rc = wr_engine_lookup(g.engine, (uint32_t)protocol, family, paddr, peer->port, laddr, local->port, &w);
+  int rc = wr_engine_lookup(g.engine, (uint32_t)protocol, peer->family, paddr, peer->port, local->family, laddr,
+                            local->port, &w);
   unlock_state();
   if (rc == WR_ENGINE_TRAPPED) {
     set_error(REDIRECTOR_EENGINE, "redirector_lookup: the engine failed and was rebuilt");

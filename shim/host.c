@@ -409,9 +409,13 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   if (plen) memcpy(dst + sizeof r, f->path, plen);
 }
 
-static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t family, const uint8_t peer[16], uint16_t peer_port,
-                          const uint8_t local[16], uint16_t local_port) {
-  wr_rec_lookup r = {.proto = proto, .family = family, .peer_port = peer_port, .local_port = local_port};
+static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
+                          uint16_t peer_port, uint32_t local_family, const uint8_t local[16], uint16_t local_port) {
+  wr_rec_lookup r = {.proto = proto,
+                     .peer_family = peer_family,
+                     .peer_port = peer_port,
+                     .local_family = local_family,
+                     .local_port = local_port};
   memcpy(r.peer, peer, 16);
   memcpy(r.local, local, 16);
   memcpy(dst, &r, sizeof r);
@@ -600,8 +604,8 @@ size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max) {
   return count;
 }
 
-int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_t peer[16], uint16_t peer_port,
-                     const uint8_t local[16], uint16_t local_port, wr_origin *out) {
+int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t peer_family, const uint8_t peer[16], uint16_t peer_port,
+                     uint32_t local_family, const uint8_t local[16], uint16_t local_port, wr_origin *out) {
   volatile int rc = 0;
   WITH_ENGINE(e, NULL, 0, rc, {
     uint32_t p = Z_engineZ_eng_io(&e->inst, WR_REC_ORIGIN_SIZE + WR_ORIGIN_PATH_ROOM);
@@ -609,7 +613,7 @@ int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_
     if (!io) {
       rc = 0;
     } else {
-      lookup_encode(io, proto, family, peer, peer_port, local, local_port);
+      lookup_encode(io, proto, peer_family, peer, peer_port, local_family, local, local_port);
       int32_t r = (int32_t)Z_engineZ_eng_lookup(&e->inst, WR_REC_LOOKUP_SIZE);
       if (r == 0) {
         origin_decode(e, p, out);

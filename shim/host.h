@@ -168,10 +168,13 @@ int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx);
 /* Up to max pending flows to find owners for. Returns how many. */
 size_t wr_engine_queries(wr_engine *e, wr_query *out, size_t max);
 
-/* Lookup by what the proxy sees: protocol, its peer, its local end (an
- * all-zero local address matches any). 1 found, 0 not, or WR_ENGINE_TRAPPED. */
-int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t family, const uint8_t peer[16], uint16_t peer_port,
-                     const uint8_t local[16], uint16_t local_port, wr_origin *out);
+/* Lookup by what the proxy sees: protocol, its peer, its local end, each
+ * with its own family (4: the address in the first 4 bytes; 6: IPv4-mapped
+ * allowed, as a dual-stack socket gives them; an all-zero local address
+ * matches any). The engine makes one question of them. 1 found, 0 not, or
+ * WR_ENGINE_TRAPPED. */
+int wr_engine_lookup(wr_engine *e, uint32_t proto, uint32_t peer_family, const uint8_t peer[16], uint16_t peer_port,
+                     uint32_t local_family, const uint8_t local[16], uint16_t local_port, wr_origin *out);
 
 /* The oldest event: 1 when one was taken, 0 none, or WR_ENGINE_TRAPPED. */
 int wr_engine_next_event(wr_engine *e, wr_origin *out);

@@ -153,7 +153,7 @@ static void lookups(double seconds) {
   double t0 = now_s(), t;
   while ((t = now_s()) - t0 < seconds) {
     for (int k = 0; k < 10000; k++, n++) {
-      found += (uint64_t)wr_engine_lookup(e, 6, 4, peer, (uint16_t)(20000 + n % FLOWS), local, APP, &o);
+      found += (uint64_t)wr_engine_lookup(e, 6, 4, peer, (uint16_t)(20000 + n % FLOWS), 4, local, APP, &o);
     }
   }
   if (found != n) fprintf(stderr, "lookups: %llu of %llu found\n", (unsigned long long)found, (unsigned long long)n);

@@ -295,8 +295,9 @@ export class PacketEngine extends Engine {
   lookup(proto: "tcp" | "udp", peer: Endpoint, local: Endpoint): Origin | null {
     const v6 = peer.addr.includes(":");
     const q = bytes("lookup", {
-      proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4, peer: addrBytes(peer.addr, v6), peerPort: peer.port,
-      local: addrBytes(local.addr, local.addr.includes(":")), localPort: local.port,
+      proto: proto === "tcp" ? 6 : 17, peerFamily: v6 ? 6 : 4, peer: addrBytes(peer.addr, v6), peerPort: peer.port,
+      localFamily: local.addr.includes(":") ? 6 : 4, local: addrBytes(local.addr, local.addr.includes(":")),
+      localPort: local.port,
     });
     const p = this.x.eng_io(4096);
     this.bytes(p, q.length).set(q);

@@ -411,6 +411,15 @@ misc("dual-stack proxy: an IPv4-mapped peer looks up the IPv4 flow", () => {
   assert.ok(o);
   assert.equal(o!.destination, N.D);
   assert.ok(e.lookup("tcp", { addr: "::ffff:c612:a", port: N.C.port }, { addr: "::", port: APP }));
+  // Mixed families, as a dual-stack socket may give them: each end is unmapped on its own.
+  assert.ok(e.lookup("tcp", { addr: "198.18.0.10", port: N.C.port }, { addr: "::ffff:a00:2", port: APP }), "v4 peer, mapped local");
+  assert.ok(e.lookup("tcp", { addr: "198.18.0.10", port: N.C.port }, { addr: "::", port: APP }), "v4 peer, [::] local");
+  assert.ok(e.lookup("tcp", { addr: "::ffff:c612:a", port: N.C.port }, { addr: "10.0.0.2", port: APP }), "mapped peer, v4 local");
+  assert.ok(e.lookup("tcp", { addr: "::ffff:c612:a", port: N.C.port }, { addr: "::ffff:0:0", port: APP }),
+    "mapped peer, mapped any");
+  assert.not.ok(e.lookup("tcp", { addr: "198.18.0.10", port: N.C.port }, { addr: "fd00::2", port: APP }),
+    "an IPv4 peer never reaches a specific IPv6 address");
+  assert.not.ok(e.lookup("tcp", { addr: "::ffff:c612:b", port: N.C.port }, { addr: "::", port: APP }), "another peer");
 });
 
 misc("a long process path keeps its tail (the file name)", () => {

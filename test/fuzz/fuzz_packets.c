@@ -77,7 +77,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   wr_origin o;
   uint8_t a[16] = {0};
   if (size >= 17) memcpy(a, data + 1, 16);
-  if (wr_engine_lookup(e, 6, 4, a, 80, a, 8080, &o) == WR_ENGINE_TRAPPED) abort();
+  if (wr_engine_lookup(e, 6, 4, a, 80, 4, a, 8080, &o) == WR_ENGINE_TRAPPED) abort();
   /* Every verdict is final once: never more decided than seen plus held. */
   if (decided > (uint64_t)now + held) abort();
   return 0;
