@@ -404,9 +404,10 @@ WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
  * sockets before connect(). Optional — the calling process's connections
  * are never intercepted anyway — but on Linux it spares each of them a trip
  * through the queue and an owner look-up (it sets SO_MARK bit 0x10000000,
- * which needs CAP_NET_ADMIN). On Windows it does nothing beyond refusing
- * negative values such as INVALID_SOCKET. Works whether or not the
- * redirector runs.
+ * which needs CAP_NET_ADMIN). On Windows it does nothing yet beyond refusing
+ * negative values such as INVALID_SOCKET: there the capture sees the
+ * calling process's packets too, and holds each new flow of it until its
+ * owner is known, then passes it. Works whether or not the redirector runs.
  *
  * Returns 0, or REDIRECTOR_EINVAL (not a socket, or not allowed to mark it;
  * the last error says which).
