@@ -347,8 +347,12 @@ function onFlowPacket(f: usize, side: u32, pk: Packet): u32 {
   else flowTouch(f, List.Udp, now);
   bump(Stat.rewritten);
   // Redirected outbound traffic is injected inbound (to the proxy, or back
-  // to the client); inbound redirects keep their direction.
-  const dirOut = kind == Kind.In && side == 1 ? OutFlag.Outbound << OUT_SHIFT : 0;
+  // to the client); inbound redirects keep their direction. Loopback traffic
+  // goes back outbound either way: a capture sees it only as outbound, and
+  // an inbound injection on the loopback interface is never delivered
+  // (WinDivert's driver).
+  const loop = (pk.flags & InFlag.Loopback) != 0;
+  const dirOut = (kind == Kind.In && side == 1) || loop ? OutFlag.Outbound << OUT_SHIFT : 0;
   return Verdict.Modified | dirOut | OutFlag.CsumValid << OUT_SHIFT;
 }
 

@@ -311,6 +311,28 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     assert.is(one(e2, { proto: "tcp", src: { addr: lo, port: 1 }, dst: { addr: lo, port: 2 }, flags: "S" }).verdict, V_HELD);
   });
 
+  t("loopback intercepted (bypass without \"loopback\"): rewritten packets go back outbound, both ways", () => {
+    // A capture sees loopback traffic only as outbound, and an inbound
+    // injection on the loopback interface is never delivered (WinDivert).
+    const lo = fam === "IPv4" ? "127.0.0.1" : "::1";
+    const C: Endpoint = { addr: lo, port: 41000 };
+    const S: Endpoint = { addr: lo, port: 6000 }; // a local service
+    const LP: Endpoint = { addr: lo, port: APP };
+    const Sc: Endpoint = { addr: lo, port: 41000 }; // the proxy's peer: S's address, the client's port
+    const e = engine({ intercept_pids: [PID], bypass: [] });
+    e.owner(O_CONNECT, "tcp", C, S, PID, PATH);
+    const syn = e.process([{ data: build({ proto: "tcp", src: C, dst: S, flags: "S" }), loopback: true }])[0];
+    expectRewritten(syn, Sc, LP, true, "SYN to the proxy");
+    const sa = e.process([{ data: build({ proto: "tcp", src: LP, dst: Sc, flags: "SA" }), loopback: true }])[0];
+    expectRewritten(sa, S, C, true, "SYN-ACK back to the client");
+    const o = e.lookup("tcp", Sc, LP);
+    assert.ok(o, "the proxy learns the origin");
+    assert.equal(o!.destination, S);
+    // Not loopback: the usual inbound injection.
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
+    expectRewritten(one(e, { proto: "tcp", src: N.C, dst: N.D, flags: "S" }), Dc, P, false, "a non-loopback SYN");
+  });
+
   if (fam === "IPv4") {
     t("limited broadcast is bypassed", () => {
       const e = engine({ intercept: "!nothing" });

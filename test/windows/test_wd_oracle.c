@@ -52,6 +52,7 @@ typedef BOOL(__cdecl *parse_packet_fn)(const void *packet, UINT packet_len, void
 #define NO_UDP_CHECKSUM 16ull
 
 /* The address's flag bits (WINDIVERT_ADDRESS, the word at offset 8). */
+#define BIT_OUTBOUND 17
 #define BIT_LOOPBACK 18
 #define BIT_IPCSUM 21
 #define BIT_TCPCSUM 22
@@ -486,7 +487,20 @@ TEST_CASE(delivered) {
 
 static int g_checked;
 
+/* Is the packet addressed to a loopback address (127/8, ::1)? */
+static int to_loopback_address(const uint8_t *p, uint32_t len) {
+  if (len >= 20 && (p[0] >> 4) == 4) return p[16] == 127;
+  static const uint8_t one[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  return len >= 40 && (p[0] >> 4) == 6 && memcmp(p + 24, one, 16) == 0;
+}
+
 static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
+  /* The driver's, not the DLL's (WinDivert issue #82): an inbound injection
+   * on the loopback interface returns success and is never delivered, so a
+   * loopback packet must go back outbound. */
+  CHECK(addr_bit(r->addr, BIT_OUTBOUND) ||
+            !(addr_bit(r->addr, BIT_LOOPBACK) || to_loopback_address(r->data, r->len)),
+        "record line %d: a loopback packet sent inbound, which the real driver never delivers", lineno);
   /* One whole IP packet with a TCP or UDP header, as the real parser sees
    * it. */
   void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
