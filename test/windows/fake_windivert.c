@@ -309,15 +309,18 @@ static void enqueue_locked(int layer, item *it) {
   g_tail[layer] = it;
 }
 
+/* Unlinks the first item of a layer's queue and frees it. */
+static void pop_locked(int layer) {
+  item *it = g_head[layer];
+  g_head[layer] = it->next;
+  if (!g_head[layer]) g_tail[layer] = NULL;
+  free(it->data);
+  free(it->line);
+  free(it);
+}
+
 static void clear_queue_locked(int layer) {
-  for (item *it = g_head[layer]; it;) {
-    item *next = it->next;
-    free(it->data);
-    free(it->line);
-    free(it);
-    it = next;
-  }
-  g_head[layer] = g_tail[layer] = NULL;
+  while (g_head[layer]) pop_locked(layer);
 }
 
 static fake_handle *lookup_handle(HANDLE h) {
@@ -844,10 +847,7 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     if (ts < oldest) {
       logf_("dropped id=%d layer=%s age_ms=%lld", h->id, layer_name(layer),
             (long long)((qpc_now() - ts) / (freq.QuadPart / 1000)));
-      g_head[layer] = it->next;
-      if (!g_head[layer]) g_tail[layer] = NULL;
-      free(it->data);
-      free(it);
+      pop_locked(layer);
       continue;
     }
     uint32_t len = it->len;
@@ -869,11 +869,7 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     if (len == it->len) record(what, it->addr, it->data, len, tail); /* a cut packet was not delivered */
     used += len;
     count++;
-    g_head[layer] = it->next;
-    if (!g_head[layer]) g_tail[layer] = NULL;
-    free(it->data);
-    free(it->line);
-    free(it);
+    pop_locked(layer);
     if (cut) break;
   }
   int id = h->id;
