@@ -747,7 +747,8 @@ static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
   wd_address *addrs = malloc(16 * sizeof *addrs);
   char pids[400] = "", layers[400] = "", prios[400] = "";
   int count = 0;
-  unsigned long rival = 0; /* a NETWORK handle at our priority: its PID + 1 */
+  int rival = 0; /* a NETWORK handle at our priority was found */
+  unsigned long rival_pid = 0;
   for (int guard = 0; buf && addrs && guard < REFLECT_MAX_RECORDS; guard++) {
     UINT recv_len = 0, addr_len = 16 * WD_ADDRESS_SIZE;
     if (!b->wd.recv_ex(h, buf, REFLECT_BUF, &recv_len, 0, addrs, &addr_len, NULL)) {
@@ -758,7 +759,8 @@ static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
       const wd_address *a = &addrs[i];
       if (a->event != WD_EVENT_REFLECT_OPEN) continue;
       if (a->u.reflect.layer == WD_LAYER_NETWORK && a->u.reflect.priority == NET_PRIORITY && !rival) {
-        rival = (unsigned long)a->u.reflect.process_id + 1;
+        rival = 1;
+        rival_pid = (unsigned long)a->u.reflect.process_id;
       }
       count++;
       if (count > 16) continue;
@@ -786,7 +788,7 @@ static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
              "another program (PID %lu) holds a WinDivert NETWORK handle at priority %d, this library's own: two "
              "handles at one priority split the packets between them at random. Stop that program (another "
              "redirector?) first",
-             rival - 1, NET_PRIORITY);
+             rival_pid, NET_PRIORITY);
     return -1;
   }
   return 0;
