@@ -25,6 +25,7 @@ import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
+import { scopeChanged, scopeFlowGone } from "./scope";
 import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
 
 // The in-flags, verdicts, out-flags and owner fact kinds are the contract's
@@ -58,7 +59,9 @@ export function engineSetSelf(pid: u32, seed: u32): void {
 }
 
 export function engineSetAppPort(port: u32): void {
-  appPort = port & 0xffff;
+  const p = port & 0xffff;
+  if (p != appPort) scopeChanged();
+  appPort = p;
 }
 
 // PIDs the host's OS says are never a user's process (Windows: 4, the
@@ -96,6 +99,7 @@ export function engineStart(t: u32): void {
   portOwnersInit();
   now = t;
   started = true;
+  scopeChanged();
 }
 
 /** Timeouts apply at once; table sizes only at the next start. */
@@ -128,6 +132,13 @@ function isLinkLocal(a: usize, v6: bool): bool {
 
 function isDhcpPort(p: u32): bool {
   return p == 67 || p == 68 || p == 546 || p == 547;
+}
+
+/** Marks a flow of loopback traffic (the capture's flag, or a loopback address): the capture scope keeps it. */
+function noteLoopback(f: usize, pk: Packet, local: usize, remote: usize): void {
+  if ((pk.flags & InFlag.Loopback) != 0 || isLoopback(remote, pk.v6) || isLoopback(local, pk.v6)) {
+    flow(f).flags = flow(f).flags | FlowFlag.Loopback;
+  }
 }
 
 /** True when the parsed packet belongs to a class the policy bypasses. */
@@ -167,6 +178,7 @@ function removeFlow(f: usize): void {
   const kind = flow(f).kind;
   if (kind == Kind.Pending) releaseHeld(f, true);
   closedEvent(f);
+  scopeFlowGone(f);
   flowFree(f);
 }
 
@@ -213,6 +225,7 @@ function decide(f: usize, pid: u32, proc: u32): void {
 }
 
 function decidePass(f: usize): void {
+  scopeFlowGone(f);
   flow(f).kind = <u8>Kind.Pass;
   flowTouch(f, flow(f).proto == PROTO_TCP ? List.Short : List.UdpPass, now);
   bump(Stat.flowsPassed);
@@ -383,6 +396,7 @@ function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr
   const proto = pk.proto;
   const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
   if (f == 0) return tableFull(pk);
+  noteLoopback(f, pk, laddr, raddr);
   // A known local port owner (a listener, a bound UDP socket) decides now.
   const po = portOwnerGet(proto, lport);
   if (po != 0 && (!outbound || proto == PROTO_UDP)) {
@@ -422,6 +436,7 @@ function processPacketView(pk: Packet): u32 {
         // Decided now, once: a retransmission keeps this decision.
         if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
           flow(f).kind = <u8>Kind.Pending;
+          noteLoopback(f, pk, laddr, raddr);
           decide(f, flow(f).pid, flow(f).proc);
           return onFlowPacket(f, 0, pk);
         }

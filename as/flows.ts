@@ -109,6 +109,8 @@ export const enum FlowFlag {
   Opened = 8,
   ProxyLinked = 16,
   Closed = 32, // the closed event was sent
+  Stray = 64, // widens the capture scope beyond the policy in force (scope.ts)
+  Loopback = 128, // loopback traffic (the capture's flag, or a loopback address)
 }
 
 /** The lists an entry sits on, by timeout class (Flow.list). */

@@ -10,10 +10,11 @@
 //
 // Life cycle: eng_init -> eng_config* -> eng_start -> (eng_process,
 // eng_take_released, eng_take_queries, eng_owner, eng_tick, eng_lookup,
-// eng_next_event)* ; times are milliseconds from any monotonic clock, mod 2^32.
+// eng_next_event, eng_capture_scope)* ; times are milliseconds from any
+// monotonic clock, mod 2^32.
 //
 // The records exchanged through memory (Meta, Rel, Query, Owner, Lookup,
-// Origin) and the counters' order are the engine/host contract, written once
+// Origin, Scope) and the counters' order are the engine/host contract, written once
 // in build/contract.ts and generated into build/gen/contract.ts; eng_abi()
 // reports its hash. The packet batch (after eng_start): BATCH_MAX Meta
 // records at eng_batch_meta(), packet bytes in the area at eng_batch_data().
@@ -32,6 +33,7 @@ import { eventCount, eventPeek, eventPop } from "./events";
 import { procPathLen, procPathPtr } from "./procs";
 import { flowsCapacity, flowsBytesPerFlow, flow } from "./flows";
 import { STATS, STATS_COUNT, bump, Stat } from "./stats";
+import { captureScope, scopeChanged, scopeGeneration, scopeMaxSize } from "./scope";
 import {
   CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE, ORIGIN_PATH_ROOM, QUERY_SIZE,
 } from "../build/gen/contract";
@@ -142,7 +144,10 @@ export function eng_config(len: u32): i32 {
     return -2;
   }
   const r = parseConfig(ioPtr, len);
-  if (r == 0 && started) engineApplyTimeouts();
+  if (r == 0) {
+    scopeChanged();
+    if (started) engineApplyTimeouts();
+  }
   return r;
 }
 
@@ -153,6 +158,22 @@ export function eng_config_generation(): u32 {
 
 export function eng_set_app_port(port: u32): void {
   engineSetAppPort(port);
+}
+
+/**
+ * The capture scope (scope.ts): what a backend must capture for the
+ * configuration in force, the app port and the flows alive. Writes a Scope
+ * record and its lists into the I/O buffer and returns their length (0:
+ * no room for them).
+ */
+export function eng_capture_scope(): u32 {
+  const p = eng_io(scopeMaxSize());
+  return p == 0 ? 0 : captureScope(p, activePolicy, appPort);
+}
+
+/** Moves on whenever the capture scope may have changed: read eng_capture_scope again then. */
+export function eng_scope_generation(): u32 {
+  return scopeGeneration;
 }
 
 export function eng_app_port(): u32 {

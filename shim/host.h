@@ -198,6 +198,64 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
  * may look as often as it likes. */
 uint32_t wr_engine_config_generation(wr_engine *e);
 
+/* The capture scope (scope in build/contract.ts; as/scope.ts says what each
+ * part means): which packets a backend must capture for the configuration
+ * in force, the app port and the flows alive. Flags: */
+#define WR_SCOPE_TCP 1u
+#define WR_SCOPE_UDP 2u
+#define WR_SCOPE_LOOPBACK 4u /* loopback traffic too */
+#define WR_SCOPE_ALL 8u      /* every packet of those protocols: nothing narrower holds */
+#define WR_SCOPE_REMOTE 16u  /* the remote side's lists apply (outbound interception) */
+#define WR_SCOPE_REMOTE_ANY_PORT 32u
+#define WR_SCOPE_REMOTE_ANY_NET 64u
+#define WR_SCOPE_LOCAL 128u  /* the local side's lists apply (inbound interception) */
+#define WR_SCOPE_LOCAL_ANY_PORT 256u
+#define WR_SCOPE_LOCAL_ANY_NET 512u
+/* The lists' sizes (the contract's scope_*_max; host.c checks them). */
+#define WR_SCOPE_PORTS_CAP 128
+#define WR_SCOPE_NETS_CAP 64
+#define WR_SCOPE_APP_PORTS_CAP 8
+
+typedef struct {
+  uint16_t lo, hi; /* both included */
+} wr_port_range;
+
+typedef struct {
+  uint8_t family; /* 4 or 6 */
+  uint8_t prefix;
+  uint8_t addr[16]; /* network order, IPv4 in the first 4 bytes; host bits zero */
+} wr_net;
+
+/* One end of a flow: a packet whose end (the remote one, or the local one)
+ * has a port of the list and an address in a network of the other list
+ * (unless a flag says any) is captured, whichever way it goes. */
+typedef struct {
+  size_t n_ports;
+  wr_port_range ports[WR_SCOPE_PORTS_CAP];
+  size_t n_nets;
+  wr_net nets[WR_SCOPE_NETS_CAP];
+} wr_scope_side;
+
+/* What to capture: packets of the protocols (and loopback ones only with
+ * WR_SCOPE_LOOPBACK) that WR_SCOPE_ALL, a side or an app port (a packet
+ * whose local port is one) matches. Nothing matches: capture nothing. */
+typedef struct {
+  uint32_t flags; /* WR_SCOPE_* */
+  size_t n_app_ports;
+  uint16_t app_ports[WR_SCOPE_APP_PORTS_CAP];
+  wr_scope_side remote, local;
+} wr_capture_scope;
+
+/* The capture scope now. 0; or -1 (the engine's answer did not hold
+ * together) or WR_ENGINE_TRAPPED: then *out says capture everything
+ * (WR_SCOPE_ALL, both protocols, loopback). */
+int wr_engine_capture_scope(wr_engine *e, wr_capture_scope *out);
+
+/* Moves on whenever the capture scope may have changed: a configuration, an
+ * app port, a start, a rebuild, or the end of a flow that kept the scope
+ * wider (noticed at the next tick). Takes no lock. */
+uint32_t wr_engine_scope_generation(wr_engine *e);
+
 /* How many times this engine trapped and was rebuilt. */
 uint32_t wr_engine_trap_count(wr_engine *e);
 

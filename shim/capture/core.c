@@ -38,6 +38,7 @@ struct wr_capture {
 
   /* The polling thread's. */
   uint32_t config_gen;
+  uint32_t scope_gen;
   uint64_t next_tick;
   wr_query *queries; /* room for query_max */
   size_t query_max;
@@ -246,6 +247,11 @@ uint32_t wr_capture_poll(wr_capture *c) {
     c->config_gen = gen;
     if (c->ops.policy_changed) c->ops.policy_changed(c->io);
   }
+  uint32_t scope = wr_engine_scope_generation(c->engine);
+  if (scope != c->scope_gen) {
+    c->scope_gen = scope;
+    if (c->ops.scope_changed) c->ops.scope_changed(c->io);
+  }
   answer_queries(c);
   uint64_t now = wr_now_ms();
   if (now >= c->next_tick) {
@@ -308,6 +314,7 @@ wr_capture *wr_capture_new(wr_engine *engine, const wr_capture_io *ops, void *io
     return NULL;
   }
   c->config_gen = wr_engine_config_generation(engine);
+  c->scope_gen = wr_engine_scope_generation(engine);
   c->next_tick = wr_now_ms() + WR_CAPTURE_TICK_MS;
   return c;
 }

@@ -321,7 +321,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->rx = malloc((size_t)BATCH * PKT_BUF);
   b->tx = malloc(TX_CAP);
   b->owners = wr_owners_new(is_candidate, b);
-  static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed};
+  static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed, NULL};
   b->capture = wr_capture_new(b->engine, &ops, b);
   if (b->stop_fd < 0 || !b->rx || !b->tx || !b->capture) {
     snprintf(err, errlen, "out of memory");
