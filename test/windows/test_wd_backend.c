@@ -1,7 +1,8 @@
 /* The Windows backend's pieces, below the public ABI (linked with the static
  * library): the WINDIVERT_ADDRESS layout against WinDivert's documented
- * one, the socket tables and process paths with real Win32 calls under
- * wine, and the backend's diagnostics with the stand-in WinDivert.dll.
+ * one, the NETWORK filter built from a capture scope, the socket tables and
+ * process paths with real Win32 calls under wine, and the backend's
+ * diagnostics with the stand-in WinDivert.dll.
  *
  *   test_wd_backend.exe CASE
  */
@@ -16,8 +17,11 @@
 #include "capture/backend.h"
 #include "check.h"
 #include "host.h"
+#include "capture/windivert/filter.h"
+#include "capture/windivert/handles.h"
 #include "capture/windivert/owners.h"
 #include "capture/windivert/windivert.h"
+#include "wd_scopes.h"
 
 /* ------------------------------------------------------------------------
  * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS
@@ -238,6 +242,103 @@ static size_t diagnostics_with(const wr_backend_options *opts, const char *scrip
         "cut to fit, full length back");
   wr_backend_stop(b);
   return n;
+}
+
+/* ------------------------------------------------------------------------
+ * The NETWORK filter from a capture scope (filter.c). The real DLL compiles
+ * each of these texts in test_wd_oracle.c. */
+
+static void expect_filter(const wr_capture_scope *s, const char *want, int narrowed, int tests) {
+  char out[WR_WD_FILTER_CAP];
+  wr_wd_filter_info info;
+  size_t n = wr_wd_net_filter(s, out, sizeof out, &info);
+  CHECK(n == strlen(out) && strcmp(out, want) == 0, "filter\n  is       %s\n  expected %s", out, want);
+  CHECK(info.narrowed == narrowed && info.tests == tests && !info.too_long,
+        "%s: narrowed %d (expected %d), %d tests (expected %d), too long %d", want, info.narrowed, narrowed, info.tests,
+        tests, info.too_long);
+}
+
+TEST_CASE(filter_text) {
+  wr_capture_scope s;
+  ws_clear(&s, 0);
+  expect_filter(&s, "false", 0, 0);
+  /* The protocols but nothing of theirs to capture (no side, no app port). */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP);
+  expect_filter(&s, "false", 0, 0);
+  ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_LOOPBACK);
+  expect_filter(&s, NET_FILTER, 0, 4);
+  ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP);
+  expect_filter(&s, "(ip or ipv6) and (tcp or udp) and not loopback", 0, 5);
+  /* A side with any port and any network is everything: the app ports add nothing. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_PORT | WR_SCOPE_REMOTE_ANY_NET);
+  ws_app(&s, 8080);
+  expect_filter(&s, "(ip or ipv6) and tcp and not loopback", 0, 4);
+  /* Ports on the remote side (outbound), the app port. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET | WR_SCOPE_LOOPBACK);
+  ws_range(&s.remote, 443, 443);
+  ws_range(&s.remote, 8000, 8100);
+  ws_app(&s, 8080);
+  expect_filter(&s,
+                "(ip or ipv6) and tcp and ((remotePort == 443 or (remotePort >= 8000 and remotePort <= 8100)) or "
+                "localPort == 8080)",
+                1, 7);
+  /* Networks of both families on the local side (inbound), several app ports. */
+  ws_clear(&s, WR_SCOPE_UDP | WR_SCOPE_LOCAL | WR_SCOPE_LOCAL_ANY_PORT);
+  ws_net(&s.local, "10.1.2.3", 8); /* host bits: cleared */
+  ws_net(&s.local, "192.0.2.7", 32);
+  ws_net(&s.local, "0.0.0.0", 0);
+  ws_net(&s.local, "fd00::", 8);
+  ws_net(&s.local, "2001:db8::5", 128);
+  ws_app(&s, 8080);
+  ws_app(&s, 9090);
+  expect_filter(&s,
+                "(ip or ipv6) and udp and not loopback and (((localAddr >= 10.0.0.0 and localAddr <= "
+                "10.255.255.255) or localAddr == 192.0.2.7 or (localAddr >= 0.0.0.0 and localAddr <= "
+                "255.255.255.255) or (localAddr >= fd00:0:0:0:0:0:0:0 and localAddr <= "
+                "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff) or localAddr == 2001:db8:0:0:0:0:0:5) or localPort == 8080 "
+                "or localPort == 9090)",
+                1, 4 + 8 + 2);
+  /* Both sides with ports and networks. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_REMOTE | WR_SCOPE_LOCAL);
+  ws_range(&s.remote, 53, 53);
+  ws_net(&s.remote, "198.18.0.0", 15);
+  ws_range(&s.local, 22, 22);
+  ws_range(&s.local, 80, 81);
+  ws_net(&s.local, "10.0.0.5", 32);
+  expect_filter(&s,
+                "(ip or ipv6) and (tcp or udp) and not loopback and ((remotePort == 53 and (remoteAddr >= 198.18.0.0 "
+                "and remoteAddr <= 198.19.255.255)) or ((localPort == 22 or (localPort >= 80 and localPort <= 81)) and "
+                "localAddr == 10.0.0.5))",
+                1, 5 + 3 + 4);
+  /* A side whose list is empty (not any) matches nothing: only the app port is left. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET);
+  ws_app(&s, 8080);
+  expect_filter(&s, "(ip or ipv6) and tcp and not loopback and (localPort == 8080)", 1, 5);
+}
+
+TEST_CASE(filter_limits) {
+  wr_capture_scope s;
+  char out[WR_WD_FILTER_CAP];
+  wr_wd_filter_info info;
+  ws_at_limit(&s, 0);
+  size_t n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && info.narrowed && !info.too_long && info.tests == WR_WD_FILTER_TESTS_MAX,
+        "at the limit: narrowed %d, too long %d, %d tests", info.narrowed, info.too_long, info.tests);
+  CHECK(info.tokens > 0 && info.tokens <= WR_WD_FILTER_TOKENS_MAX, "%d tokens", info.tokens);
+  ws_at_limit(&s, 1);
+  n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && !info.narrowed && info.too_long && strcmp(out, "(ip or ipv6) and (tcp or udp) and not loopback") == 0,
+        "one more: the protocols' whole traffic (%s), too long %d", out, info.too_long);
+  ws_largest(&s);
+  n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && info.too_long && strcmp(out, "(ip or ipv6) and (tcp or udp) and not loopback") == 0,
+        "the largest scope: %s", out);
+  /* Arguments. */
+  CHECK(wr_wd_net_filter(&s, out, WR_WD_FILTER_CAP - 1, &info) == 0, "a buffer below WR_WD_FILTER_CAP: 0");
+  CHECK(wr_wd_net_filter(NULL, out, sizeof out, &info) == 0, "no scope: 0");
+  CHECK(wr_wd_net_filter(&s, NULL, sizeof out, &info) == 0, "no buffer: 0");
+  ws_clear(&s, 0);
+  CHECK(wr_wd_net_filter(&s, out, sizeof out, NULL) == 5 && strcmp(out, "false") == 0, "info may be NULL");
 }
 
 TEST_CASE(diagnostics) {

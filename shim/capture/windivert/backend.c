@@ -7,9 +7,17 @@
  * Handles
  *   SOCKET   "tcp or udp", SNIFF|RECV_ONLY: connect/accept/bind/listen/close
  *            events with the PID; they become the engine's owner facts.
- *   NETWORK  "(ip or ipv6) and (tcp or udp)", flags 0: every TCP/UDP packet,
- *            loopback included (the engine bypasses loopback unless the
- *            configuration says otherwise, so the filter must not decide it).
+ *   NETWORK  flags 0, its filter built from the engine's capture scope
+ *            (filter.c): the TCP/UDP packets the configuration may redirect
+ *            (its protocols; with `ports` or `destinations`, only flows
+ *            whose destination, or listener, is one of them), the proxy's
+ *            (app port's), and those of flows redirected or pending under
+ *            an earlier configuration; loopback traffic only when loopback
+ *            is not bypassed. At broadest "(ip or ipv6) and (tcp or udp)".
+ *            Every packet it diverts crosses the packet thread: while the
+ *            host is paused (a proxy at a breakpoint), what it diverts
+ *            stalls and is dropped after the queue time, so it diverts no
+ *            more than the engine needs.
  *   REFLECT  opened once at start (SNIFF|RECV_ONLY|NO_INSTALL), shut down
  *            and drained: the other WinDivert handles open right now, for
  *            the diagnostics text.
@@ -32,6 +40,23 @@
  *   timer    the core's: ticks (hold timeouts, expiry), and the engine's
  *            owner queries answered from the socket tables (find_owner).
  *
+ * A new filter (the scope changed: a configuration, an app port, flows
+ * ending): a second NETWORK handle is opened with it, at the same priority,
+ * before the first one stops diverting. The driver (sys/windivert.c, 2.2)
+ * gives a handle opened later a higher place among handles of one priority,
+ * so the new one sees each packet first, and the old one only what the new
+ * filter leaves; then, in the same step that makes the new one pending,
+ * the old one's receive side is shut down (it diverts nothing more, and
+ * what it queued can still be received). The packet thread drains it, takes
+ * the new one and closes the old (a handle closed with packets queued would
+ * have the driver re-inject them unprocessed). Sends go through the handle
+ * the packet thread reads, the old one until then: a packet injected
+ * through a handle is skipped by handles of its place and above and seen by
+ * those below, and the old handle, below the new one, no longer diverts by
+ * then. No packet is missed (the new handle diverts before the old stops),
+ * none is seen twice, and a flow's packets keep their order (the old queue
+ * first: a flow's packets all match a filter or none does).
+ *
  * Held packets: the core keeps each one's original address (and a copy of
  * its bytes) by cookie, so the packet goes out with its own interface and
  * flags, and so that when the engine traps (and loses what it held) or at
@@ -48,6 +73,7 @@
 #include "capture/windivert/owners.h"
 #include "capture/windivert/windivert.h"
 #include "capture/windivert/handles.h" /* each handle's filter, layer, priority, flags */
+#include "capture/windivert/filter.h"  /* the NETWORK filter from the capture scope */
 
 /* Driver queue: packets waiting for the packet thread. The defaults are
  * 4096 packets / 2000 ms / 4 MB; a burst while the engine is busy should
@@ -71,6 +97,9 @@
 #define MAX_CONSECUTIVE_ERRORS 100
 #define DIAG_CAP 2048
 #define PATH_CAP 4096
+/* The longest a filter change waits for the packet thread to drain the old
+ * handle (milliseconds of its queue, normally). */
+#define SWITCH_WAIT_MS 10000
 
 /* The length of the IP packet at p (from its header), or 0 if unreadable. */
 static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
@@ -102,7 +131,23 @@ struct wr_backend {
   HMODULE dll;
   char dll_path[1024];
   wd_api wd;
-  HANDLE net, sock;
+  HANDLE sock;
+  /* The NETWORK handle the packet thread reads and sends go through, and the
+   * one a filter change opened, read once `net` is drained. The packet
+   * thread swaps them; sends, stop and filter changes read them, all under
+   * net_lock. */
+  SRWLOCK net_lock;
+  HANDLE net, net_next;
+  int packet_done; /* the packet thread reads no more */
+  char next_filter[WR_WD_FILTER_CAP];
+  wr_wd_filter_info next_info;
+  HANDLE swapped; /* set when the packet thread took net_next */
+  /* One filter change at a time (the timer thread's scope changes, a
+   * caller's app port), with its scratch space. */
+  SRWLOCK filter_lock;
+  wr_capture_scope scope;
+  char built[WR_WD_FILTER_CAP];
+  wr_wd_filter_info built_info;
   wr_owners *owners;
   wr_thread packet_thread, socket_thread;
   int packet_started, socket_started;
@@ -120,12 +165,17 @@ struct wr_backend {
   wd_address recv_addr[RECV_BATCH];
   wr_packet pkts[RECV_BATCH];
 
-  /* Diagnostics: fixed at start, plus counters. */
+  /* Diagnostics: fixed at start, plus counters and the NETWORK filter in
+   * force (the packet thread changes it when it takes a new handle). */
   SRWLOCK diag_lock;
   char diag[DIAG_CAP];
   uint64_t recv_errors, send_errors;
   uint32_t last_recv_error, last_send_error;
   char thread_failure[256];
+  char filter[WR_WD_FILTER_CAP];
+  wr_wd_filter_info filter_info;
+  uint64_t filter_changes;
+  char filter_failure[512];
 };
 
 static void diag_appendf(wr_backend *b, const char *fmt, ...) {
@@ -381,9 +431,14 @@ static void open_error(wr_backend *b, DWORD code, int layer, const char *filter,
 static void flush_locked(wr_backend *b) {
   if (!b->out_n) return;
   UINT sent = 0;
-  if (!b->wd.send_ex(b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
-                     NULL)) {
-    DWORD code = GetLastError();
+  /* Through the handle the packet thread reads: during a filter change the
+   * old one, whose injections the new one (placed above it) skips. */
+  AcquireSRWLockShared(&b->net_lock);
+  BOOL ok = b->wd.send_ex(b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
+                          NULL);
+  DWORD code = ok ? 0 : GetLastError();
+  ReleaseSRWLockShared(&b->net_lock);
+  if (!ok) {
     AcquireSRWLockExclusive(&b->diag_lock);
     b->send_errors++;
     b->last_send_error = code;
@@ -472,16 +527,57 @@ static int csum_partial(const uint8_t *p, uint32_t len, const wd_address *a) {
   return !a->tcp_checksum || !a->udp_checksum;
 }
 
+/* The old NETWORK handle is drained (its receive side was shut down and
+ * its queue is empty): the packet thread takes the new one a filter change
+ * opened, if any, and closes the old. 1 when it did. */
+static int take_next(wr_backend *b) {
+  AcquireSRWLockExclusive(&b->net_lock);
+  HANDLE old = b->net, next = b->net_next;
+  if (next) {
+    b->net = next;
+    b->net_next = NULL;
+    AcquireSRWLockExclusive(&b->diag_lock);
+    memcpy(b->filter, b->next_filter, sizeof b->filter);
+    b->filter_info = b->next_info;
+    b->filter_changes++;
+    ReleaseSRWLockExclusive(&b->diag_lock);
+  }
+  ReleaseSRWLockExclusive(&b->net_lock);
+  if (!next) return 0;
+  /* Nothing is queued in it, and no send uses it any more. */
+  b->wd.close(old);
+  SetEvent(b->swapped);
+  return 1;
+}
+
+/* The packet thread reads no more. Unless stopping, the receive sides are
+ * shut so that the driver passes packets on instead of queueing them for no
+ * one (fail open). */
+static void packet_thread_done(wr_backend *b) {
+  AcquireSRWLockExclusive(&b->net_lock);
+  b->packet_done = 1;
+  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+    if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
+  }
+  ReleaseSRWLockExclusive(&b->net_lock);
+  SetEvent(b->swapped); /* a filter change waiting for it waits no more */
+}
+
 static void packet_thread(void *arg) {
   wr_backend *b = arg;
   int consecutive = 0;
   for (;;) {
     UINT recv_len = 0, addr_len = RECV_BATCH * WD_ADDRESS_SIZE;
+    /* Only this thread changes b->net. */
     if (!b->wd.recv_ex(b->net, b->recv_buf, RECV_BUF, &recv_len, 0, b->recv_addr, &addr_len, NULL)) {
-      if (!recv_failed(b, "packet", GetLastError(), &consecutive)) continue;
-      /* Giving up: with its receive side shut, the driver passes packets
-       * on instead of queueing them for no one (fail open). */
-      if (!InterlockedCompareExchange(&b->stopping, 0, 0)) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+      DWORD code = GetLastError();
+      /* Drained after a filter change (or at stop): on to the new handle. */
+      if (code == WD_ERROR_NO_DATA && take_next(b)) {
+        consecutive = 0;
+        continue;
+      }
+      if (!recv_failed(b, "packet", code, &consecutive)) continue;
       break;
     }
     consecutive = 0;
@@ -503,6 +599,7 @@ static void packet_thread(void *arg) {
     }
     if (k > 0) wr_capture_process(b->capture, b->pkts, b->recv_addr, k);
   }
+  packet_thread_done(b);
 }
 
 /* ------------------------------------------------------------------------
@@ -795,6 +892,106 @@ static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
 }
 
 /* ------------------------------------------------------------------------
+ * The NETWORK filter and its changes */
+
+static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
+                          size_t errlen);
+
+/* The filter for the capture scope now (and app port `extra`, unless 0)
+ * into b->built (filter_lock held, or before the threads start). */
+static void build_filter(wr_backend *b, uint16_t extra) {
+  wr_engine_capture_scope(b->engine, &b->scope); /* when it cannot say: everything */
+  wr_capture_scope *s = &b->scope;
+  int have = 0;
+  for (size_t i = 0; i < s->n_app_ports; i++) have |= s->app_ports[i] == extra;
+  if (extra && !have) {
+    if (s->n_app_ports < WR_SCOPE_APP_PORTS_CAP) s->app_ports[s->n_app_ports++] = extra;
+    else s->flags |= WR_SCOPE_ALL;
+  }
+  wr_wd_net_filter(s, b->built, sizeof b->built, &b->built_info);
+}
+
+/* Waits until no filter change is pending (the packet thread took the new
+ * handle). 1 when none is; 0 when one still is after SWITCH_WAIT_MS, or
+ * cannot complete (the packet thread stopped, or stop began). */
+static int wait_switched(wr_backend *b) {
+  ULONGLONG until = GetTickCount64() + SWITCH_WAIT_MS;
+  for (;;) {
+    AcquireSRWLockShared(&b->net_lock);
+    int pending = b->net_next != NULL, done = b->packet_done;
+    ReleaseSRWLockShared(&b->net_lock);
+    if (!pending) return 1;
+    if (done || InterlockedCompareExchange(&b->stopping, 0, 0) || GetTickCount64() >= until) return 0;
+    WaitForSingleObject(b->swapped, 50);
+  }
+}
+
+static void note_filter_failure(wr_backend *b, const char *why) {
+  AcquireSRWLockExclusive(&b->diag_lock);
+  snprintf(b->filter_failure, sizeof b->filter_failure, "%s", why);
+  ReleaseSRWLockExclusive(&b->diag_lock);
+}
+
+/* Diverts with the filter in b->built from now on: a new NETWORK handle
+ * first, then the old one's receive side shut, and the packet thread
+ * drains it and takes the new one (the comment at the top). 0, or -1 with
+ * the reason in err when the new handle could not be opened; the old
+ * filter stays then. */
+static int switch_net(wr_backend *b, char *err, size_t errlen) {
+  HANDLE n = open_handle(b, b->built, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
+  if (!n) return -1;
+  AcquireSRWLockExclusive(&b->net_lock);
+  if (b->packet_done || InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    ReleaseSRWLockExclusive(&b->net_lock);
+    b->wd.close(n);
+    snprintf(err, errlen, "the packet thread has stopped: the NETWORK filter stays \"%s\"", b->filter);
+    return -1;
+  }
+  memcpy(b->next_filter, b->built, sizeof b->next_filter);
+  b->next_info = b->built_info;
+  ResetEvent(b->swapped);
+  b->net_next = n;
+  /* It diverts nothing more; what it queued can still be received. */
+  b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+  ReleaseSRWLockExclusive(&b->net_lock);
+  if (!wait_switched(b)) {
+    /* Not fatal: the packet thread takes it when it gets there. */
+    note_filter_failure(b, "a filter change waited longer than 10 s for the packet thread");
+  }
+  return 0;
+}
+
+/* The NETWORK filter for the scope now (and app port `extra`), switched to
+ * when it differs from the one in force. 0, or -1 with the reason. */
+static int change_filter(wr_backend *b, uint16_t extra, char *err, size_t errlen) {
+  char why[700] = "";
+  int rc = 0;
+  AcquireSRWLockExclusive(&b->filter_lock);
+  if (!wait_switched(b)) {
+    snprintf(why, sizeof why, "an earlier NETWORK filter change is still waiting for the packet thread");
+    rc = -1;
+  } else {
+    build_filter(b, extra);
+    AcquireSRWLockShared(&b->diag_lock);
+    int same = strcmp(b->built, b->filter) == 0;
+    ReleaseSRWLockShared(&b->diag_lock);
+    if (!same) rc = switch_net(b, why, sizeof why);
+  }
+  ReleaseSRWLockExclusive(&b->filter_lock);
+  if (rc != 0) {
+    note_filter_failure(b, why);
+    if (err && errlen) snprintf(err, errlen, "%s", why);
+  }
+  return rc;
+}
+
+/* The core's: the capture scope may have changed (timer thread). */
+static void scope_changed(void *io) {
+  wr_backend *b = io;
+  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) change_filter(b, 0, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------
  * Start and stop */
 
 static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
@@ -824,7 +1021,9 @@ static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t 
 static void release(wr_backend *b) {
   wr_capture_free(b->capture); /* re-injects what the engine still holds */
   if (b->sock) b->wd.close(b->sock);
+  if (b->net_next) b->wd.close(b->net_next);
   if (b->net) b->wd.close(b->net);
+  if (b->swapped) CloseHandle(b->swapped);
   if (b->dll) FreeLibrary(b->dll);
   wr_owners_free(b->owners);
   free(b->out_buf);
@@ -835,10 +1034,14 @@ static void release(wr_backend *b) {
 static void stop_threads(wr_backend *b) {
   InterlockedExchange(&b->stopping, 1);
   if (b->capture) wr_capture_stop_timer(b->capture);
-  /* Shutdown completes blocked receives with ERROR_NO_DATA. NETWORK keeps
-   * its send side until the held packets are out. */
+  /* Shutdown completes blocked receives with ERROR_NO_DATA once the queue
+   * is empty. NETWORK keeps its send side until the held packets are out;
+   * the packet thread drains a new handle of a filter change too. */
   if (b->sock) b->wd.shutdown(b->sock, WD_SHUTDOWN_BOTH);
+  AcquireSRWLockShared(&b->net_lock);
   if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+  if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
+  ReleaseSRWLockShared(&b->net_lock);
   if (b->socket_started) wr_thread_join(&b->socket_thread);
   if (b->packet_started) wr_thread_join(&b->packet_thread);
   b->socket_started = b->packet_started = 0;
@@ -853,6 +1056,8 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->engine = opts->engine;
   b->app_port = opts->app_port;
   InitializeSRWLock(&b->diag_lock);
+  InitializeSRWLock(&b->net_lock);
+  InitializeSRWLock(&b->filter_lock);
   b->dll = load_windivert(opts->windivert_dir, err, errlen);
   if (!b->dll) {
     release(b);
@@ -869,9 +1074,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->out_buf = malloc(SEND_BUF);
   b->recv_buf = malloc(RECV_BUF);
   b->owners = wr_owners_new();
-  static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL};
+  static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL, scope_changed};
   b->capture = wr_capture_new(b->engine, &ops, b);
-  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture) {
+  b->swapped = CreateEventW(NULL, FALSE, FALSE, NULL);
+  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture || !b->swapped) {
     snprintf(err, errlen, "out of memory");
     release(b);
     return NULL;
@@ -909,13 +1115,17 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
-  b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
+  /* The NETWORK filter from the capture scope (after the core exists, so
+   * a scope change from now on reaches scope_changed). */
+  build_filter(b, 0);
+  memcpy(b->filter, b->built, sizeof b->filter);
+  b->filter_info = b->built_info;
+  b->net = open_handle(b, b->filter, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
   if (!b->net) {
     release(b);
     return NULL;
   }
-  diag_appendf(b, "; NETWORK handle: priority %d, filter \"%s\"; SOCKET handle: priority %d, filter \"%s\"",
-               NET_PRIORITY, NET_FILTER, SOCKET_PRIORITY, SOCKET_FILTER);
+  diag_appendf(b, "; SOCKET handle: priority %d, filter \"%s\"", SOCKET_PRIORITY, SOCKET_FILTER);
   int rc = wr_thread_start(&b->socket_thread, socket_thread, b);
   b->socket_started = rc == 0;
   if (rc == 0) {
@@ -955,12 +1165,12 @@ size_t wr_backend_never_intercept(const uint32_t **pids) {
   return sizeof system_pids / sizeof system_pids[0];
 }
 
-/* WinDivert sees every packet already: a new app port needs nothing here
- * (the engine redirects new flows to it). */
+/* The NETWORK filter must divert the new app port's packets (the proxy's
+ * replies) before the engine redirects a flow to it: the filter is changed
+ * first, with the new port beside those of the scope. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
+  if (change_filter(b, port, err, errlen) != 0) return -1;
   InterlockedExchange(&b->app_port, port);
-  (void)err;
-  (void)errlen;
   return 0;
 }
 
@@ -1031,7 +1241,7 @@ static void listen_report(wr_backend *b, char *out, size_t cap) {
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  char tail[1024] = "";
+  char tail[1024] = "", filter[1400] = "";
   if (!b) {
     if (buf && len) buf[0] = '\0';
     return 0;
@@ -1040,11 +1250,18 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
   listen_report(b, listening, sizeof listening);
   uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
+  const wr_wd_filter_info *fi = &b->filter_info;
+  snprintf(filter, sizeof filter, "; NETWORK handle: priority %d, filter \"%s\" (%d tests%s%s; %llu changes%s%s)",
+           NET_PRIORITY, b->filter, fi->tests, fi->narrowed ? ", narrowed by ports, networks or app ports" : "",
+           fi->too_long ? ", the configuration's lists left out: too long for WinDivert" : "",
+           (unsigned long long)b->filter_changes, b->filter_failure[0] ? "; last change failed: " : "",
+           b->filter_failure);
   snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
            (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
            (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
-  int n = snprintf(buf, len, "%s%s%s", b->diag, listening, tail);
+  /* A long filter is cut here (to 1 KB or so): the diagnostics are a line for a log. */
+  int n = snprintf(buf, len, "%s%s%s%s", b->diag, filter, listening, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
