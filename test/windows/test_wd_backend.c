@@ -1,8 +1,8 @@
 /* The Windows backend's pieces, below the public ABI (linked with the static
  * library): the WINDIVERT_ADDRESS layout against WinDivert's documented
  * one, the NETWORK filter built from a capture scope, the socket tables and
- * process paths with real Win32 calls under wine, and the backend's
- * diagnostics with the stand-in WinDivert.dll.
+ * process paths with real Win32 calls under wine, the backend's diagnostics
+ * and the stand-in WinDivert.dll's driver behaviour.
  *
  *   test_wd_backend.exe CASE
  */
@@ -22,6 +22,7 @@
 #include "capture/windivert/owners.h"
 #include "capture/windivert/windivert.h"
 #include "wd_scopes.h"
+#include "wd_test_util.h"
 
 /* ------------------------------------------------------------------------
  * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS
@@ -479,21 +480,43 @@ static DWORD WINAPI blocked_receive(LPVOID h) {
   return ok ? 0 : GetLastError();
 }
 
-TEST_CASE(standin) {
+typedef struct {
+  HMODULE dll;
+  wd_open_fn open;
+  wd_send_ex_fn send_ex;
+  wd_shutdown_fn shutdown;
+  wd_close_fn close;
+} standin_api;
+
+/* The stand-in, loaded without a script, its record going to `log` (NULL:
+ * none). 0 when it cannot be loaded. */
+static int load_standin(standin_api *api, const char *log) {
   char path[MAX_PATH];
   GetModuleFileNameA(NULL, path, sizeof path);
   strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
   SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
-  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", NULL);
-  HMODULE dll = LoadLibraryA(path);
-  CHECK(dll != NULL, "load %s", path);
-  if (!dll) return;
-  wd_open_fn open = (wd_open_fn)(void (*)(void))GetProcAddress(dll, "WinDivertOpen");
-  wd_send_ex_fn send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertSendEx");
-  wd_shutdown_fn shutdown_fn = (wd_shutdown_fn)(void (*)(void))GetProcAddress(dll, "WinDivertShutdown");
-  wd_close_fn close_fn = (wd_close_fn)(void (*)(void))GetProcAddress(dll, "WinDivertClose");
-  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertRecvEx");
-  CHECK(open && send_ex && shutdown_fn && close_fn && g_recv_ex, "exports");
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", log);
+  memset(api, 0, sizeof *api);
+  api->dll = LoadLibraryA(path);
+  CHECK(api->dll != NULL, "load %s", path);
+  if (!api->dll) return 0;
+  api->open = (wd_open_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertOpen");
+  api->send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertSendEx");
+  api->shutdown = (wd_shutdown_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertShutdown");
+  api->close = (wd_close_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertClose");
+  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertRecvEx");
+  CHECK(api->open && api->send_ex && api->shutdown && api->close && g_recv_ex, "exports");
+  return api->open && api->send_ex && api->shutdown && api->close && g_recv_ex;
+}
+
+TEST_CASE(standin) {
+  standin_api api;
+  if (!load_standin(&api, NULL)) return;
+  HMODULE dll = api.dll;
+  wd_open_fn open = api.open;
+  wd_send_ex_fn send_ex = api.send_ex;
+  wd_shutdown_fn shutdown_fn = api.shutdown;
+  wd_close_fn close_fn = api.close;
   CHECK(open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF) == INVALID_HANDLE_VALUE && GetLastError() == 87,
         "SOCKET without RECV_ONLY is 87");
   HANDLE h = open("true", WD_LAYER_NETWORK, 0, 0);
@@ -516,6 +539,79 @@ TEST_CASE(standin) {
         "send after SHUTDOWN_SEND is 232");
   CHECK(close_fn(h), "close");
   FreeLibrary(dll);
+}
+
+/* What a receive gives now: 1 a packet (its bytes' length in *len), 0 none
+ * (the handle shut down first, so it does not block), -1 an error. */
+static int take_one(HANDLE h, wd_shutdown_fn shutdown_fn, int shut, UINT *len) {
+  uint8_t buf[2048];
+  wd_address addr[4];
+  UINT alen = sizeof addr;
+  if (shut) shutdown_fn(h, WD_SHUTDOWN_RECV);
+  *len = 0;
+  if (g_recv_ex(h, buf, sizeof buf, len, 0, addr, &alen, NULL)) return alen == WD_ADDRESS_SIZE ? 1 : -1;
+  return GetLastError() == 232 ? 0 : -1;
+}
+
+/* The stand-in's driver, where the filter switch depends on it (the driver,
+ * sys/windivert.c 2.2): of two NETWORK handles at one priority the later
+ * opened is placed above; a packet one injects is diverted again by a
+ * handle below it whose filter matches and whose receive side is open,
+ * never by one above; after SHUTDOWN_RECV what is queued is still received;
+ * closing a handle with packets queued re-injects them. */
+TEST_CASE(standin_driver) {
+  char tmp[MAX_PATH], log[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(log, sizeof log, "%swr-standin-%lu.log", tmp, (unsigned long)GetCurrentProcessId());
+  DeleteFileA(log);
+  standin_api api;
+  if (!load_standin(&api, log)) return;
+  uint8_t pkt[128];
+  static const uint8_t c[4] = {10, 0, 0, 5}, d[4] = {93, 184, 216, 34};
+  tu_tuple t;
+  memset(&t, 0, sizeof t);
+  memcpy(t.src, c, 4);
+  memcpy(t.dst, d, 4);
+  t.sport = 50000;
+  t.dport = 443;
+  UINT n = (UINT)tu_tcp(pkt, &t, 1, 0, TU_SYN, NULL), sent = 0, got = 0;
+  wd_address a;
+  memset(&a, 0, sizeof a);
+  a.outbound = 1;
+  a.ip_checksum = a.tcp_checksum = a.udp_checksum = 1;
+  HANDLE old_h = api.open("tcp", WD_LAYER_NETWORK, -1000, 0);
+  HANDLE new_h = api.open("tcp.DstPort == 443", WD_LAYER_NETWORK, -1000, 0);
+  HANDLE udp_h = api.open("udp", WD_LAYER_NETWORK, -2000, 0);
+  CHECK(old_h != INVALID_HANDLE_VALUE && new_h != INVALID_HANDLE_VALUE && udp_h != INVALID_HANDLE_VALUE, "open");
+  /* Sent through the later (upper) one: the earlier one diverts it again. */
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "send through the upper handle");
+  CHECK(api.send_ex(old_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "send through the lower handle");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 1 && got == n, "the lower handle diverted what the upper one sent");
+  /* What the lower one sent went past both (the UDP handle below does not match). */
+  CHECK(take_one(new_h, api.shutdown, 1, &got) == 0, "the upper handle never sees what either sends");
+  /* Shut down: it diverts nothing more, but what it queued is still received. */
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "queued for the lower handle");
+  api.shutdown(old_h, WD_SHUTDOWN_RECV);
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "sent after its SHUTDOWN_RECV");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 1, "queued before the shutdown: still received");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 0, "nothing more: ERROR_NO_DATA");
+  CHECK(api.close(old_h) && api.close(new_h), "close");
+  /* Closed with a packet queued: the driver re-injects it. */
+  HANDLE lower = api.open("true", WD_LAYER_NETWORK, 5, 0), upper = api.open("true", WD_LAYER_NETWORK, 6, 0);
+  CHECK(api.send_ex(upper, pkt, n, &sent, 0, &a, sizeof a, NULL), "queued for the lower handle");
+  CHECK(api.close(lower) && api.close(upper) && api.close(udp_h), "close with it queued");
+  char *text = NULL;
+  FILE *f = fopen(log, "rb");
+  if (f) {
+    text = calloc(1, 1 << 16);
+    fread(text, 1, (1 << 16) - 1, f);
+    fclose(f);
+  }
+  CHECK(text && strstr(text, "rediverted id=1 from=2") && strstr(text, "reinjected id=4"),
+        "the log says so:\n%s", text ? text : "(none)");
+  free(text);
+  DeleteFileA(log);
+  FreeLibrary(api.dll);
 }
 
 int main(int argc, char **argv) { return tests_main(argc, argv); }

@@ -496,7 +496,8 @@ TEST_CASE(passthrough) {
   sb_packet(&s, "in if=7 sub=3", sa, an);
   sb_printf(&s, "wait_sent 2\n");
   sb_packet(&s, "out loopback impostor if=7 sub=3", dg, dn);
-  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  /* Loopback intercepted: loopback packets are diverted (and pass). */
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
   sent_packet sp[64];
   int n = wait_sent(sp, 3, 5000);
   if (n >= 3) {
@@ -1046,7 +1047,9 @@ TEST_CASE(handles) {
   char *log = read_file(g_log);
   const char *reflect = strstr(log, "open id=1 layer=REFLECT priority=0 flags=0x15 filter=true");
   const char *sock = strstr(log, "open id=2 layer=SOCKET priority=-1000 flags=0x5 filter=tcp or udp");
-  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and (tcp or udp)");
+  /* Every TCP/UDP packet but loopback ones (bypassed by default). */
+  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and "
+                                "(tcp or udp) and not loopback\n");
   CHECK(reflect && sock && net && reflect < sock && sock < net, "REFLECT, SOCKET, NETWORK opened in order:\n%s", log);
   CHECK(strstr(log, "shutdown id=1 how=3") != NULL, "REFLECT shut down to list handles");
   for (int id = 2; id <= 3; id++) {
@@ -1089,6 +1092,312 @@ TEST_CASE(cycles) {
   CHECK(thread_count() == before, "threads %d, before %d", thread_count(), before);
   CHECK(handles_after <= handles_before + 2, "process handles %lu, before %lu", (unsigned long)handles_after,
         (unsigned long)handles_before);
+  free(s.s);
+}
+
+/* ------------------------------------------------------------------------
+ * Cases: the NETWORK filter, built from the configuration */
+
+/* The filter NETWORK handle `id` was opened with ("" when none was). */
+static void opened_filter(const char *log, int id, char *out, size_t cap) {
+  char want[64];
+  snprintf(want, sizeof want, "open id=%d layer=NETWORK ", id);
+  out[0] = '\0';
+  const char *p = strstr(log, want), *f = p ? strstr(p, " filter=") : NULL;
+  if (!f) return;
+  f += 8;
+  size_t n = strcspn(f, "\r\n");
+  snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), f);
+}
+
+/* Packets handle `id` handed the library (its "recv id=N count=C" lines). */
+static int received_by(const char *log, int id) {
+  char want[32];
+  snprintf(want, sizeof want, "recv id=%d count=", id);
+  int n = 0;
+  for (const char *p = log; (p = strstr(p, want)) != NULL; p++) n += atoi(p + strlen(want));
+  return n;
+}
+
+static redirector_stats stats_now(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st;
+}
+
+/* The issue: with loopback bypassed (the default), loopback packets are not
+ * diverted at all, so local traffic never waits on the packet thread (nor
+ * is dropped after the queue time while the host is paused). The stand-in
+ * diverts by the handle's filter, as the driver does; the oracle test holds
+ * its "no" to the real DLL's WinDivertHelperEvalFilter. */
+TEST_CASE(loopback_not_diverted) {
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t lo[256], syn[256], synx[256];
+  tu_tuple tl = tuple(0, L, 50070, L, 5432), up = tuple(0, C4, 50071, D4, 80), up_x = tuple(0, D4, 50071, C4, APP_PORT);
+  size_t ln = tu_tcp(lo, &tl, 1, 0, TU_SYN, NULL);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s loopback\n", FAKE_PID, ep(0, L, 50070),
+            ep(0, L, 5432));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50071),
+            ep(0, D4, 80));
+  sb_packet(&s, "out loopback if=1 sub=0", lo, ln);
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[8];
+  int n = wait_sent(sp, 1, 5000);
+  if (n >= 1) expect_packet(&sp[0], "the SYN that is not loopback, redirected", synx, sxn, 0, 7, 3);
+  Sleep(200);
+  char *log = read_file(g_log);
+  char filter[512];
+  opened_filter(log, 3, filter, sizeof filter);
+  CHECK(strstr(filter, "not loopback") != NULL, "the NETWORK filter leaves loopback out: \"%s\"", filter);
+  CHECK(count_lines(log, "undiverted layer=NETWORK script=packet out loopback") == 1,
+        "the loopback SYN was not diverted:\n%s", log);
+  CHECK(received_by(log, 3) == 1, "one packet reached the library (%d)", received_by(log, 3));
+  redirector_stats st = stats_now();
+  CHECK(st.packets == 1 && st.bypassed == 0, "the engine saw 1 packet (%llu), bypassed none (%llu)",
+        (unsigned long long)st.packets, (unsigned long long)st.bypassed);
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A configuration that narrows protocols, ports and destinations: only its
+ * flows are diverted (the destination's end outbound, the listener's
+ * inbound), and the proxy's replies from the app port. */
+TEST_CASE(filter_from_config) {
+  uint8_t a[256], ax[256], b[256], u[256], r[256], rx[256], in[256];
+  tu_tuple ta = tuple(0, C4, 50040, D4, 443), ta_x = tuple(0, D4, 50040, C4, APP_PORT);
+  tu_tuple tb = tuple(0, C4, 50041, D4, 80), tu_ = tuple(0, C4, 53040, S4, 53);
+  tu_tuple tr = tuple(0, C4, APP_PORT, D4, 50040), tr_x = tuple(0, D4, 443, C4, 50040);
+  tu_tuple tin = tuple(0, R4, 40000, C4, 443);
+  size_t an = tu_tcp(a, &ta, 1, 0, TU_SYN, NULL), axn = tu_tcp(ax, &ta_x, 1, 0, TU_SYN, NULL);
+  size_t bn = tu_tcp(b, &tb, 1, 0, TU_SYN, NULL), un = tu_udp(u, &tu_, "not tcp");
+  size_t rn = tu_tcp(r, &tr, 9, 2, TU_SYN | TU_ACK, NULL), rxn = tu_tcp(rx, &tr_x, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t inn = tu_tcp(in, &tin, 5, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50040), ep(0, D4, 443));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50041), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 53040), ep(0, S4, 53));
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:443\ndelay 100\n", FAKE_PID);
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=7 sub=3", b, bn);
+  sb_packet(&s, "out if=7 sub=3", u, un);
+  sb_packet(&s, "in if=7 sub=3", in, inn);
+  sb_packet(&s, "out if=7 sub=3", r, rn);
+  if (!session_start(config_pids("1234", "\"protocols\": [\"tcp\"], \"ports\": [443], "
+                                 "\"destinations\": [\"93.184.216.0/24\"]"),
+                     s.s)) {
+    return;
+  }
+  sent_packet sp[8];
+  int n = wait_sent(sp, 2, 5000);
+  if (n >= 2) {
+    expect_packet(&sp[0], "SYN to D:443, redirected", ax, axn, 0, 7, 3);
+    expect_packet(&sp[1], "the proxy's SYN-ACK from the app port, rewritten", rx, rxn, 0, 7, 3);
+  }
+  Sleep(200);
+  char *log = read_file(g_log);
+  char filter[1024];
+  opened_filter(log, 3, filter, sizeof filter);
+  const char *want = "(ip or ipv6) and tcp and not loopback and ((remotePort == 443 and (remoteAddr >= 93.184.216.0 "
+                     "and remoteAddr <= 93.184.216.255)) or (localPort == 443 and (localAddr >= 93.184.216.0 and "
+                     "localAddr <= 93.184.216.255)) or localPort == 8080)";
+  CHECK(strcmp(filter, want) == 0, "the NETWORK filter\n  is       %s\n  expected %s", filter, want);
+  CHECK(count_lines(log, "undiverted layer=NETWORK") == 3,
+        "D:80, the UDP datagram and the connection to a listener at an address outside the destinations were not "
+        "diverted:\n%s",
+        log);
+  CHECK(n == 2 && received_by(log, 3) == 2, "%d sent, %d received", n, received_by(log, 3));
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A configuration change that changes the filter, with packets in flight:
+ * the new NETWORK handle opens (above the old one: it diverts first), the
+ * old one's receive side is shut, the packet thread drains it, then takes
+ * the new one and closes the old. Every packet is handled once, in order;
+ * what the library sends meanwhile goes through the old handle, so the
+ * stand-in (which, like the driver, offers a packet a handle sends to the
+ * handles below it) never diverts it again. */
+TEST_CASE(filter_switch) {
+  uint8_t s1[256], s1x[256], k1[256], k1x[256], s2[256], s3[256], s3x[256];
+  tu_tuple f1 = tuple(0, C4, 50030, D4, 80), f1x = tuple(0, D4, 50030, C4, APP_PORT);
+  tu_tuple f2 = tuple(0, C4, 50031, D4, 443);
+  tu_tuple f3 = tuple(0, C4, 50032, D4, 443), f3x = tuple(0, D4, 50032, C4, APP_PORT);
+  size_t s1n = tu_tcp(s1, &f1, 1, 0, TU_SYN, NULL), s1xn = tu_tcp(s1x, &f1x, 1, 0, TU_SYN, NULL);
+  size_t k1n = tu_tcp(k1, &f1, 2, 7, TU_ACK, NULL), k1xn = tu_tcp(k1x, &f1x, 2, 7, TU_ACK, NULL);
+  size_t s2n = tu_tcp(s2, &f2, 1, 0, TU_SYN, NULL);
+  size_t s3n = tu_tcp(s3, &f3, 1, 0, TU_SYN, NULL), s3xn = tu_tcp(s3x, &f3x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  for (uint16_t port = 50030; port <= 50032; port++) {
+    sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, port),
+              ep(0, D4, port == 50030 ? 80 : 443));
+  }
+  sb_printf(&s, "delay 100\nrecv_block\n");
+  sb_packet(&s, "out if=7 sub=3", s1, s1n); /* both filters: queued in the old handle */
+  sb_packet(&s, "out if=7 sub=3", s2, s2n); /* the new filter only: not diverted yet */
+  sb_printf(&s, "mark queued\ngate switch\n");
+  sb_packet(&s, "out if=7 sub=3", k1, k1n); /* both: the new handle, above */
+  sb_packet(&s, "out if=7 sub=3", s3, s3n); /* the new filter only */
+  sb_printf(&s, "recv_unblock\n");
+  const char *tcp80 = "\"protocols\": [\"tcp\"], \"ports\": [80]";
+  if (!session_start(config_pids("1234", tcp80), s.s)) return;
+  CHECK(wait_lines("mark queued", 1, 5000), "the first packets were queued");
+  CHECK(set_redirector_config(config_pids("1234", "\"protocols\": [\"tcp\"], \"ports\": [80, 443]")) == 0,
+        "new config: %s", last_error());
+  CHECK(wait_lines("shutdown id=3 how=1", 1, 5000), "the old handle's receive side was shut down");
+  char *log = read_file(g_log);
+  const char *opened = strstr(log, "open id=4 layer=NETWORK"), *shut = strstr(log, "shutdown id=3 how=1");
+  CHECK(opened && shut && opened < shut, "the new NETWORK handle opened before the old one stopped diverting:\n%s",
+        log);
+  CHECK(received_by(log, 3) == 0 && count_lines(log, "close id=3") == 0,
+        "the old handle is still to be drained (its queue is held back)");
+  free(log);
+  open_gate("switch");
+  sent_packet sp[8];
+  int n = wait_sent(sp, 3, 5000);
+  if (n >= 3) {
+    expect_packet(&sp[0], "f1's SYN, from the old handle", s1x, s1xn, 0, 7, 3);
+    expect_packet(&sp[1], "f1's ACK, from the new handle", k1x, k1xn, 0, 7, 3);
+    expect_packet(&sp[2], "f3's SYN, from the new handle", s3x, s3xn, 0, 7, 3);
+  }
+  Sleep(300);
+  log = read_file(g_log);
+  char f_old[512], f_new[512];
+  opened_filter(log, 3, f_old, sizeof f_old);
+  opened_filter(log, 4, f_new, sizeof f_new);
+  CHECK(strstr(f_old, "remotePort == 80") && !strstr(f_old, "443"), "old filter: %s", f_old);
+  CHECK(strstr(f_new, "remotePort == 80") && strstr(f_new, "remotePort == 443"), "new filter: %s", f_new);
+  CHECK(n == 3 && count_lines(log, "send id=") == 3, "3 packets sent once each (%d)", count_lines(log, "send id="));
+  CHECK(received_by(log, 3) == 1 && received_by(log, 4) == 2, "received: %d from the old handle, %d from the new",
+        received_by(log, 3), received_by(log, 4));
+  CHECK(count_lines(log, "undiverted layer=NETWORK") == 1, "only f2's SYN (before the change) was not diverted");
+  CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0 && count_lines(log, "dropped") == 0,
+        "nothing diverted twice, re-injected at close, or dropped:\n%s", log);
+  const char *send_old = strstr(log, "sendex id=3 count=1"), *closed = strstr(log, "close id=3"),
+             *send_new = strstr(log, "sendex id=4");
+  CHECK(send_old && closed && send_new && send_old < closed && closed < send_new,
+        "sent through the old handle until it was drained and closed, then through the new one:\n%s", log);
+  redirector_stats st = stats_now();
+  CHECK(st.packets == 3 && st.rewritten == 3, "the engine saw 3 packets (%llu), rewrote 3 (%llu)",
+        (unsigned long long)st.packets, (unsigned long long)st.rewritten);
+  char diag[4096];
+  redirector_diagnostics(diag, sizeof diag);
+  CHECK(strstr(diag, "1 changes") && strstr(diag, "remotePort == 443") && !strstr(diag, "last change failed"),
+        "diagnostics: %s", diag);
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A narrower configuration does not strand a redirected flow: its packets
+ * stay diverted (and redirected) until it ends; then the filter narrows. */
+TEST_CASE(filter_keeps_flow) {
+  uint8_t q[3][256], qx[3][256];
+  size_t qn[3], qxn[3];
+  tu_tuple up = tuple(0, C4, 53050, S4, 53), up_x = tuple(0, S4, 53050, C4, APP_PORT);
+  for (int i = 0; i < 3; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "query %d", i);
+    qn[i] = tu_udp(q[i], &up, text);
+    qxn[i] = tu_udp(qx[i], &up_x, text);
+  }
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 53050),
+            ep(0, S4, 53));
+  sb_packet(&s, "out if=7 sub=3", q[0], qn[0]);
+  sb_printf(&s, "wait_sent 1\ngate changed\n");
+  sb_packet(&s, "out if=7 sub=3", q[1], qn[1]);
+  sb_printf(&s, "wait_sent 2\ngate narrowed\n");
+  sb_packet(&s, "out if=7 sub=3", q[2], qn[2]);
+  const char *udp = "\"protocols\": [\"udp\"], \"udp_idle_timeout_ms\": 1000, \"ports\": ";
+  char a[128], b[128];
+  snprintf(a, sizeof a, "%s[53]", udp);
+  snprintf(b, sizeof b, "%s[443]", udp);
+  if (!session_start(config_pids("1234", a), s.s)) return;
+  sent_packet sp[8];
+  wait_sent(sp, 1, 5000);
+  CHECK(set_redirector_config(config_pids("1234", b)) == 0, "new config: %s", last_error());
+  CHECK(wait_lines("open id=4 layer=NETWORK", 1, 5000), "a new filter");
+  open_gate("changed");
+  int n = wait_sent(sp, 2, 5000);
+  /* Idle for the flow's 1 s: it ends, and the filter narrows again. */
+  CHECK(wait_lines("open id=5 layer=NETWORK", 1, 8000), "a narrower filter once the flow ended");
+  open_gate("narrowed");
+  CHECK(wait_lines("undiverted layer=NETWORK", 1, 5000), "the flow's next datagram is not diverted any more");
+  for (int i = 0; i < n && i < 2; i++) {
+    expect_packet(&sp[i], "a datagram of the flow, redirected", qx[i], qxn[i], 0, 7, 3);
+  }
+  CHECK(n == 2, "%d sent", n);
+  char *log = read_file(g_log);
+  char f3[512], f4[512], f5[512];
+  opened_filter(log, 3, f3, sizeof f3);
+  opened_filter(log, 4, f4, sizeof f4);
+  opened_filter(log, 5, f5, sizeof f5);
+  CHECK(strcmp(f3, "(ip or ipv6) and udp and not loopback and (remotePort == 53 or localPort == 53 or "
+                   "localPort == 8080)") == 0,
+        "first: %s", f3);
+  CHECK(strcmp(f4, "(ip or ipv6) and udp and not loopback and ((remotePort == 53 or remotePort == 443) or "
+                   "localPort == 443 or localPort == 8080)") == 0,
+        "while the flow lives: %s", f4);
+  CHECK(strcmp(f5, "(ip or ipv6) and udp and not loopback and (remotePort == 443 or localPort == 443 or "
+                   "localPort == 8080)") == 0,
+        "after it: %s", f5);
+  CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0, "no packet seen twice");
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A new app port: the filter diverts it before the engine redirects to it,
+ * and keeps the old one while a flow redirected there lives. */
+TEST_CASE(filter_app_port) {
+  enum { NEW_PORT = 9090 };
+  uint8_t s1[256], s1x[256], r1[256], r1x[256], s2[256], s2x[256], r2[256], r2x[256];
+  tu_tuple f1 = tuple(0, C4, 50060, D4, 443), f1x = tuple(0, D4, 50060, C4, APP_PORT);
+  tu_tuple p1 = tuple(0, C4, APP_PORT, D4, 50060), p1x = tuple(0, D4, 443, C4, 50060);
+  tu_tuple f2 = tuple(0, C4, 50061, D4, 443), f2x = tuple(0, D4, 50061, C4, NEW_PORT);
+  tu_tuple p2 = tuple(0, C4, NEW_PORT, D4, 50061), p2x = tuple(0, D4, 443, C4, 50061);
+  size_t s1n = tu_tcp(s1, &f1, 1, 0, TU_SYN, NULL), s1xn = tu_tcp(s1x, &f1x, 1, 0, TU_SYN, NULL);
+  size_t r1n = tu_tcp(r1, &p1, 9, 2, TU_SYN | TU_ACK, NULL), r1xn = tu_tcp(r1x, &p1x, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t s2n = tu_tcp(s2, &f2, 1, 0, TU_SYN, NULL), s2xn = tu_tcp(s2x, &f2x, 1, 0, TU_SYN, NULL);
+  size_t r2n = tu_tcp(r2, &p2, 9, 2, TU_SYN | TU_ACK, NULL), r2xn = tu_tcp(r2x, &p2x, 9, 2, TU_SYN | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50060), ep(0, D4, 443));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50061),
+            ep(0, D4, 443));
+  sb_packet(&s, "out if=7 sub=3", s1, s1n);
+  sb_printf(&s, "wait_sent 1\ngate port\n");
+  sb_packet(&s, "out if=7 sub=3", r1, r1n);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "out if=7 sub=3", s2, s2n);
+  sb_printf(&s, "wait_sent 3\n");
+  sb_packet(&s, "out if=7 sub=3", r2, r2n);
+  if (!session_start(config_pids("1234", "\"ports\": [443]"), s.s)) return;
+  sent_packet sp[8];
+  wait_sent(sp, 1, 5000);
+  CHECK(redirector_set_app_port(NEW_PORT) == 0, "new app port: %s", last_error());
+  char *log = read_file(g_log);
+  char f[512];
+  opened_filter(log, 4, f, sizeof f);
+  CHECK(strstr(f, "localPort == 8080 or localPort == 9090)") != NULL,
+        "the new port is diverted when the call returns, the old one still: %s", f);
+  free(log);
+  open_gate("port");
+  int n = wait_sent(sp, 4, 5000);
+  if (n >= 4) {
+    expect_packet(&sp[0], "f1's SYN to the old port", s1x, s1xn, 0, 7, 3);
+    expect_packet(&sp[1], "the proxy's SYN-ACK from the old port", r1x, r1xn, 0, 7, 3);
+    expect_packet(&sp[2], "f2's SYN to the new port", s2x, s2xn, 0, 7, 3);
+    expect_packet(&sp[3], "the proxy's SYN-ACK from the new port", r2x, r2xn, 0, 7, 3);
+  }
+  session_stop();
   free(s.s);
 }
 
