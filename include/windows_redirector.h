@@ -158,6 +158,13 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  * The calling process, PID 0 and, on Windows, PID 4 (the System process)
  * are never intercepted.
  *
+ * On Windows the capture follows the configuration too: WinDivert diverts
+ * to the library only the traffic it may redirect: the protocols; loopback
+ * traffic only when "loopback" is not bypassed; with ports or destinations,
+ * only the flows they name (outbound: the destination; inbound: the
+ * listener) and the app port's; and the flows already redirected, until
+ * they end. Everything else never waits on the library.
+ *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
  * it is not valid UTF-8. -2 also covers a configuration that could not be
@@ -176,9 +183,11 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void);
  * proxy listens. Redirected connections (outbound ones of intercepted
  * processes, and inbound ones to their listening sockets) arrive there.
  * Connections already redirected keep their port. 0 unsets it;
- * start_redirector() fails while it is unset. While running, if the capture
- * cannot be set up for the new port (Linux: iptables failed, or more than 16
- * ports in one run), the port in force stays and redirector_last_error()
+ * start_redirector() fails while it is unset. While running, the capture is
+ * set up for the new port before it is used (Windows: the NETWORK filter
+ * diverts it when this returns); if that cannot be done (Linux: iptables
+ * failed, or more than 16 ports in one run; Windows: a new WinDivert handle
+ * could not be opened), the port in force stays and redirector_last_error()
  * says why (code REDIRECTOR_EINIT).
  */
 WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
@@ -384,7 +393,8 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
  * One line about the running capture set-up, for people reading logs: on
  * Windows the WinDivert.dll used, the other WinDivert handles found at start
  * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters, where the app port is listened on now and what is
+ * priorities, filters (the NETWORK one built from the configuration, and
+ * how often it changed), where the app port is listened on now and what is
  * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
  * ..."), and error counts; on Linux the queue and rules.
  *
