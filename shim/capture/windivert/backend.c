@@ -540,6 +540,7 @@ static int take_next(wr_backend *b) {
     memcpy(b->filter, b->next_filter, sizeof b->filter);
     b->filter_info = b->next_info;
     b->filter_changes++;
+    b->filter_failure[0] = '\0'; /* a change went through since */
     ReleaseSRWLockExclusive(&b->diag_lock);
   }
   ReleaseSRWLockExclusive(&b->net_lock);
