@@ -141,7 +141,10 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   protocols             ["tcp", "udp"] (default both)
  *   directions            ["outbound", "inbound"] (default both); inbound means
  *                         connections to listening sockets of intercepted
- *                         processes
+ *                         processes (on Windows, a local client's loopback
+ *                         connection to such a listener is only the client's
+ *                         outbound flow: it is redirected only when the
+ *                         client is intercepted)
  *   ports, exclude_ports  destination ports: 443 or "8000-8100"
  *   destinations, exclude_destinations
  *                         destination ranges: "198.18.0.0/15", "fd00::/8"

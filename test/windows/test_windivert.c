@@ -847,6 +847,108 @@ TEST_CASE(owner_from_table) {
   free(s.s);
 }
 
+/* Loopback interception (a configuration whose bypass leaves out
+ * "loopback"): an intercepted process's TCP and UDP exchanges with a service
+ * on 127.0.0.1 or ::1, IPv4 and IPv6. The driver sees loopback traffic only
+ * as outbound, and an inbound injection on loopback is never received, so
+ * every rewritten packet, both ways, goes out outbound with its loopback
+ * flag; the proxy's look-up finds the original destination. */
+static void loopback_session(int v6) {
+  static const uint8_t L4[4] = {127, 0, 0, 1}, L6[16] = {[15] = 1};
+  const uint8_t *L = v6 ? L6 : L4;
+  uint16_t c = 51000, d = 5432, u = 51001, ud = 5353;
+  uint8_t pk[6][256], ex[6][256];
+  size_t pn[6], en[6];
+  tu_tuple up = tuple(v6, L, c, L, d), up_x = tuple(v6, L, c, L, APP_PORT);
+  tu_tuple proxy = tuple(v6, L, APP_PORT, L, c), proxy_x = tuple(v6, L, d, L, c);
+  tu_tuple q = tuple(v6, L, u, L, ud), q_x = tuple(v6, L, u, L, APP_PORT);
+  tu_tuple a = tuple(v6, L, APP_PORT, L, u), a_x = tuple(v6, L, ud, L, u);
+  pn[0] = tu_tcp(pk[0], &up, 100, 0, TU_SYN, NULL);
+  en[0] = tu_tcp(ex[0], &up_x, 100, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &proxy, 700, 101, TU_SYN | TU_ACK, NULL);
+  en[1] = tu_tcp(ex[1], &proxy_x, 700, 101, TU_SYN | TU_ACK, NULL);
+  pn[2] = tu_tcp(pk[2], &up, 101, 701, TU_PSH | TU_ACK, "ping");
+  en[2] = tu_tcp(ex[2], &up_x, 101, 701, TU_PSH | TU_ACK, "ping");
+  pn[3] = tu_tcp(pk[3], &proxy, 701, 105, TU_PSH | TU_ACK, "pong");
+  en[3] = tu_tcp(ex[3], &proxy_x, 701, 105, TU_PSH | TU_ACK, "pong");
+  pn[4] = tu_udp(pk[4], &q, "query");
+  en[4] = tu_udp(ex[4], &q_x, "query");
+  pn[5] = tu_udp(pk[5], &a, "answer");
+  en[5] = tu_udp(ex[5], &a_x, "answer");
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s loopback\n", FAKE_PID, ep(v6, L, c),
+            ep(v6, L, d));
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s loopback\ndelay 100\n", FAKE_PID,
+            ep(v6, L, u), ep(v6, L, ud));
+  for (int i = 0; i < 6; i++) {
+    sb_packet(&s, "out loopback if=1 sub=0", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 6, 5000);
+  static const char *const what[] = {"client SYN", "proxy SYN-ACK", "client data",
+                                     "proxy data", "UDP query",     "UDP answer"};
+  for (int i = 0; i < n && i < 6; i++) {
+    expect_packet(&sp[i], what[i], ex[i], en[i], 1, 1, 0);
+    CHECK(sp[i].loopback == 1, "%s: loopback flag kept", what[i]);
+  }
+  CHECK(n == 6, "%d packets sent, expected 6", n);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, v6, L, c, L, &o) == 0, "TCP lookup: %s", last_error());
+  CHECK(same_endpoint(&o.destination, v6, L, d) && o.pid == FAKE_PID, "TCP origin: the loopback service, pid %u",
+        o.pid);
+  CHECK(lookup_peer(REDIRECTOR_UDP, v6, L, u, L, &o) == 0, "UDP lookup: %s", last_error());
+  CHECK(same_endpoint(&o.destination, v6, L, ud) && o.pid == FAKE_PID, "UDP origin: the loopback service, pid %u",
+        o.pid);
+  session_stop();
+  free(s.s);
+}
+
+TEST_CASE(loopback_v4) { loopback_session(0); }
+TEST_CASE(loopback_v6) { loopback_session(1); }
+
+/* A local client of an intercepted process's listener: on loopback the
+ * driver sees the client's packets and the listener's replies only as
+ * outbound, never an inbound connection to the listener, so the connection
+ * is not taken for an inbound one. It is the client's outbound flow, and the
+ * client is not intercepted: every packet passes unchanged. */
+TEST_CASE(loopback_local_client) {
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t syn[256], sa[256], ack[256];
+  tu_tuple in = tuple(0, L, 41000, L, 8443), reply = tuple(0, L, 8443, L, 41000);
+  size_t sn = tu_tcp(syn, &in, 1, 0, TU_SYN, NULL), an = tu_tcp(sa, &reply, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t kn = tu_tcp(ack, &in, 2, 10, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=127.0.0.1:8443\n", FAKE_PID);
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=127.0.0.1:41000 remote=127.0.0.1:8443 loopback\n"
+            "delay 100\n",
+            OTHER_PID);
+  sb_packet(&s, "out loopback if=1 sub=0", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out loopback if=1 sub=0", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "out loopback if=1 sub=0", ack, kn);
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 3, 5000);
+  const uint8_t *want[] = {syn, sa, ack};
+  const size_t wn[] = {sn, an, kn};
+  static const char *const what[] = {"client SYN", "listener SYN-ACK", "client ACK"};
+  for (int i = 0; i < n && i < 3; i++) {
+    char *hex = malloc(2 * wn[i] + 1);
+    tu_hex(want[i], wn[i], hex);
+    CHECK(strcmp(sp[i].hex, hex) == 0 && sp[i].outbound == 1 && sp[i].loopback == 1, "%s passes unchanged",
+          what[i]);
+    free(hex);
+  }
+  CHECK(n == 3, "%d packets sent, expected 3", n);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, 41000, L, &o) != 0, "no origin for a connection that was not redirected");
+  session_stop();
+  free(s.s);
+}
+
 /* ------------------------------------------------------------------------
  * Cases: stop, configuration, batches, traps */
 
