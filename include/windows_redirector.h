@@ -52,7 +52,8 @@
 #endif
 #else
 /* No dllimport: the same declarations link against the DLL's import library
- * and against the static library. */
+ * (libwindows_redirector.dll.a, or windows_redirector.lib for MSVC) and
+ * against the static library, with no define either way. */
 #define WINDOWS_REDIRECTOR_API
 #endif
 
