@@ -151,6 +151,8 @@ export const STATS = [
   ["bypassed", "packets of bypassed classes (loopback, ...)"],
   ["lookups", "lookups answered"],
   ["lookup_misses", "lookups with no match"],
+  ["redirected_syn_unanswered", "redirected TCP connections whose SYN the proxy did not answer within 1 s"],
+  ["redirected_syn_refused", "redirected TCP connections whose SYN the proxy answered with a RST within 1 s"],
 ] as const;
 
 export type StatName = (typeof STATS)[number][0];

@@ -291,6 +291,11 @@ type Stats struct {
 	EngineRestarts  uint64 // engine failures survived (since load)
 	FlowCapacity    uint64 // flow table size
 	BytesPerFlow    uint64 // memory per flow table entry
+	// Redirected TCP connections the proxy did not take (Diagnostics names
+	// the likely causes): its SYN got no answer from the app port within
+	// 1 s, or a RST (nothing listening there for it).
+	RedirectedSynUnanswered uint64
+	RedirectedSynRefused    uint64
 }
 
 // Stats returns the counters of the running redirector (after Stop: of the

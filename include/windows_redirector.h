@@ -313,6 +313,14 @@ typedef struct redirector_stats {
   uint64_t engine_restarts;  /* engine failures survived (since load) */
   uint64_t flow_capacity;    /* flow table size */
   uint64_t bytes_per_flow;   /* memory per flow table entry */
+  /* Redirected TCP connections the proxy did not take, counted once each at
+   * most, in one of the two (redirector_diagnostics names the likely causes
+   * when either is not zero): */
+  uint64_t redirected_syn_unanswered; /* its SYN got no answer from the app
+                                         port within 1 s (dropped on the way:
+                                         a firewall, another filter) */
+  uint64_t redirected_syn_refused;    /* answered with a RST within 1 s:
+                                         nothing listens there for it */
 } redirector_stats;
 
 /*
