@@ -394,13 +394,22 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
  * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
  * priorities, filters, where the app port is listened on now and what is
  * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
- * ..."), and error counts; on Linux the queue and rules.
+ * ..."), and error counts; on Linux the queue and rules. On both, when
+ * redirector_stats.redirected_syn_unanswered or redirected_syn_refused is
+ * not zero, that counter by name, its value and the likely causes
+ * ("redirected_syn_unanswered N: ... Likely: ...").
  *
  * On Windows a redirected connection reaches the proxy as inbound traffic
  * from a remote address, addressed to the client's own address: the proxy
  * must listen on the wildcard address of each family it serves (0.0.0.0 and
  * [::], or a dual-stack [::]), and Windows Defender Firewall must allow
- * inbound connections to the app port.
+ * inbound connections to the app port, e.g. (PowerShell, as administrator;
+ * once more with -Protocol UDP when UDP is intercepted):
+ *   New-NetFirewallRule -DisplayName "windows-redirector app port"
+ *     -Direction Inbound -Action Allow -Protocol TCP -LocalPort 8080
+ * Without that rule the firewall drops redirected SYNs silently
+ * (redirected_syn_unanswered). On Linux the proxy must listen on the
+ * client's address too (the wildcard address of each family does).
  * Copies like redirector_last_error (buf may be NULL when len is 0) and
  * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
  */

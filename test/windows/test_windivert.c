@@ -439,6 +439,51 @@ TEST_CASE(udp) {
   free(s.s);
 }
 
+/* A redirected SYN the proxy never answers counts once, after a second; one
+ * it refuses (RST) counts at once; the diagnostics name each counter with its
+ * likely causes. */
+TEST_CASE(syn_unanswered) {
+  uint16_t c1 = 50001, c2 = 50002;
+  uint8_t pk[3][128];
+  size_t pn[3];
+  tu_tuple up1 = tuple(0, C4, c1, D4, 80), up2 = tuple(0, C4, c2, D4, 80), proxy2 = tuple(0, C4, APP_PORT, D4, c2);
+  pn[0] = tu_tcp(pk[0], &up1, 1000, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &up2, 2000, 0, TU_SYN, NULL);
+  pn[2] = tu_tcp(pk[2], &proxy2, 0, 2001, TU_RST | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, c1), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, c2),
+            ep(0, D4, 80));
+  for (int i = 0; i < 3; i++) {
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  CHECK(wait_sent(sp, 3, 5000) == 3, "both SYNs to the proxy, the RST back to the client");
+  redirector_stats st;
+  for (int waited = 0; waited < 10000; waited += 50) {
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(redirector_get_stats(&st) == 0, "stats: %s", last_error());
+    if (st.redirected_syn_unanswered > 0) break;
+    Sleep(50);
+  }
+  CHECK(st.redirected_syn_unanswered == 1 && st.redirected_syn_refused == 1, "unanswered %llu, refused %llu",
+        (unsigned long long)st.redirected_syn_unanswered, (unsigned long long)st.redirected_syn_refused);
+  char diag[8192];
+  int32_t n = redirector_diagnostics(diag, sizeof diag);
+  CHECK(n > 0 && (size_t)n < sizeof diag, "diagnostics: %d", n);
+  CHECK(strstr(diag, "redirected_syn_unanswered 1: redirected connections got no answer from app port 8080 within "
+                     "1 s. Likely: no inbound rule of Windows Defender Firewall allows the app port") != NULL,
+        "unanswered, with its causes: %s", diag);
+  CHECK(strstr(diag, "redirected_syn_refused 1: app port 8080 answered redirected connections with a RST. Likely: "
+                     "the proxy not listening on the wildcard address") != NULL,
+        "refused, with its causes: %s", diag);
+  session_stop();
+  free(s.s);
+}
+
 /* A connection to a listener of an intercepted process goes to the app port. */
 TEST_CASE(inbound) {
   uint8_t syn[256], synx[256], sa[256], sax[256], ack[256], ackx[256];

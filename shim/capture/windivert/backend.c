@@ -1036,15 +1036,22 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
     if (buf && len) buf[0] = '\0';
     return 0;
   }
-  char listening[768];
+  char listening[768], syns[768];
   listen_report(b, listening, sizeof listening);
+  wr_capture_syn_report(b->capture,
+                        "no inbound rule of Windows Defender Firewall allows the app port (it drops the SYN, and "
+                        "hides a port nothing listens on), the proxy not listening on the wildcard address of that "
+                        "family (0.0.0.0, [::]), or another filter driver dropping packets to the port",
+                        "the proxy not listening on the wildcard address of that family (0.0.0.0, [::]), or not "
+                        "listening at all",
+                        syns, sizeof syns);
   uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
   snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
            (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
            (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
-  int n = snprintf(buf, len, "%s%s%s", b->diag, listening, tail);
+  int n = snprintf(buf, len, "%s%s%s%s", b->diag, listening, syns, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
