@@ -107,6 +107,14 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  * this library's priority, not running as Administrator/root, ...):
  * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
+ *
+ * On Windows it also looks whether the app port is listened on as redirects
+ * need (see redirector_diagnostics), for the protocols the configuration
+ * intercepts. It starts either way (the proxy may begin listening later),
+ * and what is wrong leads redirector_diagnostics for the whole run:
+ * "warning at start: app port P: TCP bound to a specific address only
+ * (127.0.0.1), not 0.0.0.0 or [::]: redirects will be refused; ... listen
+ * on 0.0.0.0 and [::] ...". Read it after start and log it.
  */
 WINDOWS_REDIRECTOR_API int32_t start_redirector(void);
 
@@ -390,14 +398,16 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
 /*
  * One line about the running capture set-up, for people reading logs: on
- * Windows the WinDivert.dll used, the other WinDivert handles found at start
- * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters, where the app port is listened on now and what is
- * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
- * ..."), and error counts; on Linux the queue and rules. On both, when
- * redirector_stats.redirected_syn_unanswered or redirected_syn_refused is
- * not zero, that counter by name, its value and the likely causes
- * ("redirected_syn_unanswered N: ... Likely: ...").
+ * Windows first "warning at start: ..." when start_redirector found the app
+ * port not listened on as redirects need, then the WinDivert.dll used, the
+ * other WinDivert handles found at start ("other WinDivert handles: N (pids
+ * ...)", a common cause of odd traffic), priorities, filters, where the app
+ * port is listened on now, for the protocols the configuration intercepts,
+ * and what is wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not
+ * listening ..."), and error counts; on Linux the queue and rules. On both,
+ * when redirector_stats.redirected_syn_unanswered or
+ * redirected_syn_refused is not zero, that counter by name, its value and
+ * the likely causes ("redirected_syn_unanswered N: ... Likely: ...").
  *
  * On Windows a redirected connection reaches the proxy as inbound traffic
  * from a remote address, addressed to the client's own address: the proxy

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "wd_sockets.h"
 #include "wd_test_util.h"
 #include "windows_redirector.h"
 
@@ -252,16 +253,20 @@ static int lookup_peer(int proto, int v6, const uint8_t *peer_addr, uint16_t pee
 
 static void reset_log(void) { DeleteFileA(g_log); }
 
-/* Configures, writes the script, starts. */
-static int session_start(const char *config, const char *script) {
+/* Configures (app port `port`), writes the script, starts. */
+static int session_start_on(uint16_t port, const char *config, const char *script) {
   CHECK(set_redirector_config(config) == 0, "config %s: %s", config, last_error());
-  update_app_port(APP_PORT);
+  update_app_port(port);
   CHECK(redirector_set_windivert_path(g_fakewd) == 0, "set path");
   reset_log();
   write_script(script);
   int rc = start_redirector();
   CHECK(rc == 0, "start_redirector = %d: %s", rc, last_error());
   return rc == 0;
+}
+
+static int session_start(const char *config, const char *script) {
+  return session_start_on(APP_PORT, config, script);
 }
 
 static void session_stop(void) {
@@ -482,6 +487,48 @@ TEST_CASE(syn_unanswered) {
         "refused, with its causes: %s", diag);
   session_stop();
   free(s.s);
+}
+
+/* start_redirector does not refuse to start while the app port is not
+ * listened on as redirects need (the proxy may listen later), but it looks:
+ * redirector_diagnostics then begins with a warning naming what to listen
+ * on, for the protocols the configuration intercepts. */
+TEST_CASE(start_warning) {
+  uint16_t port = free_port();
+  char diag[8192], want[256];
+  SOCKET lo = listen_on(4, "127.0.0.1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
+  const char *tcp_only = config_pids("1234", "\"protocols\": [\"tcp\"]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want,
+             "warning at start: app port %u: TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]: "
+             "redirects will be refused; a redirected connection arrives addressed to the client's own address, so "
+             "listen on 0.0.0.0 and [::]",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "127.0.0.1 only:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    CHECK(strstr(diag, "UDP") == NULL, "UDP is not intercepted, so not looked at: %s", diag);
+    session_stop();
+  }
+  closesocket(lo);
+  SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
+  CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    CHECK(strstr(diag, "warning") == NULL, "both wildcards: no warning: %s", diag);
+    CHECK(strstr(diag, "TCP on 0.0.0.0 and [::];") != NULL, "both wildcards: %s", diag);
+    session_stop();
+  }
+  /* Both protocols intercepted: UDP, not listened on, is what is wrong. */
+  if (session_start_on(port, config_pids("1234", NULL), "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want, "warning at start: app port %u: UDP not listening: its redirects will be refused;",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "no UDP:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    session_stop();
+  }
+  closesocket(any4);
+  closesocket(any6);
 }
 
 /* A connection to a listener of an intercepted process goes to the app port. */
