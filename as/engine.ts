@@ -17,8 +17,8 @@ import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
 import { TcpFlag } from "./wire/tcp";
 import {
-  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
+  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
+  flowLinkProxy, proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
@@ -206,7 +206,9 @@ function decide(f: usize, pid: u32, proc: u32): void {
   flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
   flow(f).tcpState = <u8>TcpState.Syn;
   flowLinkProxy(f);
-  flowTouch(f, tcp ? List.RShort : List.Udp, now);
+  // A TCP flow is decided on its SYN, which goes to the proxy now: it waits
+  // on RSyn for the proxy's answer.
+  flowTouch(f, tcp ? List.RSyn : List.Udp, now);
   flow(f).flags = flow(f).flags | FlowFlag.Opened;
   bump(Stat.flowsRedirected);
   eventPush(EventType.Opened, f, now);
@@ -282,9 +284,26 @@ function resolveOwnerless(f: usize): void {
 // ---------------------------------------------------------------------------
 // Packets
 
+/**
+ * A redirected SYN the proxy did not answer within SYN_ANSWER_MS: counted
+ * once (the flow leaves RSyn for good).
+ */
+function synUnanswered(f: usize): void {
+  bump(Stat.redirectedSynUnanswered);
+  flowTouch(f, List.RShort, now);
+}
+
 function trackTcp(f: usize, side: u32, pk: Packet): void {
   const fl = pk.tcpFlags;
   let st = <TcpState>flow(f).tcpState;
+  // Waiting for the proxy's answer to the redirected SYN (a late answer,
+  // before the tick has seen the wait is over, is still counted unanswered).
+  let waiting = flow(f).list == List.RSyn;
+  if (waiting && flowTimedOut(f, now)) {
+    synUnanswered(f);
+    waiting = false;
+  }
+  if (waiting && side == 1 && (fl & TcpFlag.RST) != 0) bump(Stat.redirectedSynRefused);
   if ((fl & TcpFlag.RST) != 0) {
     st = TcpState.Closed;
   } else {
@@ -296,7 +315,9 @@ function trackTcp(f: usize, side: u32, pk: Packet): void {
     if (st == TcpState.Syn && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = TcpState.Established;
   }
   flow(f).tcpState = <u8>st;
-  flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
+  // Still waiting (a retransmitted SYN): the flow stays where its first SYN
+  // put it, so RSyn keeps the order of first SYNs.
+  if (!waiting || st != TcpState.Syn) flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
   if (st >= TcpState.Closing) closedEvent(f);
@@ -544,7 +565,7 @@ export function takeQueries(out: usize, max: u32): u32 {
 // ---------------------------------------------------------------------------
 // Time
 
-/** Hold timeouts and idle expiry. */
+/** Hold timeouts, redirected SYNs left unanswered, idle expiry. */
 export function tick(t: u32): void {
   now = t;
   if (!started) return;
@@ -553,6 +574,11 @@ export function tick(t: u32): void {
     bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
     f = flowExpired(List.Pending, now);
+  }
+  f = flowExpired(List.RSyn, now);
+  while (f != 0) {
+    synUnanswered(f);
+    f = flowExpired(List.RSyn, now);
   }
   for (let l = List.Short; l <= List.Tcp; l++) {
     f = flowExpired(l, now);

@@ -34,6 +34,7 @@ import { flowsCapacity, flowsBytesPerFlow, flow } from "./flows";
 import { STATS, STATS_COUNT, bump, Stat } from "./stats";
 import {
   CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE, ORIGIN_PATH_ROOM, QUERY_SIZE,
+  Protocols,
 } from "../build/gen/contract";
 
 // @ts-ignore: decorator
@@ -172,6 +173,12 @@ export function eng_would_intercept(pid: u32, pathLen: u32): i32 {
   if (alwaysExcluded(pid)) return 0;
   if (pathLen > ioCap) pathLen = 0;
   return shouldIntercept(activePolicy, pid, ioPtr, pathLen) ? 1 : 0;
+}
+
+/** The protocols the policy in force intercepts (Protocols bits). */
+export function eng_protocols(): u32 {
+  const pol = activePolicy;
+  return (pol.tcp ? Protocols.Tcp : 0) | (pol.udp ? Protocols.Udp : 0);
 }
 
 /** Allocates the tables (sizes from the config in force) and starts. */

@@ -151,6 +151,8 @@ export const STATS = [
   ["bypassed", "packets of bypassed classes (loopback, ...)"],
   ["lookups", "lookups answered"],
   ["lookup_misses", "lookups with no match"],
+  ["redirected_syn_unanswered", "redirected TCP connections whose SYN the proxy did not answer within 1 s"],
+  ["redirected_syn_refused", "redirected TCP connections whose SYN the proxy answered with a RST within 1 s"],
 ] as const;
 
 export type StatName = (typeof STATS)[number][0];
@@ -168,6 +170,10 @@ export const ENUMS = {
   owner_kind: {
     as: "OwnerKind", c: "WR_OWNER_", doc: "Owner.kind",
     members: { connect: 1, accept: 2, bind: 3, listen: 4, close: 5, unknown: 6 },
+  },
+  protocols: {
+    as: "Protocols", c: "WR_PROTOS_", doc: "eng_protocols(): the protocols the configuration intercepts",
+    members: { tcp: 1, udp: 2 },
   },
 } as const;
 
@@ -334,8 +340,10 @@ export function generateC(): string {
   checks.forEach((c, i) => out.push(`  ${c}${i + 1 < checks.length ? "; \\" : ""}`));
   out.push(
     "",
-    "/* The counters in order: X(member of redirector_stats). */",
+    "/* The counters in order: X(member of redirector_stats), and each one's",
+    " * index (WR_STAT_<MEMBER>) in what wr_engine_stats copies. */",
     "#define WR_STATS_COUNT " + STATS.length + "u",
+    ...STATS.map(([name], i) => `#define WR_STAT_${name.toUpperCase()} ${i}u`),
     "#define WR_STATS_FOREACH(X) \\",
     ...STATS.map(([name], i) => `  X(${name})${i + 1 < STATS.length ? " \\" : ""}`),
     "",

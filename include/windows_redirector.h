@@ -108,6 +108,14 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  * this library's priority, not running as Administrator/root, ...):
  * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
+ *
+ * On Windows it also looks whether the app port is listened on as redirects
+ * need (see redirector_diagnostics), for the protocols the configuration
+ * intercepts. It starts either way (the proxy may begin listening later),
+ * and what is wrong leads redirector_diagnostics for the whole run:
+ * "warning at start: app port P: TCP bound to a specific address only
+ * (127.0.0.1), not 0.0.0.0 or [::]: redirects will be refused; ... listen
+ * on 0.0.0.0 and [::] ...". Read it after start and log it.
  */
 WINDOWS_REDIRECTOR_API int32_t start_redirector(void);
 
@@ -317,6 +325,14 @@ typedef struct redirector_stats {
   uint64_t engine_restarts;  /* engine failures survived (since load) */
   uint64_t flow_capacity;    /* flow table size */
   uint64_t bytes_per_flow;   /* memory per flow table entry */
+  /* Redirected TCP connections the proxy did not take, counted once each at
+   * most, in one of the two (redirector_diagnostics names the likely causes
+   * when either is not zero): */
+  uint64_t redirected_syn_unanswered; /* its SYN got no answer from the app
+                                         port within 1 s (dropped on the way:
+                                         a firewall, another filter) */
+  uint64_t redirected_syn_refused;    /* answered with a RST within 1 s:
+                                         nothing listens there for it */
 } redirector_stats;
 
 /*
@@ -386,17 +402,28 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
 /*
  * One line about the running capture set-up, for people reading logs: on
- * Windows the WinDivert.dll used, the other WinDivert handles found at start
- * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters, where the app port is listened on now and what is
- * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
- * ..."), and error counts; on Linux the queue and rules.
+ * Windows first "warning at start: ..." when start_redirector found the app
+ * port not listened on as redirects need, then the WinDivert.dll used, the
+ * other WinDivert handles found at start ("other WinDivert handles: N (pids
+ * ...)", a common cause of odd traffic), priorities, filters, where the app
+ * port is listened on now, for the protocols the configuration intercepts,
+ * and what is wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not
+ * listening ..."), and error counts; on Linux the queue and rules. On both,
+ * when redirector_stats.redirected_syn_unanswered or
+ * redirected_syn_refused is not zero, that counter by name, its value and
+ * the likely causes ("redirected_syn_unanswered N: ... Likely: ...").
  *
  * On Windows a redirected connection reaches the proxy as inbound traffic
  * from a remote address, addressed to the client's own address: the proxy
  * must listen on the wildcard address of each family it serves (0.0.0.0 and
  * [::], or a dual-stack [::]), and Windows Defender Firewall must allow
- * inbound connections to the app port.
+ * inbound connections to the app port, e.g. (PowerShell, as administrator;
+ * once more with -Protocol UDP when UDP is intercepted):
+ *   New-NetFirewallRule -DisplayName "windows-redirector app port"
+ *     -Direction Inbound -Action Allow -Protocol TCP -LocalPort 8080
+ * Without that rule the firewall drops redirected SYNs silently
+ * (redirected_syn_unanswered). On Linux the proxy must listen on the
+ * client's address too (the wildcard address of each family does).
  * Copies like redirector_last_error (buf may be NULL when len is 0) and
  * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
  */

@@ -331,7 +331,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len) {
-  char text[2048];
+  char text[8192]; /* more than a backend's parts add up to (WinDivert: about 5.5 KB at most) */
   lock_state();
   if (!g.running) {
     unlock_state();

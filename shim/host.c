@@ -324,6 +324,14 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
   return rc;
 }
 
+uint32_t wr_engine_protocols(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t bits = WR_PROTOS_TCP | WR_PROTOS_UDP;
+  WITH_ENGINE(e, NULL, 0, rc, { bits = Z_engineZ_eng_protocols(&e->inst); });
+  (void)rc;
+  return bits;
+}
+
 /* ------------------------------------------------------------------------
  * The packet path */
 
@@ -675,6 +683,12 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {
   });
   (void)rc;
   return count;
+}
+
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index) {
+  uint64_t c[WR_STATS_MAX] = {0};
+  size_t n = wr_engine_stats(e, c, WR_STATS_MAX);
+  return index < n && index < WR_STATS_MAX ? c[index] : 0;
 }
 
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow) {

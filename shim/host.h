@@ -35,6 +35,9 @@ typedef struct wr_engine wr_engine;
 #define WR_V_MODIFIED 1u /* send the rewritten bytes */
 #define WR_V_DROP 2u
 #define WR_V_HELD 3u /* kept by the engine; its final verdict comes later */
+/* Protocols (wr_engine_protocols bits) */
+#define WR_PROTOS_TCP 1u
+#define WR_PROTOS_UDP 2u
 /* Out-flags */
 #define WR_OUT_OUTBOUND 1u   /* inject as outbound (else inbound) */
 #define WR_OUT_CSUM_VALID 2u /* IP and transport checksums are correct */
@@ -143,6 +146,10 @@ void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
  * not, -1 if the path is too long, or WR_ENGINE_TRAPPED. */
 int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size_t len);
 
+/* The protocols the configuration in force intercepts (WR_PROTOS_* bits;
+ * both when the engine traps). */
+uint32_t wr_engine_protocols(wr_engine *e);
+
 /* Sizes the tables from the configuration in force and starts the packet
  * path. 0, or WR_ENGINE_TRAPPED. */
 int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
@@ -190,6 +197,8 @@ void wr_engine_wake_readers(void);
 
 /* Copies up to max counters; returns how many the engine has. */
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
+/* One counter by its index (WR_STAT_* in contract.h); 0 when there is none. */
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index);
 
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);

@@ -22,6 +22,7 @@ export interface EngineExports {
   eng_set_app_port(port: number): void;
   eng_app_port(): number;
   eng_would_intercept(pid: number, pathLen: number): number;
+  eng_protocols(): number;
   eng_arm_fault(bits: number): void;
 }
 

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "wd_sockets.h"
 #include "wd_test_util.h"
 #include "windows_redirector.h"
 
@@ -252,16 +253,20 @@ static int lookup_peer(int proto, int v6, const uint8_t *peer_addr, uint16_t pee
 
 static void reset_log(void) { DeleteFileA(g_log); }
 
-/* Configures, writes the script, starts. */
-static int session_start(const char *config, const char *script) {
+/* Configures (app port `port`), writes the script, starts. */
+static int session_start_on(uint16_t port, const char *config, const char *script) {
   CHECK(set_redirector_config(config) == 0, "config %s: %s", config, last_error());
-  update_app_port(APP_PORT);
+  update_app_port(port);
   CHECK(redirector_set_windivert_path(g_fakewd) == 0, "set path");
   reset_log();
   write_script(script);
   int rc = start_redirector();
   CHECK(rc == 0, "start_redirector = %d: %s", rc, last_error());
   return rc == 0;
+}
+
+static int session_start(const char *config, const char *script) {
+  return session_start_on(APP_PORT, config, script);
 }
 
 static void session_stop(void) {
@@ -437,6 +442,93 @@ TEST_CASE(udp) {
   CHECK(n == 2, "%d packets sent, expected 2", n);
   session_stop();
   free(s.s);
+}
+
+/* A redirected SYN the proxy never answers counts once, after a second; one
+ * it refuses (RST) counts at once; the diagnostics name each counter with its
+ * likely causes. */
+TEST_CASE(syn_unanswered) {
+  uint16_t c1 = 50001, c2 = 50002;
+  uint8_t pk[3][128];
+  size_t pn[3];
+  tu_tuple up1 = tuple(0, C4, c1, D4, 80), up2 = tuple(0, C4, c2, D4, 80), proxy2 = tuple(0, C4, APP_PORT, D4, c2);
+  pn[0] = tu_tcp(pk[0], &up1, 1000, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &up2, 2000, 0, TU_SYN, NULL);
+  pn[2] = tu_tcp(pk[2], &proxy2, 0, 2001, TU_RST | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, c1), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, c2),
+            ep(0, D4, 80));
+  for (int i = 0; i < 3; i++) {
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  CHECK(wait_sent(sp, 3, 5000) == 3, "both SYNs to the proxy, the RST back to the client");
+  redirector_stats st;
+  for (int waited = 0; waited < 10000; waited += 50) {
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(redirector_get_stats(&st) == 0, "stats: %s", last_error());
+    if (st.redirected_syn_unanswered > 0) break;
+    Sleep(50);
+  }
+  CHECK(st.redirected_syn_unanswered == 1 && st.redirected_syn_refused == 1, "unanswered %llu, refused %llu",
+        (unsigned long long)st.redirected_syn_unanswered, (unsigned long long)st.redirected_syn_refused);
+  char diag[8192];
+  int32_t n = redirector_diagnostics(diag, sizeof diag);
+  CHECK(n > 0 && (size_t)n < sizeof diag, "diagnostics: %d", n);
+  CHECK(strstr(diag, "redirected_syn_unanswered 1: redirected connections got no answer from app port 8080 within "
+                     "1 s. Likely: no inbound rule of Windows Defender Firewall allows the app port") != NULL,
+        "unanswered, with its causes: %s", diag);
+  CHECK(strstr(diag, "redirected_syn_refused 1: app port 8080 answered redirected connections with a RST. Likely: "
+                     "the proxy not listening on the wildcard address") != NULL,
+        "refused, with its causes: %s", diag);
+  session_stop();
+  free(s.s);
+}
+
+/* start_redirector does not refuse to start while the app port is not
+ * listened on as redirects need (the proxy may listen later), but it looks:
+ * redirector_diagnostics then begins with a warning naming what to listen
+ * on, for the protocols the configuration intercepts. */
+TEST_CASE(start_warning) {
+  uint16_t port = free_port();
+  char diag[8192], want[256];
+  SOCKET lo = listen_on(4, "127.0.0.1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
+  const char *tcp_only = config_pids("1234", "\"protocols\": [\"tcp\"]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want,
+             "warning at start: app port %u: TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]: "
+             "redirects will be refused; a redirected connection arrives addressed to the client's own address, so "
+             "listen on 0.0.0.0 and [::]",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "127.0.0.1 only:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    CHECK(strstr(diag, "UDP") == NULL, "UDP is not intercepted, so not looked at: %s", diag);
+    session_stop();
+  }
+  closesocket(lo);
+  SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
+  CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    CHECK(strstr(diag, "warning") == NULL, "both wildcards: no warning: %s", diag);
+    CHECK(strstr(diag, "TCP on 0.0.0.0 and [::];") != NULL, "both wildcards: %s", diag);
+    session_stop();
+  }
+  /* Both protocols intercepted: UDP, not listened on, is what is wrong. */
+  if (session_start_on(port, config_pids("1234", NULL), "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want, "warning at start: app port %u: UDP not listening: its redirects will be refused;",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "no UDP:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    session_stop();
+  }
+  closesocket(any4);
+  closesocket(any6);
 }
 
 /* A connection to a listener of an intercepted process goes to the app port. */

@@ -404,8 +404,16 @@ int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errl
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu", (unsigned)b->queue,
-                   b->rules.have_v6 ? "on" : "off", wr_capture_held(b->capture));
+  char syns[768];
+  wr_capture_syn_report(b->capture,
+                        "a firewall rule (iptables, nftables: INPUT) dropping packets to the app port, or the proxy "
+                        "not accepting (its listen backlog full)",
+                        "the proxy not listening on the app port in that family, or bound to another address (a "
+                        "redirected connection arrives addressed to the client's own address: listen on 0.0.0.0 "
+                        "and [::])",
+                        syns, sizeof syns);
+  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu%s", (unsigned)b->queue,
+                   b->rules.have_v6 ? "on" : "off", wr_capture_held(b->capture), syns);
   return n < 0 ? 0 : (size_t)n;
 }
 
