@@ -215,7 +215,8 @@ function hashKey(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): u3
   return h;
 }
 
-function addrEq(a: usize, b: usize, v6: bool): bool {
+/** Are two addresses (4 or 16 bytes) equal? */
+export function addrEq(a: usize, b: usize, v6: bool): bool {
   if (load<u32>(a) != load<u32>(b)) return false;
   if (!v6) return true;
   return load<u64>(a, 4) == load<u64>(b, 4) && load<u32>(a, 12) == load<u32>(b, 12);
