@@ -470,9 +470,10 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
   pid: u32, proc: u32, t: u32): void {
   now = t;
   bump(Stat.ownerFacts);
-  // The end of an excluded socket: our own CLOSE on its port, or another
-  // process's claim on the port (which can only follow that close).
-  if (kind == OwnerKind.Close ? pid == selfPid : kind != OwnerKind.Unknown && pid != selfPid) {
+  // The end of an excluded socket: any CLOSE on its port (ours, whatever PID
+  // the event names), or any fact of another process on the port (which can
+  // only follow that close).
+  if (kind == OwnerKind.Close || pid != selfPid) {
     exclusionsDropPort(proto, lport);
   }
   if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {

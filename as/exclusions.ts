@@ -8,15 +8,17 @@
 // wildcard), and a dual-stack entry (an IPv6 socket on [::] that carries
 // IPv4 too) matches IPv4 packets as well.
 //
-// The host cannot say when a socket closes, so the entries of a port go when
-// an owner fact shows the socket is gone: a CLOSE of the host process for
-// (protocol, port), or any other process's claim on (protocol, port) (bind,
-// connect, listen, accept), which can only follow our socket's close. Either
-// may remove more than one socket's entry (another socket of ours on the
-// same port number, of the other family): that one's packets then wait for
-// their owner like any new flow's, and pass when it is known. Never the
-// other way: an entry outliving its socket would let another process's
-// connection on the reused port pass unredirected.
+// The host cannot say when a socket closes, so the entries of a port go at
+// any owner fact for (protocol, port) but this process's own bind, connect,
+// listen or accept: a CLOSE (ours, whatever PID the event names), or any
+// fact of another process (a claim on the port can only follow our socket's
+// close). That may remove more than the closed socket's entry (another
+// socket of ours on the same port number, of the other family; an entry
+// whose socket another process's socket merely shares a port number with):
+// that socket's packets then wait for their owner like any new flow's, and
+// pass when it is known. Never the other way: an entry outliving its socket
+// would let another process's connection on the reused port pass
+// unredirected.
 //
 // Fixed capacity (max_flows, sized at start), chained buckets by
 // (protocol, port), a free list: adding to a full table fails, with no

@@ -415,11 +415,11 @@ WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
  * do not bind it yourself afterwards (Go, which binds its TCP sockets after
  * its Control hook, cannot use this; its Dialer() does not). An IPv6 socket
  * on [::] with IPV6_V6ONLY off covers its IPv4 packets too. The exclusion
- * holds while the redirector runs, until the library sees the socket go (a
- * WinDivert CLOSE event of this process for its port, or another process
- * taking the port); a socket excluded while the redirector is stopped is
- * bound but not remembered, and a stop, or an engine failure, forgets every
- * exclusion. At most max_flows sockets at once.
+ * holds while the redirector runs, until the library sees the socket may be
+ * gone (a WinDivert CLOSE event for its port, or another process using the
+ * port); a socket excluded while the redirector is stopped is bound but not
+ * remembered, and a stop, or an engine failure, forgets every exclusion. At
+ * most max_flows sockets at once.
  *
  * Returns 0, or REDIRECTOR_EINVAL (not a socket, not TCP or UDP, not allowed
  * to mark it, could not be bound; the last error says which), or on Windows

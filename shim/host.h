@@ -172,9 +172,9 @@ void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind);
 /* Applies an owner fact; released packets go to cb. */
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
 
-/* Adds an excluded socket's end while the engine runs; it lasts until the
- * engine sees the socket's end (a CLOSE of this process for its port, or
- * another process's claim on the port), a stop or a trap. 0, -1 the table
+/* Adds an excluded socket's end while the engine runs; it lasts until an
+ * owner fact may mean the socket is gone (a CLOSE on its port, any fact of
+ * another process on the port), a stop or a trap. 0, -1 the table
  * is full, -2 refused (not started, malformed), or WR_ENGINE_TRAPPED; the
  * reason goes to err. */
 int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen);

@@ -93,16 +93,19 @@ for (const [fam, C, C2, D, any] of [
     assert.is(e.stats().flowsActive, 0);
   });
 
-  t("a CLOSE of this process for the port ends the exclusion; others' CLOSEs and own BINDs do not", () => {
+  t("a CLOSE on the port ends the exclusion, whatever PID it names; this process's BIND does not", () => {
     const e = engine();
     const local: Endpoint = { addr: C, port: 40000 };
     assert.is(e.exclude("tcp", { addr: any, port: 40000 }), 0);
-    e.owner(O_CLOSE, "tcp", local, null, PID, PATH);
+    assert.is(e.exclude("tcp", { addr: any, port: 40001 }), 0);
     e.owner(O_CLOSE, "udp", local, null, SELF, "");
     e.owner(O_BIND, "tcp", local, null, SELF, "");
+    e.owner(O_CONNECT, "tcp", local, dst, SELF, "");
     assert.is(syn(e, local, dst), V_PASS, "still excluded");
     e.owner(O_CLOSE, "tcp", { addr: C2, port: 40000 }, dst, SELF, "");
     assert.is(syn(e, local, { addr: D, port: 444 }), V_HELD, "after its CLOSE (any address), a new SYN waits");
+    e.owner(O_CLOSE, "tcp", { addr: C, port: 40001 }, null, 0, "");
+    assert.is(syn(e, { addr: C, port: 40001 }, dst), V_HELD, "a CLOSE naming no process ends it too");
   });
 
   t("another process's claim on the port ends the exclusion: a reused port is intercepted", () => {
