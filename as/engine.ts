@@ -23,6 +23,7 @@ import {
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
+import { exclusionsInit, exclusionMatch, exclusionsDropPort } from "./exclusions";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
 import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
@@ -94,6 +95,7 @@ export function engineStart(t: u32): void {
   eventsInit();
   procsInit();
   portOwnersInit();
+  exclusionsInit(pol.maxFlows);
   now = t;
   started = true;
 }
@@ -399,6 +401,9 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
 
 /** A packet that matches no flow. */
 function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
+  // An excluded socket of the host's own (either way: its packets and the
+  // replies to it): passed at once, and no flow is kept for it.
+  if (exclusionMatch(pk.proto, pk.v6, laddr, lport)) return pass(pk);
   if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
   const dir = outbound ? Dir.Out : Dir.In;
   const proto = pk.proto;
@@ -486,6 +491,12 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
   pid: u32, proc: u32, t: u32): void {
   now = t;
   bump(Stat.ownerFacts);
+  // The end of an excluded socket: any CLOSE on its port (ours, whatever PID
+  // the event names), or any fact of another process on the port (which can
+  // only follow that close).
+  if (kind == OwnerKind.Close || pid != selfPid) {
+    exclusionsDropPort(proto, lport);
+  }
   if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
     portOwnerPut(proto, lport, pid, proc, now);
     // Flows waiting for this local port's owner.
@@ -517,8 +528,9 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     }
     return;
   }
-  if (f == 0 && kind != OwnerKind.Unknown && started) {
-    // Before the first packet: remember it for a while.
+  if (f == 0 && kind != OwnerKind.Unknown && started && !(pid == selfPid && exclusionMatch(proto, v6, laddr, lport))) {
+    // Before the first packet: remember it for a while (not for an excluded
+    // socket of ours, whose packets need no flow).
     const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
     const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
     if (g != 0) {

@@ -31,6 +31,7 @@
 // An entry is a Flow (FLOW_SIZE bytes, fields in the order below).
 
 import { bump, drop1, Stat } from "./stats";
+import { bucketsFor, freeList, zeroed } from "./pool";
 
 // @ts-ignore: decorator
 @inline export const FLOW_SIZE: u32 = 128;
@@ -155,18 +156,11 @@ export function flowsSeed(s: u32): void {
 /** Preallocates `cap` entries and their buckets (2 keys per entry, load <= 1/2). */
 export function flowsInit(cap: u32): void {
   capacity = cap;
-  let nb: u32 = 16;
-  while (nb < cap * 4) nb <<= 1;
+  const nb = bucketsFor(cap * 4);
   bucketMask = nb - 1;
-  entries = heap.alloc(<usize>cap * FLOW_SIZE);
-  buckets = heap.alloc(<usize>nb * 4);
-  memory.fill(entries, 0, <usize>cap * FLOW_SIZE);
-  memory.fill(buckets, 0, <usize>nb * 4);
-  freeHead = 0;
-  for (let i: u32 = cap; i >= 1; i--) {
-    flow(flowAt(i)).listNext = freeHead;
-    freeHead = i;
-  }
+  entries = zeroed(<usize>cap * FLOW_SIZE);
+  buckets = zeroed(<usize>nb * 4);
+  freeHead = freeList(entries, cap, FLOW_SIZE, offsetof<Flow>("listNext"));
   used = 0;
   memory.fill(heads, 0, LISTS * 4);
   memory.fill(tails, 0, LISTS * 4);
@@ -229,7 +223,8 @@ function hashKey(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): u3
   return h;
 }
 
-function addrEq(a: usize, b: usize, v6: bool): bool {
+/** Are two addresses (4 or 16 bytes) equal? */
+export function addrEq(a: usize, b: usize, v6: bool): bool {
   if (load<u32>(a) != load<u32>(b)) return false;
   if (!v6) return true;
   return load<u64>(a, 4) == load<u64>(b, 4) && load<u32>(a, 12) == load<u32>(b, 12);

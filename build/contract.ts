@@ -86,6 +86,17 @@ export const RECORDS = {
       f("path_len", "u32", "bytes of the UTF-8 path after the record"),
     ],
   },
+  exclusion: {
+    doc: "An excluded socket's local end, written by the host into the I/O buffer (eng_exclude).",
+    fields: [
+      f("proto", "u8", "6 or 17"),
+      f("family", "u8", "4 or 6"),
+      f("dual_stack", "u8", "1: an IPv6 socket on [::] that carries IPv4 too"),
+      f("pad0", "pad1"),
+      f("local", "addr", "its address (IPv4 in the first 4 bytes); all zero: any address of the family"),
+      f("local_port", "u16"),
+    ],
+  },
   lookup: {
     doc: "A lookup question, written by the host into the I/O buffer (eng_lookup).",
     fields: [

@@ -430,18 +430,33 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
 
 /*
- * Marks a socket of yours (a file descriptor on Linux, a SOCKET on Windows)
- * as one the capture never needs to see: call it on your proxy's upstream
- * sockets before connect(). Optional — the calling process's connections
- * are never intercepted anyway — but on Linux it spares each of them a trip
- * through the queue and an owner look-up (it sets SO_MARK bit 0x10000000,
- * which needs CAP_NET_ADMIN). On Windows it does nothing yet beyond refusing
- * negative values such as INVALID_SOCKET: there the capture sees the
- * calling process's packets too, and holds each new flow of it until its
- * owner is known, then passes it. Works whether or not the redirector runs.
+ * Excludes a socket of yours (a file descriptor on Linux, a SOCKET on
+ * Windows) from the capture's work: call it on your proxy's upstream sockets
+ * before connect(). Optional — the calling process's connections are never
+ * intercepted anyway — but it spares each of them the owner look-up.
  *
- * Returns 0, or REDIRECTOR_EINVAL (not a socket, or not allowed to mark it;
- * the last error says which).
+ * Linux: sets SO_MARK bit 0x10000000 (needs CAP_NET_ADMIN), so the socket's
+ * packets never reach the queue. Works whether or not the redirector runs.
+ *
+ * Windows: the capture sees every process's packets, this one's too; the
+ * socket's packets (from its local address and port, and to them) pass at
+ * once instead of being held until their owner is known. A socket that is
+ * not bound yet is bound first, to the wildcard address of its family
+ * (0.0.0.0 or [::]) with port 0, so its port is known before it connects:
+ * do not bind it yourself afterwards (Go, which binds its TCP sockets after
+ * its Control hook, cannot use this; its Dialer() does not). An IPv6 socket
+ * on [::] with IPV6_V6ONLY off covers its IPv4 packets too. The exclusion
+ * holds while the redirector runs, until the library sees the socket may be
+ * gone (a WinDivert CLOSE event for its port, or another process using the
+ * port); a socket excluded while the redirector is stopped is bound but not
+ * remembered, and a stop, or an engine failure, forgets every exclusion. At
+ * most max_flows sockets at once.
+ *
+ * Returns 0, or REDIRECTOR_EINVAL (not a socket, not TCP or UDP, not allowed
+ * to mark it, could not be bound; the last error says which), or on Windows
+ * REDIRECTOR_ENOMEM (max_flows sockets are excluded already: this one is not,
+ * though it stays bound) or REDIRECTOR_EENGINE (the engine failed: not
+ * excluded).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket);
 

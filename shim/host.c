@@ -417,6 +417,17 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   if (plen) memcpy(dst + sizeof r, f->path, plen);
 }
 
+static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
+  wr_rec_exclusion r;
+  memset(&r, 0, sizeof r);
+  r.proto = x->proto;
+  r.family = x->family;
+  r.dual_stack = x->dual_stack;
+  memcpy(r.local, x->local, 16);
+  r.local_port = x->local_port;
+  memcpy(dst, &r, sizeof r);
+}
+
 static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
                           uint16_t peer_port, uint32_t local_family, const uint8_t local[16], uint16_t local_port) {
   wr_rec_lookup r = {.proto = proto,
@@ -578,6 +589,23 @@ int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdi
       rc = (int)Z_engineZ_eng_owner(&e->inst, (uint32_t)(WR_REC_OWNER_SIZE + plen), now);
       if (cb) report_released(e, cb, ctx);
       note_events_locked(e);
+    }
+  });
+  return rc;
+}
+
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, err, errlen, rc, {
+    uint32_t p = Z_engineZ_eng_io(&e->inst, WR_REC_EXCLUSION_SIZE);
+    uint8_t *io = p ? mem_range(e, p, WR_REC_EXCLUSION_SIZE) : NULL;
+    if (!io) {
+      copy_err(err, errlen, "the engine has no room for the record");
+      rc = -2;
+    } else {
+      exclusion_encode(io, x);
+      rc = (int)(int32_t)Z_engineZ_eng_exclude(&e->inst, WR_REC_EXCLUSION_SIZE);
+      if (rc != 0) engine_err(e, err, errlen);
     }
   });
   return rc;

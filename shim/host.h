@@ -89,6 +89,16 @@ typedef struct {
   uint16_t remote_port;
 } wr_query;
 
+/* An excluded socket's local end (redirector_exclude_socket on Windows):
+ * the engine passes its packets, both ways, at once. */
+typedef struct {
+  uint8_t proto;      /* 6 or 17 */
+  uint8_t family;     /* 4 or 6 */
+  uint8_t dual_stack; /* 1: an IPv6 socket on [::] that carries IPv4 too */
+  uint8_t local[16];  /* network order, IPv4 in the first 4 bytes; all zero: any */
+  uint16_t local_port;
+} wr_exclusion;
+
 /* The answer to a lookup, or an event, as the engine writes it. */
 typedef struct {
   uint32_t type; /* 0 lookup, 1 opened, 2 closed */
@@ -168,6 +178,13 @@ void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind);
 
 /* Applies an owner fact; released packets go to cb. */
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Adds an excluded socket's end while the engine runs; it lasts until an
+ * owner fact may mean the socket is gone (a CLOSE on its port, any fact of
+ * another process on the port), a stop or a trap. 0, -1 the table
+ * is full, -2 refused (not started, malformed), or WR_ENGINE_TRAPPED; the
+ * reason goes to err. */
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen);
 
 /* Hold timeouts and expiry; released packets go to cb. */
 int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx);

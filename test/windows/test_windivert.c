@@ -715,6 +715,128 @@ TEST_CASE(excluded_pids) {
   free(s.s);
 }
 
+/* A socket's local port (0 when unbound). */
+static uint16_t local_port(SOCKET sock) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockname(sock, (struct sockaddr *)&ss, &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static uint64_t stat_held(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st.held;
+}
+
+/* redirector_exclude_socket on sockets of this process (real wine sockets)
+ * while the redirector runs: each is bound by the library, so its port is
+ * known before it connects, and its packets pass at once, both ways, with
+ * no SOCKET event (no hold, no redirect): a TCP socket, its SYN-ACK, a
+ * dual-stack IPv6 one (IPv6 and IPv4), a UDP socket's reply. A socket
+ * excluded before start is not remembered: its SYN waits for its CONNECT
+ * event, like any new flow of this process. After a socket's CLOSE event its
+ * port waits again. */
+TEST_CASE(exclude_socket) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  unsigned long self = (unsigned long)GetCurrentProcessId();
+  SOCKET early = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(redirector_exclude_socket((intptr_t)early) == 0, "excluded while stopped: %s", last_error());
+  uint16_t pe = local_port(early);
+  CHECK(pe != 0, "bound while stopped too");
+  char more[MAX_PATH];
+  snprintf(more, sizeof more, "%s.more", g_script);
+  DeleteFileA(more);
+  sbuf s = {0};
+  sb_printf(&s, "gate excluded\ninclude %s\n", more);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", self);
+  if (!session_start(config_pids(pids, "\"hold_timeout_ms\": 10000"), s.s)) return;
+  SOCKET t4 = socket(AF_INET, SOCK_STREAM, 0), t6 = socket(AF_INET6, SOCK_STREAM, 0);
+  SOCKET u4 = socket(AF_INET, SOCK_DGRAM, 0);
+  DWORD off = 0;
+  CHECK(setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&off, sizeof off) == 0, "dual stack");
+  CHECK(local_port(t4) == 0 && local_port(t6) == 0 && local_port(u4) == 0, "unbound at first");
+  CHECK(redirector_exclude_socket((intptr_t)t4) == 0, "exclude TCP: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)t6) == 0, "exclude TCP6: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)u4) == 0, "exclude UDP: %s", last_error());
+  uint16_t p4 = local_port(t4), p6 = local_port(t6), pu = local_port(u4);
+  CHECK(p4 && p6 && pu, "bound by the library: ports %u %u %u", p4, p6, pu);
+  enum { N = 7 };
+  uint8_t pk[N][256];
+  size_t pn[N];
+  tu_tuple t[N] = {tuple(0, C4, p4, D4, 80), tuple(0, D4, 80, C4, p4),    tuple(1, C6, p6, D6, 443),
+                   tuple(0, C4, p6, D4, 443), tuple(0, R4, 53, C4, pu),   tuple(0, C4, pe, D4, 80),
+                   tuple(0, C4, p4, D4, 81)};
+  const uint8_t flags[N] = {TU_SYN, TU_SYN | TU_ACK, TU_SYN, TU_SYN, 0, TU_SYN, TU_SYN};
+  const char *what[N] = {"SYN", "its SYN-ACK", "IPv6 SYN", "IPv4 SYN of the dual-stack socket", "UDP reply",
+                         "SYN of the socket excluded before start", "SYN from the port after its CLOSE"};
+  const int out[N] = {1, 0, 1, 1, 0, 1, 1};
+  for (int i = 0; i < N; i++) pn[i] = i == 4 ? tu_udp(pk[i], &t[i], "answer") : tu_tcp(pk[i], &t[i], 1, 0, flags[i], NULL);
+  sbuf m = {0};
+  for (int i = 0; i < 6; i++) sb_packet(&m, out[i] ? "out if=7 sub=3" : "in if=7 sub=3", pk[i], pn[i]);
+  sb_printf(&m, "wait_sent 5\ngate released\nsocket connect pid=%lu proto=tcp local=%s remote=%s\nwait_sent 6\n", self,
+            ep(0, C4, pe), ep(0, D4, 80));
+  sb_printf(&m, "socket close pid=%lu proto=tcp local=%s remote=%s\ndelay 300\n", self, ep(0, C4, p4),
+            ep(0, D4, 80));
+  sb_packet(&m, "out if=7 sub=3", pk[6], pn[6]);
+  FILE *f = fopen(more, "wb");
+  fputs(m.s, f);
+  fclose(f);
+  DWORD t0 = GetTickCount();
+  open_gate("excluded");
+  sent_packet sp[64];
+  int n = wait_sent(sp, 5, 5000);
+  CHECK(GetTickCount() - t0 < 5000, "passed at once, not after the 10 s hold timeout");
+  for (int i = 0; i < 5 && i < n; i++) expect_packet(&sp[i], what[i], pk[i], pn[i], out[i], 7, 3);
+  Sleep(300);
+  CHECK(sent_packets(sp, 64) == 5, "the early socket's SYN waits for its owner");
+  CHECK(stat_held() == 1, "held: %llu, the early socket's SYN only", (unsigned long long)stat_held());
+  open_gate("released");
+  n = wait_sent(sp, 6, 5000);
+  if (n >= 6) expect_packet(&sp[5], what[5], pk[5], pn[5], 1, 7, 3);
+  for (int i = 0; i < 300 && stat_held() < 2; i++) Sleep(10);
+  CHECK(stat_held() == 2, "after the CLOSE, the port's new SYN is held (held %llu)", (unsigned long long)stat_held());
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  CHECK(st.flows_redirected == 0 && st.rewritten == 0, "nothing redirected");
+  session_stop();
+  closesocket(early);
+  closesocket(t4);
+  closesocket(t6);
+  closesocket(u4);
+  DeleteFileA(more);
+  free(s.s);
+  free(m.s);
+}
+
+/* The table of excluded sockets holds max_flows of them: one more is
+ * refused with REDIRECTOR_ENOMEM, and the reason. */
+TEST_CASE(exclude_socket_table_full) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%d", FAKE_PID);
+  if (!session_start(config_pids(pids, "\"max_flows\": 16"), "")) return;
+  SOCKET socks[17];
+  for (int i = 0; i < 17; i++) {
+    socks[i] = socket(AF_INET, SOCK_DGRAM, 0);
+    int32_t rc = redirector_exclude_socket((intptr_t)socks[i]);
+    if (i < 16) CHECK(rc == 0, "socket %d excluded: %s", i, last_error());
+    else CHECK(rc == REDIRECTOR_ENOMEM && error_mentions("table of excluded sockets is full (16 sockets"),
+               "the 17th: %d %s", rc, last_error());
+  }
+  session_stop();
+  for (int i = 0; i < 17; i++) closesocket(socks[i]);
+}
+
 /* A child process with a UDP socket open before start: its owner comes from
  * the socket table (real GetExtendedUdpTable under wine), so a datagram to
  * it is redirected with no SOCKET event, and the lookup names the child's

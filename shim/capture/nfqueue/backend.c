@@ -373,7 +373,8 @@ void wr_backend_stop(wr_backend *b) {
   destroy(b);
 }
 
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
+int wr_exclude_socket(intptr_t socket, wr_exclusion *x, char *err, size_t errlen) {
+  (void)x; /* marked packets never reach the queue: nothing for the engine */
   int fd = (int)socket;
   if (socket < 0 || (intptr_t)fd != socket) {
     snprintf(err, errlen, "%ld is not a file descriptor", (long)socket);

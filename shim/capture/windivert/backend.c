@@ -946,21 +946,6 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   return b;
 }
 
-/* Not yet done on Windows. The NETWORK layer sees every process's packets,
- * this one's too: a new flow of the proxy's is held until its SOCKET event
- * names this process, then passes. Passing an excluded socket's packets at
- * once needs the engine to know its local endpoint (and the socket bound
- * before connect, to have one). Only INVALID_SOCKET and other negative
- * values are refused, so a caller's mistake is reported the same way on
- * both systems. */
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
-  if (socket < 0) {
-    snprintf(err, errlen, "%lld is not a socket", (long long)socket);
-    return -1;
-  }
-  return 0;
-}
-
 /* PID 4 is the System process: its sockets (SMB, for one) belong to the
  * kernel, never to a user's program. */
 size_t wr_backend_never_intercept(const uint32_t **pids) {
