@@ -17,12 +17,13 @@ import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
 import { rewrite } from "./nat";
 import { TcpFlag } from "./wire/tcp";
 import {
-  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
+  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
+  flowLinkProxy, proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
+import { exclusionsInit, exclusionMatch, exclusionsDropPort } from "./exclusions";
 import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
 import { scopeChanged, scopeFlowGone } from "./scope";
@@ -97,6 +98,7 @@ export function engineStart(t: u32): void {
   eventsInit();
   procsInit();
   portOwnersInit();
+  exclusionsInit(pol.maxFlows);
   now = t;
   started = true;
   scopeChanged();
@@ -218,7 +220,9 @@ function decide(f: usize, pid: u32, proc: u32): void {
   flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
   flow(f).tcpState = <u8>TcpState.Syn;
   flowLinkProxy(f);
-  flowTouch(f, tcp ? List.RShort : List.Udp, now);
+  // A TCP flow is decided on its SYN, which goes to the proxy now: it waits
+  // on RSyn for the proxy's answer.
+  flowTouch(f, tcp ? List.RSyn : List.Udp, now);
   flow(f).flags = flow(f).flags | FlowFlag.Opened;
   bump(Stat.flowsRedirected);
   eventPush(EventType.Opened, f, now);
@@ -295,9 +299,26 @@ function resolveOwnerless(f: usize): void {
 // ---------------------------------------------------------------------------
 // Packets
 
+/**
+ * A redirected SYN the proxy did not answer within SYN_ANSWER_MS: counted
+ * once (the flow leaves RSyn for good).
+ */
+function synUnanswered(f: usize): void {
+  bump(Stat.redirectedSynUnanswered);
+  flowTouch(f, List.RShort, now);
+}
+
 function trackTcp(f: usize, side: u32, pk: Packet): void {
   const fl = pk.tcpFlags;
   let st = <TcpState>flow(f).tcpState;
+  // Waiting for the proxy's answer to the redirected SYN (a late answer,
+  // before the tick has seen the wait is over, is still counted unanswered).
+  let waiting = flow(f).list == List.RSyn;
+  if (waiting && flowTimedOut(f, now)) {
+    synUnanswered(f);
+    waiting = false;
+  }
+  if (waiting && side == 1 && (fl & TcpFlag.RST) != 0) bump(Stat.redirectedSynRefused);
   if ((fl & TcpFlag.RST) != 0) {
     st = TcpState.Closed;
   } else {
@@ -309,7 +330,9 @@ function trackTcp(f: usize, side: u32, pk: Packet): void {
     if (st == TcpState.Syn && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = TcpState.Established;
   }
   flow(f).tcpState = <u8>st;
-  flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
+  // Still waiting (a retransmitted SYN): the flow stays where its first SYN
+  // put it, so RSyn keeps the order of first SYNs.
+  if (!waiting || st != TcpState.Syn) flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
   if (st >= TcpState.Closing) closedEvent(f);
@@ -391,6 +414,9 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
 
 /** A packet that matches no flow. */
 function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
+  // An excluded socket of the host's own (either way: its packets and the
+  // replies to it): passed at once, and no flow is kept for it.
+  if (exclusionMatch(pk.proto, pk.v6, laddr, lport)) return pass(pk);
   if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
   const dir = outbound ? Dir.Out : Dir.In;
   const proto = pk.proto;
@@ -480,6 +506,12 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
   pid: u32, proc: u32, t: u32): void {
   now = t;
   bump(Stat.ownerFacts);
+  // The end of an excluded socket: any CLOSE on its port (ours, whatever PID
+  // the event names), or any fact of another process on the port (which can
+  // only follow that close).
+  if (kind == OwnerKind.Close || pid != selfPid) {
+    exclusionsDropPort(proto, lport);
+  }
   if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
     portOwnerPut(proto, lport, pid, proc, now);
     // Flows waiting for this local port's owner.
@@ -511,8 +543,9 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     }
     return;
   }
-  if (f == 0 && kind != OwnerKind.Unknown && started) {
-    // Before the first packet: remember it for a while.
+  if (f == 0 && kind != OwnerKind.Unknown && started && !(pid == selfPid && exclusionMatch(proto, v6, laddr, lport))) {
+    // Before the first packet: remember it for a while (not for an excluded
+    // socket of ours, whose packets need no flow).
     const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
     const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
     if (g != 0) {
@@ -559,7 +592,7 @@ export function takeQueries(out: usize, max: u32): u32 {
 // ---------------------------------------------------------------------------
 // Time
 
-/** Hold timeouts and idle expiry. */
+/** Hold timeouts, redirected SYNs left unanswered, idle expiry. */
 export function tick(t: u32): void {
   now = t;
   if (!started) return;
@@ -568,6 +601,11 @@ export function tick(t: u32): void {
     bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
     f = flowExpired(List.Pending, now);
+  }
+  f = flowExpired(List.RSyn, now);
+  while (f != 0) {
+    synUnanswered(f);
+    f = flowExpired(List.RSyn, now);
   }
   for (let l = List.Short; l <= List.Tcp; l++) {
     f = flowExpired(l, now);

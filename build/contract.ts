@@ -86,6 +86,17 @@ export const RECORDS = {
       f("path_len", "u32", "bytes of the UTF-8 path after the record"),
     ],
   },
+  exclusion: {
+    doc: "An excluded socket's local end, written by the host into the I/O buffer (eng_exclude).",
+    fields: [
+      f("proto", "u8", "6 or 17"),
+      f("family", "u8", "4 or 6"),
+      f("dual_stack", "u8", "1: an IPv6 socket on [::] that carries IPv4 too"),
+      f("pad0", "pad1"),
+      f("local", "addr", "its address (IPv4 in the first 4 bytes); all zero: any address of the family"),
+      f("local_port", "u16"),
+    ],
+  },
   lookup: {
     doc: "A lookup question, written by the host into the I/O buffer (eng_lookup).",
     fields: [
@@ -176,6 +187,8 @@ export const STATS = [
   ["bypassed", "packets of bypassed classes (loopback, ...)"],
   ["lookups", "lookups answered"],
   ["lookup_misses", "lookups with no match"],
+  ["redirected_syn_unanswered", "redirected TCP connections whose SYN the proxy did not answer within 1 s"],
+  ["redirected_syn_refused", "redirected TCP connections whose SYN the proxy answered with a RST within 1 s"],
 ] as const;
 
 export type StatName = (typeof STATS)[number][0];
@@ -193,6 +206,10 @@ export const ENUMS = {
   owner_kind: {
     as: "OwnerKind", c: "WR_OWNER_", doc: "Owner.kind",
     members: { connect: 1, accept: 2, bind: 3, listen: 4, close: 5, unknown: 6 },
+  },
+  protocols: {
+    as: "Protocols", c: "WR_PROTOS_", doc: "eng_protocols(): the protocols the configuration intercepts",
+    members: { tcp: 1, udp: 2 },
   },
   scope_flag: {
     as: "ScopeFlag", c: "WR_SCOPE_",
@@ -372,8 +389,10 @@ export function generateC(): string {
   checks.forEach((c, i) => out.push(`  ${c}${i + 1 < checks.length ? "; \\" : ""}`));
   out.push(
     "",
-    "/* The counters in order: X(member of redirector_stats). */",
+    "/* The counters in order: X(member of redirector_stats), and each one's",
+    " * index (WR_STAT_<MEMBER>) in what wr_engine_stats copies. */",
     "#define WR_STATS_COUNT " + STATS.length + "u",
+    ...STATS.map(([name], i) => `#define WR_STAT_${name.toUpperCase()} ${i}u`),
     "#define WR_STATS_FOREACH(X) \\",
     ...STATS.map(([name], i) => `  X(${name})${i + 1 < STATS.length ? " \\" : ""}`),
     "",

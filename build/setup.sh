@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# llvm: llvm-dlltool makes the Windows build's MSVC import library; lld:
+# lld-link links a program against it in the install tests.
 packages=(
   wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3 python3-pip
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
-  clang libclang-rt-14-dev procps
+  clang libclang-rt-14-dev procps llvm lld
 )
 
 missing=()

@@ -369,6 +369,9 @@ func (s scratch) stats(out *Stats) (int32, cError) {
 		EngineRestarts:  uint64(st.engine_restarts),
 		FlowCapacity:    uint64(st.flow_capacity),
 		BytesPerFlow:    uint64(st.bytes_per_flow),
+
+		RedirectedSynUnanswered: uint64(st.redirected_syn_unanswered),
+		RedirectedSynRefused:    uint64(st.redirected_syn_refused),
 	}
 	return 0, cError{}
 }

@@ -291,6 +291,12 @@ type Stats struct {
 	EngineRestarts  uint64 // engine failures survived (since load)
 	FlowCapacity    uint64 // flow table size
 	BytesPerFlow    uint64 // memory per flow table entry
+	// Redirected TCP connections the proxy did not take, once each: its SYN
+	// got no answer from the app port within 1 s (dropped on the way: a
+	// firewall), or a RST (nothing listening there for it). The C API's
+	// redirector_diagnostics names the likely causes.
+	RedirectedSynUnanswered uint64
+	RedirectedSynRefused    uint64
 }
 
 // Stats returns the counters of the running redirector (after Stop: of the

@@ -52,7 +52,8 @@
 #endif
 #else
 /* No dllimport: the same declarations link against the DLL's import library
- * and against the static library. */
+ * (libwindows_redirector.dll.a, or windows_redirector.lib for MSVC) and
+ * against the static library, with no define either way. */
 #define WINDOWS_REDIRECTOR_API
 #endif
 
@@ -107,6 +108,14 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  * this library's priority, not running as Administrator/root, ...):
  * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
+ *
+ * On Windows it also looks whether the app port is listened on as redirects
+ * need (see redirector_diagnostics), for the protocols the configuration
+ * intercepts. It starts either way (the proxy may begin listening later),
+ * and what is wrong leads redirector_diagnostics for the whole run:
+ * "warning at start: app port P: TCP bound to a specific address only
+ * (127.0.0.1), not 0.0.0.0 or [::]: redirects will be refused; ... listen
+ * on 0.0.0.0 and [::] ...". Read it after start and log it.
  */
 WINDOWS_REDIRECTOR_API int32_t start_redirector(void);
 
@@ -141,7 +150,10 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   protocols             ["tcp", "udp"] (default both)
  *   directions            ["outbound", "inbound"] (default both); inbound means
  *                         connections to listening sockets of intercepted
- *                         processes
+ *                         processes (on Windows, a local client's loopback
+ *                         connection to such a listener is only the client's
+ *                         outbound flow: it is redirected only when the
+ *                         client is intercepted)
  *   ports, exclude_ports  destination ports: 443 or "8000-8100"
  *   destinations, exclude_destinations
  *                         destination ranges: "198.18.0.0/15", "fd00::/8"
@@ -322,6 +334,14 @@ typedef struct redirector_stats {
   uint64_t engine_restarts;  /* engine failures survived (since load) */
   uint64_t flow_capacity;    /* flow table size */
   uint64_t bytes_per_flow;   /* memory per flow table entry */
+  /* Redirected TCP connections the proxy did not take, counted once each at
+   * most, in one of the two (redirector_diagnostics names the likely causes
+   * when either is not zero): */
+  uint64_t redirected_syn_unanswered; /* its SYN got no answer from the app
+                                         port within 1 s (dropped on the way:
+                                         a firewall, another filter) */
+  uint64_t redirected_syn_refused;    /* answered with a RST within 1 s:
+                                         nothing listens there for it */
 } redirector_stats;
 
 /*
@@ -391,36 +411,62 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
 /*
  * One line about the running capture set-up, for people reading logs: on
- * Windows the WinDivert.dll used, the other WinDivert handles found at start
- * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters (the NETWORK one built from the configuration, and
- * how often it changed), where the app port is listened on now and what is
- * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
- * ..."), and error counts; on Linux the queue and rules.
+ * Windows first "warning at start: ..." when start_redirector found the app
+ * port not listened on as redirects need, then the WinDivert.dll used, the
+ * other WinDivert handles found at start ("other WinDivert handles: N (pids
+ * ...)", a common cause of odd traffic), priorities, filters (the NETWORK
+ * one built from the configuration, and how often it changed), where the
+ * app port is listened on now, for the protocols the configuration
+ * intercepts, and what is wrong with it ("app port P: TCP on 0.0.0.0 and
+ * [::]; UDP not listening ..."), and error counts; on Linux the queue and
+ * rules. On both, when redirector_stats.redirected_syn_unanswered or
+ * redirected_syn_refused is not zero, that counter by name, its value and
+ * the likely causes ("redirected_syn_unanswered N: ... Likely: ...").
  *
  * On Windows a redirected connection reaches the proxy as inbound traffic
  * from a remote address, addressed to the client's own address: the proxy
  * must listen on the wildcard address of each family it serves (0.0.0.0 and
  * [::], or a dual-stack [::]), and Windows Defender Firewall must allow
- * inbound connections to the app port.
+ * inbound connections to the app port, e.g. (PowerShell, as administrator;
+ * once more with -Protocol UDP when UDP is intercepted):
+ *   New-NetFirewallRule -DisplayName "windows-redirector app port"
+ *     -Direction Inbound -Action Allow -Protocol TCP -LocalPort 8080
+ * Without that rule the firewall drops redirected SYNs silently
+ * (redirected_syn_unanswered). On Linux the proxy must listen on the
+ * client's address too (the wildcard address of each family does).
  * Copies like redirector_last_error (buf may be NULL when len is 0) and
  * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
 
 /*
- * Marks a socket of yours (a file descriptor on Linux, a SOCKET on Windows)
- * as one the capture never needs to see: call it on your proxy's upstream
- * sockets before connect(). Optional — the calling process's connections
- * are never intercepted anyway — but on Linux it spares each of them a trip
- * through the queue and an owner look-up (it sets SO_MARK bit 0x10000000,
- * which needs CAP_NET_ADMIN). On Windows it does nothing yet beyond refusing
- * negative values such as INVALID_SOCKET: there the capture sees the
- * calling process's packets too, and holds each new flow of it until its
- * owner is known, then passes it. Works whether or not the redirector runs.
+ * Excludes a socket of yours (a file descriptor on Linux, a SOCKET on
+ * Windows) from the capture's work: call it on your proxy's upstream sockets
+ * before connect(). Optional — the calling process's connections are never
+ * intercepted anyway — but it spares each of them the owner look-up.
  *
- * Returns 0, or REDIRECTOR_EINVAL (not a socket, or not allowed to mark it;
- * the last error says which).
+ * Linux: sets SO_MARK bit 0x10000000 (needs CAP_NET_ADMIN), so the socket's
+ * packets never reach the queue. Works whether or not the redirector runs.
+ *
+ * Windows: the capture sees every process's packets, this one's too; the
+ * socket's packets (from its local address and port, and to them) pass at
+ * once instead of being held until their owner is known. A socket that is
+ * not bound yet is bound first, to the wildcard address of its family
+ * (0.0.0.0 or [::]) with port 0, so its port is known before it connects:
+ * do not bind it yourself afterwards (Go, which binds its TCP sockets after
+ * its Control hook, cannot use this; its Dialer() does not). An IPv6 socket
+ * on [::] with IPV6_V6ONLY off covers its IPv4 packets too. The exclusion
+ * holds while the redirector runs, until the library sees the socket may be
+ * gone (a WinDivert CLOSE event for its port, or another process using the
+ * port); a socket excluded while the redirector is stopped is bound but not
+ * remembered, and a stop, or an engine failure, forgets every exclusion. At
+ * most max_flows sockets at once.
+ *
+ * Returns 0, or REDIRECTOR_EINVAL (not a socket, not TCP or UDP, not allowed
+ * to mark it, could not be bound; the last error says which), or on Windows
+ * REDIRECTOR_ENOMEM (max_flows sockets are excluded already: this one is not,
+ * though it stays bound) or REDIRECTOR_EENGINE (the engine failed: not
+ * excluded).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket);
 

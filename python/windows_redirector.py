@@ -151,7 +151,8 @@ class _Event(ctypes.Structure):
 _STAT_FIELDS = ("packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flows_active",
                 "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions", "hold_timeouts",
                 "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
-                "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow")
+                "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow", "redirected_syn_unanswered",
+                "redirected_syn_refused")
 
 
 class _Stats(ctypes.Structure):

@@ -344,6 +344,14 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
   return rc;
 }
 
+uint32_t wr_engine_protocols(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t bits = WR_PROTOS_TCP | WR_PROTOS_UDP;
+  WITH_ENGINE(e, NULL, 0, rc, { bits = Z_engineZ_eng_protocols(&e->inst); });
+  (void)rc;
+  return bits;
+}
+
 /* ------------------------------------------------------------------------
  * The packet path */
 
@@ -428,6 +436,17 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   r.path_len = plen;
   memcpy(dst, &r, sizeof r);
   if (plen) memcpy(dst + sizeof r, f->path, plen);
+}
+
+static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
+  wr_rec_exclusion r;
+  memset(&r, 0, sizeof r);
+  r.proto = x->proto;
+  r.family = x->family;
+  r.dual_stack = x->dual_stack;
+  memcpy(r.local, x->local, 16);
+  r.local_port = x->local_port;
+  memcpy(dst, &r, sizeof r);
 }
 
 static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
@@ -596,6 +615,23 @@ int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdi
   return rc;
 }
 
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, err, errlen, rc, {
+    uint32_t p = Z_engineZ_eng_io(&e->inst, WR_REC_EXCLUSION_SIZE);
+    uint8_t *io = p ? mem_range(e, p, WR_REC_EXCLUSION_SIZE) : NULL;
+    if (!io) {
+      copy_err(err, errlen, "the engine has no room for the record");
+      rc = -2;
+    } else {
+      exclusion_encode(io, x);
+      rc = (int)(int32_t)Z_engineZ_eng_exclude(&e->inst, WR_REC_EXCLUSION_SIZE);
+      if (rc != 0) engine_err(e, err, errlen);
+    }
+  });
+  return rc;
+}
+
 int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx) {
   volatile int rc = 0;
   WITH_ENGINE(e, NULL, 0, rc, {
@@ -697,6 +733,12 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {
   });
   (void)rc;
   return count;
+}
+
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index) {
+  uint64_t c[WR_STATS_MAX] = {0};
+  size_t n = wr_engine_stats(e, c, WR_STATS_MAX);
+  return index < n && index < WR_STATS_MAX ? c[index] : 0;
 }
 
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow) {

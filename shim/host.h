@@ -35,6 +35,9 @@ typedef struct wr_engine wr_engine;
 #define WR_V_MODIFIED 1u /* send the rewritten bytes */
 #define WR_V_DROP 2u
 #define WR_V_HELD 3u /* kept by the engine; its final verdict comes later */
+/* Protocols (wr_engine_protocols bits) */
+#define WR_PROTOS_TCP 1u
+#define WR_PROTOS_UDP 2u
 /* Out-flags */
 #define WR_OUT_OUTBOUND 1u   /* inject as outbound (else inbound) */
 #define WR_OUT_CSUM_VALID 2u /* IP and transport checksums are correct */
@@ -85,6 +88,16 @@ typedef struct {
   uint16_t local_port;
   uint16_t remote_port;
 } wr_query;
+
+/* An excluded socket's local end (redirector_exclude_socket on Windows):
+ * the engine passes its packets, both ways, at once. */
+typedef struct {
+  uint8_t proto;      /* 6 or 17 */
+  uint8_t family;     /* 4 or 6 */
+  uint8_t dual_stack; /* 1: an IPv6 socket on [::] that carries IPv4 too */
+  uint8_t local[16];  /* network order, IPv4 in the first 4 bytes; all zero: any */
+  uint16_t local_port;
+} wr_exclusion;
 
 /* The answer to a lookup, or an event, as the engine writes it. */
 typedef struct {
@@ -143,6 +156,10 @@ void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
  * not, -1 if the path is too long, or WR_ENGINE_TRAPPED. */
 int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size_t len);
 
+/* The protocols the configuration in force intercepts (WR_PROTOS_* bits;
+ * both when the engine traps). */
+uint32_t wr_engine_protocols(wr_engine *e);
+
 /* Sizes the tables from the configuration in force and starts the packet
  * path. 0, or WR_ENGINE_TRAPPED. */
 int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
@@ -161,6 +178,13 @@ void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind);
 
 /* Applies an owner fact; released packets go to cb. */
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Adds an excluded socket's end while the engine runs; it lasts until an
+ * owner fact may mean the socket is gone (a CLOSE on its port, any fact of
+ * another process on the port), a stop or a trap. 0, -1 the table
+ * is full, -2 refused (not started, malformed), or WR_ENGINE_TRAPPED; the
+ * reason goes to err. */
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen);
 
 /* Hold timeouts and expiry; released packets go to cb. */
 int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx);
@@ -190,6 +214,8 @@ void wr_engine_wake_readers(void);
 
 /* Copies up to max counters; returns how many the engine has. */
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
+/* One counter by its index (WR_STAT_* in contract.h); 0 when there is none. */
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index);
 
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);

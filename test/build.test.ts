@@ -3,12 +3,10 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { root } from "./engine/harness.ts";
-
-const header = readFileSync(join(root, "include", "windows_redirector.h"), "utf8");
-const declared = [...header.matchAll(/^WINDOWS_REDIRECTOR_API\s+[\w\s*]+?\b(\w+)\s*\(/gm)].map((m) => m[1]).sort();
+import { declared, header } from "./header.ts";
 
 const so = join(root, "build", "linux", "libwindows_redirector.so");
 const dll = join(root, "build", "windows", "windows_redirector.dll");

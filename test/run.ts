@@ -259,6 +259,18 @@ const SUITES: Suite[] = [
     },
   },
   {
+    // cmake --install into prefixes outside the tree; test/consumer built
+    // against them with find_package and pkg-config, shared and static, and
+    // run (Windows: under wine, and with the MSVC .lib through lld-link).
+    name: "install",
+    needs: ["linux", "windows"],
+    run: () => {
+      if (!wineUp()) return one(false);
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/install.test.ts"], { env: { WINEPREFIX: winePrefix } });
+      return uvu(r.out, r.code);
+    },
+  },
+  {
     name: "c-linux",
     needs: ["linux"],
     run: () => {

@@ -1,8 +1,10 @@
 #include "capture/core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "contract.h" /* WR_STAT_*: the counters the diagnostics name */
 #include "os/platform.h"
 
 #define PATH_CAP 4096
@@ -223,6 +225,26 @@ uint64_t wr_capture_traps(wr_capture *c) {
   uint64_t n = c->traps;
   wr_mutex_unlock(&c->lock);
   return n;
+}
+
+void wr_capture_syn_report(wr_capture *c, const char *unanswered_causes, const char *refused_causes, char *out,
+                           size_t cap) {
+  uint64_t unanswered = wr_engine_stat(c->engine, WR_STAT_REDIRECTED_SYN_UNANSWERED);
+  uint64_t refused = wr_engine_stat(c->engine, WR_STAT_REDIRECTED_SYN_REFUSED);
+  unsigned port = wr_engine_app_port(c->engine);
+  int n = 0;
+  out[0] = '\0';
+  if (unanswered) {
+    n = snprintf(out, cap,
+                 "; redirected_syn_unanswered %llu: redirected connections got no answer from app port %u within 1 "
+                 "s. Likely: %s",
+                 (unsigned long long)unanswered, port, unanswered_causes);
+  }
+  if (refused && n >= 0 && (size_t)n < cap) {
+    snprintf(out + n, cap - (size_t)n,
+             "; redirected_syn_refused %llu: app port %u answered redirected connections with a RST. Likely: %s",
+             (unsigned long long)refused, port, refused_causes);
+  }
 }
 
 /* ------------------------------------------------------------------------

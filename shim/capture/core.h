@@ -77,6 +77,13 @@ wr_capture *wr_capture_new(wr_engine *engine, const wr_capture_io *ops, void *io
  * backend's threads that call the core must have ended. */
 void wr_capture_free(wr_capture *c);
 
+/* For the diagnostics text: "; redirected_syn_unanswered N: ... Likely: "
+ * unanswered_causes, and the same for redirected_syn_refused with
+ * refused_causes, for the engine's counters that are not zero ("" when
+ * both are). The backend names the causes in its OS's terms. */
+void wr_capture_syn_report(wr_capture *c, const char *unanswered_causes, const char *refused_causes, char *out,
+                           size_t cap);
+
 /* Decides a batch: pkts[i] (cookie set here) with metas[i * meta_size]
  * (both stay the caller's, valid during the call); every packet gets its
  * verdict sent, or is held. Then flushes. */

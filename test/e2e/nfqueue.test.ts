@@ -46,7 +46,7 @@ class Proxy {
   async cmd(line: string): Promise<string> {
     const from = this.out.count();
     this.child.stdin!.write(line + "\n");
-    return this.out.next((l) => l === "ok" || l.startsWith("err ") || l.startsWith("stats "), 10_000, from);
+    return this.out.next((l) => l === "ok" || ["err ", "stats ", "diag "].some((p) => l.startsWith(p)), 10_000, from);
   }
 
   async up(config: object): Promise<void> {
@@ -483,8 +483,52 @@ e2e("the proxy not listening: the client gets a prompt refusal, not a hang", asy
     assert.not.ok(r.ok);
     assert.ok(r.out.includes("Connection refused"), r.out);
     assert.ok(ms < 2000, `refused after ${ms} ms`);
+    // Counted as refused (a RST from the app port), never as unanswered.
+    await new Promise((res) => setTimeout(res, 1200));
+    const st = await proxy.stats();
+    assert.equal([st.syn_refused, st.syn_unanswered], [1, 0], JSON.stringify(st));
+    const diag = await proxy.cmd("diag");
+    assert.ok(diag.includes("redirected_syn_refused 1: app port 8097 answered redirected connections with a RST. " +
+      "Likely: the proxy not listening on the app port in that family"), diag);
+    assert.not.ok(diag.includes("redirected_syn_unanswered"), diag);
   } finally {
     await proxy.quit();
+  }
+});
+
+e2e("a firewall dropping redirected SYNs to the app port: counted once as unanswered, and the diagnostics say so", async () => {
+  const drop = ["INPUT", "-p", "tcp", "--dport", String(APP), "-j", "DROP"];
+  await net.run(net.host, "iptables", ["-A", ...drop]);
+  const proxy = new Proxy();
+  let c: ReturnType<typeof net.start> | undefined;
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    c = net.start(net.host, join(BIN, "wr_testclient"), ["tcp", SERVER4, "80", "1000"]);
+    // Waits (well within the case's limit, so a failure leaves no rule
+    // behind for the next case) until the stats say `done`.
+    const until = async (done: (st: Record<string, number>) => boolean) => {
+      let st = await proxy.stats();
+      for (const end = Date.now() + 10_000; !done(st) && Date.now() < end; st = await proxy.stats()) {
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      return st;
+    };
+    let st = await until((s) => s.syn_unanswered > 0);
+    // The client's retransmissions go to the proxy too, and count no more.
+    const rewritten = st.rewritten;
+    st = await until((s) => s.rewritten > rewritten);
+    assert.ok(st.rewritten > rewritten, "a retransmission was redirected");
+    assert.equal([st.syn_unanswered, st.syn_refused, st.redirected], [1, 0, 1], JSON.stringify(st));
+    const diag = await proxy.cmd("diag");
+    assert.ok(diag.includes(`redirected_syn_unanswered 1: redirected connections got no answer from app port ${APP} ` +
+      "within 1 s. Likely: a firewall rule (iptables, nftables: INPUT) dropping packets to the app port"), diag);
+  } finally {
+    if (c) {
+      c.kill("SIGKILL");
+      await exited(c);
+    }
+    await proxy.quit();
+    await net.run(net.host, "iptables", ["-D", ...drop]);
   }
 });
 

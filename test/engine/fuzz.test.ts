@@ -4,7 +4,7 @@
 // every refused flow.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { PacketEngine, O_CONNECT, O_LISTEN, O_UNKNOWN } from "./harness.ts";
+import { PacketEngine, O_CLOSE, O_CONNECT, O_LISTEN, O_UNKNOWN } from "./harness.ts";
 import { build, type PacketSpec } from "./packets.ts";
 import { encode, size } from "./records.ts";
 
@@ -116,6 +116,7 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
   const BATCH = 256;
   let released = 0;
   let now = 0;
+  const excluded: Array<{ proto: "tcp" | "udp"; local: { addr: string; port: number } }> = [];
   for (let done = 0; done < TOTAL; done += BATCH) {
     const n = Math.min(BATCH, TOTAL - done);
     const mem = new Uint8Array(x.memory.buffer);
@@ -135,6 +136,18 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
       if (k === 0) e.owner(O_CONNECT, q.proto === 6 ? "tcp" : "udp", q.local, q.remote, 500 + (r() % 3), "/bin/x", now);
       else if (k === 1) e.owner(O_UNKNOWN, q.proto === 6 ? "tcp" : "udp", q.local, q.remote, 0, "", now);
       else if (q.inbound) e.owner(O_LISTEN, q.proto === 6 ? "tcp" : "udp", q.local, null, 7, "/bin/l", now);
+      else {
+        // Or the port becomes an excluded socket of the host's (the table may fill: -1).
+        const any = r() % 2 === 0 ? { addr: q.v6 ? "::" : "0.0.0.0", port: q.local.port } : q.local;
+        const rc = e.exclude(q.proto === 6 ? "tcp" : "udp", any, q.v6 && any !== q.local && r() % 2 === 0);
+        assert.ok(rc === 0 || rc === -1 || (rc === -2 && q.local.port === 0), `eng_exclude ${rc}`);
+        excluded.push({ proto: q.proto === 6 ? "tcp" : "udp", local: q.local });
+      }
+    }
+    // Some excluded sockets close.
+    while (excluded.length > 0 && r() % 2 === 0) {
+      const x = excluded.splice(r() % excluded.length, 1)[0];
+      e.owner(O_CLOSE, x.proto, x.local, null, SELF, "", now);
     }
     if (done % (BATCH * 16) === 0) p.eng_tick(now);
     released += p.eng_take_released();

@@ -22,6 +22,7 @@ export interface EngineExports {
   eng_set_app_port(port: number): void;
   eng_app_port(): number;
   eng_would_intercept(pid: number, pathLen: number): number;
+  eng_protocols(): number;
   eng_arm_fault(bits: number): void;
   eng_capture_scope(): number;
   eng_scope_generation(): number;
@@ -215,6 +216,7 @@ export interface PacketExports {
   eng_take_queries(max: number): number;
   eng_queries_ptr(): number;
   eng_owner(len: number, now: number): number;
+  eng_exclude(len: number): number;
   eng_tick(now: number): void;
   eng_lookup(len: number): number;
   eng_next_event(): number;
@@ -327,6 +329,20 @@ export class PacketEngine extends Engine {
     this.io(rec);
     const r = this.p.eng_owner(rec.length, now);
     if (r !== 0) throw new Error("eng_owner " + r);
+  }
+
+  /**
+   * Excludes a socket of the host's (eng_exclude): its local end, "0.0.0.0"
+   * or "::" for any address; dualStack for an IPv6 socket on [::] that
+   * carries IPv4 too. Returns the engine's code (0, -1 full, -2 refused).
+   */
+  exclude(proto: "tcp" | "udp", local: Endpoint, dualStack = false): number {
+    const v6 = local.addr.includes(":");
+    this.io(bytes("exclusion", {
+      proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4, dualStack: dualStack ? 1 : 0,
+      local: addrBytes(local.addr, v6), localPort: local.port,
+    }));
+    return this.p.eng_exclude(size("exclusion"));
   }
 
   tick(now: number): void {

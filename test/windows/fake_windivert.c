@@ -55,6 +55,9 @@
  *   mark TEXT                 writes "mark TEXT" to the record
  *   recv_block / recv_unblock NETWORK receives return nothing (what is
  *                             diverted stays queued) until recv_unblock
+ *   include PATH              plays the lines of the file PATH, read when
+ *                             this line is reached (after a gate, the test
+ *                             can write into it what it learnt after start)
  *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [loopback]
  *          [ts=+-MS]          EVENT: bind connect listen accept close;
  *                             IPv6 as [addr]:port; loopback: the driver's
@@ -259,10 +262,8 @@ static void record(const char *what, const uint8_t *a, const uint8_t *data, uint
   free(line);
 }
 
-static char *read_script(void) {
-  char path[MAX_PATH];
-  DWORD n = GetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", path, sizeof path);
-  if (n == 0 || n >= sizeof path) return NULL;
+/* A whole file as text, or NULL. */
+static char *read_text(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   fseek(f, 0, SEEK_END);
@@ -275,6 +276,13 @@ static char *read_script(void) {
   }
   fclose(f);
   return s;
+}
+
+static char *read_script(void) {
+  char path[MAX_PATH];
+  DWORD n = GetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", path, sizeof path);
+  if (n == 0 || n >= sizeof path) return NULL;
+  return read_text(path);
 }
 
 /* The value of key=VALUE in a line (copied into out), or NULL. */
@@ -588,6 +596,12 @@ static int play_line(void *ctx, const char *line) {
     WakeAllConditionVariable(&g_cond);
     logf_("%s", line);
     return 0;
+  } else if (strcmp(word, "include") == 0) {
+    char *text = read_text(line + 8);
+    if (!text) logf_("bad_script_line %s", line);
+    each_line(text, play_line, st);
+    free(text);
+    return WaitForSingleObject(g_player_stop, 0) == WAIT_OBJECT_0;
   } else if (strcmp(word, "socket") == 0) {
     it = socket_item(line);
     layer = L_SOCKET;

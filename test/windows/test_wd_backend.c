@@ -16,6 +16,7 @@
 
 #include "capture/backend.h"
 #include "check.h"
+#include "wd_sockets.h"
 #include "host.h"
 #include "capture/windivert/filter.h"
 #include "capture/windivert/handles.h"
@@ -385,38 +386,6 @@ TEST_CASE(diagnostics) {
   DeleteFileA(log);
 }
 
-/* A TCP socket listening on addr (family 4 or 6, any when NULL) at port;
- * IPv6 sockets only for IPv6. INVALID_SOCKET when it cannot. */
-static SOCKET listen_on(int family, const char *addr, uint16_t port) {
-  WSADATA w;
-  WSAStartup(MAKEWORD(2, 2), &w);
-  SOCKET s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  if (s == INVALID_SOCKET) return s;
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  int len;
-  if (family == 6) {
-    DWORD on = 1;
-    setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&on, sizeof on);
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(port);
-    if (addr) inet_pton(AF_INET6, addr, &a->sin6_addr);
-    len = sizeof *a;
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    if (addr) inet_pton(AF_INET, addr, &a->sin_addr);
-    len = sizeof *a;
-  }
-  if (bind(s, (struct sockaddr *)&ss, len) != 0 || listen(s, 4) != 0) {
-    closesocket(s);
-    return INVALID_SOCKET;
-  }
-  return s;
-}
-
 /* The diagnostics say where the app port is listened on, and what is
  * wrong: redirected connections arrive addressed to the client's own
  * address, so only a wildcard listener of each family gets them. */
@@ -433,13 +402,7 @@ TEST_CASE(listening) {
   wr_engine *e = wr_engine_new(GetCurrentProcessId(), err, sizeof err);
   CHECK(e != NULL, "engine: %s", err);
   if (!e) return;
-  /* A free port: bound once, then let go. */
-  SOCKET probe = listen_on(4, NULL, 0);
-  struct sockaddr_in pa;
-  int plen = sizeof pa;
-  getsockname(probe, (struct sockaddr *)&pa, &plen);
-  uint16_t port = ntohs(pa.sin_port);
-  closesocket(probe);
+  uint16_t port = free_port();
   wr_engine_set_app_port(e, port);
   CHECK(wr_engine_start(e, (uint32_t)GetTickCount64(), err, sizeof err) == 0, "engine start");
   wr_backend_options opts = {e, dir, port, 0};
@@ -450,7 +413,13 @@ TEST_CASE(listening) {
   SOCKET lo = listen_on(4, "127.0.0.1", port);
   CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
   diagnostics_with(&opts, script, "", diag, sizeof diag);
-  CHECK(strstr(diag, "TCP bound to a specific address only") != NULL, "127.0.0.1 only: %s", diag);
+  CHECK(strstr(diag, "TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]") != NULL,
+        "127.0.0.1 only: %s", diag);
+  closesocket(lo);
+  lo = listen_on(6, "::1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on [::1]");
+  diagnostics_with(&opts, script, "", diag, sizeof diag);
+  CHECK(strstr(diag, "TCP bound to a specific address only ([::1])") != NULL, "[::1] only: %s", diag);
   closesocket(lo);
   SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
   CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "wd_sockets.h"
 #include "wd_test_util.h"
 #include "windows_redirector.h"
 
@@ -252,16 +253,20 @@ static int lookup_peer(int proto, int v6, const uint8_t *peer_addr, uint16_t pee
 
 static void reset_log(void) { DeleteFileA(g_log); }
 
-/* Configures, writes the script, starts. */
-static int session_start(const char *config, const char *script) {
+/* Configures (app port `port`), writes the script, starts. */
+static int session_start_on(uint16_t port, const char *config, const char *script) {
   CHECK(set_redirector_config(config) == 0, "config %s: %s", config, last_error());
-  update_app_port(APP_PORT);
+  update_app_port(port);
   CHECK(redirector_set_windivert_path(g_fakewd) == 0, "set path");
   reset_log();
   write_script(script);
   int rc = start_redirector();
   CHECK(rc == 0, "start_redirector = %d: %s", rc, last_error());
   return rc == 0;
+}
+
+static int session_start(const char *config, const char *script) {
+  return session_start_on(APP_PORT, config, script);
 }
 
 static void session_stop(void) {
@@ -437,6 +442,93 @@ TEST_CASE(udp) {
   CHECK(n == 2, "%d packets sent, expected 2", n);
   session_stop();
   free(s.s);
+}
+
+/* A redirected SYN the proxy never answers counts once, after a second; one
+ * it refuses (RST) counts at once; the diagnostics name each counter with its
+ * likely causes. */
+TEST_CASE(syn_unanswered) {
+  uint16_t c1 = 50001, c2 = 50002;
+  uint8_t pk[3][128];
+  size_t pn[3];
+  tu_tuple up1 = tuple(0, C4, c1, D4, 80), up2 = tuple(0, C4, c2, D4, 80), proxy2 = tuple(0, C4, APP_PORT, D4, c2);
+  pn[0] = tu_tcp(pk[0], &up1, 1000, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &up2, 2000, 0, TU_SYN, NULL);
+  pn[2] = tu_tcp(pk[2], &proxy2, 0, 2001, TU_RST | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, c1), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, c2),
+            ep(0, D4, 80));
+  for (int i = 0; i < 3; i++) {
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  CHECK(wait_sent(sp, 3, 5000) == 3, "both SYNs to the proxy, the RST back to the client");
+  redirector_stats st;
+  for (int waited = 0; waited < 10000; waited += 50) {
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(redirector_get_stats(&st) == 0, "stats: %s", last_error());
+    if (st.redirected_syn_unanswered > 0) break;
+    Sleep(50);
+  }
+  CHECK(st.redirected_syn_unanswered == 1 && st.redirected_syn_refused == 1, "unanswered %llu, refused %llu",
+        (unsigned long long)st.redirected_syn_unanswered, (unsigned long long)st.redirected_syn_refused);
+  char diag[8192];
+  int32_t n = redirector_diagnostics(diag, sizeof diag);
+  CHECK(n > 0 && (size_t)n < sizeof diag, "diagnostics: %d", n);
+  CHECK(strstr(diag, "redirected_syn_unanswered 1: redirected connections got no answer from app port 8080 within "
+                     "1 s. Likely: no inbound rule of Windows Defender Firewall allows the app port") != NULL,
+        "unanswered, with its causes: %s", diag);
+  CHECK(strstr(diag, "redirected_syn_refused 1: app port 8080 answered redirected connections with a RST. Likely: "
+                     "the proxy not listening on the wildcard address") != NULL,
+        "refused, with its causes: %s", diag);
+  session_stop();
+  free(s.s);
+}
+
+/* start_redirector does not refuse to start while the app port is not
+ * listened on as redirects need (the proxy may listen later), but it looks:
+ * redirector_diagnostics then begins with a warning naming what to listen
+ * on, for the protocols the configuration intercepts. */
+TEST_CASE(start_warning) {
+  uint16_t port = free_port();
+  char diag[8192], want[256];
+  SOCKET lo = listen_on(4, "127.0.0.1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
+  const char *tcp_only = config_pids("1234", "\"protocols\": [\"tcp\"]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want,
+             "warning at start: app port %u: TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]: "
+             "redirects will be refused; a redirected connection arrives addressed to the client's own address, so "
+             "listen on 0.0.0.0 and [::]",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "127.0.0.1 only:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    CHECK(strstr(diag, "UDP") == NULL, "UDP is not intercepted, so not looked at: %s", diag);
+    session_stop();
+  }
+  closesocket(lo);
+  SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
+  CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    CHECK(strstr(diag, "warning") == NULL, "both wildcards: no warning: %s", diag);
+    CHECK(strstr(diag, "TCP on 0.0.0.0 and [::];") != NULL, "both wildcards: %s", diag);
+    session_stop();
+  }
+  /* Both protocols intercepted: UDP, not listened on, is what is wrong. */
+  if (session_start_on(port, config_pids("1234", NULL), "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want, "warning at start: app port %u: UDP not listening: its redirects will be refused;",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "no UDP:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    session_stop();
+  }
+  closesocket(any4);
+  closesocket(any6);
 }
 
 /* A connection to a listener of an intercepted process goes to the app port. */
@@ -622,6 +714,128 @@ TEST_CASE(excluded_pids) {
   CHECK(GetTickCount() - t0 < 5000, "PID 4 released by its event");
   session_stop();
   free(s.s);
+}
+
+/* A socket's local port (0 when unbound). */
+static uint16_t local_port(SOCKET sock) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockname(sock, (struct sockaddr *)&ss, &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static uint64_t stat_held(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st.held;
+}
+
+/* redirector_exclude_socket on sockets of this process (real wine sockets)
+ * while the redirector runs: each is bound by the library, so its port is
+ * known before it connects, and its packets pass at once, both ways, with
+ * no SOCKET event (no hold, no redirect): a TCP socket, its SYN-ACK, a
+ * dual-stack IPv6 one (IPv6 and IPv4), a UDP socket's reply. A socket
+ * excluded before start is not remembered: its SYN waits for its CONNECT
+ * event, like any new flow of this process. After a socket's CLOSE event its
+ * port waits again. */
+TEST_CASE(exclude_socket) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  unsigned long self = (unsigned long)GetCurrentProcessId();
+  SOCKET early = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(redirector_exclude_socket((intptr_t)early) == 0, "excluded while stopped: %s", last_error());
+  uint16_t pe = local_port(early);
+  CHECK(pe != 0, "bound while stopped too");
+  char more[MAX_PATH];
+  snprintf(more, sizeof more, "%s.more", g_script);
+  DeleteFileA(more);
+  sbuf s = {0};
+  sb_printf(&s, "gate excluded\ninclude %s\n", more);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", self);
+  if (!session_start(config_pids(pids, "\"hold_timeout_ms\": 10000"), s.s)) return;
+  SOCKET t4 = socket(AF_INET, SOCK_STREAM, 0), t6 = socket(AF_INET6, SOCK_STREAM, 0);
+  SOCKET u4 = socket(AF_INET, SOCK_DGRAM, 0);
+  DWORD off = 0;
+  CHECK(setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&off, sizeof off) == 0, "dual stack");
+  CHECK(local_port(t4) == 0 && local_port(t6) == 0 && local_port(u4) == 0, "unbound at first");
+  CHECK(redirector_exclude_socket((intptr_t)t4) == 0, "exclude TCP: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)t6) == 0, "exclude TCP6: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)u4) == 0, "exclude UDP: %s", last_error());
+  uint16_t p4 = local_port(t4), p6 = local_port(t6), pu = local_port(u4);
+  CHECK(p4 && p6 && pu, "bound by the library: ports %u %u %u", p4, p6, pu);
+  enum { N = 7 };
+  uint8_t pk[N][256];
+  size_t pn[N];
+  tu_tuple t[N] = {tuple(0, C4, p4, D4, 80), tuple(0, D4, 80, C4, p4),    tuple(1, C6, p6, D6, 443),
+                   tuple(0, C4, p6, D4, 443), tuple(0, R4, 53, C4, pu),   tuple(0, C4, pe, D4, 80),
+                   tuple(0, C4, p4, D4, 81)};
+  const uint8_t flags[N] = {TU_SYN, TU_SYN | TU_ACK, TU_SYN, TU_SYN, 0, TU_SYN, TU_SYN};
+  const char *what[N] = {"SYN", "its SYN-ACK", "IPv6 SYN", "IPv4 SYN of the dual-stack socket", "UDP reply",
+                         "SYN of the socket excluded before start", "SYN from the port after its CLOSE"};
+  const int out[N] = {1, 0, 1, 1, 0, 1, 1};
+  for (int i = 0; i < N; i++) pn[i] = i == 4 ? tu_udp(pk[i], &t[i], "answer") : tu_tcp(pk[i], &t[i], 1, 0, flags[i], NULL);
+  sbuf m = {0};
+  for (int i = 0; i < 6; i++) sb_packet(&m, out[i] ? "out if=7 sub=3" : "in if=7 sub=3", pk[i], pn[i]);
+  sb_printf(&m, "wait_sent 5\ngate released\nsocket connect pid=%lu proto=tcp local=%s remote=%s\nwait_sent 6\n", self,
+            ep(0, C4, pe), ep(0, D4, 80));
+  sb_printf(&m, "socket close pid=%lu proto=tcp local=%s remote=%s\ndelay 300\n", self, ep(0, C4, p4),
+            ep(0, D4, 80));
+  sb_packet(&m, "out if=7 sub=3", pk[6], pn[6]);
+  FILE *f = fopen(more, "wb");
+  fputs(m.s, f);
+  fclose(f);
+  DWORD t0 = GetTickCount();
+  open_gate("excluded");
+  sent_packet sp[64];
+  int n = wait_sent(sp, 5, 5000);
+  CHECK(GetTickCount() - t0 < 5000, "passed at once, not after the 10 s hold timeout");
+  for (int i = 0; i < 5 && i < n; i++) expect_packet(&sp[i], what[i], pk[i], pn[i], out[i], 7, 3);
+  Sleep(300);
+  CHECK(sent_packets(sp, 64) == 5, "the early socket's SYN waits for its owner");
+  CHECK(stat_held() == 1, "held: %llu, the early socket's SYN only", (unsigned long long)stat_held());
+  open_gate("released");
+  n = wait_sent(sp, 6, 5000);
+  if (n >= 6) expect_packet(&sp[5], what[5], pk[5], pn[5], 1, 7, 3);
+  for (int i = 0; i < 300 && stat_held() < 2; i++) Sleep(10);
+  CHECK(stat_held() == 2, "after the CLOSE, the port's new SYN is held (held %llu)", (unsigned long long)stat_held());
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  CHECK(st.flows_redirected == 0 && st.rewritten == 0, "nothing redirected");
+  session_stop();
+  closesocket(early);
+  closesocket(t4);
+  closesocket(t6);
+  closesocket(u4);
+  DeleteFileA(more);
+  free(s.s);
+  free(m.s);
+}
+
+/* The table of excluded sockets holds max_flows of them: one more is
+ * refused with REDIRECTOR_ENOMEM, and the reason. */
+TEST_CASE(exclude_socket_table_full) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%d", FAKE_PID);
+  if (!session_start(config_pids(pids, "\"max_flows\": 16"), "")) return;
+  SOCKET socks[17];
+  for (int i = 0; i < 17; i++) {
+    socks[i] = socket(AF_INET, SOCK_DGRAM, 0);
+    int32_t rc = redirector_exclude_socket((intptr_t)socks[i]);
+    if (i < 16) CHECK(rc == 0, "socket %d excluded: %s", i, last_error());
+    else CHECK(rc == REDIRECTOR_ENOMEM && error_mentions("table of excluded sockets is full (16 sockets"),
+               "the 17th: %d %s", rc, last_error());
+  }
+  session_stop();
+  for (int i = 0; i < 17; i++) closesocket(socks[i]);
 }
 
 /* A child process with a UDP socket open before start: its owner comes from
@@ -845,6 +1059,108 @@ TEST_CASE(owner_from_table) {
     session_stop();
   }
   child_stop(child, pid);
+  free(s.s);
+}
+
+/* Loopback interception (a configuration whose bypass leaves out
+ * "loopback"): an intercepted process's TCP and UDP exchanges with a service
+ * on 127.0.0.1 or ::1, IPv4 and IPv6. The driver sees loopback traffic only
+ * as outbound, and an inbound injection on loopback is never received, so
+ * every rewritten packet, both ways, goes out outbound with its loopback
+ * flag; the proxy's look-up finds the original destination. */
+static void loopback_session(int v6) {
+  static const uint8_t L4[4] = {127, 0, 0, 1}, L6[16] = {[15] = 1};
+  const uint8_t *L = v6 ? L6 : L4;
+  uint16_t c = 51000, d = 5432, u = 51001, ud = 5353;
+  uint8_t pk[6][256], ex[6][256];
+  size_t pn[6], en[6];
+  tu_tuple up = tuple(v6, L, c, L, d), up_x = tuple(v6, L, c, L, APP_PORT);
+  tu_tuple proxy = tuple(v6, L, APP_PORT, L, c), proxy_x = tuple(v6, L, d, L, c);
+  tu_tuple q = tuple(v6, L, u, L, ud), q_x = tuple(v6, L, u, L, APP_PORT);
+  tu_tuple a = tuple(v6, L, APP_PORT, L, u), a_x = tuple(v6, L, ud, L, u);
+  pn[0] = tu_tcp(pk[0], &up, 100, 0, TU_SYN, NULL);
+  en[0] = tu_tcp(ex[0], &up_x, 100, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &proxy, 700, 101, TU_SYN | TU_ACK, NULL);
+  en[1] = tu_tcp(ex[1], &proxy_x, 700, 101, TU_SYN | TU_ACK, NULL);
+  pn[2] = tu_tcp(pk[2], &up, 101, 701, TU_PSH | TU_ACK, "ping");
+  en[2] = tu_tcp(ex[2], &up_x, 101, 701, TU_PSH | TU_ACK, "ping");
+  pn[3] = tu_tcp(pk[3], &proxy, 701, 105, TU_PSH | TU_ACK, "pong");
+  en[3] = tu_tcp(ex[3], &proxy_x, 701, 105, TU_PSH | TU_ACK, "pong");
+  pn[4] = tu_udp(pk[4], &q, "query");
+  en[4] = tu_udp(ex[4], &q_x, "query");
+  pn[5] = tu_udp(pk[5], &a, "answer");
+  en[5] = tu_udp(ex[5], &a_x, "answer");
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s loopback\n", FAKE_PID, ep(v6, L, c),
+            ep(v6, L, d));
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s loopback\ndelay 100\n", FAKE_PID,
+            ep(v6, L, u), ep(v6, L, ud));
+  for (int i = 0; i < 6; i++) {
+    sb_packet(&s, "out loopback if=1 sub=0", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 6, 5000);
+  static const char *const what[] = {"client SYN", "proxy SYN-ACK", "client data",
+                                     "proxy data", "UDP query",     "UDP answer"};
+  for (int i = 0; i < n && i < 6; i++) {
+    expect_packet(&sp[i], what[i], ex[i], en[i], 1, 1, 0);
+    CHECK(sp[i].loopback == 1, "%s: loopback flag kept", what[i]);
+  }
+  CHECK(n == 6, "%d packets sent, expected 6", n);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, v6, L, c, L, &o) == 0, "TCP lookup: %s", last_error());
+  CHECK(same_endpoint(&o.destination, v6, L, d) && o.pid == FAKE_PID, "TCP origin: the loopback service, pid %u",
+        o.pid);
+  CHECK(lookup_peer(REDIRECTOR_UDP, v6, L, u, L, &o) == 0, "UDP lookup: %s", last_error());
+  CHECK(same_endpoint(&o.destination, v6, L, ud) && o.pid == FAKE_PID, "UDP origin: the loopback service, pid %u",
+        o.pid);
+  session_stop();
+  free(s.s);
+}
+
+TEST_CASE(loopback_v4) { loopback_session(0); }
+TEST_CASE(loopback_v6) { loopback_session(1); }
+
+/* A local client of an intercepted process's listener: on loopback the
+ * driver sees the client's packets and the listener's replies only as
+ * outbound, never an inbound connection to the listener, so the connection
+ * is not taken for an inbound one. It is the client's outbound flow, and the
+ * client is not intercepted: every packet passes unchanged. */
+TEST_CASE(loopback_local_client) {
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t syn[256], sa[256], ack[256];
+  tu_tuple in = tuple(0, L, 41000, L, 8443), reply = tuple(0, L, 8443, L, 41000);
+  size_t sn = tu_tcp(syn, &in, 1, 0, TU_SYN, NULL), an = tu_tcp(sa, &reply, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t kn = tu_tcp(ack, &in, 2, 10, TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=127.0.0.1:8443\n", FAKE_PID);
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=127.0.0.1:41000 remote=127.0.0.1:8443 loopback\n"
+            "delay 100\n",
+            OTHER_PID);
+  sb_packet(&s, "out loopback if=1 sub=0", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out loopback if=1 sub=0", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "out loopback if=1 sub=0", ack, kn);
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 3, 5000);
+  const uint8_t *want[] = {syn, sa, ack};
+  const size_t wn[] = {sn, an, kn};
+  static const char *const what[] = {"client SYN", "listener SYN-ACK", "client ACK"};
+  for (int i = 0; i < n && i < 3; i++) {
+    char *hex = malloc(2 * wn[i] + 1);
+    tu_hex(want[i], wn[i], hex);
+    CHECK(strcmp(sp[i].hex, hex) == 0 && sp[i].outbound == 1 && sp[i].loopback == 1, "%s passes unchanged",
+          what[i]);
+    free(hex);
+  }
+  CHECK(n == 3, "%d packets sent, expected 3", n);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, 41000, L, &o) != 0, "no origin for a connection that was not redirected");
+  session_stop();
   free(s.s);
 }
 

@@ -169,6 +169,7 @@ struct wr_backend {
    * force (the packet thread changes it when it takes a new handle). */
   SRWLOCK diag_lock;
   char diag[DIAG_CAP];
+  char start_warning[768]; /* "warning at start: ...; " or "" (fixed at start) */
   uint64_t recv_errors, send_errors;
   uint32_t last_recv_error, last_send_error;
   char thread_failure[256];
@@ -995,6 +996,18 @@ static void scope_changed(void *io) {
 /* ------------------------------------------------------------------------
  * Start and stop */
 
+static int listen_report(wr_backend *b, int only_wrong, char *out, size_t cap);
+
+/* Is the app port listened on as redirects need? Starting goes on either way
+ * (the proxy may listen later); what is wrong leads the diagnostics text. */
+static void start_check(wr_backend *b) {
+  char wrong[sizeof b->start_warning - 32];
+  if (listen_report(b, 1, wrong, sizeof wrong) > 0) {
+    /* wrong is "; app port P: ..." */
+    snprintf(b->start_warning, sizeof b->start_warning, "warning at start: %s; ", wrong + 2);
+  }
+}
+
 static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
                           size_t errlen) {
   HANDLE h = b->wd.open(filter, layer, priority, flags);
@@ -1140,22 +1153,8 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     release(b);
     return NULL;
   }
+  start_check(b);
   return b;
-}
-
-/* Not yet done on Windows. The NETWORK layer sees every process's packets,
- * this one's too: a new flow of the proxy's is held until its SOCKET event
- * names this process, then passes. Passing an excluded socket's packets at
- * once needs the engine to know its local endpoint (and the socket bound
- * before connect, to have one). Only INVALID_SOCKET and other negative
- * values are refused, so a caller's mistake is reported the same way on
- * both systems. */
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
-  if (socket < 0) {
-    snprintf(err, errlen, "%lld is not a socket", (long long)socket);
-    return -1;
-  }
-  return 0;
 }
 
 /* PID 4 is the System process: its sockets (SMB, for one) belong to the
@@ -1185,53 +1184,91 @@ void wr_backend_stop(wr_backend *b) {
   release(b);
 }
 
-/* Where the app port is bound now, from the socket tables. */
+/* Where the app port is bound now, for one protocol, from the socket tables. */
 typedef struct {
   uint16_t port;
   uint8_t proto;
   int any[2], specific[2]; /* [0] IPv4, [1] IPv6 */
+  char where[48];          /* the first specific address seen */
 } listen_check;
+
+/* An address as text: dotted IPv4, or IPv6 in brackets with its longest run
+ * of zero groups (two or more) as "::". */
+static void addr_text(int family, const uint8_t a[16], char *out, size_t cap) {
+  if (family == 4) {
+    snprintf(out, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    return;
+  }
+  int run = 0, best = -1, best_len = 1;
+  for (int i = 0; i < 8; i++) {
+    run = a[2 * i] | a[2 * i + 1] ? 0 : run + 1;
+    if (run > best_len) best_len = run, best = i - run + 1;
+  }
+  size_t n = (size_t)snprintf(out, cap, "[");
+  for (int i = 0; i < 8 && n < cap; i++) {
+    if (i == best) {
+      n += (size_t)snprintf(out + n, cap - n, "::");
+      i += best_len - 1;
+      continue;
+    }
+    int sep = i > 0 && i != best + best_len;
+    n += (size_t)snprintf(out + n, cap - n, "%s%x", sep ? ":" : "", (unsigned)(a[2 * i] << 8 | a[2 * i + 1]));
+  }
+  if (n < cap) snprintf(out + n, cap - n, "]");
+}
 
 static int listen_row(void *ctx, const wr_socket_row *r) {
   listen_check *c = ctx;
   if (r->local_port != c->port || r->proto != c->proto || (r->proto == 6 && !r->listening)) return 0;
   int v6 = r->family == 6;
-  if (all_zero(r->local)) c->any[v6] = 1;
-  else c->specific[v6] = 1;
+  if (all_zero(r->local)) {
+    c->any[v6] = 1;
+  } else {
+    c->specific[v6] = 1;
+    if (!c->where[0]) addr_text(r->family, r->local, c->where, sizeof c->where);
+  }
   return 0;
 }
 
-/* "; app port P: TCP on 0.0.0.0 and [::]; UDP ..." with what is wrong. A
- * redirected connection arrives addressed to the client's own address (as
- * inbound traffic from a remote one), so the proxy must listen on the
- * wildcard address of each family it serves. */
-static void listen_report(wr_backend *b, char *out, size_t cap) {
+/* "; app port P: TCP on 0.0.0.0 and [::]; UDP ..." with what is wrong, for
+ * the protocols the configuration intercepts (only what is wrong with
+ * only_wrong). A redirected connection arrives addressed to the client's own
+ * address (as inbound traffic from a remote one), so the proxy must listen
+ * on the wildcard address of each family it serves. Returns how many
+ * protocols are wrong; out is "" when the tables cannot be read. */
+static int listen_report(wr_backend *b, int only_wrong, char *out, size_t cap) {
   uint16_t port = (uint16_t)b->app_port;
   out[0] = '\0';
-  if (!b->owners || wr_owners_tables_error(b->owners)[0] || port == 0) return;
+  if (!b->owners || wr_owners_tables_error(b->owners)[0] || port == 0) return 0;
+  uint32_t protos = wr_engine_protocols(b->engine);
   size_t used = (size_t)snprintf(out, cap, "; app port %u:", (unsigned)port);
   int wrong = 0;
   for (int p = 0; p < 2 && used < cap; p++) {
-    listen_check c = {port, p == 0 ? 6 : 17, {0, 0}, {0, 0}};
+    if (!(protos & (p == 0 ? WR_PROTOS_TCP : WR_PROTOS_UDP))) continue;
+    listen_check c = {port, p == 0 ? 6 : 17, {0, 0}, {0, 0}, ""};
     for (int fam = 4; fam <= 6; fam += 2) {
       uint32_t error = 0;
       wr_owners_walk(b->owners, p == 0 ? WR_TABLE_TCP_LISTENERS : WR_TABLE_UDP, fam, listen_row, &c, &error);
     }
     const char *name = p == 0 ? "TCP" : "UDP";
+    char finding[160];
+    int bad = 1;
     if (c.any[0] && c.any[1]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 and [::];", name);
+      snprintf(finding, sizeof finding, "on 0.0.0.0 and [::]");
+      bad = 0;
     } else if (c.any[1]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on [::] (IPv4 only if that socket is dual-stack);", name);
+      snprintf(finding, sizeof finding, "on [::] (IPv4 only if that socket is dual-stack)");
+      bad = 0;
     } else if (c.any[0]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 only: IPv6 redirects will be refused;", name);
-      wrong = 1;
+      snprintf(finding, sizeof finding, "on 0.0.0.0 only: IPv6 redirects will be refused");
+    } else if (c.specific[0] || c.specific[1]) {
+      snprintf(finding, sizeof finding,
+               "bound to a specific address only (%s), not 0.0.0.0 or [::]: redirects will be refused", c.where);
     } else {
-      used += (size_t)snprintf(out + used, cap - used, " %s %s;", name,
-                               c.specific[0] || c.specific[1]
-                                   ? "bound to a specific address only, not 0.0.0.0 or [::]: redirects will be refused"
-                                   : "not listening: its redirects will be refused");
-      wrong = 1;
+      snprintf(finding, sizeof finding, "not listening: its redirects will be refused");
     }
+    wrong += bad;
+    if (bad || !only_wrong) used += (size_t)snprintf(out + used, cap - used, " %s %s;", name, finding);
   }
   if (wrong && used < cap) {
     snprintf(out + used, cap - used,
@@ -1239,6 +1276,8 @@ static void listen_report(wr_backend *b, char *out, size_t cap) {
              "(or a dual-stack [::]) for each protocol you intercept, and allow inbound connections to the port in "
              "Windows Firewall");
   }
+  if (only_wrong && !wrong) out[0] = '\0';
+  return wrong;
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
@@ -1247,8 +1286,15 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
     if (buf && len) buf[0] = '\0';
     return 0;
   }
-  char listening[768];
-  listen_report(b, listening, sizeof listening);
+  char listening[768], syns[768];
+  listen_report(b, 0, listening, sizeof listening);
+  wr_capture_syn_report(b->capture,
+                        "no inbound rule of Windows Defender Firewall allows the app port (it drops the SYN, and "
+                        "hides a port nothing listens on), the proxy not listening on the wildcard address of that "
+                        "family (0.0.0.0, [::]), or another filter driver dropping packets to the port",
+                        "the proxy not listening on the wildcard address of that family (0.0.0.0, [::]), or not "
+                        "listening at all",
+                        syns, sizeof syns);
   uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
   const wr_wd_filter_info *fi = &b->filter_info;
@@ -1262,7 +1308,7 @@ size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
            (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
   /* A long filter is cut here (to 1 KB or so): the diagnostics are a line for a log. */
-  int n = snprintf(buf, len, "%s%s%s%s", b->diag, filter, listening, tail);
+  int n = snprintf(buf, len, "%s%s%s%s%s%s", b->start_warning, b->diag, filter, listening, syns, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
