@@ -130,7 +130,7 @@ export const enum List {
 }
 
 // @ts-ignore: decorator
-@inline const LISTS: u32 = 8;
+@inline export const LISTS: u32 = 8;
 
 // @ts-ignore: decorator
 @inline export const SHORT_TIMEOUT_MS: u32 = 30000;

@@ -25,7 +25,7 @@
 // make the scope "all".
 
 import { Policy, Bypass, Cidr, cidrContains } from "./config/policy";
-import { flow, listOldest, listNewer, Kind, FlowFlag, List } from "./flows";
+import { flow, listOldest, listNewer, Kind, FlowFlag, List, LISTS } from "./flows";
 import {
   Scope, SCOPE_SIZE, ScopePorts, SCOPE_PORTS_SIZE, ScopeNet, SCOPE_NET_SIZE, ScopeFlag, SCOPE_PORTS_MAX,
   SCOPE_NETS_MAX, SCOPE_APP_PORTS_MAX,
@@ -200,10 +200,10 @@ export function captureScope(out: usize, pol: Policy, app: u32): u32 {
     if (pol.inbound) sidePolicy(local, pol.ports, pol.destinations);
     addAppPort(apps, app);
   }
-  // The flows alive that may still be redirected, or are.
-  for (let l = List.Pending; l <= List.Tcp; l++) {
-    if (l != List.Pending && l != List.RShort && l != List.Udp && l != List.Tcp) continue;
-    for (let f = listOldest(l); f != 0; f = listNewer(f)) {
+  // The flows alive that may still be redirected, or are (on whichever
+  // list: their kind says).
+  for (let l: u32 = List.Pending; l < LISTS; l++) {
+    for (let f = listOldest(<List>l); f != 0; f = listNewer(f)) {
       const kind = flow(f).kind;
       if (kind != Kind.Pending && kind != Kind.Out && kind != Kind.In) continue;
       let stray = false;
