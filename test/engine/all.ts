@@ -5,5 +5,6 @@ import "./policy.test.ts";
 import "./contract.test.ts";
 import "./wire.test.ts";
 import "./redirect.test.ts";
+import "./listeners.test.ts";
 import "./properties.test.ts";
 import "./fuzz.test.ts";

@@ -200,6 +200,7 @@ static int thread_count(void) {
 static const uint8_t C4[4] = {10, 0, 0, 5};
 static const uint8_t D4[4] = {93, 184, 216, 34};
 static const uint8_t R4[4] = {198, 51, 100, 7};
+static const uint8_t R2[4] = {198, 51, 100, 8};
 static const uint8_t S4[4] = {192, 0, 2, 53};
 static const uint8_t C6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
 static const uint8_t D6[16] = {0x26, 0x06, 0x28, 0x00, 0x02, 0x20, 0, 1, 0x02, 0x48, 0x18, 0x93, 0x25, 0xc8, 0x19, 0x46};
@@ -474,6 +475,143 @@ TEST_CASE(inbound) {
   free(s.s);
 }
 
+static redirector_stats get_stats(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st;
+}
+
+/* The events the SOCKET handle has received so far (the stand-in's
+ * record: its open line, then "recv id=N count=C" per receive). */
+static int socket_events(void) {
+  char *log = read_file(g_log);
+  int id = -1, n = 0;
+  for (const char *p = log; p && *p;) {
+    int a, c;
+    char layer[16];
+    if (id < 0 && sscanf(p, "open id=%d layer=%15s", &a, layer) == 2 && strcmp(layer, "SOCKET") == 0) id = a;
+    else if (id >= 0 && sscanf(p, "recv id=%d count=%d", &a, &c) == 2 && a == id) n += c;
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  free(log);
+  return n;
+}
+
+static int wait_socket_events(int n, int timeout_ms) {
+  for (int waited = 0; socket_events() < n; waited += 10) {
+    if (waited >= timeout_ms) return 0;
+    Sleep(10);
+  }
+  return 1;
+}
+
+/* A script step after SOCKET events the library must have taken before the
+ * script goes on: a gate, then a marker event (another process's connect). */
+static void sb_taken(sbuf *s, const char *gate) {
+  sb_printf(s, "gate %s\nsocket connect pid=%d proto=tcp local=%s remote=%s\n", gate, OTHER_PID, ep(0, C4, 50999),
+            ep(0, D4, 80));
+}
+
+/* The test's side of sb_taken: once the SOCKET handle has received
+ * `events`, opens the gate, and waits for the marker's receive: the
+ * library's socket thread takes a receive's events before its next
+ * receive, so by then it has taken the first `events`. */
+static int taken(int events, const char *gate) {
+  if (!wait_socket_events(events, 5000)) return 0;
+  open_gate(gate);
+  return wait_socket_events(events + 1, 5000);
+}
+
+/* Two connections to a listener of FAKE_PID on 0.0.0.0:8443 (from R4:40001
+ * and R2:40002, to C4) and, between them, `closes`: SOCKET events (`ncloses`
+ * of them) the library has taken before the second SYN comes. The first SYN
+ * must be redirected; the record's sent packets go to sp. */
+typedef struct {
+  uint8_t syn[2][256], synx[2][256]; /* the SYNs, and as redirected */
+  size_t sn[2], sxn[2];
+  sent_packet sp[8];
+  int sent;
+} listener_session;
+
+static int listener_run(listener_session *l, const char *closes, int ncloses, int hold_ms) {
+  for (int i = 0; i < 2; i++) {
+    tu_tuple in = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, 8443);
+    tu_tuple in_x = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, APP_PORT);
+    l->sn[i] = tu_tcp(l->syn[i], &in, 7000, 0, TU_SYN, NULL);
+    l->sxn[i] = tu_tcp(l->synx[i], &in_x, 7000, 0, TU_SYN, NULL);
+  }
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  sb_taken(&s, "listen");
+  sb_printf(&s, "gate first\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[0], l->sn[0]);
+  sb_printf(&s, "wait_sent 1\n%s", closes);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[1], l->sn[1]);
+  char extra[64];
+  snprintf(extra, sizeof extra, "\"hold_timeout_ms\": %d", hold_ms);
+  int ok = session_start(config_pids("1234", extra), s.s);
+  free(s.s);
+  if (!ok) return 0;
+  CHECK(taken(1, "listen"), "the listen taken");
+  open_gate("first");
+  l->sent = wait_sent(l->sp, 1, 5000);
+  if (l->sent >= 1) expect_packet(&l->sp[0], "first SYN", l->synx[0], l->sxn[0], 0, 9, 2);
+  CHECK(taken(2 + ncloses, "closed"), "the closes taken");
+  open_gate("second");
+  l->sent = wait_sent(l->sp, 2, 5000);
+  return 1;
+}
+
+/* A listener of an intercepted process on 0.0.0.0 accepts a connection,
+ * which ends: the driver's CLOSE names the listener's port and PID with the
+ * connection's remote end (the stand-in sends it as the driver does). The
+ * listener is still there: the next connection is redirected at once, with
+ * no hold and no look-up in the socket tables (which know no such listener
+ * here). */
+TEST_CASE(listener_outlives_its_connections) {
+  char closes[256];
+  snprintf(closes, sizeof closes,
+           "socket accept pid=%d proto=tcp local=%s remote=%s\nsocket close pid=%d proto=tcp local=%s remote=%s\n",
+           FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001), FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001));
+  listener_session l;
+  if (!listener_run(&l, closes, 2, 10000)) return;
+  if (l.sent >= 2) {
+    expect_packet(&l.sp[1], "second SYN, after the first connection's close", l.synx[1], l.sxn[1], 0, 9, 2);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 0 && st.owner_queries == 0 && st.hold_timeouts == 0, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, R2, 40002, C4, &o) == 0 && o.pid == FAKE_PID &&
+            same_endpoint(&o.destination, 0, C4, 8443),
+        "second connection's origin: %s", last_error());
+  session_stop();
+}
+
+/* The listener's own release (a CLOSE with no remote end, its address and
+ * port as bound) does remove it: the next connection's owner is unknown
+ * (held, looked up, passed at the hold timeout). */
+TEST_CASE(listener_release) {
+  char closes[128];
+  snprintf(closes, sizeof closes, "socket close pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  listener_session l;
+  if (!listener_run(&l, closes, 1, 300)) return;
+  if (l.sent >= 2) {
+    char hex[600];
+    tu_hex(l.syn[1], l.sn[1], hex);
+    CHECK(strcmp(l.sp[1].hex, hex) == 0 && l.sp[1].outbound == 0, "second SYN passed unchanged: %s", l.sp[1].hex);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 1 && st.owner_queries == 1 && st.hold_timeouts == 1, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+}
+
 /* Traffic of processes not intercepted goes out exactly as it came, with
  * its own address flags (a checksum left to offload stays flagged so). */
 TEST_CASE(passthrough) {
@@ -684,9 +822,11 @@ static void child_stop(HANDLE child, DWORD pid) {
   CloseHandle(child);
 }
 
+/* A UDP socket on 0.0.0.0 (datagrams to any local address are its): prints
+ * its port. */
 static int child_udp(void) {
   struct sockaddr_in a;
-  SOCKET u = used_udp_socket(&a);
+  SOCKET u = used_udp_socket(&a, INADDR_ANY);
   printf("%u 0\n", ntohs(a.sin_port));
   fflush(stdout);
   child_wait();
@@ -698,7 +838,7 @@ static int child_udp(void) {
  * port and the listener's. */
 static int child_tcp(void) {
   struct sockaddr_in a, ca;
-  SOCKET u = used_udp_socket(&a); /* (starts winsock) */
+  SOCKET u = used_udp_socket(&a, INADDR_LOOPBACK); /* (starts winsock) */
   SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
   a.sin_port = 0;
   bind(lst, (struct sockaddr *)&a, sizeof a);
@@ -734,6 +874,9 @@ static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWO
   return child;
 }
 
+/* A socket opened before start (the child's, on 0.0.0.0) is known from the
+ * socket tables: a datagram to its port is redirected, not passed at the
+ * hold timeout. */
 TEST_CASE(existing_socket) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
