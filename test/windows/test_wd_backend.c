@@ -170,7 +170,7 @@ TEST_CASE(tables) {
   send(cli, "x", 1, 0);
   recv(acc, buf, sizeof buf, 0);
   struct sockaddr_in ua;
-  SOCKET u = used_udp_socket(&ua, INADDR_LOOPBACK);
+  SOCKET u = used_udp_socket(&ua, INADDR_LOOPBACK, 0);
   wr_owners *o = wr_owners_new();
   CHECK(o && wr_owners_tables_error(o)[0] == '\0', "iphlpapi loaded: %s", o ? wr_owners_tables_error(o) : "");
   uint32_t self = GetCurrentProcessId(), err = 0;

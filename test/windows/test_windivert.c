@@ -826,7 +826,7 @@ static void child_stop(HANDLE child, DWORD pid) {
  * its port. */
 static int child_udp(void) {
   struct sockaddr_in a;
-  SOCKET u = used_udp_socket(&a, INADDR_ANY);
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, 0);
   printf("%u 0\n", ntohs(a.sin_port));
   fflush(stdout);
   child_wait();
@@ -834,11 +834,37 @@ static int child_udp(void) {
   return 0;
 }
 
+/* Named events between the test and its child: WrTest<what>_<child PID>. */
+static HANDLE child_event(const char *what, DWORD pid) {
+  char name[64];
+  snprintf(name, sizeof name, "WrTest%s_%lu", what, (unsigned long)pid);
+  return CreateEventA(NULL, TRUE, FALSE, name);
+}
+
+/* A UDP socket on 0.0.0.0:PORT made only when the test says so (after the
+ * redirector started, so only a look-up in the socket tables finds it):
+ * prints the port at once, binds at the event Go, sets Bound. */
+static int child_udp_late(uint16_t port) {
+  printf("%u 0\n", port);
+  fflush(stdout);
+  DWORD self = GetCurrentProcessId();
+  HANDLE go = child_event("Go", self), bound = child_event("Bound", self);
+  WaitForSingleObject(go, 60000);
+  struct sockaddr_in a;
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, port);
+  SetEvent(bound);
+  child_wait();
+  closesocket(u);
+  CloseHandle(go);
+  CloseHandle(bound);
+  return 0;
+}
+
 /* A TCP connection of the child's own on 127.0.0.1: prints the client's
  * port and the listener's. */
 static int child_tcp(void) {
   struct sockaddr_in a, ca;
-  SOCKET u = used_udp_socket(&a, INADDR_LOOPBACK); /* (starts winsock) */
+  SOCKET u = used_udp_socket(&a, INADDR_LOOPBACK, 0); /* (starts winsock) */
   SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
   a.sin_port = 0;
   bind(lst, (struct sockaddr *)&a, sizeof a);
@@ -987,6 +1013,76 @@ TEST_CASE(owner_from_table) {
     session_stop();
   }
   child_stop(child, pid);
+  free(s.s);
+}
+
+/* A socket found by a look-up in the socket tables (no SOCKET event: a
+ * child's UDP socket on 0.0.0.0, made after start) owns its port until its
+ * release, the driver's CLOSE with the address as bound. The look-up's
+ * answer names that address, so the release removes the engine's entry: a
+ * datagram after the socket is gone is not redirected on its behalf (held,
+ * looked up, passed at the hold timeout). */
+TEST_CASE(looked_up_socket_release) {
+  /* A free port: bound once, then let go. */
+  struct sockaddr_in pa;
+  SOCKET probe = used_udp_socket(&pa, INADDR_ANY, 0);
+  uint16_t port = ntohs(pa.sin_port), unused = 0;
+  closesocket(probe);
+  char mode[40];
+  snprintf(mode, sizeof mode, "child_udp_late %u", port);
+  DWORD pid = 0;
+  HANDLE child = start_child(mode, &port, &unused, &pid);
+  if (!child) return;
+  uint8_t dg[2][256], dgx[256];
+  size_t dn[2];
+  tu_tuple in0 = tuple(0, R4, 5300, C4, port), in1 = tuple(0, R2, 5301, C4, port);
+  tu_tuple in_x = tuple(0, R4, 5300, C4, APP_PORT);
+  dn[0] = tu_udp(dg[0], &in0, "to the socket");
+  dn[1] = tu_udp(dg[1], &in1, "after the socket");
+  size_t dxn = tu_udp(dgx, &in_x, "to the socket");
+  sbuf s = {0};
+  /* A first event: once it is received, the library has read the socket
+   * tables at start (before its first receive), without the child's
+   * socket. */
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", OTHER_PID, ep(0, C4, 50998), ep(0, D4, 80));
+  sb_printf(&s, "gate bound\n");
+  sb_packet(&s, "in if=9 sub=2", dg[0], dn[0]);
+  sb_printf(&s, "wait_sent 1\ngate released\n");
+  sb_printf(&s, "socket close pid=%lu proto=udp local=0.0.0.0:%u\n", (unsigned long)pid, port);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", dg[1], dn[1]);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  HANDLE go = child_event("Go", pid), bound = child_event("Bound", pid);
+  if (session_start(config_pids(pids, "\"hold_timeout_ms\": 2000"), s.s)) {
+    CHECK(wait_socket_events(1, 5000), "the first event received");
+    SetEvent(go);
+    CHECK(WaitForSingleObject(bound, 10000) == WAIT_OBJECT_0, "the child bound its socket");
+    open_gate("bound");
+    sent_packet sp[8];
+    int n = wait_sent(sp, 1, 5000);
+    if (n >= 1) expect_packet(&sp[0], "datagram to the socket found in the table", dgx, dxn, 0, 9, 2);
+    /* The socket goes, and the driver says so. */
+    child_stop(child, pid);
+    child = NULL;
+    open_gate("released");
+    CHECK(taken(2, "closed"), "the release taken");
+    open_gate("second");
+    n = wait_sent(sp, 2, 8000);
+    if (n >= 2) {
+      char hex[600];
+      tu_hex(dg[1], dn[1], hex);
+      CHECK(strcmp(sp[1].hex, hex) == 0, "the next datagram passed unchanged: %s", sp[1].hex);
+    }
+    redirector_stats st = get_stats();
+    CHECK(st.owner_queries == 2 && st.hold_timeouts == 1, "look-ups %llu, hold timeouts %llu",
+          (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+  }
+  if (child) child_stop(child, pid);
+  CloseHandle(go);
+  CloseHandle(bound);
   free(s.s);
 }
 
@@ -1370,6 +1466,7 @@ static void stop_if_running(void) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
   if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
+  if (argc > 2 && strcmp(argv[1], "child_udp_late") == 0) return child_udp_late((uint16_t)atoi(argv[2]));
   GetModuleFileNameA(NULL, g_dir, sizeof g_dir);
   char *slash = strrchr(g_dir, '\\');
   if (slash) *slash = '\0';
