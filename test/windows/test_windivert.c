@@ -1329,6 +1329,8 @@ TEST_CASE(loopback_local_client) {
   redirector_origin o;
   CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, 41000, L, &o) != 0, "no origin for a connection that was not redirected");
   session_stop();
+  free(s.s);
+}
 
 /* A socket found by a look-up in the socket tables (no SOCKET event: a
  * child's UDP socket on 0.0.0.0, made after start) owns its port until its
