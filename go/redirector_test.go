@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -514,8 +515,54 @@ func TestEndpointConversion(t *testing.T) {
 	}
 }
 
-func TestListenerReturnsConnsWithOrigin(t *testing.T) {
-	r := open(t, Options{})
+// logLines is a Logger that keeps its lines.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Printf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, v...))
+}
+
+func (l *logLines) text() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// dialDirect connects to the app port directly and reports what it read
+// back after sending "ping" and its end of data.
+func dialDirect(addr string) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			got <- "dial: " + err.Error()
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ping"))
+		c.(*net.TCPConn).CloseWrite()
+		b, err := io.ReadAll(c)
+		if err != nil {
+			got <- fmt.Sprintf("read %q, then %v", b, err)
+			return
+		}
+		got <- fmt.Sprintf("read %q", b)
+	}()
+	return got
+}
+
+// A connection to the app port that the library did not redirect (here a
+// local one, made directly) is not served: Accept closes it, counts it, logs
+// it, and waits on for a redirected one.
+func TestListenerRefusesDirectConnections(t *testing.T) {
+	logs := &logLines{}
+	r := open(t, Options{Logger: logs})
 	ln, err := r.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -524,13 +571,63 @@ func TestListenerReturnsConnsWithOrigin(t *testing.T) {
 	if err := r.SetAppPort(ln.Port()); err != nil || r.Options().AppPort != ln.Port() || ln.Port() == 0 {
 		t.Fatalf("SetAppPort(%d): %v", ln.Port(), err)
 	}
+	start(t, r)
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.AcceptRedirected()
+		if err == nil {
+			c.Close()
+			err = fmt.Errorf("a connection was accepted: %+v", c.Origin())
+		}
+		accepted <- err
+	}()
+	for i := 1; i <= 2; i++ {
+		if got := <-dialDirect(ln.Addr().String()); got != `read ""` && !strings.Contains(got, "reset") {
+			t.Fatalf("direct connection %d: %s; want it closed unserved", i, got)
+		}
+		waitFor(t, "the refusal to be counted", func() bool { return ln.Refused() == uint64(i) })
+	}
+	if !strings.Contains(logs.text(), "redirector: closed a connection from 127.0.0.1:") ||
+		!strings.Contains(logs.text(), "to the app port: not redirected (redirector: Lookup: redirector_lookup: no redirected TCP") {
+		t.Fatalf("log:\n%s", logs.text())
+	}
+	ln.Close()
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("AcceptRedirected after the listener closed: %v", err)
+	}
+	// Once the Redirector is closed, nothing can be served: Accept says so.
+	ln2, err := r.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	r.Close()
+	done := dialDirect(ln2.Addr().String())
+	if _, err := ln2.Accept(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Accept after Close: %v", err)
+	}
+	<-done
+}
+
+// With AcceptDirect, a direct connection is returned, marked as such, and
+// can be served.
+func TestListenerAcceptDirect(t *testing.T) {
+	r := open(t, Options{})
+	ln, err := r.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ln.AcceptDirect = true
+	if err := r.SetAppPort(ln.Port()); err != nil {
+		t.Fatal(err)
+	}
 	// A new configuration without a port keeps it.
 	if err := r.SetConfig(Options{PIDs: []int{4201234}}); err != nil || r.Options().AppPort != ln.Port() {
 		t.Fatalf("SetConfig without AppPort: %v, port %d", err, r.Options().AppPort)
 	}
 	start(t, r)
 
-	// A direct connection to the app port is accepted, not redirected.
 	done := make(chan error, 1)
 	go func() {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -556,8 +653,8 @@ func TestListenerReturnsConnsWithOrigin(t *testing.T) {
 	}
 	c := nc.(*Conn)
 	defer c.Close()
-	if c.Redirected() || c.Origin() != (Origin{}) {
-		t.Fatalf("a direct connection reads as redirected: %+v", c.Origin())
+	if c.Redirected() || c.Origin() != (Origin{}) || ln.Refused() != 0 {
+		t.Fatalf("a direct connection reads as redirected: %+v (refused %d)", c.Origin(), ln.Refused())
 	}
 	wantErr(t, c.OriginErr(), ErrNotFound, "redirector_lookup")
 	if _, ok := c.NetConn().(*net.TCPConn); !ok {

@@ -147,13 +147,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dialer := r.Dialer()
 	dialer.Timeout = 10 * time.Second
 	p.dialTCP = func(addr string) (net.Conn, error) { return dialer.Dial("tcp", addr) }
+	// Both listen on the wildcard address, as redirected traffic needs (on
+	// Windows with an inbound firewall rule for the port), so others can
+	// reach the port too: the Listener closes TCP connections that were not
+	// redirected, and serveUDP drops such datagrams.
 	var tcp net.Listener
 	var udp *net.UDPConn
 	for _, proto := range c.protocols {
 		var err error
 		switch proto {
 		case redirector.TCP:
-			tcp, err = r.Listen("tcp", fmt.Sprintf(":%d", c.port))
+			var ln *redirector.Listener
+			if ln, err = r.Listen("tcp", fmt.Sprintf(":%d", c.port)); err == nil {
+				tcp, p.refused = ln, ln.Refused
+			}
 		case redirector.UDP:
 			udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(c.port)})
 		}

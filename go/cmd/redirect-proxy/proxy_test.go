@@ -144,7 +144,7 @@ func TestTCPNotRedirected(t *testing.T) {
 	}
 	out.waitFor(t, regexp.QuoteMeta(c.LocalAddr().String())+` connected to the proxy port directly \(not redirected\): closed`)
 	p.summary(nil)
-	out.waitFor(t, `summary: 0 TCP connections \(0 failed\).*; 1 not redirected \(ignored\)`)
+	out.waitFor(t, `summary: 0 TCP connections \(0 failed\).*; 1 not redirected \(refused\)`)
 }
 
 func TestTCPDialFailure(t *testing.T) {
