@@ -89,11 +89,11 @@ func (r *Redirector) logf(format string, v ...any) {
 	}
 }
 
-// SetConfig replaces the whole configuration; AppPort 0 keeps the current
-// port (SetAppPort(0) unsets it). While running, new connections follow it
-// at once; connections already redirected keep their decision. A rejected
-// configuration leaves the previous one in force, and the error names the
-// field:
+// SetConfig replaces the whole configuration: fields left zero take the
+// library's defaults, and AppPort 0 keeps the current port. While running,
+// new connections follow it at once; connections already redirected keep
+// their decision. A rejected configuration leaves the previous one in force,
+// and the error names the field:
 //
 //	redirector: SetConfig: set_redirector_config: max_flows: expected an integer from 16 to 1048576, got 8
 func (r *Redirector) SetConfig(opts Options) error {
@@ -144,10 +144,14 @@ func (r *Redirector) Options() Options {
 }
 
 // SetAppPort changes the port the proxy listens on; redirected connections
-// arrive there from now on (those already redirected keep theirs). 0 unsets
-// it. While running, ErrInit if the capture could not be set up for the port
+// arrive there from now on (those already redirected keep theirs). Port 0 is
+// ErrInvalid (as in Options, 0 is no port: Stop or Close ends redirecting).
+// While running, ErrInit if the capture could not be set up for the port
 // (Linux: iptables, or more than 16 ports in one run): the old port stays.
 func (r *Redirector) SetAppPort(port uint16) error {
+	if port == 0 {
+		return goError("SetAppPort", ErrInvalid, "port 0 is no port: give the port your proxy listens on")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {

@@ -256,6 +256,7 @@ func TestConfigErrors(t *testing.T) {
 		{"hold timeout", Options{HoldTimeout: 2 * time.Minute}, ErrBadConfig, []string{"hold_timeout_ms", "120000"}},
 		{"idle timeout", Options{UDPIdleTimeout: time.Millisecond}, ErrBadConfig, []string{"udp_idle_timeout_ms"}},
 		{"held packets", Options{MaxHeldPackets: 70000}, ErrBadConfig, []string{"max_held_packets"}},
+		{"negative held packets", Options{MaxHeldPackets: -5}, ErrBadConfig, []string{"max_held_packets", "-5"}},
 		{"description", Options{Description: "caf\xe9"}, ErrNotUTF8, []string{"Description"}},
 		{"intercept", Options{Intercept: []string{"ok", "\xff"}}, ErrNotUTF8, []string{"Intercept[1]"}},
 		{"windivert dir", Options{WinDivertDir: "C:\\\xff"}, ErrNotUTF8, []string{"WinDivertDir"}},
@@ -321,7 +322,7 @@ func TestConfigJSON(t *testing.T) {
 		Directions: []Direction{Outbound}, Ports: []PortRange{Port(443), {8000, 8100}},
 		Destinations:        []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
 		ExcludeDestinations: []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, Bypass: []string{},
-		MaxFlows: 1024, MaxHeldPackets: -1, HoldTimeout: 1500 * time.Microsecond, TCPIdleTimeout: time.Hour,
+		MaxFlows: 1024, MaxHeldPackets: NoHeldPackets, HoldTimeout: 1500 * time.Microsecond, TCPIdleTimeout: time.Hour,
 		Description: "d",
 	}
 	js, err := o.configJSON("SetConfig")
@@ -340,6 +341,27 @@ func TestConfigJSON(t *testing.T) {
 	r := open(t, o) // and the library accepts it
 	if yes, _ := r.WouldIntercept(2, ""); !yes {
 		t.Fatal("PID 2 not intercepted")
+	}
+}
+
+// A zero field means the library's default in New and SetConfig alike, and
+// AppPort 0 keeps the port in force; SetAppPort(0) is refused.
+func TestZeroValues(t *testing.T) {
+	r := open(t, Options{AppPort: 18096, MaxFlows: 1024})
+	wantErr(t, r.SetAppPort(0), ErrInvalid, "SetAppPort: port 0")
+	start(t, r)
+	if st, err := r.Stats(); err != nil || st.FlowCapacity != 1024 {
+		t.Fatalf("MaxFlows 1024: %+v %v", st, err)
+	}
+	if err := r.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetConfig(Options{}); err != nil || r.Options().AppPort != 18096 {
+		t.Fatalf("SetConfig(Options{}): %v, port %d", err, r.Options().AppPort)
+	}
+	start(t, r) // the port is still in force
+	if st, err := r.Stats(); err != nil || st.FlowCapacity != 65536 {
+		t.Fatalf("MaxFlows 0 after 1024: %+v %v; want the default 65536", st, err)
 	}
 }
 
