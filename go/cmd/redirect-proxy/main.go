@@ -8,7 +8,10 @@
 //
 // On Windows run it as Administrator with windows_redirector.dll,
 // WinDivert.dll and WinDivert64.sys beside it (or --windivert DIR); on Linux
-// run it as root.
+// run it as root. It listens on the wildcard address, as redirected traffic
+// needs (on Windows, allow inbound connections to the port in the firewall),
+// and serves only what the library redirected: direct connections to the
+// port are closed and stray datagrams dropped.
 package main
 
 import (
