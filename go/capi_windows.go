@@ -209,8 +209,11 @@ func result(rc int32, failed bool) (int32, cError) {
 	}
 	d := lib()
 	e := cError{code: Error(int32(call(d.lastErrorCode)))}
-	n := int32(call(d.lastError, 0, 0))
-	buf := make([]byte, n+1)
+	var small [256]byte // most texts fit: no allocation but the string's
+	buf := small[:]
+	if n := int(int32(call(d.lastError, 0, 0))); n >= len(buf) {
+		buf = make([]byte, n+1)
+	}
 	syscall.SyscallN(d.lastError, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
 	e.text = cString(buf)
 	return rc, e

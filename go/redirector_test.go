@@ -182,7 +182,9 @@ func TestStartReportsMissingWinDivert(t *testing.T) {
 		start(t, r) // the folder is kept but not used on Linux
 		return
 	}
-	dir := `C:\nonexistent\windivert`
+	// Long enough that the error text is too (past the 256 bytes the
+	// package first reads it into).
+	dir := `C:\nonexistent\windivert-` + strings.Repeat("d", 300)
 	r := open(t, Options{AppPort: 18087, WinDivertDir: dir})
 	wantErr(t, r.Start(context.Background()), ErrInit, "start_redirector", "WinDivert driver not found", dir)
 	if r.Running() {
