@@ -86,7 +86,7 @@ func setLibraryPath(path string) error {
 	}
 	libMu.Lock()
 	defer libMu.Unlock()
-	if d := loaded.Load(); d != nil && !strings.EqualFold(d.path, path) {
+	if d := loaded.Load(); d != nil && path != "" && !strings.EqualFold(d.path, path) {
 		return goError("SetLibraryPath", ErrInvalid, fmt.Sprintf("%s is already loaded from %s: call SetLibraryPath "+
 			"before the first New or Version", dllName, d.path))
 	}

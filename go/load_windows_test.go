@@ -61,6 +61,9 @@ func TestLoadFromTheCallersPath(t *testing.T) {
 	if err := SetLibraryPath(filepath.Join(where, dllName)); err != nil {
 		t.Fatalf("naming the loaded file again: %v", err)
 	}
+	if err := SetLibraryPath(""); err != nil {
+		t.Fatalf("forgetting the path: %v", err)
+	}
 }
 
 // The library is looked for beside the program first, then where

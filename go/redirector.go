@@ -78,9 +78,10 @@ func Version() string {
 // is taken from the current folder now). On Windows the library is loaded on
 // first use (New or Version), never at start-up, from the program's folder
 // first, then from here; nothing else is searched (not the current folder,
-// not PATH). Call it before that first use: once the library is loaded,
-// naming another file is ErrInvalid. On Linux it does nothing: the library is
-// linked when the program is built (see the package documentation).
+// not PATH). "" forgets the path. Call it before that first use: once the
+// library is loaded, naming another file is ErrInvalid. On Linux it does
+// nothing: the library is linked when the program is built (see the package
+// documentation).
 func SetLibraryPath(path string) error { return setLibraryPath(path) }
 
 func (r *Redirector) logf(format string, v ...any) {
