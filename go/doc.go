@@ -137,10 +137,12 @@
 // older than the package (which exports it lacks).
 //
 // Linux: cgo (CGO_ENABLED=1) links libwindows_redirector.so, found through
-// pkg-config (`#cgo pkg-config: windows_redirector`): installing the library
-// (cmake --install) writes windows_redirector.pc, which pkg-config finds in
-// its default path or through PKG_CONFIG_PATH, and the dynamic loader must
-// find the .so (ldconfig, or LD_LIBRARY_PATH). For a checkout's build tree,
+// pkg-config (`#cgo pkg-config: windows_redirector`). `cmake --install
+// build/linux --prefix P` writes P/lib/pkgconfig/windows_redirector.pc,
+// which pkg-config finds in its default path (P=/usr/local) or through
+// PKG_CONFIG_PATH=P/lib/pkgconfig; it adds no rpath, so the dynamic loader
+// must find the .so at run time (ldconfig, or LD_LIBRARY_PATH=P/lib). For a
+// checkout's build tree,
 // `npm run build` writes build/linux/windows_redirector-uninstalled.pc, with
 // the header and an rpath to the library:
 //
