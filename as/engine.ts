@@ -24,7 +24,10 @@ import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
 import { exclusionsInit, exclusionMatch, exclusionsDropPort } from "./exclusions";
-import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
+import {
+  portOwnersInit, portOwnerPut, portOwnerCovering, portOwnerCovers, portOwnerRemove, portOwnerPid, portOwnerProc,
+  isUnspecified,
+} from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
 import { scopeChanged, scopeFlowGone } from "./scope";
 import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
@@ -424,7 +427,7 @@ function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr
   if (f == 0) return tableFull(pk);
   noteLoopback(f, pk, laddr, raddr);
   // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerGet(proto, lport);
+  const po = portOwnerCovering(proto, pk.v6, laddr, lport);
   if (po != 0 && (!outbound || proto == PROTO_UDP)) {
     decide(f, portOwnerPid(po), portOwnerProc(po));
     return onFlowPacket(f, 0, pk);
@@ -501,6 +504,9 @@ export function processPacket(data: usize, m: Meta, t: u32): u32 {
 /**
  * An owner fact. kind: O_*; addresses point at 4 or 16 bytes. For
  * OwnerKind.Unknown the flow (laddr:lport, raddr:rport) had no owner to find.
+ * Bind and Listen name a socket's local address as bound (maybe a
+ * wildcard); Close with no remote end is that socket's release, Close with
+ * one the end of a connection.
  */
 export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   pid: u32, proc: u32, t: u32): void {
@@ -513,13 +519,13 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     exclusionsDropPort(proto, lport);
   }
   if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
-    portOwnerPut(proto, lport, pid, proc, now);
-    // Flows waiting for this local port's owner.
+    portOwnerPut(proto, v6, laddr, lport, pid, proc, now);
+    // Flows waiting for an owner of this local address and port.
     let f = listOldest(List.Pending);
     while (f != 0) {
       const next = listNewer(f);
       if (<u32>flow(f).proto == proto && <u32>flow(f).localPort == lport &&
-        (flow(f).dir == Dir.In || proto == PROTO_UDP)) {
+        (flow(f).dir == Dir.In || proto == PROTO_UDP) && portOwnerCovers(v6, laddr, flow(f).v6 != 0, flow(f).localAddr)) {
         resolve(f, pid, proc, true);
       }
       f = next;
@@ -527,7 +533,10 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     return;
   }
   if (kind == OwnerKind.Close) {
-    portOwnerRemove(proto, lport, pid);
+    // A socket's own release has no remote end; a connection's close (one
+    // a listener accepted, with the listener's port) has one, and leaves
+    // the listener in place.
+    if (rport == 0 && isUnspecified(raddr, v6)) portOwnerRemove(proto, v6, laddr, lport, pid);
     return;
   }
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);

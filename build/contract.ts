@@ -75,7 +75,9 @@ export const RECORDS = {
     ],
   },
   owner: {
-    doc: "An owner fact, written by the host into the I/O buffer (eng_owner).",
+    doc: "An owner fact, written by the host into the I/O buffer (eng_owner). Bind and listen: local as the socket " +
+      "was bound (a wildcard too), remote zero. Close with a remote end: a connection ended (one a listener " +
+      "accepted names the listener's port); with none: the socket bound to local was released.",
     tail: "path",
     fields: [
       f("kind", "u8", "1 connect, 2 accept, 3 bind, 4 listen, 5 close, 6 unknown"),

@@ -26,7 +26,9 @@
  *     thread's most recent failed call; a call that succeeds leaves them as
  *     they were (nothing clears them; REDIRECTOR_OK and "" until the thread's
  *     first failure). A runtime that may move its code between threads (Go)
- *     must read them in the same native call as the call that failed.
+ *     must read them on the thread of the call that failed: in the same
+ *     native call, or with its code held on that thread meanwhile
+ *     (runtime.LockOSThread).
  *     Set on failure by: start_redirector, stop_redirector,
  *     set_redirector_config, update_app_port (when its port cannot be set
  *     up), redirector_set_app_port, redirector_lookup, redirector_next_event

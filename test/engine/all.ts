@@ -7,5 +7,6 @@ import "./contract.test.ts";
 import "./wire.test.ts";
 import "./redirect.test.ts";
 import "./exclude.test.ts";
+import "./listeners.test.ts";
 import "./properties.test.ts";
 import "./fuzz.test.ts";

@@ -62,7 +62,9 @@
  *          [ts=+-MS]          EVENT: bind connect listen accept close;
  *                             IPv6 as [addr]:port; loopback: the driver's
  *                             Loopback flag (a connection on the loopback
- *                             interface)
+ *                             interface). close without remote= is a
+ *                             binding's release, with it a connection's
+ *                             end (see socket_endpoint)
  *   packet out|in [loopback] [impostor] [if=N] [sub=N] [ipcsum=0|1]
  *          [tcpcsum=0|1] [udpcsum=0|1] hex=BYTES
  *
@@ -475,6 +477,106 @@ static void put_socket_addr(uint8_t *a, size_t off, const uint8_t net[16], int f
   }
 }
 
+/* The driver's socket endpoints (sys/windivert.c), as the script makes
+ * them. Every SOCKET event names the WFP endpoint it is about (EndpointId)
+ * and, for a connection, its parent (ParentEndpointId); a socket keeps its
+ * endpoint through its events. The driver sends a CLOSE from two places:
+ *   - a binding's release (ALE_RESOURCE_RELEASE): the local address and
+ *     port as bound, the remote end zero, parent 0. A script writes it as
+ *     `socket close` without remote=, after the socket's bind or listen.
+ *   - an endpoint's closure (ALE_ENDPOINT_CLOSURE): the end of every
+ *     connection, one a listener accepted too (then with the listener's
+ *     port, the PID and the connection's remote end). A script writes it as
+ *     `socket close ... remote=R:r`, after the connection's connect or
+ *     accept.
+ * BIND and LISTEN have parent 0 (the driver sets it so); an accepted
+ * connection has the listener's endpoint as parent, a connect 0. */
+typedef struct {
+  uint64_t id, parent;
+  int proto, family, connection;
+  uint8_t local[16], remote[16];
+  uint16_t lport, rport;
+  uint32_t pid;
+} endpoint;
+
+#define MAX_ENDPOINTS 256
+static endpoint g_endpoints[MAX_ENDPOINTS];
+static int g_nendpoints;
+
+static int zero16(const uint8_t a[16]) {
+  static const uint8_t z[16];
+  return memcmp(a, z, 16) == 0;
+}
+
+/* The endpoint the script made with this key (a connection's 5-tuple, or a
+ * binding's local end and PID), or NULL. */
+static endpoint *find_endpoint(int connection, int proto, int family, const uint8_t local[16], uint16_t lport,
+                               const uint8_t remote[16], uint16_t rport, uint32_t pid) {
+  for (int i = 0; i < g_nendpoints; i++) {
+    endpoint *e = &g_endpoints[i];
+    if (e->connection == connection && e->proto == proto && e->family == family && e->lport == lport &&
+        memcmp(e->local, local, 16) == 0 &&
+        (connection ? e->rport == rport && memcmp(e->remote, remote, 16) == 0 : e->pid == pid)) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+/* The listener an accepted connection to (family, local, lport) came
+ * through: one bound to its address, else a wildcard of its family, else
+ * (IPv4) one on [::]. */
+static endpoint *accepting_listener(int family, const uint8_t local[16], uint16_t lport) {
+  endpoint *best = NULL;
+  int best_rank = 0;
+  for (int i = 0; i < g_nendpoints; i++) {
+    endpoint *e = &g_endpoints[i];
+    if (e->connection || e->proto != 6 || e->lport != lport) continue;
+    int rank = e->family != family ? (e->family == 6 && zero16(e->local) ? 1 : 0)
+               : memcmp(e->local, local, 16) == 0 ? 3
+               : zero16(e->local)                  ? 2
+                                                   : 0;
+    if (rank > best_rank) {
+      best = e;
+      best_rank = rank;
+    }
+  }
+  return best;
+}
+
+/* Sets the event's EndpointId and ParentEndpointId, and keeps or forgets
+ * its endpoint. event: the driver's code (3 bind ... 7 close). */
+static void socket_endpoint(uint8_t *a, int event, int proto, int family, const uint8_t local[16], uint16_t lport,
+                            const uint8_t remote[16], uint16_t rport, uint32_t pid) {
+  int connection = event == 4 || event == 6 || (event == 7 && (rport != 0 || !zero16(remote)));
+  endpoint *e = find_endpoint(connection, proto, family, local, lport, remote, rport, pid);
+  endpoint made;
+  if (!e || event == 4 || event == 6) {
+    memset(&made, 0, sizeof made);
+    made.id = ++g_endpoint;
+    made.proto = proto;
+    made.family = family;
+    made.connection = connection;
+    memcpy(made.local, local, 16);
+    memcpy(made.remote, remote, 16);
+    made.lport = lport;
+    made.rport = rport;
+    made.pid = pid;
+    if (event == 6) {
+      endpoint *l = accepting_listener(family, local, lport);
+      made.parent = l ? l->id : 0;
+    }
+    e = &made;
+    if (event != 7 && g_nendpoints < MAX_ENDPOINTS) {
+      g_endpoints[g_nendpoints] = made;
+      e = &g_endpoints[g_nendpoints++];
+    }
+  }
+  put64(a, A_S_ENDPOINT, e->id);
+  put64(a, A_S_PARENT, e->parent);
+  if (event == 7 && e != &made) *e = g_endpoints[--g_nendpoints]; /* closed: forgotten */
+}
+
 static item *socket_item(const char *line) {
   static const char *const events[] = {"bind", "connect", "listen", "accept", "close"};
   static const int codes[] = {3, 4, 5, 6, 7};
@@ -493,7 +595,8 @@ static item *socket_item(const char *line) {
   int fam = 4;
   if (field(line, "local", buf, sizeof buf)) fam = parse_endpoint(buf, laddr, &lport);
   else memset(laddr, 0, 16);
-  if (field(line, "remote", buf, sizeof buf)) parse_endpoint(buf, raddr, &rport);
+  int has_remote = field(line, "remote", buf, sizeof buf) != NULL;
+  if (has_remote) parse_endpoint(buf, raddr, &rport);
   else memset(raddr, 0, 16);
   LARGE_INTEGER freq;
   QueryPerformanceFrequency(&freq);
@@ -503,15 +606,16 @@ static item *socket_item(const char *line) {
   set_bit(a, BIT_OUTBOUND, event != 6); /* ACCEPT is inbound */
   set_bit(a, BIT_LOOPBACK, has_word(line, "loopback"));
   set_bit(a, BIT_IPV6, fam == 6);
-  put64(a, A_S_ENDPOINT, ++g_endpoint);
-  put64(a, A_S_PARENT, 1);
   put32(a, A_S_PID, (uint32_t)field_num(line, "pid", 0));
   put_socket_addr(a, A_S_LADDR, laddr, fam);
-  put_socket_addr(a, A_S_RADDR, raddr, fam);
+  /* No remote end (bind, listen, a release): all zero, not ::ffff:0.0.0.0,
+   * as the driver zeroes it. */
+  if (has_remote) put_socket_addr(a, A_S_RADDR, raddr, fam);
   put16(a, A_S_LPORT, lport);
   put16(a, A_S_RPORT, rport);
   field(line, "proto", buf, sizeof buf);
   a[A_S_PROTO] = (uint8_t)(strcmp(buf, "udp") == 0 ? 17 : 6);
+  socket_endpoint(a, event, a[A_S_PROTO], fam, laddr, lport, raddr, rport, get32(a, A_S_PID));
   return it;
 }
 
@@ -643,6 +747,7 @@ static void player_start(void) {
   free(g_script);
   g_script = read_script();
   InterlockedExchange(&g_sent, 0);
+  g_nendpoints = 0;
   g_player_stop = CreateEventA(NULL, TRUE, FALSE, NULL);
   g_player = CreateThread(NULL, 0, player, NULL, 0, NULL);
 }

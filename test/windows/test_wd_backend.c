@@ -176,7 +176,7 @@ TEST_CASE(tables) {
   send(cli, "x", 1, 0);
   recv(acc, buf, sizeof buf, 0);
   struct sockaddr_in ua;
-  SOCKET u = used_udp_socket(&ua);
+  SOCKET u = used_udp_socket(&ua, INADDR_LOOPBACK, 0);
   wr_owners *o = wr_owners_new();
   CHECK(o && wr_owners_tables_error(o)[0] == '\0', "iphlpapi loaded: %s", o ? wr_owners_tables_error(o) : "");
   uint32_t self = GetCurrentProcessId(), err = 0;
@@ -457,13 +457,13 @@ typedef struct {
   wd_close_fn close;
 } standin_api;
 
-/* The stand-in, loaded without a script, its record going to `log` (NULL:
- * none). 0 when it cannot be loaded. */
-static int load_standin(standin_api *api, const char *log) {
+/* The stand-in, loaded directly, to play `script` (a path; NULL: none), its
+ * record going to `log` (NULL: none). 0 when it cannot be loaded. */
+static int load_standin(standin_api *api, const char *script, const char *log) {
   char path[MAX_PATH];
   GetModuleFileNameA(NULL, path, sizeof path);
   strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
-  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", script);
   SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", log);
   memset(api, 0, sizeof *api);
   api->dll = LoadLibraryA(path);
@@ -480,7 +480,7 @@ static int load_standin(standin_api *api, const char *log) {
 
 TEST_CASE(standin) {
   standin_api api;
-  if (!load_standin(&api, NULL)) return;
+  if (!load_standin(&api, NULL, NULL)) return;
   HMODULE dll = api.dll;
   wd_open_fn open = api.open;
   wd_send_ex_fn send_ex = api.send_ex;
@@ -534,7 +534,7 @@ TEST_CASE(standin_driver) {
   snprintf(log, sizeof log, "%swr-standin-%lu.log", tmp, (unsigned long)GetCurrentProcessId());
   DeleteFileA(log);
   standin_api api;
-  if (!load_standin(&api, log)) return;
+  if (!load_standin(&api, NULL, log)) return;
   uint8_t pkt[128];
   static const uint8_t c[4] = {10, 0, 0, 5}, d[4] = {93, 184, 216, 34};
   tu_tuple t;
@@ -581,6 +581,66 @@ TEST_CASE(standin_driver) {
   free(text);
   DeleteFileA(log);
   FreeLibrary(api.dll);
+}
+
+/* The stand-in's SOCKET events carry endpoints as the driver's do: a
+ * socket keeps its EndpointId through its events; an accepted connection's
+ * parent is its listener; a connection's CLOSE has its remote end, the
+ * listener's release (ALE resource release) none and parent 0. */
+TEST_CASE(standin_socket_endpoints) {
+  char tmp[MAX_PATH], script[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(script, sizeof script, "%swr-endpoints-%lu.script", tmp, (unsigned long)GetCurrentProcessId());
+  FILE *f = fopen(script, "wb");
+  fputs("socket listen pid=7 proto=tcp local=0.0.0.0:8443\n"
+        "socket accept pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.7:40001\n"
+        "socket accept pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.8:40002\n"
+        "socket close pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.7:40001\n"
+        "socket close pid=7 proto=tcp local=0.0.0.0:8443\n",
+        f);
+  fclose(f);
+  standin_api api;
+  if (!load_standin(&api, script, NULL)) return;
+  HMODULE dll = api.dll;
+  wd_open_fn open = api.open;
+  wd_recv_ex_fn recv_ex = g_recv_ex;
+  wd_close_fn close_fn = api.close;
+  HANDLE sock = open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY);
+  HANDLE net = open("false", WD_LAYER_NETWORK, 0, 0); /* starts the script */
+  CHECK(sock != INVALID_HANDLE_VALUE && net != INVALID_HANDLE_VALUE, "open");
+  wd_address ev[5];
+  UINT n = 0;
+  while (n < 5) {
+    UINT alen = (UINT)((5 - n) * sizeof ev[0]), got = 0;
+    if (!recv_ex(sock, NULL, 0, &got, 0, &ev[n], &alen, NULL)) break;
+    n += alen / (UINT)sizeof ev[0];
+  }
+  CHECK(n == 5, "%u events", n);
+  if (n == 5) {
+    const wd_socket_data *listen = &ev[0].u.socket, *acc1 = &ev[1].u.socket, *acc2 = &ev[2].u.socket;
+    const wd_socket_data *end1 = &ev[3].u.socket, *release = &ev[4].u.socket;
+    CHECK(listen->parent_endpoint_id == 0, "LISTEN: parent 0");
+    CHECK(acc1->endpoint_id != listen->endpoint_id && acc2->endpoint_id != acc1->endpoint_id,
+          "each accepted connection an endpoint of its own");
+    CHECK(acc1->parent_endpoint_id == listen->endpoint_id && acc2->parent_endpoint_id == listen->endpoint_id,
+          "accepted connections: the listener is their parent");
+    CHECK(ev[3].event == WD_EVENT_SOCKET_CLOSE && end1->endpoint_id == acc1->endpoint_id &&
+              end1->parent_endpoint_id == listen->endpoint_id,
+          "a connection's CLOSE: its own endpoint and parent");
+    CHECK(end1->local_port == 8443 && end1->remote_port == 40001 && end1->remote_addr[0] == 0xc6336407 &&
+              end1->process_id == 7,
+          "a connection's CLOSE: the listener's port and PID, the remote end");
+    CHECK(release->endpoint_id == listen->endpoint_id && release->parent_endpoint_id == 0,
+          "the listener's release: its endpoint, parent 0");
+    static const uint32_t zero[4];
+    CHECK(release->remote_port == 0 && memcmp(release->remote_addr, zero, sizeof zero) == 0 &&
+              release->local_port == 8443 && release->local_addr[0] == 0 && release->local_addr[1] == 0xffff,
+          "the listener's release: its address as bound (::ffff:0.0.0.0), no remote end");
+  }
+  close_fn(net);
+  close_fn(sock);
+  FreeLibrary(dll);
+  DeleteFileA(script);
 }
 
 int main(int argc, char **argv) { return tests_main(argc, argv); }

@@ -201,6 +201,7 @@ static int thread_count(void) {
 static const uint8_t C4[4] = {10, 0, 0, 5};
 static const uint8_t D4[4] = {93, 184, 216, 34};
 static const uint8_t R4[4] = {198, 51, 100, 7};
+static const uint8_t R2[4] = {198, 51, 100, 8};
 static const uint8_t S4[4] = {192, 0, 2, 53};
 static const uint8_t C6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
 static const uint8_t D6[16] = {0x26, 0x06, 0x28, 0x00, 0x02, 0x20, 0, 1, 0x02, 0x48, 0x18, 0x93, 0x25, 0xc8, 0x19, 0x46};
@@ -566,6 +567,143 @@ TEST_CASE(inbound) {
   free(s.s);
 }
 
+static redirector_stats get_stats(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st;
+}
+
+/* The events the SOCKET handle has received so far (the stand-in's
+ * record: its open line, then "recv id=N count=C" per receive). */
+static int socket_events(void) {
+  char *log = read_file(g_log);
+  int id = -1, n = 0;
+  for (const char *p = log; p && *p;) {
+    int a, c;
+    char layer[16];
+    if (id < 0 && sscanf(p, "open id=%d layer=%15s", &a, layer) == 2 && strcmp(layer, "SOCKET") == 0) id = a;
+    else if (id >= 0 && sscanf(p, "recv id=%d count=%d", &a, &c) == 2 && a == id) n += c;
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  free(log);
+  return n;
+}
+
+static int wait_socket_events(int n, int timeout_ms) {
+  for (int waited = 0; socket_events() < n; waited += 10) {
+    if (waited >= timeout_ms) return 0;
+    Sleep(10);
+  }
+  return 1;
+}
+
+/* A script step after SOCKET events the library must have taken before the
+ * script goes on: a gate, then a marker event (another process's connect). */
+static void sb_taken(sbuf *s, const char *gate) {
+  sb_printf(s, "gate %s\nsocket connect pid=%d proto=tcp local=%s remote=%s\n", gate, OTHER_PID, ep(0, C4, 50999),
+            ep(0, D4, 80));
+}
+
+/* The test's side of sb_taken: once the SOCKET handle has received
+ * `events`, opens the gate, and waits for the marker's receive: the
+ * library's socket thread takes a receive's events before its next
+ * receive, so by then it has taken the first `events`. */
+static int taken(int events, const char *gate) {
+  if (!wait_socket_events(events, 5000)) return 0;
+  open_gate(gate);
+  return wait_socket_events(events + 1, 5000);
+}
+
+/* Two connections to a listener of FAKE_PID on 0.0.0.0:8443 (from R4:40001
+ * and R2:40002, to C4) and, between them, `closes`: SOCKET events (`ncloses`
+ * of them) the library has taken before the second SYN comes. The first SYN
+ * must be redirected; the record's sent packets go to sp. */
+typedef struct {
+  uint8_t syn[2][256], synx[2][256]; /* the SYNs, and as redirected */
+  size_t sn[2], sxn[2];
+  sent_packet sp[8];
+  int sent;
+} listener_session;
+
+static int listener_run(listener_session *l, const char *closes, int ncloses, int hold_ms) {
+  for (int i = 0; i < 2; i++) {
+    tu_tuple in = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, 8443);
+    tu_tuple in_x = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, APP_PORT);
+    l->sn[i] = tu_tcp(l->syn[i], &in, 7000, 0, TU_SYN, NULL);
+    l->sxn[i] = tu_tcp(l->synx[i], &in_x, 7000, 0, TU_SYN, NULL);
+  }
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  sb_taken(&s, "listen");
+  sb_printf(&s, "gate first\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[0], l->sn[0]);
+  sb_printf(&s, "wait_sent 1\n%s", closes);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[1], l->sn[1]);
+  char extra[64];
+  snprintf(extra, sizeof extra, "\"hold_timeout_ms\": %d", hold_ms);
+  int ok = session_start(config_pids("1234", extra), s.s);
+  free(s.s);
+  if (!ok) return 0;
+  CHECK(taken(1, "listen"), "the listen taken");
+  open_gate("first");
+  l->sent = wait_sent(l->sp, 1, 5000);
+  if (l->sent >= 1) expect_packet(&l->sp[0], "first SYN", l->synx[0], l->sxn[0], 0, 9, 2);
+  CHECK(taken(2 + ncloses, "closed"), "the closes taken");
+  open_gate("second");
+  l->sent = wait_sent(l->sp, 2, 5000);
+  return 1;
+}
+
+/* A listener of an intercepted process on 0.0.0.0 accepts a connection,
+ * which ends: the driver's CLOSE names the listener's port and PID with the
+ * connection's remote end (the stand-in sends it as the driver does). The
+ * listener is still there: the next connection is redirected at once, with
+ * no hold and no look-up in the socket tables (which know no such listener
+ * here). */
+TEST_CASE(listener_outlives_its_connections) {
+  char closes[256];
+  snprintf(closes, sizeof closes,
+           "socket accept pid=%d proto=tcp local=%s remote=%s\nsocket close pid=%d proto=tcp local=%s remote=%s\n",
+           FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001), FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001));
+  listener_session l;
+  if (!listener_run(&l, closes, 2, 10000)) return;
+  if (l.sent >= 2) {
+    expect_packet(&l.sp[1], "second SYN, after the first connection's close", l.synx[1], l.sxn[1], 0, 9, 2);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 0 && st.owner_queries == 0 && st.hold_timeouts == 0, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, R2, 40002, C4, &o) == 0 && o.pid == FAKE_PID &&
+            same_endpoint(&o.destination, 0, C4, 8443),
+        "second connection's origin: %s", last_error());
+  session_stop();
+}
+
+/* The listener's own release (a CLOSE with no remote end, its address and
+ * port as bound) does remove it: the next connection's owner is unknown
+ * (held, looked up, passed at the hold timeout). */
+TEST_CASE(listener_release) {
+  char closes[128];
+  snprintf(closes, sizeof closes, "socket close pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  listener_session l;
+  if (!listener_run(&l, closes, 1, 300)) return;
+  if (l.sent >= 2) {
+    char hex[600];
+    tu_hex(l.syn[1], l.sn[1], hex);
+    CHECK(strcmp(l.sp[1].hex, hex) == 0 && l.sp[1].outbound == 0, "second SYN passed unchanged: %s", l.sp[1].hex);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 1 && st.owner_queries == 1 && st.hold_timeouts == 1, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+}
+
 /* Traffic of processes not intercepted goes out exactly as it came, with
  * its own address flags (a checksum left to offload stays flagged so). */
 TEST_CASE(passthrough) {
@@ -899,9 +1037,11 @@ static void child_stop(HANDLE child, DWORD pid) {
   CloseHandle(child);
 }
 
+/* A UDP socket on 0.0.0.0 (datagrams to any local address are its): prints
+ * its port. */
 static int child_udp(void) {
   struct sockaddr_in a;
-  SOCKET u = used_udp_socket(&a);
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, 0);
   printf("%u 0\n", ntohs(a.sin_port));
   fflush(stdout);
   child_wait();
@@ -909,11 +1049,37 @@ static int child_udp(void) {
   return 0;
 }
 
+/* Named events between the test and its child: WrTest<what>_<child PID>. */
+static HANDLE child_event(const char *what, DWORD pid) {
+  char name[64];
+  snprintf(name, sizeof name, "WrTest%s_%lu", what, (unsigned long)pid);
+  return CreateEventA(NULL, TRUE, FALSE, name);
+}
+
+/* A UDP socket on 0.0.0.0:PORT made only when the test says so (after the
+ * redirector started, so only a look-up in the socket tables finds it):
+ * prints the port at once, binds at the event Go, sets Bound. */
+static int child_udp_late(uint16_t port) {
+  printf("%u 0\n", port);
+  fflush(stdout);
+  DWORD self = GetCurrentProcessId();
+  HANDLE go = child_event("Go", self), bound = child_event("Bound", self);
+  WaitForSingleObject(go, 60000);
+  struct sockaddr_in a;
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, port);
+  SetEvent(bound);
+  child_wait();
+  closesocket(u);
+  CloseHandle(go);
+  CloseHandle(bound);
+  return 0;
+}
+
 /* A TCP connection of the child's own on 127.0.0.1: prints the client's
  * port and the listener's. */
 static int child_tcp(void) {
   struct sockaddr_in a, ca;
-  SOCKET u = used_udp_socket(&a); /* (starts winsock) */
+  SOCKET u = used_udp_socket(&a, INADDR_LOOPBACK, 0); /* (starts winsock) */
   SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
   a.sin_port = 0;
   bind(lst, (struct sockaddr *)&a, sizeof a);
@@ -949,6 +1115,9 @@ static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWO
   return child;
 }
 
+/* A socket opened before start (the child's, on 0.0.0.0) is known from the
+ * socket tables: a datagram to its port is redirected, not passed at the
+ * hold timeout. */
 TEST_CASE(existing_socket) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
@@ -1161,6 +1330,76 @@ TEST_CASE(loopback_local_client) {
   redirector_origin o;
   CHECK(lookup_peer(REDIRECTOR_TCP, 0, L, 41000, L, &o) != 0, "no origin for a connection that was not redirected");
   session_stop();
+  free(s.s);
+}
+
+/* A socket found by a look-up in the socket tables (no SOCKET event: a
+ * child's UDP socket on 0.0.0.0, made after start) owns its port until its
+ * release, the driver's CLOSE with the address as bound. The look-up's
+ * answer names that address, so the release removes the engine's entry: a
+ * datagram after the socket is gone is not redirected on its behalf (held,
+ * looked up, passed at the hold timeout). */
+TEST_CASE(looked_up_socket_release) {
+  /* A free port: bound once, then let go. */
+  struct sockaddr_in pa;
+  SOCKET probe = used_udp_socket(&pa, INADDR_ANY, 0);
+  uint16_t port = ntohs(pa.sin_port), unused = 0;
+  closesocket(probe);
+  char mode[40];
+  snprintf(mode, sizeof mode, "child_udp_late %u", port);
+  DWORD pid = 0;
+  HANDLE child = start_child(mode, &port, &unused, &pid);
+  if (!child) return;
+  uint8_t dg[2][256], dgx[256];
+  size_t dn[2];
+  tu_tuple in0 = tuple(0, R4, 5300, C4, port), in1 = tuple(0, R2, 5301, C4, port);
+  tu_tuple in_x = tuple(0, R4, 5300, C4, APP_PORT);
+  dn[0] = tu_udp(dg[0], &in0, "to the socket");
+  dn[1] = tu_udp(dg[1], &in1, "after the socket");
+  size_t dxn = tu_udp(dgx, &in_x, "to the socket");
+  sbuf s = {0};
+  /* A first event: once it is received, the library has read the socket
+   * tables at start (before its first receive), without the child's
+   * socket. */
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", OTHER_PID, ep(0, C4, 50998), ep(0, D4, 80));
+  sb_printf(&s, "gate bound\n");
+  sb_packet(&s, "in if=9 sub=2", dg[0], dn[0]);
+  sb_printf(&s, "wait_sent 1\ngate released\n");
+  sb_printf(&s, "socket close pid=%lu proto=udp local=0.0.0.0:%u\n", (unsigned long)pid, port);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", dg[1], dn[1]);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  HANDLE go = child_event("Go", pid), bound = child_event("Bound", pid);
+  if (session_start(config_pids(pids, "\"hold_timeout_ms\": 2000"), s.s)) {
+    CHECK(wait_socket_events(1, 5000), "the first event received");
+    SetEvent(go);
+    CHECK(WaitForSingleObject(bound, 10000) == WAIT_OBJECT_0, "the child bound its socket");
+    open_gate("bound");
+    sent_packet sp[8];
+    int n = wait_sent(sp, 1, 5000);
+    if (n >= 1) expect_packet(&sp[0], "datagram to the socket found in the table", dgx, dxn, 0, 9, 2);
+    /* The socket goes, and the driver says so. */
+    child_stop(child, pid);
+    child = NULL;
+    open_gate("released");
+    CHECK(taken(2, "closed"), "the release taken");
+    open_gate("second");
+    n = wait_sent(sp, 2, 8000);
+    if (n >= 2) {
+      char hex[600];
+      tu_hex(dg[1], dn[1], hex);
+      CHECK(strcmp(sp[1].hex, hex) == 0, "the next datagram passed unchanged: %s", sp[1].hex);
+    }
+    redirector_stats st = get_stats();
+    CHECK(st.owner_queries == 2 && st.hold_timeouts == 1, "look-ups %llu, hold timeouts %llu",
+          (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+  }
+  if (child) child_stop(child, pid);
+  CloseHandle(go);
+  CloseHandle(bound);
   free(s.s);
 }
 
@@ -1852,6 +2091,7 @@ static void stop_if_running(void) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
   if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
+  if (argc > 2 && strcmp(argv[1], "child_udp_late") == 0) return child_udp_late((uint16_t)atoi(argv[2]));
   GetModuleFileNameA(NULL, g_dir, sizeof g_dir);
   char *slash = strrchr(g_dir, '\\');
   if (slash) *slash = '\0';

@@ -629,7 +629,12 @@ static int all_zero(const uint8_t a[16]) {
   return memcmp(a, zero, 16) == 0;
 }
 
-/* A SOCKET event as an owner fact (without the path). 0 if not one. */
+/* A SOCKET event as an owner fact (without the path). 0 if not one. The
+ * driver sends CLOSE from two places (sys/windivert.c): a binding's
+ * release, with the address as bound and the remote end zero, and every
+ * connection's end (one a listener accepted too: the listener's port and
+ * PID), with its remote end. Both go to the engine as they are: it tells
+ * a socket's release from a connection's end. */
 static int socket_fact(const wd_address *a, wr_owner_fact *f) {
   memset(f, 0, sizeof *f);
   switch (a->event) {
@@ -756,66 +761,76 @@ static void socket_thread(void *arg) {
 
 typedef struct {
   const wr_query *q;
-  wr_owner_fact *f;
-  int found;
+  wr_socket_row best; /* the row found so far */
+  int rank;           /* how closely it covers the query: 0 none */
 } query_ctx;
 
 static int addr_eq(const uint8_t *a, const uint8_t *b2, int family) { return memcmp(a, b2, family == 4 ? 4 : 16) == 0; }
 
-/* Does a row's local address cover the query's (same, or a wildcard)? */
-static int local_covers(const wr_socket_row *r, const wr_query *q) {
-  if (r->family == q->family) return all_zero(r->local) || addr_eq(r->local, q->local, q->family);
-  /* A dual-stack IPv6 socket bound to :: serves IPv4 too. */
-  return r->family == 6 && q->family == 4 && all_zero(r->local);
+/* How a row's local address covers the query's, as the engine ranks its
+ * port owners: 3 the address itself, 2 a wildcard of its family, 1 (IPv4)
+ * a dual-stack IPv6 socket bound to ::, 0 not at all. */
+static int local_rank(const wr_socket_row *r, const wr_query *q) {
+  if (r->family == q->family) return addr_eq(r->local, q->local, q->family) ? 3 : all_zero(r->local) ? 2 : 0;
+  return r->family == 6 && q->family == 4 && all_zero(r->local) ? 1 : 0;
 }
 
 static int query_row(void *ctx, const wr_socket_row *r) {
   query_ctx *c = ctx;
   const wr_query *q = c->q;
   if (r->pid == 0 || r->proto != q->proto || r->local_port != q->local_port) return 0;
-  wr_owner_fact *f = c->f;
-  memset(f, 0, sizeof *f);
+  int rank = local_rank(r, q);
   if (q->proto == 6 && !q->inbound) {
     /* An outbound connection: its own row. */
     if (r->listening || r->family != q->family || r->remote_port != q->remote_port ||
-        !addr_eq(r->remote, q->remote, q->family) || !local_covers(r, q)) {
+        !addr_eq(r->remote, q->remote, q->family) || rank == 0) {
       return 0;
     }
-    f->kind = WR_OWNER_CONNECT;
-  } else if (q->proto == 6) {
-    /* An inbound connection: the listener on its port. */
-    if (!r->listening || !local_covers(r, q)) return 0;
-    f->kind = WR_OWNER_LISTEN;
-  } else {
-    if (!local_covers(r, q)) return 0;
-    f->kind = WR_OWNER_BIND;
+    rank = 3;
+  } else if (q->proto == 6 && !r->listening) {
+    return 0; /* an inbound connection: a listener on its port */
   }
-  f->proto = q->proto;
-  f->family = q->family;
-  memcpy(f->local, q->local, 16);
-  f->local_port = q->local_port;
-  if (f->kind == WR_OWNER_CONNECT) {
-    memcpy(f->remote, q->remote, 16);
-    f->remote_port = q->remote_port;
+  if (rank > c->rank) {
+    c->best = *r;
+    c->rank = rank;
   }
-  f->pid = r->pid;
-  c->found = 1;
-  return 1;
+  return rank == 3; /* nothing covers it more closely */
 }
 
 /* The core's owner query: a pending flow's owner from the socket tables.
- * Not found is no answer: the SOCKET event may still come, or the hold
- * timeout decides. */
+ * An outbound TCP connection's own row is a CONNECT fact; otherwise the
+ * listener or bound socket that covers the flow's local address most
+ * closely is a LISTEN or BIND fact with that socket's own address (the
+ * engine keeps it as the port's owner until that socket is released). Not
+ * found is no answer: the SOCKET event may still come, or the hold timeout
+ * decides. */
 static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap) {
   wr_backend *b = io;
-  query_ctx c = {q, f, 0};
+  query_ctx c;
+  memset(&c, 0, sizeof c);
+  c.q = q;
   if (!b->owners || InterlockedCompareExchange(&b->stopping, 0, 0)) return 0;
   int table = q->proto == 17 ? WR_TABLE_UDP : q->inbound ? WR_TABLE_TCP_LISTENERS : WR_TABLE_TCP_ALL;
   wr_owners_walk(b->owners, table, q->family, query_row, &c, NULL);
-  if (!c.found && q->family == 4 && (q->proto == 17 || q->inbound)) {
+  if (c.rank == 0 && q->family == 4 && (q->proto == 17 || q->inbound)) {
     wr_owners_walk(b->owners, table, 6, query_row, &c, NULL);
   }
-  if (!c.found) return 0;
+  if (c.rank == 0) return 0;
+  memset(f, 0, sizeof *f);
+  f->proto = q->proto;
+  f->pid = c.best.pid;
+  if (q->proto == 6 && !q->inbound) {
+    f->kind = WR_OWNER_CONNECT;
+    f->family = q->family;
+    memcpy(f->local, q->local, 16);
+    memcpy(f->remote, q->remote, 16);
+    f->remote_port = q->remote_port;
+  } else {
+    f->kind = q->proto == 6 ? WR_OWNER_LISTEN : WR_OWNER_BIND;
+    f->family = c.best.family;
+    memcpy(f->local, c.best.local, 16);
+  }
+  f->local_port = q->local_port;
   fact_path(b, f, 0, path, cap);
   return 1;
 }
