@@ -1601,7 +1601,10 @@ TEST_CASE(handles) {
   char *log = read_file(g_log);
   const char *reflect = strstr(log, "open id=1 layer=REFLECT priority=0 flags=0x15 filter=true");
   const char *sock = strstr(log, "open id=2 layer=SOCKET priority=-1000 flags=0x5 filter=tcp or udp");
-  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and (tcp or udp)");
+  const char *net = strstr(log,
+                           "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=((ip or ipv6) and (tcp or udp)) or "
+                           "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and "
+                           "icmpv6.Type <= 4))\n");
   CHECK(reflect && sock && net && reflect < sock && sock < net, "REFLECT, SOCKET, NETWORK opened in order:\n%s", log);
   CHECK(strstr(log, "shutdown id=1 how=3") != NULL, "REFLECT shut down to list handles");
   for (int id = 2; id <= 3; id++) {

@@ -7,9 +7,11 @@
  * Handles
  *   SOCKET   "tcp or udp", SNIFF|RECV_ONLY: connect/accept/bind/listen/close
  *            events with the PID; they become the engine's owner facts.
- *   NETWORK  "(ip or ipv6) and (tcp or udp)", flags 0: every TCP/UDP packet,
- *            loopback included (the engine bypasses loopback unless the
- *            configuration says otherwise, so the filter must not decide it).
+ *   NETWORK  "(ip or ipv6) and (tcp or udp)" or ICMP/ICMPv6 errors, flags 0:
+ *            every TCP/UDP packet, loopback included (the engine bypasses
+ *            loopback unless the configuration says otherwise, so the filter
+ *            must not decide it), and the errors the engine translates when
+ *            they quote a rewritten packet.
  *   REFLECT  opened once at start (SNIFF|RECV_ONLY|NO_INSTALL), shut down
  *            and drained: the other WinDivert handles open right now, for
  *            the diagnostics text.

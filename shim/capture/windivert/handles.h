@@ -9,7 +9,13 @@
 
 #include "capture/windivert/windivert.h"
 
-#define NET_FILTER "(ip or ipv6) and (tcp or udp)"
+/* ICMP and ICMPv6 errors (destination unreachable, time exceeded, parameter
+ * problem; ICMPv6 also packet too big): those quoting a rewritten packet are
+ * translated by the engine, the rest passed. A field of a protocol the
+ * packet lacks tests false. */
+#define NET_ICMP_ERRORS \
+  "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
+#define NET_FILTER "((ip or ipv6) and (tcp or udp)) or " NET_ICMP_ERRORS
 #define SOCKET_FILTER "tcp or udp"
 #define REFLECT_FILTER "true"
 #define NET_PRIORITY (-1000)
