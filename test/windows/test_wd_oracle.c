@@ -19,7 +19,9 @@
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
- *              WinDivertHelperCalcChecksums
+ *              WinDivertHelperCalcChecksums, as does every ICMP/ICMPv6
+ *              message's (the driver has no flag for it: it takes it as
+ *              right)
  *   open_args  WinDivertOpen on a table of argument sets, the backend's
  *              among them: the real DLL's argument checks pass the
  *              backend's, and the stand-in refuses what the real DLL (or,
@@ -485,7 +487,7 @@ TEST_CASE(delivered) {
 /* ------------------------------------------------------------------------
  * checksums */
 
-static int g_checked;
+static int g_checked, g_icmp_checked;
 
 /* Is the packet addressed to a loopback address (127/8, ::1)? */
 static int to_loopback_address(const uint8_t *p, uint32_t len) {
@@ -501,24 +503,26 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
   CHECK(addr_bit(r->addr, BIT_OUTBOUND) ||
             !(addr_bit(r->addr, BIT_LOOPBACK) || to_loopback_address(r->data, r->len)),
         "record line %d: a loopback packet sent inbound, which the real driver never delivers", lineno);
-  /* One whole IP packet with a TCP or UDP header, as the real parser sees
-   * it. */
-  void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
+  /* One whole IP packet with a TCP, UDP or ICMP/ICMPv6 header, as the real
+   * parser sees it. */
+  void *ip4 = NULL, *ip6 = NULL, *icmph = NULL, *icmp6h = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
   uint8_t proto = 0;
   UINT next_len = 0;
-  BOOL parsed = real->parse(r->data, r->len, &ip4, &ip6, &proto, NULL, NULL, &tcph, &udph, NULL, NULL, &next, &next_len);
-  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph)) && next_len == 0,
-        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP header (parsed %d, "
-        "protocol %u, %u bytes after it)",
+  BOOL parsed =
+      real->parse(r->data, r->len, &ip4, &ip6, &proto, &icmph, &icmp6h, &tcph, &udph, NULL, NULL, &next, &next_len);
+  int icmp = (proto == 1 && icmph) || (proto == 58 && icmp6h);
+  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph) || icmp) && next_len == 0,
+        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP/ICMP header (parsed "
+        "%d, protocol %u, %u bytes after it)",
         lineno, (int)parsed, (unsigned)proto, next_len);
   int ip = addr_bit(r->addr, BIT_IPCSUM), tcp = addr_bit(r->addr, BIT_TCPCSUM), udp = addr_bit(r->addr, BIT_UDPCSUM);
-  if (!ip && !tcp && !udp) return;
+  if (!ip && !tcp && !udp && !icmp) return;
   uint8_t *copy = malloc(r->len ? r->len : 1);
   uint8_t addr[WD_ADDRESS_SIZE];
   if (!copy) return;
   memcpy(copy, r->data, r->len);
   memcpy(addr, r->addr, sizeof addr);
-  /* Recompute only the checksums the library marked valid. */
+  /* Recompute only the checksums the library marked valid, and ICMP's. */
   uint64_t flags = (ip ? 0 : NO_IP_CHECKSUM) | (tcp ? 0 : NO_TCP_CHECKSUM) | (udp ? 0 : NO_UDP_CHECKSUM);
   BOOL ok = real->calc(copy, r->len, addr, flags);
   CHECK(ok, "record line %d: WinDivertHelperCalcChecksums takes the sent packet (error %lu)", lineno,
@@ -533,6 +537,7 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
         lineno, ip, tcp, udp, at, at < r->len ? r->data[at] : 0, at < r->len ? copy[at] : 0, hex,
         r->len > 80 ? "..." : "");
   g_checked++;
+  g_icmp_checked += icmp;
   free(copy);
 }
 
@@ -540,8 +545,10 @@ TEST_CASE(checksums) {
   wd_dll real;
   if (!load_real(&real)) return;
   int n = each_record("send", check_sent, &real);
-  printf("%d packets sent, %d with checksums marked valid, recomputed by the real DLL\n", n, g_checked);
+  printf("%d packets sent, %d with checksums marked valid or ICMP (%d), recomputed by the real DLL\n", n, g_checked,
+         g_icmp_checked);
   CHECK(g_checked > 0, "the record holds sent packets with checksums marked valid (run the whole windivert label)");
+  CHECK(g_icmp_checked > 0, "the record holds ICMP errors the library sent (run the whole windivert label)");
   FreeLibrary(real.dll);
 }
 
