@@ -41,14 +41,14 @@ export class Packet {
   len: u32;
   flags: u32;
   meta: Meta | null;
-  // Set by parse().
+  // Set by parse() (or parseQuoted()).
   v6: bool;
   proto: u32;
-  ipLen: u32;     // bytes of the IP packet (total length)
+  ipLen: u32;     // bytes of the IP packet (total length; of a quote, as much as is there)
   src: usize;     // source address (4 or 16 bytes, inside the packet)
   dst: usize;
-  l4: usize;      // TCP/UDP header
-  l4Len: u32;     // header + payload
+  l4: usize;      // TCP/UDP header, or the ICMP message
+  l4Len: u32;     // header + payload (of a quote, as much as is there)
   sport: u32;
   dport: u32;
   tcpFlags: u32;
