@@ -10,14 +10,23 @@
 //   remote  R:r  -> C:L    becomes  R:r' -> C:P   (stays inbound)
 //   proxy   C:P  -> R:r'   becomes  C:L  -> R:r   (stays outbound)
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
+//
+// ICMP/ICMPv6 errors about rewritten packets go to the socket that sent the
+// packet, translated to what it sent (onIcmp; docs/architecture.md, "ICMP
+// errors"):
+//   local stack  C -> D  [D:c' -> C:P]  becomes  D -> C  [C:c -> D:d]   (to the client)
+//   local stack  C -> D  [D:d -> C:c]   becomes  D -> C  [C:P -> D:c']  (to the proxy)
+//   local stack  C -> R  [R:r' -> C:P]  becomes  C -> R  [R:r -> C:L]   (to the remote)
+//   router X     X -> C  [C:L -> R:r]   becomes  X -> C  [C:P -> R:r']  (to the proxy)
 
 import { activePolicy } from "./config/config";
 import { Policy, Bypass, destinationAllowed, portAllowed } from "./config/policy";
 import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
-import { rewrite } from "./nat";
+import { rewrite, translateIcmpError } from "./nat";
+import { ICMP_HEADER_LEN, IcmpPacket, Icmpv6Packet } from "./wire/icmp";
 import { TcpFlag } from "./wire/tcp";
 import {
-  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
+  addrEq, flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
   flowLinkProxy, proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
@@ -56,6 +65,8 @@ let now: u32 = 0;
 // packet is being decided).
 const batchPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 const heldPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
+// And one for the packet an ICMP error of the batch quotes.
+const quotedPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 
 export function engineSetSelf(pid: u32, seed: u32): void {
   selfPid = pid;
@@ -440,11 +451,93 @@ function tableFull(pk: Packet): u32 {
   return pass(pk);
 }
 
+function malformed(pk: Packet): u32 {
+  bump(Stat.malformed);
+  return pass(pk);
+}
+
+/**
+ * An ICMP/ICMPv6 message (parse() said Icmp). An error that quotes a packet
+ * the engine rewrote is translated for the socket that sent that packet:
+ * the quoted packet as it left that socket, the error from where that
+ * socket's peer is and to it (the table at the top). Everything else
+ * passes unchanged: other messages, errors about packets that went out as
+ * they were sent, and (counted as malformed) errors too short, with a wrong
+ * checksum, or quoting a cut-off header.
+ */
+function onIcmp(pk: Packet): u32 {
+  const v6 = pk.v6;
+  const len = pk.l4Len;
+  const icmp = IcmpPacket.at(pk.l4);
+  if (!icmp.checkLen(len)) return malformed(pk);
+  if (v6 ? !Icmpv6Packet.at(pk.l4).isError : !icmp.isError) return pass(pk);
+  // The message is checksummed anew when translated: a corrupt one must
+  // not come out right.
+  if (v6 ? !Icmpv6Packet.at(pk.l4).verifyChecksum(pk.src, pk.dst, len) : !icmp.verifyChecksum(len)) {
+    return malformed(pk);
+  }
+  const q = quotedPacket;
+  q.set(icmp.quoted, len - ICMP_HEADER_LEN, 0, null);
+  const r = q.parseQuoted();
+  if (r == Parse.Malformed || (r == Parse.Ok && q.v6 != v6)) return malformed(pk);
+  if (r != Parse.Ok) return pass(pk);
+  // An error goes to the quoted packet's sender.
+  if (!addrEq(pk.dst, q.src, v6)) return pass(pk);
+  // The quoted packet went the other way: an error this host sends
+  // (outbound) is about a packet it received.
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
+  const f = outbound ? flowFind(q.proto, v6, q.dst, q.dport, q.src, q.sport)
+    : flowFind(q.proto, v6, q.src, q.sport, q.dst, q.dport);
+  if (f == 0) return pass(pk);
+  const side = foundSide;
+  const kind = flow(f).kind;
+  const local = flow(f).localAddr;
+  const remote = flow(f).remoteAddr;
+  // Which rewrite made the quoted packet, and what its sender sent.
+  let qsrc: usize;
+  let qsport: u32;
+  let qdst: usize;
+  let qdport: u32;
+  if (kind == Kind.Out && outbound && side == 1) {
+    // the client's C:c -> D:d, delivered to the proxy as D:c' -> C:P
+    qsrc = local;
+    qsport = <u32>flow(f).localPort;
+    qdst = remote;
+    qdport = <u32>flow(f).remotePort;
+  } else if (side == 0 && ((kind == Kind.Out && outbound) || (kind == Kind.In && !outbound))) {
+    // the proxy's C:P -> D:c', delivered to the client as D:d -> C:c; or
+    // its C:P -> R:r', sent on as C:L -> R:r
+    qsrc = local;
+    qsport = <u32>flow(f).appPort;
+    qdst = remote;
+    qdport = <u32>flow(f).proxyPort;
+  } else if (kind == Kind.In && outbound && side == 1) {
+    // the remote's R:r -> C:L, delivered to the proxy as R:r' -> C:P
+    qsrc = remote;
+    qsport = <u32>flow(f).remotePort;
+    qdst = local;
+    qdport = <u32>flow(f).localPort;
+  } else {
+    return pass(pk);
+  }
+  // An error from the quoted packet's destination itself comes from where
+  // its sender thought it was going; a router's keeps its address.
+  const src = addrEq(pk.src, q.dst, v6) ? qdst : pk.src;
+  translateIcmpError(pk, q, src, qsrc, qsrc, qsport, qdst, qdport);
+  bump(Stat.rewritten);
+  // To the client or the proxy of an outbound redirect: injected inbound; an
+  // inbound redirect's keep their direction; loopback goes back outbound.
+  const loop = (pk.flags & InFlag.Loopback) != 0;
+  const dirOut = (kind == Kind.In && outbound) || loop ? OutFlag.Outbound << OUT_SHIFT : 0;
+  return Verdict.Modified | dirOut | OutFlag.CsumValid << OUT_SHIFT;
+}
+
 /** Decides a packet (its view set). Returns the verdict word. */
 function processPacketView(pk: Packet): u32 {
   bump(Stat.packets);
   const r = pk.parse();
   if (r != Parse.Ok) {
+    if (r == Parse.Icmp) return onIcmp(pk);
     if (r == Parse.Malformed) bump(Stat.malformed);
     else if (r == Parse.Fragment) bump(Stat.fragments);
     return pass(pk);

@@ -169,7 +169,7 @@ export type RecordName = keyof typeof RECORDS;
  */
 export const STATS = [
   ["packets", "packets seen"],
-  ["rewritten", "packets rewritten (redirected)"],
+  ["rewritten", "packets rewritten (redirected, and ICMP errors about them translated)"],
   ["passed", "packets passed unchanged"],
   ["held", "packets held while an owner was unknown"],
   ["dropped", "packets dropped (hold limits)"],

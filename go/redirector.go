@@ -297,7 +297,7 @@ func (r *Redirector) WouldIntercept(pid int, processPath string) (bool, error) {
 type Stats struct {
 	Running         bool
 	Packets         uint64 // packets seen
-	Rewritten       uint64 // packets rewritten (redirected)
+	Rewritten       uint64 // packets rewritten (redirected; ICMP errors about them translated)
 	Passed          uint64 // packets passed unchanged
 	Held            uint64 // packets held while their owner was unknown
 	Dropped         uint64 // packets dropped over the hold limits

@@ -313,7 +313,7 @@ typedef struct redirector_stats {
   uint32_t size;    /* in: sizeof(redirector_stats) */
   uint32_t running; /* 1 while running */
   uint64_t packets;          /* packets seen */
-  uint64_t rewritten;        /* packets rewritten (redirected) */
+  uint64_t rewritten;        /* packets rewritten (redirected; ICMP errors about them translated) */
   uint64_t passed;           /* packets passed unchanged */
   uint64_t held;             /* packets held while their owner was unknown */
   uint64_t dropped;          /* packets dropped over the hold limits */

@@ -8,5 +8,6 @@ import "./wire.test.ts";
 import "./redirect.test.ts";
 import "./exclude.test.ts";
 import "./listeners.test.ts";
+import "./icmp.test.ts";
 import "./properties.test.ts";
 import "./fuzz.test.ts";

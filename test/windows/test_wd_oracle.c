@@ -33,7 +33,9 @@
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
- *              WinDivertHelperCalcChecksums
+ *              WinDivertHelperCalcChecksums, as does every ICMP/ICMPv6
+ *              message's (the driver has no flag for it: it takes it as
+ *              right)
  *   open_args  WinDivertOpen on a table of argument sets, the backend's
  *              among them: the real DLL's argument checks pass the
  *              backend's, and the stand-in refuses what the real DLL (or,
@@ -376,8 +378,10 @@ TEST_CASE(built_filters) {
           (unsigned long)e);
   }
   /* The rows say what they are. */
-  CHECK(strcmp(g_built[0], "false") == 0 && strcmp(g_built[1], "false") == 0, "nothing to capture: false");
-  CHECK(strcmp(g_built[2], "(ip or ipv6) and (tcp or udp) and not loopback") == 0, "the defaults: %s", g_built[2]);
+  CHECK(strcmp(g_built[0], NET_ICMP_ERRORS) == 0 && strcmp(g_built[1], NET_ICMP_ERRORS) == 0,
+        "nothing to capture: the ICMP errors only");
+  CHECK(strcmp(g_built[2], "((ip or ipv6) and (tcp or udp) and not loopback) or " NET_ICMP_ERRORS) == 0,
+        "the defaults: %s", g_built[2]);
   CHECK(strcmp(g_built[3], NET_FILTER) == 0, "loopback intercepted: %s", g_built[3]);
   FreeLibrary(standin.dll);
   FreeLibrary(real.dll);
@@ -412,6 +416,34 @@ static void packet_event(eval_event *e, const char *what, int v6, const char *sr
   e->addr.ip_checksum = e->addr.tcp_checksum = e->addr.udp_checksum = 1;
   e->addr.u.network.if_idx = 7;
   e->addr.u.network.sub_if_idx = 3;
+}
+
+/* An ICMP (v4: destination unreachable) or ICMPv6 (packet too big) error
+ * arriving, quoting zeros. */
+static void icmp_event(eval_event *e, const char *what, int v6) {
+  memset(e, 0, sizeof *e);
+  e->what = what;
+  uint8_t *p = e->data;
+  if (!v6) {
+    static const uint8_t h[20] = {0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 1, 10, 0, 0, 5};
+    memcpy(p, h, sizeof h);
+    p[20] = 3; /* type */
+    p[21] = 4; /* code */
+    e->len = 56;
+  } else {
+    p[0] = 0x60;
+    p[5] = 48; /* payload length */
+    p[6] = 58;
+    p[7] = 64;
+    inet_pton(AF_INET6, "2001:db8::1", p + 8);
+    inet_pton(AF_INET6, "fd00::2", p + 24);
+    p[40] = 2; /* type: packet too big */
+    e->len = 88;
+  }
+  e->addr.layer = WD_LAYER_NETWORK;
+  e->addr.ipv6 = (unsigned)v6;
+  e->addr.ip_checksum = e->addr.tcp_checksum = e->addr.udp_checksum = 1;
+  e->addr.u.network.if_idx = 7;
 }
 
 /* A SOCKET CONNECT event (no packet): IPv4 ends as ::ffff:a.b.c.d. */
@@ -450,6 +482,8 @@ static const char *const EVAL_FILTERS[] = {
     "ip.SrcAddr < 10.0.0.6", "ipv6.SrcAddr == fd00::2", "ip.TTL > 0", "ipv6.HopLimit > 0", "event == PACKET",
     "tcp and (remotePort == 443 or localPort == 443) or udp and remotePort == 53",
     "not loopback and (tcp or udp) and (remotePort == 80 or localPort == 8080)",
+    "icmp.Type == 3 and icmp.Code == 4", "icmpv6.Type >= 1 and icmpv6.Type <= 4", "not icmp.Type == 3",
+    "icmp and remotePort == 3", "icmpv6 and localPort == 0",
 };
 
 static const char *const EVAL_SOCKET_FILTERS[] = {
@@ -484,7 +518,7 @@ TEST_CASE(eval) {
   standin.eval = (eval_filter_fn)(void *)GetProcAddress(standin.dll, "WinDivertHelperEvalFilter");
   CHECK(standin.eval != NULL, "the stand-in exports WinDivertHelperEvalFilter");
   if (!standin.eval) return;
-  eval_event ev[9];
+  eval_event ev[11];
   packet_event(&ev[0], "a TCP SYN out to 93.184.216.34:443", 0, "10.0.0.5", 50000, "93.184.216.34", 443, 0, 1, 0);
   packet_event(&ev[1], "a TCP reply in from 93.184.216.34:443", 0, "93.184.216.34", 443, "10.0.0.5", 50000, 0, 0, 0);
   packet_event(&ev[2], "a UDP query out to 192.0.2.53:53", 0, "10.0.0.5", 53000, "192.0.2.53", 53, 1, 1, 0);
@@ -492,10 +526,12 @@ TEST_CASE(eval) {
   packet_event(&ev[4], "an IPv6 UDP datagram in", 1, "2001:db8::9", 5353, "fd00::2", 8080, 1, 0, 0);
   packet_event(&ev[5], "a loopback TCP SYN", 0, "127.0.0.1", 50070, "127.0.0.1", 5432, 0, 1, 1);
   packet_event(&ev[6], "a proxy reply from the app port", 0, "10.0.0.5", 8080, "93.184.216.34", 50000, 0, 1, 0);
-  socket_event(&ev[7], "a SOCKET CONNECT to 93.184.216.34:443", "10.0.0.5", 50000, "93.184.216.34", 443, 0);
-  socket_event(&ev[8], "a SOCKET CONNECT to 127.0.0.1:5432", "127.0.0.1", 50070, "127.0.0.1", 5432, 1);
+  icmp_event(&ev[7], "an ICMP destination unreachable in", 0);
+  icmp_event(&ev[8], "an ICMPv6 packet too big in", 1);
+  socket_event(&ev[9], "a SOCKET CONNECT to 93.184.216.34:443", "10.0.0.5", 50000, "93.184.216.34", 443, 0);
+  socket_event(&ev[10], "a SOCKET CONNECT to 127.0.0.1:5432", "127.0.0.1", 50070, "127.0.0.1", 5432, 1);
   built_filters(g_built, g_built_info);
-  for (size_t i = 0; i < 7; i++) {
+  for (size_t i = 0; i < 9; i++) {
     for (size_t k = 0; k < sizeof EVAL_FILTERS / sizeof EVAL_FILTERS[0]; k++) {
       eval_agree(&real, &standin, EVAL_FILTERS[k], &ev[i]);
     }
@@ -503,14 +539,14 @@ TEST_CASE(eval) {
       if (g_built[k][0]) eval_agree(&real, &standin, g_built[k], &ev[i]);
     }
   }
-  for (size_t i = 7; i < 9; i++) {
+  for (size_t i = 9; i < 11; i++) {
     for (size_t k = 0; k < sizeof EVAL_SOCKET_FILTERS / sizeof EVAL_SOCKET_FILTERS[0]; k++) {
       eval_agree(&real, &standin, EVAL_SOCKET_FILTERS[k], &ev[i]);
     }
   }
   /* A filter neither compiles, and a packet field at the SOCKET layer: errors both. */
   eval_agree(&real, &standin, "tcp and", &ev[0]);
-  eval_agree(&real, &standin, "tcp.DstPort == 443", &ev[7]);
+  eval_agree(&real, &standin, "tcp.DstPort == 443", &ev[9]);
   printf("%d evaluations, %d matches: the stand-in agrees with the real DLL on each\n", g_evaluated, g_matched);
   CHECK(g_matched > 50 && g_evaluated - g_matched > 50, "the table has matches and misses both");
   FreeLibrary(standin.dll);
@@ -803,7 +839,7 @@ TEST_CASE(delivered) {
 /* ------------------------------------------------------------------------
  * checksums */
 
-static int g_checked;
+static int g_checked, g_icmp_checked;
 
 /* Is the packet addressed to a loopback address (127/8, ::1)? */
 static int to_loopback_address(const uint8_t *p, uint32_t len) {
@@ -819,24 +855,26 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
   CHECK(addr_bit(r->addr, BIT_OUTBOUND) ||
             !(addr_bit(r->addr, BIT_LOOPBACK) || to_loopback_address(r->data, r->len)),
         "record line %d: a loopback packet sent inbound, which the real driver never delivers", lineno);
-  /* One whole IP packet with a TCP or UDP header, as the real parser sees
-   * it. */
-  void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
+  /* One whole IP packet with a TCP, UDP or ICMP/ICMPv6 header, as the real
+   * parser sees it. */
+  void *ip4 = NULL, *ip6 = NULL, *icmph = NULL, *icmp6h = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
   uint8_t proto = 0;
   UINT next_len = 0;
-  BOOL parsed = real->parse(r->data, r->len, &ip4, &ip6, &proto, NULL, NULL, &tcph, &udph, NULL, NULL, &next, &next_len);
-  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph)) && next_len == 0,
-        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP header (parsed %d, "
-        "protocol %u, %u bytes after it)",
+  BOOL parsed =
+      real->parse(r->data, r->len, &ip4, &ip6, &proto, &icmph, &icmp6h, &tcph, &udph, NULL, NULL, &next, &next_len);
+  int icmp = (proto == 1 && icmph) || (proto == 58 && icmp6h);
+  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph) || icmp) && next_len == 0,
+        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP/ICMP header (parsed "
+        "%d, protocol %u, %u bytes after it)",
         lineno, (int)parsed, (unsigned)proto, next_len);
   int ip = addr_bit(r->addr, BIT_IPCSUM), tcp = addr_bit(r->addr, BIT_TCPCSUM), udp = addr_bit(r->addr, BIT_UDPCSUM);
-  if (!ip && !tcp && !udp) return;
+  if (!ip && !tcp && !udp && !icmp) return;
   uint8_t *copy = malloc(r->len ? r->len : 1);
   uint8_t addr[WD_ADDRESS_SIZE];
   if (!copy) return;
   memcpy(copy, r->data, r->len);
   memcpy(addr, r->addr, sizeof addr);
-  /* Recompute only the checksums the library marked valid. */
+  /* Recompute only the checksums the library marked valid, and ICMP's. */
   uint64_t flags = (ip ? 0 : NO_IP_CHECKSUM) | (tcp ? 0 : NO_TCP_CHECKSUM) | (udp ? 0 : NO_UDP_CHECKSUM);
   BOOL ok = real->calc(copy, r->len, addr, flags);
   CHECK(ok, "record line %d: WinDivertHelperCalcChecksums takes the sent packet (error %lu)", lineno,
@@ -851,6 +889,7 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
         lineno, ip, tcp, udp, at, at < r->len ? r->data[at] : 0, at < r->len ? copy[at] : 0, hex,
         r->len > 80 ? "..." : "");
   g_checked++;
+  g_icmp_checked += icmp;
   free(copy);
 }
 
@@ -858,8 +897,10 @@ TEST_CASE(checksums) {
   wd_dll real;
   if (!load_real(&real)) return;
   int n = each_record("send", check_sent, &real);
-  printf("%d packets sent, %d with checksums marked valid, recomputed by the real DLL\n", n, g_checked);
+  printf("%d packets sent, %d with checksums marked valid or ICMP (%d), recomputed by the real DLL\n", n, g_checked,
+         g_icmp_checked);
   CHECK(g_checked > 0, "the record holds sent packets with checksums marked valid (run the whole windivert label)");
+  CHECK(g_icmp_checked > 0, "the record holds ICMP errors the library sent (run the whole windivert label)");
   FreeLibrary(real.dll);
 }
 

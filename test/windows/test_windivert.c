@@ -23,6 +23,9 @@
 #define APP_PORT 8080
 #define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
 #define OTHER_PID 5678
+/* What every NETWORK filter ORs in (the ICMP errors the engine translates). */
+#define ICMP_ERRORS \
+  "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
 
 static char g_dir[MAX_PATH];    /* this program's folder */
 static char g_fakewd[MAX_PATH]; /* the stand-in WinDivert.dll's */
@@ -702,6 +705,66 @@ TEST_CASE(listener_release) {
   CHECK(st.held == 1 && st.owner_queries == 1 && st.hold_timeouts == 1, "held %llu, look-ups %llu, hold timeouts %llu",
         (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
   session_stop();
+}
+
+/* ICMP errors about rewritten packets go to the socket that sent the
+ * packet, quoting it as that socket sent it; others go on as they came. */
+TEST_CASE(icmp_errors) {
+  static const uint8_t X4[4] = {198, 51, 100, 1}; /* a router */
+  uint8_t syn[256], sa[256], sax[256], pmtu[512], pmtux[512], stray[256], other[512];
+  uint8_t q6[256], q6x[256], un6[512], un6x[512];
+  /* An inbound redirect: R4:40000 -> C4:8443, the proxy's SYN-ACK from the
+   * app port goes out from 8443. */
+  tu_tuple in = tuple(0, R4, 40000, C4, 8443);
+  tu_tuple reply = tuple(0, C4, APP_PORT, R4, 40000), reply_x = tuple(0, C4, 8443, R4, 40000);
+  tu_tuple router = tuple(0, X4, 0, C4, 0);
+  size_t sn = tu_tcp(syn, &in, 7000, 0, TU_SYN, NULL);
+  size_t an = tu_tcp(sa, &reply, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  size_t axn = tu_tcp(sax, &reply_x, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  /* A router's "fragmentation needed, next-hop MTU 1280" about the segment as
+   * it went out; the proxy must get it about the segment it sent. */
+  size_t pn = tu_icmp(pmtu, &router, 3, 4, 1280, sax, axn);
+  size_t pxn = tu_icmp(pmtux, &router, 3, 4, 1280, sa, an);
+  /* "Time exceeded" about a connection of no one intercepted: as it came. */
+  tu_tuple up = tuple(0, C4, 50002, D4, 443);
+  size_t on = tu_tcp(stray, &up, 1, 0, TU_SYN, NULL);
+  on = tu_icmp(other, &router, 11, 0, 0, stray, on);
+  /* An outbound redirect over IPv6, nothing listening on the app port: this
+   * host's "port unreachable" about the datagram it got goes to the client,
+   * from D6 about the client's own datagram. */
+  tu_tuple up6 = tuple(1, C6, 53000, D6, 53), up6_x = tuple(1, D6, 53000, C6, APP_PORT);
+  size_t qn = tu_udp(q6, &up6, "query"), qxn = tu_udp(q6x, &up6_x, "query");
+  tu_tuple stack6 = tuple(1, C6, 0, D6, 0), client6 = tuple(1, D6, 0, C6, 0);
+  size_t un = tu_icmp(un6, &stack6, 1, 4, 0, q6x, qxn), uxn = tu_icmp(un6x, &client6, 1, 4, 0, q6, qn);
+
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(1, C6, 53000),
+            ep(1, D6, 53));
+  sb_packet(&s, "in if=9 sub=2", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=9 sub=2", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "in if=9 sub=2", pmtu, pn);
+  sb_printf(&s, "wait_sent 3\n");
+  sb_packet(&s, "in if=9 sub=2", other, on);
+  sb_printf(&s, "wait_sent 4\n");
+  sb_packet(&s, "out if=5 sub=1", q6, qn);
+  sb_printf(&s, "wait_sent 5\n");
+  sb_packet(&s, "out if=5 sub=1", un6, un);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 6, 5000);
+  if (n >= 6) {
+    expect_packet(&sp[1], "proxy SYN-ACK", sax, axn, 1, 9, 2);
+    expect_packet(&sp[2], "fragmentation needed, to the proxy", pmtux, pxn, 0, 9, 2);
+    expect_packet(&sp[3], "time exceeded, not ours", other, on, 0, 9, 2);
+    expect_packet(&sp[4], "datagram to the proxy", q6x, qxn, 0, 5, 1);
+    expect_packet(&sp[5], "port unreachable, to the client", un6x, uxn, 0, 5, 1);
+  }
+  CHECK(n == 6, "%d packets sent, expected 6", n);
+  session_stop();
+  free(s.s);
 }
 
 /* Traffic of processes not intercepted goes out exactly as it came, with
@@ -1602,9 +1665,9 @@ TEST_CASE(handles) {
   char *log = read_file(g_log);
   const char *reflect = strstr(log, "open id=1 layer=REFLECT priority=0 flags=0x15 filter=true");
   const char *sock = strstr(log, "open id=2 layer=SOCKET priority=-1000 flags=0x5 filter=tcp or udp");
-  /* Every TCP/UDP packet but loopback ones (bypassed by default). */
-  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and "
-                                "(tcp or udp) and not loopback\n");
+  /* Every TCP/UDP packet but loopback ones (bypassed by default), and ICMP errors. */
+  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=((ip or ipv6) and "
+                                "(tcp or udp) and not loopback) or " ICMP_ERRORS "\n");
   CHECK(reflect && sock && net && reflect < sock && sock < net, "REFLECT, SOCKET, NETWORK opened in order:\n%s", log);
   CHECK(strstr(log, "shutdown id=1 how=3") != NULL, "REFLECT shut down to list handles");
   for (int id = 2; id <= 3; id++) {
@@ -1759,9 +1822,9 @@ TEST_CASE(filter_from_config) {
   char *log = read_file(g_log);
   char filter[1024];
   opened_filter(log, 3, filter, sizeof filter);
-  const char *want = "(ip or ipv6) and tcp and not loopback and ((remotePort == 443 and (remoteAddr >= 93.184.216.0 "
+  const char *want = "((ip or ipv6) and tcp and not loopback and ((remotePort == 443 and (remoteAddr >= 93.184.216.0 "
                      "and remoteAddr <= 93.184.216.255)) or (localPort == 443 and (localAddr >= 93.184.216.0 and "
-                     "localAddr <= 93.184.216.255)) or localPort == 8080)";
+                     "localAddr <= 93.184.216.255)) or localPort == 8080)) or " ICMP_ERRORS;
   CHECK(strcmp(filter, want) == 0, "the NETWORK filter\n  is       %s\n  expected %s", filter, want);
   CHECK(count_lines(log, "undiverted layer=NETWORK") == 3,
         "D:80, the UDP datagram and the connection to a listener at an address outside the destinations were not "
@@ -1895,14 +1958,14 @@ TEST_CASE(filter_keeps_flow) {
   opened_filter(log, 3, f3, sizeof f3);
   opened_filter(log, 4, f4, sizeof f4);
   opened_filter(log, 5, f5, sizeof f5);
-  CHECK(strcmp(f3, "(ip or ipv6) and udp and not loopback and (remotePort == 53 or localPort == 53 or "
-                   "localPort == 8080)") == 0,
+  CHECK(strcmp(f3, "((ip or ipv6) and udp and not loopback and (remotePort == 53 or localPort == 53 or "
+                   "localPort == 8080)) or " ICMP_ERRORS) == 0,
         "first: %s", f3);
-  CHECK(strcmp(f4, "(ip or ipv6) and udp and not loopback and ((remotePort == 53 or remotePort == 443) or "
-                   "localPort == 443 or localPort == 8080)") == 0,
+  CHECK(strcmp(f4, "((ip or ipv6) and udp and not loopback and ((remotePort == 53 or remotePort == 443) or "
+                   "localPort == 443 or localPort == 8080)) or " ICMP_ERRORS) == 0,
         "while the flow lives: %s", f4);
-  CHECK(strcmp(f5, "(ip or ipv6) and udp and not loopback and (remotePort == 443 or localPort == 443 or "
-                   "localPort == 8080)") == 0,
+  CHECK(strcmp(f5, "((ip or ipv6) and udp and not loopback and (remotePort == 443 or localPort == 443 or "
+                   "localPort == 8080)) or " ICMP_ERRORS) == 0,
         "after it: %s", f5);
   CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0, "no packet seen twice");
   free(log);

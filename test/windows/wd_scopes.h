@@ -39,15 +39,20 @@ static inline void ws_net(wr_scope_side *side, const char *addr, uint8_t prefix)
 }
 
 /* The largest scope whose filter fits WinDivert (WR_WD_FILTER_TESTS_MAX
- * comparisons), or with `over` one port more: both protocols (2 tests, and
- * 2 for ip or ipv6), loopback left out (1), an app port (1), 128 remote and
- * 66 (or 67) local ports. */
+ * comparisons), or with `over` one port more: NET_FILTER_ALSO's
+ * comparisons (the filter of a scope capturing nothing), both protocols (2
+ * tests, and 2 for ip or ipv6), loopback left out (1), an app port (1),
+ * 128 remote ports and the local ports that fill the rest. */
 static inline void ws_at_limit(wr_capture_scope *s, int over) {
+  char text[WR_WD_FILTER_CAP];
+  wr_wd_filter_info also;
+  ws_clear(s, 0);
+  wr_wd_net_filter(s, text, sizeof text, &also);
   ws_clear(s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET | WR_SCOPE_LOCAL |
                   WR_SCOPE_LOCAL_ANY_NET);
   ws_app(s, 8080);
   ws_ports(&s->remote, WR_SCOPE_PORTS_CAP, 1000);
-  ws_ports(&s->local, WR_WD_FILTER_TESTS_MAX - 6 - WR_SCOPE_PORTS_CAP + (over ? 1 : 0), 20000);
+  ws_ports(&s->local, (size_t)(WR_WD_FILTER_TESTS_MAX - also.tests - 6 - WR_SCOPE_PORTS_CAP + (over ? 1 : 0)), 20000);
 }
 
 /* The largest lists there are, every port a range and every network an

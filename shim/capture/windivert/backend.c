@@ -13,7 +13,9 @@
  *            whose destination, or listener, is one of them), the proxy's
  *            (app port's), and those of flows redirected or pending under
  *            an earlier configuration; loopback traffic only when loopback
- *            is not bypassed. At broadest "(ip or ipv6) and (tcp or udp)".
+ *            is not bypassed; and ICMP/ICMPv6 errors, which the engine
+ *            translates when they quote a rewritten packet. At broadest
+ *            "((ip or ipv6) and (tcp or udp)) or " the ICMP errors.
  *            Every packet it diverts crosses the packet thread: while the
  *            host is paused (a proxy at a breakpoint), what it diverts
  *            stalls and is dropped after the queue time, so it diverts no

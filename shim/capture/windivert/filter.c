@@ -170,6 +170,19 @@ static int count_tokens(const char *p) {
   return n;
 }
 
+/* Comparisons in filter text: its comparison operators (NET_FILTER_ALSO
+ * tests no bare field). */
+static int count_comparisons(const char *p) {
+  int n = 0;
+  for (; *p; p++) {
+    if (strchr("=!<>", *p)) {
+      n++;
+      if (p[1] == '=') p++;
+    }
+  }
+  return n;
+}
+
 static size_t build(const wr_capture_scope *s, char *out, size_t cap, int narrow, wr_wd_filter_info *info) {
   text t = {out, cap, 0, 0, 0};
   out[0] = '\0';
@@ -178,16 +191,15 @@ static size_t build(const wr_capture_scope *s, char *out, size_t cap, int narrow
   if (also[0]) put(&t, "(");
   put_transport(&t, s, narrow, &narrowed);
   int transport = t.len > (size_t)(also[0] ? 1 : 0);
-  if (also[0]) {
-    if (transport) put(&t, ") or (%s)", also);
-    else {
-      t.len = 0;
-      put(&t, "%s", also);
-    }
+  if (also[0] && transport) {
+    put(&t, ") or %s", also); /* NET_FILTER_ALSO brings its own parentheses */
+  } else if (also[0]) {
+    t.len = 0;
+    put(&t, "%s", also);
   } else if (!transport) {
     put(&t, "false");
   }
-  info->tests = t.tests; /* NET_FILTER_ALSO's own are not counted: it is a small constant */
+  info->tests = t.tests + count_comparisons(also);
   info->narrowed = narrowed;
   info->tokens = t.full ? 0 : count_tokens(out);
   return t.full ? 0 : t.len;

@@ -33,8 +33,9 @@ typedef struct {
  * where a side is (remotePort or localPort in its ranges) and (remoteAddr
  * or localAddr in its networks): WinDivert's remote and local fields name a
  * packet's ends whichever way it goes, so one test holds for both
- * directions of a flow. With NET_FILTER_ALSO (handles.h) it is OR-ed in
- * beside that. Nothing to capture: "false". */
+ * directions of a flow. NET_FILTER_ALSO (handles.h: the ICMP errors) is
+ * OR-ed in beside that: (TRANSPORT) or ALSO, or ALSO alone when the scope
+ * captures nothing (without it: "false"). */
 size_t wr_wd_net_filter(const wr_capture_scope *s, char *out, size_t cap, wr_wd_filter_info *info);
 
 #endif
