@@ -1840,9 +1840,10 @@ TEST_CASE(filter_from_config) {
  * the new NETWORK handle opens (above the old one: it diverts first), the
  * old one's receive side is shut, the packet thread drains it, then takes
  * the new one and closes the old. Every packet is handled once, in order;
- * what the library sends meanwhile goes through the old handle, so the
- * stand-in (which, like the driver, offers a packet a handle sends to the
- * handles below it) never diverts it again. */
+ * what the library sends meanwhile goes through the new handle, the old
+ * one's receive side shut already, so the stand-in (which, like the driver,
+ * offers a packet a handle sends to the handles below it) never diverts it
+ * again. */
 TEST_CASE(filter_switch) {
   uint8_t s1[256], s1x[256], k1[256], k1x[256], s2[256], s3[256], s3x[256];
   tu_tuple f1 = tuple(0, C4, 50030, D4, 80), f1x = tuple(0, D4, 50030, C4, APP_PORT);
@@ -1898,10 +1899,9 @@ TEST_CASE(filter_switch) {
   CHECK(count_lines(log, "undiverted layer=NETWORK") == 1, "only f2's SYN (before the change) was not diverted");
   CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0 && count_lines(log, "dropped") == 0,
         "nothing diverted twice, re-injected at close, or dropped:\n%s", log);
-  const char *send_old = strstr(log, "sendex id=3 count=1"), *closed = strstr(log, "close id=3"),
-             *send_new = strstr(log, "sendex id=4");
-  CHECK(send_old && closed && send_new && send_old < closed && closed < send_new,
-        "sent through the old handle until it was drained and closed, then through the new one:\n%s", log);
+  const char *shut_old = strstr(log, "shutdown id=3 how=1"), *send_new = strstr(log, "sendex id=4");
+  CHECK(shut_old && send_new && shut_old < send_new && count_lines(log, "sendex id=3") == 0,
+        "from the switch on, sent through the new handle only, after the old one's receive side was shut:\n%s", log);
   redirector_stats st = stats_now();
   CHECK(st.packets == 3 && st.rewritten == 3, "the engine saw 3 packets (%llu), rewrote 3 (%llu)",
         (unsigned long long)st.packets, (unsigned long long)st.rewritten);

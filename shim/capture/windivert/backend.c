@@ -45,19 +45,22 @@
  * A new filter (the scope changed: a configuration, an app port, flows
  * ending): a second NETWORK handle is opened with it, at the same priority,
  * before the first one stops diverting. The driver (sys/windivert.c, 2.2)
- * gives a handle opened later a higher place among handles of one priority,
- * so the new one sees each packet first, and the old one only what the new
- * filter leaves; then, in the same step that makes the new one pending,
- * the old one's receive side is shut down (it diverts nothing more, and
- * what it queued can still be received). The packet thread drains it, takes
- * the new one and closes the old (a handle closed with packets queued would
- * have the driver re-inject them unprocessed). Sends go through the handle
- * the packet thread reads, the old one until then: a packet injected
- * through a handle is skipped by handles of its place and above and seen by
- * those below, and the old handle, below the new one, no longer diverts by
- * then. No packet is missed (the new handle diverts before the old stops),
- * none is seen twice, and a flow's packets keep their order (the old queue
- * first: a flow's packets all match a filter or none does).
+ * gives a handle opened later a higher place among handles of one priority
+ * (its weight: the priority, then a counter of opens), so the new one sees
+ * each packet first, and the old one only what the new filter leaves;
+ * then, in the same step that makes the new one pending, the old one's
+ * receive side is shut down (it diverts nothing more, and what it queued
+ * can still be received). The packet thread drains it, takes the new one
+ * and closes the old (a handle closed with packets queued would have the
+ * driver re-inject them unprocessed). From that step on every packet is
+ * sent through the new handle: a packet injected through a handle is
+ * skipped by handles of its place and above and diverted again by a
+ * matching one below; the old handle diverts nothing any more, so neither
+ * place it may have (below the new one, or above it once the driver's
+ * 16-bit counter of opens wraps) sees a sent packet twice. No packet is
+ * missed (the new handle diverts before the old stops), none is seen twice,
+ * and a flow's packets keep their order (the old queue first: a flow's
+ * packets all match a filter or none does).
  *
  * Held packets: the core keeps each one's original address (and a copy of
  * its bytes) by cookie, so the packet goes out with its own interface and
@@ -134,10 +137,10 @@ struct wr_backend {
   char dll_path[1024];
   wd_api wd;
   HANDLE sock;
-  /* The NETWORK handle the packet thread reads and sends go through, and the
-   * one a filter change opened, read once `net` is drained. The packet
-   * thread swaps them; sends, stop and filter changes read them, all under
-   * net_lock. */
+  /* The NETWORK handle the packet thread reads, and the one a filter change
+   * opened, read once `net` is drained (and sent through from the start).
+   * The packet thread swaps them; sends, stop and filter changes read them,
+   * all under net_lock. */
   SRWLOCK net_lock;
   HANDLE net, net_next;
   int packet_done; /* the packet thread reads no more */
@@ -434,10 +437,11 @@ static void open_error(wr_backend *b, DWORD code, int layer, const char *filter,
 static void flush_locked(wr_backend *b) {
   if (!b->out_n) return;
   UINT sent = 0;
-  /* Through the handle the packet thread reads: during a filter change the
-   * old one, whose injections the new one (placed above it) skips. */
+  /* Through the newest handle: during a filter change the new one (the old
+   * one's receive side was shut in the step that made it pending, so the
+   * old one never diverts what is sent, wherever the driver placed it). */
   AcquireSRWLockShared(&b->net_lock);
-  BOOL ok = b->wd.send_ex(b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
+  BOOL ok = b->wd.send_ex(b->net_next ? b->net_next : b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
                           NULL);
   DWORD code = ok ? 0 : GetLastError();
   ReleaseSRWLockShared(&b->net_lock);
