@@ -459,14 +459,12 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
 }
 
 static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
-  wr_rec_exclusion r;
-  memset(&r, 0, sizeof r);
-  r.proto = x->proto;
-  r.family = x->family;
-  r.dual_stack = x->dual_stack;
-  memcpy(r.local, x->local, 16);
-  r.local_port = x->local_port;
-  memcpy(dst, &r, sizeof r);
+  memset(dst, 0, WR_REC_EXCLUSION_SIZE); /* the tail padding too */
+  REC_PUT(exclusion, dst, proto, x->proto);
+  REC_PUT(exclusion, dst, family, x->family);
+  REC_PUT(exclusion, dst, dual_stack, x->dual_stack);
+  memcpy(REC_AT(exclusion, dst, local), x->local, 16);
+  REC_PUT(exclusion, dst, local_port, x->local_port);
 }
 
 static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
@@ -786,48 +784,47 @@ static void scope_everything(wr_capture_scope *out) {
 
 static int ports_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_port_range *out) {
   for (size_t i = 0; i < n; i++) {
-    wr_rec_scope_ports r;
-    if ((size_t)(end - *at) < sizeof r) return -1;
-    memcpy(&r, *at, sizeof r);
-    *at += sizeof r;
-    if (r.lo > r.hi) return -1;
-    out[i].lo = r.lo;
-    out[i].hi = r.hi;
+    if ((size_t)(end - *at) < WR_REC_SCOPE_PORTS_SIZE) return -1;
+    uint16_t lo = REC_GET(scope_ports, *at, lo), hi = REC_GET(scope_ports, *at, hi);
+    *at += WR_REC_SCOPE_PORTS_SIZE;
+    if (lo > hi) return -1;
+    out[i].lo = lo;
+    out[i].hi = hi;
   }
   return 0;
 }
 
 static int nets_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_net *out) {
   for (size_t i = 0; i < n; i++) {
-    wr_rec_scope_net r;
-    if ((size_t)(end - *at) < sizeof r) return -1;
-    memcpy(&r, *at, sizeof r);
-    *at += sizeof r;
-    if ((r.family != 4 && r.family != 6) || r.prefix > (r.family == 4 ? 32 : 128)) return -1;
-    out[i].family = r.family;
-    out[i].prefix = r.prefix;
-    memcpy(out[i].addr, r.addr, 16);
+    if ((size_t)(end - *at) < WR_REC_SCOPE_NET_SIZE) return -1;
+    uint8_t family = REC_GET(scope_net, *at, family), prefix = REC_GET(scope_net, *at, prefix);
+    if ((family != 4 && family != 6) || prefix > (family == 4 ? 32 : 128)) return -1;
+    out[i].family = family;
+    out[i].prefix = prefix;
+    memcpy(out[i].addr, REC_AT(scope_net, *at, addr), 16);
+    *at += WR_REC_SCOPE_NET_SIZE;
   }
   return 0;
 }
 
 /* A scope record and its lists, [m, m+len); 0, or -1 when they do not hold together. */
 static int scope_decode(const uint8_t *m, uint32_t len, wr_capture_scope *out) {
-  wr_rec_scope h;
-  if (len < sizeof h) return -1;
-  memcpy(&h, m, sizeof h);
-  if (h.app_ports > WR_SCOPE_APP_PORTS_CAP || h.remote_ports > WR_SCOPE_PORTS_CAP ||
-      h.local_ports > WR_SCOPE_PORTS_CAP || h.remote_nets > WR_SCOPE_NETS_CAP || h.local_nets > WR_SCOPE_NETS_CAP) {
+  if (len < WR_REC_SCOPE_SIZE) return -1;
+  uint32_t app_ports = REC_GET(scope, m, app_ports), remote_ports = REC_GET(scope, m, remote_ports),
+           local_ports = REC_GET(scope, m, local_ports), remote_nets = REC_GET(scope, m, remote_nets),
+           local_nets = REC_GET(scope, m, local_nets);
+  if (app_ports > WR_SCOPE_APP_PORTS_CAP || remote_ports > WR_SCOPE_PORTS_CAP || local_ports > WR_SCOPE_PORTS_CAP ||
+      remote_nets > WR_SCOPE_NETS_CAP || local_nets > WR_SCOPE_NETS_CAP) {
     return -1;
   }
   memset(out, 0, sizeof *out);
-  out->flags = h.flags;
-  out->n_app_ports = h.app_ports;
-  out->remote.n_ports = h.remote_ports;
-  out->local.n_ports = h.local_ports;
-  out->remote.n_nets = h.remote_nets;
-  out->local.n_nets = h.local_nets;
-  const uint8_t *at = m + sizeof h, *end = m + len;
+  out->flags = REC_GET(scope, m, flags);
+  out->n_app_ports = app_ports;
+  out->remote.n_ports = remote_ports;
+  out->local.n_ports = local_ports;
+  out->remote.n_nets = remote_nets;
+  out->local.n_nets = local_nets;
+  const uint8_t *at = m + WR_REC_SCOPE_SIZE, *end = m + len;
   wr_port_range apps[WR_SCOPE_APP_PORTS_CAP];
   if (ports_decode(&at, end, out->n_app_ports, apps) != 0 ||
       ports_decode(&at, end, out->remote.n_ports, out->remote.ports) != 0 ||
