@@ -20,10 +20,7 @@ const D = { addr: "198.18.0.10", port: 80 };
 const PATH = "/usr/bin/curl";
 
 function engine(): PacketEngine {
-  const e = new PacketEngine(SELF);
-  assert.is(e.config(`{"intercept_pids":[500]}`).rc, 0);
-  e.start(0, 8080);
-  return e;
+  return PacketEngine.started({ intercept_pids: [500] }, { self: SELF });
 }
 
 function addr16(a: string): Uint8Array {

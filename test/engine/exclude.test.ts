@@ -14,11 +14,7 @@ const PATH = "/usr/bin/curl";
 const APP = 8080;
 
 function engine(json: object = { intercept_pids: [PID] }): PacketEngine {
-  const e = new PacketEngine(SELF);
-  const r = e.config(JSON.stringify(json));
-  assert.is(r.rc, 0, r.error);
-  e.start(0, APP);
-  return e;
+  return PacketEngine.started(json, { self: SELF, appPort: APP });
 }
 
 function one(e: PacketEngine, spec: PacketSpec, outbound = true): OutPacket {

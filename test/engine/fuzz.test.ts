@@ -119,9 +119,10 @@ function synFlood(e: PacketEngine, n: number, now: number): void {
 const fuzz = suite("fuzz");
 
 fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () => {
-  const e = new PacketEngine(SELF);
-  assert.is(e.config(JSON.stringify({ intercept: "!nothing", bypass: [], max_flows: 4096, max_held_packets: 256 })).rc, 0);
-  e.start(0, 8080);
+  const e = PacketEngine.started(
+    { intercept: "!nothing", bypass: [], max_flows: 4096, max_held_packets: 256 },
+    { self: SELF },
+  );
   const r = rng(12345);
   const x = e.x;
   const p = e.p;
@@ -179,10 +180,8 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
 });
 
 fuzz("SYN flood of 1,000,000 new flows against a full table: memory flat, refusals counted", () => {
-  const e = new PacketEngine(SELF);
   const CAP = 1024;
-  assert.is(e.config(JSON.stringify({ intercept_pids: [500], max_flows: CAP })).rc, 0);
-  e.start(0, 8080);
+  const e = PacketEngine.started({ intercept_pids: [500], max_flows: CAP }, { self: SELF });
   // Fill the table with established redirected connections.
   for (let i = 0; i < CAP; i++) {
     const C = { addr: "10.0.0.2", port: 10000 + i };
@@ -206,9 +205,10 @@ fuzz("SYN flood of 1,000,000 new flows against a full table: memory flat, refusa
 });
 
 fuzz("SYN flood of unknown owners: the table fills with pending flows, then refuses; they time out", () => {
-  const e = new PacketEngine(SELF);
-  assert.is(e.config(JSON.stringify({ intercept: "!nothing", max_flows: 1024, max_held_packets: 2048, hold_timeout_ms: 1000 })).rc, 0);
-  e.start(0, 8080);
+  const e = PacketEngine.started(
+    { intercept: "!nothing", max_flows: 1024, max_held_packets: 2048, hold_timeout_ms: 1000 },
+    { self: SELF },
+  );
   const bytesBefore = e.x.memory.buffer.byteLength;
   const N = 200_000;
   synFlood(e, N, 10);
@@ -222,9 +222,7 @@ fuzz("SYN flood of unknown owners: the table fills with pending flows, then refu
 });
 
 fuzz("a redirected connection still in its handshake survives a flood of passed flows that fills the table", () => {
-  const e = new PacketEngine(SELF);
-  assert.is(e.config(JSON.stringify({ intercept_pids: [500], max_flows: 256 })).rc, 0);
-  e.start(0, 8080);
+  const e = PacketEngine.started({ intercept_pids: [500], max_flows: 256 }, { self: SELF });
   const C = { addr: "10.0.0.2", port: 40000 };
   const D = { addr: "198.18.0.10", port: 443 };
   e.owner(O_CONNECT, "tcp", C, D, 500, "/bin/app");

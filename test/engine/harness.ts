@@ -253,6 +253,18 @@ export class PacketEngine extends Engine {
     if (this.p.eng_start(now) !== 0) throw new Error("start failed");
   }
 
+  /** An engine given `config` (which must be accepted) and started at `now` with `appPort`. */
+  static started(
+    config: object | string,
+    { self = 1000, appPort = 8080, now = 0, neverIntercept = [] as number[] } = {},
+  ): PacketEngine {
+    const e = new PacketEngine(self, neverIntercept);
+    const r = e.config(typeof config === "string" ? config : JSON.stringify(config));
+    if (r.rc !== 0) throw new Error(`config refused (${r.rc}): ${r.error}`);
+    e.start(now, appPort);
+    return e;
+  }
+
   /** Runs packets through eng_process; returns one result per packet. */
   process(pkts: InPacket[], now = 0): OutPacket[] {
     const meta = this.p.eng_batch_meta();

@@ -43,11 +43,7 @@ const PORT_UNREACH = { 4: 3, 6: 4 } as const;
 const TIME_EXCEEDED = { 4: 11, 6: 3 } as const;
 
 function engine(json: object = { intercept_pids: [PID] }): PacketEngine {
-  const e = new PacketEngine(SELF);
-  const r = e.config(JSON.stringify(json));
-  assert.is(r.rc, 0, r.error);
-  e.start(0, APP);
-  return e;
+  return PacketEngine.started(json, { self: SELF, appPort: APP });
 }
 
 function one(e: PacketEngine, data: Uint8Array, outbound: boolean, loopback = false): OutPacket {

@@ -15,11 +15,7 @@ const PORT = 9000;
 const PATH = "/usr/bin/server";
 
 function engine(pids: number[] = [500, 501, 502, 503]): PacketEngine {
-  const e = new PacketEngine(SELF);
-  const r = e.config(JSON.stringify({ intercept_pids: pids }));
-  assert.is(r.rc, 0, r.error);
-  e.start(0, APP);
-  return e;
+  return PacketEngine.started({ intercept_pids: pids }, { self: SELF, appPort: APP });
 }
 
 function syn(e: PacketEngine, from: Endpoint, to: Endpoint): OutPacket {

@@ -54,10 +54,7 @@ function ends(f: Flow): [Endpoint, Endpoint] {
 
 /** A fresh engine intercepting PID 500, with a small table. */
 function fresh(): PacketEngine {
-  const e = new PacketEngine(SELF);
-  e.config(JSON.stringify({ intercept_pids: [500], max_flows: 64 }));
-  e.start(0, APP);
-  return e;
+  return PacketEngine.started({ intercept_pids: [500], max_flows: 64 }, { self: SELF, appPort: APP });
 }
 
 const props = suite("properties");

@@ -36,11 +36,7 @@ const NET6: Net = {
 };
 
 function engine(json: object = { intercept_pids: [PID] }, start = 0, neverIntercept: number[] = []): PacketEngine {
-  const e = new PacketEngine(SELF, neverIntercept);
-  const r = e.config(JSON.stringify(json));
-  assert.is(r.rc, 0, r.error);
-  e.start(start, APP);
-  return e;
+  return PacketEngine.started(json, { self: SELF, appPort: APP, now: start, neverIntercept });
 }
 
 function one(e: PacketEngine, spec: PacketSpec, outbound = true, now = 0): OutPacket {

@@ -26,11 +26,7 @@ function configured(json: object, app = APP): Engine {
 }
 
 function started(json: object): PacketEngine {
-  const e = new PacketEngine(SELF);
-  const r = e.config(JSON.stringify(json));
-  assert.is(r.rc, 0, r.error);
-  e.start(0, APP);
-  return e;
+  return PacketEngine.started(json, { self: SELF, appPort: APP });
 }
 
 function one(e: PacketEngine, spec: PacketSpec, opts: { outbound?: boolean; loopback?: boolean; now?: number } = {}) {

@@ -17,10 +17,7 @@ const D6 = { addr: "fd00:198:18::10", port: 443 };
 
 /** An engine that redirects everything of PID 500 and already knows the owners. */
 function engine(json = `{"intercept_pids":[500]}`): PacketEngine {
-  const e = new PacketEngine(SELF);
-  assert.is(e.config(json).rc, 0);
-  e.start(0, 8080);
-  return e;
+  return PacketEngine.started(json, { self: SELF });
 }
 
 function redirectOne(e: PacketEngine, spec: PacketSpec, partial = false) {
