@@ -5,6 +5,9 @@
  *
  * Environment (read at every WinDivertOpen):
  *   WR_FAKE_WINDIVERT_SCRIPT  the script (below); none: no traffic
+ *   WR_FAKE_WINDIVERT_LIVE    A.B.C.D:PORT: live mode (fake_live.h), the
+ *                             NETWORK layer carries real packets from a
+ *                             relay, besides the script's
  *   WR_FAKE_WINDIVERT_LOG     the record, appended one line per action
  *   WR_FAKE_WINDIVERT_RECORD  what went between the library and the
  *                             stand-in, for the real WinDivert.dll to judge
@@ -74,6 +77,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fake_live.h"
 #include "wd_test_util.h"
 
 #define FAKE_API __declspec(dllexport)
@@ -543,6 +547,60 @@ static void player_stop(void) {
   g_player_stop = NULL;
 }
 
+/* Live mode (fake_live.h): a packet the relay captured, queued for the
+ * NETWORK handle as a scripted one is (its script line, in the record, says
+ * "live"). 1 when queued; 0 when no NETWORK handle takes packets (none is
+ * open, or its receive side is shut down): then it goes on unchanged, as
+ * the driver lets it. */
+static int live_packet(int outbound, int loopback, uint32_t if_idx, const uint8_t *data, uint32_t len) {
+  size_t cap = 64 + 2 * (size_t)len;
+  char *line = malloc(cap);
+  if (!line) return 0;
+  int k = snprintf(line, cap, "packet %s%s if=%lu sub=0 live hex=", outbound ? "out" : "in",
+                   loopback ? " loopback" : "", (unsigned long)if_idx);
+  tu_hex(data, len, line + k);
+  item *it = packet_item(line);
+  line[k - 5] = '\0'; /* the line without its bytes */
+  if (!it) {
+    free(line);
+    return 0;
+  }
+  it->line = line;
+  int taken = 0;
+  AcquireSRWLockExclusive(&g_lock);
+  for (int i = 0; i < MAX_HANDLES && !taken; i++) {
+    const fake_handle *h = &g_handles[i];
+    taken = h->used && !h->closed && h->layer == L_NETWORK && !h->shut_recv;
+  }
+  if (taken) enqueue_locked(L_NETWORK, it);
+  ReleaseSRWLockExclusive(&g_lock);
+  if (!taken) {
+    free(it->data);
+    free(it->line);
+    free(it);
+    return 0;
+  }
+  WakeAllConditionVariable(&g_cond);
+  return 1;
+}
+
+/* Live mode: a socket event, played as a script line is; returns once a
+ * receive has taken it (at most 1 s), and 20 ms more for the library to act
+ * on it, so the packet that follows comes after it as on Windows (where the
+ * event happens at the system call, well before the packet). */
+static void live_event(const char *line) {
+  player_state st = {0};
+  play_line(&st, line);
+  int queued = 1;
+  for (int i = 0; i < 500 && queued; i++) {
+    AcquireSRWLockShared(&g_lock);
+    queued = g_head[L_SOCKET] != NULL;
+    ReleaseSRWLockShared(&g_lock);
+    if (queued) Sleep(2);
+  }
+  Sleep(20);
+}
+
 /* ------------------------------------------------------------------------
  * Filters: a syntax check, so the stand-in refuses what WinDivert's filter
  * compiler refuses (test_wd_oracle.c compares the two). It knows the fields
@@ -760,6 +818,8 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
                  ((layer == L_REFLECT || layer == 2) && (flags & 5) != 5) || (layer == L_SOCKET && !(flags & 4)))) {
     error = 87;
   }
+  /* Live mode: the NETWORK layer carries the relay's packets from now on. */
+  if (!error && layer == L_NETWORK && fl_configured()) error = fl_start(live_packet, live_event, logf_);
   if (error) {
     free(script);
     logf_("open_failed layer=%s error=%lu", layer_name(layer), (unsigned long)error);
@@ -943,8 +1003,11 @@ FAKE_API BOOL WinDivertSendEx(HANDLE handle, const void *packet, UINT packet_len
       SetLastError(ERROR_INSUFFICIENT_BUFFER);
       return FALSE;
     }
-    log_send(id, addr + (size_t)i * A_SIZE, p, len);
-    record("send", addr + (size_t)i * A_SIZE, p, len, "");
+    const uint8_t *a = addr + (size_t)i * A_SIZE;
+    log_send(id, a, p, len);
+    record("send", a, p, len, "");
+    fl_send(bit(a, BIT_OUTBOUND), get32(a, A_IFIDX), bit(a, BIT_IPCSUM), bit(a, BIT_TCPCSUM), bit(a, BIT_UDPCSUM), p,
+            len); /* live mode */
     off += len;
     InterlockedIncrement(&g_sent);
   }
@@ -984,7 +1047,10 @@ FAKE_API BOOL WinDivertClose(HANDLE handle) {
   int id = h->id, layer = h->layer;
   ReleaseSRWLockExclusive(&g_lock);
   WakeAllConditionVariable(&g_cond);
-  if (layer == L_NETWORK) player_stop();
+  if (layer == L_NETWORK) {
+    player_stop();
+    fl_stop();
+  }
   AcquireSRWLockExclusive(&g_lock);
   clear_queue_locked(layer);
   free(h->filter);
