@@ -393,8 +393,8 @@ static DWORD WINAPI listener(LPVOID arg) {
       if (c == INVALID_SOCKET) continue;
       SetHandleInformation((HANDLE)c, HANDLE_FLAG_INHERIT, 0);
       conn_arg *ca = malloc(sizeof *ca);
-      HANDLE t = ca ? CreateThread(NULL, 0, serve_tcp, ca, 0, NULL) : NULL;
       if (ca) *ca = (conn_arg){c, l->at_proxy};
+      HANDLE t = ca ? CreateThread(NULL, 0, serve_tcp, ca, 0, NULL) : NULL;
       if (t) CloseHandle(t);
       else {
         closesocket(c);
@@ -472,10 +472,11 @@ static int child_tcp(const addr_t *to, const char *case_id, unsigned seed, char 
     return 0;
   }
   /* Connect with a time limit: non-blocking, then select. Setting
-   * TCP_NODELAY right after connect() is also what lets wine's socket table
-   * name this process as the socket's owner while the SYN waits (wine
-   * connects in its server process, and learns the owner once this process
-   * takes the socket's descriptor); Windows knows it at once. */
+   * TCP_NODELAY right after connect() also lets wine's socket table name
+   * this process as the owner while the SYN waits (wine connects in its
+   * server process, and learns the owner once this process takes the
+   * socket's descriptor: see test/windows/fake_live.c); Windows knows it at
+   * once. */
   u_long nb = 1;
   ioctlsocket(s, FIONBIO, &nb);
   int rc = connect(s, (const struct sockaddr *)&to->sa, to->len);
