@@ -10,21 +10,35 @@
 //   remote  R:r  -> C:L    becomes  R:r' -> C:P   (stays inbound)
 //   proxy   C:P  -> R:r'   becomes  C:L  -> R:r   (stays outbound)
 // The proxy looks up (peer, local) = (D:c', C:P) or (R:r', C:P).
+//
+// ICMP/ICMPv6 errors about rewritten packets go to the socket that sent the
+// packet, translated to what it sent (onIcmp; docs/architecture.md, "ICMP
+// errors"):
+//   local stack  C -> D  [D:c' -> C:P]  becomes  D -> C  [C:c -> D:d]   (to the client)
+//   local stack  C -> D  [D:d -> C:c]   becomes  D -> C  [C:P -> D:c']  (to the proxy)
+//   local stack  C -> R  [R:r' -> C:P]  becomes  C -> R  [R:r -> C:L]   (to the remote)
+//   router X     X -> C  [C:L -> R:r]   becomes  X -> C  [C:P -> R:r']  (to the proxy)
 
 import { activePolicy } from "./config/config";
 import { Policy, Bypass, destinationAllowed, portAllowed } from "./config/policy";
 import { Packet, Parse, PROTO_TCP, PROTO_UDP } from "./packet";
-import { rewrite } from "./nat";
+import { rewrite, translateIcmpError } from "./nat";
+import { ICMP_HEADER_LEN, IcmpPacket, Icmpv6Packet } from "./wire/icmp";
 import { TcpFlag } from "./wire/tcp";
 import {
-  flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowLinkProxy,
-  proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
+  addrEq, flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
+  flowLinkProxy, proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
-import { portOwnersInit, portOwnerPut, portOwnerGet, portOwnerRemove, portOwnerPid, portOwnerProc } from "./portowners";
+import { exclusionsInit, exclusionMatch, exclusionsDropPort } from "./exclusions";
+import {
+  portOwnersInit, portOwnerPut, portOwnerCovering, portOwnerCovers, portOwnerRemove, portOwnerPid, portOwnerProc,
+  isUnspecified,
+} from "./portowners";
 import { bump, statsReset, Stat } from "./stats";
+import { scopeChanged, scopeFlowGone } from "./scope";
 import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZE, Verdict } from "../build/gen/contract";
 
 // The in-flags, verdicts, out-flags and owner fact kinds are the contract's
@@ -51,6 +65,8 @@ let now: u32 = 0;
 // packet is being decided).
 const batchPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 const heldPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
+// And one for the packet an ICMP error of the batch quotes.
+const quotedPacket = changetype<Packet>(memory.data(offsetof<Packet>()));
 
 export function engineSetSelf(pid: u32, seed: u32): void {
   selfPid = pid;
@@ -58,7 +74,9 @@ export function engineSetSelf(pid: u32, seed: u32): void {
 }
 
 export function engineSetAppPort(port: u32): void {
-  appPort = port & 0xffff;
+  const p = port & 0xffff;
+  if (p != appPort) scopeChanged();
+  appPort = p;
 }
 
 // PIDs the host's OS says are never a user's process (Windows: 4, the
@@ -94,8 +112,10 @@ export function engineStart(t: u32): void {
   eventsInit();
   procsInit();
   portOwnersInit();
+  exclusionsInit(pol.maxFlows);
   now = t;
   started = true;
+  scopeChanged();
 }
 
 /** Timeouts apply at once; table sizes only at the next start. */
@@ -128,6 +148,13 @@ function isLinkLocal(a: usize, v6: bool): bool {
 
 function isDhcpPort(p: u32): bool {
   return p == 67 || p == 68 || p == 546 || p == 547;
+}
+
+/** Marks a flow of loopback traffic (the capture's flag, or a loopback address): the capture scope keeps it. */
+function noteLoopback(f: usize, pk: Packet, local: usize, remote: usize): void {
+  if ((pk.flags & InFlag.Loopback) != 0 || isLoopback(remote, pk.v6) || isLoopback(local, pk.v6)) {
+    flow(f).flags = flow(f).flags | FlowFlag.Loopback;
+  }
 }
 
 /** True when the parsed packet belongs to a class the policy bypasses. */
@@ -167,6 +194,7 @@ function removeFlow(f: usize): void {
   const kind = flow(f).kind;
   if (kind == Kind.Pending) releaseHeld(f, true);
   closedEvent(f);
+  scopeFlowGone(f);
   flowFree(f);
 }
 
@@ -206,13 +234,16 @@ function decide(f: usize, pid: u32, proc: u32): void {
   flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
   flow(f).tcpState = <u8>TcpState.Syn;
   flowLinkProxy(f);
-  flowTouch(f, tcp ? List.RShort : List.Udp, now);
+  // A TCP flow is decided on its SYN, which goes to the proxy now: it waits
+  // on RSyn for the proxy's answer.
+  flowTouch(f, tcp ? List.RSyn : List.Udp, now);
   flow(f).flags = flow(f).flags | FlowFlag.Opened;
   bump(Stat.flowsRedirected);
   eventPush(EventType.Opened, f, now);
 }
 
 function decidePass(f: usize): void {
+  scopeFlowGone(f);
   flow(f).kind = <u8>Kind.Pass;
   flowTouch(f, flow(f).proto == PROTO_TCP ? List.Short : List.UdpPass, now);
   bump(Stat.flowsPassed);
@@ -282,9 +313,26 @@ function resolveOwnerless(f: usize): void {
 // ---------------------------------------------------------------------------
 // Packets
 
+/**
+ * A redirected SYN the proxy did not answer within SYN_ANSWER_MS: counted
+ * once (the flow leaves RSyn for good).
+ */
+function synUnanswered(f: usize): void {
+  bump(Stat.redirectedSynUnanswered);
+  flowTouch(f, List.RShort, now);
+}
+
 function trackTcp(f: usize, side: u32, pk: Packet): void {
   const fl = pk.tcpFlags;
   let st = <TcpState>flow(f).tcpState;
+  // Waiting for the proxy's answer to the redirected SYN (a late answer,
+  // before the tick has seen the wait is over, is still counted unanswered).
+  let waiting = flow(f).list == List.RSyn;
+  if (waiting && flowTimedOut(f, now)) {
+    synUnanswered(f);
+    waiting = false;
+  }
+  if (waiting && side == 1 && (fl & TcpFlag.RST) != 0) bump(Stat.redirectedSynRefused);
   if ((fl & TcpFlag.RST) != 0) {
     st = TcpState.Closed;
   } else {
@@ -296,7 +344,9 @@ function trackTcp(f: usize, side: u32, pk: Packet): void {
     if (st == TcpState.Syn && side == 1 && (fl & (TcpFlag.SYN | TcpFlag.ACK)) == (TcpFlag.SYN | TcpFlag.ACK)) st = TcpState.Established;
   }
   flow(f).tcpState = <u8>st;
-  flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
+  // Still waiting (a retransmitted SYN): the flow stays where its first SYN
+  // put it, so RSyn keeps the order of first SYNs.
+  if (!waiting || st != TcpState.Syn) flowTouch(f, st == TcpState.Established ? List.Tcp : List.RShort, now);
   // Both FINs or a RST: the connection is over for its users; the entry
   // lingers for stray packets.
   if (st >= TcpState.Closing) closedEvent(f);
@@ -378,13 +428,17 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
 
 /** A packet that matches no flow. */
 function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: usize, rport: u32): u32 {
+  // An excluded socket of the host's own (either way: its packets and the
+  // replies to it): passed at once, and no flow is kept for it.
+  if (exclusionMatch(pk.proto, pk.v6, laddr, lport)) return pass(pk);
   if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
   const dir = outbound ? Dir.Out : Dir.In;
   const proto = pk.proto;
   const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
   if (f == 0) return tableFull(pk);
+  noteLoopback(f, pk, laddr, raddr);
   // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerGet(proto, lport);
+  const po = portOwnerCovering(proto, pk.v6, laddr, lport);
   if (po != 0 && (!outbound || proto == PROTO_UDP)) {
     decide(f, portOwnerPid(po), portOwnerProc(po));
     return onFlowPacket(f, 0, pk);
@@ -397,11 +451,93 @@ function tableFull(pk: Packet): u32 {
   return pass(pk);
 }
 
+function malformed(pk: Packet): u32 {
+  bump(Stat.malformed);
+  return pass(pk);
+}
+
+/**
+ * An ICMP/ICMPv6 message (parse() said Icmp). An error that quotes a packet
+ * the engine rewrote is translated for the socket that sent that packet:
+ * the quoted packet as it left that socket, the error from where that
+ * socket's peer is and to it (the table at the top). Everything else
+ * passes unchanged: other messages, errors about packets that went out as
+ * they were sent, and (counted as malformed) errors too short, with a wrong
+ * checksum, or quoting a cut-off header.
+ */
+function onIcmp(pk: Packet): u32 {
+  const v6 = pk.v6;
+  const len = pk.l4Len;
+  const icmp = IcmpPacket.at(pk.l4);
+  if (!icmp.checkLen(len)) return malformed(pk);
+  if (v6 ? !Icmpv6Packet.at(pk.l4).isError : !icmp.isError) return pass(pk);
+  // The message is checksummed anew when translated: a corrupt one must
+  // not come out right.
+  if (v6 ? !Icmpv6Packet.at(pk.l4).verifyChecksum(pk.src, pk.dst, len) : !icmp.verifyChecksum(len)) {
+    return malformed(pk);
+  }
+  const q = quotedPacket;
+  q.set(icmp.quoted, len - ICMP_HEADER_LEN, 0, null);
+  const r = q.parseQuoted();
+  if (r == Parse.Malformed || (r == Parse.Ok && q.v6 != v6)) return malformed(pk);
+  if (r != Parse.Ok) return pass(pk);
+  // An error goes to the quoted packet's sender.
+  if (!addrEq(pk.dst, q.src, v6)) return pass(pk);
+  // The quoted packet went the other way: an error this host sends
+  // (outbound) is about a packet it received.
+  const outbound = (pk.flags & InFlag.Outbound) != 0;
+  const f = outbound ? flowFind(q.proto, v6, q.dst, q.dport, q.src, q.sport)
+    : flowFind(q.proto, v6, q.src, q.sport, q.dst, q.dport);
+  if (f == 0) return pass(pk);
+  const side = foundSide;
+  const kind = flow(f).kind;
+  const local = flow(f).localAddr;
+  const remote = flow(f).remoteAddr;
+  // Which rewrite made the quoted packet, and what its sender sent.
+  let qsrc: usize;
+  let qsport: u32;
+  let qdst: usize;
+  let qdport: u32;
+  if (kind == Kind.Out && outbound && side == 1) {
+    // the client's C:c -> D:d, delivered to the proxy as D:c' -> C:P
+    qsrc = local;
+    qsport = <u32>flow(f).localPort;
+    qdst = remote;
+    qdport = <u32>flow(f).remotePort;
+  } else if (side == 0 && ((kind == Kind.Out && outbound) || (kind == Kind.In && !outbound))) {
+    // the proxy's C:P -> D:c', delivered to the client as D:d -> C:c; or
+    // its C:P -> R:r', sent on as C:L -> R:r
+    qsrc = local;
+    qsport = <u32>flow(f).appPort;
+    qdst = remote;
+    qdport = <u32>flow(f).proxyPort;
+  } else if (kind == Kind.In && outbound && side == 1) {
+    // the remote's R:r -> C:L, delivered to the proxy as R:r' -> C:P
+    qsrc = remote;
+    qsport = <u32>flow(f).remotePort;
+    qdst = local;
+    qdport = <u32>flow(f).localPort;
+  } else {
+    return pass(pk);
+  }
+  // An error from the quoted packet's destination itself comes from where
+  // its sender thought it was going; a router's keeps its address.
+  const src = addrEq(pk.src, q.dst, v6) ? qdst : pk.src;
+  translateIcmpError(pk, q, src, qsrc, qsrc, qsport, qdst, qdport);
+  bump(Stat.rewritten);
+  // To the client or the proxy of an outbound redirect: injected inbound; an
+  // inbound redirect's keep their direction; loopback goes back outbound.
+  const loop = (pk.flags & InFlag.Loopback) != 0;
+  const dirOut = (kind == Kind.In && outbound) || loop ? OutFlag.Outbound << OUT_SHIFT : 0;
+  return Verdict.Modified | dirOut | OutFlag.CsumValid << OUT_SHIFT;
+}
+
 /** Decides a packet (its view set). Returns the verdict word. */
 function processPacketView(pk: Packet): u32 {
   bump(Stat.packets);
   const r = pk.parse();
   if (r != Parse.Ok) {
+    if (r == Parse.Icmp) return onIcmp(pk);
     if (r == Parse.Malformed) bump(Stat.malformed);
     else if (r == Parse.Fragment) bump(Stat.fragments);
     return pass(pk);
@@ -422,6 +558,7 @@ function processPacketView(pk: Packet): u32 {
         // Decided now, once: a retransmission keeps this decision.
         if (eligible(pk, outbound, laddr, lport, raddr, rport)) {
           flow(f).kind = <u8>Kind.Pending;
+          noteLoopback(f, pk, laddr, raddr);
           decide(f, flow(f).pid, flow(f).proc);
           return onFlowPacket(f, 0, pk);
         }
@@ -460,19 +597,28 @@ export function processPacket(data: usize, m: Meta, t: u32): u32 {
 /**
  * An owner fact. kind: O_*; addresses point at 4 or 16 bytes. For
  * OwnerKind.Unknown the flow (laddr:lport, raddr:rport) had no owner to find.
+ * Bind and Listen name a socket's local address as bound (maybe a
+ * wildcard); Close with no remote end is that socket's release, Close with
+ * one the end of a connection.
  */
 export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   pid: u32, proc: u32, t: u32): void {
   now = t;
   bump(Stat.ownerFacts);
+  // The end of an excluded socket: any CLOSE on its port (ours, whatever PID
+  // the event names), or any fact of another process on the port (which can
+  // only follow that close).
+  if (kind == OwnerKind.Close || pid != selfPid) {
+    exclusionsDropPort(proto, lport);
+  }
   if (kind == OwnerKind.Bind || kind == OwnerKind.Listen) {
-    portOwnerPut(proto, lport, pid, proc, now);
-    // Flows waiting for this local port's owner.
+    portOwnerPut(proto, v6, laddr, lport, pid, proc, now);
+    // Flows waiting for an owner of this local address and port.
     let f = listOldest(List.Pending);
     while (f != 0) {
       const next = listNewer(f);
       if (<u32>flow(f).proto == proto && <u32>flow(f).localPort == lport &&
-        (flow(f).dir == Dir.In || proto == PROTO_UDP)) {
+        (flow(f).dir == Dir.In || proto == PROTO_UDP) && portOwnerCovers(v6, laddr, flow(f).v6 != 0, flow(f).localAddr)) {
         resolve(f, pid, proc, true);
       }
       f = next;
@@ -480,7 +626,10 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     return;
   }
   if (kind == OwnerKind.Close) {
-    portOwnerRemove(proto, lport, pid);
+    // A socket's own release has no remote end; a connection's close (one
+    // a listener accepted, with the listener's port) has one, and leaves
+    // the listener in place.
+    if (rport == 0 && isUnspecified(raddr, v6)) portOwnerRemove(proto, v6, laddr, lport, pid);
     return;
   }
   const f = flowFind(proto, v6, laddr, lport, raddr, rport);
@@ -496,8 +645,9 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     }
     return;
   }
-  if (f == 0 && kind != OwnerKind.Unknown && started) {
-    // Before the first packet: remember it for a while.
+  if (f == 0 && kind != OwnerKind.Unknown && started && !(pid == selfPid && exclusionMatch(proto, v6, laddr, lport))) {
+    // Before the first packet: remember it for a while (not for an excluded
+    // socket of ours, whose packets need no flow).
     const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
     const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
     if (g != 0) {
@@ -544,7 +694,7 @@ export function takeQueries(out: usize, max: u32): u32 {
 // ---------------------------------------------------------------------------
 // Time
 
-/** Hold timeouts and idle expiry. */
+/** Hold timeouts, redirected SYNs left unanswered, idle expiry. */
 export function tick(t: u32): void {
   now = t;
   if (!started) return;
@@ -553,6 +703,11 @@ export function tick(t: u32): void {
     bump(Stat.holdTimeouts);
     resolve(f, 0, 0, false);
     f = flowExpired(List.Pending, now);
+  }
+  f = flowExpired(List.RSyn, now);
+  while (f != 0) {
+    synUnanswered(f);
+    f = flowExpired(List.RSyn, now);
   }
   for (let l = List.Short; l <= List.Tcp; l++) {
     f = flowExpired(l, now);

@@ -18,6 +18,9 @@
 //   PENDING   owner unknown; timeout = hold_timeout_ms, then decided as "pass"
 //   SHORT     passed TCP, owner facts: 30 s                  (evictable)
 //   UDPPASS   passed UDP: udp_idle_timeout_ms                (evictable)
+//   RSYN      redirected TCP whose SYN the proxy has not answered yet, in the
+//             order of their first SYN: 1 s, then counted as unanswered and
+//             moved to RSHORT
 //   RSHORT    redirected TCP not yet established, or closing: 30 s
 //   UDP       redirected UDP: udp_idle_timeout_ms
 //   TCP       redirected, established TCP: tcp_idle_timeout_ms
@@ -28,6 +31,7 @@
 // An entry is a Flow (FLOW_SIZE bytes, fields in the order below).
 
 import { bump, drop1, Stat } from "./stats";
+import { bucketsFor, freeList, zeroed } from "./pool";
 
 // @ts-ignore: decorator
 @inline export const FLOW_SIZE: u32 = 128;
@@ -109,6 +113,8 @@ export const enum FlowFlag {
   Opened = 8,
   ProxyLinked = 16,
   Closed = 32, // the closed event was sent
+  Stray = 64, // widens the capture scope beyond the policy in force (scope.ts)
+  Loopback = 128, // loopback traffic (the capture's flag, or a loopback address)
 }
 
 /** The lists an entry sits on, by timeout class (Flow.list). */
@@ -120,13 +126,17 @@ export const enum List {
   RShort = 4,
   Udp = 5,
   Tcp = 6,
+  RSyn = 7,
 }
 
 // @ts-ignore: decorator
-@inline const LISTS: u32 = 7;
+@inline export const LISTS: u32 = 8;
 
 // @ts-ignore: decorator
 @inline export const SHORT_TIMEOUT_MS: u32 = 30000;
+/** How long a redirected SYN may wait for the proxy's answer (List.RSyn). */
+// @ts-ignore: decorator
+@inline export const SYN_ANSWER_MS: u32 = 1000;
 
 let entries: usize = 0;
 let capacity: u32 = 0;
@@ -148,18 +158,11 @@ export function flowsSeed(s: u32): void {
 /** Preallocates `cap` entries and their buckets (2 keys per entry, load <= 1/2). */
 export function flowsInit(cap: u32): void {
   capacity = cap;
-  let nb: u32 = 16;
-  while (nb < cap * 4) nb <<= 1;
+  const nb = bucketsFor(cap * 4);
   bucketMask = nb - 1;
-  entries = heap.alloc(<usize>cap * FLOW_SIZE);
-  buckets = heap.alloc(<usize>nb * 4);
-  memory.fill(entries, 0, <usize>cap * FLOW_SIZE);
-  memory.fill(buckets, 0, <usize>nb * 4);
-  freeHead = 0;
-  for (let i: u32 = cap; i >= 1; i--) {
-    flow(flowAt(i)).listNext = freeHead;
-    freeHead = i;
-  }
+  entries = zeroed(<usize>cap * FLOW_SIZE);
+  buckets = zeroed(<usize>nb * 4);
+  freeHead = freeList(entries, cap, FLOW_SIZE, offsetof<Flow>("listNext"));
   used = 0;
   memory.fill(heads, 0, LISTS * 4);
   memory.fill(tails, 0, LISTS * 4);
@@ -172,6 +175,7 @@ export function flowsSetTimeouts(hold: u32, udp: u32, tcp: u32): void {
   store<u32>(timeouts + 4 * List.RShort, SHORT_TIMEOUT_MS);
   store<u32>(timeouts + 4 * List.Udp, udp);
   store<u32>(timeouts + 4 * List.Tcp, tcp);
+  store<u32>(timeouts + 4 * List.RSyn, SYN_ANSWER_MS);
 }
 
 export function flowsCapacity(): u32 {
@@ -221,7 +225,8 @@ function hashKey(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): u3
   return h;
 }
 
-function addrEq(a: usize, b: usize, v6: bool): bool {
+/** Are two addresses (4 or 16 bytes) equal? */
+export function addrEq(a: usize, b: usize, v6: bool): bool {
   if (load<u32>(a) != load<u32>(b)) return false;
   if (!v6) return true;
   return load<u64>(a, 4) == load<u64>(b, 4) && load<u32>(a, 12) == load<u32>(b, 12);
@@ -346,15 +351,20 @@ export function flowTouch(f: usize, l: List, now: u32): void {
   listPushHead(f, l);
 }
 
+/** Has the timeout of the list entry f is on passed since its last use? */
+export function flowTimedOut(f: usize, now: u32): bool {
+  const age = now - flow(f).lastUse;
+  // Ages beyond 2^31 ms are clock jumps backwards: treat as fresh.
+  if (<i32>age < 0) return false;
+  return age >= load<u32>(timeouts + <usize>flow(f).list * 4);
+}
+
 /** The oldest entry of list l whose timeout has passed, or 0. */
 export function flowExpired(l: List, now: u32): usize {
   const t = load<u32>(tails + <usize>l * 4);
   if (t == 0) return 0;
   const f = flowAt(t);
-  const age = now - flow(f).lastUse;
-  // Ages beyond 2^31 ms are clock jumps backwards: treat as fresh.
-  if (<i32>age < 0) return 0;
-  return age >= load<u32>(timeouts + <usize>l * 4) ? f : 0;
+  return flowTimedOut(f, now) ? f : 0;
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@
 // build/contract.ts).
 
 import { Rel, REL_SIZE } from "../build/gen/contract";
+import { freeList, zeroed } from "./pool";
 
 /** A held packet (records are numbered from 1; 0 is none). */
 @unmanaged
@@ -46,15 +47,10 @@ let handedOutCount: u32 = 0;
 export function heldInit(maxHeld: u32): void {
   cap = maxHeld;
   const n = cap > 0 ? cap : 1;
-  recs = heap.alloc(<usize>n * REC);
+  recs = zeroed(<usize>n * REC);
   rel = heap.alloc(<usize>n * REL_SIZE);
   handedOut = heap.alloc(<usize>n * 4);
-  memory.fill(recs, 0, n * REC);
-  freeHead = 0;
-  for (let i: u32 = cap; i >= 1; i--) {
-    rec(i).next = freeHead;
-    freeHead = i;
-  }
+  freeHead = freeList(recs, cap, REC, offsetof<Held>("next"));
   heldCount = 0;
   heldBytes = 0;
   relCount = 0;

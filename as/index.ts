@@ -9,13 +9,14 @@
 // throws the instance away and builds a new one.
 //
 // Life cycle: eng_init -> eng_config* -> eng_start -> (eng_process,
-// eng_take_released, eng_take_queries, eng_owner, eng_tick, eng_lookup,
-// eng_next_event)* ; times are milliseconds from any monotonic clock, mod 2^32.
+// eng_take_released, eng_take_queries, eng_owner, eng_exclude, eng_tick,
+// eng_lookup, eng_next_event, eng_capture_scope)* ; times are milliseconds
+// from any monotonic clock, mod 2^32.
 //
-// The records exchanged through memory (Meta, Rel, Query, Owner, Lookup,
-// Origin) and the counters' order are the engine/host contract, written once
-// in build/contract.ts and generated into build/gen/contract.ts; eng_abi()
-// reports its hash. The packet batch (after eng_start): BATCH_MAX Meta
+// The records exchanged through memory (Meta, Rel, Query, Owner, Exclusion,
+// Lookup, Origin, Scope) and the counters' order are the engine/host contract,
+// written once in build/contract.ts and generated into build/gen/contract.ts;
+// eng_abi() reports its hash. The packet batch (after eng_start): BATCH_MAX Meta
 // records at eng_batch_meta(), packet bytes in the area at eng_batch_data().
 // Held packets come back later from eng_take_released (Rel records, see
 // held.ts).
@@ -31,9 +32,12 @@ import { heldTake, releasePtr } from "./held";
 import { eventCount, eventPeek, eventPop } from "./events";
 import { procPathLen, procPathPtr } from "./procs";
 import { flowsCapacity, flowsBytesPerFlow, flow } from "./flows";
+import { exclusionAdd, exclusionsCapacity } from "./exclusions";
 import { STATS, STATS_COUNT, bump, Stat } from "./stats";
+import { captureScope, scopeChanged, scopeGeneration, scopeMaxSize } from "./scope";
 import {
-  CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE, ORIGIN_PATH_ROOM, QUERY_SIZE,
+  CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Exclusion, EXCLUSION_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE,
+  ORIGIN_PATH_ROOM, QUERY_SIZE, Protocols,
 } from "../build/gen/contract";
 
 // @ts-ignore: decorator
@@ -142,7 +146,10 @@ export function eng_config(len: u32): i32 {
     return -2;
   }
   const r = parseConfig(ioPtr, len);
-  if (r == 0 && started) engineApplyTimeouts();
+  if (r == 0) {
+    scopeChanged();
+    if (started) engineApplyTimeouts();
+  }
   return r;
 }
 
@@ -153,6 +160,22 @@ export function eng_config_generation(): u32 {
 
 export function eng_set_app_port(port: u32): void {
   engineSetAppPort(port);
+}
+
+/**
+ * The capture scope (scope.ts): what a backend must capture for the
+ * configuration in force, the app port and the flows alive. Writes a Scope
+ * record and its lists into the I/O buffer and returns their length (0:
+ * no room for them).
+ */
+export function eng_capture_scope(): u32 {
+  const p = eng_io(scopeMaxSize());
+  return p == 0 ? 0 : captureScope(p, activePolicy, appPort);
+}
+
+/** Moves on whenever the capture scope may have changed: read eng_capture_scope again then. */
+export function eng_scope_generation(): u32 {
+  return scopeGeneration;
 }
 
 export function eng_app_port(): u32 {
@@ -172,6 +195,12 @@ export function eng_would_intercept(pid: u32, pathLen: u32): i32 {
   if (alwaysExcluded(pid)) return 0;
   if (pathLen > ioCap) pathLen = 0;
   return shouldIntercept(activePolicy, pid, ioPtr, pathLen) ? 1 : 0;
+}
+
+/** The protocols the policy in force intercepts (Protocols bits). */
+export function eng_protocols(): u32 {
+  const pol = activePolicy;
+  return (pol.tcp ? Protocols.Tcp : 0) | (pol.udp ? Protocols.Udp : 0);
 }
 
 /** Allocates the tables (sizes from the config in force) and starts. */
@@ -265,6 +294,41 @@ export function eng_owner(len: u32, now: u32): i32 {
   const pid = o.pid;
   const proc = kind == OwnerKind.Unknown ? 0 : ownerProcess(pid, o.path, pathLen, now);
   ownerFact(kind, proto, fam == 6, o.local, <u32>o.localPort, o.remote, <u32>o.remotePort, pid, proc, now);
+  return 0;
+}
+
+/**
+ * An excluded socket of the host process (an Exclusion record in the I/O
+ * buffer): from now on packets from its local end and to it pass at once,
+ * with no flow, until an owner fact shows the socket is gone (exclusions.ts).
+ * 0 added (or there already); -1 the table is full; -2 malformed or not
+ * started. The error text says why.
+ */
+export function eng_exclude(len: u32): i32 {
+  errReset();
+  if (!started) {
+    errPut("the redirector is not running");
+    return -2;
+  }
+  if (ioPtr == 0 || len < EXCLUSION_SIZE || len > ioCap) {
+    errPut("malformed exclusion record");
+    return -2;
+  }
+  const x = changetype<Exclusion>(ioPtr);
+  const proto = <u32>x.proto;
+  const fam = <u32>x.family;
+  const port = <u32>x.localPort;
+  if ((proto != 6 && proto != 17) || (fam != 4 && fam != 6) || port == 0 || x.dualStack > 1 ||
+    (x.dualStack == 1 && (fam != 6 || !isZero16(x.local)))) {
+    errPut("malformed exclusion record");
+    return -2;
+  }
+  if (!exclusionAdd(proto, fam == 6, x.local, port, x.dualStack == 1)) {
+    errPut("the table of excluded sockets is full (");
+    errNum(exclusionsCapacity());
+    errPut(" sockets, as many as max_flows)");
+    return -1;
+  }
   return 0;
 }
 

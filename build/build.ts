@@ -33,6 +33,14 @@ if (existsSync(join(GOROOT_BIN, "go")) && !(process.env.PATH ?? "").split(":").i
   process.env.PATH = `${GOROOT_BIN}:${process.env.PATH ?? ""}`;
 }
 
+// The Go package (go/) finds the library through pkg-config. For this
+// checkout's build tree that is build/linux/windows_redirector-uninstalled.pc,
+// which buildLinux writes (pkg-config prefers an -uninstalled .pc in its
+// path): every command the build, the tests and the demo run sees it.
+if (!(process.env.PKG_CONFIG_PATH ?? "").split(":").includes(paths.linux)) {
+  process.env.PKG_CONFIG_PATH = [paths.linux, process.env.PKG_CONFIG_PATH].filter(Boolean).join(":");
+}
+
 // The compiled engine's memory: grows on demand up to 2 GiB (32768 pages).
 const ASC_FLAGS = [
   "--optimizeLevel", "3", "--shrinkLevel", "0", "--noAssert",
@@ -132,6 +140,29 @@ function cmake(buildDir: string, extra: string[], env: NodeJS.ProcessEnv = {}): 
 export function buildLinux(): void {
   buildEngine();
   cmake(paths.linux, []);
+  writeUninstalledPc();
+}
+
+/**
+ * build/linux/windows_redirector-uninstalled.pc: the library of the build
+ * tree (with an rpath to it) and the checkout's header, for programs built
+ * against this checkout (go/ with PKG_CONFIG_PATH=build/linux). Written by
+ * the build, never committed: it holds this checkout's absolute path.
+ */
+function writeUninstalledPc(): void {
+  const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
+  writeIfChanged(join(paths.linux, "windows_redirector-uninstalled.pc"), [
+    "# This checkout's build tree (tsx build/build.ts writes it).",
+    `libdir=${paths.linux}`,
+    `includedir=${join(root, "include")}`,
+    "",
+    "Name: windows_redirector",
+    "Description: redirects chosen processes' TCP/UDP traffic to a local proxy port (build tree)",
+    `Version: ${version}`,
+    "Libs: -L${libdir} -lwindows_redirector -Wl,-rpath,${libdir}",
+    "Cflags: -I${includedir}",
+    "",
+  ].join("\n"));
 }
 
 /** AddressSanitizer + UBSan build of the library and the C tests (Linux). */

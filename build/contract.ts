@@ -75,7 +75,9 @@ export const RECORDS = {
     ],
   },
   owner: {
-    doc: "An owner fact, written by the host into the I/O buffer (eng_owner).",
+    doc: "An owner fact, written by the host into the I/O buffer (eng_owner). Bind and listen: local as the socket " +
+      "was bound (a wildcard too), remote zero. Close with a remote end: a connection ended (one a listener " +
+      "accepted names the listener's port); with none: the socket bound to local was released.",
     tail: "path",
     fields: [
       f("kind", "u8", "1 connect, 2 accept, 3 bind, 4 listen, 5 close, 6 unknown"),
@@ -84,6 +86,17 @@ export const RECORDS = {
       ...flowEnds,
       f("pid", "u32"),
       f("path_len", "u32", "bytes of the UTF-8 path after the record"),
+    ],
+  },
+  exclusion: {
+    doc: "An excluded socket's local end, written by the host into the I/O buffer (eng_exclude).",
+    fields: [
+      f("proto", "u8", "6 or 17"),
+      f("family", "u8", "4 or 6"),
+      f("dual_stack", "u8", "1: an IPv6 socket on [::] that carries IPv4 too"),
+      f("pad0", "pad1"),
+      f("local", "addr", "its address (IPv4 in the first 4 bytes); all zero: any address of the family"),
+      f("local_port", "u16"),
     ],
   },
   lookup: {
@@ -121,6 +134,31 @@ export const RECORDS = {
       f("path_len", "u32", "bytes of the UTF-8 path after the record"),
     ],
   },
+  scope: {
+    doc: "The capture scope (eng_capture_scope), written by the engine into the I/O buffer: what a backend must capture for the configuration in force and the flows alive. Lists follow it, in this order: app_ports, remote_ports and local_ports scope_ports records, then remote_nets and local_nets scope_net records.",
+    fields: [
+      f("flags", "u32", "scope_flag bits"),
+      f("app_ports", "u32", "scope_ports records (lo == hi) that follow: the app ports"),
+      f("remote_ports", "u32", "scope_ports records of the remote side"),
+      f("local_ports", "u32", "scope_ports records of the local side"),
+      f("remote_nets", "u32", "scope_net records of the remote side"),
+      f("local_nets", "u32", "scope_net records of the local side"),
+    ],
+  },
+  scope_ports: {
+    doc: "A port range of the capture scope, low to high, both included.",
+    fields: [f("lo", "u16"), f("hi", "u16")],
+  },
+  scope_net: {
+    doc: "A network of the capture scope.",
+    fields: [
+      f("family", "u8", "4 or 6"),
+      f("prefix", "u8", "prefix length: 0-32 or 0-128"),
+      f("pad0", "pad1"),
+      f("pad1", "pad1"),
+      f("addr", "addr", "the network's address (IPv4 in the first 4 bytes), host bits zero"),
+    ],
+  },
 } as const satisfies Record<string, RecordSpec>;
 
 export type RecordName = keyof typeof RECORDS;
@@ -131,7 +169,7 @@ export type RecordName = keyof typeof RECORDS;
  */
 export const STATS = [
   ["packets", "packets seen"],
-  ["rewritten", "packets rewritten (redirected)"],
+  ["rewritten", "packets rewritten (redirected, and ICMP errors about them translated)"],
   ["passed", "packets passed unchanged"],
   ["held", "packets held while an owner was unknown"],
   ["dropped", "packets dropped (hold limits)"],
@@ -151,6 +189,8 @@ export const STATS = [
   ["bypassed", "packets of bypassed classes (loopback, ...)"],
   ["lookups", "lookups answered"],
   ["lookup_misses", "lookups with no match"],
+  ["redirected_syn_unanswered", "redirected TCP connections whose SYN the proxy did not answer within 1 s"],
+  ["redirected_syn_refused", "redirected TCP connections whose SYN the proxy answered with a RST within 1 s"],
 ] as const;
 
 export type StatName = (typeof STATS)[number][0];
@@ -169,12 +209,29 @@ export const ENUMS = {
     as: "OwnerKind", c: "WR_OWNER_", doc: "Owner.kind",
     members: { connect: 1, accept: 2, bind: 3, listen: 4, close: 5, unknown: 6 },
   },
+  protocols: {
+    as: "Protocols", c: "WR_PROTOS_", doc: "eng_protocols(): the protocols the configuration intercepts",
+    members: { tcp: 1, udp: 2 },
+  },
+  scope_flag: {
+    as: "ScopeFlag", c: "WR_SCOPE_",
+    doc: "Scope.flags: the protocols; loopback traffic too; every packet of those protocols (nothing narrower holds); each side on (a port and network of that end of a flow captures it, whichever way a packet goes), and with any port or any network",
+    members: {
+      tcp: 1, udp: 2, loopback: 4, all: 8,
+      remote: 16, remote_any_port: 32, remote_any_net: 64,
+      local: 128, local_any_port: 256, local_any_net: 512,
+    },
+  },
 } as const;
 
 /** Numbers both sides rely on. */
 export const CONSTANTS = {
   /** Room after an origin record for its path: the host sizes the I/O buffer for it before a lookup. */
   origin_path_room: 1024,
+  /** The most entries of each capture scope list (longer ones become "any"; app ports: "all"). */
+  scope_ports_max: 128,
+  scope_nets_max: 64,
+  scope_app_ports_max: 8,
 } as const;
 
 export const TYPE_SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, addr: 16, pad1: 1 };
@@ -334,8 +391,10 @@ export function generateC(): string {
   checks.forEach((c, i) => out.push(`  ${c}${i + 1 < checks.length ? "; \\" : ""}`));
   out.push(
     "",
-    "/* The counters in order: X(member of redirector_stats). */",
+    "/* The counters in order: X(member of redirector_stats), and each one's",
+    " * index (WR_STAT_<MEMBER>) in what wr_engine_stats copies. */",
     "#define WR_STATS_COUNT " + STATS.length + "u",
+    ...STATS.map(([name], i) => `#define WR_STAT_${name.toUpperCase()} ${i}u`),
     "#define WR_STATS_FOREACH(X) \\",
     ...STATS.map(([name], i) => `  X(${name})${i + 1 < STATS.length ? " \\" : ""}`),
     "",

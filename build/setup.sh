@@ -53,6 +53,13 @@ if ! GOPROXY=off GOTOOLCHAIN="$wine_go" go version >/dev/null 2>&1; then
   GOTOOLCHAIN="$wine_go" go version
 fi
 
+# The Go package's modules (go/go.sum: golang.org/x/sys) into the module
+# cache once: the tests build with GOPROXY=off.
+if ! (cd go && GOPROXY=off GOFLAGS=-mod=mod go mod download >/dev/null 2>&1); then
+  echo "setup: fetching the Go package's modules (go/go.sum)"
+  (cd go && GOFLAGS=-mod=mod go mod download)
+fi
+
 # npm ci when node_modules is missing or older than the lock file.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: npm ci"

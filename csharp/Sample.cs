@@ -126,7 +126,8 @@ static class Sample
         var stats = new List<string> { "packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments",
             "flows_active", "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions",
             "hold_timeouts", "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
-            "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow" };
+            "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow", "redirected_syn_unanswered",
+            "redirected_syn_refused" };
         int lines = 0;
         foreach (var line in System.IO.File.ReadAllLines(file))
         {
@@ -239,7 +240,7 @@ static class Sample
             var ev = new NativeEvent { Origin = Redirector.NewOrigin(), Size = (uint)Marshal.SizeOf(typeof(NativeEvent)) - 1 };
             Assert(Native.redirector_next_event(ref ev, 0) == (int)ErrorCode.Invalid, "short event accepted");
             Assert(Redirector.LastError().Value.Contains($"({Marshal.SizeOf(typeof(NativeEvent))})"), "event size: " + Redirector.LastError().Value);
-            var st = new NativeStats { Counters = new ulong[24], Size = (uint)Marshal.SizeOf(typeof(NativeStats)) - 1 };
+            var st = new NativeStats { Counters = new ulong[26], Size = (uint)Marshal.SizeOf(typeof(NativeStats)) - 1 };
             Assert(Native.redirector_get_stats(ref st) == (int)ErrorCode.Invalid, "short stats accepted");
             Assert(Redirector.LastError().Value.Contains($"({Marshal.SizeOf(typeof(NativeStats))})"), "stats size: " + Redirector.LastError().Value);
         });

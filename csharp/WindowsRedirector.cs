@@ -105,7 +105,7 @@ namespace WindowsRedirector
     internal struct NativeStats
     {
         public uint Size, Running;
-        [MarshalAs(UnmanagedType.ByValArray, SizeConst = 24)] public ulong[] Counters;
+        [MarshalAs(UnmanagedType.ByValArray, SizeConst = 26)] public ulong[] Counters;
     }
 
     internal static class Native
@@ -226,12 +226,13 @@ namespace WindowsRedirector
             "packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flows_active",
             "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions", "hold_timeouts",
             "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
-            "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow" };
+            "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow", "redirected_syn_unanswered",
+            "redirected_syn_refused" };
 
         /// <summary>The counters of redirector_stats by their C names, plus "running" (0 or 1).</summary>
         public static Dictionary<string, ulong> GetStats()
         {
-            var s = new NativeStats { Size = (uint)Marshal.SizeOf(typeof(NativeStats)), Counters = new ulong[24] };
+            var s = new NativeStats { Size = (uint)Marshal.SizeOf(typeof(NativeStats)), Counters = new ulong[26] };
             if (Native.redirector_get_stats(ref s) != 0) ThrowLastError();
             var d = new Dictionary<string, ulong> { ["running"] = s.Running };
             for (int i = 0; i < StatNames.Length; i++) d[StatNames[i]] = s.Counters[i];

@@ -39,11 +39,10 @@ func hitSetup(b *testing.B, traffic bool) (*Redirector, *Conn, func()) {
 	var wg sync.WaitGroup
 	go func() {
 		for {
-			c, err := ln.Accept()
+			conn, err := ln.AcceptRedirected()
 			if err != nil {
 				return
 			}
-			conn := c.(*Conn)
 			select {
 			case conns <- conn:
 			default:

@@ -1,17 +1,21 @@
-//go:build cgo && (linux || windows)
+//go:build linux && cgo
 
 package redirector
 
-// Every call into the C library is in this file. The functions here are thin:
-// they convert arguments and results and hold no locks. The library's last
-// error belongs to the OS thread that failed, and Go may move a goroutine to
-// another thread between two cgo calls, so each call that can fail is made by
-// a C helper below that reads the error's code and text in the same C call.
+// Every call into the C library on Linux is in this file (on Windows:
+// capi_windows.go, without cgo). The functions here are thin: they convert
+// arguments and results and hold no locks. The library's last error belongs
+// to the OS thread that failed, and Go may move a goroutine to another thread
+// between two cgo calls, so each call that can fail is made by a C helper
+// below that reads the error's code and text in the same C call.
+//
+// The library and its header are found through pkg-config
+// (windows_redirector.pc, which the library's install writes; in a checkout,
+// `npm run build` writes build/linux/windows_redirector-uninstalled.pc for
+// PKG_CONFIG_PATH=build/linux).
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../include
-#cgo linux LDFLAGS: -L${SRCDIR}/../build/linux -lwindows_redirector -Wl,-rpath,${SRCDIR}/../build/linux
-#cgo windows LDFLAGS: -L${SRCDIR}/../build/windows -lwindows_redirector
+#cgo pkg-config: windows_redirector
 #include <stdlib.h>
 #include <string.h>
 #include "windows_redirector.h"
@@ -132,13 +136,6 @@ import (
 	"time"
 	"unsafe"
 )
-
-// cError is a failed call's last error, read in the same C call (code 0 and
-// "" when the call did not fail).
-type cError struct {
-	code Error
-	text string
-}
 
 // takeError converts e and frees its text.
 func takeError(e *C.wr_go_err) cError {
@@ -261,65 +258,66 @@ func (s *scratch) free() {
 	s.p = nil
 }
 
-func putEndpoint(ep *C.redirector_endpoint, ap netip.AddrPort) {
-	a := ap.Addr()
-	*ep = C.redirector_endpoint{}
-	ep.port = C.uint16_t(ap.Port())
-	if a.Is4() {
-		ep.family = 4
-		b := a.As4()
-		for i := range b {
-			ep.addr[i] = C.uint8_t(b[i])
-		}
-		return
-	}
-	ep.family = 6
-	b := a.As16()
-	for i := range b {
-		ep.addr[i] = C.uint8_t(b[i])
-	}
-}
+// The C structs as the Go mirrors of abi.go, which have their layout (the
+// sizes are checked here, every offset by TestLayoutEqualsTheHeader).
+var (
+	_ [unsafe.Sizeof(C.redirector_endpoint{}) - unsafe.Sizeof(rawEndpoint{})]byte
+	_ [unsafe.Sizeof(rawEndpoint{}) - unsafe.Sizeof(C.redirector_endpoint{})]byte
+	_ [unsafe.Sizeof(C.redirector_origin{}) - unsafe.Sizeof(rawOrigin{})]byte
+	_ [unsafe.Sizeof(rawOrigin{}) - unsafe.Sizeof(C.redirector_origin{})]byte
+	_ [unsafe.Sizeof(C.redirector_event{}) - unsafe.Sizeof(rawEvent{})]byte
+	_ [unsafe.Sizeof(rawEvent{}) - unsafe.Sizeof(C.redirector_event{})]byte
+	_ [unsafe.Sizeof(C.redirector_stats{}) - unsafe.Sizeof(rawStats{})]byte
+	_ [unsafe.Sizeof(rawStats{}) - unsafe.Sizeof(C.redirector_stats{})]byte
+)
 
-func getEndpoint(ep *C.redirector_endpoint) netip.AddrPort {
-	var a netip.Addr
-	switch ep.family {
-	case 4:
-		a = netip.AddrFrom4([4]byte{byte(ep.addr[0]), byte(ep.addr[1]), byte(ep.addr[2]), byte(ep.addr[3])})
-	case 6:
-		var b [16]byte
-		for i := range b {
-			b[i] = byte(ep.addr[i])
-		}
-		a = netip.AddrFrom16(b)
-	default:
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a, uint16(ep.port))
-}
+func goEndpoint(ep *C.redirector_endpoint) *rawEndpoint { return (*rawEndpoint)(unsafe.Pointer(ep)) }
 
-func getOrigin(o *C.redirector_origin, out *Origin) {
-	*out = Origin{
-		Destination: getEndpoint(&o.destination),
-		Client:      getEndpoint(&o.client),
-		Peer:        getEndpoint(&o.peer),
-		PID:         int(o.pid),
-		Process:     C.GoString(&o.process_path[0]),
-		Protocol:    Protocol(o.protocol),
-		Direction:   Direction(o.direction),
-		AppPort:     uint16(o.app_port),
-		FlowID:      uint32(o.flow_id),
-		BytesUp:     uint64(o.bytes_up),
-		BytesDown:   uint64(o.bytes_down),
+func goOrigin(o *C.redirector_origin) *rawOrigin { return (*rawOrigin)(unsafe.Pointer(o)) }
+
+// cLayout is the header's size and offset of each field the mirrors have,
+// by the mirrors' names (for the test).
+func cLayout() map[string]uintptr {
+	var ep C.redirector_endpoint
+	var o C.redirector_origin
+	var ev C.redirector_event
+	var st C.redirector_stats
+	return map[string]uintptr{
+		"endpoint":                   unsafe.Sizeof(ep),
+		"endpoint.family":            unsafe.Offsetof(ep.family),
+		"endpoint.port":              unsafe.Offsetof(ep.port),
+		"endpoint.addr":              unsafe.Offsetof(ep.addr),
+		"origin":                     unsafe.Sizeof(o),
+		"origin.protocol":            unsafe.Offsetof(o.protocol),
+		"origin.direction":           unsafe.Offsetof(o.direction),
+		"origin.pid":                 unsafe.Offsetof(o.pid),
+		"origin.destination":         unsafe.Offsetof(o.destination),
+		"origin.client":              unsafe.Offsetof(o.client),
+		"origin.peer":                unsafe.Offsetof(o.peer),
+		"origin.appPort":             unsafe.Offsetof(o.app_port),
+		"origin.flowID":              unsafe.Offsetof(o.flow_id),
+		"origin.bytesUp":             unsafe.Offsetof(o.bytes_up),
+		"origin.bytesDown":           unsafe.Offsetof(o.bytes_down),
+		"origin.processPath":         unsafe.Offsetof(o.process_path),
+		"event":                      unsafe.Sizeof(ev),
+		"event.typ":                  unsafe.Offsetof(ev._type),
+		"event.timeMS":               unsafe.Offsetof(ev.time_ms),
+		"event.origin":               unsafe.Offsetof(ev.origin),
+		"stats":                      unsafe.Sizeof(st),
+		"stats.running":              unsafe.Offsetof(st.running),
+		"stats.packets":              unsafe.Offsetof(st.packets),
+		"stats.bytesPerFlow":         unsafe.Offsetof(st.bytes_per_flow),
+		"stats.redirectedSynRefused": unsafe.Offsetof(st.redirected_syn_refused),
 	}
 }
 
 // lookup asks the library (which understands IPv4-mapped addresses).
 func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) (int32, cError) {
-	putEndpoint(&s.p.peer, peer)
-	putEndpoint(&s.p.local, local)
+	goEndpoint(&s.p.peer).set(peer)
+	goEndpoint(&s.p.local).set(local)
 	rc := int32(C.wr_go_lookup(s.p, C.int32_t(proto)))
 	if rc == 0 {
-		getOrigin(&s.p.origin, out)
+		goOrigin(&s.p.origin).get(out)
 	}
 	return rc, takeError(&s.p.err)
 }
@@ -330,46 +328,12 @@ func (s scratch) lookupShort() (int32, cError) {
 	return rc, takeError(&s.p.err)
 }
 
-// endpointRoundTrip converts through the C struct and back (tests).
-func endpointRoundTrip(ap netip.AddrPort) (family int, back netip.AddrPort) {
-	var ep C.redirector_endpoint
-	putEndpoint(&ep, ap)
-	return int(ep.family), getEndpoint(&ep)
-}
-
 func (s scratch) stats(out *Stats) (int32, cError) {
 	rc := int32(C.wr_go_stats(s.p))
 	if rc != 0 {
 		return rc, takeError(&s.p.err)
 	}
-	st := &s.p.stats
-	*out = Stats{
-		Running:         st.running != 0,
-		Packets:         uint64(st.packets),
-		Rewritten:       uint64(st.rewritten),
-		Passed:          uint64(st.passed),
-		Held:            uint64(st.held),
-		Dropped:         uint64(st.dropped),
-		Malformed:       uint64(st.malformed),
-		Fragments:       uint64(st.fragments),
-		FlowsActive:     uint64(st.flows_active),
-		FlowsRedirected: uint64(st.flows_redirected),
-		FlowsPassed:     uint64(st.flows_passed),
-		FlowsExpired:    uint64(st.flows_expired),
-		TableFull:       uint64(st.table_full),
-		Evictions:       uint64(st.evictions),
-		HoldTimeouts:    uint64(st.hold_timeouts),
-		OwnerFacts:      uint64(st.owner_facts),
-		OwnerQueries:    uint64(st.owner_queries),
-		EventsLost:      uint64(st.events_lost),
-		NATConflicts:    uint64(st.nat_conflicts),
-		Bypassed:        uint64(st.bypassed),
-		Lookups:         uint64(st.lookups),
-		LookupMisses:    uint64(st.lookup_misses),
-		EngineRestarts:  uint64(st.engine_restarts),
-		FlowCapacity:    uint64(st.flow_capacity),
-		BytesPerFlow:    uint64(st.bytes_per_flow),
-	}
+	*out = (*rawStats)(unsafe.Pointer(&s.p.stats)).get()
 	return 0, cError{}
 }
 
@@ -377,6 +341,8 @@ func (s scratch) stats(out *Stats) (int32, cError) {
 type eventBuf struct{ p *C.wr_go_event }
 
 func newEventBuf() eventBuf { return eventBuf{C.wr_go_event_new()} }
+
+func (b eventBuf) ok() bool { return b.p != nil }
 
 func (b *eventBuf) free() {
 	C.free(unsafe.Pointer(b.p))
@@ -387,10 +353,14 @@ func (b *eventBuf) free() {
 func (b eventBuf) next(timeout time.Duration, out *Event) (int32, cError) {
 	rc := int32(C.wr_go_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
 	if rc == 0 {
-		ev := &b.p.ev
-		out.Type = EventType(ev._type)
-		out.Time = time.Duration(ev.time_ms) * time.Millisecond
-		getOrigin(&ev.origin, &out.Origin)
+		(*rawEvent)(unsafe.Pointer(&b.p.ev)).get(out)
 	}
 	return rc, takeError(&b.p.err)
 }
+
+// loadLibrary has nothing to do: the library was linked at build time and
+// the dynamic loader found it before main.
+func loadLibrary() error { return nil }
+
+// setLibraryPath: on Linux the build decides where the library is.
+func setLibraryPath(string) error { return nil }

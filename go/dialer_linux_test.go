@@ -13,17 +13,7 @@ func TestDialerExcludesItsSockets(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("marking sockets needs CAP_NET_ADMIN")
 	}
-	r := open(t, Options{AppPort: 18093})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := r.Dialer().Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dialListener(t, open(t, Options{AppPort: 18093}))
 	raw, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,11 @@
 // local port of your program, and tells your program, for each connection
 // that arrives there, where it was really going.
 //
-// It wraps the windows-redirector C library (windows_redirector.dll with
-// WinDivert on Windows, libwindows_redirector.so with NFQUEUE on Linux)
-// through cgo. It needs cgo (CGO_ENABLED=1) and Administrator rights on
-// Windows (root or CAP_NET_ADMIN on Linux) to start.
+// It wraps the windows-redirector C library: windows_redirector.dll with
+// WinDivert on Windows, loaded at run time and called without cgo (a
+// CGO_ENABLED=0 build works), and libwindows_redirector.so with NFQUEUE on
+// Linux, through cgo. The API and the errors are the same on both. Starting
+// needs Administrator rights on Windows (root or CAP_NET_ADMIN on Linux).
 //
 // # A transparent proxy
 //
@@ -45,16 +46,13 @@
 //		}
 //		go func() { <-ctx.Done(); ln.Close() }()
 //		for {
-//			c, err := ln.Accept()
+//			c, err := ln.AcceptRedirected() // only redirected connections (see below)
 //			if err != nil {
 //				return
 //			}
 //			go func(c *redirector.Conn) {
 //				defer c.Close()
 //				o := c.Origin()
-//				if !c.Redirected() {
-//					return // someone connected to the app port directly
-//				}
 //				log.Printf("PID %d (%s) -> %s", o.PID, o.Process, o.Destination)
 //				up, err := net.Dial("tcp", o.Destination.String()) // the proxy itself is never intercepted
 //				if err != nil {
@@ -66,14 +64,28 @@
 //					up.(*net.TCPConn).CloseWrite() // pass the client's end of data on
 //				}()
 //				io.Copy(c, up)
-//			}(c.(*redirector.Conn))
+//			}(c)
 //		}
 //	}
 //
 // For UDP, read datagrams on the app port and ask LookupUDP (or
 // LookupAddrPort) with the socket's local address and the sender; reply to
-// the sender from the same socket. cmd/redirect-proxy does both, with
+// the sender from the same socket, and drop datagrams whose lookup fails
+// (ErrNotFound: not redirected). cmd/redirect-proxy does both, with
 // half-closes, byte counts and a summary.
+//
+// # Only redirected connections are served
+//
+// A redirected connection reaches the proxy as inbound traffic addressed to
+// the client's own address, so on Windows the proxy must listen on the
+// wildcard address and Windows Defender Firewall must allow inbound
+// connections to the app port: the port is then reachable from the network,
+// and any local process can connect to it on either system. Such a direct
+// connection has no origin and must not be served as if it had one.
+// Listen's Accept and AcceptRedirected therefore return only connections the
+// library redirected: the others are closed at once, counted
+// (Listener.Refused) and the first ones logged (Options.Logger). Set
+// Listener.AcceptDirect to get them too, with Conn.Redirected false.
 //
 // # One library per process
 //
@@ -90,22 +102,52 @@
 //	if errors.Is(err, redirector.ErrInit) { ... }   // could not start
 //	if errors.Is(err, redirector.ErrNotFound) { ... } // not a redirected connection
 //
-// The library keeps the last error per OS thread; the package reads it in
-// the same C call as the call that failed, so each error carries its own
+// The library keeps the last error per OS thread; the package reads it on
+// the thread of the call that failed (in the same C call with cgo; with the
+// goroutine locked to its thread on Windows), so each error carries its own
 // call's code and text whichever thread the goroutine runs on. The seed
-// functions' -1/-2/-3 are mapped through that code.
+// functions' -1/-2/-3 are mapped through that code. The same failures give
+// the same codes and texts on both systems; a Windows DLL that cannot be
+// loaded is an ErrInit from New (see Building).
+//
+// # Zero values
+//
+// A field of Options left zero (0, nil, "") takes the library's default, in
+// New and SetConfig alike; AppPort 0 keeps the port in force. Where "none"
+// is not the default it has a name: NoHeldPackets, a non-nil empty Bypass.
 //
 // # Building
 //
-// The #cgo lines point at the repository's build output (../build/linux with
-// an rpath, ../build/windows): run `npm run build` first. Use the package
-// from another module with a replace directive:
+// The module needs Go 1.22 or newer; its one dependency is golang.org/x/sys.
+// Use it from another module with a replace directive:
 //
 //	require windows-redirector/go/redirector v0.0.0
 //	replace windows-redirector/go/redirector => /path/to/windows-redirector/go
 //
-// On Windows, windows_redirector.dll, WinDivert.dll and WinDivert64.sys go
-// beside your program. Cross-compiling from Linux:
+// Windows: no cgo and no C compiler; build anywhere with
 //
-//	GOOS=windows CGO_ENABLED=1 CC=x86_64-w64-mingw32-gcc go build
+//	GOOS=windows GOARCH=amd64 CGO_ENABLED=0 go build
+//
+// and put windows_redirector.dll beside your program, with WinDivert.dll and
+// WinDivert64.sys (or Options.WinDivertDir). The DLL is loaded on first use
+// (New, Version), never at start-up: from the program's folder first, then
+// from the file or folder SetLibraryPath names; nothing else is searched.
+// When it cannot be loaded, New returns ErrInit saying why: not found (and
+// where it looked), not a DLL for this program's architecture, or a DLL
+// older than the package (which exports it lacks).
+//
+// Linux: cgo (CGO_ENABLED=1) links libwindows_redirector.so, found through
+// pkg-config (`#cgo pkg-config: windows_redirector`). `cmake --install
+// build/linux --prefix P` writes P/lib/pkgconfig/windows_redirector.pc,
+// which pkg-config finds in its default path (P=/usr/local) or through
+// PKG_CONFIG_PATH=P/lib/pkgconfig; it adds no rpath, so the dynamic loader
+// must find the .so at run time (ldconfig, or LD_LIBRARY_PATH=P/lib). For a
+// checkout's build tree,
+// `npm run build` writes build/linux/windows_redirector-uninstalled.pc, with
+// the header and an rpath to the library:
+//
+//	PKG_CONFIG_PATH=/path/to/windows-redirector/build/linux go build
+//
+// Without cgo on Linux, or on other systems, the build stops with a message
+// saying so.
 package redirector

@@ -38,14 +38,19 @@ import (
 )
 
 const (
-	e2eServer4   = "198.18.0.10"
-	e2eServer6   = "fd00:198:18::10"
-	e2eTCPPort   = 7000
-	e2eHTTPPort  = 7080
-	e2eUDPPort   = 7001
-	e2ePrefix    = "wrg" // namespace and link names: wrgc<pid>, wrgs<pid>
-	e2eRoleEnv   = "WR_E2E_ROLE"
-	e2eResultTag = "E2E "
+	e2eServer4  = "198.18.0.10"
+	e2eServer6  = "fd00:198:18::10"
+	e2eTCPPort  = 7000
+	e2eHTTPPort = 7080
+	e2eUDPPort  = 7001
+	e2ePrefix   = "wrg" // namespace and link names: wrgc<pid>, wrgs<pid>
+	e2eRoleEnv  = "WR_E2E_ROLE"
+	// The "internet" namespace, for a scenario's direct connections from
+	// another machine.
+	e2eOtherNSEnv = "WR_E2E_OTHER_NS"
+	e2eClient4    = "198.19.254.1" // the client namespace's addresses on the veth
+	e2eClient6    = "fd00:198:19::1"
+	e2eResultTag  = "E2E "
 )
 
 func TestMain(m *testing.M) {
@@ -135,7 +140,7 @@ func newNetEnv(t *testing.T) *netEnv {
 // inNS is a command running in a namespace with a role of this binary.
 func (e *netEnv) inNS(ctx context.Context, ns, role string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, e.exe, "-test.run=^$"}, args...)...)
-	cmd.Env = append(os.Environ(), e2eRoleEnv+"="+role)
+	cmd.Env = append(os.Environ(), e2eRoleEnv+"="+role, e2eOtherNSEnv+"="+e.server)
 	cmd.Stderr = os.Stderr
 	return cmd
 }
@@ -226,15 +231,18 @@ func (e *netEnv) runScenario(t *testing.T, role string, wantChecks int) {
 
 // TestEndToEndPackage: clients intercepted by PID and by name, over TCP and
 // UDP, IPv4 and IPv6, reach a proxy made with this package, which gets the
-// right Origin and relays the data; a client not intercepted goes direct.
+// right Origin and relays the data; a client not intercepted goes direct; a
+// direct connection to the proxy's port from another machine (namespace) is
+// closed unserved.
 func TestEndToEndPackage(t *testing.T) {
 	e := newNetEnv(t)
 	e.runScenario(t, "scenario-package", len(packageChecks))
 }
 
 // TestEndToEndExample: cmd/redirect-proxy, built and run in the client
-// namespace, relays curl (by name) and a UDP client (by PID) and prints
-// their lines and a summary on SIGINT.
+// namespace, relays curl (by name) and a UDP client (by PID), closes a direct
+// connection from another machine (namespace) unserved, and prints their
+// lines and a summary on SIGINT.
 func TestEndToEndExample(t *testing.T) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {

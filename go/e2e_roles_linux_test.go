@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -210,12 +211,16 @@ type waitingClient struct {
 	pid   int
 }
 
-func startClient(network, dst string, size int) (*waitingClient, error) {
+// startClient starts it in this namespace, or in namespace ns.
+func startClient(ns, network, dst string, size int) (*waitingClient, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	w := &waitingClient{cmd: exec.Command(exe, "-test.run=^$")}
+	if ns != "" {
+		w.cmd = exec.Command("ip", "netns", "exec", ns, exe, "-test.run=^$")
+	}
 	w.cmd.Env = append(os.Environ(), e2eRoleEnv+"=client", "WR_E2E_NET="+network, "WR_E2E_DST="+dst,
 		"WR_E2E_SIZE="+strconv.Itoa(size))
 	w.cmd.Stdout = &w.out
@@ -256,7 +261,7 @@ func (w *waitingClient) run() clientResult {
 var packageChecks = []string{
 	"tcp4_by_pid", "tcp6_by_pid", "udp4_by_pid", "udp6_by_pid",
 	"tcp4_curl_by_name", "tcp6_curl_by_name",
-	"intercept_all_but_the_proxy_no_loop", "not_intercepted_goes_direct",
+	"intercept_all_but_the_proxy_no_loop", "not_intercepted_goes_direct", "direct_from_another_machine_refused",
 	"events_opened_and_closed_with_bytes", "stats_count_the_redirects", "app_port_past_the_limit_keeps_the_old",
 }
 
@@ -270,9 +275,11 @@ func report(check string, failures []string, note string) {
 }
 
 type scenario struct {
-	r    *Redirector
-	port uint16
-	self string // this binary's file name: the Go clients' process name
+	r        *Redirector
+	ln       *Listener
+	port     uint16
+	self     string       // this binary's file name: the Go clients' process name
+	accepted atomic.Int64 // connections the listener returned
 
 	mu       sync.Mutex
 	origins  []Origin          // every connection and UDP flow the proxy received
@@ -305,6 +312,7 @@ func scenarioPackage() int {
 	s.checkGoClient("not_intercepted_goes_direct", "tcp", v4(e2eTCPPort), 64<<10, func(int) Options {
 		return Options{AppPort: s.port, Intercept: []string{"curl"}}
 	}, false)
+	s.checkDirectRefused("direct_from_another_machine_refused")
 	s.checkEvents("events_opened_and_closed_with_bytes", tcp4, tcp4Res)
 	s.checkStats("stats_count_the_redirects", 7)
 	s.checkAppPortLimit("app_port_past_the_limit_keeps_the_old")
@@ -321,11 +329,11 @@ func newScenario() (*scenario, error) {
 		return nil, err
 	}
 	s := &scenario{r: r, self: filepath.Base(exe), upstream: map[uint32]string{}}
-	ln, err := r.Listen("tcp", ":0")
+	ln, err := r.Listen("tcp", ":0") // the wildcard address: reachable from the other namespace
 	if err != nil {
 		return nil, err
 	}
-	s.port = ln.Port()
+	s.ln, s.port = ln, ln.Port()
 	udp, err := net.ListenUDP("udp", &net.UDPAddr{Port: int(s.port)})
 	if err != nil {
 		return nil, err
@@ -357,16 +365,13 @@ func (s *scenario) record(o Origin, upstream net.Conn) {
 
 func (s *scenario) serveTCP(ln *Listener) {
 	for {
-		nc, err := ln.Accept()
+		c, err := ln.AcceptRedirected()
 		if err != nil {
 			return
 		}
-		c := nc.(*Conn)
+		s.accepted.Add(1)
 		go func() {
 			defer c.Close()
-			if !c.Redirected() {
-				return
-			}
 			o := c.Origin()
 			up, err := net.DialTimeout("tcp", o.Destination.String(), 5*time.Second)
 			if err != nil {
@@ -501,7 +506,7 @@ func (s *scenario) checkGoClient(check, network, dst string, size int, opts func
 	if network == "udp" {
 		proto = UDP
 	}
-	w, err := startClient(network, dst, size)
+	w, err := startClient("", network, dst, size)
 	if err != nil {
 		report(check, []string{err.Error()}, "")
 		return Origin{}, clientResult{}
@@ -581,6 +586,51 @@ func (s *scenario) checkCurl(check, dst string) {
 	report(check, f, "")
 }
 
+// directClient connects from the other namespace ("another machine") to
+// addr, sends data and its end of data, and reports what came back.
+func directClient(addr string) clientResult {
+	w, err := startClient(os.Getenv(e2eOtherNSEnv), "tcp", addr, 1000)
+	if err != nil {
+		return clientResult{Err: err.Error()}
+	}
+	return w.run()
+}
+
+// directRefused says what is wrong when a direct client was served, or
+// could not even connect.
+func directRefused(addr string, res clientResult) []string {
+	if res.Local == "" {
+		return []string{fmt.Sprintf("%s: the direct client did not connect: %s", addr, res.Err)}
+	}
+	if res.From != "" || res.Received != 0 {
+		return []string{fmt.Sprintf("%s: the direct client was served: %d bytes back, %q", addr, res.Received, res.From)}
+	}
+	return nil
+}
+
+// checkDirectRefused: connections to the proxy's port from the other
+// namespace, over IPv4 and IPv6, are closed unserved; Accept never returns
+// them, and the listener counts them.
+func (s *scenario) checkDirectRefused(check string) {
+	accepted, refused := s.accepted.Load(), s.ln.Refused()
+	var f []string
+	for _, host := range []string{e2eClient4, e2eClient6} {
+		addr := net.JoinHostPort(host, strconv.Itoa(int(s.port)))
+		f = append(f, directRefused(addr, directClient(addr))...)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for s.ln.Refused() < refused+2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := s.ln.Refused() - refused; got != 2 {
+		f = append(f, fmt.Sprintf("Listener.Refused counted %d of the 2 direct connections", got))
+	}
+	if got := s.accepted.Load() - accepted; got != 0 {
+		f = append(f, fmt.Sprintf("Accept returned %d direct connections", got))
+	}
+	report(check, f, "")
+}
+
 func (s *scenario) checkEvents(check string, o Origin, res clientResult) {
 	if o.FlowID == 0 {
 		report(check, []string{"no redirected connection to follow (tcp4_by_pid failed)"}, "")
@@ -652,7 +702,8 @@ func (s *scenario) checkAppPortLimit(check string) {
 // ---------------------------------------------------------------------------
 // The example scenario: cmd/redirect-proxy as a user runs it.
 
-var exampleChecks = []string{"curl_tcp4_relayed", "curl_tcp6_relayed", "udp4_client_by_pid_relayed", "lines_and_summary"}
+var exampleChecks = []string{"curl_tcp4_relayed", "curl_tcp6_relayed", "udp4_client_by_pid_relayed",
+	"direct_from_another_machine_refused", "lines_and_summary"}
 
 func scenarioExample() int {
 	bin := os.Getenv("WR_E2E_PROXY_BIN")
@@ -663,7 +714,7 @@ func scenarioExample() int {
 	}
 	port := ln.Addr().(*net.TCPAddr).Port
 	ln.Close()
-	udpClient, err := startClient("udp", net.JoinHostPort(e2eServer4, strconv.Itoa(e2eUDPPort)), 500)
+	udpClient, err := startClient("", "udp", net.JoinHostPort(e2eServer4, strconv.Itoa(e2eUDPPort)), 500)
 	if err != nil {
 		fmt.Println(err)
 		return 1
@@ -707,6 +758,8 @@ func scenarioExample() int {
 		f = append(f, "redirection was not observed: the server saw the UDP client's own address "+res.Local)
 	}
 	report("udp4_client_by_pid_relayed", f, "")
+	direct := net.JoinHostPort(e2eClient4, strconv.Itoa(port))
+	report("direct_from_another_machine_refused", directRefused(direct, directClient(direct)), "")
 
 	proxy.Process.Signal(syscall.SIGINT)
 	waited := make(chan error, 1)
@@ -727,6 +780,7 @@ func scenarioExample() int {
 		fmt.Sprintf("-> %s:%d", e2eServer4, e2eUDPPort),
 		fmt.Sprintf("-> [%s]:%d", e2eServer6, e2eHTTPPort),
 		"summary: 2 TCP connections (0 failed), 1 UDP flow (0 failed)",
+		"; 1 not redirected (refused)\n",
 	} {
 		if !strings.Contains(text, want) {
 			f = append(f, fmt.Sprintf("the output lacks %q", want))

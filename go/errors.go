@@ -1,4 +1,4 @@
-//go:build cgo && (linux || windows)
+//go:build (linux && cgo) || (windows && (amd64 || arm64))
 
 package redirector
 
@@ -77,6 +77,13 @@ var (
 	ErrClosed = errors.New("redirector: the Redirector is closed")
 )
 
+// cError is a failed call's last error, read on the thread that failed
+// (code 0 and "" when the call did not fail).
+type cError struct {
+	code Error
+	text string
+}
+
 // goError is a failure found before calling the library, with the code the
 // library would give.
 func goError(op string, code Error, msg string) error {
@@ -84,7 +91,8 @@ func goError(op string, code Error, msg string) error {
 }
 
 // opError is the error of a failed library call: e is its last error, read
-// in the same C call (capi.go), so code and text are the call's own. For a
+// on the thread that failed (capi.go, capi_windows.go), so code and text are
+// the call's own. For a
 // seed function, whose -1/-2/-3 do not name a unique cause, the code says
 // which.
 func opError(op string, e cError) error {

@@ -1,4 +1,4 @@
-//go:build cgo && (linux || windows)
+//go:build (linux && cgo) || (windows && (amd64 || arm64))
 
 package redirector
 
@@ -128,10 +128,10 @@ func (h *eventHub) pump() {
 	subs := make([]*subscriber, 0, 4)
 	for {
 		h.mu.Lock()
-		if len(h.subs) == 0 || h.closed || buf.p == nil {
+		if len(h.subs) == 0 || h.closed || !buf.ok() {
 			h.pumping = false
 			h.mu.Unlock()
-			if buf.p == nil {
+			if !buf.ok() {
 				h.r.logf("redirector: events: out of memory")
 			}
 			return

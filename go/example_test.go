@@ -1,4 +1,4 @@
-//go:build cgo && (linux || windows)
+//go:build (linux && cgo) || (windows && (amd64 || arm64))
 
 package redirector_test
 
@@ -30,15 +30,13 @@ func ExampleRedirector_Listen() {
 		log.Fatal(err)
 	}
 	for {
-		c, err := ln.Accept()
+		c, err := ln.AcceptRedirected() // only redirected connections: direct ones are closed
 		if err != nil {
 			return
 		}
-		conn := c.(*redirector.Conn)
-		if o := conn.Origin(); conn.Redirected() {
-			fmt.Printf("%s (PID %d) was going to %s\n", o.Process, o.PID, o.Destination)
-		}
-		conn.Close()
+		o := c.Origin()
+		fmt.Printf("%s (PID %d) was going to %s\n", o.Process, o.PID, o.Destination)
+		c.Close()
 	}
 }
 

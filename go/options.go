@@ -1,4 +1,4 @@
-//go:build cgo && (linux || windows)
+//go:build (linux && cgo) || (windows && (amd64 || arm64))
 
 package redirector
 
@@ -71,10 +71,15 @@ type Logger interface {
 // field maps to the library's configuration (windows_redirector.h,
 // set_redirector_config), which checks the values and names a wrong field
 // in its error.
+//
+// Zero values mean the same everywhere: a field left zero (0, nil, "") takes
+// the library's default, in New and in SetConfig alike, and AppPort 0 keeps
+// the port in force (none at first). Where "none" is not the default it has
+// a name: NoHeldPackets for MaxHeldPackets, a non-nil empty Bypass.
 type Options struct {
 	// AppPort is the local port your proxy listens on (update_app_port).
-	// Start fails while it is 0; Listen(":0") then SetAppPort is fine. In
-	// SetConfig, 0 keeps the current port.
+	// 0 keeps the port in force: none in New (Start fails until one is set:
+	// Listen(":0") then SetAppPort is fine), the current one in SetConfig.
 	AppPort uint16
 
 	// PIDs are intercepted (intercept_pids).
@@ -105,7 +110,7 @@ type Options struct {
 
 	// Limits; 0 means the library's default.
 	MaxFlows       int           // flow table size, 16..1048576 (default 65536; at the next Start)
-	MaxHeldPackets int           // packets held while owners are unknown (default 1024); -1 for none
+	MaxHeldPackets int           // packets held while owners are unknown, 1..65536 (default 1024); NoHeldPackets for none
 	HoldTimeout    time.Duration // wait for a new connection's owner (default 2 s, at most 60 s)
 	TCPIdleTimeout time.Duration // idle TCP flow lifetime (default 2 h)
 	UDPIdleTimeout time.Duration // idle UDP flow lifetime (default 60 s)
@@ -121,6 +126,10 @@ type Options struct {
 	// Logger, if set, receives the package's log lines.
 	Logger Logger
 }
+
+// NoHeldPackets as Options.MaxHeldPackets holds no packet while a new
+// connection's owner is unknown (max_held_packets 0).
+const NoHeldPackets = -1
 
 // configJSON renders the library configuration. Go strings may hold bytes
 // that are not UTF-8, which encoding/json would silently replace: those are
@@ -192,12 +201,12 @@ func (o *Options) configJSON(op string) (string, error) {
 	if o.MaxFlows != 0 {
 		cfg["max_flows"] = o.MaxFlows
 	}
-	if o.MaxHeldPackets != 0 {
-		n := o.MaxHeldPackets
-		if n == -1 {
-			n = 0
-		}
-		cfg["max_held_packets"] = n
+	switch o.MaxHeldPackets {
+	case 0:
+	case NoHeldPackets:
+		cfg["max_held_packets"] = 0
+	default:
+		cfg["max_held_packets"] = o.MaxHeldPackets // the library names a value out of range
 	}
 	millis := func(key string, d time.Duration) {
 		if d == 0 {

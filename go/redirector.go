@@ -1,4 +1,4 @@
-//go:build cgo && (linux || windows)
+//go:build (linux && cgo) || (windows && (amd64 || arm64))
 
 package redirector
 
@@ -37,11 +37,19 @@ var (
 // New applies opts to the library and returns the process's Redirector. It
 // returns ErrInUse while another Redirector is open, and the library's error
 // (ErrBadConfig, ErrNotUTF8, ...) when it rejects the configuration.
+//
+// On Windows the first New loads windows_redirector.dll (see
+// SetLibraryPath); when it cannot (not found, not a DLL for this program's
+// architecture, an older DLL without an export the package calls), New
+// returns ErrInit saying which, and a later New tries again.
 func New(opts Options) (*Redirector, error) {
 	liveMu.Lock()
 	defer liveMu.Unlock()
 	if live != nil {
 		return nil, ErrInUse
+	}
+	if err := loadLibrary(); err != nil {
+		return nil, goError("New", ErrInit, err.Error())
 	}
 	r := &Redirector{sc: newScratch(), done: make(chan struct{})}
 	if !r.sc.ok() {
@@ -56,8 +64,25 @@ func New(opts Options) (*Redirector, error) {
 	return r, nil
 }
 
-// Version returns the library's version, e.g. "0.1.0".
-func Version() string { return cVersion() }
+// Version returns the library's version, e.g. "0.1.0"; "" when the library
+// cannot be loaded (Windows: New says why).
+func Version() string {
+	if loadLibrary() != nil {
+		return ""
+	}
+	return cVersion()
+}
+
+// SetLibraryPath says where windows_redirector.dll is when it is not beside
+// the program: the DLL's path, or the folder that holds it (a relative path
+// is taken from the current folder now). On Windows the library is loaded on
+// first use (New or Version), never at start-up, from the program's folder
+// first, then from here; nothing else is searched (not the current folder,
+// not PATH). "" forgets the path. Call it before that first use: once the
+// library is loaded, naming another file is ErrInvalid. On Linux it does
+// nothing: the library is linked when the program is built (see the package
+// documentation).
+func SetLibraryPath(path string) error { return setLibraryPath(path) }
 
 func (r *Redirector) logf(format string, v ...any) {
 	if r.opts.Logger != nil {
@@ -65,11 +90,11 @@ func (r *Redirector) logf(format string, v ...any) {
 	}
 }
 
-// SetConfig replaces the whole configuration; AppPort 0 keeps the current
-// port (SetAppPort(0) unsets it). While running, new connections follow it
-// at once; connections already redirected keep their decision. A rejected
-// configuration leaves the previous one in force, and the error names the
-// field:
+// SetConfig replaces the whole configuration: fields left zero take the
+// library's defaults, and AppPort 0 keeps the current port. While running,
+// new connections follow it at once; connections already redirected keep
+// their decision. A rejected configuration leaves the previous one in force,
+// and the error names the field:
 //
 //	redirector: SetConfig: set_redirector_config: max_flows: expected an integer from 16 to 1048576, got 8
 func (r *Redirector) SetConfig(opts Options) error {
@@ -120,10 +145,14 @@ func (r *Redirector) Options() Options {
 }
 
 // SetAppPort changes the port the proxy listens on; redirected connections
-// arrive there from now on (those already redirected keep theirs). 0 unsets
-// it. While running, ErrInit if the capture could not be set up for the port
+// arrive there from now on (those already redirected keep theirs). Port 0 is
+// ErrInvalid (as in Options, 0 is no port: Stop or Close ends redirecting).
+// While running, ErrInit if the capture could not be set up for the port
 // (Linux: iptables, or more than 16 ports in one run): the old port stays.
 func (r *Redirector) SetAppPort(port uint16) error {
+	if port == 0 {
+		return goError("SetAppPort", ErrInvalid, "port 0 is no port: give the port your proxy listens on")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -268,7 +297,7 @@ func (r *Redirector) WouldIntercept(pid int, processPath string) (bool, error) {
 type Stats struct {
 	Running         bool
 	Packets         uint64 // packets seen
-	Rewritten       uint64 // packets rewritten (redirected)
+	Rewritten       uint64 // packets rewritten (redirected; ICMP errors about them translated)
 	Passed          uint64 // packets passed unchanged
 	Held            uint64 // packets held while their owner was unknown
 	Dropped         uint64 // packets dropped over the hold limits
@@ -291,6 +320,12 @@ type Stats struct {
 	EngineRestarts  uint64 // engine failures survived (since load)
 	FlowCapacity    uint64 // flow table size
 	BytesPerFlow    uint64 // memory per flow table entry
+	// Redirected TCP connections the proxy did not take, once each: its SYN
+	// got no answer from the app port within 1 s (dropped on the way: a
+	// firewall), or a RST (nothing listening there for it). The C API's
+	// redirector_diagnostics names the likely causes.
+	RedirectedSynUnanswered uint64
+	RedirectedSynRefused    uint64
 }
 
 // Stats returns the counters of the running redirector (after Stop: of the

@@ -1,6 +1,7 @@
-//go:build cgo && !linux && !windows
+//go:build !linux && !(windows && (amd64 || arm64))
 
 package redirector
 
-// The library is built for Linux (NFQUEUE) and Windows (WinDivert) only.
-var _ int = "windows-redirector supports only linux and windows"
+// The library is built for Linux (NFQUEUE) and 64-bit Windows (WinDivert)
+// only.
+var _ int = "windows-redirector supports only linux and 64-bit windows"

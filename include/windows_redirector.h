@@ -26,7 +26,9 @@
  *     thread's most recent failed call; a call that succeeds leaves them as
  *     they were (nothing clears them; REDIRECTOR_OK and "" until the thread's
  *     first failure). A runtime that may move its code between threads (Go)
- *     must read them in the same native call as the call that failed.
+ *     must read them on the thread of the call that failed: in the same
+ *     native call, or with its code held on that thread meanwhile
+ *     (runtime.LockOSThread).
  *     Set on failure by: start_redirector, stop_redirector,
  *     set_redirector_config, update_app_port (when its port cannot be set
  *     up), redirector_set_app_port, redirector_lookup, redirector_next_event
@@ -108,6 +110,14 @@ WINDOWS_REDIRECTOR_API void initialize_global_config(void);
  * this library's priority, not running as Administrator/root, ...):
  * redirector_last_error() says which,
  * and what to do about it. After -2 nothing is left running or open.
+ *
+ * On Windows it also looks whether the app port is listened on as redirects
+ * need (see redirector_diagnostics), for the protocols the configuration
+ * intercepts. It starts either way (the proxy may begin listening later),
+ * and what is wrong leads redirector_diagnostics for the whole run:
+ * "warning at start: app port P: TCP bound to a specific address only
+ * (127.0.0.1), not 0.0.0.0 or [::]: redirects will be refused; ... listen
+ * on 0.0.0.0 and [::] ...". Read it after start and log it.
  */
 WINDOWS_REDIRECTOR_API int32_t start_redirector(void);
 
@@ -162,6 +172,13 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  * The calling process, PID 0 and, on Windows, PID 4 (the System process)
  * are never intercepted.
  *
+ * On Windows the capture follows the configuration too: WinDivert diverts
+ * to the library only the traffic it may redirect: the protocols; loopback
+ * traffic only when "loopback" is not bypassed; with ports or destinations,
+ * only the flows they name (outbound: the destination; inbound: the
+ * listener) and the app port's; and the flows already redirected, until
+ * they end. Everything else never waits on the library.
+ *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
  * it is not valid UTF-8. -2 also covers a configuration that could not be
@@ -180,9 +197,11 @@ WINDOWS_REDIRECTOR_API int32_t get_redirector_status(void);
  * proxy listens. Redirected connections (outbound ones of intercepted
  * processes, and inbound ones to their listening sockets) arrive there.
  * Connections already redirected keep their port. 0 unsets it;
- * start_redirector() fails while it is unset. While running, if the capture
- * cannot be set up for the new port (Linux: iptables failed, or more than 16
- * ports in one run), the port in force stays and redirector_last_error()
+ * start_redirector() fails while it is unset. While running, the capture is
+ * set up for the new port before it is used (Windows: the NETWORK filter
+ * diverts it when this returns); if that cannot be done (Linux: iptables
+ * failed, or more than 16 ports in one run; Windows: a new WinDivert handle
+ * could not be opened), the port in force stays and redirector_last_error()
  * says why (code REDIRECTOR_EINIT).
  */
 WINDOWS_REDIRECTOR_API void update_app_port(uint16_t port);
@@ -294,7 +313,7 @@ typedef struct redirector_stats {
   uint32_t size;    /* in: sizeof(redirector_stats) */
   uint32_t running; /* 1 while running */
   uint64_t packets;          /* packets seen */
-  uint64_t rewritten;        /* packets rewritten (redirected) */
+  uint64_t rewritten;        /* packets rewritten (redirected; ICMP errors about them translated) */
   uint64_t passed;           /* packets passed unchanged */
   uint64_t held;             /* packets held while their owner was unknown */
   uint64_t dropped;          /* packets dropped over the hold limits */
@@ -317,6 +336,14 @@ typedef struct redirector_stats {
   uint64_t engine_restarts;  /* engine failures survived (since load) */
   uint64_t flow_capacity;    /* flow table size */
   uint64_t bytes_per_flow;   /* memory per flow table entry */
+  /* Redirected TCP connections the proxy did not take, counted once each at
+   * most, in one of the two (redirector_diagnostics names the likely causes
+   * when either is not zero): */
+  uint64_t redirected_syn_unanswered; /* its SYN got no answer from the app
+                                         port within 1 s (dropped on the way:
+                                         a firewall, another filter) */
+  uint64_t redirected_syn_refused;    /* answered with a RST within 1 s:
+                                         nothing listens there for it */
 } redirector_stats;
 
 /*
@@ -386,35 +413,62 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir);
 
 /*
  * One line about the running capture set-up, for people reading logs: on
- * Windows the WinDivert.dll used, the other WinDivert handles found at start
- * ("other WinDivert handles: N (pids ...)", a common cause of odd traffic),
- * priorities, filters, where the app port is listened on now and what is
- * wrong with it ("app port P: TCP on 0.0.0.0 and [::]; UDP not listening
- * ..."), and error counts; on Linux the queue and rules.
+ * Windows first "warning at start: ..." when start_redirector found the app
+ * port not listened on as redirects need, then the WinDivert.dll used, the
+ * other WinDivert handles found at start ("other WinDivert handles: N (pids
+ * ...)", a common cause of odd traffic), priorities, filters (the NETWORK
+ * one built from the configuration, and how often it changed), where the
+ * app port is listened on now, for the protocols the configuration
+ * intercepts, and what is wrong with it ("app port P: TCP on 0.0.0.0 and
+ * [::]; UDP not listening ..."), and error counts; on Linux the queue and
+ * rules. On both, when redirector_stats.redirected_syn_unanswered or
+ * redirected_syn_refused is not zero, that counter by name, its value and
+ * the likely causes ("redirected_syn_unanswered N: ... Likely: ...").
  *
  * On Windows a redirected connection reaches the proxy as inbound traffic
  * from a remote address, addressed to the client's own address: the proxy
  * must listen on the wildcard address of each family it serves (0.0.0.0 and
  * [::], or a dual-stack [::]), and Windows Defender Firewall must allow
- * inbound connections to the app port.
+ * inbound connections to the app port, e.g. (PowerShell, as administrator;
+ * once more with -Protocol UDP when UDP is intercepted):
+ *   New-NetFirewallRule -DisplayName "windows-redirector app port"
+ *     -Direction Inbound -Action Allow -Protocol TCP -LocalPort 8080
+ * Without that rule the firewall drops redirected SYNs silently
+ * (redirected_syn_unanswered). On Linux the proxy must listen on the
+ * client's address too (the wildcard address of each family does).
  * Copies like redirector_last_error (buf may be NULL when len is 0) and
  * returns the text's whole length, or REDIRECTOR_ENOTRUNNING.
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len);
 
 /*
- * Marks a socket of yours (a file descriptor on Linux, a SOCKET on Windows)
- * as one the capture never needs to see: call it on your proxy's upstream
- * sockets before connect(). Optional — the calling process's connections
- * are never intercepted anyway — but on Linux it spares each of them a trip
- * through the queue and an owner look-up (it sets SO_MARK bit 0x10000000,
- * which needs CAP_NET_ADMIN). On Windows it does nothing yet beyond refusing
- * negative values such as INVALID_SOCKET: there the capture sees the
- * calling process's packets too, and holds each new flow of it until its
- * owner is known, then passes it. Works whether or not the redirector runs.
+ * Excludes a socket of yours (a file descriptor on Linux, a SOCKET on
+ * Windows) from the capture's work: call it on your proxy's upstream sockets
+ * before connect(). Optional — the calling process's connections are never
+ * intercepted anyway — but it spares each of them the owner look-up.
  *
- * Returns 0, or REDIRECTOR_EINVAL (not a socket, or not allowed to mark it;
- * the last error says which).
+ * Linux: sets SO_MARK bit 0x10000000 (needs CAP_NET_ADMIN), so the socket's
+ * packets never reach the queue. Works whether or not the redirector runs.
+ *
+ * Windows: the capture sees every process's packets, this one's too; the
+ * socket's packets (from its local address and port, and to them) pass at
+ * once instead of being held until their owner is known. A socket that is
+ * not bound yet is bound first, to the wildcard address of its family
+ * (0.0.0.0 or [::]) with port 0, so its port is known before it connects:
+ * do not bind it yourself afterwards (Go, which binds its TCP sockets after
+ * its Control hook, cannot use this; its Dialer() does not). An IPv6 socket
+ * on [::] with IPV6_V6ONLY off covers its IPv4 packets too. The exclusion
+ * holds while the redirector runs, until the library sees the socket may be
+ * gone (a WinDivert CLOSE event for its port, or another process using the
+ * port); a socket excluded while the redirector is stopped is bound but not
+ * remembered, and a stop, or an engine failure, forgets every exclusion. At
+ * most max_flows sockets at once.
+ *
+ * Returns 0, or REDIRECTOR_EINVAL (not a socket, not TCP or UDP, not allowed
+ * to mark it, could not be bound; the last error says which), or on Windows
+ * REDIRECTOR_ENOMEM (max_flows sockets are excluded already: this one is not,
+ * though it stays bound) or REDIRECTOR_EENGINE (the engine failed: not
+ * excluded).
  */
 WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket);
 

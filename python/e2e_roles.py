@@ -3,9 +3,13 @@
     python3 e2e_roles.py server              the "internet" server (peer namespace)
     python3 e2e_roles.py client tcp|udp HOST PORT SIZE
                                              waits for a line on stdin, then talks
-    python3 e2e_roles.py proxy HOST4 HOST6   a proxy on windows_redirector, with the
+    python3 e2e_roles.py proxy HOST4 HOST6 OTHER_NS SELF4 SELF6
+                                             a proxy on windows_redirector, with the
                                              redirector, in the client namespace; prints
-                                             one JSON line per check
+                                             one JSON line per check. OTHER_NS: the
+                                             server's namespace, where direct clients
+                                             connect from to SELF4/SELF6 (the client
+                                             namespace's own addresses)
 
 Every reply of the server starts with "from=<the address it saw>\\n", so a
 client can tell whether it went through the proxy (the server saw the
@@ -100,6 +104,7 @@ class Proxy:
         self.wr = wr
         self.lock = threading.Lock()
         self.origins = []  # (origin, the proxy's own address towards the destination)
+        self.refused = 0  # connections closed unserved: not redirected
         self.tcp = socket.create_server(("", 0), family=socket.AF_INET6, dualstack_ipv6=True)
         self.port = self.tcp.getsockname()[1]
         self.udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -122,7 +127,9 @@ class Proxy:
         with c:
             try:
                 o = self.wr.lookup(c)
-            except self.wr.NotFound:
+            except self.wr.NotFound:  # made to the port directly: never served
+                with self.lock:
+                    self.refused += 1
                 return
             with socket.create_connection(o.destination, timeout=10) as up:
                 self.record(o, up)
@@ -163,7 +170,34 @@ class Proxy:
             self.udp.sendto(up.recv(65535), peer)
 
 
-def proxy(host4, host6):
+def direct_refused(p, me, other_ns, hosts):
+    """Direct connections to the proxy's port from the other namespace
+    ("another machine") are closed unserved, and the proxy relays nothing."""
+    with p.lock:
+        mark, refused = len(p.origins), p.refused
+    fails = []
+    for host in hosts:
+        cl = subprocess.Popen(["ip", "netns", "exec", other_ns, sys.executable, me, "client", "tcp", host, str(p.port),
+                               "1000"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        out, _ = cl.communicate("go\n", timeout=60)
+        res = json.loads(out)
+        if not res["local"]:
+            fails.append(f"{host}: the direct client did not connect: {res['err']}")
+        elif res["from"] or res["received"]:
+            fails.append(f"{host}: the direct client was served: {res}")
+    deadline = time.monotonic() + 3
+    while p.refused < refused + len(hosts) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with p.lock:
+        if p.refused - refused != len(hosts):
+            fails.append(f"{p.refused - refused} of the {len(hosts)} direct connections refused")
+        if len(p.origins) != mark:
+            fails.append(f"the proxy relayed {len(p.origins) - mark} direct connections")
+    print("E2E " + json.dumps({"check": "direct_from_another_machine_refused", "ok": not fails,
+                               "detail": "; ".join(fails)}), flush=True)
+
+
+def proxy(host4, host6, other_ns, self4, self6):
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import windows_redirector as wr
     p = Proxy(wr)
@@ -204,6 +238,7 @@ def proxy(host4, host6):
         if not res["data_ok"] or res["err"]:
             fails.append(f"data did not round-trip: {res}")
         print("E2E " + json.dumps({"check": check, "ok": not fails, "detail": "; ".join(fails)}), flush=True)
+    direct_refused(p, me, other_ns, (self4, self6))
     wr.stop()
 
 
@@ -214,6 +249,6 @@ if __name__ == "__main__":
     elif role == "client":
         client(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
     elif role == "proxy":
-        proxy(sys.argv[2], sys.argv[3])
+        proxy(*sys.argv[2:7])
     else:
         sys.exit(f"unknown role {role}")

@@ -246,7 +246,8 @@ def _root_with_tools():
 
 class EndToEnd(unittest.TestCase):
     """A real client process, intercepted by PID, redirected to a Python
-    proxy in network namespaces of its own (Linux, root)."""
+    proxy in network namespaces of its own (Linux, root); a direct connection
+    to the proxy's port from the other namespace is closed unserved."""
 
     results = None
 
@@ -283,7 +284,8 @@ class EndToEnd(unittest.TestCase):
             if line != "ready":
                 raise RuntimeError(f"the server did not start: {line!r}")
             run = subprocess.run(["ip", "netns", "exec", c, sys.executable, roles, "proxy", "198.18.1.10",
-                                  "fd00:198:18:1::10"], capture_output=True, text=True, timeout=300)
+                                  "fd00:198:18:1::10", s, "198.19.253.1", "fd00:198:19:1::1"],
+                                 capture_output=True, text=True, timeout=300)
             cls.output = run.stdout + run.stderr
             cls.results = {}
             for line in run.stdout.splitlines():
@@ -317,6 +319,9 @@ class EndToEnd(unittest.TestCase):
 
     def test_udp4_by_pid(self):
         self.check("udp4_by_pid")
+
+    def test_direct_from_another_machine_refused(self):
+        self.check("direct_from_another_machine_refused")
 
 
 class Version(unittest.TestCase):

@@ -12,9 +12,17 @@ context manager::
     with wr.redirecting(8080, intercept=["curl"]):
         srv = socket.create_server(("", 8080), family=socket.AF_INET6, dualstack_ipv6=True)
         conn, _ = srv.accept()
-        origin = wr.lookup(conn)        # Origin(destination=('198.18.0.10', 80), pid=..., ...)
-        upstream = socket.create_connection(origin.destination)
-        ...
+        try:
+            origin = wr.lookup(conn)    # Origin(destination=('198.18.0.10', 80), pid=..., ...)
+        except wr.NotFound:             # not redirected: connected to the port directly
+            conn.close()                # (from another machine, or another local process)
+        else:
+            upstream = socket.create_connection(origin.destination)
+            ...
+
+The app port is reachable by more than redirected traffic (on Windows the
+proxy listens on the wildcard address behind an inbound firewall rule), so
+serve only connections whose lookup succeeds.
 
 Errors are RedirectorError subclasses, one per REDIRECTOR_E* code, each
 with the library's own text (``e.code`` is the C code); they also derive
@@ -151,7 +159,8 @@ class _Event(ctypes.Structure):
 _STAT_FIELDS = ("packets", "rewritten", "passed", "held", "dropped", "malformed", "fragments", "flows_active",
                 "flows_redirected", "flows_passed", "flows_expired", "table_full", "evictions", "hold_timeouts",
                 "owner_facts", "owner_queries", "events_lost", "nat_conflicts", "bypassed", "lookups",
-                "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow")
+                "lookup_misses", "engine_restarts", "flow_capacity", "bytes_per_flow", "redirected_syn_unanswered",
+                "redirected_syn_refused")
 
 
 class _Stats(ctypes.Structure):

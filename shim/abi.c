@@ -331,7 +331,7 @@ WINDOWS_REDIRECTOR_API int32_t redirector_set_windivert_path(const char *dir) {
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len) {
-  char text[2048];
+  char text[8192]; /* more than a backend's parts add up to (WinDivert: about 5.5 KB at most) */
   lock_state();
   if (!g.running) {
     unlock_state();
@@ -347,11 +347,29 @@ WINDOWS_REDIRECTOR_API int32_t redirector_diagnostics(char *buf, size_t len) {
 
 WINDOWS_REDIRECTOR_API int32_t redirector_exclude_socket(intptr_t socket) {
   char err[256];
-  if (wr_exclude_socket(socket, err, sizeof err) != 0) {
+  wr_exclusion x;
+  int rc = wr_exclude_socket(socket, &x, err, sizeof err);
+  if (rc < 0) {
     set_error(REDIRECTOR_EINVAL, "redirector_exclude_socket: %s", err);
     return REDIRECTOR_EINVAL;
   }
-  return REDIRECTOR_OK;
+  if (rc == 0) return REDIRECTOR_OK;
+  /* The engine passes the socket's packets while it runs; stopped, there
+   * is no capture to pass them through, and no CLOSE to end the entry. */
+  lock_state();
+  int r = g.running ? wr_engine_exclude(g.engine, &x, err, sizeof err) : 0;
+  unlock_state();
+  if (r == 0) return REDIRECTOR_OK;
+  if (r == -1) {
+    set_error(REDIRECTOR_ENOMEM, "redirector_exclude_socket: %s; the socket is not excluded", err);
+    return REDIRECTOR_ENOMEM;
+  }
+  if (r == WR_ENGINE_TRAPPED) {
+    set_error(REDIRECTOR_EENGINE, "redirector_exclude_socket: %s; the socket is not excluded", err);
+    return REDIRECTOR_EENGINE;
+  }
+  set_error(REDIRECTOR_EINVAL, "redirector_exclude_socket: %s", err);
+  return REDIRECTOR_EINVAL;
 }
 
 WINDOWS_REDIRECTOR_API int32_t redirector_set_nfqueue_num(uint16_t queue) {

@@ -12,6 +12,9 @@
 #include "wasm-rt-impl.h"
 
 WR_CONTRACT_CHECK_HOST_NAMES;
+_Static_assert(WR_SCOPE_PORTS_CAP == WR_SCOPE_PORTS_MAX && WR_SCOPE_NETS_CAP == WR_SCOPE_NETS_MAX &&
+                   WR_SCOPE_APP_PORTS_CAP == WR_SCOPE_APP_PORTS_MAX,
+               "host.h's capture scope lists are the contract's sizes");
 
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
 #error "build the engine with -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0: the library must not own the host's signal handlers"
@@ -43,7 +46,17 @@ struct wr_engine {
   uint32_t batch_meta, batch_data, batch_max, batch_cap;
   uint32_t events_seen; /* events waiting when last looked (0 in a new instance) */
   atomic_uint config_gen; /* accepted configurations: read without the lock */
+  uint32_t scope_seen;    /* the engine's scope generation when last looked */
+  atomic_uint scope_gen;  /* moves on with it, and at every rebuild: read without the lock */
 };
+
+/* Notes a new scope generation of the engine's (inside a guard, lock held). */
+static void note_scope_locked(wr_engine *e) {
+  uint32_t g = Z_engineZ_eng_scope_generation(&e->inst);
+  if (g == e->scope_seen) return;
+  e->scope_seen = g;
+  atomic_fetch_add_explicit(&e->scope_gen, 1, memory_order_release);
+}
 
 static void copy_err(char *err, size_t errlen, const char *text) {
   if (!err || errlen == 0) return;
@@ -129,6 +142,9 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
     e->batch_max = Z_engineZ_eng_batch_max(&e->inst);
     e->batch_cap = Z_engineZ_eng_batch_data_cap(&e->inst);
   }
+  /* A new instance has no flows: its scope may be narrower. */
+  e->scope_seen = Z_engineZ_eng_scope_generation(&e->inst);
+  atomic_fetch_add_explicit(&e->scope_gen, 1, memory_order_release);
   e->live = 1;
   return 0;
 }
@@ -256,6 +272,7 @@ int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size
         e->config_len = len;
         copy = NULL;
         atomic_fetch_add_explicit(&e->config_gen, 1, memory_order_release);
+        note_scope_locked(e);
       }
     }
   });
@@ -268,7 +285,10 @@ void wr_engine_set_app_port(wr_engine *e, uint16_t port) {
   wr_mutex_lock(&g_engine_lock);
   e->app_port = port; /* kept for rebuilds */
   wr_mutex_unlock(&g_engine_lock);
-  WITH_ENGINE(e, NULL, 0, rc, { Z_engineZ_eng_set_app_port(&e->inst, port); });
+  WITH_ENGINE(e, NULL, 0, rc, {
+    Z_engineZ_eng_set_app_port(&e->inst, port);
+    note_scope_locked(e);
+  });
   (void)rc;
 }
 
@@ -324,6 +344,14 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
   return rc;
 }
 
+uint32_t wr_engine_protocols(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t bits = WR_PROTOS_TCP | WR_PROTOS_UDP;
+  WITH_ENGINE(e, NULL, 0, rc, { bits = Z_engineZ_eng_protocols(&e->inst); });
+  (void)rc;
+  return bits;
+}
+
 /* ------------------------------------------------------------------------
  * The packet path */
 
@@ -338,6 +366,7 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen) {
     e->batch_max = Z_engineZ_eng_batch_max(&e->inst);
     e->batch_cap = Z_engineZ_eng_batch_data_cap(&e->inst);
     e->started = 1;
+    note_scope_locked(e);
   });
   return rc;
 }
@@ -407,6 +436,17 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   r.path_len = plen;
   memcpy(dst, &r, sizeof r);
   if (plen) memcpy(dst + sizeof r, f->path, plen);
+}
+
+static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
+  wr_rec_exclusion r;
+  memset(&r, 0, sizeof r);
+  r.proto = x->proto;
+  r.family = x->family;
+  r.dual_stack = x->dual_stack;
+  memcpy(r.local, x->local, 16);
+  r.local_port = x->local_port;
+  memcpy(dst, &r, sizeof r);
 }
 
 static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
@@ -575,6 +615,23 @@ int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdi
   return rc;
 }
 
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen) {
+  volatile int rc = 0;
+  WITH_ENGINE(e, err, errlen, rc, {
+    uint32_t p = Z_engineZ_eng_io(&e->inst, WR_REC_EXCLUSION_SIZE);
+    uint8_t *io = p ? mem_range(e, p, WR_REC_EXCLUSION_SIZE) : NULL;
+    if (!io) {
+      copy_err(err, errlen, "the engine has no room for the record");
+      rc = -2;
+    } else {
+      exclusion_encode(io, x);
+      rc = (int)(int32_t)Z_engineZ_eng_exclude(&e->inst, WR_REC_EXCLUSION_SIZE);
+      if (rc != 0) engine_err(e, err, errlen);
+    }
+  });
+  return rc;
+}
+
 int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx) {
   volatile int rc = 0;
   WITH_ENGINE(e, NULL, 0, rc, {
@@ -582,6 +639,7 @@ int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx) {
     Z_engineZ_eng_tick(&e->inst, now);
     if (cb) report_released(e, cb, ctx);
     note_events_locked(e);
+    note_scope_locked(e); /* flows that kept the scope wide may have ended, here or since the last tick */
   });
   return rc;
 }
@@ -677,6 +735,12 @@ size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max) {
   return count;
 }
 
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index) {
+  uint64_t c[WR_STATS_MAX] = {0};
+  size_t n = wr_engine_stats(e, c, WR_STATS_MAX);
+  return index < n && index < WR_STATS_MAX ? c[index] : 0;
+}
+
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow) {
   volatile int rc = 0;
   *capacity = 0;
@@ -690,4 +754,81 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
 
 uint32_t wr_engine_config_generation(wr_engine *e) {
   return atomic_load_explicit(&e->config_gen, memory_order_acquire);
+}
+
+uint32_t wr_engine_scope_generation(wr_engine *e) {
+  return atomic_load_explicit(&e->scope_gen, memory_order_acquire);
+}
+
+/* Capture everything: what a backend falls back to when the engine cannot say. */
+static void scope_everything(wr_capture_scope *out) {
+  memset(out, 0, sizeof *out);
+  out->flags = WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_LOOPBACK;
+}
+
+static int ports_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_port_range *out) {
+  for (size_t i = 0; i < n; i++) {
+    wr_rec_scope_ports r;
+    if ((size_t)(end - *at) < sizeof r) return -1;
+    memcpy(&r, *at, sizeof r);
+    *at += sizeof r;
+    if (r.lo > r.hi) return -1;
+    out[i].lo = r.lo;
+    out[i].hi = r.hi;
+  }
+  return 0;
+}
+
+static int nets_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_net *out) {
+  for (size_t i = 0; i < n; i++) {
+    wr_rec_scope_net r;
+    if ((size_t)(end - *at) < sizeof r) return -1;
+    memcpy(&r, *at, sizeof r);
+    *at += sizeof r;
+    if ((r.family != 4 && r.family != 6) || r.prefix > (r.family == 4 ? 32 : 128)) return -1;
+    out[i].family = r.family;
+    out[i].prefix = r.prefix;
+    memcpy(out[i].addr, r.addr, 16);
+  }
+  return 0;
+}
+
+/* A scope record and its lists, [m, m+len); 0, or -1 when they do not hold together. */
+static int scope_decode(const uint8_t *m, uint32_t len, wr_capture_scope *out) {
+  wr_rec_scope h;
+  if (len < sizeof h) return -1;
+  memcpy(&h, m, sizeof h);
+  if (h.app_ports > WR_SCOPE_APP_PORTS_CAP || h.remote_ports > WR_SCOPE_PORTS_CAP ||
+      h.local_ports > WR_SCOPE_PORTS_CAP || h.remote_nets > WR_SCOPE_NETS_CAP || h.local_nets > WR_SCOPE_NETS_CAP) {
+    return -1;
+  }
+  memset(out, 0, sizeof *out);
+  out->flags = h.flags;
+  out->n_app_ports = h.app_ports;
+  out->remote.n_ports = h.remote_ports;
+  out->local.n_ports = h.local_ports;
+  out->remote.n_nets = h.remote_nets;
+  out->local.n_nets = h.local_nets;
+  const uint8_t *at = m + sizeof h, *end = m + len;
+  wr_port_range apps[WR_SCOPE_APP_PORTS_CAP];
+  if (ports_decode(&at, end, out->n_app_ports, apps) != 0 ||
+      ports_decode(&at, end, out->remote.n_ports, out->remote.ports) != 0 ||
+      ports_decode(&at, end, out->local.n_ports, out->local.ports) != 0 ||
+      nets_decode(&at, end, out->remote.n_nets, out->remote.nets) != 0 ||
+      nets_decode(&at, end, out->local.n_nets, out->local.nets) != 0 || at != end) {
+    return -1;
+  }
+  for (size_t i = 0; i < out->n_app_ports; i++) out->app_ports[i] = apps[i].lo;
+  return 0;
+}
+
+int wr_engine_capture_scope(wr_engine *e, wr_capture_scope *out) {
+  volatile int rc = -1;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    uint32_t len = Z_engineZ_eng_capture_scope(&e->inst);
+    const uint8_t *m = len ? mem_range(e, Z_engineZ_eng_io(&e->inst, 0), len) : NULL;
+    rc = m ? scope_decode(m, len, out) : -1;
+  });
+  if (rc != 0) scope_everything(out);
+  return rc;
 }

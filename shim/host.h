@@ -35,6 +35,9 @@ typedef struct wr_engine wr_engine;
 #define WR_V_MODIFIED 1u /* send the rewritten bytes */
 #define WR_V_DROP 2u
 #define WR_V_HELD 3u /* kept by the engine; its final verdict comes later */
+/* Protocols (wr_engine_protocols bits) */
+#define WR_PROTOS_TCP 1u
+#define WR_PROTOS_UDP 2u
 /* Out-flags */
 #define WR_OUT_OUTBOUND 1u   /* inject as outbound (else inbound) */
 #define WR_OUT_CSUM_VALID 2u /* IP and transport checksums are correct */
@@ -85,6 +88,16 @@ typedef struct {
   uint16_t local_port;
   uint16_t remote_port;
 } wr_query;
+
+/* An excluded socket's local end (redirector_exclude_socket on Windows):
+ * the engine passes its packets, both ways, at once. */
+typedef struct {
+  uint8_t proto;      /* 6 or 17 */
+  uint8_t family;     /* 4 or 6 */
+  uint8_t dual_stack; /* 1: an IPv6 socket on [::] that carries IPv4 too */
+  uint8_t local[16];  /* network order, IPv4 in the first 4 bytes; all zero: any */
+  uint16_t local_port;
+} wr_exclusion;
 
 /* The answer to a lookup, or an event, as the engine writes it. */
 typedef struct {
@@ -143,6 +156,10 @@ void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
  * not, -1 if the path is too long, or WR_ENGINE_TRAPPED. */
 int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size_t len);
 
+/* The protocols the configuration in force intercepts (WR_PROTOS_* bits;
+ * both when the engine traps). */
+uint32_t wr_engine_protocols(wr_engine *e);
+
 /* Sizes the tables from the configuration in force and starts the packet
  * path. 0, or WR_ENGINE_TRAPPED. */
 int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen);
@@ -161,6 +178,13 @@ void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind);
 
 /* Applies an owner fact; released packets go to cb. */
 int wr_engine_owner(wr_engine *e, const wr_owner_fact *fact, uint32_t now, wr_verdict_fn cb, void *ctx);
+
+/* Adds an excluded socket's end while the engine runs; it lasts until an
+ * owner fact may mean the socket is gone (a CLOSE on its port, any fact of
+ * another process on the port), a stop or a trap. 0, -1 the table
+ * is full, -2 refused (not started, malformed), or WR_ENGINE_TRAPPED; the
+ * reason goes to err. */
+int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen);
 
 /* Hold timeouts and expiry; released packets go to cb. */
 int wr_engine_tick(wr_engine *e, uint32_t now, wr_verdict_fn cb, void *ctx);
@@ -190,6 +214,8 @@ void wr_engine_wake_readers(void);
 
 /* Copies up to max counters; returns how many the engine has. */
 size_t wr_engine_stats(wr_engine *e, uint64_t *out, size_t max);
+/* One counter by its index (WR_STAT_* in contract.h); 0 when there is none. */
+uint64_t wr_engine_stat(wr_engine *e, uint32_t index);
 
 /* Flow table capacity and bytes of memory per flow (after start). */
 void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow);
@@ -197,6 +223,64 @@ void wr_engine_table(wr_engine *e, uint32_t *capacity, uint32_t *bytes_per_flow)
 /* Bumped by every accepted configuration. Takes no lock: a capture loop
  * may look as often as it likes. */
 uint32_t wr_engine_config_generation(wr_engine *e);
+
+/* The capture scope (scope in build/contract.ts; as/scope.ts says what each
+ * part means): which packets a backend must capture for the configuration
+ * in force, the app port and the flows alive. Flags: */
+#define WR_SCOPE_TCP 1u
+#define WR_SCOPE_UDP 2u
+#define WR_SCOPE_LOOPBACK 4u /* loopback traffic too */
+#define WR_SCOPE_ALL 8u      /* every packet of those protocols: nothing narrower holds */
+#define WR_SCOPE_REMOTE 16u  /* the remote side's lists apply (outbound interception) */
+#define WR_SCOPE_REMOTE_ANY_PORT 32u
+#define WR_SCOPE_REMOTE_ANY_NET 64u
+#define WR_SCOPE_LOCAL 128u  /* the local side's lists apply (inbound interception) */
+#define WR_SCOPE_LOCAL_ANY_PORT 256u
+#define WR_SCOPE_LOCAL_ANY_NET 512u
+/* The lists' sizes (the contract's scope_*_max; host.c checks them). */
+#define WR_SCOPE_PORTS_CAP 128
+#define WR_SCOPE_NETS_CAP 64
+#define WR_SCOPE_APP_PORTS_CAP 8
+
+typedef struct {
+  uint16_t lo, hi; /* both included */
+} wr_port_range;
+
+typedef struct {
+  uint8_t family; /* 4 or 6 */
+  uint8_t prefix;
+  uint8_t addr[16]; /* network order, IPv4 in the first 4 bytes; host bits zero */
+} wr_net;
+
+/* One end of a flow: a packet whose end (the remote one, or the local one)
+ * has a port of the list and an address in a network of the other list
+ * (unless a flag says any) is captured, whichever way it goes. */
+typedef struct {
+  size_t n_ports;
+  wr_port_range ports[WR_SCOPE_PORTS_CAP];
+  size_t n_nets;
+  wr_net nets[WR_SCOPE_NETS_CAP];
+} wr_scope_side;
+
+/* What to capture: packets of the protocols (and loopback ones only with
+ * WR_SCOPE_LOOPBACK) that WR_SCOPE_ALL, a side or an app port (a packet
+ * whose local port is one) matches. Nothing matches: capture nothing. */
+typedef struct {
+  uint32_t flags; /* WR_SCOPE_* */
+  size_t n_app_ports;
+  uint16_t app_ports[WR_SCOPE_APP_PORTS_CAP];
+  wr_scope_side remote, local;
+} wr_capture_scope;
+
+/* The capture scope now. 0; or -1 (the engine's answer did not hold
+ * together) or WR_ENGINE_TRAPPED: then *out says capture everything
+ * (WR_SCOPE_ALL, both protocols, loopback). */
+int wr_engine_capture_scope(wr_engine *e, wr_capture_scope *out);
+
+/* Moves on whenever the capture scope may have changed: a configuration, an
+ * app port, a start, a rebuild, or the end of a flow that kept the scope
+ * wider (noticed at the next tick). Takes no lock. */
+uint32_t wr_engine_scope_generation(wr_engine *e);
 
 /* How many times this engine trapped and was rebuilt. */
 uint32_t wr_engine_trap_count(wr_engine *e);

@@ -460,27 +460,60 @@ const SUITES: Suite[] = [
     run: () => goPkgTest(["-race", "-tags", "e2e", "-run", "^TestEndToEnd"]),
   },
   {
+    // The package without cgo on Windows (CGO_ENABLED=0, built with WINE_GO):
+    // go vet, its tests and the example's under wine beside the DLL and the
+    // stand-in WinDivert.dll, the library found elsewhere through
+    // SetLibraryPath, the example started without the DLL, and the build
+    // messages where the package cannot work.
     name: "go-pkg-windows",
     needs: ["windows"],
     run: () => {
-      // The package's and the example's tests under wine (start fails: no
-      // WinDivert), the example built, and a !cgo build's message.
-      let c: Count = { passed: 0, failed: 0 };
+      const env = { ...winGoEnv, CGO_ENABLED: "0" };
+      const dir = join(winDir, "gopkg"); // the programs, the DLL and the stand-in WinDivert.dll
+      const away = join(winDir, "gopkg-away"); // the programs without the DLL
+      const old = join(winDir, "gopkg-old", "windows_redirector.dll"); // an older DLL (test/go/olddll)
+      for (const d of [dir, away, join(winDir, "gopkg-old")]) {
+        rmSync(d, { recursive: true, force: true });
+        mkdirSync(d, { recursive: true });
+      }
+      copyFileSync(join(winDir, "windows_redirector.dll"), join(dir, "windows_redirector.dll"));
+      copyFileSync(join(winDir, "fakewd", "WinDivert.dll"), join(dir, "WinDivert.dll"));
+      const oldDll = sh("x86_64-w64-mingw32-gcc", ["-shared", "-Wall", "-Werror", "-o", old, "test/go/olddll/windows_redirector.c"]);
+      const vet = sh("go", ["vet", "./..."], { cwd: goPkgDir, env });
+      let c = sum(one(vet.code === 0), one(oldDll.code === 0));
+      const wineEnvFor = { WR_FAKE_WINDIVERT_SCRIPT: "", WR_FAKE_WINDIVERT_LOG: "", WR_TEST_OLD_LIBRARY: `Z:${old}` };
       for (const [pkg, exe] of [[".", "redirector.test.exe"], ["./cmd/redirect-proxy", "redirect-proxy.test.exe"]]) {
-        const b = sh("go", ["test", "-c", "-o", join(winDir, exe), pkg], { cwd: goPkgDir, env: winGoEnv });
+        const b = sh("go", ["test", "-c", "-o", join(dir, exe), pkg], { cwd: goPkgDir, env });
         if (b.code !== 0 || !wineUp()) {
           c = sum(c, one(false));
           continue;
         }
-        const r = sh(wine, [join(winDir, exe), "-test.v"], { cwd: winDir, timeoutS: 300 });
+        const r = sh(wine, [join(dir, exe), "-test.v"], { cwd: dir, env: wineEnvFor, timeoutS: 300 });
         c = sum(c, gotest(r.out, r.code));
       }
-      const ex = sh("go", ["build", "-o", join(winDir, "redirect-proxy.exe"), "./cmd/redirect-proxy"], {
-        cwd: goPkgDir,
-        env: winGoEnv,
-      });
+      // From a folder without the DLL: not loaded before its first use, New
+      // says where it looked, SetLibraryPath finds it.
+      if (existsSync(join(dir, "redirector.test.exe")) && wineState === "up") {
+        copyFileSync(join(dir, "redirector.test.exe"), join(away, "redirector.test.exe"));
+        const r = sh(wine, [join(away, "redirector.test.exe"), "-test.v", "-test.run", "^TestLoadFromTheCallersPath$"], {
+          cwd: away,
+          env: { ...wineEnvFor, WR_TEST_LIBRARY_PATH: `Z:${dir}` },
+          timeoutS: 120,
+        });
+        c = sum(c, gotest(r.out, r.code));
+      } else c = sum(c, one(false));
+      // The example: built without cgo; without the DLL it says so and exits 1.
+      const ex = sh("go", ["build", "-o", join(away, "redirect-proxy.exe"), "./cmd/redirect-proxy"], { cwd: goPkgDir, env });
+      if (ex.code === 0 && wineState === "up") {
+        const r = sh(wine, [join(away, "redirect-proxy.exe"), "--port", "18099", "--process", "curl"], { cwd: away, timeoutS: 120 });
+        c = sum(c, one(r.code === 1 && r.out.includes(`redirect-proxy: redirector: New: windows_redirector.dll not found: looked for`) &&
+          !r.out.includes("panic")));
+      } else c = sum(c, one(false));
+      // Where the package cannot work, the build says why.
       const nocgo = sh("go", ["build", "."], { cwd: goPkgDir, env: { ...goEnv, CGO_ENABLED: "0" } });
-      return sum(c, one(ex.code === 0), one(nocgo.code !== 0 && nocgo.out.includes("windows-redirector needs cgo (CGO_ENABLED=1)")));
+      const w386 = sh("go", ["build", "."], { cwd: goPkgDir, env: { ...env, GOARCH: "386" } });
+      return sum(c, one(nocgo.code !== 0 && nocgo.out.includes("windows-redirector needs cgo on Linux (CGO_ENABLED=1)")),
+        one(w386.code !== 0 && w386.out.includes("windows-redirector supports only linux and 64-bit windows")));
     },
   },
   {

@@ -49,6 +49,17 @@ export class Ipv4Packet {
     return hl >= IPV4_MIN_HEADER && total >= hl && total <= len;
   }
 
+  /**
+   * Does a packet cut off after `len` bytes (as an ICMP error quotes it)
+   * hold this whole header? False for a header shorter than 20 bytes or past
+   * `len`, or a total length below the header length.
+   */
+  checkHeaderLen(len: u32): bool {
+    if (len < IPV4_MIN_HEADER) return false;
+    const hl = this.headerLen;
+    return hl >= IPV4_MIN_HEADER && hl <= len && this.totalLen >= hl;
+  }
+
   @inline get ptr(): usize {
     return changetype<usize>(this);
   }

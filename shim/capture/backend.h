@@ -39,10 +39,14 @@ int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errl
  * them. */
 size_t wr_backend_never_intercept(const uint32_t **pids);
 
-/* Marks a socket of the calling process so its packets never reach the
- * capture (an optimisation: the process's own connections are never
- * intercepted anyway). Needs no running backend. 0, or -1 with the reason. */
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen);
+/* Excludes a socket of the calling process, so its packets need no owner
+ * look-up (an optimisation: the process's own connections are never
+ * intercepted anyway). Needs no running backend. Returns 0 when done (Linux:
+ * the socket is marked and its packets never reach the capture), 1 when
+ * the capture sees them and *x holds the socket's local end for the engine
+ * to pass them at once (Windows: an unbound socket is bound first, to learn
+ * its port), or -1 with the reason in err. */
+int wr_exclude_socket(intptr_t socket, wr_exclusion *x, char *err, size_t errlen);
 
 /* What the backend found and how it runs, as one line of text (on Windows:
  * the WinDivert.dll used, "other WinDivert handles: N (pids ..., layers

@@ -1,8 +1,10 @@
 #include "capture/core.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "contract.h" /* WR_STAT_*: the counters the diagnostics name */
 #include "os/platform.h"
 
 #define PATH_CAP 4096
@@ -38,6 +40,7 @@ struct wr_capture {
 
   /* The polling thread's. */
   uint32_t config_gen;
+  uint32_t scope_gen;
   uint64_t next_tick;
   wr_query *queries; /* room for query_max */
   size_t query_max;
@@ -224,6 +227,26 @@ uint64_t wr_capture_traps(wr_capture *c) {
   return n;
 }
 
+void wr_capture_syn_report(wr_capture *c, const char *unanswered_causes, const char *refused_causes, char *out,
+                           size_t cap) {
+  uint64_t unanswered = wr_engine_stat(c->engine, WR_STAT_REDIRECTED_SYN_UNANSWERED);
+  uint64_t refused = wr_engine_stat(c->engine, WR_STAT_REDIRECTED_SYN_REFUSED);
+  unsigned port = wr_engine_app_port(c->engine);
+  int n = 0;
+  out[0] = '\0';
+  if (unanswered) {
+    n = snprintf(out, cap,
+                 "; redirected_syn_unanswered %llu: redirected connections got no answer from app port %u within 1 "
+                 "s. Likely: %s",
+                 (unsigned long long)unanswered, port, unanswered_causes);
+  }
+  if (refused && n >= 0 && (size_t)n < cap) {
+    snprintf(out + n, cap - (size_t)n,
+             "; redirected_syn_refused %llu: app port %u answered redirected connections with a RST. Likely: %s",
+             (unsigned long long)refused, port, refused_causes);
+  }
+}
+
 /* ------------------------------------------------------------------------
  * The loop: ticks, owner queries, configuration changes */
 
@@ -245,6 +268,11 @@ uint32_t wr_capture_poll(wr_capture *c) {
   if (gen != c->config_gen) {
     c->config_gen = gen;
     if (c->ops.policy_changed) c->ops.policy_changed(c->io);
+  }
+  uint32_t scope = wr_engine_scope_generation(c->engine);
+  if (scope != c->scope_gen) {
+    c->scope_gen = scope;
+    if (c->ops.scope_changed) c->ops.scope_changed(c->io);
   }
   answer_queries(c);
   uint64_t now = wr_now_ms();
@@ -308,6 +336,7 @@ wr_capture *wr_capture_new(wr_engine *engine, const wr_capture_io *ops, void *io
     return NULL;
   }
   c->config_gen = wr_engine_config_generation(engine);
+  c->scope_gen = wr_engine_scope_generation(engine);
   c->next_tick = wr_now_ms() + WR_CAPTURE_TICK_MS;
   return c;
 }

@@ -18,16 +18,17 @@
  *     proxy's lookups never wait behind it;
  *   - the tick and owner-query loop: hold timeouts and expiry every
  *     WR_CAPTURE_TICK_MS, pending flows' owners asked of the backend, and
- *     configuration changes passed on to it.
+ *     configuration and capture scope changes passed on to it.
  *
  * Threads: wr_capture_process, wr_capture_fact and wr_capture_fail_open
  * may be called from any thread (the core's lock serialises them with their
  * sends); wr_capture_poll from one thread at a time (the backend's loop, or
  * the core's timer thread). send and flush run with the core's lock held
  * (send mostly inside an engine call): they must not call the core or the
- * engine. find_owner and
- * policy_changed run on the polling thread with no lock held: they may ask
- * the engine (wr_engine_would_intercept), and may take their time. */
+ * engine. find_owner,
+ * policy_changed and scope_changed run on the polling thread with no lock
+ * held: they may ask the engine (wr_engine_would_intercept,
+ * wr_engine_capture_scope), and may take their time. */
 #ifndef WR_CAPTURE_H
 #define WR_CAPTURE_H
 
@@ -63,6 +64,10 @@ typedef struct {
   int (*find_owner)(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap);
   /* The configuration in force changed (may be NULL). */
   void (*policy_changed)(void *io);
+  /* The capture scope may have changed (wr_engine_capture_scope says what
+   * to capture now): a configuration, an app port, or the end of a flow
+   * that kept it wider (may be NULL). */
+  void (*scope_changed)(void *io);
 } wr_capture_io;
 
 /* A core for one running capture. NULL when out of memory. */
@@ -71,6 +76,13 @@ wr_capture *wr_capture_new(wr_engine *engine, const wr_capture_io *ops, void *io
 /* Fails open whatever is still held (wr_capture_fail_open) and frees. The
  * backend's threads that call the core must have ended. */
 void wr_capture_free(wr_capture *c);
+
+/* For the diagnostics text: "; redirected_syn_unanswered N: ... Likely: "
+ * unanswered_causes, and the same for redirected_syn_refused with
+ * refused_causes, for the engine's counters that are not zero ("" when
+ * both are). The backend names the causes in its OS's terms. */
+void wr_capture_syn_report(wr_capture *c, const char *unanswered_causes, const char *refused_causes, char *out,
+                           size_t cap);
 
 /* Decides a batch: pkts[i] (cookie set here) with metas[i * meta_size]
  * (both stay the caller's, valid during the call); every packet gets its
@@ -82,7 +94,7 @@ void wr_capture_process(wr_capture *c, wr_packet *pkts, const void *metas, size_
 void wr_capture_fact(wr_capture *c, const wr_owner_fact *f);
 
 /* The loop's work, for a backend that runs its own loop: the tick when one
- * is due, the owner queries, a configuration change. Returns the
+ * is due, the owner queries, a configuration or capture scope change. Returns the
  * milliseconds until the next tick is due. */
 uint32_t wr_capture_poll(wr_capture *c);
 

@@ -23,6 +23,7 @@
 #endif
 #ifdef _WIN32
 #include <winsock2.h>
+#include <ws2tcpip.h>
 #include <windows.h>
 #endif
 #include <stdarg.h>
@@ -46,21 +47,25 @@ static inline void thread_join(thread_t t) {
 }
 static inline unsigned self_pid(void) { return (unsigned)GetCurrentProcessId(); }
 
-/* A UDP socket on 127.0.0.1 that has sent itself a datagram: wine learns a
- * socket's owning process once the process has used it. Its address goes to
- * *a. */
-static inline SOCKET used_udp_socket(struct sockaddr_in *a) {
+/* A UDP socket bound to `addr` (host order: INADDR_LOOPBACK, INADDR_ANY)
+ * and `port` (0: any) that has sent itself a datagram on 127.0.0.1: wine
+ * learns a socket's owning process once the process has used it. Its
+ * address as bound goes to *a. */
+static inline SOCKET used_udp_socket(struct sockaddr_in *a, uint32_t addr, uint16_t port) {
   WSADATA w;
   WSAStartup(MAKEWORD(2, 2), &w);
   SOCKET u = socket(AF_INET, SOCK_DGRAM, 0);
   memset(a, 0, sizeof *a);
   a->sin_family = AF_INET;
-  a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a->sin_addr.s_addr = htonl(addr);
+  a->sin_port = htons(port);
   bind(u, (struct sockaddr *)a, sizeof *a);
   int len = sizeof *a;
   getsockname(u, (struct sockaddr *)a, &len);
+  struct sockaddr_in to = *a;
+  to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   char buf[8];
-  sendto(u, "x", 1, 0, (struct sockaddr *)a, sizeof *a);
+  sendto(u, "x", 1, 0, (struct sockaddr *)&to, sizeof to);
   recv(u, buf, sizeof buf, 0);
   return u;
 }

@@ -686,11 +686,64 @@ TEST_CASE(events_and_stats) {
 }
 
 
+#ifdef _WIN32
+/* A socket's local end: family (4 or 6), address text, port; 0 when unbound. */
+static int local_end(SOCKET s, char *addr, size_t cap, unsigned *port) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (getsockname(s, (struct sockaddr *)&ss, &len) != 0) return 0;
+  const void *a = ss.ss_family == AF_INET ? (const void *)&((struct sockaddr_in *)&ss)->sin_addr
+                                          : (const void *)&((struct sockaddr_in6 *)&ss)->sin6_addr;
+  inet_ntop(ss.ss_family, a, addr, cap);
+  *port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ss.ss_family == AF_INET ? 4 : 6;
+}
+#endif
+
 TEST_CASE(exclude_socket) {
   CHECK(redirector_exclude_socket(-1) == REDIRECTOR_EINVAL, "-1 is not a socket");
   CHECK(error_mentions("not a"), "says why: %s", last_error());
 #ifdef _WIN32
-  CHECK(redirector_exclude_socket(12345) == 0, "nothing to do on Windows");
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  CHECK(redirector_exclude_socket(12345) == REDIRECTOR_EINVAL, "12345 is not a socket");
+  CHECK(error_mentions("is not a socket"), "says why: %s", last_error());
+  char addr[64];
+  unsigned port = 0;
+  /* Unbound sockets are bound to their family's wildcard, so their port is
+   * known before connect(); getsockname() fails on them before. */
+  const struct {
+    int family, type;
+    const char *any;
+  } unbound[] = {{AF_INET, SOCK_STREAM, "0.0.0.0"}, {AF_INET6, SOCK_STREAM, "::"}, {AF_INET, SOCK_DGRAM, "0.0.0.0"},
+                 {AF_INET6, SOCK_DGRAM, "::"}};
+  for (size_t i = 0; i < sizeof unbound / sizeof unbound[0]; i++) {
+    SOCKET s = socket(unbound[i].family, unbound[i].type, 0);
+    CHECK(s != INVALID_SOCKET, "socket %zu", i);
+    CHECK(local_end(s, addr, sizeof addr, &port) == 0, "socket %zu starts unbound", i);
+    CHECK(redirector_exclude_socket((intptr_t)s) == 0, "socket %zu excluded: %s", i, last_error());
+    int fam = local_end(s, addr, sizeof addr, &port);
+    CHECK(fam == (unbound[i].family == AF_INET ? 4 : 6) && strcmp(addr, unbound[i].any) == 0 && port != 0,
+          "socket %zu now bound to %s port %u", i, addr, port);
+    closesocket(s);
+  }
+  /* A bound socket stays as it is; a socket can be excluded twice. */
+  SOCKET b = socket(AF_INET, SOCK_DGRAM, 0);
+  struct sockaddr_in lo;
+  memset(&lo, 0, sizeof lo);
+  lo.sin_family = AF_INET;
+  lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  CHECK(bind(b, (struct sockaddr *)&lo, sizeof lo) == 0, "bind 127.0.0.1");
+  unsigned before = 0, after = 0;
+  local_end(b, addr, sizeof addr, &before);
+  CHECK(redirector_exclude_socket((intptr_t)b) == 0, "bound socket excluded: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)b) == 0, "and again: %s", last_error());
+  CHECK(local_end(b, addr, sizeof addr, &after) == 4 && strcmp(addr, "127.0.0.1") == 0 && after == before,
+        "still %s port %u (was %u)", addr, after, before);
+  closesocket(b);
+  /* A closed socket's handle is not a socket any more. */
+  CHECK(redirector_exclude_socket((intptr_t)b) == REDIRECTOR_EINVAL, "a closed socket");
 #else
   CHECK(redirector_exclude_socket((intptr_t)1 << 40) == REDIRECTOR_EINVAL, "too large for a descriptor");
   CHECK(error_mentions("not a file descriptor"), "says why: %s", last_error());

@@ -1,9 +1,9 @@
 /* The capture core (shim/capture/core.c) with the real engine host and a
  * recording stand-in for a backend's I/O: held packets come back with the
  * metadata they came with, a trap fails open the held packets before the
- * undecided ones, a stop fails open what is still held, owner queries and
- * configuration changes reach the backend, and sends from several threads
- * keep each thread's order.
+ * undecided ones, a stop fails open what is still held, owner queries,
+ * configuration and capture scope changes reach the backend, and sends from
+ * several threads keep each thread's order.
  *
  *   test_capture CASE
  */
@@ -58,6 +58,10 @@ typedef struct {
   int answer;         /* find_owner: 1 answer with OWNER_PID, 0 none */
   size_t queries;     /* find_owner calls */
   size_t policy_changes;
+  size_t scope_changes;
+  wr_engine *engine;
+  wr_capture_scope scope; /* read at the last scope change */
+  int scope_rc;
 } recorder;
 
 static void rec_send(void *io, const void *m, const wr_packet *p, uint32_t verdict, uint32_t out_flags) {
@@ -97,6 +101,12 @@ static int rec_find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *p
 
 static void rec_policy_changed(void *io) { ((recorder *)io)->policy_changes++; }
 
+static void rec_scope_changed(void *io) {
+  recorder *r = io;
+  r->scope_changes++;
+  r->scope_rc = wr_engine_capture_scope(r->engine, &r->scope);
+}
+
 static wr_engine *engine(void) {
   char err[256];
   const char *cfg = "{\"intercept_pids\":[500],\"hold_timeout_ms\":60000}";
@@ -116,7 +126,9 @@ static wr_engine *engine(void) {
 static wr_capture *capture(wr_engine *e, recorder *r, int keep_bytes) {
   memset(r, 0, sizeof *r);
   r->sent = calloc(MAX_SENT, sizeof *r->sent);
-  wr_capture_io ops = {sizeof(meta), keep_bytes, rec_send, rec_flush, rec_find_owner, rec_policy_changed};
+  r->engine = e;
+  wr_capture_io ops = {sizeof(meta),       keep_bytes,        rec_send, rec_flush, rec_find_owner,
+                       rec_policy_changed, rec_scope_changed};
   wr_capture *c = wr_capture_new(e, &ops, r);
   if (!r->sent || !c) {
     fprintf(stderr, "out of memory\n");
@@ -238,6 +250,73 @@ TEST_CASE(policy_changed) {
   wr_capture_poll(c);
   wr_capture_poll(c);
   CHECK(r.policy_changes == 1, "one change seen (%zu)", r.policy_changes);
+  wr_capture_free(c);
+  free(r.sent);
+  wr_engine_free(e);
+}
+
+static int side_has_port(const wr_scope_side *s, uint16_t lo, uint16_t hi) {
+  for (size_t i = 0; i < s->n_ports; i++) {
+    if (s->ports[i].lo == lo && s->ports[i].hi == hi) return 1;
+  }
+  return 0;
+}
+
+/* The loop tells the backend when the capture scope may have changed (a
+ * configuration, a new app port, a rebuild after a trap), and the host reads
+ * the scope whole: flags, app ports, each side's ports and networks. A flow
+ * redirected before a narrower configuration stays in it. */
+TEST_CASE(scope_changed) {
+  wr_engine *e = engine();
+  recorder r;
+  wr_capture *c = capture(e, &r, 0);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 0, "no change yet (%zu)", r.scope_changes);
+  const char *cfg = "{\"intercept_pids\":[500],\"protocols\":[\"tcp\"],\"ports\":[443,\"8000-8100\"],"
+                    "\"destinations\":[\"fd00::/8\",\"198.18.0.0/15\"],\"hold_timeout_ms\":60000}";
+  char err[128];
+  CHECK(wr_engine_config(e, cfg, strlen(cfg), err, sizeof err) == 0, "config: %s", err);
+  wr_capture_poll(c);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 1 && r.scope_rc == 0, "one change seen (%zu), scope read (%d)", r.scope_changes, r.scope_rc);
+  const wr_capture_scope *s = &r.scope;
+  CHECK(s->flags == (WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_LOCAL), "flags 0x%x", s->flags);
+  CHECK(s->n_app_ports == 1 && s->app_ports[0] == APP, "the app port (%zu)", s->n_app_ports);
+  CHECK(s->remote.n_ports == 2 && side_has_port(&s->remote, 443, 443) && side_has_port(&s->remote, 8000, 8100),
+        "remote ports (%zu)", s->remote.n_ports);
+  static const uint8_t v4[16] = {198, 18}, v6[16] = {0xfd};
+  CHECK(s->remote.n_nets == 2 && s->remote.nets[0].family == 4 && s->remote.nets[0].prefix == 15 &&
+            memcmp(s->remote.nets[0].addr, v4, 16) == 0 && s->remote.nets[1].family == 6 &&
+            s->remote.nets[1].prefix == 8 && memcmp(s->remote.nets[1].addr, v6, 16) == 0,
+        "remote networks (%zu)", s->remote.n_nets);
+  CHECK(s->local.n_ports == 2 && s->local.n_nets == 2, "the local side has the same lists");
+  /* The same app port is no change; another one is. */
+  wr_engine_set_app_port(e, APP);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 1, "same app port: no change (%zu)", r.scope_changes);
+  wr_engine_set_app_port(e, APP + 1);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 2 && s->n_app_ports == 1 && s->app_ports[0] == APP + 1, "new app port (%zu)",
+        r.scope_changes);
+  /* A connection to D:443 redirected, then a configuration without 443:
+   * the flow keeps its port in the scope. */
+  uint8_t syn[64];
+  one(c, syn, tcp(syn, 40010, 0x02), 41);
+  r.answer = 1;
+  wr_capture_poll(c);
+  CHECK(r.n_sent == 1 && r.sent[0].verdict == WR_V_MODIFIED, "redirected (%zu sends)", r.n_sent);
+  cfg = "{\"intercept_pids\":[500],\"ports\":[80]}";
+  CHECK(wr_engine_config(e, cfg, strlen(cfg), err, sizeof err) == 0, "config: %s", err);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 3 && side_has_port(&s->remote, 80, 80) && side_has_port(&s->remote, 443, 443) &&
+            s->remote.n_ports == 2,
+        "the redirected flow's port stays (%zu changes, %zu ports)", r.scope_changes, s->remote.n_ports);
+  /* A trap rebuilds the engine without flows: a change, and 443 is gone. */
+  wr_engine_arm_fault(e, 2);
+  one(c, syn, tcp(syn, 40011, 0x10), 42);
+  wr_capture_poll(c);
+  CHECK(r.scope_changes == 4 && s->remote.n_ports == 1 && side_has_port(&s->remote, 80, 80),
+        "after the rebuild (%zu changes, %zu ports)", r.scope_changes, s->remote.n_ports);
   wr_capture_free(c);
   free(r.sent);
   wr_engine_free(e);

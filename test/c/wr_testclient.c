@@ -6,7 +6,8 @@
  * (so a test can configure interception by this PID first). TCP: opens
  * CONNECTIONS connections at once (default 1), sends BYTES pseudo-random
  * bytes on each, and checks the echo byte for byte. UDP: one datagram of
- * BYTES, checks the answer. Prints "ok BYTES" per connection or
+ * BYTES on a connected socket (an ICMP error about it fails the receive:
+ * "fail answer Connection refused"), checks the answer. Prints "ok BYTES" per connection or
  * "fail <reason>"; exits 0 only when every connection succeeded. With
  * --pause, a TCP connection prints "half" after sending half of its bytes
  * and waits MS milliseconds before the rest (a connection held open).
@@ -102,11 +103,16 @@ static int one_udp(void) {
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   uint8_t *out = malloc(bytes), *in = malloc(bytes + 1);
   for (size_t i = 0; i < bytes; i++) out[i] = pattern(i, 7);
-  if (sendto(s, out, bytes, 0, (struct sockaddr *)&dst, dst_len) != (ssize_t)bytes) {
+  /* Connected: an ICMP error about the datagram comes back as recv's error. */
+  if (connect(s, (struct sockaddr *)&dst, dst_len) != 0 || send(s, out, bytes, 0) != (ssize_t)bytes) {
     printf("fail send %s\n", strerror(errno));
     return 1;
   }
   ssize_t r = recv(s, in, bytes + 1, 0);
+  if (r < 0) {
+    printf("fail answer %s\n", strerror(errno));
+    return 1;
+  }
   int ok = r == (ssize_t)bytes && memcmp(in, out, bytes) == 0;
   printf(ok ? "ok %zd\n" : "fail answer %zd\n", r);
   return ok ? 0 : 1;

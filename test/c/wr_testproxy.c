@@ -4,6 +4,7 @@
  *   config JSON       set_redirector_config(JSON)
  *   start | stop      start_redirector() | stop_redirector()
  *   stats             one line of counters
+ *   diag              "diag <redirector_diagnostics text>"
  *   queue N           redirector_set_nfqueue_num(N)
  *   exclude           from now on, redirector_exclude_socket() on upstream sockets
  *   cut N             from now on, close each TCP connection after relaying N
@@ -363,11 +364,17 @@ int main(void) {
       st.size = sizeof st;
       redirector_get_stats(&st);
       say("stats running=%u packets=%llu rewritten=%llu passed=%llu held=%llu redirected=%llu table_full=%llu "
-          "hold_timeouts=%llu queries=%llu restarts=%llu",
+          "hold_timeouts=%llu queries=%llu restarts=%llu syn_unanswered=%llu syn_refused=%llu",
           st.running, (unsigned long long)st.packets, (unsigned long long)st.rewritten,
           (unsigned long long)st.passed, (unsigned long long)st.held, (unsigned long long)st.flows_redirected,
           (unsigned long long)st.table_full, (unsigned long long)st.hold_timeouts,
-          (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts);
+          (unsigned long long)st.owner_queries, (unsigned long long)st.engine_restarts,
+          (unsigned long long)st.redirected_syn_unanswered, (unsigned long long)st.redirected_syn_refused);
+    } else if (strcmp(line, "diag") == 0) {
+      char text[8192];
+      int32_t rc = redirector_diagnostics(text, sizeof text);
+      if (rc < 0) reply(rc);
+      else say("diag %s", text);
     } else if (strcmp(line, "exclude") == 0) {
       exclude_upstream = 1;
       say("ok");

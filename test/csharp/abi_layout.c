@@ -35,5 +35,7 @@ int main(void) {
   FIELD(redirector_stats, packets);
   FIELD(redirector_stats, lookups);
   FIELD(redirector_stats, bytes_per_flow);
+  FIELD(redirector_stats, redirected_syn_unanswered);
+  FIELD(redirector_stats, redirected_syn_refused);
   return 0;
 }

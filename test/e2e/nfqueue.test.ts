@@ -8,6 +8,7 @@ import type { ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { root } from "../engine/harness.ts";
+import { build, buildIcmp } from "../engine/packets.ts";
 import { exited, HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.ts";
 
 const BIN = join(root, "build", "linux");
@@ -46,7 +47,7 @@ class Proxy {
   async cmd(line: string): Promise<string> {
     const from = this.out.count();
     this.child.stdin!.write(line + "\n");
-    return this.out.next((l) => l === "ok" || l.startsWith("err ") || l.startsWith("stats "), 10_000, from);
+    return this.out.next((l) => l === "ok" || ["err ", "stats ", "diag "].some((p) => l.startsWith(p)), 10_000, from);
   }
 
   async up(config: object): Promise<void> {
@@ -258,6 +259,77 @@ e2e("inbound: a connection to an intercepted listener reaches the proxy, which l
   } finally {
     await proxy.quit();
     listener.kill("SIGKILL");
+  }
+});
+
+/** A counter of the host namespace's /proc/net/netstat or /proc/net/snmp ("TcpExt", "OutOfWindowIcmps"). */
+async function kernelCounter(file: "netstat" | "snmp", group: string, name: string): Promise<number> {
+  const lines = (await net.run(net.host, "cat", [`/proc/net/${file}`])).stdout.split("\n").filter((l) => l.startsWith(group + ":"));
+  const names = lines[0].split(/\s+/);
+  return Number(lines[1].split(/\s+/)[names.indexOf(name)]);
+}
+
+e2e("inbound: a router's \"fragmentation needed\" about the proxy's segment reaches the proxy's socket", async () => {
+  // The remote connects to the intercepted listener and pauses half way;
+  // a router (a raw socket in the other namespace) says a segment the
+  // proxy sent, as the network saw it (from the listener's port), was too
+  // big. Conntrack relates the error to the connection, so it is queued;
+  // translated, the kernel finds the proxy's socket (it counts the quoted
+  // sequence number as out of its window) instead of no socket at all.
+  const proxy = new Proxy();
+  const listener = net.start(net.host, join(BIN, "wr_testserver"), [HOST4, "9000"]);
+  try {
+    await new Lines(listener).next((l) => l === "ready");
+    await proxy.up({ intercept_pids: [listener.pid], directions: ["inbound"] });
+    const c = net.start(net.net, join(BIN, "wr_testclient"), ["--pause", "3000", "tcp", HOST4, "9000", "200000"]);
+    const out = new Lines(c);
+    await out.next((l) => l === "half");
+    const open = await proxy.out.next((l) => l.startsWith("open tcp") && l.includes("dir=in"));
+    const port = Number(/client=[\d.]+:(\d+)/.exec(open)![1]);
+    const segment = build({ proto: "tcp", src: { addr: HOST4, port: 9000 }, dst: { addr: PEER4, port }, flags: "PA",
+      seq: 1, payload: new Uint8Array(1448) });
+    const error = buildIcmp({ src: SERVER4, dst: HOST4, type: 3, code: 4, rest: 1280, body: segment.slice(0, 548) });
+    const [outOfWindow, inErrors, rewritten] = [await kernelCounter("netstat", "TcpExt", "OutOfWindowIcmps"),
+      await kernelCounter("snmp", "Icmp", "InErrors"), (await proxy.stats()).rewritten];
+    const send = "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW); " +
+      "s.sendto(bytes.fromhex(sys.argv[1]),(sys.argv[2],0))";
+    const r = await net.run(net.net, "python3", ["-c", send, Buffer.from(error).toString("hex"), HOST4]);
+    assert.is(r.status, 0, r.stderr);
+    const deadline = Date.now() + 5000;
+    while (await kernelCounter("netstat", "TcpExt", "OutOfWindowIcmps") === outOfWindow && Date.now() < deadline) {
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.is(await kernelCounter("netstat", "TcpExt", "OutOfWindowIcmps"), outOfWindow + 1, "the proxy's socket got the error");
+    assert.is(await kernelCounter("snmp", "Icmp", "InErrors"), inErrors, "no error without a socket");
+    assert.ok((await proxy.stats()).rewritten > rewritten, "the engine translated it");
+    const { code } = await exited(c);
+    assert.is(code, 0, out.all().join("\n"));
+  } finally {
+    await proxy.quit();
+    listener.kill("SIGKILL");
+  }
+});
+
+e2e("UDP, the proxy not listening: this host's port unreachable, translated, tells the client at once", async () => {
+  // The client's datagram goes to the app port, where nothing listens; the
+  // kernel's error quotes the rewritten datagram and must reach the client
+  // as an error about its own (IPv4 and IPv6). (Before the floods below:
+  // their echoed datagrams leave conntrack entries to SERVER4:80 on most
+  // source ports, and a datagram on such a port starts no NEW connection.)
+  const proxy = new Proxy();
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    assert.is(await proxy.cmd("port 8097"), "ok");
+    for (const server of [SERVER4, SERVER6]) {
+      const t0 = Date.now();
+      const r = await client(net.host, ["udp", server, "80", "100"]);
+      const ms = Date.now() - t0;
+      assert.not.ok(r.ok, `${server}: ${r.out}`);
+      assert.ok(r.out.includes("fail answer Connection refused"), `${server}: ${r.out}`);
+      assert.ok(ms < 3000, `${server}: refused after ${ms} ms`);
+    }
+  } finally {
+    await proxy.quit();
   }
 });
 
@@ -483,8 +555,52 @@ e2e("the proxy not listening: the client gets a prompt refusal, not a hang", asy
     assert.not.ok(r.ok);
     assert.ok(r.out.includes("Connection refused"), r.out);
     assert.ok(ms < 2000, `refused after ${ms} ms`);
+    // Counted as refused (a RST from the app port), never as unanswered.
+    await new Promise((res) => setTimeout(res, 1200));
+    const st = await proxy.stats();
+    assert.equal([st.syn_refused, st.syn_unanswered], [1, 0], JSON.stringify(st));
+    const diag = await proxy.cmd("diag");
+    assert.ok(diag.includes("redirected_syn_refused 1: app port 8097 answered redirected connections with a RST. " +
+      "Likely: the proxy not listening on the app port in that family"), diag);
+    assert.not.ok(diag.includes("redirected_syn_unanswered"), diag);
   } finally {
     await proxy.quit();
+  }
+});
+
+e2e("a firewall dropping redirected SYNs to the app port: counted once as unanswered, and the diagnostics say so", async () => {
+  const drop = ["INPUT", "-p", "tcp", "--dport", String(APP), "-j", "DROP"];
+  await net.run(net.host, "iptables", ["-A", ...drop]);
+  const proxy = new Proxy();
+  let c: ReturnType<typeof net.start> | undefined;
+  try {
+    await proxy.up({ intercept: "wr_testclient" });
+    c = net.start(net.host, join(BIN, "wr_testclient"), ["tcp", SERVER4, "80", "1000"]);
+    // Waits (well within the case's limit, so a failure leaves no rule
+    // behind for the next case) until the stats say `done`.
+    const until = async (done: (st: Record<string, number>) => boolean) => {
+      let st = await proxy.stats();
+      for (const end = Date.now() + 10_000; !done(st) && Date.now() < end; st = await proxy.stats()) {
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      return st;
+    };
+    let st = await until((s) => s.syn_unanswered > 0);
+    // The client's retransmissions go to the proxy too, and count no more.
+    const rewritten = st.rewritten;
+    st = await until((s) => s.rewritten > rewritten);
+    assert.ok(st.rewritten > rewritten, "a retransmission was redirected");
+    assert.equal([st.syn_unanswered, st.syn_refused, st.redirected], [1, 0, 1], JSON.stringify(st));
+    const diag = await proxy.cmd("diag");
+    assert.ok(diag.includes(`redirected_syn_unanswered 1: redirected connections got no answer from app port ${APP} ` +
+      "within 1 s. Likely: a firewall rule (iptables, nftables: INPUT) dropping packets to the app port"), diag);
+  } finally {
+    if (c) {
+      c.kill("SIGKILL");
+      await exited(c);
+    }
+    await proxy.quit();
+    await net.run(net.host, "iptables", ["-D", ...drop]);
   }
 });
 

@@ -30,6 +30,17 @@ test("Go's encoding of a nil slice (null) means no PIDs", () => {
   assert.not.ok(e.wouldIntercept(1));
 });
 
+test("eng_protocols: the protocols the configuration in force intercepts (the host's start check)", () => {
+  const e = new Engine();
+  assert.is(e.x.eng_protocols(), 3, "both by default");
+  ok(e, `{"protocols":["tcp"]}`);
+  assert.is(e.x.eng_protocols(), 1);
+  ok(e, `{"protocols":["udp"]}`);
+  assert.is(e.x.eng_protocols(), 2);
+  bad(e, `{"protocols":["tcp","sctp"]}`, -2, "protocols[1]");
+  assert.is(e.x.eng_protocols(), 2, "a rejected config changes nothing");
+});
+
 test("each accepted config bumps the generation; a rejected one does not", () => {
   const e = new Engine();
   const g0 = e.x.eng_config_generation();

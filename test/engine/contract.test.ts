@@ -149,6 +149,26 @@ contract("owner and lookup: sizes and the path length bound what the engine acce
   assert.is(Buffer.from(e.bytes(p + size("origin"), o.pathLen)).toString("utf8"), PATH, "the path follows the record");
 });
 
+contract("exclusion: the engine reads each field where the table says", () => {
+  const e = engine();
+  const rec = bytes("exclusion", { proto: 17, family: 6, dualStack: 1, local: new Uint8Array(16), localPort: 0x9c41 });
+  e.io(rec);
+  assert.is(e.p.eng_exclude(size("exclusion") - 1), -2, "shorter than the record");
+  assert.is(e.p.eng_exclude(size("exclusion")), 0);
+  // proto 17, the dual-stack flag and the port, read right: an IPv4
+  // datagram from port 0x9c41 passes at once.
+  const dgram = build({ proto: "udp", src: { addr: C.addr, port: 0x9c41 }, dst: D, payload: "x" });
+  const [o] = e.process([{ data: dgram }]);
+  assert.is(o.verdict, V_PASS);
+  const other = build({ proto: "udp", src: { addr: C.addr, port: 0x419c }, dst: D, payload: "x" });
+  assert.is(e.process([{ data: other }])[0].verdict, V_HELD, "not the port byte-swapped");
+  // The address is read too: one given address is not the wildcard.
+  e.io(bytes("exclusion", { proto: 6, family: 4, local: addr16("10.9.9.9"), localPort: 40001 }));
+  assert.is(e.p.eng_exclude(size("exclusion")), 0);
+  const [s] = e.process([{ data: build({ proto: "tcp", src: { addr: C.addr, port: 40001 }, dst: D, flags: "S" }) }]);
+  assert.is(s.verdict, V_HELD, "another local address");
+});
+
 contract("counters: the engine has the table's count, and redirector_stats names each", () => {
   const e = engine();
   assert.is(e.p.eng_stats_count(), STATS.length);

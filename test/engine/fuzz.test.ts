@@ -1,11 +1,11 @@
-// Hostile input at volume: a million random and mutated packets (bit flips,
-// truncations, bogus lengths) never trap and keep the counters consistent;
-// a million-SYN flood against a full table leaves memory flat and counts
-// every refused flow.
+// Hostile input at volume: a million random and mutated packets (TCP, UDP
+// and ICMP errors; bit flips, truncations, bogus lengths) never trap and keep
+// the counters consistent; a million-SYN flood against a full table leaves
+// memory flat and counts every refused flow.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { PacketEngine, O_CONNECT, O_LISTEN, O_UNKNOWN } from "./harness.ts";
-import { build, type PacketSpec } from "./packets.ts";
+import { PacketEngine, O_CLOSE, O_CONNECT, O_LISTEN, O_UNKNOWN } from "./harness.ts";
+import { build, buildIcmp, type PacketSpec } from "./packets.ts";
 import { encode, size } from "./records.ts";
 
 const SELF = 1000;
@@ -36,7 +36,22 @@ const corpus: Uint8Array[] = (() => {
   }
   specs.push({ proto: "tcp", src: { addr: "fd00::2", port: 1 }, dst: { addr: "fd00::9", port: 2 }, flags: "S", ext: [{ type: 0 }, { type: 60, len: 2 }, { type: 44 }] });
   specs.push({ proto: "tcp", src: { addr: "10.0.0.2", port: 1 }, dst: { addr: "198.18.0.1", port: 2 }, flags: "S", options: Uint8Array.from([1, 1, 1, 0, 1, 1, 1, 0]) });
-  return specs.map(build);
+  const pkts = specs.map(build);
+  // ICMP errors: about packets as the engine rewrites them, and as sent.
+  for (const [a, b] of [...ends4, ...ends6]) {
+    const v6 = a.includes(":");
+    const quoted = [
+      build({ proto: "tcp", src: { addr: b, port: 40000 }, dst: { addr: a, port: 8080 }, flags: "S" }),
+      build({ proto: "tcp", src: { addr: b, port: 80 }, dst: { addr: a, port: 40000 }, flags: "SA" }),
+      build({ proto: "udp", src: { addr: b, port: 5353 }, dst: { addr: a, port: 8080 }, payload: "query" }),
+      build({ proto: "tcp", src: { addr: a, port: 40000 }, dst: { addr: b, port: 80 }, flags: "PA", payload: "GET /" }),
+    ];
+    for (const q of quoted) {
+      pkts.push(buildIcmp({ src: a, dst: b, type: v6 ? 1 : 3, code: v6 ? 4 : 3, body: q }));
+      pkts.push(buildIcmp({ src: b, dst: a, type: v6 ? 2 : 3, code: v6 ? 0 : 4, rest: 1280, body: q.slice(0, v6 ? 48 : 28) }));
+    }
+  }
+  return pkts;
 })();
 
 function mutate(r: () => number, src: Uint8Array): Uint8Array {
@@ -116,6 +131,7 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
   const BATCH = 256;
   let released = 0;
   let now = 0;
+  const excluded: Array<{ proto: "tcp" | "udp"; local: { addr: string; port: number } }> = [];
   for (let done = 0; done < TOTAL; done += BATCH) {
     const n = Math.min(BATCH, TOTAL - done);
     const mem = new Uint8Array(x.memory.buffer);
@@ -135,6 +151,18 @@ fuzz("1,000,000 random and mutated packets: no trap, counters consistent", () =>
       if (k === 0) e.owner(O_CONNECT, q.proto === 6 ? "tcp" : "udp", q.local, q.remote, 500 + (r() % 3), "/bin/x", now);
       else if (k === 1) e.owner(O_UNKNOWN, q.proto === 6 ? "tcp" : "udp", q.local, q.remote, 0, "", now);
       else if (q.inbound) e.owner(O_LISTEN, q.proto === 6 ? "tcp" : "udp", q.local, null, 7, "/bin/l", now);
+      else {
+        // Or the port becomes an excluded socket of the host's (the table may fill: -1).
+        const any = r() % 2 === 0 ? { addr: q.v6 ? "::" : "0.0.0.0", port: q.local.port } : q.local;
+        const rc = e.exclude(q.proto === 6 ? "tcp" : "udp", any, q.v6 && any !== q.local && r() % 2 === 0);
+        assert.ok(rc === 0 || rc === -1 || (rc === -2 && q.local.port === 0), `eng_exclude ${rc}`);
+        excluded.push({ proto: q.proto === 6 ? "tcp" : "udp", local: q.local });
+      }
+    }
+    // Some excluded sockets close.
+    while (excluded.length > 0 && r() % 2 === 0) {
+      const x = excluded.splice(r() % excluded.length, 1)[0];
+      e.owner(O_CLOSE, x.proto, x.local, null, SELF, "", now);
     }
     if (done % (BATCH * 16) === 0) p.eng_tick(now);
     released += p.eng_take_released();

@@ -22,7 +22,30 @@ export interface EngineExports {
   eng_set_app_port(port: number): void;
   eng_app_port(): number;
   eng_would_intercept(pid: number, pathLen: number): number;
+  eng_protocols(): number;
   eng_arm_fault(bits: number): void;
+  eng_capture_scope(): number;
+  eng_scope_generation(): number;
+}
+
+/** One side of a capture scope: port ranges ("80", "8000-8100") and networks ("10.0.0.0/8"). */
+export interface ScopeSide {
+  on: boolean;
+  anyPort: boolean;
+  anyNet: boolean;
+  ports: string[];
+  nets: string[];
+}
+
+/** The capture scope as eng_capture_scope writes it (build/contract.ts: scope). */
+export interface CaptureScope {
+  tcp: boolean;
+  udp: boolean;
+  loopback: boolean;
+  all: boolean;
+  appPorts: number[];
+  remote: ScopeSide;
+  local: ScopeSide;
 }
 
 export class Engine {
@@ -66,6 +89,46 @@ export class Engine {
     const data = Buffer.from(path, "utf8");
     this.io(data);
     return this.x.eng_would_intercept(pid, data.length) === 1;
+  }
+
+  /** The capture scope, decoded; its record's length is checked against its counts. */
+  scope(): CaptureScope {
+    const len = this.x.eng_capture_scope();
+    const p = this.x.eng_io(0);
+    const mem = new DataView(this.x.memory.buffer);
+    const h = decode("scope", mem, p);
+    const F = ENUMS.scope_flag.members;
+    let at = p + size("scope");
+    const ports = (n: number): string[] =>
+      Array.from({ length: n }, () => {
+        const r = decode("scope_ports", mem, at);
+        at += size("scope_ports");
+        return r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`;
+      });
+    const nets = (n: number): string[] =>
+      Array.from({ length: n }, () => {
+        const r = decode("scope_net", mem, at);
+        at += size("scope_net");
+        return `${formatAddr(r.addr.subarray(0, r.family === 6 ? 16 : 4))}/${r.prefix}`;
+      });
+    const appPorts = ports(h.appPorts).map(Number);
+    const remotePorts = ports(h.remotePorts);
+    const localPorts = ports(h.localPorts);
+    const remoteNets = nets(h.remoteNets);
+    const localNets = nets(h.localNets);
+    if (at - p !== len) throw new Error(`eng_capture_scope said ${len} bytes, its counts make ${at - p}`);
+    const side = (on: number, anyPort: number, anyNet: number, ps: string[], ns: string[]): ScopeSide => ({
+      on: (h.flags & on) !== 0, anyPort: (h.flags & anyPort) !== 0, anyNet: (h.flags & anyNet) !== 0, ports: ps, nets: ns,
+    });
+    return {
+      tcp: (h.flags & F.tcp) !== 0,
+      udp: (h.flags & F.udp) !== 0,
+      loopback: (h.flags & F.loopback) !== 0,
+      all: (h.flags & F.all) !== 0,
+      appPorts,
+      remote: side(F.remote, F.remote_any_port, F.remote_any_net, remotePorts, remoteNets),
+      local: side(F.local, F.local_any_port, F.local_any_net, localPorts, localNets),
+    };
   }
 }
 
@@ -153,6 +216,7 @@ export interface PacketExports {
   eng_take_queries(max: number): number;
   eng_queries_ptr(): number;
   eng_owner(len: number, now: number): number;
+  eng_exclude(len: number): number;
   eng_tick(now: number): void;
   eng_lookup(len: number): number;
   eng_next_event(): number;
@@ -265,6 +329,20 @@ export class PacketEngine extends Engine {
     this.io(rec);
     const r = this.p.eng_owner(rec.length, now);
     if (r !== 0) throw new Error("eng_owner " + r);
+  }
+
+  /**
+   * Excludes a socket of the host's (eng_exclude): its local end, "0.0.0.0"
+   * or "::" for any address; dualStack for an IPv6 socket on [::] that
+   * carries IPv4 too. Returns the engine's code (0, -1 full, -2 refused).
+   */
+  exclude(proto: "tcp" | "udp", local: Endpoint, dualStack = false): number {
+    const v6 = local.addr.includes(":");
+    this.io(bytes("exclusion", {
+      proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4, dualStack: dualStack ? 1 : 0,
+      local: addrBytes(local.addr, v6), localPort: local.port,
+    }));
+    return this.p.eng_exclude(size("exclusion"));
   }
 
   tick(now: number): void {

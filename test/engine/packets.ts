@@ -119,24 +119,7 @@ export function build(spec: PacketSpec): Uint8Array {
     if (spec.proto === "udp" && cs === 0) cs = 0xffff;
     dv.setUint16(csOff, cs);
   }
-  if (!v6) {
-    const opts = spec.options ?? new Uint8Array(0);
-    const hl = 20 + opts.length;
-    const p = new Uint8Array(hl + l4.length);
-    const h = new DataView(p.buffer);
-    p[0] = 0x40 | (hl >> 2);
-    h.setUint16(2, p.length);
-    h.setUint16(4, 0x1234);
-    h.setUint16(6, 0x4000);
-    p[8] = 64;
-    p[9] = proto;
-    p.set(src, 12);
-    p.set(dst, 16);
-    p.set(opts, 20);
-    h.setUint16(10, internetChecksum(p.subarray(0, hl)));
-    p.set(l4, hl);
-    return p;
-  }
+  if (!v6) return ipPacket(src, dst, proto, l4, spec.options);
   const exts: Uint8Array[] = [];
   const types = (spec.ext ?? []).map((e) => e.type);
   for (let i = 0; i < (spec.ext ?? []).length; i++) {
@@ -160,21 +143,48 @@ export function build(spec: PacketSpec): Uint8Array {
     b[0] = next;
     exts.push(b);
   }
-  const extLen = exts.reduce((n, b) => n + b.length, 0);
-  const p = new Uint8Array(40 + extLen + l4.length);
-  const h = new DataView(p.buffer);
-  p[0] = 0x60;
-  h.setUint16(4, extLen + l4.length);
-  p[6] = types.length ? types[0] : proto;
-  p[7] = 64;
-  p.set(src, 8);
-  p.set(dst, 24);
-  let o = 40;
-  for (const b of exts) {
-    p.set(b, o);
+  const body = new Uint8Array(exts.reduce((n, b) => n + b.length, 0) + l4.length);
+  let o = 0;
+  for (const b of [...exts, l4]) {
+    body.set(b, o);
     o += b.length;
   }
-  p.set(l4, o);
+  return ipPacket(src, dst, types.length ? types[0] : proto, body);
+}
+
+/**
+ * An IP packet of `payload` (its first header `next`): IPv4 (DF, TTL 64,
+ * `options` in the header, the header checksum computed) or IPv6 (hop limit
+ * 64), by the addresses' family.
+ */
+function ipPacket(src: Uint8Array, dst: Uint8Array, next: number, payload: Uint8Array, options?: Uint8Array): Uint8Array {
+  if (src.length === 16) {
+    const p = new Uint8Array(40 + payload.length);
+    const h = new DataView(p.buffer);
+    p[0] = 0x60;
+    h.setUint16(4, payload.length);
+    p[6] = next;
+    p[7] = 64;
+    p.set(src, 8);
+    p.set(dst, 24);
+    p.set(payload, 40);
+    return p;
+  }
+  const opts = options ?? new Uint8Array(0);
+  const hl = 20 + opts.length;
+  const p = new Uint8Array(hl + payload.length);
+  const h = new DataView(p.buffer);
+  p[0] = 0x40 | (hl >> 2);
+  h.setUint16(2, p.length);
+  h.setUint16(4, 0x1234);
+  h.setUint16(6, 0x4000);
+  p[8] = 64;
+  p[9] = next;
+  p.set(src, 12);
+  p.set(dst, 16);
+  p.set(opts, 20);
+  h.setUint16(10, internetChecksum(p.subarray(0, hl)));
+  p.set(payload, hl);
   return p;
 }
 
@@ -263,4 +273,82 @@ export function hex(b: Uint8Array): string {
 
 export function fromHex(s: string): Uint8Array {
   return Uint8Array.from(Buffer.from(s.replace(/\s+/g, ""), "hex"));
+}
+
+// ---------------------------------------------------------------------------
+// ICMP and ICMPv6 messages
+
+export interface IcmpSpec {
+  /** The error's own addresses (IPv4 for ICMP, IPv6 for ICMPv6). */
+  src: string;
+  dst: string;
+  type: number;
+  code: number;
+  /** The word after the checksum: unused, a next-hop MTU, an MTU, a pointer. */
+  rest?: number;
+  /** The message body: for an error, the invoking packet as quoted. */
+  body: Uint8Array;
+}
+
+/** An ICMP (IPv4) or ICMPv6 (IPv6) message, checksums by our own code. */
+export function buildIcmp(spec: IcmpSpec): Uint8Array {
+  const src = parseAddr(spec.src);
+  const dst = parseAddr(spec.dst);
+  const v6 = src.length === 16;
+  const msg = new Uint8Array(8 + spec.body.length);
+  const m = new DataView(msg.buffer);
+  msg[0] = spec.type;
+  msg[1] = spec.code;
+  m.setUint32(4, spec.rest ?? 0);
+  msg.set(spec.body, 8);
+  const ps = v6 ? pseudoSum(src, dst, 58, msg.length) : 0;
+  m.setUint16(2, ~fold(sum16(msg, ps)) & 0xffff);
+  return ipPacket(src, dst, v6 ? 58 : 1, msg);
+}
+
+export interface IcmpParsed {
+  v6: boolean;
+  src: string;
+  dst: string;
+  type: number;
+  code: number;
+  rest: number;
+  body: Uint8Array;
+}
+
+/** Reads a message built by buildIcmp back (no extension headers). */
+export function readIcmp(p: Uint8Array): IcmpParsed {
+  const v6 = p[0] >> 4 === 6;
+  const hl = v6 ? 40 : (p[0] & 15) * 4;
+  const msg = p.subarray(hl);
+  return {
+    v6,
+    src: formatAddr(v6 ? p.slice(8, 24) : p.slice(12, 16)),
+    dst: formatAddr(v6 ? p.slice(24, 40) : p.slice(16, 20)),
+    type: msg[0],
+    code: msg[1],
+    rest: new DataView(msg.buffer, msg.byteOffset).getUint32(4),
+    body: msg.subarray(8),
+  };
+}
+
+/** True when the IPv4 header's and the ICMP/ICMPv6 message's checksums are right. */
+export function icmpChecksumsValid(p: Uint8Array): boolean {
+  const v6 = p[0] >> 4 === 6;
+  if (v6) {
+    const msg = p.subarray(40);
+    return (~fold(sum16(msg, pseudoSum(p.subarray(8, 24), p.subarray(24, 40), 58, msg.length))) & 0xffff) === 0;
+  }
+  const hl = (p[0] & 15) * 4;
+  return internetChecksum(p.subarray(0, hl)) === 0 && internetChecksum(p.subarray(hl)) === 0;
+}
+
+/** Sets an IPv4 header's TTL (as a router quoting it saw it) and recomputes its checksum. */
+export function withTtl(p: Uint8Array, ttl: number): Uint8Array {
+  const q = p.slice();
+  q[8] = ttl;
+  q[10] = 0;
+  q[11] = 0;
+  new DataView(q.buffer).setUint16(10, internetChecksum(q.subarray(0, (q[0] & 15) * 4)));
+  return q;
 }

@@ -148,6 +148,75 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     assert.is(e.lookup("tcp", Dc, P), null);
   });
 
+  // A redirected SYN the proxy never answers (a firewall dropped it on its
+  // way to the app port) counts once, one second after the first SYN; a
+  // RST within that second is a refusal (nothing listens there).
+  const synTo = (e: PacketEngine, now: number, port = N.C.port) =>
+    one(e, { proto: "tcp", src: { ...N.C, port }, dst: N.D, flags: "S" }, true, now);
+  const proxyAnswer = (e: PacketEngine, flags: string, now: number, port = N.C.port) =>
+    one(e, { proto: "tcp", src: P, dst: { addr: N.D.addr, port }, flags }, true, now);
+  const synCounts = (e: PacketEngine) => [e.stats().redirectedSynUnanswered, e.stats().redirectedSynRefused];
+
+  t("a redirected SYN left unanswered for 1 s counts once, retransmissions and all", () => {
+    const e = engine();
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
+    expectRewritten(synTo(e, 10_000), Dc, P, false, "SYN");
+    // A retransmission before the second is up does not restart it.
+    expectRewritten(synTo(e, 10_600), Dc, P, false, "retransmitted SYN");
+    e.tick(10_999);
+    assert.equal(synCounts(e), [0, 0], "not yet at 0.999 s");
+    e.tick(11_000);
+    assert.equal(synCounts(e), [1, 0], "counted at 1 s after the first SYN");
+    // Retransmissions after that (the client's own timer) count no more.
+    for (const t of [11_000, 13_000, 17_000]) {
+      expectRewritten(synTo(e, t), Dc, P, false, "later retransmission");
+      e.tick(t + 1500);
+    }
+    assert.equal(synCounts(e), [1, 0], "once per connection");
+    // An answer after the second (a firewall rule added meanwhile) connects
+    // it, and counts nothing more.
+    expectRewritten(proxyAnswer(e, "SA", 19_000), N.D, N.C, false, "late SYN-ACK");
+    e.tick(25_000);
+    assert.equal(synCounts(e), [1, 0]);
+    assert.ok(e.lookup("tcp", Dc, P), "the connection stays (established)");
+  });
+
+  t("a redirected SYN answered within the second counts nothing; a RST answer is a refusal", () => {
+    const e = engine();
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
+    synTo(e, 5000);
+    expectRewritten(proxyAnswer(e, "SA", 5900), N.D, N.C, false, "SYN-ACK at 0.9 s");
+    e.tick(7000);
+    assert.equal(synCounts(e), [0, 0], "answered at 0.9 s");
+    // The proxy port refuses (RST) at 0.9 s: refused, not unanswered.
+    const port = N.C.port + 1;
+    e.owner(O_CONNECT, "tcp", { ...N.C, port }, N.D, PID, PATH);
+    synTo(e, 8000, port);
+    expectRewritten(proxyAnswer(e, "RA", 8900, port), N.D, { ...N.C, port }, false, "RST at 0.9 s");
+    e.tick(10_000);
+    assert.equal(synCounts(e), [0, 1], "refused once");
+    // A RST after the second: that connection was unanswered, and only that.
+    const late = N.C.port + 2;
+    e.owner(O_CONNECT, "tcp", { ...N.C, port: late }, N.D, PID, PATH);
+    synTo(e, 20_000, late);
+    proxyAnswer(e, "RA", 21_200, late); // no tick between: the answer itself sees the second is up
+    assert.equal(synCounts(e), [1, 1]);
+    e.tick(23_000);
+    assert.equal(synCounts(e), [1, 1], "counted once, in one counter");
+  });
+
+  t("a SYN held for its owner waits its second from its release to the proxy", () => {
+    const e = engine();
+    assert.is(synTo(e, 1000).verdict, V_HELD);
+    e.tick(2500);
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH, 2500);
+    expectRewritten(e.released()[0], Dc, P, false, "released SYN");
+    e.tick(3400);
+    assert.equal(synCounts(e), [0, 0], "0.9 s after it went to the proxy");
+    e.tick(3500);
+    assert.equal(synCounts(e), [1, 0]);
+  });
+
   t("owner known before the first packet (socket event first)", () => {
     const e = engine();
     e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);

@@ -265,14 +265,25 @@ wire("the parser's view of literal packets", () => {
     [1, 17, 60, 5353, 53, 0, 4, 12],
   );
   assert.equal([w.call("pk_src") - q, w.call("pk_dst") - q, w.call("pk_l4") - q], [8, 24, 48]);
-  // Malformed 1, fragment 2, not TCP/UDP 3.
+  // Malformed 1, fragment 2, not TCP/UDP/ICMP 3, ICMP 4.
   assert.is(w.call("parse", p, 39, 1), 1);
   const frag = V4_SYN.slice();
   frag[6] = 0x20;
   assert.is(w.call("parse", w.put(frag), 40, 1), 2);
-  const icmp = V4_SYN.slice();
-  icmp[9] = 1;
-  assert.is(w.call("parse", w.put(icmp), 40, 1), 3);
+  const other = V4_SYN.slice();
+  other[9] = 47;
+  assert.is(w.call("parse", w.put(other), 40, 1), 3, "GRE");
+  other[9] = 58;
+  assert.is(w.call("parse", w.put(other), 40, 1), 3, "ICMPv6 over IPv4");
+  other[9] = 1;
+  assert.is(w.call("parse", w.put(other), 40, 1), 4, "ICMP");
+  const q6 = V6_UDP.slice();
+  q6[40] = 1;
+  assert.is(w.call("parse", w.put(q6), V6_UDP.length, 1), 3, "ICMP over IPv6");
+  q6[40] = 58;
+  const p6 = w.put(q6);
+  assert.is(w.call("parse", p6, V6_UDP.length, 1), 4, "ICMPv6 after hop-by-hop");
+  assert.equal([w.call("pk_l4") - p6, w.call("pk_l4_len")], [48, 12]);
   assert.is(w.call("parse", w.put(Uint8Array.from([0x20])), 1, 1), 3, "IP version 2");
   assert.is(w.call("parse", p, 0, 1), 1, "no bytes");
 });
@@ -286,6 +297,154 @@ wire("the parser then nat.ts: a literal SYN rewritten to the literal result", ()
     const c = w.put(V4_SYN.subarray(12, 16));
     w.call("rewrite", d, 40000, c, 8080, full);
     assert.equal(Array.from(w.get(p, V4_SYN.length)), Array.from(V4_SYN_REWRITTEN), full ? "full checksum" : "incremental");
+  }
+});
+
+// ICMP errors. A router 198.18.0.254 says "fragmentation needed, next-hop MTU
+// 1280" to 10.0.0.2 about V4_SYN, all of it quoted; checksums by hand
+// (an independent script).
+const V4_FRAG_NEEDED = fromHex(
+  "450000444321000040016686c61200fe0a000002" + "0304c83400000500" + Buffer.from(V4_SYN).toString("hex"),
+);
+// fd00:198:18::fe says "packet too big, MTU 1280" to fd00::2 about V6_UDP.
+const V6_TOO_BIG = fromHex(
+  "6000000000443a40fd0001980018000000000000000000fefd000000000000000000000000000002" + "02008994" + "00000500" +
+    Buffer.from(V6_UDP).toString("hex"),
+);
+// This host 10.0.0.2 answers V4_SYN_REWRITTEN (198.18.0.10:40000 ->
+// 10.0.0.2:8080) with "port unreachable", quoting 28 bytes; translated, it
+// is 198.18.0.10's about V4_SYN's first 28 bytes.
+const V4_UNREACH_RW28 = fromHex(
+  "4500003843210000400167860a000002c612000a" + "03033d2600000000" + Buffer.from(V4_SYN_REWRITTEN.subarray(0, 28)).toString("hex"),
+);
+const V4_UNREACH28 = fromHex(
+  "450000384321000040016786c612000a0a000002" + "03035c6600000000" + Buffer.from(V4_SYN.subarray(0, 28)).toString("hex"),
+);
+// The same in IPv6: TCP SYN fd00::2:40000 -> fd00::10:443, rewritten
+// fd00::10:40000 -> fd00::2:8080; the error quotes 48 bytes.
+const V6_SYN = fromHex(
+  "6000000000140640fd000000000000000000000000000002fd000000000000000000000000000010" +
+    "9c4001bb01020304000000005002ffff13ce0000",
+);
+const V6_SYN_REWRITTEN = fromHex(
+  "6000000000140640fd000000000000000000000000000010fd000000000000000000000000000002" +
+    "9c401f9001020304000000005002fffff5f80000",
+);
+const V6_UNREACH_RW48 = fromHex(
+  "6000000000383a40fd000000000000000000000000000002fd000000000000000000000000000010" + "0104e43600000000" +
+    Buffer.from(V6_SYN_REWRITTEN.subarray(0, 48)).toString("hex"),
+);
+const V6_UNREACH48 = fromHex(
+  "6000000000383a40fd000000000000000000000000000010fd000000000000000000000000000002" + "0104020c00000000" +
+    Buffer.from(V6_SYN.subarray(0, 48)).toString("hex"),
+);
+
+wire("test_parse icmp: header fields, error types, the quote, checksum", () => {
+  const w = wireViews();
+  const p = w.put(V4_FRAG_NEEDED);
+  const m = p + 20;
+  assert.ok(w.call("icmp_check_len", m, 8));
+  assert.not.ok(w.call("icmp_check_len", m, 7), "shorter than a header");
+  assert.equal([w.call("icmp_type", m), w.call("icmp_code", m), w.call("icmp_checksum", m)], [3, 4, 0xc834]);
+  assert.is(w.call("icmp_quoted", m), m + 8);
+  assert.ok(w.call("icmp_is_error", m));
+  assert.ok(w.call("icmp_verify_checksum", m, 48));
+  assert.not.ok(w.call("icmp_verify_checksum", m, 44), "the last words left out");
+  for (const [type, error] of [[0, 0], [3, 1], [4, 0], [5, 0], [8, 0], [11, 1], [12, 1], [13, 0]]) {
+    const b = V4_FRAG_NEEDED.slice(20);
+    b[0] = type;
+    assert.is(w.call("icmp_is_error", w.put(b)), error, `ICMP type ${type}`);
+  }
+  // The quote: a whole IPv4 header, the rest may be cut off.
+  const q = m + 8;
+  assert.ok(w.call("ipv4_check_header_len", q, 40));
+  assert.ok(w.call("ipv4_check_header_len", q, 20), "the header alone");
+  assert.not.ok(w.call("ipv4_check_len", q, 28), "a whole packet it is not");
+  assert.not.ok(w.call("ipv4_check_header_len", q, 19));
+  const ihl = V4_SYN.slice();
+  ihl[0] = 0x46;
+  assert.not.ok(w.call("ipv4_check_header_len", w.put(ihl), 20), "IHL 6 past 20 bytes");
+  ihl[0] = 0x44;
+  assert.not.ok(w.call("ipv4_check_header_len", w.put(ihl), 40), "IHL 4");
+  const total = V4_SYN.slice();
+  total[3] = 16;
+  assert.not.ok(w.call("ipv4_check_header_len", w.put(total), 40), "total length below the header");
+});
+
+wire("test_emit icmp and icmpv6: fill_checksum produces the literal bytes", () => {
+  const w = wireViews();
+  const b = V4_FRAG_NEEDED.slice(20);
+  b[2] = 0xde;
+  b[3] = 0xad;
+  const m = w.put(b);
+  assert.not.ok(w.call("icmp_verify_checksum", m, 48));
+  w.call("icmp_fill_checksum", m, 48);
+  assert.equal(Array.from(w.get(m, 48)), Array.from(V4_FRAG_NEEDED.subarray(20)));
+  const p = w.put(V6_TOO_BIG);
+  const m6 = p + 40;
+  assert.equal([w.call("icmp_type", m6), w.call("icmp_code", m6), w.call("icmp_checksum", m6)], [2, 0, 0x8994]);
+  assert.ok(w.call("icmpv6_verify_checksum", m6, p + 8, p + 24, 68));
+  assert.not.ok(w.call("icmpv6_verify_checksum", m6, p + 24, p + 8, 67), "another length is another pseudo-header");
+  assert.not.ok(w.call("icmp_verify_checksum", m6, 68), "ICMPv6 needs its pseudo-header");
+  const c = w.put(V6_TOO_BIG.subarray(8, 24));
+  w.call("ipv6_set_src_addr", p, w.put(V6_TOO_BIG.subarray(24, 40)));
+  assert.not.ok(w.call("icmpv6_verify_checksum", m6, p + 8, p + 24, 68), "the addresses are summed");
+  w.call("ipv6_set_src_addr", p, c);
+  w.call("icmpv6_fill_checksum", m6, p + 8, p + 24, 68);
+  assert.equal(Array.from(w.get(p, V6_TOO_BIG.length)), Array.from(V6_TOO_BIG));
+  for (const [type, error] of [[1, 1], [2, 1], [3, 1], [4, 1], [0, 0], [5, 0], [127, 0], [128, 0], [135, 0]]) {
+    const e = V6_TOO_BIG.slice(40);
+    e[0] = type;
+    assert.is(w.call("icmpv6_is_error", w.put(e)), error, `ICMPv6 type ${type}`);
+  }
+});
+
+wire("the parser's view of an error and of its quote", () => {
+  const w = wireViews();
+  const p = w.put(V4_FRAG_NEEDED);
+  assert.is(w.call("parse", p, V4_FRAG_NEEDED.length, 0), 4);
+  assert.equal([w.call("pk_l4") - p, w.call("pk_l4_len"), w.call("pk_v6")], [20, 48, 0]);
+  const q = p + 28;
+  for (const len of [40, 28, 60]) {
+    assert.is(w.call("parse_quoted", q, len), 0, `${len} bytes`);
+    assert.equal(
+      ["q_v6", "q_proto", "q_ip_len", "q_sport", "q_dport", "q_l4_len"].map((n) => w.call(n)),
+      [0, 6, Math.min(len, 40), 40000, 80, Math.min(len, 40) - 20], `${len} bytes: trailing bytes past the total length are not the packet's`,
+    );
+    assert.equal([w.call("q_src") - q, w.call("q_dst") - q, w.call("q_l4") - q], [12, 16, 20]);
+  }
+  assert.is(w.call("parse_quoted", q, 27), 1, "7 bytes of TCP: no room for what an error must quote");
+  assert.is(w.call("parse_quoted", q, 19), 1, "a header cut short");
+  assert.is(w.call("parse_quoted", q, 0), 1);
+  const frag = V4_SYN.slice();
+  frag[7] = 1;
+  assert.is(w.call("parse_quoted", w.put(frag), 28), 2, "a fragment");
+  const icmp = V4_FRAG_NEEDED.slice();
+  assert.is(w.call("parse_quoted", w.put(icmp), 28), 3, "ICMP in a quote is other");
+  const p6 = w.put(V6_TOO_BIG);
+  assert.is(w.call("parse", p6, V6_TOO_BIG.length, 0), 4);
+  assert.equal([w.call("pk_l4") - p6, w.call("pk_l4_len"), w.call("pk_v6")], [40, 68, 1]);
+  const q6 = p6 + 48;
+  assert.is(w.call("parse_quoted", q6, 56), 0, "hop-by-hop walked within the quote");
+  assert.equal(["q_v6", "q_proto", "q_ip_len", "q_sport", "q_dport", "q_l4_len"].map((n) => w.call(n)), [1, 17, 56, 5353, 53, 8]);
+  assert.is(w.call("parse_quoted", q6, 55), 1, "7 bytes of UDP");
+  assert.is(w.call("parse_quoted", q6, 47), 1, "the hop-by-hop header cut short");
+  assert.is(w.call("parse_quoted", q6, 39), 1);
+});
+
+wire("the parser then nat.ts: literal errors translated to the literal results", () => {
+  for (const [what, from, to, ipLen] of [["IPv4", V4_UNREACH_RW28, V4_UNREACH28, 20], ["IPv6", V6_UNREACH_RW48, V6_UNREACH48, 40]] as const) {
+    const w = wireViews();
+    const p = w.put(from);
+    assert.is(w.call("parse", p, from.length, 1), 4, what);
+    assert.is(w.call("parse_quoted", p + ipLen + 8, from.length - ipLen - 8), 0, what);
+    const n = ipLen === 20 ? 4 : 16;
+    const [s, d] = ipLen === 20 ? [12, 16] : [8, 24];
+    // The error's ends swap; the quote becomes C:40000 -> D:80 (or :443).
+    const c = w.put(from.subarray(s, s + n));
+    const dd = w.put(from.subarray(d, d + n));
+    w.call("translate_icmp_error", dd, c, c, 40000, dd, ipLen === 20 ? 80 : 443);
+    assert.equal(Array.from(w.get(p, from.length)), Array.from(to), what);
   }
 });
 

@@ -4,8 +4,8 @@
  * A packet from the relay is queued for the NETWORK handles as a scripted
  * one is (fake_windivert.c does it, through the deliver function), and its
  * verdict goes back: diverted (the relay drops the original) or not (it
- * goes on unchanged). What the library sends goes to the relay with its
- * checksums as the driver would put them on the wire.
+ * goes on unchanged). What the library sends goes to the relay as the
+ * driver would put it on the wire.
  *
  * Owners. The driver's SOCKET layer names each socket's process as it
  * connects; a relay of Linux packets cannot (wine's processes have Windows
@@ -371,21 +371,12 @@ unsigned long fl_start(fl_deliver_fn deliver, fl_event_fn event, fl_log_fn log) 
   return 0;
 }
 
-void fl_send(int outbound, uint32_t if_idx, int ipcsum, int tcpcsum, int udpcsum, const uint8_t *packet,
-             uint32_t len) {
+void fl_send(int outbound, uint32_t if_idx, const uint8_t *wire, uint32_t len) {
   if (!g_reader || len > LIVE_MAX_PACKET) return;
-  uint8_t *wire = malloc(len ? len : 1);
-  if (!wire) return;
-  memcpy(wire, packet, len);
-  tu_layout l;
-  int which = ipcsum ? 0 : 1;
-  if (tu_parse(wire, len, &l) && ((l.proto == 6 && !tcpcsum) || (l.proto == 17 && !udpcsum))) which |= 2;
-  if (which) tu_fill_checksums(wire, len, which);
   /* As on Windows, a packet whose checksums were said to be right goes out
    * as it is; the receiving stack drops it if they are not. */
   if (!tu_checksums_ok(wire, len)) live_log("live_send_bad_checksum len=%lu", (unsigned long)len);
   if (!send_message(LIVE_INJECT, outbound ? LIVE_F_OUTBOUND : 0, 0, if_idx, wire, len)) live_log("live_send_failed");
-  free(wire);
 }
 
 void fl_stop(void) {

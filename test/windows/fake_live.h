@@ -34,12 +34,11 @@ int fl_configured(void);
  * what it does goes to `log`. 0, or a Windows error code. */
 unsigned long fl_start(fl_deliver_fn deliver, fl_event_fn event, fl_log_fn log);
 
-/* A packet the library sent through a NETWORK handle, as it gave it, with
- * its address's direction, interface and checksum flags: the checksums
- * whose flag is 0 are computed, as the driver does, and the relay puts it
- * on its way. */
-void fl_send(int outbound, uint32_t if_idx, int ipcsum, int tcpcsum, int udpcsum, const uint8_t *packet,
-             uint32_t len);
+/* A packet the library sent through a NETWORK handle (or one the stand-in
+ * re-injects at a handle's close) that no handle below diverted, as it goes
+ * on the wire (the checksums whose flag was 0 computed, as the driver does),
+ * with its direction and interface: the relay puts it on its way. */
+void fl_send(int outbound, uint32_t if_idx, const uint8_t *wire, uint32_t len);
 
 /* Disconnects (the relay then accepts what it still waited on) and waits for
  * the reader to end. */

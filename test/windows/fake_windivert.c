@@ -17,8 +17,25 @@
  *                             (LINE: the script line it came from, without
  *                             hex=; filter: the receiving handle's, to the
  *                             end)
+ *     nomatch layer=0 addr=HEX80 len=L data=HEX script=LINE filter=TEXT
+ *                             one per NETWORK handle a packet was offered
+ *                             to whose filter did not match it (so the
+ *                             packet went on to the next handle, or on its
+ *                             way)
  *     send addr=HEX80 len=L data=HEX
  *                             one per packet sent, as the library gave it
+ *
+ * The driver's diversion, as sys/windivert.c (2.2) does it: a packet (or
+ * event) is offered to the open handles of its layer, highest place first:
+ * higher priority, and of one priority the later opened (the driver gives
+ * it a higher weight). A handle whose receive side is shut down, or whose
+ * filter (the stand-in's evaluator, fake_filter.c) does not match, passes
+ * it on; the first that matches queues it (a SNIFF handle queues a copy and
+ * passes it on). A packet a handle injects is offered only to the handles
+ * below that handle's place. A handle closed with packets queued re-injects
+ * them (unless older than its queue time), so they go on to the handles
+ * below it. After SHUTDOWN_RECV what is queued can still be received; then
+ * a receive fails with ERROR_NO_DATA.
  *
  * Script lines (# starts a comment):
  *   open_error CODE [LAYER]   WinDivertOpen fails with CODE (for LAYER only)
@@ -39,11 +56,18 @@
  *   wait_sent N               waits until N packets were sent this session
  *   batch_begin / batch_end   the packets between are queued at once
  *   mark TEXT                 writes "mark TEXT" to the record
+ *   recv_block / recv_unblock NETWORK receives return nothing (what is
+ *                             diverted stays queued) until recv_unblock
+ *   include PATH              plays the lines of the file PATH, read when
+ *                             this line is reached (after a gate, the test
+ *                             can write into it what it learnt after start)
  *   socket EVENT pid=N proto=tcp|udp local=A:P remote=A:P [loopback]
  *          [ts=+-MS]          EVENT: bind connect listen accept close;
  *                             IPv6 as [addr]:port; loopback: the driver's
  *                             Loopback flag (a connection on the loopback
- *                             interface)
+ *                             interface). close without remote= is a
+ *                             binding's release, with it a connection's
+ *                             end (see socket_endpoint)
  *   packet out|in [loopback] [impostor] [if=N] [sub=N] [ipcsum=0|1]
  *          [tcpcsum=0|1] [udpcsum=0|1] hex=BYTES
  *
@@ -60,6 +84,12 @@
  *   send_failed id=N error=CODE
  *   dropped id=N layer=NAME age_ms=A   (older than the queue time, as the
  *                             driver drops it)
+ *   undiverted layer=NAME script=LINE  (no handle diverted it: on its way)
+ *   rediverted id=N from=M len=L hex=BYTES   (a packet handle M sent,
+ *                             diverted again by handle N below it)
+ *   reinjected id=N len=L hex=BYTES    (queued in handle N when it was
+ *                             closed: the driver sent it on)
+ *   filter_error id=N         (the stand-in could not evaluate its filter)
  *   shutdown id=N how=H
  *   close id=N
  *   mark TEXT
@@ -77,6 +107,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fake_filter.h"
 #include "fake_live.h"
 #include "wd_test_util.h"
 
@@ -128,18 +159,19 @@ typedef struct item {
 
 typedef struct {
   int used, closed, id, layer;
-  char *filter; /* as opened, for the record */
+  char *filter; /* as opened */
   int16_t priority;
   uint64_t flags;
   int shut_recv, shut_send;
   uint64_t queue_length, queue_time, queue_size;
+  item *head, *tail; /* what the driver queued for it */
 } fake_handle;
 
 static SRWLOCK g_lock = SRWLOCK_INIT; /* handles and queues */
 static CONDITION_VARIABLE g_cond = CONDITION_VARIABLE_INIT;
 static fake_handle g_handles[MAX_HANDLES];
-static item *g_head[NLAYERS], *g_tail[NLAYERS];
 static int g_next_id = 1;
+static int g_recv_blocked; /* recv_block: NETWORK receives wait */
 static volatile LONG g_sent; /* packets sent this session */
 static uint64_t g_endpoint = 100;
 
@@ -236,10 +268,8 @@ static void record(const char *what, const uint8_t *a, const uint8_t *data, uint
   free(line);
 }
 
-static char *read_script(void) {
-  char path[MAX_PATH];
-  DWORD n = GetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", path, sizeof path);
-  if (n == 0 || n >= sizeof path) return NULL;
+/* A whole file as text, or NULL. */
+static char *read_text(const char *path) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   fseek(f, 0, SEEK_END);
@@ -252,6 +282,13 @@ static char *read_script(void) {
   }
   fclose(f);
   return s;
+}
+
+static char *read_script(void) {
+  char path[MAX_PATH];
+  DWORD n = GetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", path, sizeof path);
+  if (n == 0 || n >= sizeof path) return NULL;
+  return read_text(path);
 }
 
 /* The value of key=VALUE in a line (copied into out), or NULL. */
@@ -306,25 +343,88 @@ static void each_line(const char *script, int (*fn)(void *ctx, const char *line)
 /* ------------------------------------------------------------------------
  * Queues (g_lock held) */
 
-static void enqueue_locked(int layer, item *it) {
-  it->next = NULL;
-  if (g_tail[layer]) g_tail[layer]->next = it;
-  else g_head[layer] = it;
-  g_tail[layer] = it;
-}
-
-/* Unlinks the first item of a layer's queue and frees it. */
-static void pop_locked(int layer) {
-  item *it = g_head[layer];
-  g_head[layer] = it->next;
-  if (!g_head[layer]) g_tail[layer] = NULL;
+static void item_free(item *it) {
   free(it->data);
   free(it->line);
   free(it);
 }
 
-static void clear_queue_locked(int layer) {
-  while (g_head[layer]) pop_locked(layer);
+static item *item_copy(const item *it) {
+  item *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  memcpy(c->addr, it->addr, A_SIZE);
+  c->len = it->len;
+  c->data = malloc(it->len ? it->len : 1);
+  c->line = it->line ? _strdup(it->line) : NULL;
+  if (!c->data) {
+    item_free(c);
+    return NULL;
+  }
+  memcpy(c->data, it->data, it->len);
+  return c;
+}
+
+static void enqueue_locked(fake_handle *h, item *it) {
+  it->next = NULL;
+  if (h->tail) h->tail->next = it;
+  else h->head = it;
+  h->tail = it;
+}
+
+/* Unlinks the first item of a handle's queue and returns it. */
+static item *dequeue_locked(fake_handle *h) {
+  item *it = h->head;
+  h->head = it->next;
+  if (!h->head) h->tail = NULL;
+  return it;
+}
+
+/* Does handle a have a higher place than b (priority, then the later
+ * opened)? */
+static int placed_above(const fake_handle *a, const fake_handle *b) {
+  return a->priority != b->priority ? a->priority > b->priority : a->id > b->id;
+}
+
+/* The driver diverts one packet or event of `layer` (the comment at the
+ * top): offered to its open handles from the highest place down (only
+ * those below `injector`, when a handle sent it). Takes the item. Returns
+ * the id of the handle that queued it (or a copy of it), or 0. */
+static int divert_locked(int layer, item *it, const fake_handle *injector) {
+  int offered[MAX_HANDLES] = {0}, queued = 0;
+  for (;;) {
+    fake_handle *h = NULL;
+    for (int i = 0; i < MAX_HANDLES; i++) {
+      fake_handle *c = &g_handles[i];
+      if (!c->used || c->closed || c->layer != layer || offered[i] || (injector && !placed_above(injector, c))) continue;
+      if (!h || placed_above(c, h)) h = c;
+    }
+    if (!h) break;
+    offered[h - g_handles] = 1;
+    if (h->shut_recv) continue; /* it queues nothing new */
+    int m = ff_matches(h->filter, it->addr, it->data, it->len);
+    if (m < 0) logf_("filter_error id=%d", h->id);
+    if (m != 1) {
+      if (layer == L_NETWORK) {
+        const char *src = it->line ? it->line : "-";
+        const char *hex = strstr(src, " hex=");
+        char tail[1200];
+        snprintf(tail, sizeof tail, " script=%.*s filter=%s", (int)(hex ? (size_t)(hex - src) : strlen(src)), src,
+                 h->filter);
+        record("nomatch layer=0", it->addr, it->data, it->len, tail);
+      }
+      continue;
+    }
+    queued = h->id;
+    if (h->flags & 1) { /* SNIFF: a copy, and the packet goes on */
+      item *c = item_copy(it);
+      if (c) enqueue_locked(h, c);
+      continue;
+    }
+    enqueue_locked(h, it);
+    return queued;
+  }
+  item_free(it);
+  return queued;
 }
 
 static fake_handle *lookup_handle(HANDLE h) {
@@ -381,6 +481,106 @@ static void put_socket_addr(uint8_t *a, size_t off, const uint8_t net[16], int f
   }
 }
 
+/* The driver's socket endpoints (sys/windivert.c), as the script makes
+ * them. Every SOCKET event names the WFP endpoint it is about (EndpointId)
+ * and, for a connection, its parent (ParentEndpointId); a socket keeps its
+ * endpoint through its events. The driver sends a CLOSE from two places:
+ *   - a binding's release (ALE_RESOURCE_RELEASE): the local address and
+ *     port as bound, the remote end zero, parent 0. A script writes it as
+ *     `socket close` without remote=, after the socket's bind or listen.
+ *   - an endpoint's closure (ALE_ENDPOINT_CLOSURE): the end of every
+ *     connection, one a listener accepted too (then with the listener's
+ *     port, the PID and the connection's remote end). A script writes it as
+ *     `socket close ... remote=R:r`, after the connection's connect or
+ *     accept.
+ * BIND and LISTEN have parent 0 (the driver sets it so); an accepted
+ * connection has the listener's endpoint as parent, a connect 0. */
+typedef struct {
+  uint64_t id, parent;
+  int proto, family, connection;
+  uint8_t local[16], remote[16];
+  uint16_t lport, rport;
+  uint32_t pid;
+} endpoint;
+
+#define MAX_ENDPOINTS 256
+static endpoint g_endpoints[MAX_ENDPOINTS];
+static int g_nendpoints;
+
+static int zero16(const uint8_t a[16]) {
+  static const uint8_t z[16];
+  return memcmp(a, z, 16) == 0;
+}
+
+/* The endpoint the script made with this key (a connection's 5-tuple, or a
+ * binding's local end and PID), or NULL. */
+static endpoint *find_endpoint(int connection, int proto, int family, const uint8_t local[16], uint16_t lport,
+                               const uint8_t remote[16], uint16_t rport, uint32_t pid) {
+  for (int i = 0; i < g_nendpoints; i++) {
+    endpoint *e = &g_endpoints[i];
+    if (e->connection == connection && e->proto == proto && e->family == family && e->lport == lport &&
+        memcmp(e->local, local, 16) == 0 &&
+        (connection ? e->rport == rport && memcmp(e->remote, remote, 16) == 0 : e->pid == pid)) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+/* The listener an accepted connection to (family, local, lport) came
+ * through: one bound to its address, else a wildcard of its family, else
+ * (IPv4) one on [::]. */
+static endpoint *accepting_listener(int family, const uint8_t local[16], uint16_t lport) {
+  endpoint *best = NULL;
+  int best_rank = 0;
+  for (int i = 0; i < g_nendpoints; i++) {
+    endpoint *e = &g_endpoints[i];
+    if (e->connection || e->proto != 6 || e->lport != lport) continue;
+    int rank = e->family != family ? (e->family == 6 && zero16(e->local) ? 1 : 0)
+               : memcmp(e->local, local, 16) == 0 ? 3
+               : zero16(e->local)                  ? 2
+                                                   : 0;
+    if (rank > best_rank) {
+      best = e;
+      best_rank = rank;
+    }
+  }
+  return best;
+}
+
+/* Sets the event's EndpointId and ParentEndpointId, and keeps or forgets
+ * its endpoint. event: the driver's code (3 bind ... 7 close). */
+static void socket_endpoint(uint8_t *a, int event, int proto, int family, const uint8_t local[16], uint16_t lport,
+                            const uint8_t remote[16], uint16_t rport, uint32_t pid) {
+  int connection = event == 4 || event == 6 || (event == 7 && (rport != 0 || !zero16(remote)));
+  endpoint *e = find_endpoint(connection, proto, family, local, lport, remote, rport, pid);
+  endpoint made;
+  if (!e || event == 4 || event == 6) {
+    memset(&made, 0, sizeof made);
+    made.id = ++g_endpoint;
+    made.proto = proto;
+    made.family = family;
+    made.connection = connection;
+    memcpy(made.local, local, 16);
+    memcpy(made.remote, remote, 16);
+    made.lport = lport;
+    made.rport = rport;
+    made.pid = pid;
+    if (event == 6) {
+      endpoint *l = accepting_listener(family, local, lport);
+      made.parent = l ? l->id : 0;
+    }
+    e = &made;
+    if (event != 7 && g_nendpoints < MAX_ENDPOINTS) {
+      g_endpoints[g_nendpoints] = made;
+      e = &g_endpoints[g_nendpoints++];
+    }
+  }
+  put64(a, A_S_ENDPOINT, e->id);
+  put64(a, A_S_PARENT, e->parent);
+  if (event == 7 && e != &made) *e = g_endpoints[--g_nendpoints]; /* closed: forgotten */
+}
+
 static item *socket_item(const char *line) {
   static const char *const events[] = {"bind", "connect", "listen", "accept", "close"};
   static const int codes[] = {3, 4, 5, 6, 7};
@@ -399,7 +599,8 @@ static item *socket_item(const char *line) {
   int fam = 4;
   if (field(line, "local", buf, sizeof buf)) fam = parse_endpoint(buf, laddr, &lport);
   else memset(laddr, 0, 16);
-  if (field(line, "remote", buf, sizeof buf)) parse_endpoint(buf, raddr, &rport);
+  int has_remote = field(line, "remote", buf, sizeof buf) != NULL;
+  if (has_remote) parse_endpoint(buf, raddr, &rport);
   else memset(raddr, 0, 16);
   LARGE_INTEGER freq;
   QueryPerformanceFrequency(&freq);
@@ -409,15 +610,16 @@ static item *socket_item(const char *line) {
   set_bit(a, BIT_OUTBOUND, event != 6); /* ACCEPT is inbound */
   set_bit(a, BIT_LOOPBACK, has_word(line, "loopback"));
   set_bit(a, BIT_IPV6, fam == 6);
-  put64(a, A_S_ENDPOINT, ++g_endpoint);
-  put64(a, A_S_PARENT, 1);
   put32(a, A_S_PID, (uint32_t)field_num(line, "pid", 0));
   put_socket_addr(a, A_S_LADDR, laddr, fam);
-  put_socket_addr(a, A_S_RADDR, raddr, fam);
+  /* No remote end (bind, listen, a release): all zero, not ::ffff:0.0.0.0,
+   * as the driver zeroes it. */
+  if (has_remote) put_socket_addr(a, A_S_RADDR, raddr, fam);
   put16(a, A_S_LPORT, lport);
   put16(a, A_S_RPORT, rport);
   field(line, "proto", buf, sizeof buf);
   a[A_S_PROTO] = (uint8_t)(strcmp(buf, "udp") == 0 ? 17 : 6);
+  socket_endpoint(a, event, a[A_S_PROTO], fam, laddr, lport, raddr, rport, get32(a, A_S_PID));
   return it;
 }
 
@@ -495,6 +697,19 @@ static int play_line(void *ctx, const char *line) {
   } else if (strcmp(word, "mark") == 0) {
     logf_("%s", line);
     return 0;
+  } else if (strcmp(word, "recv_block") == 0 || strcmp(word, "recv_unblock") == 0) {
+    if (!st->batching) AcquireSRWLockExclusive(&g_lock);
+    g_recv_blocked = strcmp(word, "recv_block") == 0;
+    if (!st->batching) ReleaseSRWLockExclusive(&g_lock);
+    WakeAllConditionVariable(&g_cond);
+    logf_("%s", line);
+    return 0;
+  } else if (strcmp(word, "include") == 0) {
+    char *text = read_text(line + 8);
+    if (!text) logf_("bad_script_line %s", line);
+    each_line(text, play_line, st);
+    free(text);
+    return WaitForSingleObject(g_player_stop, 0) == WAIT_OBJECT_0;
   } else if (strcmp(word, "socket") == 0) {
     it = socket_item(line);
     layer = L_SOCKET;
@@ -510,7 +725,10 @@ static int play_line(void *ctx, const char *line) {
   }
   it->line = _strdup(line);
   if (!st->batching) AcquireSRWLockExclusive(&g_lock);
-  enqueue_locked(layer, it);
+  if (!divert_locked(layer, it, NULL)) {
+    const char *hex = strstr(line, " hex=");
+    logf_("undiverted layer=%s script=%.*s", layer_name(layer), (int)(hex ? (size_t)(hex - line) : strlen(line)), line);
+  }
   if (!st->batching) {
     ReleaseSRWLockExclusive(&g_lock);
     WakeAllConditionVariable(&g_cond);
@@ -533,6 +751,7 @@ static void player_start(void) {
   free(g_script);
   g_script = read_script();
   InterlockedExchange(&g_sent, 0);
+  g_nendpoints = 0;
   g_player_stop = CreateEventA(NULL, TRUE, FALSE, NULL);
   g_player = CreateThread(NULL, 0, player, NULL, 0, NULL);
 }
@@ -547,11 +766,11 @@ static void player_stop(void) {
   g_player_stop = NULL;
 }
 
-/* Live mode (fake_live.h): a packet the relay captured, queued for the
- * NETWORK handle as a scripted one is (its script line, in the record, says
- * "live"). 1 when queued; 0 when no NETWORK handle takes packets (none is
- * open, or its receive side is shut down): then it goes on unchanged, as
- * the driver lets it. */
+/* Live mode (fake_live.h): a packet the relay captured, diverted as a
+ * scripted one is (its script line, in the record, says "live"). 1 when a
+ * handle took it; 0 when none did (none open, its receive side shut down,
+ * or no handle's filter matches): then it goes on unchanged, as the driver
+ * lets it. */
 static int live_packet(int outbound, int loopback, uint32_t if_idx, const uint8_t *data, uint32_t len) {
   size_t cap = 64 + 2 * (size_t)len;
   char *line = malloc(cap);
@@ -566,22 +785,11 @@ static int live_packet(int outbound, int loopback, uint32_t if_idx, const uint8_
     return 0;
   }
   it->line = line;
-  int taken = 0;
   AcquireSRWLockExclusive(&g_lock);
-  for (int i = 0; i < MAX_HANDLES && !taken; i++) {
-    const fake_handle *h = &g_handles[i];
-    taken = h->used && !h->closed && h->layer == L_NETWORK && !h->shut_recv;
-  }
-  if (taken) enqueue_locked(L_NETWORK, it);
+  int taken = divert_locked(L_NETWORK, it, NULL) != 0;
   ReleaseSRWLockExclusive(&g_lock);
-  if (!taken) {
-    free(it->data);
-    free(it->line);
-    free(it);
-    return 0;
-  }
   WakeAllConditionVariable(&g_cond);
-  return 1;
+  return taken;
 }
 
 /* Live mode: a socket event, played as a script line is; returns once a
@@ -594,142 +802,15 @@ static void live_event(const char *line) {
   int queued = 1;
   for (int i = 0; i < 500 && queued; i++) {
     AcquireSRWLockShared(&g_lock);
-    queued = g_head[L_SOCKET] != NULL;
+    queued = 0;
+    for (int h = 0; h < MAX_HANDLES; h++) {
+      const fake_handle *f = &g_handles[h];
+      if (f->used && !f->closed && f->layer == L_SOCKET && f->head) queued = 1;
+    }
     ReleaseSRWLockShared(&g_lock);
     if (queued) Sleep(2);
   }
   Sleep(20);
-}
-
-/* ------------------------------------------------------------------------
- * Filters: a syntax check, so the stand-in refuses what WinDivert's filter
- * compiler refuses (test_wd_oracle.c compares the two). It knows the fields
- * and the layers each is valid at (WinDivert 2.2's filter compiler), tests
- * `field` and `field OP value` joined by and/or/&&/|| with not/! and
- * parentheses; anything else (packet[i], payloads, ?:) it refuses. */
-
-#define LN (1 << 0) /* NETWORK */
-#define LM (1 << 1) /* NETWORK_FORWARD */
-#define LF (1 << 2) /* FLOW */
-#define LS (1 << 3) /* SOCKET */
-#define LR (1 << 4) /* REFLECT */
-#define L_PACKET (LN | LM)
-#define L_ALL (LN | LM | LF | LS | LR)
-
-static const struct {
-  const char *name;
-  int layers;
-} FILTER_FIELDS[] = {
-    {"true", L_ALL}, {"false", L_ALL}, {"zero", L_ALL}, {"event", L_ALL}, {"timestamp", L_ALL},
-    {"inbound", LN | LF | LS}, {"outbound", LN | LF | LS}, {"loopback", LN | LF | LS},
-    {"ip", L_PACKET | LF | LS}, {"ipv6", L_PACKET | LF | LS}, {"icmp", L_PACKET | LF | LS},
-    {"icmpv6", L_PACKET | LF | LS}, {"tcp", L_PACKET | LF | LS}, {"udp", L_PACKET | LF | LS},
-    {"localAddr", LN | LF | LS}, {"remoteAddr", LN | LF | LS}, {"localPort", LN | LF | LS},
-    {"remotePort", LN | LF | LS}, {"protocol", LN | LF | LS}, {"processId", LF | LS | LR},
-    {"endpointId", LF | LS}, {"parentEndpointId", LF | LS}, {"layer", LR}, {"priority", LR},
-    {"ifIdx", L_PACKET}, {"subIfIdx", L_PACKET}, {"impostor", L_PACKET}, {"fragment", L_PACKET},
-    {"length", L_PACKET}, {"ip.SrcAddr", L_PACKET}, {"ip.DstAddr", L_PACKET}, {"ip.Protocol", L_PACKET},
-    {"ip.TTL", L_PACKET}, {"ipv6.SrcAddr", L_PACKET}, {"ipv6.DstAddr", L_PACKET}, {"ipv6.NextHdr", L_PACKET},
-    {"ipv6.HopLimit", L_PACKET}, {"tcp.SrcPort", L_PACKET}, {"tcp.DstPort", L_PACKET}, {"tcp.Syn", L_PACKET},
-    {"tcp.Ack", L_PACKET}, {"tcp.Fin", L_PACKET}, {"tcp.Rst", L_PACKET}, {"tcp.PayloadLength", L_PACKET},
-    {"udp.SrcPort", L_PACKET}, {"udp.DstPort", L_PACKET}, {"udp.PayloadLength", L_PACKET},
-    {"icmp.Type", L_PACKET}, {"icmp.Code", L_PACKET}, {"icmpv6.Type", L_PACKET}, {"icmpv6.Code", L_PACKET},
-};
-
-/* The symbolic values (WinDivert's upper-case macros). */
-static const char *const FILTER_CONSTANTS[] = {"TRUE", "FALSE", "TCP", "UDP", "ICMP", "ICMPV6", "PACKET",
-                                               "ESTABLISHED", "DELETED", "BIND", "CONNECT", "LISTEN", "ACCEPT",
-                                               "CLOSE", "OPEN", "NETWORK", "NETWORK_FORWARD", "FLOW", "SOCKET",
-                                               "REFLECT"};
-
-typedef struct {
-  const char *p;
-  int layer_bit;
-  char tok[64];
-} filter_parser;
-
-static int word_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '.' || c == ':'; }
-
-/* The next token into f->tok ("" at the end); 0 on a character no token
- * starts with. */
-static int next_token(filter_parser *f) {
-  while (*f->p == ' ' || *f->p == '\t' || *f->p == '\r' || *f->p == '\n') f->p++;
-  const char *s = f->p;
-  size_t n = 0;
-  static const char *const ops[] = {"&&", "||", "==", "!=", "<=", ">=", "=", "<", ">", "!", "(", ")", "-"};
-  if (!*s) {
-    f->tok[0] = '\0';
-    return 1;
-  }
-  for (size_t i = 0; i < sizeof ops / sizeof ops[0] && !n; i++) {
-    if (strncmp(s, ops[i], strlen(ops[i])) == 0) n = strlen(ops[i]);
-  }
-  if (!n) {
-    while (word_char(s[n])) n++;
-  }
-  if (!n || n >= sizeof f->tok) return 0;
-  memcpy(f->tok, s, n);
-  f->tok[n] = '\0';
-  f->p = s + n;
-  return 1;
-}
-
-/* A number (decimal or 0x hex), an IPv4 or IPv6 address, or a constant. */
-static int is_value(const char *t) {
-  uint8_t a[16];
-  if (strchr(t, ':')) return InetPtonA(AF_INET6, t, a) == 1;
-  if (strchr(t, '.')) return InetPtonA(AF_INET, t, a) == 1;
-  if (t[0] == '0' && t[1] == 'x') return t[2] && strspn(t + 2, "0123456789abcdefABCDEF") == strlen(t + 2);
-  if (isdigit((unsigned char)t[0])) return strspn(t, "0123456789") == strlen(t);
-  for (size_t i = 0; i < sizeof FILTER_CONSTANTS / sizeof FILTER_CONSTANTS[0]; i++) {
-    if (strcmp(t, FILTER_CONSTANTS[i]) == 0) return 1;
-  }
-  return 0;
-}
-
-static int parse_or(filter_parser *f);
-
-/* test := not* ( '(' or ')' | field [OP ['-'] value] ) */
-static int parse_test(filter_parser *f) {
-  while (strcmp(f->tok, "not") == 0 || strcmp(f->tok, "!") == 0) {
-    if (!next_token(f)) return 0;
-  }
-  if (strcmp(f->tok, "(") == 0) {
-    if (!next_token(f) || !parse_or(f) || strcmp(f->tok, ")") != 0) return 0;
-    return next_token(f);
-  }
-  int known = 0;
-  for (size_t i = 0; i < sizeof FILTER_FIELDS / sizeof FILTER_FIELDS[0]; i++) {
-    if (strcmp(f->tok, FILTER_FIELDS[i].name) == 0) known = (FILTER_FIELDS[i].layers & f->layer_bit) != 0;
-  }
-  if (!known || !next_token(f)) return 0;
-  static const char *const cmps[] = {"==", "=", "!=", "<", "<=", ">", ">="};
-  for (size_t i = 0; i < sizeof cmps / sizeof cmps[0]; i++) {
-    if (strcmp(f->tok, cmps[i]) == 0) {
-      if (!next_token(f)) return 0;
-      if (strcmp(f->tok, "-") == 0 && !next_token(f)) return 0;
-      return is_value(f->tok) && next_token(f);
-    }
-  }
-  return 1;
-}
-
-/* or := test (('and'|'&&'|'or'|'||') test)* */
-static int parse_or(filter_parser *f) {
-  if (!parse_test(f)) return 0;
-  while (strcmp(f->tok, "and") == 0 || strcmp(f->tok, "&&") == 0 || strcmp(f->tok, "or") == 0 ||
-         strcmp(f->tok, "||") == 0) {
-    if (!next_token(f) || !parse_test(f)) return 0;
-  }
-  return 1;
-}
-
-/* 1 when WinDivert compiles the filter at this layer (as far as the
- * stand-in knows filters). */
-static int filter_compiles(const char *filter, int layer) {
-  if (!filter || layer < 0 || layer >= NLAYERS) return 0;
-  filter_parser f = {filter, 1 << layer, ""};
-  return next_token(&f) && f.tok[0] && parse_or(&f) && f.tok[0] == '\0';
 }
 
 /* ------------------------------------------------------------------------
@@ -776,8 +857,8 @@ static int find_driver_version(void *ctx, const char *line) {
   return 0;
 }
 
+/* Queues a scripted REFLECT OPEN event for the REFLECT handle `ctx`. */
 static int queue_reflect(void *ctx, const char *line) {
-  (void)ctx;
   if (strncmp(line, "reflect ", 8) != 0) return 0;
   item *it = calloc(1, sizeof *it);
   if (!it) return 0;
@@ -799,7 +880,16 @@ static int queue_reflect(void *ctx, const char *line) {
   put64(a, A_R_FLAGS, (uint64_t)field_num(line, "flags", 0));
   put16(a, A_R_PRIORITY, (uint16_t)(int16_t)field_num(line, "priority", 0));
   it->line = _strdup(line);
-  enqueue_locked(L_REFLECT, it);
+  enqueue_locked(ctx, it);
+  return 0;
+}
+
+/* Is a NETWORK handle other than h open? */
+static int other_network_open_locked(const fake_handle *h) {
+  for (int i = 0; i < MAX_HANDLES; i++) {
+    const fake_handle *c = &g_handles[i];
+    if (c != h && c->used && !c->closed && c->layer == L_NETWORK) return 1;
+  }
   return 0;
 }
 
@@ -814,7 +904,7 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
   /* The DLL's checks (layer, flags, priority, filter), then the driver's:
    * FLOW and REFLECT need SNIFF|RECV_ONLY, SOCKET needs RECV_ONLY. */
   if (!error && (layer < 0 || layer >= NLAYERS || priority < -30000 || priority > 30000 || (flags & ~0x3full) ||
-                 (flags & 3) == 3 || (flags & 0xc) == 0xc || !filter_compiles(filter, layer) ||
+                 (flags & 3) == 3 || (flags & 0xc) == 0xc || !ff_compiles(filter, layer) ||
                  ((layer == L_REFLECT || layer == 2) && (flags & 5) != 5) || (layer == L_SOCKET && !(flags & 4)))) {
     error = 87;
   }
@@ -847,14 +937,11 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
   h->queue_length = 4096;
   h->queue_time = 2000;
   h->queue_size = 4194304;
-  if (layer == L_REFLECT) {
-    clear_queue_locked(L_REFLECT);
-    each_line(script, queue_reflect, NULL);
-  }
-  if (layer == L_SOCKET) clear_queue_locked(L_SOCKET);
-  if (layer == L_NETWORK) {
-    clear_queue_locked(L_NETWORK);
+  if (layer == L_REFLECT) each_line(script, queue_reflect, h);
+  if (layer == L_NETWORK && !other_network_open_locked(h)) {
+    /* A session's first NETWORK handle (a filter change opens a second). */
     g_recv_errors_left = 0;
+    g_recv_blocked = 0;
     each_line(script, find_recv_error, NULL);
   }
   ReleaseSRWLockExclusive(&g_lock);
@@ -887,8 +974,11 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     SetLastError(g_recv_error);
     return FALSE;
   }
-  while (!g_head[layer] && !h->shut_recv && !h->closed) SleepConditionVariableSRW(&g_cond, &g_lock, INFINITE, 0);
-  if (!g_head[layer]) {
+  /* recv_block: NETWORK receives wait (what is diverted stays queued). */
+  while (!h->closed && ((layer == L_NETWORK && g_recv_blocked) || (!h->head && !h->shut_recv))) {
+    SleepConditionVariableSRW(&g_cond, &g_lock, INFINITE, 0);
+  }
+  if (!h->head) {
     ReleaseSRWLockExclusive(&g_lock);
     SetLastError(h->closed ? ERROR_OPERATION_ABORTED : 232 /* ERROR_NO_DATA */);
     return FALSE;
@@ -901,13 +991,13 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
   LARGE_INTEGER freq;
   QueryPerformanceFrequency(&freq);
   int64_t oldest = qpc_now() - (int64_t)h->queue_time * (freq.QuadPart / 1000);
-  while (g_head[layer] && count < max_addr / A_SIZE) {
-    item *it = g_head[layer];
+  while (h->head && count < max_addr / A_SIZE) {
+    item *it = h->head;
     int64_t ts = (int64_t)get64(it->addr, A_TIMESTAMP);
     if (ts < oldest) {
       logf_("dropped id=%d layer=%s age_ms=%lld", h->id, layer_name(layer),
             (long long)((qpc_now() - ts) / (freq.QuadPart / 1000)));
-      pop_locked(layer);
+      item_free(dequeue_locked(h));
       continue;
     }
     uint32_t len = it->len;
@@ -929,7 +1019,7 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
     if (len == it->len) record(what, it->addr, it->data, len, tail); /* a cut packet was not delivered */
     used += len;
     count++;
-    pop_locked(layer);
+    item_free(dequeue_locked(h));
     if (cut) break;
   }
   int id = h->id;
@@ -944,24 +1034,65 @@ FAKE_API BOOL WinDivertRecvEx(HANDLE handle, void *packet, UINT packet_len, UINT
   return TRUE;
 }
 
-/* Logs one injected packet as it would go on the wire. */
-static void log_send(int id, const uint8_t *a, const uint8_t *p, uint32_t len) {
+/* An injected packet as it goes on the wire: the driver recomputes each
+ * checksum whose flag is 0. NULL when out of memory. */
+static uint8_t *wire_copy(const uint8_t *a, const uint8_t *p, uint32_t len) {
   uint8_t *wire = malloc(len ? len : 1);
-  char *hex = malloc(2 * (size_t)len + 1);
-  if (!wire || !hex) {
-    free(wire);
-    free(hex);
-    return;
-  }
+  if (!wire) return NULL;
   memcpy(wire, p, len);
-  int ok_as_given = tu_checksums_ok(wire, len);
-  /* The driver recomputes each checksum whose flag is 0. */
   int which = (bit(a, BIT_IPCSUM) ? 0 : 1);
   tu_layout l;
   if (tu_parse(wire, len, &l) && ((l.proto == 6 && !bit(a, BIT_TCPCSUM)) || (l.proto == 17 && !bit(a, BIT_UDPCSUM)))) {
     which |= 2;
   }
   if (which) tu_fill_checksums(wire, len, which);
+  return wire;
+}
+
+/* A packet a handle injects (or re-injects at its close) goes on to the
+ * handles below `from`'s place, as a packet the driver diverts anew: seen
+ * again by one of them, or on its way. Returns the id of the handle that
+ * diverted it, or 0. */
+static int inject_below(const fake_handle *from, const uint8_t *a, const uint8_t *wire, uint32_t len) {
+  item *it = calloc(1, sizeof *it);
+  char line[128];
+  snprintf(line, sizeof line, "packet %s%s if=%lu sub=%lu injected_by=%d", bit(a, BIT_OUTBOUND) ? "out" : "in",
+           bit(a, BIT_LOOPBACK) ? " loopback" : "", (unsigned long)get32(a, A_IFIDX),
+           (unsigned long)get32(a, A_SUBIFIDX), from->id);
+  if (!it || !(it->data = malloc(len ? len : 1)) || !(it->line = _strdup(line))) {
+    if (it) item_free(it);
+    return 0;
+  }
+  memcpy(it->data, wire, len);
+  it->len = len;
+  /* A NETWORK packet event, injected by WinDivert itself (no impostor), its
+   * checksums as on the wire. */
+  memcpy(it->addr, a, A_SIZE);
+  put64(it->addr, A_TIMESTAMP, (uint64_t)qpc_now());
+  put32(it->addr, A_BITS, (get32(a, A_BITS) & ~0xffffu) | L_NETWORK);
+  set_bit(it->addr, BIT_SNIFFED, 0);
+  set_bit(it->addr, BIT_IMPOSTOR, 0);
+  set_bit(it->addr, BIT_IPV6, len > 0 && (wire[0] >> 4) == 6);
+  set_bit(it->addr, BIT_IPCSUM, 1);
+  set_bit(it->addr, BIT_TCPCSUM, 1);
+  set_bit(it->addr, BIT_UDPCSUM, 1);
+  AcquireSRWLockExclusive(&g_lock);
+  int id = divert_locked(L_NETWORK, it, from);
+  ReleaseSRWLockExclusive(&g_lock);
+  WakeAllConditionVariable(&g_cond);
+  return id;
+}
+
+/* Logs one injected packet as it would go on the wire. */
+static void log_send(int id, const uint8_t *a, const uint8_t *p, uint32_t len) {
+  uint8_t *wire = wire_copy(a, p, len);
+  char *hex = malloc(2 * (size_t)len + 1);
+  if (!wire || !hex) {
+    free(wire);
+    free(hex);
+    return;
+  }
+  int ok_as_given = tu_checksums_ok(p, len);
   tu_hex(wire, len, hex);
   logf_("send id=%d outbound=%d loopback=%d impostor=%d ipcsum=%d tcpcsum=%d udpcsum=%d if=%lu sub=%lu len=%lu "
         "csum_ok=%d given_ok=%d hex=%s",
@@ -977,6 +1108,12 @@ FAKE_API BOOL WinDivertSendEx(HANDLE handle, const void *packet, UINT packet_len
   AcquireSRWLockExclusive(&g_lock);
   fake_handle *h = lookup_handle(handle);
   int id = h ? h->id : 0;
+  fake_handle place; /* its place among the handles, for what it injects */
+  memset(&place, 0, sizeof place);
+  if (h) {
+    place.id = h->id;
+    place.priority = h->priority;
+  }
   DWORD error = 0;
   if (!h) error = ERROR_INVALID_HANDLE;
   else if (flags || overlapped || !addr || addr_len < A_SIZE || addr_len > 255 * A_SIZE || addr_len % A_SIZE ||
@@ -1006,8 +1143,14 @@ FAKE_API BOOL WinDivertSendEx(HANDLE handle, const void *packet, UINT packet_len
     const uint8_t *a = addr + (size_t)i * A_SIZE;
     log_send(id, a, p, len);
     record("send", a, p, len, "");
-    fl_send(bit(a, BIT_OUTBOUND), get32(a, A_IFIDX), bit(a, BIT_IPCSUM), bit(a, BIT_TCPCSUM), bit(a, BIT_UDPCSUM), p,
-            len); /* live mode */
+    /* The handles below this one's place see it (a second NETWORK handle
+     * of one priority: the one opened earlier); if none takes it, in live
+     * mode it goes on its way. */
+    uint8_t *wire = wire_copy(a, p, len);
+    int again = wire ? inject_below(&place, a, wire, len) : 0;
+    if (wire && !again) fl_send(bit(a, BIT_OUTBOUND), get32(a, A_IFIDX), wire, len);
+    free(wire);
+    if (again) logf_("rediverted id=%d from=%d len=%u", again, id, len);
     off += len;
     InterlockedIncrement(&g_sent);
   }
@@ -1045,18 +1188,45 @@ FAKE_API BOOL WinDivertClose(HANDLE handle) {
   }
   h->closed = 1;
   int id = h->id, layer = h->layer;
+  int last_network = layer == L_NETWORK && !other_network_open_locked(h);
   ReleaseSRWLockExclusive(&g_lock);
   WakeAllConditionVariable(&g_cond);
-  if (layer == L_NETWORK) {
-    player_stop();
-    fl_stop();
-  }
+  if (last_network) player_stop();
   AcquireSRWLockExclusive(&g_lock);
-  clear_queue_locked(layer);
+  item *left = h->head;
+  h->head = h->tail = NULL;
+  fake_handle place; /* its place, for what it re-injects */
+  memset(&place, 0, sizeof place);
+  place.id = id;
+  place.priority = h->priority;
+  int reinject = layer == L_NETWORK && !(h->flags & 1);
+  uint64_t queue_time = h->queue_time;
   free(h->filter);
   h->filter = NULL;
   h->used = 0;
   ReleaseSRWLockExclusive(&g_lock);
+  /* What is still queued: re-injected by the driver (a NETWORK handle that
+   * does not sniff, the packet younger than the queue time), else freed. */
+  LARGE_INTEGER freq;
+  QueryPerformanceFrequency(&freq);
+  int64_t oldest = qpc_now() - (int64_t)queue_time * (freq.QuadPart / 1000);
+  while (left) {
+    item *it = left;
+    left = it->next;
+    if (reinject && (int64_t)get64(it->addr, A_TIMESTAMP) >= oldest) {
+      char *hex = malloc(2 * (size_t)it->len + 1);
+      if (hex) tu_hex(it->data, it->len, hex);
+      logf_("reinjected id=%d len=%lu hex=%s", id, (unsigned long)it->len, hex ? hex : "");
+      free(hex);
+      int again = inject_below(&place, it->addr, it->data, it->len);
+      if (again) logf_("rediverted id=%d from=%d len=%lu", again, id, (unsigned long)it->len);
+      else fl_send(bit(it->addr, BIT_OUTBOUND), get32(it->addr, A_IFIDX), it->data, it->len); /* live mode */
+    } else if (layer == L_NETWORK) {
+      logf_("dropped id=%d layer=%s at close", id, layer_name(layer));
+    }
+    item_free(it);
+  }
+  if (last_network) fl_stop(); /* live mode: no handle diverts any more */
   logf_("close id=%d", id);
   return TRUE;
 }
@@ -1100,13 +1270,25 @@ FAKE_API BOOL WinDivertHelperCompileFilter(const char *filter, int layer, char *
                                            const char **error_str, UINT *error_pos) {
   (void)object;
   (void)object_len;
-  if (!filter_compiles(filter, layer)) {
+  if (!ff_compiles(filter, layer)) {
     if (error_str) *error_str = filter && filter[0] ? "Filter not understood by the stand-in" : "Filter expression is empty";
     if (error_pos) *error_pos = 0;
     SetLastError(ERROR_INVALID_PARAMETER);
     return FALSE;
   }
   return TRUE;
+}
+
+/* Whether the filter matches the packet or event, with the stand-in's
+ * evaluator (test_wd_oracle.c compares it with the real one). */
+FAKE_API BOOL WinDivertHelperEvalFilter(const char *filter, const void *packet, UINT packet_len, const uint8_t *addr) {
+  int eventonly = addr && (addr[8] == 2 || addr[8] == 3);
+  int m = (eventonly && packet) ? -1 : ff_matches(filter, addr, packet, packet_len);
+  if (m < 0) {
+    SetLastError(ERROR_INVALID_PARAMETER);
+    return FALSE;
+  }
+  return m == 1;
 }
 
 /* Plain WinDivertRecv/Send, as in the real DLL (the library uses the Ex

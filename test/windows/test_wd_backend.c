@@ -1,7 +1,8 @@
 /* The Windows backend's pieces, below the public ABI (linked with the static
  * library): the WINDIVERT_ADDRESS layout against WinDivert's documented
- * one, the socket tables and process paths with real Win32 calls under
- * wine, and the backend's diagnostics with the stand-in WinDivert.dll.
+ * one, the NETWORK filter built from a capture scope, the socket tables and
+ * process paths with real Win32 calls under wine, the backend's diagnostics
+ * and the stand-in WinDivert.dll's driver behaviour.
  *
  *   test_wd_backend.exe CASE
  */
@@ -15,9 +16,14 @@
 
 #include "capture/backend.h"
 #include "check.h"
+#include "wd_sockets.h"
 #include "host.h"
+#include "capture/windivert/filter.h"
+#include "capture/windivert/handles.h"
 #include "capture/windivert/owners.h"
 #include "capture/windivert/windivert.h"
+#include "wd_scopes.h"
+#include "wd_test_util.h"
 
 /* ------------------------------------------------------------------------
  * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS
@@ -170,7 +176,7 @@ TEST_CASE(tables) {
   send(cli, "x", 1, 0);
   recv(acc, buf, sizeof buf, 0);
   struct sockaddr_in ua;
-  SOCKET u = used_udp_socket(&ua);
+  SOCKET u = used_udp_socket(&ua, INADDR_LOOPBACK, 0);
   wr_owners *o = wr_owners_new();
   CHECK(o && wr_owners_tables_error(o)[0] == '\0', "iphlpapi loaded: %s", o ? wr_owners_tables_error(o) : "");
   uint32_t self = GetCurrentProcessId(), err = 0;
@@ -240,6 +246,108 @@ static size_t diagnostics_with(const wr_backend_options *opts, const char *scrip
   return n;
 }
 
+/* ------------------------------------------------------------------------
+ * The NETWORK filter from a capture scope (filter.c). The real DLL compiles
+ * each of these texts in test_wd_oracle.c. */
+
+/* NET_FILTER_ALSO: OR-ed into every NETWORK filter. */
+#define ICMP NET_ICMP_ERRORS
+
+static void expect_filter(const wr_capture_scope *s, const char *want, int narrowed, int tests) {
+  char out[WR_WD_FILTER_CAP];
+  wr_wd_filter_info info;
+  size_t n = wr_wd_net_filter(s, out, sizeof out, &info);
+  CHECK(n == strlen(out) && strcmp(out, want) == 0, "filter\n  is       %s\n  expected %s", out, want);
+  CHECK(info.narrowed == narrowed && info.tests == tests && !info.too_long,
+        "%s: narrowed %d (expected %d), %d tests (expected %d), too long %d", want, info.narrowed, narrowed, info.tests,
+        tests, info.too_long);
+}
+
+TEST_CASE(filter_text) {
+  wr_capture_scope s;
+  /* Nothing to capture: the ICMP errors only (NET_FILTER_ALSO: 5 comparisons). */
+  ws_clear(&s, 0);
+  expect_filter(&s, ICMP, 0, 5);
+  /* The protocols but nothing of theirs to capture (no side, no app port). */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP);
+  expect_filter(&s, ICMP, 0, 5);
+  ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_LOOPBACK);
+  expect_filter(&s, NET_FILTER, 0, 4 + 5);
+  ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP);
+  expect_filter(&s, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP, 0, 5 + 5);
+  /* A side with any port and any network is everything: the app ports add nothing. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_PORT | WR_SCOPE_REMOTE_ANY_NET);
+  ws_app(&s, 8080);
+  expect_filter(&s, "((ip or ipv6) and tcp and not loopback) or " ICMP, 0, 4 + 5);
+  /* Ports on the remote side (outbound), the app port. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET | WR_SCOPE_LOOPBACK);
+  ws_range(&s.remote, 443, 443);
+  ws_range(&s.remote, 8000, 8100);
+  ws_app(&s, 8080);
+  expect_filter(&s,
+                "((ip or ipv6) and tcp and ((remotePort == 443 or (remotePort >= 8000 and remotePort <= 8100)) or "
+                "localPort == 8080)) or " ICMP,
+                1, 7 + 5);
+  /* Networks of both families on the local side (inbound), several app ports. */
+  ws_clear(&s, WR_SCOPE_UDP | WR_SCOPE_LOCAL | WR_SCOPE_LOCAL_ANY_PORT);
+  ws_net(&s.local, "10.1.2.3", 8); /* host bits: cleared */
+  ws_net(&s.local, "192.0.2.7", 32);
+  ws_net(&s.local, "0.0.0.0", 0);
+  ws_net(&s.local, "fd00::", 8);
+  ws_net(&s.local, "2001:db8::5", 128);
+  ws_app(&s, 8080);
+  ws_app(&s, 9090);
+  expect_filter(&s,
+                "((ip or ipv6) and udp and not loopback and (((localAddr >= 10.0.0.0 and localAddr <= "
+                "10.255.255.255) or localAddr == 192.0.2.7 or (localAddr >= 0.0.0.0 and localAddr <= "
+                "255.255.255.255) or (localAddr >= fd00:0:0:0:0:0:0:0 and localAddr <= "
+                "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff) or localAddr == 2001:db8:0:0:0:0:0:5) or localPort == 8080 "
+                "or localPort == 9090)) or " ICMP,
+                1, 4 + 8 + 2 + 5);
+  /* Both sides with ports and networks. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_REMOTE | WR_SCOPE_LOCAL);
+  ws_range(&s.remote, 53, 53);
+  ws_net(&s.remote, "198.18.0.0", 15);
+  ws_range(&s.local, 22, 22);
+  ws_range(&s.local, 80, 81);
+  ws_net(&s.local, "10.0.0.5", 32);
+  expect_filter(&s,
+                "((ip or ipv6) and (tcp or udp) and not loopback and ((remotePort == 53 and (remoteAddr >= 198.18.0.0 "
+                "and remoteAddr <= 198.19.255.255)) or ((localPort == 22 or (localPort >= 80 and localPort <= 81)) and "
+                "localAddr == 10.0.0.5))) or " ICMP,
+                1, 5 + 3 + 4 + 5);
+  /* A side whose list is empty (not any) matches nothing: only the app port is left. */
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET);
+  ws_app(&s, 8080);
+  expect_filter(&s, "((ip or ipv6) and tcp and not loopback and (localPort == 8080)) or " ICMP, 1, 5 + 5);
+}
+
+TEST_CASE(filter_limits) {
+  wr_capture_scope s;
+  char out[WR_WD_FILTER_CAP];
+  wr_wd_filter_info info;
+  ws_at_limit(&s, 0);
+  size_t n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && info.narrowed && !info.too_long && info.tests == WR_WD_FILTER_TESTS_MAX,
+        "at the limit: narrowed %d, too long %d, %d tests", info.narrowed, info.too_long, info.tests);
+  CHECK(info.tokens > 0 && info.tokens <= WR_WD_FILTER_TOKENS_MAX, "%d tokens", info.tokens);
+  ws_at_limit(&s, 1);
+  n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && !info.narrowed && info.too_long &&
+            strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP) == 0,
+        "one more: the protocols' whole traffic (%s), too long %d", out, info.too_long);
+  ws_largest(&s);
+  n = wr_wd_net_filter(&s, out, sizeof out, &info);
+  CHECK(n > 0 && info.too_long && strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP) == 0,
+        "the largest scope: %s", out);
+  /* Arguments. */
+  CHECK(wr_wd_net_filter(&s, out, WR_WD_FILTER_CAP - 1, &info) == 0, "a buffer below WR_WD_FILTER_CAP: 0");
+  CHECK(wr_wd_net_filter(NULL, out, sizeof out, &info) == 0, "no scope: 0");
+  CHECK(wr_wd_net_filter(&s, NULL, sizeof out, &info) == 0, "no buffer: 0");
+  ws_clear(&s, 0);
+  CHECK(wr_wd_net_filter(&s, out, sizeof out, NULL) == strlen(ICMP) && strcmp(out, ICMP) == 0, "info may be NULL");
+}
+
 TEST_CASE(diagnostics) {
   char dir[MAX_PATH], tmp[MAX_PATH], script[MAX_PATH], log[MAX_PATH];
   GetModuleFileNameA(NULL, dir, sizeof dir);
@@ -283,38 +391,6 @@ TEST_CASE(diagnostics) {
   DeleteFileA(log);
 }
 
-/* A TCP socket listening on addr (family 4 or 6, any when NULL) at port;
- * IPv6 sockets only for IPv6. INVALID_SOCKET when it cannot. */
-static SOCKET listen_on(int family, const char *addr, uint16_t port) {
-  WSADATA w;
-  WSAStartup(MAKEWORD(2, 2), &w);
-  SOCKET s = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  if (s == INVALID_SOCKET) return s;
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof ss);
-  int len;
-  if (family == 6) {
-    DWORD on = 1;
-    setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&on, sizeof on);
-    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-    a->sin6_family = AF_INET6;
-    a->sin6_port = htons(port);
-    if (addr) inet_pton(AF_INET6, addr, &a->sin6_addr);
-    len = sizeof *a;
-  } else {
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    if (addr) inet_pton(AF_INET, addr, &a->sin_addr);
-    len = sizeof *a;
-  }
-  if (bind(s, (struct sockaddr *)&ss, len) != 0 || listen(s, 4) != 0) {
-    closesocket(s);
-    return INVALID_SOCKET;
-  }
-  return s;
-}
-
 /* The diagnostics say where the app port is listened on, and what is
  * wrong: redirected connections arrive addressed to the client's own
  * address, so only a wildcard listener of each family gets them. */
@@ -331,13 +407,7 @@ TEST_CASE(listening) {
   wr_engine *e = wr_engine_new(GetCurrentProcessId(), err, sizeof err);
   CHECK(e != NULL, "engine: %s", err);
   if (!e) return;
-  /* A free port: bound once, then let go. */
-  SOCKET probe = listen_on(4, NULL, 0);
-  struct sockaddr_in pa;
-  int plen = sizeof pa;
-  getsockname(probe, (struct sockaddr *)&pa, &plen);
-  uint16_t port = ntohs(pa.sin_port);
-  closesocket(probe);
+  uint16_t port = free_port();
   wr_engine_set_app_port(e, port);
   CHECK(wr_engine_start(e, (uint32_t)GetTickCount64(), err, sizeof err) == 0, "engine start");
   wr_backend_options opts = {e, dir, port, 0};
@@ -348,7 +418,13 @@ TEST_CASE(listening) {
   SOCKET lo = listen_on(4, "127.0.0.1", port);
   CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
   diagnostics_with(&opts, script, "", diag, sizeof diag);
-  CHECK(strstr(diag, "TCP bound to a specific address only") != NULL, "127.0.0.1 only: %s", diag);
+  CHECK(strstr(diag, "TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]") != NULL,
+        "127.0.0.1 only: %s", diag);
+  closesocket(lo);
+  lo = listen_on(6, "::1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on [::1]");
+  diagnostics_with(&opts, script, "", diag, sizeof diag);
+  CHECK(strstr(diag, "TCP bound to a specific address only ([::1])") != NULL, "[::1] only: %s", diag);
   closesocket(lo);
   SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
   CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");
@@ -378,21 +454,43 @@ static DWORD WINAPI blocked_receive(LPVOID h) {
   return ok ? 0 : GetLastError();
 }
 
-TEST_CASE(standin) {
+typedef struct {
+  HMODULE dll;
+  wd_open_fn open;
+  wd_send_ex_fn send_ex;
+  wd_shutdown_fn shutdown;
+  wd_close_fn close;
+} standin_api;
+
+/* The stand-in, loaded directly, to play `script` (a path; NULL: none), its
+ * record going to `log` (NULL: none). 0 when it cannot be loaded. */
+static int load_standin(standin_api *api, const char *script, const char *log) {
   char path[MAX_PATH];
   GetModuleFileNameA(NULL, path, sizeof path);
   strcpy(strrchr(path, '\\'), "\\fakewd\\WinDivert.dll");
-  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", NULL);
-  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", NULL);
-  HMODULE dll = LoadLibraryA(path);
-  CHECK(dll != NULL, "load %s", path);
-  if (!dll) return;
-  wd_open_fn open = (wd_open_fn)(void (*)(void))GetProcAddress(dll, "WinDivertOpen");
-  wd_send_ex_fn send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertSendEx");
-  wd_shutdown_fn shutdown_fn = (wd_shutdown_fn)(void (*)(void))GetProcAddress(dll, "WinDivertShutdown");
-  wd_close_fn close_fn = (wd_close_fn)(void (*)(void))GetProcAddress(dll, "WinDivertClose");
-  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(dll, "WinDivertRecvEx");
-  CHECK(open && send_ex && shutdown_fn && close_fn && g_recv_ex, "exports");
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_SCRIPT", script);
+  SetEnvironmentVariableA("WR_FAKE_WINDIVERT_LOG", log);
+  memset(api, 0, sizeof *api);
+  api->dll = LoadLibraryA(path);
+  CHECK(api->dll != NULL, "load %s", path);
+  if (!api->dll) return 0;
+  api->open = (wd_open_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertOpen");
+  api->send_ex = (wd_send_ex_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertSendEx");
+  api->shutdown = (wd_shutdown_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertShutdown");
+  api->close = (wd_close_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertClose");
+  g_recv_ex = (wd_recv_ex_fn)(void (*)(void))GetProcAddress(api->dll, "WinDivertRecvEx");
+  CHECK(api->open && api->send_ex && api->shutdown && api->close && g_recv_ex, "exports");
+  return api->open && api->send_ex && api->shutdown && api->close && g_recv_ex;
+}
+
+TEST_CASE(standin) {
+  standin_api api;
+  if (!load_standin(&api, NULL, NULL)) return;
+  HMODULE dll = api.dll;
+  wd_open_fn open = api.open;
+  wd_send_ex_fn send_ex = api.send_ex;
+  wd_shutdown_fn shutdown_fn = api.shutdown;
+  wd_close_fn close_fn = api.close;
   CHECK(open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF) == INVALID_HANDLE_VALUE && GetLastError() == 87,
         "SOCKET without RECV_ONLY is 87");
   HANDLE h = open("true", WD_LAYER_NETWORK, 0, 0);
@@ -415,6 +513,139 @@ TEST_CASE(standin) {
         "send after SHUTDOWN_SEND is 232");
   CHECK(close_fn(h), "close");
   FreeLibrary(dll);
+}
+
+/* What a receive gives now: 1 a packet (its bytes' length in *len), 0 none
+ * (the handle shut down first, so it does not block), -1 an error. */
+static int take_one(HANDLE h, wd_shutdown_fn shutdown_fn, int shut, UINT *len) {
+  uint8_t buf[2048];
+  wd_address addr[4];
+  UINT alen = sizeof addr;
+  if (shut) shutdown_fn(h, WD_SHUTDOWN_RECV);
+  *len = 0;
+  if (g_recv_ex(h, buf, sizeof buf, len, 0, addr, &alen, NULL)) return alen == WD_ADDRESS_SIZE ? 1 : -1;
+  return GetLastError() == 232 ? 0 : -1;
+}
+
+/* The stand-in's driver, where the filter switch depends on it (the driver,
+ * sys/windivert.c 2.2): of two NETWORK handles at one priority the later
+ * opened is placed above; a packet one injects is diverted again by a
+ * handle below it whose filter matches and whose receive side is open,
+ * never by one above; after SHUTDOWN_RECV what is queued is still received;
+ * closing a handle with packets queued re-injects them. */
+TEST_CASE(standin_driver) {
+  char tmp[MAX_PATH], log[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(log, sizeof log, "%swr-standin-%lu.log", tmp, (unsigned long)GetCurrentProcessId());
+  DeleteFileA(log);
+  standin_api api;
+  if (!load_standin(&api, NULL, log)) return;
+  uint8_t pkt[128];
+  static const uint8_t c[4] = {10, 0, 0, 5}, d[4] = {93, 184, 216, 34};
+  tu_tuple t;
+  memset(&t, 0, sizeof t);
+  memcpy(t.src, c, 4);
+  memcpy(t.dst, d, 4);
+  t.sport = 50000;
+  t.dport = 443;
+  UINT n = (UINT)tu_tcp(pkt, &t, 1, 0, TU_SYN, NULL), sent = 0, got = 0;
+  wd_address a;
+  memset(&a, 0, sizeof a);
+  a.outbound = 1;
+  a.ip_checksum = a.tcp_checksum = a.udp_checksum = 1;
+  HANDLE old_h = api.open("tcp", WD_LAYER_NETWORK, -1000, 0);
+  HANDLE new_h = api.open("tcp.DstPort == 443", WD_LAYER_NETWORK, -1000, 0);
+  HANDLE udp_h = api.open("udp", WD_LAYER_NETWORK, -2000, 0);
+  CHECK(old_h != INVALID_HANDLE_VALUE && new_h != INVALID_HANDLE_VALUE && udp_h != INVALID_HANDLE_VALUE, "open");
+  /* Sent through the later (upper) one: the earlier one diverts it again. */
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "send through the upper handle");
+  CHECK(api.send_ex(old_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "send through the lower handle");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 1 && got == n, "the lower handle diverted what the upper one sent");
+  /* What the lower one sent went past both (the UDP handle below does not match). */
+  CHECK(take_one(new_h, api.shutdown, 1, &got) == 0, "the upper handle never sees what either sends");
+  /* Shut down: it diverts nothing more, but what it queued is still received. */
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "queued for the lower handle");
+  api.shutdown(old_h, WD_SHUTDOWN_RECV);
+  CHECK(api.send_ex(new_h, pkt, n, &sent, 0, &a, sizeof a, NULL), "sent after its SHUTDOWN_RECV");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 1, "queued before the shutdown: still received");
+  CHECK(take_one(old_h, api.shutdown, 0, &got) == 0, "nothing more: ERROR_NO_DATA");
+  CHECK(api.close(old_h) && api.close(new_h), "close");
+  /* Closed with a packet queued: the driver re-injects it. */
+  HANDLE lower = api.open("true", WD_LAYER_NETWORK, 5, 0), upper = api.open("true", WD_LAYER_NETWORK, 6, 0);
+  CHECK(api.send_ex(upper, pkt, n, &sent, 0, &a, sizeof a, NULL), "queued for the lower handle");
+  CHECK(api.close(lower) && api.close(upper) && api.close(udp_h), "close with it queued");
+  char *text = NULL;
+  FILE *f = fopen(log, "rb");
+  if (f) {
+    text = calloc(1, 1 << 16);
+    fread(text, 1, (1 << 16) - 1, f);
+    fclose(f);
+  }
+  CHECK(text && strstr(text, "rediverted id=1 from=2") && strstr(text, "reinjected id=4"),
+        "the log says so:\n%s", text ? text : "(none)");
+  free(text);
+  DeleteFileA(log);
+  FreeLibrary(api.dll);
+}
+
+/* The stand-in's SOCKET events carry endpoints as the driver's do: a
+ * socket keeps its EndpointId through its events; an accepted connection's
+ * parent is its listener; a connection's CLOSE has its remote end, the
+ * listener's release (ALE resource release) none and parent 0. */
+TEST_CASE(standin_socket_endpoints) {
+  char tmp[MAX_PATH], script[MAX_PATH];
+  GetTempPathA(sizeof tmp, tmp);
+  snprintf(script, sizeof script, "%swr-endpoints-%lu.script", tmp, (unsigned long)GetCurrentProcessId());
+  FILE *f = fopen(script, "wb");
+  fputs("socket listen pid=7 proto=tcp local=0.0.0.0:8443\n"
+        "socket accept pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.7:40001\n"
+        "socket accept pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.8:40002\n"
+        "socket close pid=7 proto=tcp local=10.0.0.5:8443 remote=198.51.100.7:40001\n"
+        "socket close pid=7 proto=tcp local=0.0.0.0:8443\n",
+        f);
+  fclose(f);
+  standin_api api;
+  if (!load_standin(&api, script, NULL)) return;
+  HMODULE dll = api.dll;
+  wd_open_fn open = api.open;
+  wd_recv_ex_fn recv_ex = g_recv_ex;
+  wd_close_fn close_fn = api.close;
+  HANDLE sock = open("true", WD_LAYER_SOCKET, 0, WD_FLAG_SNIFF | WD_FLAG_RECV_ONLY);
+  HANDLE net = open("false", WD_LAYER_NETWORK, 0, 0); /* starts the script */
+  CHECK(sock != INVALID_HANDLE_VALUE && net != INVALID_HANDLE_VALUE, "open");
+  wd_address ev[5];
+  UINT n = 0;
+  while (n < 5) {
+    UINT alen = (UINT)((5 - n) * sizeof ev[0]), got = 0;
+    if (!recv_ex(sock, NULL, 0, &got, 0, &ev[n], &alen, NULL)) break;
+    n += alen / (UINT)sizeof ev[0];
+  }
+  CHECK(n == 5, "%u events", n);
+  if (n == 5) {
+    const wd_socket_data *listen = &ev[0].u.socket, *acc1 = &ev[1].u.socket, *acc2 = &ev[2].u.socket;
+    const wd_socket_data *end1 = &ev[3].u.socket, *release = &ev[4].u.socket;
+    CHECK(listen->parent_endpoint_id == 0, "LISTEN: parent 0");
+    CHECK(acc1->endpoint_id != listen->endpoint_id && acc2->endpoint_id != acc1->endpoint_id,
+          "each accepted connection an endpoint of its own");
+    CHECK(acc1->parent_endpoint_id == listen->endpoint_id && acc2->parent_endpoint_id == listen->endpoint_id,
+          "accepted connections: the listener is their parent");
+    CHECK(ev[3].event == WD_EVENT_SOCKET_CLOSE && end1->endpoint_id == acc1->endpoint_id &&
+              end1->parent_endpoint_id == listen->endpoint_id,
+          "a connection's CLOSE: its own endpoint and parent");
+    CHECK(end1->local_port == 8443 && end1->remote_port == 40001 && end1->remote_addr[0] == 0xc6336407 &&
+              end1->process_id == 7,
+          "a connection's CLOSE: the listener's port and PID, the remote end");
+    CHECK(release->endpoint_id == listen->endpoint_id && release->parent_endpoint_id == 0,
+          "the listener's release: its endpoint, parent 0");
+    static const uint32_t zero[4];
+    CHECK(release->remote_port == 0 && memcmp(release->remote_addr, zero, sizeof zero) == 0 &&
+              release->local_port == 8443 && release->local_addr[0] == 0 && release->local_addr[1] == 0xffff,
+          "the listener's release: its address as bound (::ffff:0.0.0.0), no remote end");
+  }
+  close_fn(net);
+  close_fn(sock);
+  FreeLibrary(dll);
+  DeleteFileA(script);
 }
 
 int main(int argc, char **argv) { return tests_main(argc, argv); }

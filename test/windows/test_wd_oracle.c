@@ -5,12 +5,26 @@
  *
  *   filters    every handle the backend opens (shim/capture/windivert/handles.h): its
  *              filter compiles at its layer
+ *   built_filters  the NETWORK filters the backend builds from capture
+ *              scopes (filter.c), for a table of configurations (through
+ *              the real engine) and of scopes at WinDivert's limits:
+ *              each compiles at the NETWORK layer, into fewer than 256
+ *              tests (what the driver takes) and no more than the builder
+ *              counted, the stand-in compiles it too, and the real
+ *              WinDivertOpen passes it
+ *   eval       on a table of filters (the built ones among them) and of
+ *              packets and events, the stand-in's WinDivertHelperEvalFilter
+ *              (the evaluator it diverts with) agrees with the real one
  *   compile    on a table of filters and layers, the stand-in's
  *              WinDivertHelperCompileFilter agrees with the real one
  *   delivered  every packet and event the stand-in handed the library in
  *              the other windivert tests (its WR_FAKE_WINDIVERT_RECORD)
  *              matches the receiving handle's filter: the real driver would
- *              have delivered it; and its address holds, as the real DLL
+ *              have delivered it; every packet it offered a NETWORK handle
+ *              and did not divert to it does not match that handle's filter
+ *              (the real driver would not have diverted it either: a
+ *              loopback packet and a `not loopback` filter); and its
+ *              address holds, as the real DLL
  *              reads it, what the script line it came from says (event,
  *              PID, protocol, endpoints, direction, interface, flags); and
  *              no loopback packet arrives inbound, and a connection to a
@@ -19,7 +33,9 @@
  *   checksums  every packet the library sent parses as one whole packet
  *              (WinDivertHelperParsePacket), and one sent with a checksum
  *              marked valid keeps that checksum through
- *              WinDivertHelperCalcChecksums
+ *              WinDivertHelperCalcChecksums, as does every ICMP/ICMPv6
+ *              message's (the driver has no flag for it: it takes it as
+ *              right)
  *   open_args  WinDivertOpen on a table of argument sets, the backend's
  *              among them: the real DLL's argument checks pass the
  *              backend's, and the stand-in refuses what the real DLL (or,
@@ -36,7 +52,10 @@
 #include <string.h>
 
 #include "check.h"
+#include "capture/windivert/filter.h"
 #include "capture/windivert/handles.h"
+#include "host.h"
+#include "wd_scopes.h"
 #include "wd_test_util.h"
 
 typedef BOOL(__cdecl *eval_filter_fn)(const char *filter, const void *packet, UINT packet_len, const void *addr);
@@ -171,6 +190,13 @@ typedef struct {
 
 static const filter_row FILTER_ROWS[] = {
     {"!loopback and (tcp or udp)", WD_LAYER_NETWORK},
+    {"not (tcp or udp)", WD_LAYER_NETWORK},
+    {"not not loopback and tcp", WD_LAYER_NETWORK},
+    {"(ip or ipv6) and tcp and not loopback and ((remotePort == 443 and (remoteAddr >= 93.184.216.0 and "
+     "remoteAddr <= 93.184.216.255)) or localPort == 8080)",
+     WD_LAYER_NETWORK},
+    {"remoteAddr >= fd00:0:0:0:0:0:0:0 and remoteAddr <= fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", WD_LAYER_NETWORK},
+    {"localAddr == 2001:db8:0:0:0:0:0:5", WD_LAYER_NETWORK},
     {"not loopback && (ip || ipv6) && (tcp || udp)", WD_LAYER_NETWORK},
     {"outbound and tcp.DstPort == 443", WD_LAYER_NETWORK},
     {"tcp.SrcPort == 8080 or udp.SrcPort == 8080", WD_LAYER_NETWORK},
@@ -216,6 +242,313 @@ TEST_CASE(compile) {
           layer_name(r->layer), real_ok ? "compiles" : "refuses", real_ok ? "" : real_why,
           standin_ok ? "compiles it" : "refuses it");
   }
+  FreeLibrary(standin.dll);
+  FreeLibrary(real.dll);
+}
+
+/* ------------------------------------------------------------------------
+ * built_filters */
+
+/* How many tests a compiled filter object holds: "@WinDiv_", a version and
+ * a length, each a number of 5-bit digits, most significant first, the
+ * last one marked (dll/windivert_shared.c, WinDivertSerializeFilter). -1
+ * when it is no such object. */
+static int object_length(const char *object) {
+  static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+=";
+  if (strncmp(object, "@WinDiv_", 8) != 0) return -1;
+  const char *p = object + 8;
+  long value = -1;
+  for (int number = 0; number < 2; number++) {
+    value = 0;
+    for (;; p++) {
+      const char *d = *p ? strchr(digits, *p) : NULL;
+      if (!d) return -1;
+      int digit = (int)(d - digits);
+      value = value * 32 + (digit & 31);
+      if (digit >= 32) {
+        p++;
+        break;
+      }
+    }
+  }
+  return (int)value;
+}
+
+typedef struct {
+  const char *what;
+  const char *config; /* NULL: the scope is made by hand */
+  uint16_t app_port;
+  int narrowed, too_long; /* what the builder must say */
+} built_row;
+
+static const built_row BUILT_ROWS[] = {
+    {"nothing to intercept", "{}", 8080, 0, 0},
+    {"no app port", "{\"intercept_pids\": [1234]}", 0, 0, 0},
+    {"loopback bypassed (the defaults)", "{\"intercept_pids\": [1234]}", 8080, 0, 0},
+    {"loopback intercepted", "{\"intercept_pids\": [1234], \"bypass\": []}", 8080, 0, 0},
+    {"tcp only", "{\"intercept\": \"curl\", \"protocols\": [\"tcp\"]}", 8080, 0, 0},
+    {"udp, inbound only", "{\"intercept\": \"curl\", \"protocols\": \"udp\", \"directions\": [\"inbound\"]}",
+     8080, 0, 0},
+    {"ports and ranges", "{\"intercept_pids\": [1], \"ports\": [443, \"8000-8100\", 53, \"1-1023\"]}", 8080, 1, 0},
+    {"destinations v4 and v6",
+     "{\"intercept_pids\": [1], \"destinations\": [\"198.18.0.0/15\", \"10.0.0.1\", \"fd00::/8\", \"2001:db8::1\", "
+     "\"0.0.0.0/0\", \"::/1\"]}",
+     8080, 1, 0},
+    {"ports, destinations, outbound only",
+     "{\"intercept_pids\": [1], \"ports\": [443], \"destinations\": [\"93.184.216.0/24\"], \"directions\": "
+     "[\"outbound\"], \"bypass\": [\"multicast\"]}",
+     65535, 1, 0},
+    {"128 ports outbound (fits)", NULL, 0, 1, 0},
+    {"128 ports both ways (too long)", NULL, 0, 0, 1},
+    {"at the builder's limit", NULL, 0, 1, 0},
+    {"one past it", NULL, 0, 0, 1},
+    {"the largest lists", NULL, 0, 0, 1},
+};
+
+/* The scope of a row: through the real engine (configuration and app port)
+ * or by hand. */
+static int row_scope(const built_row *r, wr_capture_scope *s) {
+  if (!r->config) {
+    if (strstr(r->what, "limit")) ws_at_limit(s, 0);
+    else if (strstr(r->what, "past")) ws_at_limit(s, 1);
+    else if (strstr(r->what, "largest")) ws_largest(s);
+    else {
+      ws_clear(s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET |
+                      (strstr(r->what, "both") ? WR_SCOPE_LOCAL | WR_SCOPE_LOCAL_ANY_NET : 0));
+      ws_app(s, 8080);
+      ws_ports(&s->remote, WR_SCOPE_PORTS_CAP, 2);
+      if (strstr(r->what, "both")) ws_ports(&s->local, WR_SCOPE_PORTS_CAP, 2);
+    }
+    return 1;
+  }
+  char err[256];
+  wr_engine *e = wr_engine_new(GetCurrentProcessId(), err, sizeof err);
+  CHECK(e != NULL, "engine: %s", err);
+  if (!e) return 0;
+  int ok = wr_engine_config(e, r->config, strlen(r->config), err, sizeof err) == 0;
+  CHECK(ok, "%s: config %s: %s", r->what, r->config, err);
+  wr_engine_set_app_port(e, r->app_port);
+  ok = ok && wr_engine_capture_scope(e, s) == 0;
+  wr_engine_free(e);
+  return ok;
+}
+
+/* Every row's filter, into filters[i] (each WR_WD_FILTER_CAP). */
+static void built_filters(char (*filters)[WR_WD_FILTER_CAP], wr_wd_filter_info *infos) {
+  for (size_t i = 0; i < sizeof BUILT_ROWS / sizeof BUILT_ROWS[0]; i++) {
+    wr_capture_scope s;
+    filters[i][0] = '\0';
+    memset(&infos[i], 0, sizeof infos[i]);
+    if (row_scope(&BUILT_ROWS[i], &s)) wr_wd_net_filter(&s, filters[i], WR_WD_FILTER_CAP, &infos[i]);
+  }
+}
+
+#define BUILT_N (sizeof BUILT_ROWS / sizeof BUILT_ROWS[0])
+static char g_built[BUILT_N][WR_WD_FILTER_CAP];
+static wr_wd_filter_info g_built_info[BUILT_N];
+
+TEST_CASE(built_filters) {
+  wd_dll real, standin;
+  if (!load_real(&real) || !load_standin(&standin)) return;
+  built_filters(g_built, g_built_info);
+  static char object[65536];
+  for (size_t i = 0; i < BUILT_N; i++) {
+    const built_row *r = &BUILT_ROWS[i];
+    const char *f = g_built[i];
+    const wr_wd_filter_info *in = &g_built_info[i];
+    const char *why = "";
+    UINT pos = 0;
+    BOOL ok = f[0] && real.compile(f, WD_LAYER_NETWORK, object, sizeof object, &why, &pos);
+    int tests = ok ? object_length(object) : -1;
+    printf("%-34s %3d tests (builder %3d, %d tokens)%s: %.110s%s\n", r->what, tests, in->tests, in->tokens,
+           in->too_long ? ", lists left out" : "", f, strlen(f) > 110 ? "..." : "");
+    CHECK(ok, "%s: the real DLL compiles \"%.200s\": %s at %u", r->what, f, why ? why : "?", pos);
+    CHECK(tests >= 1 && tests < 256 && tests <= (in->tests ? in->tests : 1),
+          "%s: %d tests in the compiled object (the driver takes fewer than 256; the builder counted %d)", r->what,
+          tests, in->tests);
+    CHECK(in->narrowed == r->narrowed && in->too_long == r->too_long, "%s: narrowed %d (expected %d), too long %d (%d)",
+          r->what, in->narrowed, r->narrowed, in->too_long, r->too_long);
+    CHECK(standin.compile(f, WD_LAYER_NETWORK, NULL, 0, &why, &pos), "%s: the stand-in compiles it too", r->what);
+    /* Past the DLL's own checks: it stops at the missing driver (1060). */
+    SetLastError(0);
+    HANDLE h = real.open(f, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS | WD_FLAG_NO_INSTALL);
+    DWORD e = GetLastError();
+    if (h != INVALID_HANDLE_VALUE && h != NULL) real.close(h);
+    CHECK(e == WD_ERROR_SERVICE_DOES_NOT_EXIST, "%s: the real WinDivertOpen passes it (error %lu)", r->what,
+          (unsigned long)e);
+  }
+  /* The rows say what they are. */
+  CHECK(strcmp(g_built[0], NET_ICMP_ERRORS) == 0 && strcmp(g_built[1], NET_ICMP_ERRORS) == 0,
+        "nothing to capture: the ICMP errors only");
+  CHECK(strcmp(g_built[2], "((ip or ipv6) and (tcp or udp) and not loopback) or " NET_ICMP_ERRORS) == 0,
+        "the defaults: %s", g_built[2]);
+  CHECK(strcmp(g_built[3], NET_FILTER) == 0, "loopback intercepted: %s", g_built[3]);
+  FreeLibrary(standin.dll);
+  FreeLibrary(real.dll);
+}
+
+/* ------------------------------------------------------------------------
+ * eval */
+
+typedef struct {
+  const char *what;
+  wd_address addr;
+  uint8_t data[128];
+  UINT len;
+} eval_event;
+
+static void packet_event(eval_event *e, const char *what, int v6, const char *src, uint16_t sport, const char *dst,
+                         uint16_t dport, int udp, int outbound, int loopback) {
+  memset(e, 0, sizeof *e);
+  e->what = what;
+  tu_tuple t;
+  memset(&t, 0, sizeof t);
+  t.v6 = v6;
+  inet_pton(v6 ? AF_INET6 : AF_INET, src, t.src);
+  inet_pton(v6 ? AF_INET6 : AF_INET, dst, t.dst);
+  t.sport = sport;
+  t.dport = dport;
+  e->len = (UINT)(udp ? tu_udp(e->data, &t, "datagram") : tu_tcp(e->data, &t, 1, 0, TU_SYN, NULL));
+  e->addr.layer = WD_LAYER_NETWORK;
+  e->addr.outbound = (unsigned)outbound;
+  e->addr.loopback = (unsigned)loopback;
+  e->addr.ipv6 = (unsigned)v6;
+  e->addr.ip_checksum = e->addr.tcp_checksum = e->addr.udp_checksum = 1;
+  e->addr.u.network.if_idx = 7;
+  e->addr.u.network.sub_if_idx = 3;
+}
+
+/* An ICMP (v4: destination unreachable) or ICMPv6 (packet too big) error
+ * arriving, quoting zeros. */
+static void icmp_event(eval_event *e, const char *what, int v6) {
+  memset(e, 0, sizeof *e);
+  e->what = what;
+  uint8_t *p = e->data;
+  if (!v6) {
+    static const uint8_t h[20] = {0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 1, 10, 0, 0, 5};
+    memcpy(p, h, sizeof h);
+    p[20] = 3; /* type */
+    p[21] = 4; /* code */
+    e->len = 56;
+  } else {
+    p[0] = 0x60;
+    p[5] = 48; /* payload length */
+    p[6] = 58;
+    p[7] = 64;
+    inet_pton(AF_INET6, "2001:db8::1", p + 8);
+    inet_pton(AF_INET6, "fd00::2", p + 24);
+    p[40] = 2; /* type: packet too big */
+    e->len = 88;
+  }
+  e->addr.layer = WD_LAYER_NETWORK;
+  e->addr.ipv6 = (unsigned)v6;
+  e->addr.ip_checksum = e->addr.tcp_checksum = e->addr.udp_checksum = 1;
+  e->addr.u.network.if_idx = 7;
+}
+
+/* A SOCKET CONNECT event (no packet): IPv4 ends as ::ffff:a.b.c.d. */
+static void socket_event(eval_event *e, const char *what, const char *local, uint16_t lport, const char *remote,
+                         uint16_t rport, int loopback) {
+  memset(e, 0, sizeof *e);
+  e->what = what;
+  e->addr.layer = WD_LAYER_SOCKET;
+  e->addr.event = WD_EVENT_SOCKET_CONNECT;
+  e->addr.sniffed = 1;
+  e->addr.outbound = 1;
+  e->addr.loopback = (unsigned)loopback;
+  uint8_t l[4], r[4];
+  inet_pton(AF_INET, local, l);
+  inet_pton(AF_INET, remote, r);
+  e->addr.u.socket.local_addr[0] = (uint32_t)l[0] << 24 | (uint32_t)l[1] << 16 | (uint32_t)l[2] << 8 | l[3];
+  e->addr.u.socket.remote_addr[0] = (uint32_t)r[0] << 24 | (uint32_t)r[1] << 16 | (uint32_t)r[2] << 8 | r[3];
+  e->addr.u.socket.local_addr[1] = e->addr.u.socket.remote_addr[1] = 0xffff;
+  e->addr.u.socket.local_port = lport;
+  e->addr.u.socket.remote_port = rport;
+  e->addr.u.socket.process_id = 1234;
+  e->addr.u.socket.protocol = 6;
+}
+
+static const char *const EVAL_FILTERS[] = {
+    "true", "false", "zero", "tcp", "udp", "not udp", "ip", "ipv6", "icmp", "loopback", "not loopback", "!loopback",
+    "impostor", "outbound", "inbound and tcp", "tcp.DstPort == 443", "not tcp.DstPort == 443", "tcp.DstPort != 443",
+    "not tcp.DstPort != 443", "udp.SrcPort == 53 or udp.DstPort == 53", "tcp.Syn and not tcp.Ack", "tcp.Syn == 0",
+    "remotePort == 443", "localPort == 50000", "remotePort >= 50 and remotePort <= 60", "remotePort < 1024",
+    "remotePort > 1023", "protocol == TCP", "protocol == 17", "length > 60", "length <= 60",
+    "ifIdx == 7 and subIfIdx == 3", "remoteAddr == 93.184.216.34", "localAddr == 10.0.0.5",
+    "remoteAddr >= 93.184.216.0 and remoteAddr <= 93.184.216.255",
+    "remoteAddr >= 0.0.0.0 and remoteAddr <= 255.255.255.255",
+    "remoteAddr >= fd00:0:0:0:0:0:0:0 and remoteAddr <= fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    "localAddr == fd00::2", "remoteAddr == ::1 or remoteAddr == 127.0.0.1", "ip.DstAddr == 93.184.216.34",
+    "ip.SrcAddr < 10.0.0.6", "ipv6.SrcAddr == fd00::2", "ip.TTL > 0", "ipv6.HopLimit > 0", "event == PACKET",
+    "tcp and (remotePort == 443 or localPort == 443) or udp and remotePort == 53",
+    "not loopback and (tcp or udp) and (remotePort == 80 or localPort == 8080)",
+    "icmp.Type == 3 and icmp.Code == 4", "icmpv6.Type >= 1 and icmpv6.Type <= 4", "not icmp.Type == 3",
+    "icmp and remotePort == 3", "icmpv6 and localPort == 0",
+};
+
+static const char *const EVAL_SOCKET_FILTERS[] = {
+    "tcp or udp", "udp", "loopback", "not loopback", "remoteAddr == 127.0.0.1 or remoteAddr == ::1",
+    "processId == 1234 and localPort == 50000", "event == CONNECT", "remotePort == 443", "localAddr == 10.0.0.5",
+    "remoteAddr >= 93.184.216.0 and remoteAddr <= 93.184.216.255", "ipv6",
+};
+
+/* Both DLLs' verdict: 1 match, 0 no match, -1 an error (with its code). */
+static int eval_with(const wd_dll *d, const char *filter, const eval_event *e, DWORD *err) {
+  int eventonly = e->addr.layer == WD_LAYER_SOCKET;
+  SetLastError(0);
+  BOOL m = d->eval(filter, eventonly ? NULL : e->data, eventonly ? 0 : e->len, &e->addr);
+  *err = GetLastError();
+  return m ? 1 : *err ? -1 : 0;
+}
+
+static int g_evaluated, g_matched;
+
+static void eval_agree(const wd_dll *real, const wd_dll *standin, const char *filter, const eval_event *e) {
+  DWORD re = 0, se = 0;
+  int r = eval_with(real, filter, e, &re), st = eval_with(standin, filter, e, &se);
+  g_evaluated++;
+  g_matched += r == 1;
+  CHECK(r == st, "\"%.200s\" on %s: the real DLL says %d (error %lu), the stand-in %d (error %lu)", filter, e->what,
+        r, (unsigned long)re, st, (unsigned long)se);
+}
+
+TEST_CASE(eval) {
+  wd_dll real, standin;
+  if (!load_real(&real) || !load_standin(&standin)) return;
+  standin.eval = (eval_filter_fn)(void *)GetProcAddress(standin.dll, "WinDivertHelperEvalFilter");
+  CHECK(standin.eval != NULL, "the stand-in exports WinDivertHelperEvalFilter");
+  if (!standin.eval) return;
+  eval_event ev[11];
+  packet_event(&ev[0], "a TCP SYN out to 93.184.216.34:443", 0, "10.0.0.5", 50000, "93.184.216.34", 443, 0, 1, 0);
+  packet_event(&ev[1], "a TCP reply in from 93.184.216.34:443", 0, "93.184.216.34", 443, "10.0.0.5", 50000, 0, 0, 0);
+  packet_event(&ev[2], "a UDP query out to 192.0.2.53:53", 0, "10.0.0.5", 53000, "192.0.2.53", 53, 1, 1, 0);
+  packet_event(&ev[3], "an IPv6 TCP SYN out", 1, "fd00::2", 40000, "fd00:198:18::10", 80, 0, 1, 0);
+  packet_event(&ev[4], "an IPv6 UDP datagram in", 1, "2001:db8::9", 5353, "fd00::2", 8080, 1, 0, 0);
+  packet_event(&ev[5], "a loopback TCP SYN", 0, "127.0.0.1", 50070, "127.0.0.1", 5432, 0, 1, 1);
+  packet_event(&ev[6], "a proxy reply from the app port", 0, "10.0.0.5", 8080, "93.184.216.34", 50000, 0, 1, 0);
+  icmp_event(&ev[7], "an ICMP destination unreachable in", 0);
+  icmp_event(&ev[8], "an ICMPv6 packet too big in", 1);
+  socket_event(&ev[9], "a SOCKET CONNECT to 93.184.216.34:443", "10.0.0.5", 50000, "93.184.216.34", 443, 0);
+  socket_event(&ev[10], "a SOCKET CONNECT to 127.0.0.1:5432", "127.0.0.1", 50070, "127.0.0.1", 5432, 1);
+  built_filters(g_built, g_built_info);
+  for (size_t i = 0; i < 9; i++) {
+    for (size_t k = 0; k < sizeof EVAL_FILTERS / sizeof EVAL_FILTERS[0]; k++) {
+      eval_agree(&real, &standin, EVAL_FILTERS[k], &ev[i]);
+    }
+    for (size_t k = 0; k < BUILT_N; k++) {
+      if (g_built[k][0]) eval_agree(&real, &standin, g_built[k], &ev[i]);
+    }
+  }
+  for (size_t i = 9; i < 11; i++) {
+    for (size_t k = 0; k < sizeof EVAL_SOCKET_FILTERS / sizeof EVAL_SOCKET_FILTERS[0]; k++) {
+      eval_agree(&real, &standin, EVAL_SOCKET_FILTERS[k], &ev[i]);
+    }
+  }
+  /* A filter neither compiles, and a packet field at the SOCKET layer: errors both. */
+  eval_agree(&real, &standin, "tcp and", &ev[0]);
+  eval_agree(&real, &standin, "tcp.DstPort == 443", &ev[9]);
+  printf("%d evaluations, %d matches: the stand-in agrees with the real DLL on each\n", g_evaluated, g_matched);
+  CHECK(g_matched > 50 && g_evaluated - g_matched > 50, "the table has matches and misses both");
   FreeLibrary(standin.dll);
   FreeLibrary(real.dll);
 }
@@ -471,6 +804,23 @@ static void check_delivered(const wd_dll *real, const record_line *r, int lineno
   }
 }
 
+static int g_nomatch_loopback;
+
+/* A packet the stand-in offered a NETWORK handle and did not divert to it:
+ * the handle's filter must not match it (nor fail on it). */
+static void check_not_diverted(const wd_dll *real, const record_line *r, int lineno) {
+  CHECK(r->filter != NULL && r->layer == WD_LAYER_NETWORK, "record line %d: a NETWORK packet, with the filter", lineno);
+  if (!r->filter) return;
+  SetLastError(0);
+  BOOL match = real->eval(r->filter, r->data, r->len, r->addr);
+  DWORD err = GetLastError();
+  CHECK(!match && err == 0,
+        "record line %d: the stand-in did not divert on a handle with filter \"%s\" what the real DLL says it "
+        "matches (%s, error %lu; script: %s)",
+        lineno, r->filter, match ? "match" : "no match", (unsigned long)err, r->script ? r->script : "");
+  if (addr_bit(r->addr, BIT_LOOPBACK)) g_nomatch_loopback++;
+}
+
 TEST_CASE(delivered) {
   wd_dll real;
   if (!load_real(&real)) return;
@@ -479,13 +829,17 @@ TEST_CASE(delivered) {
          g_by_layer[3], g_by_layer[4]);
   CHECK(g_by_layer[WD_LAYER_NETWORK] > 0 && g_by_layer[WD_LAYER_SOCKET] > 0,
         "the record holds NETWORK packets and SOCKET events (run the whole windivert label)");
+  int m = each_record("nomatch", check_not_diverted, &real);
+  printf("judged %d packets a NETWORK handle's filter did not divert (loopback %d)\n", m, g_nomatch_loopback);
+  CHECK(m > 0 && g_nomatch_loopback > 0,
+        "the record holds packets not diverted, a loopback one among them (run the whole windivert label)");
   FreeLibrary(real.dll);
 }
 
 /* ------------------------------------------------------------------------
  * checksums */
 
-static int g_checked;
+static int g_checked, g_icmp_checked;
 
 /* Is the packet addressed to a loopback address (127/8, ::1)? */
 static int to_loopback_address(const uint8_t *p, uint32_t len) {
@@ -501,24 +855,26 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
   CHECK(addr_bit(r->addr, BIT_OUTBOUND) ||
             !(addr_bit(r->addr, BIT_LOOPBACK) || to_loopback_address(r->data, r->len)),
         "record line %d: a loopback packet sent inbound, which the real driver never delivers", lineno);
-  /* One whole IP packet with a TCP or UDP header, as the real parser sees
-   * it. */
-  void *ip4 = NULL, *ip6 = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
+  /* One whole IP packet with a TCP, UDP or ICMP/ICMPv6 header, as the real
+   * parser sees it. */
+  void *ip4 = NULL, *ip6 = NULL, *icmph = NULL, *icmp6h = NULL, *tcph = NULL, *udph = NULL, *next = NULL;
   uint8_t proto = 0;
   UINT next_len = 0;
-  BOOL parsed = real->parse(r->data, r->len, &ip4, &ip6, &proto, NULL, NULL, &tcph, &udph, NULL, NULL, &next, &next_len);
-  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph)) && next_len == 0,
-        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP header (parsed %d, "
-        "protocol %u, %u bytes after it)",
+  BOOL parsed =
+      real->parse(r->data, r->len, &ip4, &ip6, &proto, &icmph, &icmp6h, &tcph, &udph, NULL, NULL, &next, &next_len);
+  int icmp = (proto == 1 && icmph) || (proto == 58 && icmp6h);
+  CHECK(parsed && (ip4 || ip6) && ((proto == 6 && tcph) || (proto == 17 && udph) || icmp) && next_len == 0,
+        "record line %d: the real DLL parses the sent packet as one IP packet with its TCP/UDP/ICMP header (parsed "
+        "%d, protocol %u, %u bytes after it)",
         lineno, (int)parsed, (unsigned)proto, next_len);
   int ip = addr_bit(r->addr, BIT_IPCSUM), tcp = addr_bit(r->addr, BIT_TCPCSUM), udp = addr_bit(r->addr, BIT_UDPCSUM);
-  if (!ip && !tcp && !udp) return;
+  if (!ip && !tcp && !udp && !icmp) return;
   uint8_t *copy = malloc(r->len ? r->len : 1);
   uint8_t addr[WD_ADDRESS_SIZE];
   if (!copy) return;
   memcpy(copy, r->data, r->len);
   memcpy(addr, r->addr, sizeof addr);
-  /* Recompute only the checksums the library marked valid. */
+  /* Recompute only the checksums the library marked valid, and ICMP's. */
   uint64_t flags = (ip ? 0 : NO_IP_CHECKSUM) | (tcp ? 0 : NO_TCP_CHECKSUM) | (udp ? 0 : NO_UDP_CHECKSUM);
   BOOL ok = real->calc(copy, r->len, addr, flags);
   CHECK(ok, "record line %d: WinDivertHelperCalcChecksums takes the sent packet (error %lu)", lineno,
@@ -533,6 +889,7 @@ static void check_sent(const wd_dll *real, const record_line *r, int lineno) {
         lineno, ip, tcp, udp, at, at < r->len ? r->data[at] : 0, at < r->len ? copy[at] : 0, hex,
         r->len > 80 ? "..." : "");
   g_checked++;
+  g_icmp_checked += icmp;
   free(copy);
 }
 
@@ -540,8 +897,10 @@ TEST_CASE(checksums) {
   wd_dll real;
   if (!load_real(&real)) return;
   int n = each_record("send", check_sent, &real);
-  printf("%d packets sent, %d with checksums marked valid, recomputed by the real DLL\n", n, g_checked);
+  printf("%d packets sent, %d with checksums marked valid or ICMP (%d), recomputed by the real DLL\n", n, g_checked,
+         g_icmp_checked);
   CHECK(g_checked > 0, "the record holds sent packets with checksums marked valid (run the whole windivert label)");
+  CHECK(g_icmp_checked > 0, "the record holds ICMP errors the library sent (run the whole windivert label)");
   FreeLibrary(real.dll);
 }
 

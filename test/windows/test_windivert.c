@@ -16,12 +16,16 @@
 #include <string.h>
 
 #include "check.h"
+#include "wd_sockets.h"
 #include "wd_test_util.h"
 #include "windows_redirector.h"
 
 #define APP_PORT 8080
 #define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
 #define OTHER_PID 5678
+/* What every NETWORK filter ORs in (the ICMP errors the engine translates). */
+#define ICMP_ERRORS \
+  "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
 
 static char g_dir[MAX_PATH];    /* this program's folder */
 static char g_fakewd[MAX_PATH]; /* the stand-in WinDivert.dll's */
@@ -200,6 +204,7 @@ static int thread_count(void) {
 static const uint8_t C4[4] = {10, 0, 0, 5};
 static const uint8_t D4[4] = {93, 184, 216, 34};
 static const uint8_t R4[4] = {198, 51, 100, 7};
+static const uint8_t R2[4] = {198, 51, 100, 8};
 static const uint8_t S4[4] = {192, 0, 2, 53};
 static const uint8_t C6[16] = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5};
 static const uint8_t D6[16] = {0x26, 0x06, 0x28, 0x00, 0x02, 0x20, 0, 1, 0x02, 0x48, 0x18, 0x93, 0x25, 0xc8, 0x19, 0x46};
@@ -252,16 +257,20 @@ static int lookup_peer(int proto, int v6, const uint8_t *peer_addr, uint16_t pee
 
 static void reset_log(void) { DeleteFileA(g_log); }
 
-/* Configures, writes the script, starts. */
-static int session_start(const char *config, const char *script) {
+/* Configures (app port `port`), writes the script, starts. */
+static int session_start_on(uint16_t port, const char *config, const char *script) {
   CHECK(set_redirector_config(config) == 0, "config %s: %s", config, last_error());
-  update_app_port(APP_PORT);
+  update_app_port(port);
   CHECK(redirector_set_windivert_path(g_fakewd) == 0, "set path");
   reset_log();
   write_script(script);
   int rc = start_redirector();
   CHECK(rc == 0, "start_redirector = %d: %s", rc, last_error());
   return rc == 0;
+}
+
+static int session_start(const char *config, const char *script) {
+  return session_start_on(APP_PORT, config, script);
 }
 
 static void session_stop(void) {
@@ -439,6 +448,93 @@ TEST_CASE(udp) {
   free(s.s);
 }
 
+/* A redirected SYN the proxy never answers counts once, after a second; one
+ * it refuses (RST) counts at once; the diagnostics name each counter with its
+ * likely causes. */
+TEST_CASE(syn_unanswered) {
+  uint16_t c1 = 50001, c2 = 50002;
+  uint8_t pk[3][128];
+  size_t pn[3];
+  tu_tuple up1 = tuple(0, C4, c1, D4, 80), up2 = tuple(0, C4, c2, D4, 80), proxy2 = tuple(0, C4, APP_PORT, D4, c2);
+  pn[0] = tu_tcp(pk[0], &up1, 1000, 0, TU_SYN, NULL);
+  pn[1] = tu_tcp(pk[1], &up2, 2000, 0, TU_SYN, NULL);
+  pn[2] = tu_tcp(pk[2], &proxy2, 0, 2001, TU_RST | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, c1), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, c2),
+            ep(0, D4, 80));
+  for (int i = 0; i < 3; i++) {
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  CHECK(wait_sent(sp, 3, 5000) == 3, "both SYNs to the proxy, the RST back to the client");
+  redirector_stats st;
+  for (int waited = 0; waited < 10000; waited += 50) {
+    memset(&st, 0, sizeof st);
+    st.size = sizeof st;
+    CHECK(redirector_get_stats(&st) == 0, "stats: %s", last_error());
+    if (st.redirected_syn_unanswered > 0) break;
+    Sleep(50);
+  }
+  CHECK(st.redirected_syn_unanswered == 1 && st.redirected_syn_refused == 1, "unanswered %llu, refused %llu",
+        (unsigned long long)st.redirected_syn_unanswered, (unsigned long long)st.redirected_syn_refused);
+  char diag[8192];
+  int32_t n = redirector_diagnostics(diag, sizeof diag);
+  CHECK(n > 0 && (size_t)n < sizeof diag, "diagnostics: %d", n);
+  CHECK(strstr(diag, "redirected_syn_unanswered 1: redirected connections got no answer from app port 8080 within "
+                     "1 s. Likely: no inbound rule of Windows Defender Firewall allows the app port") != NULL,
+        "unanswered, with its causes: %s", diag);
+  CHECK(strstr(diag, "redirected_syn_refused 1: app port 8080 answered redirected connections with a RST. Likely: "
+                     "the proxy not listening on the wildcard address") != NULL,
+        "refused, with its causes: %s", diag);
+  session_stop();
+  free(s.s);
+}
+
+/* start_redirector does not refuse to start while the app port is not
+ * listened on as redirects need (the proxy may listen later), but it looks:
+ * redirector_diagnostics then begins with a warning naming what to listen
+ * on, for the protocols the configuration intercepts. */
+TEST_CASE(start_warning) {
+  uint16_t port = free_port();
+  char diag[8192], want[256];
+  SOCKET lo = listen_on(4, "127.0.0.1", port);
+  CHECK(lo != INVALID_SOCKET, "listen on 127.0.0.1");
+  const char *tcp_only = config_pids("1234", "\"protocols\": [\"tcp\"]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want,
+             "warning at start: app port %u: TCP bound to a specific address only (127.0.0.1), not 0.0.0.0 or [::]: "
+             "redirects will be refused; a redirected connection arrives addressed to the client's own address, so "
+             "listen on 0.0.0.0 and [::]",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "127.0.0.1 only:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    CHECK(strstr(diag, "UDP") == NULL, "UDP is not intercepted, so not looked at: %s", diag);
+    session_stop();
+  }
+  closesocket(lo);
+  SOCKET any4 = listen_on(4, NULL, port), any6 = listen_on(6, NULL, port);
+  CHECK(any4 != INVALID_SOCKET && any6 != INVALID_SOCKET, "listen on 0.0.0.0 and [::]");
+  if (session_start_on(port, tcp_only, "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    CHECK(strstr(diag, "warning") == NULL, "both wildcards: no warning: %s", diag);
+    CHECK(strstr(diag, "TCP on 0.0.0.0 and [::];") != NULL, "both wildcards: %s", diag);
+    session_stop();
+  }
+  /* Both protocols intercepted: UDP, not listened on, is what is wrong. */
+  if (session_start_on(port, config_pids("1234", NULL), "")) {
+    redirector_diagnostics(diag, sizeof diag);
+    snprintf(want, sizeof want, "warning at start: app port %u: UDP not listening: its redirects will be refused;",
+             (unsigned)port);
+    CHECK(strncmp(diag, want, strlen(want)) == 0, "no UDP:\n  %s\nexpected it to begin with\n  %s", diag, want);
+    session_stop();
+  }
+  closesocket(any4);
+  closesocket(any6);
+}
+
 /* A connection to a listener of an intercepted process goes to the app port. */
 TEST_CASE(inbound) {
   uint8_t syn[256], synx[256], sa[256], sax[256], ack[256], ackx[256];
@@ -474,6 +570,203 @@ TEST_CASE(inbound) {
   free(s.s);
 }
 
+static redirector_stats get_stats(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st;
+}
+
+/* The events the SOCKET handle has received so far (the stand-in's
+ * record: its open line, then "recv id=N count=C" per receive). */
+static int socket_events(void) {
+  char *log = read_file(g_log);
+  int id = -1, n = 0;
+  for (const char *p = log; p && *p;) {
+    int a, c;
+    char layer[16];
+    if (id < 0 && sscanf(p, "open id=%d layer=%15s", &a, layer) == 2 && strcmp(layer, "SOCKET") == 0) id = a;
+    else if (id >= 0 && sscanf(p, "recv id=%d count=%d", &a, &c) == 2 && a == id) n += c;
+    p = strchr(p, '\n');
+    if (p) p++;
+  }
+  free(log);
+  return n;
+}
+
+static int wait_socket_events(int n, int timeout_ms) {
+  for (int waited = 0; socket_events() < n; waited += 10) {
+    if (waited >= timeout_ms) return 0;
+    Sleep(10);
+  }
+  return 1;
+}
+
+/* A script step after SOCKET events the library must have taken before the
+ * script goes on: a gate, then a marker event (another process's connect). */
+static void sb_taken(sbuf *s, const char *gate) {
+  sb_printf(s, "gate %s\nsocket connect pid=%d proto=tcp local=%s remote=%s\n", gate, OTHER_PID, ep(0, C4, 50999),
+            ep(0, D4, 80));
+}
+
+/* The test's side of sb_taken: once the SOCKET handle has received
+ * `events`, opens the gate, and waits for the marker's receive: the
+ * library's socket thread takes a receive's events before its next
+ * receive, so by then it has taken the first `events`. */
+static int taken(int events, const char *gate) {
+  if (!wait_socket_events(events, 5000)) return 0;
+  open_gate(gate);
+  return wait_socket_events(events + 1, 5000);
+}
+
+/* Two connections to a listener of FAKE_PID on 0.0.0.0:8443 (from R4:40001
+ * and R2:40002, to C4) and, between them, `closes`: SOCKET events (`ncloses`
+ * of them) the library has taken before the second SYN comes. The first SYN
+ * must be redirected; the record's sent packets go to sp. */
+typedef struct {
+  uint8_t syn[2][256], synx[2][256]; /* the SYNs, and as redirected */
+  size_t sn[2], sxn[2];
+  sent_packet sp[8];
+  int sent;
+} listener_session;
+
+static int listener_run(listener_session *l, const char *closes, int ncloses, int hold_ms) {
+  for (int i = 0; i < 2; i++) {
+    tu_tuple in = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, 8443);
+    tu_tuple in_x = tuple(0, i ? R2 : R4, (uint16_t)(40001 + i), C4, APP_PORT);
+    l->sn[i] = tu_tcp(l->syn[i], &in, 7000, 0, TU_SYN, NULL);
+    l->sxn[i] = tu_tcp(l->synx[i], &in_x, 7000, 0, TU_SYN, NULL);
+  }
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  sb_taken(&s, "listen");
+  sb_printf(&s, "gate first\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[0], l->sn[0]);
+  sb_printf(&s, "wait_sent 1\n%s", closes);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", l->syn[1], l->sn[1]);
+  char extra[64];
+  snprintf(extra, sizeof extra, "\"hold_timeout_ms\": %d", hold_ms);
+  int ok = session_start(config_pids("1234", extra), s.s);
+  free(s.s);
+  if (!ok) return 0;
+  CHECK(taken(1, "listen"), "the listen taken");
+  open_gate("first");
+  l->sent = wait_sent(l->sp, 1, 5000);
+  if (l->sent >= 1) expect_packet(&l->sp[0], "first SYN", l->synx[0], l->sxn[0], 0, 9, 2);
+  CHECK(taken(2 + ncloses, "closed"), "the closes taken");
+  open_gate("second");
+  l->sent = wait_sent(l->sp, 2, 5000);
+  return 1;
+}
+
+/* A listener of an intercepted process on 0.0.0.0 accepts a connection,
+ * which ends: the driver's CLOSE names the listener's port and PID with the
+ * connection's remote end (the stand-in sends it as the driver does). The
+ * listener is still there: the next connection is redirected at once, with
+ * no hold and no look-up in the socket tables (which know no such listener
+ * here). */
+TEST_CASE(listener_outlives_its_connections) {
+  char closes[256];
+  snprintf(closes, sizeof closes,
+           "socket accept pid=%d proto=tcp local=%s remote=%s\nsocket close pid=%d proto=tcp local=%s remote=%s\n",
+           FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001), FAKE_PID, ep(0, C4, 8443), ep(0, R4, 40001));
+  listener_session l;
+  if (!listener_run(&l, closes, 2, 10000)) return;
+  if (l.sent >= 2) {
+    expect_packet(&l.sp[1], "second SYN, after the first connection's close", l.synx[1], l.sxn[1], 0, 9, 2);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 0 && st.owner_queries == 0 && st.hold_timeouts == 0, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  redirector_origin o;
+  CHECK(lookup_peer(REDIRECTOR_TCP, 0, R2, 40002, C4, &o) == 0 && o.pid == FAKE_PID &&
+            same_endpoint(&o.destination, 0, C4, 8443),
+        "second connection's origin: %s", last_error());
+  session_stop();
+}
+
+/* The listener's own release (a CLOSE with no remote end, its address and
+ * port as bound) does remove it: the next connection's owner is unknown
+ * (held, looked up, passed at the hold timeout). */
+TEST_CASE(listener_release) {
+  char closes[128];
+  snprintf(closes, sizeof closes, "socket close pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  listener_session l;
+  if (!listener_run(&l, closes, 1, 300)) return;
+  if (l.sent >= 2) {
+    char hex[600];
+    tu_hex(l.syn[1], l.sn[1], hex);
+    CHECK(strcmp(l.sp[1].hex, hex) == 0 && l.sp[1].outbound == 0, "second SYN passed unchanged: %s", l.sp[1].hex);
+  }
+  redirector_stats st = get_stats();
+  CHECK(st.held == 1 && st.owner_queries == 1 && st.hold_timeouts == 1, "held %llu, look-ups %llu, hold timeouts %llu",
+        (unsigned long long)st.held, (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+}
+
+/* ICMP errors about rewritten packets go to the socket that sent the
+ * packet, quoting it as that socket sent it; others go on as they came. */
+TEST_CASE(icmp_errors) {
+  static const uint8_t X4[4] = {198, 51, 100, 1}; /* a router */
+  uint8_t syn[256], sa[256], sax[256], pmtu[512], pmtux[512], stray[256], other[512];
+  uint8_t q6[256], q6x[256], un6[512], un6x[512];
+  /* An inbound redirect: R4:40000 -> C4:8443, the proxy's SYN-ACK from the
+   * app port goes out from 8443. */
+  tu_tuple in = tuple(0, R4, 40000, C4, 8443);
+  tu_tuple reply = tuple(0, C4, APP_PORT, R4, 40000), reply_x = tuple(0, C4, 8443, R4, 40000);
+  tu_tuple router = tuple(0, X4, 0, C4, 0);
+  size_t sn = tu_tcp(syn, &in, 7000, 0, TU_SYN, NULL);
+  size_t an = tu_tcp(sa, &reply, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  size_t axn = tu_tcp(sax, &reply_x, 9000, 7001, TU_SYN | TU_ACK, NULL);
+  /* A router's "fragmentation needed, next-hop MTU 1280" about the segment as
+   * it went out; the proxy must get it about the segment it sent. */
+  size_t pn = tu_icmp(pmtu, &router, 3, 4, 1280, sax, axn);
+  size_t pxn = tu_icmp(pmtux, &router, 3, 4, 1280, sa, an);
+  /* "Time exceeded" about a connection of no one intercepted: as it came. */
+  tu_tuple up = tuple(0, C4, 50002, D4, 443);
+  size_t on = tu_tcp(stray, &up, 1, 0, TU_SYN, NULL);
+  on = tu_icmp(other, &router, 11, 0, 0, stray, on);
+  /* An outbound redirect over IPv6, nothing listening on the app port: this
+   * host's "port unreachable" about the datagram it got goes to the client,
+   * from D6 about the client's own datagram. */
+  tu_tuple up6 = tuple(1, C6, 53000, D6, 53), up6_x = tuple(1, D6, 53000, C6, APP_PORT);
+  size_t qn = tu_udp(q6, &up6, "query"), qxn = tu_udp(q6x, &up6_x, "query");
+  tu_tuple stack6 = tuple(1, C6, 0, D6, 0), client6 = tuple(1, D6, 0, C6, 0);
+  size_t un = tu_icmp(un6, &stack6, 1, 4, 0, q6x, qxn), uxn = tu_icmp(un6x, &client6, 1, 4, 0, q6, qn);
+
+  sbuf s = {0};
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:8443\n", FAKE_PID);
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(1, C6, 53000),
+            ep(1, D6, 53));
+  sb_packet(&s, "in if=9 sub=2", syn, sn);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=9 sub=2", sa, an);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "in if=9 sub=2", pmtu, pn);
+  sb_printf(&s, "wait_sent 3\n");
+  sb_packet(&s, "in if=9 sub=2", other, on);
+  sb_printf(&s, "wait_sent 4\n");
+  sb_packet(&s, "out if=5 sub=1", q6, qn);
+  sb_printf(&s, "wait_sent 5\n");
+  sb_packet(&s, "out if=5 sub=1", un6, un);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[64];
+  int n = wait_sent(sp, 6, 5000);
+  if (n >= 6) {
+    expect_packet(&sp[1], "proxy SYN-ACK", sax, axn, 1, 9, 2);
+    expect_packet(&sp[2], "fragmentation needed, to the proxy", pmtux, pxn, 0, 9, 2);
+    expect_packet(&sp[3], "time exceeded, not ours", other, on, 0, 9, 2);
+    expect_packet(&sp[4], "datagram to the proxy", q6x, qxn, 0, 5, 1);
+    expect_packet(&sp[5], "port unreachable, to the client", un6x, uxn, 0, 5, 1);
+  }
+  CHECK(n == 6, "%d packets sent, expected 6", n);
+  session_stop();
+  free(s.s);
+}
+
 /* Traffic of processes not intercepted goes out exactly as it came, with
  * its own address flags (a checksum left to offload stays flagged so). */
 TEST_CASE(passthrough) {
@@ -496,7 +789,8 @@ TEST_CASE(passthrough) {
   sb_packet(&s, "in if=7 sub=3", sa, an);
   sb_printf(&s, "wait_sent 2\n");
   sb_packet(&s, "out loopback impostor if=7 sub=3", dg, dn);
-  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  /* Loopback intercepted: loopback packets are diverted (and pass). */
+  if (!session_start(config_pids("1234", "\"bypass\": []"), s.s)) return;
   sent_packet sp[64];
   int n = wait_sent(sp, 3, 5000);
   if (n >= 3) {
@@ -623,6 +917,128 @@ TEST_CASE(excluded_pids) {
   free(s.s);
 }
 
+/* A socket's local port (0 when unbound). */
+static uint16_t local_port(SOCKET sock) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  memset(&ss, 0, sizeof ss);
+  if (getsockname(sock, (struct sockaddr *)&ss, &len) != 0) return 0;
+  return ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                         : ((struct sockaddr_in *)&ss)->sin_port);
+}
+
+static uint64_t stat_held(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st.held;
+}
+
+/* redirector_exclude_socket on sockets of this process (real wine sockets)
+ * while the redirector runs: each is bound by the library, so its port is
+ * known before it connects, and its packets pass at once, both ways, with
+ * no SOCKET event (no hold, no redirect): a TCP socket, its SYN-ACK, a
+ * dual-stack IPv6 one (IPv6 and IPv4), a UDP socket's reply. A socket
+ * excluded before start is not remembered: its SYN waits for its CONNECT
+ * event, like any new flow of this process. After a socket's CLOSE event its
+ * port waits again. */
+TEST_CASE(exclude_socket) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  unsigned long self = (unsigned long)GetCurrentProcessId();
+  SOCKET early = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(redirector_exclude_socket((intptr_t)early) == 0, "excluded while stopped: %s", last_error());
+  uint16_t pe = local_port(early);
+  CHECK(pe != 0, "bound while stopped too");
+  char more[MAX_PATH];
+  snprintf(more, sizeof more, "%s.more", g_script);
+  DeleteFileA(more);
+  sbuf s = {0};
+  sb_printf(&s, "gate excluded\ninclude %s\n", more);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", self);
+  if (!session_start(config_pids(pids, "\"hold_timeout_ms\": 10000"), s.s)) return;
+  SOCKET t4 = socket(AF_INET, SOCK_STREAM, 0), t6 = socket(AF_INET6, SOCK_STREAM, 0);
+  SOCKET u4 = socket(AF_INET, SOCK_DGRAM, 0);
+  DWORD off = 0;
+  CHECK(setsockopt(t6, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&off, sizeof off) == 0, "dual stack");
+  CHECK(local_port(t4) == 0 && local_port(t6) == 0 && local_port(u4) == 0, "unbound at first");
+  CHECK(redirector_exclude_socket((intptr_t)t4) == 0, "exclude TCP: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)t6) == 0, "exclude TCP6: %s", last_error());
+  CHECK(redirector_exclude_socket((intptr_t)u4) == 0, "exclude UDP: %s", last_error());
+  uint16_t p4 = local_port(t4), p6 = local_port(t6), pu = local_port(u4);
+  CHECK(p4 && p6 && pu, "bound by the library: ports %u %u %u", p4, p6, pu);
+  enum { N = 7 };
+  uint8_t pk[N][256];
+  size_t pn[N];
+  tu_tuple t[N] = {tuple(0, C4, p4, D4, 80), tuple(0, D4, 80, C4, p4),    tuple(1, C6, p6, D6, 443),
+                   tuple(0, C4, p6, D4, 443), tuple(0, R4, 53, C4, pu),   tuple(0, C4, pe, D4, 80),
+                   tuple(0, C4, p4, D4, 81)};
+  const uint8_t flags[N] = {TU_SYN, TU_SYN | TU_ACK, TU_SYN, TU_SYN, 0, TU_SYN, TU_SYN};
+  const char *what[N] = {"SYN", "its SYN-ACK", "IPv6 SYN", "IPv4 SYN of the dual-stack socket", "UDP reply",
+                         "SYN of the socket excluded before start", "SYN from the port after its CLOSE"};
+  const int out[N] = {1, 0, 1, 1, 0, 1, 1};
+  for (int i = 0; i < N; i++) pn[i] = i == 4 ? tu_udp(pk[i], &t[i], "answer") : tu_tcp(pk[i], &t[i], 1, 0, flags[i], NULL);
+  sbuf m = {0};
+  for (int i = 0; i < 6; i++) sb_packet(&m, out[i] ? "out if=7 sub=3" : "in if=7 sub=3", pk[i], pn[i]);
+  sb_printf(&m, "wait_sent 5\ngate released\nsocket connect pid=%lu proto=tcp local=%s remote=%s\nwait_sent 6\n", self,
+            ep(0, C4, pe), ep(0, D4, 80));
+  sb_printf(&m, "socket close pid=%lu proto=tcp local=%s remote=%s\ndelay 300\n", self, ep(0, C4, p4),
+            ep(0, D4, 80));
+  sb_packet(&m, "out if=7 sub=3", pk[6], pn[6]);
+  FILE *f = fopen(more, "wb");
+  fputs(m.s, f);
+  fclose(f);
+  DWORD t0 = GetTickCount();
+  open_gate("excluded");
+  sent_packet sp[64];
+  int n = wait_sent(sp, 5, 5000);
+  CHECK(GetTickCount() - t0 < 5000, "passed at once, not after the 10 s hold timeout");
+  for (int i = 0; i < 5 && i < n; i++) expect_packet(&sp[i], what[i], pk[i], pn[i], out[i], 7, 3);
+  Sleep(300);
+  CHECK(sent_packets(sp, 64) == 5, "the early socket's SYN waits for its owner");
+  CHECK(stat_held() == 1, "held: %llu, the early socket's SYN only", (unsigned long long)stat_held());
+  open_gate("released");
+  n = wait_sent(sp, 6, 5000);
+  if (n >= 6) expect_packet(&sp[5], what[5], pk[5], pn[5], 1, 7, 3);
+  for (int i = 0; i < 300 && stat_held() < 2; i++) Sleep(10);
+  CHECK(stat_held() == 2, "after the CLOSE, the port's new SYN is held (held %llu)", (unsigned long long)stat_held());
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  CHECK(st.flows_redirected == 0 && st.rewritten == 0, "nothing redirected");
+  session_stop();
+  closesocket(early);
+  closesocket(t4);
+  closesocket(t6);
+  closesocket(u4);
+  DeleteFileA(more);
+  free(s.s);
+  free(m.s);
+}
+
+/* The table of excluded sockets holds max_flows of them: one more is
+ * refused with REDIRECTOR_ENOMEM, and the reason. */
+TEST_CASE(exclude_socket_table_full) {
+  WSADATA w;
+  WSAStartup(MAKEWORD(2, 2), &w);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%d", FAKE_PID);
+  if (!session_start(config_pids(pids, "\"max_flows\": 16"), "")) return;
+  SOCKET socks[17];
+  for (int i = 0; i < 17; i++) {
+    socks[i] = socket(AF_INET, SOCK_DGRAM, 0);
+    int32_t rc = redirector_exclude_socket((intptr_t)socks[i]);
+    if (i < 16) CHECK(rc == 0, "socket %d excluded: %s", i, last_error());
+    else CHECK(rc == REDIRECTOR_ENOMEM && error_mentions("table of excluded sockets is full (16 sockets"),
+               "the 17th: %d %s", rc, last_error());
+  }
+  session_stop();
+  for (int i = 0; i < 17; i++) closesocket(socks[i]);
+}
+
 /* A child process with a UDP socket open before start: its owner comes from
  * the socket table (real GetExtendedUdpTable under wine), so a datagram to
  * it is redirected with no SOCKET event, and the lookup names the child's
@@ -684,9 +1100,11 @@ static void child_stop(HANDLE child, DWORD pid) {
   CloseHandle(child);
 }
 
+/* A UDP socket on 0.0.0.0 (datagrams to any local address are its): prints
+ * its port. */
 static int child_udp(void) {
   struct sockaddr_in a;
-  SOCKET u = used_udp_socket(&a);
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, 0);
   printf("%u 0\n", ntohs(a.sin_port));
   fflush(stdout);
   child_wait();
@@ -694,11 +1112,37 @@ static int child_udp(void) {
   return 0;
 }
 
+/* Named events between the test and its child: WrTest<what>_<child PID>. */
+static HANDLE child_event(const char *what, DWORD pid) {
+  char name[64];
+  snprintf(name, sizeof name, "WrTest%s_%lu", what, (unsigned long)pid);
+  return CreateEventA(NULL, TRUE, FALSE, name);
+}
+
+/* A UDP socket on 0.0.0.0:PORT made only when the test says so (after the
+ * redirector started, so only a look-up in the socket tables finds it):
+ * prints the port at once, binds at the event Go, sets Bound. */
+static int child_udp_late(uint16_t port) {
+  printf("%u 0\n", port);
+  fflush(stdout);
+  DWORD self = GetCurrentProcessId();
+  HANDLE go = child_event("Go", self), bound = child_event("Bound", self);
+  WaitForSingleObject(go, 60000);
+  struct sockaddr_in a;
+  SOCKET u = used_udp_socket(&a, INADDR_ANY, port);
+  SetEvent(bound);
+  child_wait();
+  closesocket(u);
+  CloseHandle(go);
+  CloseHandle(bound);
+  return 0;
+}
+
 /* A TCP connection of the child's own on 127.0.0.1: prints the client's
  * port and the listener's. */
 static int child_tcp(void) {
   struct sockaddr_in a, ca;
-  SOCKET u = used_udp_socket(&a); /* (starts winsock) */
+  SOCKET u = used_udp_socket(&a, INADDR_LOOPBACK, 0); /* (starts winsock) */
   SOCKET lst = socket(AF_INET, SOCK_STREAM, 0);
   a.sin_port = 0;
   bind(lst, (struct sockaddr *)&a, sizeof a);
@@ -734,6 +1178,9 @@ static HANDLE start_child(const char *mode, uint16_t *port, uint16_t *port2, DWO
   return child;
 }
 
+/* A socket opened before start (the child's, on 0.0.0.0) is known from the
+ * socket tables: a datagram to its port is redirected, not passed at the
+ * hold timeout. */
 TEST_CASE(existing_socket) {
   uint16_t port = 0, unused = 0;
   DWORD pid = 0;
@@ -949,6 +1396,76 @@ TEST_CASE(loopback_local_client) {
   free(s.s);
 }
 
+/* A socket found by a look-up in the socket tables (no SOCKET event: a
+ * child's UDP socket on 0.0.0.0, made after start) owns its port until its
+ * release, the driver's CLOSE with the address as bound. The look-up's
+ * answer names that address, so the release removes the engine's entry: a
+ * datagram after the socket is gone is not redirected on its behalf (held,
+ * looked up, passed at the hold timeout). */
+TEST_CASE(looked_up_socket_release) {
+  /* A free port: bound once, then let go. */
+  struct sockaddr_in pa;
+  SOCKET probe = used_udp_socket(&pa, INADDR_ANY, 0);
+  uint16_t port = ntohs(pa.sin_port), unused = 0;
+  closesocket(probe);
+  char mode[40];
+  snprintf(mode, sizeof mode, "child_udp_late %u", port);
+  DWORD pid = 0;
+  HANDLE child = start_child(mode, &port, &unused, &pid);
+  if (!child) return;
+  uint8_t dg[2][256], dgx[256];
+  size_t dn[2];
+  tu_tuple in0 = tuple(0, R4, 5300, C4, port), in1 = tuple(0, R2, 5301, C4, port);
+  tu_tuple in_x = tuple(0, R4, 5300, C4, APP_PORT);
+  dn[0] = tu_udp(dg[0], &in0, "to the socket");
+  dn[1] = tu_udp(dg[1], &in1, "after the socket");
+  size_t dxn = tu_udp(dgx, &in_x, "to the socket");
+  sbuf s = {0};
+  /* A first event: once it is received, the library has read the socket
+   * tables at start (before its first receive), without the child's
+   * socket. */
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", OTHER_PID, ep(0, C4, 50998), ep(0, D4, 80));
+  sb_printf(&s, "gate bound\n");
+  sb_packet(&s, "in if=9 sub=2", dg[0], dn[0]);
+  sb_printf(&s, "wait_sent 1\ngate released\n");
+  sb_printf(&s, "socket close pid=%lu proto=udp local=0.0.0.0:%u\n", (unsigned long)pid, port);
+  sb_taken(&s, "closed");
+  sb_printf(&s, "gate second\n");
+  sb_packet(&s, "in if=9 sub=2", dg[1], dn[1]);
+  char pids[32];
+  snprintf(pids, sizeof pids, "%lu", (unsigned long)pid);
+  HANDLE go = child_event("Go", pid), bound = child_event("Bound", pid);
+  if (session_start(config_pids(pids, "\"hold_timeout_ms\": 2000"), s.s)) {
+    CHECK(wait_socket_events(1, 5000), "the first event received");
+    SetEvent(go);
+    CHECK(WaitForSingleObject(bound, 10000) == WAIT_OBJECT_0, "the child bound its socket");
+    open_gate("bound");
+    sent_packet sp[8];
+    int n = wait_sent(sp, 1, 5000);
+    if (n >= 1) expect_packet(&sp[0], "datagram to the socket found in the table", dgx, dxn, 0, 9, 2);
+    /* The socket goes, and the driver says so. */
+    child_stop(child, pid);
+    child = NULL;
+    open_gate("released");
+    CHECK(taken(2, "closed"), "the release taken");
+    open_gate("second");
+    n = wait_sent(sp, 2, 8000);
+    if (n >= 2) {
+      char hex[600];
+      tu_hex(dg[1], dn[1], hex);
+      CHECK(strcmp(sp[1].hex, hex) == 0, "the next datagram passed unchanged: %s", sp[1].hex);
+    }
+    redirector_stats st = get_stats();
+    CHECK(st.owner_queries == 2 && st.hold_timeouts == 1, "look-ups %llu, hold timeouts %llu",
+          (unsigned long long)st.owner_queries, (unsigned long long)st.hold_timeouts);
+  session_stop();
+  }
+  if (child) child_stop(child, pid);
+  CloseHandle(go);
+  CloseHandle(bound);
+  free(s.s);
+}
+
 /* ------------------------------------------------------------------------
  * Cases: stop, configuration, batches, traps */
 
@@ -1148,7 +1665,9 @@ TEST_CASE(handles) {
   char *log = read_file(g_log);
   const char *reflect = strstr(log, "open id=1 layer=REFLECT priority=0 flags=0x15 filter=true");
   const char *sock = strstr(log, "open id=2 layer=SOCKET priority=-1000 flags=0x5 filter=tcp or udp");
-  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=(ip or ipv6) and (tcp or udp)");
+  /* Every TCP/UDP packet but loopback ones (bypassed by default), and ICMP errors. */
+  const char *net = strstr(log, "open id=3 layer=NETWORK priority=-1000 flags=0x0 filter=((ip or ipv6) and "
+                                "(tcp or udp) and not loopback) or " ICMP_ERRORS "\n");
   CHECK(reflect && sock && net && reflect < sock && sock < net, "REFLECT, SOCKET, NETWORK opened in order:\n%s", log);
   CHECK(strstr(log, "shutdown id=1 how=3") != NULL, "REFLECT shut down to list handles");
   for (int id = 2; id <= 3; id++) {
@@ -1191,6 +1710,312 @@ TEST_CASE(cycles) {
   CHECK(thread_count() == before, "threads %d, before %d", thread_count(), before);
   CHECK(handles_after <= handles_before + 2, "process handles %lu, before %lu", (unsigned long)handles_after,
         (unsigned long)handles_before);
+  free(s.s);
+}
+
+/* ------------------------------------------------------------------------
+ * Cases: the NETWORK filter, built from the configuration */
+
+/* The filter NETWORK handle `id` was opened with ("" when none was). */
+static void opened_filter(const char *log, int id, char *out, size_t cap) {
+  char want[64];
+  snprintf(want, sizeof want, "open id=%d layer=NETWORK ", id);
+  out[0] = '\0';
+  const char *p = strstr(log, want), *f = p ? strstr(p, " filter=") : NULL;
+  if (!f) return;
+  f += 8;
+  size_t n = strcspn(f, "\r\n");
+  snprintf(out, cap, "%.*s", (int)(n < cap ? n : cap - 1), f);
+}
+
+/* Packets handle `id` handed the library (its "recv id=N count=C" lines). */
+static int received_by(const char *log, int id) {
+  char want[32];
+  snprintf(want, sizeof want, "recv id=%d count=", id);
+  int n = 0;
+  for (const char *p = log; (p = strstr(p, want)) != NULL; p++) n += atoi(p + strlen(want));
+  return n;
+}
+
+static redirector_stats stats_now(void) {
+  redirector_stats st;
+  memset(&st, 0, sizeof st);
+  st.size = sizeof st;
+  redirector_get_stats(&st);
+  return st;
+}
+
+/* The issue: with loopback bypassed (the default), loopback packets are not
+ * diverted at all, so local traffic never waits on the packet thread (nor
+ * is dropped after the queue time while the host is paused). The stand-in
+ * diverts by the handle's filter, as the driver does; the oracle test holds
+ * its "no" to the real DLL's WinDivertHelperEvalFilter. */
+TEST_CASE(loopback_not_diverted) {
+  static const uint8_t L[4] = {127, 0, 0, 1};
+  uint8_t lo[256], syn[256], synx[256];
+  tu_tuple tl = tuple(0, L, 50070, L, 5432), up = tuple(0, C4, 50071, D4, 80), up_x = tuple(0, D4, 50071, C4, APP_PORT);
+  size_t ln = tu_tcp(lo, &tl, 1, 0, TU_SYN, NULL);
+  size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s loopback\n", FAKE_PID, ep(0, L, 50070),
+            ep(0, L, 5432));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50071),
+            ep(0, D4, 80));
+  sb_packet(&s, "out loopback if=1 sub=0", lo, ln);
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  if (!session_start(config_pids("1234", NULL), s.s)) return;
+  sent_packet sp[8];
+  int n = wait_sent(sp, 1, 5000);
+  if (n >= 1) expect_packet(&sp[0], "the SYN that is not loopback, redirected", synx, sxn, 0, 7, 3);
+  Sleep(200);
+  char *log = read_file(g_log);
+  char filter[512];
+  opened_filter(log, 3, filter, sizeof filter);
+  CHECK(strstr(filter, "not loopback") != NULL, "the NETWORK filter leaves loopback out: \"%s\"", filter);
+  CHECK(count_lines(log, "undiverted layer=NETWORK script=packet out loopback") == 1,
+        "the loopback SYN was not diverted:\n%s", log);
+  CHECK(received_by(log, 3) == 1, "one packet reached the library (%d)", received_by(log, 3));
+  redirector_stats st = stats_now();
+  CHECK(st.packets == 1 && st.bypassed == 0, "the engine saw 1 packet (%llu), bypassed none (%llu)",
+        (unsigned long long)st.packets, (unsigned long long)st.bypassed);
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A configuration that narrows protocols, ports and destinations: only its
+ * flows are diverted (the destination's end outbound, the listener's
+ * inbound), and the proxy's replies from the app port. */
+TEST_CASE(filter_from_config) {
+  uint8_t a[256], ax[256], b[256], u[256], r[256], rx[256], in[256];
+  tu_tuple ta = tuple(0, C4, 50040, D4, 443), ta_x = tuple(0, D4, 50040, C4, APP_PORT);
+  tu_tuple tb = tuple(0, C4, 50041, D4, 80), tu_ = tuple(0, C4, 53040, S4, 53);
+  tu_tuple tr = tuple(0, C4, APP_PORT, D4, 50040), tr_x = tuple(0, D4, 443, C4, 50040);
+  tu_tuple tin = tuple(0, R4, 40000, C4, 443);
+  size_t an = tu_tcp(a, &ta, 1, 0, TU_SYN, NULL), axn = tu_tcp(ax, &ta_x, 1, 0, TU_SYN, NULL);
+  size_t bn = tu_tcp(b, &tb, 1, 0, TU_SYN, NULL), un = tu_udp(u, &tu_, "not tcp");
+  size_t rn = tu_tcp(r, &tr, 9, 2, TU_SYN | TU_ACK, NULL), rxn = tu_tcp(rx, &tr_x, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t inn = tu_tcp(in, &tin, 5, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50040), ep(0, D4, 443));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50041), ep(0, D4, 80));
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 53040), ep(0, S4, 53));
+  sb_printf(&s, "socket listen pid=%d proto=tcp local=0.0.0.0:443\ndelay 100\n", FAKE_PID);
+  sb_packet(&s, "out if=7 sub=3", a, an);
+  sb_printf(&s, "wait_sent 1\n");
+  sb_packet(&s, "out if=7 sub=3", b, bn);
+  sb_packet(&s, "out if=7 sub=3", u, un);
+  sb_packet(&s, "in if=7 sub=3", in, inn);
+  sb_packet(&s, "out if=7 sub=3", r, rn);
+  if (!session_start(config_pids("1234", "\"protocols\": [\"tcp\"], \"ports\": [443], "
+                                 "\"destinations\": [\"93.184.216.0/24\"]"),
+                     s.s)) {
+    return;
+  }
+  sent_packet sp[8];
+  int n = wait_sent(sp, 2, 5000);
+  if (n >= 2) {
+    expect_packet(&sp[0], "SYN to D:443, redirected", ax, axn, 0, 7, 3);
+    expect_packet(&sp[1], "the proxy's SYN-ACK from the app port, rewritten", rx, rxn, 0, 7, 3);
+  }
+  Sleep(200);
+  char *log = read_file(g_log);
+  char filter[1024];
+  opened_filter(log, 3, filter, sizeof filter);
+  const char *want = "((ip or ipv6) and tcp and not loopback and ((remotePort == 443 and (remoteAddr >= 93.184.216.0 "
+                     "and remoteAddr <= 93.184.216.255)) or (localPort == 443 and (localAddr >= 93.184.216.0 and "
+                     "localAddr <= 93.184.216.255)) or localPort == 8080)) or " ICMP_ERRORS;
+  CHECK(strcmp(filter, want) == 0, "the NETWORK filter\n  is       %s\n  expected %s", filter, want);
+  CHECK(count_lines(log, "undiverted layer=NETWORK") == 3,
+        "D:80, the UDP datagram and the connection to a listener at an address outside the destinations were not "
+        "diverted:\n%s",
+        log);
+  CHECK(n == 2 && received_by(log, 3) == 2, "%d sent, %d received", n, received_by(log, 3));
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A configuration change that changes the filter, with packets in flight:
+ * the new NETWORK handle opens (above the old one: it diverts first), the
+ * old one's receive side is shut, the packet thread drains it, then takes
+ * the new one and closes the old. Every packet is handled once, in order;
+ * what the library sends meanwhile goes through the new handle, the old
+ * one's receive side shut already, so the stand-in (which, like the driver,
+ * offers a packet a handle sends to the handles below it) never diverts it
+ * again. */
+TEST_CASE(filter_switch) {
+  uint8_t s1[256], s1x[256], k1[256], k1x[256], s2[256], s3[256], s3x[256];
+  tu_tuple f1 = tuple(0, C4, 50030, D4, 80), f1x = tuple(0, D4, 50030, C4, APP_PORT);
+  tu_tuple f2 = tuple(0, C4, 50031, D4, 443);
+  tu_tuple f3 = tuple(0, C4, 50032, D4, 443), f3x = tuple(0, D4, 50032, C4, APP_PORT);
+  size_t s1n = tu_tcp(s1, &f1, 1, 0, TU_SYN, NULL), s1xn = tu_tcp(s1x, &f1x, 1, 0, TU_SYN, NULL);
+  size_t k1n = tu_tcp(k1, &f1, 2, 7, TU_ACK, NULL), k1xn = tu_tcp(k1x, &f1x, 2, 7, TU_ACK, NULL);
+  size_t s2n = tu_tcp(s2, &f2, 1, 0, TU_SYN, NULL);
+  size_t s3n = tu_tcp(s3, &f3, 1, 0, TU_SYN, NULL), s3xn = tu_tcp(s3x, &f3x, 1, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  for (uint16_t port = 50030; port <= 50032; port++) {
+    sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, port),
+              ep(0, D4, port == 50030 ? 80 : 443));
+  }
+  sb_printf(&s, "delay 100\nrecv_block\n");
+  sb_packet(&s, "out if=7 sub=3", s1, s1n); /* both filters: queued in the old handle */
+  sb_packet(&s, "out if=7 sub=3", s2, s2n); /* the new filter only: not diverted yet */
+  sb_printf(&s, "mark queued\ngate switch\n");
+  sb_packet(&s, "out if=7 sub=3", k1, k1n); /* both: the new handle, above */
+  sb_packet(&s, "out if=7 sub=3", s3, s3n); /* the new filter only */
+  sb_printf(&s, "recv_unblock\n");
+  const char *tcp80 = "\"protocols\": [\"tcp\"], \"ports\": [80]";
+  if (!session_start(config_pids("1234", tcp80), s.s)) return;
+  CHECK(wait_lines("mark queued", 1, 5000), "the first packets were queued");
+  CHECK(set_redirector_config(config_pids("1234", "\"protocols\": [\"tcp\"], \"ports\": [80, 443]")) == 0,
+        "new config: %s", last_error());
+  CHECK(wait_lines("shutdown id=3 how=1", 1, 5000), "the old handle's receive side was shut down");
+  char *log = read_file(g_log);
+  const char *opened = strstr(log, "open id=4 layer=NETWORK"), *shut = strstr(log, "shutdown id=3 how=1");
+  CHECK(opened && shut && opened < shut, "the new NETWORK handle opened before the old one stopped diverting:\n%s",
+        log);
+  CHECK(received_by(log, 3) == 0 && count_lines(log, "close id=3") == 0,
+        "the old handle is still to be drained (its queue is held back)");
+  free(log);
+  open_gate("switch");
+  sent_packet sp[8];
+  int n = wait_sent(sp, 3, 5000);
+  if (n >= 3) {
+    expect_packet(&sp[0], "f1's SYN, from the old handle", s1x, s1xn, 0, 7, 3);
+    expect_packet(&sp[1], "f1's ACK, from the new handle", k1x, k1xn, 0, 7, 3);
+    expect_packet(&sp[2], "f3's SYN, from the new handle", s3x, s3xn, 0, 7, 3);
+  }
+  Sleep(300);
+  log = read_file(g_log);
+  char f_old[512], f_new[512];
+  opened_filter(log, 3, f_old, sizeof f_old);
+  opened_filter(log, 4, f_new, sizeof f_new);
+  CHECK(strstr(f_old, "remotePort == 80") && !strstr(f_old, "443"), "old filter: %s", f_old);
+  CHECK(strstr(f_new, "remotePort == 80") && strstr(f_new, "remotePort == 443"), "new filter: %s", f_new);
+  CHECK(n == 3 && count_lines(log, "send id=") == 3, "3 packets sent once each (%d)", count_lines(log, "send id="));
+  CHECK(received_by(log, 3) == 1 && received_by(log, 4) == 2, "received: %d from the old handle, %d from the new",
+        received_by(log, 3), received_by(log, 4));
+  CHECK(count_lines(log, "undiverted layer=NETWORK") == 1, "only f2's SYN (before the change) was not diverted");
+  CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0 && count_lines(log, "dropped") == 0,
+        "nothing diverted twice, re-injected at close, or dropped:\n%s", log);
+  const char *shut_old = strstr(log, "shutdown id=3 how=1"), *send_new = strstr(log, "sendex id=4");
+  CHECK(shut_old && send_new && shut_old < send_new && count_lines(log, "sendex id=3") == 0,
+        "from the switch on, sent through the new handle only, after the old one's receive side was shut:\n%s", log);
+  redirector_stats st = stats_now();
+  CHECK(st.packets == 3 && st.rewritten == 3, "the engine saw 3 packets (%llu), rewrote 3 (%llu)",
+        (unsigned long long)st.packets, (unsigned long long)st.rewritten);
+  char diag[4096];
+  redirector_diagnostics(diag, sizeof diag);
+  CHECK(strstr(diag, "1 changes") && strstr(diag, "remotePort == 443") && !strstr(diag, "last change failed"),
+        "diagnostics: %s", diag);
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A narrower configuration does not strand a redirected flow: its packets
+ * stay diverted (and redirected) until it ends; then the filter narrows. */
+TEST_CASE(filter_keeps_flow) {
+  uint8_t q[3][256], qx[3][256];
+  size_t qn[3], qxn[3];
+  tu_tuple up = tuple(0, C4, 53050, S4, 53), up_x = tuple(0, S4, 53050, C4, APP_PORT);
+  for (int i = 0; i < 3; i++) {
+    char text[32];
+    snprintf(text, sizeof text, "query %d", i);
+    qn[i] = tu_udp(q[i], &up, text);
+    qxn[i] = tu_udp(qx[i], &up_x, text);
+  }
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=udp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 53050),
+            ep(0, S4, 53));
+  sb_packet(&s, "out if=7 sub=3", q[0], qn[0]);
+  sb_printf(&s, "wait_sent 1\ngate changed\n");
+  sb_packet(&s, "out if=7 sub=3", q[1], qn[1]);
+  sb_printf(&s, "wait_sent 2\ngate narrowed\n");
+  sb_packet(&s, "out if=7 sub=3", q[2], qn[2]);
+  const char *udp = "\"protocols\": [\"udp\"], \"udp_idle_timeout_ms\": 1000, \"ports\": ";
+  char a[128], b[128];
+  snprintf(a, sizeof a, "%s[53]", udp);
+  snprintf(b, sizeof b, "%s[443]", udp);
+  if (!session_start(config_pids("1234", a), s.s)) return;
+  sent_packet sp[8];
+  wait_sent(sp, 1, 5000);
+  CHECK(set_redirector_config(config_pids("1234", b)) == 0, "new config: %s", last_error());
+  CHECK(wait_lines("open id=4 layer=NETWORK", 1, 5000), "a new filter");
+  open_gate("changed");
+  int n = wait_sent(sp, 2, 5000);
+  /* Idle for the flow's 1 s: it ends, and the filter narrows again. */
+  CHECK(wait_lines("open id=5 layer=NETWORK", 1, 8000), "a narrower filter once the flow ended");
+  open_gate("narrowed");
+  CHECK(wait_lines("undiverted layer=NETWORK", 1, 5000), "the flow's next datagram is not diverted any more");
+  for (int i = 0; i < n && i < 2; i++) {
+    expect_packet(&sp[i], "a datagram of the flow, redirected", qx[i], qxn[i], 0, 7, 3);
+  }
+  CHECK(n == 2, "%d sent", n);
+  char *log = read_file(g_log);
+  char f3[512], f4[512], f5[512];
+  opened_filter(log, 3, f3, sizeof f3);
+  opened_filter(log, 4, f4, sizeof f4);
+  opened_filter(log, 5, f5, sizeof f5);
+  CHECK(strcmp(f3, "((ip or ipv6) and udp and not loopback and (remotePort == 53 or localPort == 53 or "
+                   "localPort == 8080)) or " ICMP_ERRORS) == 0,
+        "first: %s", f3);
+  CHECK(strcmp(f4, "((ip or ipv6) and udp and not loopback and ((remotePort == 53 or remotePort == 443) or "
+                   "localPort == 443 or localPort == 8080)) or " ICMP_ERRORS) == 0,
+        "while the flow lives: %s", f4);
+  CHECK(strcmp(f5, "((ip or ipv6) and udp and not loopback and (remotePort == 443 or localPort == 443 or "
+                   "localPort == 8080)) or " ICMP_ERRORS) == 0,
+        "after it: %s", f5);
+  CHECK(count_lines(log, "rediverted") == 0 && count_lines(log, "reinjected") == 0, "no packet seen twice");
+  free(log);
+  session_stop();
+  free(s.s);
+}
+
+/* A new app port: the filter diverts it before the engine redirects to it,
+ * and keeps the old one while a flow redirected there lives. */
+TEST_CASE(filter_app_port) {
+  enum { NEW_PORT = 9090 };
+  uint8_t s1[256], s1x[256], r1[256], r1x[256], s2[256], s2x[256], r2[256], r2x[256];
+  tu_tuple f1 = tuple(0, C4, 50060, D4, 443), f1x = tuple(0, D4, 50060, C4, APP_PORT);
+  tu_tuple p1 = tuple(0, C4, APP_PORT, D4, 50060), p1x = tuple(0, D4, 443, C4, 50060);
+  tu_tuple f2 = tuple(0, C4, 50061, D4, 443), f2x = tuple(0, D4, 50061, C4, NEW_PORT);
+  tu_tuple p2 = tuple(0, C4, NEW_PORT, D4, 50061), p2x = tuple(0, D4, 443, C4, 50061);
+  size_t s1n = tu_tcp(s1, &f1, 1, 0, TU_SYN, NULL), s1xn = tu_tcp(s1x, &f1x, 1, 0, TU_SYN, NULL);
+  size_t r1n = tu_tcp(r1, &p1, 9, 2, TU_SYN | TU_ACK, NULL), r1xn = tu_tcp(r1x, &p1x, 9, 2, TU_SYN | TU_ACK, NULL);
+  size_t s2n = tu_tcp(s2, &f2, 1, 0, TU_SYN, NULL), s2xn = tu_tcp(s2x, &f2x, 1, 0, TU_SYN, NULL);
+  size_t r2n = tu_tcp(r2, &p2, 9, 2, TU_SYN | TU_ACK, NULL), r2xn = tu_tcp(r2x, &p2x, 9, 2, TU_SYN | TU_ACK, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\n", FAKE_PID, ep(0, C4, 50060), ep(0, D4, 443));
+  sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50061),
+            ep(0, D4, 443));
+  sb_packet(&s, "out if=7 sub=3", s1, s1n);
+  sb_printf(&s, "wait_sent 1\ngate port\n");
+  sb_packet(&s, "out if=7 sub=3", r1, r1n);
+  sb_printf(&s, "wait_sent 2\n");
+  sb_packet(&s, "out if=7 sub=3", s2, s2n);
+  sb_printf(&s, "wait_sent 3\n");
+  sb_packet(&s, "out if=7 sub=3", r2, r2n);
+  if (!session_start(config_pids("1234", "\"ports\": [443]"), s.s)) return;
+  sent_packet sp[8];
+  wait_sent(sp, 1, 5000);
+  CHECK(redirector_set_app_port(NEW_PORT) == 0, "new app port: %s", last_error());
+  char *log = read_file(g_log);
+  char f[512];
+  opened_filter(log, 4, f, sizeof f);
+  CHECK(strstr(f, "localPort == 8080 or localPort == 9090)") != NULL,
+        "the new port is diverted when the call returns, the old one still: %s", f);
+  free(log);
+  open_gate("port");
+  int n = wait_sent(sp, 4, 5000);
+  if (n >= 4) {
+    expect_packet(&sp[0], "f1's SYN to the old port", s1x, s1xn, 0, 7, 3);
+    expect_packet(&sp[1], "the proxy's SYN-ACK from the old port", r1x, r1xn, 0, 7, 3);
+    expect_packet(&sp[2], "f2's SYN to the new port", s2x, s2xn, 0, 7, 3);
+    expect_packet(&sp[3], "the proxy's SYN-ACK from the new port", r2x, r2xn, 0, 7, 3);
+  }
+  session_stop();
   free(s.s);
 }
 
@@ -1329,6 +2154,7 @@ static void stop_if_running(void) {
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
   if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
+  if (argc > 2 && strcmp(argv[1], "child_udp_late") == 0) return child_udp_late((uint16_t)atoi(argv[2]));
   GetModuleFileNameA(NULL, g_dir, sizeof g_dir);
   char *slash = strrchr(g_dir, '\\');
   if (slash) *slash = '\0';

@@ -1,6 +1,6 @@
 /* Test helpers shared by the stand-in WinDivert.dll and the test program:
- * hex text, Internet checksums, and IPv4/IPv6 TCP/UDP packets built from
- * scratch. Written for the tests; the library has its own (the engine's). */
+ * hex text, Internet checksums, and IPv4/IPv6 TCP/UDP packets and ICMP/ICMPv6
+ * messages built from scratch. Written for the tests; the library has its own (the engine's). */
 #ifndef WD_TEST_UTIL_H
 #define WD_TEST_UTIL_H
 
@@ -57,12 +57,13 @@ static inline void tu_wr16(uint8_t *p, uint16_t v) {
   p[1] = (uint8_t)v;
 }
 
-/* Where a packet's parts are: 0 if it is not plain IPv4/IPv6 TCP/UDP. */
+/* Where a packet's parts are: 0 if it is not plain IPv4/IPv6 TCP/UDP, ICMP
+ * over IPv4 or ICMPv6 over IPv6. */
 typedef struct {
   int v6;
   uint8_t proto;
   size_t l3len; /* IP header */
-  size_t l4len; /* transport header + payload */
+  size_t l4len; /* transport header + payload, or the ICMP message */
 } tu_layout;
 
 static inline int tu_parse(const uint8_t *p, size_t n, tu_layout *l) {
@@ -84,16 +85,26 @@ static inline int tu_parse(const uint8_t *p, size_t n, tu_layout *l) {
   } else {
     return 0;
   }
-  if (l->proto == 6 && l->l4len < 20) return 0;
-  if (l->proto == 17 && l->l4len < 8) return 0;
-  return l->proto == 6 || l->proto == 17;
+  if (l->proto == 6) return l->l4len >= 20;
+  if (l->proto == 17 || l->proto == (l->v6 ? 58 : 1)) return l->l4len >= 8;
+  return 0;
 }
 
-/* The transport checksum field's offset in the packet. */
-static inline size_t tu_l4csum_at(const tu_layout *l) { return l->l3len + (l->proto == 6 ? 16 : 6); }
+/* The transport (or ICMP) checksum field's offset in the packet. */
+static inline size_t tu_l4csum_at(const tu_layout *l) {
+  return l->l3len + (l->proto == 6 ? 16 : l->proto == 17 ? 6 : 2);
+}
 
-/* Computes the IPv4 header checksum and the TCP/UDP checksum in place.
- * which: bit 1 IP, bit 2 transport. */
+/* What the transport checksum sums besides the segment: the pseudo-header
+ * (none for ICMP over IPv4). */
+static inline uint32_t tu_pseudo_sum(const uint8_t *p, const tu_layout *l) {
+  if (l->proto == 1) return 0;
+  uint32_t acc = l->v6 ? tu_sum(p + 8, 32, 0) : tu_sum(p + 12, 8, 0);
+  return acc + l->proto + (uint32_t)l->l4len;
+}
+
+/* Computes the IPv4 header checksum and the TCP/UDP (or ICMP) checksum in
+ * place. which: bit 1 IP, bit 2 transport. */
 static inline void tu_fill_checksums(uint8_t *p, size_t n, int which) {
   tu_layout l;
   if (!tu_parse(p, n, &l)) return;
@@ -102,12 +113,8 @@ static inline void tu_fill_checksums(uint8_t *p, size_t n, int which) {
     tu_wr16(p + 10, tu_fold(tu_sum(p, l.l3len, 0)));
   }
   if (which & 2) {
-    uint8_t *l4 = p + l.l3len;
     tu_wr16(p + tu_l4csum_at(&l), 0);
-    uint32_t acc = l.v6 ? tu_sum(p + 8, 32, 0) : tu_sum(p + 12, 8, 0);
-    acc += l.proto + (uint32_t)l.l4len;
-    acc = tu_sum(l4, l.l4len, acc);
-    uint16_t cs = tu_fold(acc);
+    uint16_t cs = tu_fold(tu_sum(p + l.l3len, l.l4len, tu_pseudo_sum(p, &l)));
     if (l.proto == 17 && cs == 0) cs = 0xffff;
     tu_wr16(p + tu_l4csum_at(&l), cs);
   }
@@ -118,10 +125,7 @@ static inline int tu_checksums_ok(const uint8_t *p, size_t n) {
   tu_layout l;
   if (!tu_parse(p, n, &l)) return 0;
   if (!l.v6 && tu_fold(tu_sum(p, l.l3len, 0)) != 0) return 0;
-  uint32_t acc = l.v6 ? tu_sum(p + 8, 32, 0) : tu_sum(p + 12, 8, 0);
-  acc += l.proto + (uint32_t)l.l4len;
-  acc = tu_sum(p + l.l3len, l.l4len, acc);
-  return tu_fold(acc) == 0;
+  return tu_fold(tu_sum(p + l.l3len, l.l4len, tu_pseudo_sum(p, &l))) == 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -196,6 +200,23 @@ static inline size_t tu_udp(uint8_t *p, const tu_tuple *t, const char *payload) 
   if (plen) memcpy(udp + 8, payload, plen);
   tu_fill_checksums(p, h + 8 + plen, 3);
   return h + 8 + plen;
+}
+
+/* An ICMP (IPv4) or ICMPv6 (IPv6) message from t->src to t->dst (ports
+ * unused): type, code, the word after the checksum, and `n` bytes of body
+ * (an error's quoted packet), checksums correct. Returns its length. */
+static inline size_t tu_icmp(uint8_t *p, const tu_tuple *t, uint8_t type, uint8_t code, uint32_t rest,
+                             const uint8_t *body, size_t n) {
+  size_t h = tu_ip_header(p, t, t->v6 ? 58 : 1, 8 + n);
+  uint8_t *m = p + h;
+  m[0] = type;
+  m[1] = code;
+  tu_wr16(m + 2, 0);
+  tu_wr16(m + 4, (uint16_t)(rest >> 16));
+  tu_wr16(m + 6, (uint16_t)rest);
+  memcpy(m + 8, body, n);
+  tu_fill_checksums(p, h + 8 + n, 3);
+  return h + 8 + n;
 }
 
 #endif

@@ -8,7 +8,10 @@
 //
 // On Windows run it as Administrator with windows_redirector.dll,
 // WinDivert.dll and WinDivert64.sys beside it (or --windivert DIR); on Linux
-// run it as root.
+// run it as root. It listens on the wildcard address, as redirected traffic
+// needs (on Windows, allow inbound connections to the port in the firewall),
+// and serves only what the library redirected: direct connections to the
+// port are closed and stray datagrams dropped.
 package main
 
 import (
@@ -147,13 +150,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dialer := r.Dialer()
 	dialer.Timeout = 10 * time.Second
 	p.dialTCP = func(addr string) (net.Conn, error) { return dialer.Dial("tcp", addr) }
+	// Both listen on the wildcard address, as redirected traffic needs (on
+	// Windows with an inbound firewall rule for the port), so others can
+	// reach the port too: the Listener closes TCP connections that were not
+	// redirected, and serveUDP drops such datagrams.
 	var tcp net.Listener
 	var udp *net.UDPConn
 	for _, proto := range c.protocols {
 		var err error
 		switch proto {
 		case redirector.TCP:
-			tcp, err = r.Listen("tcp", fmt.Sprintf(":%d", c.port))
+			var ln *redirector.Listener
+			if ln, err = r.Listen("tcp", fmt.Sprintf(":%d", c.port)); err == nil {
+				tcp, p.refused = ln, ln.Refused
+			}
 		case redirector.UDP:
 			udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(c.port)})
 		}

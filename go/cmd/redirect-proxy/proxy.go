@@ -30,6 +30,10 @@ type proxy struct {
 	outMu sync.Mutex
 	out   io.Writer
 
+	// refused, when set, is how many direct connections the package's
+	// Listener closed before the proxy saw them (Listener.Refused).
+	refused func() uint64
+
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{} // open TCP connections, both sides
 	flows  map[netip.AddrPort]*udpFlow
@@ -130,8 +134,9 @@ func (p *proxy) serveTCP(ln net.Listener) {
 	}
 }
 
-// originOf gives what the listener looked up, or looks it up, and the plain
-// connection (so io.Copy can use the kernel's fast paths).
+// originOf gives what the listener looked up, or looks it up (a listener not
+// of the package: the tests'), and the plain connection (so io.Copy can use
+// the kernel's fast paths).
 func (p *proxy) originOf(c net.Conn) (net.Conn, redirector.Origin, error) {
 	if rc, ok := c.(*redirector.Conn); ok {
 		return rc.NetConn(), rc.Origin(), rc.OriginErr()
@@ -144,7 +149,8 @@ func (p *proxy) handleTCP(accepted net.Conn) {
 	client, o, err := p.originOf(accepted)
 	defer client.Close()
 	if err != nil {
-		// Someone connected to the port directly: there is nowhere to relay.
+		// Someone connected to the port directly: there is nowhere to relay,
+		// and it must not be served.
 		p.notRedirected.Add(1)
 		p.printf("%s  TCP  %s connected to the proxy port directly (not redirected): closed\n",
 			time.Now().Format("15:04:05"), client.RemoteAddr())
@@ -350,8 +356,12 @@ func (p *proxy) summary(s statser) {
 		p.tcpCount.Load(), plural(p.tcpCount.Load()), p.tcpFailed.Load(),
 		p.udpCount.Load(), plural(p.udpCount.Load()), p.udpFailed.Load(),
 		humanBytes(p.bytesUp.Load()), humanBytes(p.bytesDown.Load()))
-	if n := p.notRedirected.Load() + p.udpUnknown.Load(); n > 0 {
-		p.printf("; %d not redirected (ignored)", n)
+	n := uint64(p.notRedirected.Load() + p.udpUnknown.Load())
+	if p.refused != nil {
+		n += p.refused()
+	}
+	if n > 0 {
+		p.printf("; %d not redirected (refused)", n)
 	}
 	p.printf("\n")
 	if s == nil {

@@ -144,7 +144,7 @@ func TestTCPNotRedirected(t *testing.T) {
 	}
 	out.waitFor(t, regexp.QuoteMeta(c.LocalAddr().String())+` connected to the proxy port directly \(not redirected\): closed`)
 	p.summary(nil)
-	out.waitFor(t, `summary: 0 TCP connections \(0 failed\).*; 1 not redirected \(ignored\)`)
+	out.waitFor(t, `summary: 0 TCP connections \(0 failed\).*; 1 not redirected \(refused\)`)
 }
 
 func TestTCPDialFailure(t *testing.T) {
@@ -302,8 +302,8 @@ func TestParseArgs(t *testing.T) {
 	}
 }
 
-// Without WinDivert (wine), the program says so and what to do, and exits 1.
-// On Linux: a port already in use is reported the same way.
+// Without WinDivert (a folder without it), the program says so and what to
+// do, and exits 1. On Linux: a port already in use is reported the same way.
 func TestRunReportsStartFailure(t *testing.T) {
 	busy, err := net.Listen("tcp", ":0")
 	if err != nil {
@@ -314,7 +314,7 @@ func TestRunReportsStartFailure(t *testing.T) {
 	var stderr bytes.Buffer
 	if runtime.GOOS == "windows" {
 		busy.Close()
-		rc := run([]string{"--port", fmt.Sprint(port), "--process", "curl"}, io.Discard, &stderr)
+		rc := run([]string{"--port", fmt.Sprint(port), "--process", "curl", "--windivert", t.TempDir()}, io.Discard, &stderr)
 		if rc != 1 || !strings.Contains(stderr.String(), "WinDivert driver not found") ||
 			!strings.Contains(stderr.String(), "run as Administrator") {
 			t.Fatalf("run without WinDivert: %d %q", rc, stderr.String())

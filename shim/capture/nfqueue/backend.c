@@ -321,7 +321,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->rx = malloc((size_t)BATCH * PKT_BUF);
   b->tx = malloc(TX_CAP);
   b->owners = wr_owners_new(is_candidate, b);
-  static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed};
+  static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed, NULL};
   b->capture = wr_capture_new(b->engine, &ops, b);
   if (b->stop_fd < 0 || !b->rx || !b->tx || !b->capture) {
     snprintf(err, errlen, "out of memory");
@@ -373,7 +373,8 @@ void wr_backend_stop(wr_backend *b) {
   destroy(b);
 }
 
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
+int wr_exclude_socket(intptr_t socket, wr_exclusion *x, char *err, size_t errlen) {
+  (void)x; /* marked packets never reach the queue: nothing for the engine */
   int fd = (int)socket;
   if (socket < 0 || (intptr_t)fd != socket) {
     snprintf(err, errlen, "%ld is not a file descriptor", (long)socket);
@@ -404,8 +405,16 @@ int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errl
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu", (unsigned)b->queue,
-                   b->rules.have_v6 ? "on" : "off", wr_capture_held(b->capture));
+  char syns[768];
+  wr_capture_syn_report(b->capture,
+                        "a firewall rule (iptables, nftables: INPUT) dropping packets to the app port, or the proxy "
+                        "not accepting (its listen backlog full)",
+                        "the proxy not listening on the app port in that family, or bound to another address (a "
+                        "redirected connection arrives addressed to the client's own address: listen on 0.0.0.0 "
+                        "and [::])",
+                        syns, sizeof syns);
+  int n = snprintf(buf, len, "nfqueue %u; ipv6 rules %s; packets held now: %zu%s", (unsigned)b->queue,
+                   b->rules.have_v6 ? "on" : "off", wr_capture_held(b->capture), syns);
   return n < 0 ? 0 : (size_t)n;
 }
 

@@ -213,6 +213,14 @@ static int install_family(int v6, uint16_t queue, uint16_t port) {
   add(&s, "-A %s -m connmark --mark 0x%x/0x%x -j %s\n", out, m, m, q);
   add(&s, "-A %s -p tcp --syn -j %s\n", out, q);
   add(&s, "-A %s -p udp -m conntrack --ctstate NEW -j %s\n", out, q);
+  /* This host's own "unreachable" errors: one about a packet delivered
+   * rewritten (to the proxy, or to a client) quotes ends conntrack never
+   * saw, so no connmark brings it; the engine translates it. (Errors from
+   * the network about a redirected connection's packets are RELATED to its
+   * connection and come through the connmark rule of the "in" chain.) */
+  add(&s, v6 ? "-A %s -p ipv6-icmp -m icmp6 --icmpv6-type destination-unreachable -j %s\n"
+             : "-A %s -p icmp -m icmp --icmp-type destination-unreachable -j %s\n",
+      out, q);
   app_port_mangle(&s, queue, port, 0);
   /* Inbound: new connections to this host, and redirected ones. */
   add(&s, "-A %s -m mark --mark 0x%x/0x%x -j RETURN\n", in, m, m);

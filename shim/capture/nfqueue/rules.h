@@ -5,7 +5,10 @@
  *   raw OUTPUT (before conntrack): packets from the app port, i.e. the
  *     proxy's side, rewritten back to D:d -> C:c before conntrack sees them;
  *   mangle OUTPUT / PREROUTING (after conntrack): new connections (TCP SYN,
- *     new UDP) and packets of redirected connections (conntrack mark).
+ *     new UDP) and packets of redirected connections (conntrack mark; ICMP
+ *     errors about them are RELATED and carry it too), and this host's own
+ *     destination-unreachable errors (one about a packet delivered rewritten
+ *     quotes ends conntrack never saw).
  * Rewritten packets leave the queue with a mark bit set; the mark is saved
  * in the connection (CONNMARK) so later packets of a redirected connection
  * are queued and everything else stays in the kernel. Sockets a proxy

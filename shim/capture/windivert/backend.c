@@ -7,9 +7,19 @@
  * Handles
  *   SOCKET   "tcp or udp", SNIFF|RECV_ONLY: connect/accept/bind/listen/close
  *            events with the PID; they become the engine's owner facts.
- *   NETWORK  "(ip or ipv6) and (tcp or udp)", flags 0: every TCP/UDP packet,
- *            loopback included (the engine bypasses loopback unless the
- *            configuration says otherwise, so the filter must not decide it).
+ *   NETWORK  flags 0, its filter built from the engine's capture scope
+ *            (filter.c): the TCP/UDP packets the configuration may redirect
+ *            (its protocols; with `ports` or `destinations`, only flows
+ *            whose destination, or listener, is one of them), the proxy's
+ *            (app port's), and those of flows redirected or pending under
+ *            an earlier configuration; loopback traffic only when loopback
+ *            is not bypassed; and ICMP/ICMPv6 errors, which the engine
+ *            translates when they quote a rewritten packet. At broadest
+ *            "((ip or ipv6) and (tcp or udp)) or " the ICMP errors.
+ *            Every packet it diverts crosses the packet thread: while the
+ *            host is paused (a proxy at a breakpoint), what it diverts
+ *            stalls and is dropped after the queue time, so it diverts no
+ *            more than the engine needs.
  *   REFLECT  opened once at start (SNIFF|RECV_ONLY|NO_INSTALL), shut down
  *            and drained: the other WinDivert handles open right now, for
  *            the diagnostics text.
@@ -32,6 +42,26 @@
  *   timer    the core's: ticks (hold timeouts, expiry), and the engine's
  *            owner queries answered from the socket tables (find_owner).
  *
+ * A new filter (the scope changed: a configuration, an app port, flows
+ * ending): a second NETWORK handle is opened with it, at the same priority,
+ * before the first one stops diverting. The driver (sys/windivert.c, 2.2)
+ * gives a handle opened later a higher place among handles of one priority
+ * (its weight: the priority, then a counter of opens), so the new one sees
+ * each packet first, and the old one only what the new filter leaves;
+ * then, in the same step that makes the new one pending, the old one's
+ * receive side is shut down (it diverts nothing more, and what it queued
+ * can still be received). The packet thread drains it, takes the new one
+ * and closes the old (a handle closed with packets queued would have the
+ * driver re-inject them unprocessed). From that step on every packet is
+ * sent through the new handle: a packet injected through a handle is
+ * skipped by handles of its place and above and diverted again by a
+ * matching one below; the old handle diverts nothing any more, so neither
+ * place it may have (below the new one, or above it once the driver's
+ * 16-bit counter of opens wraps) sees a sent packet twice. No packet is
+ * missed (the new handle diverts before the old stops), none is seen twice,
+ * and a flow's packets keep their order (the old queue first: a flow's
+ * packets all match a filter or none does).
+ *
  * Held packets: the core keeps each one's original address (and a copy of
  * its bytes) by cookie, so the packet goes out with its own interface and
  * flags, and so that when the engine traps (and loses what it held) or at
@@ -48,6 +78,7 @@
 #include "capture/windivert/owners.h"
 #include "capture/windivert/windivert.h"
 #include "capture/windivert/handles.h" /* each handle's filter, layer, priority, flags */
+#include "capture/windivert/filter.h"  /* the NETWORK filter from the capture scope */
 
 /* Driver queue: packets waiting for the packet thread. The defaults are
  * 4096 packets / 2000 ms / 4 MB; a burst while the engine is busy should
@@ -71,6 +102,9 @@
 #define MAX_CONSECUTIVE_ERRORS 100
 #define DIAG_CAP 2048
 #define PATH_CAP 4096
+/* The longest a filter change waits for the packet thread to drain the old
+ * handle (milliseconds of its queue, normally). */
+#define SWITCH_WAIT_MS 10000
 
 /* The length of the IP packet at p (from its header), or 0 if unreadable. */
 static uint32_t ip_length(const uint8_t *p, uint32_t avail) {
@@ -102,7 +136,23 @@ struct wr_backend {
   HMODULE dll;
   char dll_path[1024];
   wd_api wd;
-  HANDLE net, sock;
+  HANDLE sock;
+  /* The NETWORK handle the packet thread reads, and the one a filter change
+   * opened, read once `net` is drained (and sent through from the start).
+   * The packet thread swaps them; sends, stop and filter changes read them,
+   * all under net_lock. */
+  SRWLOCK net_lock;
+  HANDLE net, net_next;
+  int packet_done; /* the packet thread reads no more */
+  char next_filter[WR_WD_FILTER_CAP];
+  wr_wd_filter_info next_info;
+  HANDLE swapped; /* set when the packet thread took net_next */
+  /* One filter change at a time (the timer thread's scope changes, a
+   * caller's app port), with its scratch space. */
+  SRWLOCK filter_lock;
+  wr_capture_scope scope;
+  char built[WR_WD_FILTER_CAP];
+  wr_wd_filter_info built_info;
   wr_owners *owners;
   wr_thread packet_thread, socket_thread;
   int packet_started, socket_started;
@@ -120,12 +170,18 @@ struct wr_backend {
   wd_address recv_addr[RECV_BATCH];
   wr_packet pkts[RECV_BATCH];
 
-  /* Diagnostics: fixed at start, plus counters. */
+  /* Diagnostics: fixed at start, plus counters and the NETWORK filter in
+   * force (the packet thread changes it when it takes a new handle). */
   SRWLOCK diag_lock;
   char diag[DIAG_CAP];
+  char start_warning[768]; /* "warning at start: ...; " or "" (fixed at start) */
   uint64_t recv_errors, send_errors;
   uint32_t last_recv_error, last_send_error;
   char thread_failure[256];
+  char filter[WR_WD_FILTER_CAP];
+  wr_wd_filter_info filter_info;
+  uint64_t filter_changes;
+  char filter_failure[512];
 };
 
 static void diag_appendf(wr_backend *b, const char *fmt, ...) {
@@ -381,9 +437,15 @@ static void open_error(wr_backend *b, DWORD code, int layer, const char *filter,
 static void flush_locked(wr_backend *b) {
   if (!b->out_n) return;
   UINT sent = 0;
-  if (!b->wd.send_ex(b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
-                     NULL)) {
-    DWORD code = GetLastError();
+  /* Through the newest handle: during a filter change the new one (the old
+   * one's receive side was shut in the step that made it pending, so the
+   * old one never diverts what is sent, wherever the driver placed it). */
+  AcquireSRWLockShared(&b->net_lock);
+  BOOL ok = b->wd.send_ex(b->net_next ? b->net_next : b->net, b->out_buf, (UINT)b->out_len, &sent, 0, b->out_addr, b->out_n * WD_ADDRESS_SIZE,
+                          NULL);
+  DWORD code = ok ? 0 : GetLastError();
+  ReleaseSRWLockShared(&b->net_lock);
+  if (!ok) {
     AcquireSRWLockExclusive(&b->diag_lock);
     b->send_errors++;
     b->last_send_error = code;
@@ -472,16 +534,58 @@ static int csum_partial(const uint8_t *p, uint32_t len, const wd_address *a) {
   return !a->tcp_checksum || !a->udp_checksum;
 }
 
+/* The old NETWORK handle is drained (its receive side was shut down and
+ * its queue is empty): the packet thread takes the new one a filter change
+ * opened, if any, and closes the old. 1 when it did. */
+static int take_next(wr_backend *b) {
+  AcquireSRWLockExclusive(&b->net_lock);
+  HANDLE old = b->net, next = b->net_next;
+  if (next) {
+    b->net = next;
+    b->net_next = NULL;
+    AcquireSRWLockExclusive(&b->diag_lock);
+    memcpy(b->filter, b->next_filter, sizeof b->filter);
+    b->filter_info = b->next_info;
+    b->filter_changes++;
+    b->filter_failure[0] = '\0'; /* a change went through since */
+    ReleaseSRWLockExclusive(&b->diag_lock);
+  }
+  ReleaseSRWLockExclusive(&b->net_lock);
+  if (!next) return 0;
+  /* Nothing is queued in it, and no send uses it any more. */
+  b->wd.close(old);
+  SetEvent(b->swapped);
+  return 1;
+}
+
+/* The packet thread reads no more. Unless stopping, the receive sides are
+ * shut so that the driver passes packets on instead of queueing them for no
+ * one (fail open). */
+static void packet_thread_done(wr_backend *b) {
+  AcquireSRWLockExclusive(&b->net_lock);
+  b->packet_done = 1;
+  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+    if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
+  }
+  ReleaseSRWLockExclusive(&b->net_lock);
+  SetEvent(b->swapped); /* a filter change waiting for it waits no more */
+}
+
 static void packet_thread(void *arg) {
   wr_backend *b = arg;
   int consecutive = 0;
   for (;;) {
     UINT recv_len = 0, addr_len = RECV_BATCH * WD_ADDRESS_SIZE;
+    /* Only this thread changes b->net. */
     if (!b->wd.recv_ex(b->net, b->recv_buf, RECV_BUF, &recv_len, 0, b->recv_addr, &addr_len, NULL)) {
-      if (!recv_failed(b, "packet", GetLastError(), &consecutive)) continue;
-      /* Giving up: with its receive side shut, the driver passes packets
-       * on instead of queueing them for no one (fail open). */
-      if (!InterlockedCompareExchange(&b->stopping, 0, 0)) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+      DWORD code = GetLastError();
+      /* Drained after a filter change (or at stop): on to the new handle. */
+      if (code == WD_ERROR_NO_DATA && take_next(b)) {
+        consecutive = 0;
+        continue;
+      }
+      if (!recv_failed(b, "packet", code, &consecutive)) continue;
       break;
     }
     consecutive = 0;
@@ -503,6 +607,7 @@ static void packet_thread(void *arg) {
     }
     if (k > 0) wr_capture_process(b->capture, b->pkts, b->recv_addr, k);
   }
+  packet_thread_done(b);
 }
 
 /* ------------------------------------------------------------------------
@@ -530,7 +635,12 @@ static int all_zero(const uint8_t a[16]) {
   return memcmp(a, zero, 16) == 0;
 }
 
-/* A SOCKET event as an owner fact (without the path). 0 if not one. */
+/* A SOCKET event as an owner fact (without the path). 0 if not one. The
+ * driver sends CLOSE from two places (sys/windivert.c): a binding's
+ * release, with the address as bound and the remote end zero, and every
+ * connection's end (one a listener accepted too: the listener's port and
+ * PID), with its remote end. Both go to the engine as they are: it tells
+ * a socket's release from a connection's end. */
 static int socket_fact(const wd_address *a, wr_owner_fact *f) {
   memset(f, 0, sizeof *f);
   switch (a->event) {
@@ -657,66 +767,76 @@ static void socket_thread(void *arg) {
 
 typedef struct {
   const wr_query *q;
-  wr_owner_fact *f;
-  int found;
+  wr_socket_row best; /* the row found so far */
+  int rank;           /* how closely it covers the query: 0 none */
 } query_ctx;
 
 static int addr_eq(const uint8_t *a, const uint8_t *b2, int family) { return memcmp(a, b2, family == 4 ? 4 : 16) == 0; }
 
-/* Does a row's local address cover the query's (same, or a wildcard)? */
-static int local_covers(const wr_socket_row *r, const wr_query *q) {
-  if (r->family == q->family) return all_zero(r->local) || addr_eq(r->local, q->local, q->family);
-  /* A dual-stack IPv6 socket bound to :: serves IPv4 too. */
-  return r->family == 6 && q->family == 4 && all_zero(r->local);
+/* How a row's local address covers the query's, as the engine ranks its
+ * port owners: 3 the address itself, 2 a wildcard of its family, 1 (IPv4)
+ * a dual-stack IPv6 socket bound to ::, 0 not at all. */
+static int local_rank(const wr_socket_row *r, const wr_query *q) {
+  if (r->family == q->family) return addr_eq(r->local, q->local, q->family) ? 3 : all_zero(r->local) ? 2 : 0;
+  return r->family == 6 && q->family == 4 && all_zero(r->local) ? 1 : 0;
 }
 
 static int query_row(void *ctx, const wr_socket_row *r) {
   query_ctx *c = ctx;
   const wr_query *q = c->q;
   if (r->pid == 0 || r->proto != q->proto || r->local_port != q->local_port) return 0;
-  wr_owner_fact *f = c->f;
-  memset(f, 0, sizeof *f);
+  int rank = local_rank(r, q);
   if (q->proto == 6 && !q->inbound) {
     /* An outbound connection: its own row. */
     if (r->listening || r->family != q->family || r->remote_port != q->remote_port ||
-        !addr_eq(r->remote, q->remote, q->family) || !local_covers(r, q)) {
+        !addr_eq(r->remote, q->remote, q->family) || rank == 0) {
       return 0;
     }
-    f->kind = WR_OWNER_CONNECT;
-  } else if (q->proto == 6) {
-    /* An inbound connection: the listener on its port. */
-    if (!r->listening || !local_covers(r, q)) return 0;
-    f->kind = WR_OWNER_LISTEN;
-  } else {
-    if (!local_covers(r, q)) return 0;
-    f->kind = WR_OWNER_BIND;
+    rank = 3;
+  } else if (q->proto == 6 && !r->listening) {
+    return 0; /* an inbound connection: a listener on its port */
   }
-  f->proto = q->proto;
-  f->family = q->family;
-  memcpy(f->local, q->local, 16);
-  f->local_port = q->local_port;
-  if (f->kind == WR_OWNER_CONNECT) {
-    memcpy(f->remote, q->remote, 16);
-    f->remote_port = q->remote_port;
+  if (rank > c->rank) {
+    c->best = *r;
+    c->rank = rank;
   }
-  f->pid = r->pid;
-  c->found = 1;
-  return 1;
+  return rank == 3; /* nothing covers it more closely */
 }
 
 /* The core's owner query: a pending flow's owner from the socket tables.
- * Not found is no answer: the SOCKET event may still come, or the hold
- * timeout decides. */
+ * An outbound TCP connection's own row is a CONNECT fact; otherwise the
+ * listener or bound socket that covers the flow's local address most
+ * closely is a LISTEN or BIND fact with that socket's own address (the
+ * engine keeps it as the port's owner until that socket is released). Not
+ * found is no answer: the SOCKET event may still come, or the hold timeout
+ * decides. */
 static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap) {
   wr_backend *b = io;
-  query_ctx c = {q, f, 0};
+  query_ctx c;
+  memset(&c, 0, sizeof c);
+  c.q = q;
   if (!b->owners || InterlockedCompareExchange(&b->stopping, 0, 0)) return 0;
   int table = q->proto == 17 ? WR_TABLE_UDP : q->inbound ? WR_TABLE_TCP_LISTENERS : WR_TABLE_TCP_ALL;
   wr_owners_walk(b->owners, table, q->family, query_row, &c, NULL);
-  if (!c.found && q->family == 4 && (q->proto == 17 || q->inbound)) {
+  if (c.rank == 0 && q->family == 4 && (q->proto == 17 || q->inbound)) {
     wr_owners_walk(b->owners, table, 6, query_row, &c, NULL);
   }
-  if (!c.found) return 0;
+  if (c.rank == 0) return 0;
+  memset(f, 0, sizeof *f);
+  f->proto = q->proto;
+  f->pid = c.best.pid;
+  if (q->proto == 6 && !q->inbound) {
+    f->kind = WR_OWNER_CONNECT;
+    f->family = q->family;
+    memcpy(f->local, q->local, 16);
+    memcpy(f->remote, q->remote, 16);
+    f->remote_port = q->remote_port;
+  } else {
+    f->kind = q->proto == 6 ? WR_OWNER_LISTEN : WR_OWNER_BIND;
+    f->family = c.best.family;
+    memcpy(f->local, c.best.local, 16);
+  }
+  f->local_port = q->local_port;
   fact_path(b, f, 0, path, cap);
   return 1;
 }
@@ -795,7 +915,119 @@ static int list_other_handles(wr_backend *b, char *err, size_t errlen) {
 }
 
 /* ------------------------------------------------------------------------
+ * The NETWORK filter and its changes */
+
+static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
+                          size_t errlen);
+
+/* The filter for the capture scope now (and app port `extra`, unless 0)
+ * into b->built (filter_lock held, or before the threads start). */
+static void build_filter(wr_backend *b, uint16_t extra) {
+  wr_engine_capture_scope(b->engine, &b->scope); /* when it cannot say: everything */
+  wr_capture_scope *s = &b->scope;
+  int have = 0;
+  for (size_t i = 0; i < s->n_app_ports; i++) have |= s->app_ports[i] == extra;
+  if (extra && !have) {
+    if (s->n_app_ports < WR_SCOPE_APP_PORTS_CAP) s->app_ports[s->n_app_ports++] = extra;
+    else s->flags |= WR_SCOPE_ALL;
+  }
+  wr_wd_net_filter(s, b->built, sizeof b->built, &b->built_info);
+}
+
+/* Waits until no filter change is pending (the packet thread took the new
+ * handle). 1 when none is; 0 when one still is after SWITCH_WAIT_MS, or
+ * cannot complete (the packet thread stopped, or stop began). */
+static int wait_switched(wr_backend *b) {
+  ULONGLONG until = GetTickCount64() + SWITCH_WAIT_MS;
+  for (;;) {
+    AcquireSRWLockShared(&b->net_lock);
+    int pending = b->net_next != NULL, done = b->packet_done;
+    ReleaseSRWLockShared(&b->net_lock);
+    if (!pending) return 1;
+    if (done || InterlockedCompareExchange(&b->stopping, 0, 0) || GetTickCount64() >= until) return 0;
+    WaitForSingleObject(b->swapped, 50);
+  }
+}
+
+static void note_filter_failure(wr_backend *b, const char *why) {
+  AcquireSRWLockExclusive(&b->diag_lock);
+  snprintf(b->filter_failure, sizeof b->filter_failure, "%s", why);
+  ReleaseSRWLockExclusive(&b->diag_lock);
+}
+
+/* Diverts with the filter in b->built from now on: a new NETWORK handle
+ * first, then the old one's receive side shut, and the packet thread
+ * drains it and takes the new one (the comment at the top). 0, or -1 with
+ * the reason in err when the new handle could not be opened; the old
+ * filter stays then. */
+static int switch_net(wr_backend *b, char *err, size_t errlen) {
+  HANDLE n = open_handle(b, b->built, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
+  if (!n) return -1;
+  AcquireSRWLockExclusive(&b->net_lock);
+  if (b->packet_done || InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    ReleaseSRWLockExclusive(&b->net_lock);
+    b->wd.close(n);
+    snprintf(err, errlen, "the packet thread has stopped: the NETWORK filter stays \"%s\"", b->filter);
+    return -1;
+  }
+  memcpy(b->next_filter, b->built, sizeof b->next_filter);
+  b->next_info = b->built_info;
+  ResetEvent(b->swapped);
+  b->net_next = n;
+  /* It diverts nothing more; what it queued can still be received. */
+  b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+  ReleaseSRWLockExclusive(&b->net_lock);
+  if (!wait_switched(b)) {
+    /* Not fatal: the packet thread takes it when it gets there. */
+    note_filter_failure(b, "a filter change waited longer than 10 s for the packet thread");
+  }
+  return 0;
+}
+
+/* The NETWORK filter for the scope now (and app port `extra`), switched to
+ * when it differs from the one in force. 0, or -1 with the reason. */
+static int change_filter(wr_backend *b, uint16_t extra, char *err, size_t errlen) {
+  char why[700] = "";
+  int rc = 0;
+  AcquireSRWLockExclusive(&b->filter_lock);
+  if (!wait_switched(b)) {
+    snprintf(why, sizeof why, "an earlier NETWORK filter change is still waiting for the packet thread");
+    rc = -1;
+  } else {
+    build_filter(b, extra);
+    AcquireSRWLockShared(&b->diag_lock);
+    int same = strcmp(b->built, b->filter) == 0;
+    ReleaseSRWLockShared(&b->diag_lock);
+    if (!same) rc = switch_net(b, why, sizeof why);
+  }
+  ReleaseSRWLockExclusive(&b->filter_lock);
+  if (rc != 0) {
+    note_filter_failure(b, why);
+    if (err && errlen) snprintf(err, errlen, "%s", why);
+  }
+  return rc;
+}
+
+/* The core's: the capture scope may have changed (timer thread). */
+static void scope_changed(void *io) {
+  wr_backend *b = io;
+  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) change_filter(b, 0, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------
  * Start and stop */
+
+static int listen_report(wr_backend *b, int only_wrong, char *out, size_t cap);
+
+/* Is the app port listened on as redirects need? Starting goes on either way
+ * (the proxy may listen later); what is wrong leads the diagnostics text. */
+static void start_check(wr_backend *b) {
+  char wrong[sizeof b->start_warning - 32];
+  if (listen_report(b, 1, wrong, sizeof wrong) > 0) {
+    /* wrong is "; app port P: ..." */
+    snprintf(b->start_warning, sizeof b->start_warning, "warning at start: %s; ", wrong + 2);
+  }
+}
 
 static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t priority, uint64_t flags, char *err,
                           size_t errlen) {
@@ -824,7 +1056,9 @@ static HANDLE open_handle(wr_backend *b, const char *filter, int layer, int16_t 
 static void release(wr_backend *b) {
   wr_capture_free(b->capture); /* re-injects what the engine still holds */
   if (b->sock) b->wd.close(b->sock);
+  if (b->net_next) b->wd.close(b->net_next);
   if (b->net) b->wd.close(b->net);
+  if (b->swapped) CloseHandle(b->swapped);
   if (b->dll) FreeLibrary(b->dll);
   wr_owners_free(b->owners);
   free(b->out_buf);
@@ -835,10 +1069,14 @@ static void release(wr_backend *b) {
 static void stop_threads(wr_backend *b) {
   InterlockedExchange(&b->stopping, 1);
   if (b->capture) wr_capture_stop_timer(b->capture);
-  /* Shutdown completes blocked receives with ERROR_NO_DATA. NETWORK keeps
-   * its send side until the held packets are out. */
+  /* Shutdown completes blocked receives with ERROR_NO_DATA once the queue
+   * is empty. NETWORK keeps its send side until the held packets are out;
+   * the packet thread drains a new handle of a filter change too. */
   if (b->sock) b->wd.shutdown(b->sock, WD_SHUTDOWN_BOTH);
+  AcquireSRWLockShared(&b->net_lock);
   if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
+  if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
+  ReleaseSRWLockShared(&b->net_lock);
   if (b->socket_started) wr_thread_join(&b->socket_thread);
   if (b->packet_started) wr_thread_join(&b->packet_thread);
   b->socket_started = b->packet_started = 0;
@@ -853,6 +1091,8 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->engine = opts->engine;
   b->app_port = opts->app_port;
   InitializeSRWLock(&b->diag_lock);
+  InitializeSRWLock(&b->net_lock);
+  InitializeSRWLock(&b->filter_lock);
   b->dll = load_windivert(opts->windivert_dir, err, errlen);
   if (!b->dll) {
     release(b);
@@ -869,9 +1109,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->out_buf = malloc(SEND_BUF);
   b->recv_buf = malloc(RECV_BUF);
   b->owners = wr_owners_new();
-  static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL};
+  static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL, scope_changed};
   b->capture = wr_capture_new(b->engine, &ops, b);
-  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture) {
+  b->swapped = CreateEventW(NULL, FALSE, FALSE, NULL);
+  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture || !b->swapped) {
     snprintf(err, errlen, "out of memory");
     release(b);
     return NULL;
@@ -909,13 +1150,17 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     return NULL;
   }
   diag_appendf(b, "; driver version %llu.%llu", (unsigned long long)major, (unsigned long long)minor);
-  b->net = open_handle(b, NET_FILTER, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
+  /* The NETWORK filter from the capture scope (after the core exists, so
+   * a scope change from now on reaches scope_changed). */
+  build_filter(b, 0);
+  memcpy(b->filter, b->built, sizeof b->filter);
+  b->filter_info = b->built_info;
+  b->net = open_handle(b, b->filter, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
   if (!b->net) {
     release(b);
     return NULL;
   }
-  diag_appendf(b, "; NETWORK handle: priority %d, filter \"%s\"; SOCKET handle: priority %d, filter \"%s\"",
-               NET_PRIORITY, NET_FILTER, SOCKET_PRIORITY, SOCKET_FILTER);
+  diag_appendf(b, "; SOCKET handle: priority %d, filter \"%s\"", SOCKET_PRIORITY, SOCKET_FILTER);
   int rc = wr_thread_start(&b->socket_thread, socket_thread, b);
   b->socket_started = rc == 0;
   if (rc == 0) {
@@ -929,22 +1174,8 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     release(b);
     return NULL;
   }
+  start_check(b);
   return b;
-}
-
-/* Not yet done on Windows. The NETWORK layer sees every process's packets,
- * this one's too: a new flow of the proxy's is held until its SOCKET event
- * names this process, then passes. Passing an excluded socket's packets at
- * once needs the engine to know its local endpoint (and the socket bound
- * before connect, to have one). Only INVALID_SOCKET and other negative
- * values are refused, so a caller's mistake is reported the same way on
- * both systems. */
-int wr_exclude_socket(intptr_t socket, char *err, size_t errlen) {
-  if (socket < 0) {
-    snprintf(err, errlen, "%lld is not a socket", (long long)socket);
-    return -1;
-  }
-  return 0;
 }
 
 /* PID 4 is the System process: its sockets (SMB, for one) belong to the
@@ -955,12 +1186,12 @@ size_t wr_backend_never_intercept(const uint32_t **pids) {
   return sizeof system_pids / sizeof system_pids[0];
 }
 
-/* WinDivert sees every packet already: a new app port needs nothing here
- * (the engine redirects new flows to it). */
+/* The NETWORK filter must divert the new app port's packets (the proxy's
+ * replies) before the engine redirects a flow to it: the filter is changed
+ * first, with the new port beside those of the scope. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
+  if (change_filter(b, port, err, errlen) != 0) return -1;
   InterlockedExchange(&b->app_port, port);
-  (void)err;
-  (void)errlen;
   return 0;
 }
 
@@ -974,53 +1205,91 @@ void wr_backend_stop(wr_backend *b) {
   release(b);
 }
 
-/* Where the app port is bound now, from the socket tables. */
+/* Where the app port is bound now, for one protocol, from the socket tables. */
 typedef struct {
   uint16_t port;
   uint8_t proto;
   int any[2], specific[2]; /* [0] IPv4, [1] IPv6 */
+  char where[48];          /* the first specific address seen */
 } listen_check;
+
+/* An address as text: dotted IPv4, or IPv6 in brackets with its longest run
+ * of zero groups (two or more) as "::". */
+static void addr_text(int family, const uint8_t a[16], char *out, size_t cap) {
+  if (family == 4) {
+    snprintf(out, cap, "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+    return;
+  }
+  int run = 0, best = -1, best_len = 1;
+  for (int i = 0; i < 8; i++) {
+    run = a[2 * i] | a[2 * i + 1] ? 0 : run + 1;
+    if (run > best_len) best_len = run, best = i - run + 1;
+  }
+  size_t n = (size_t)snprintf(out, cap, "[");
+  for (int i = 0; i < 8 && n < cap; i++) {
+    if (i == best) {
+      n += (size_t)snprintf(out + n, cap - n, "::");
+      i += best_len - 1;
+      continue;
+    }
+    int sep = i > 0 && i != best + best_len;
+    n += (size_t)snprintf(out + n, cap - n, "%s%x", sep ? ":" : "", (unsigned)(a[2 * i] << 8 | a[2 * i + 1]));
+  }
+  if (n < cap) snprintf(out + n, cap - n, "]");
+}
 
 static int listen_row(void *ctx, const wr_socket_row *r) {
   listen_check *c = ctx;
   if (r->local_port != c->port || r->proto != c->proto || (r->proto == 6 && !r->listening)) return 0;
   int v6 = r->family == 6;
-  if (all_zero(r->local)) c->any[v6] = 1;
-  else c->specific[v6] = 1;
+  if (all_zero(r->local)) {
+    c->any[v6] = 1;
+  } else {
+    c->specific[v6] = 1;
+    if (!c->where[0]) addr_text(r->family, r->local, c->where, sizeof c->where);
+  }
   return 0;
 }
 
-/* "; app port P: TCP on 0.0.0.0 and [::]; UDP ..." with what is wrong. A
- * redirected connection arrives addressed to the client's own address (as
- * inbound traffic from a remote one), so the proxy must listen on the
- * wildcard address of each family it serves. */
-static void listen_report(wr_backend *b, char *out, size_t cap) {
+/* "; app port P: TCP on 0.0.0.0 and [::]; UDP ..." with what is wrong, for
+ * the protocols the configuration intercepts (only what is wrong with
+ * only_wrong). A redirected connection arrives addressed to the client's own
+ * address (as inbound traffic from a remote one), so the proxy must listen
+ * on the wildcard address of each family it serves. Returns how many
+ * protocols are wrong; out is "" when the tables cannot be read. */
+static int listen_report(wr_backend *b, int only_wrong, char *out, size_t cap) {
   uint16_t port = (uint16_t)b->app_port;
   out[0] = '\0';
-  if (!b->owners || wr_owners_tables_error(b->owners)[0] || port == 0) return;
+  if (!b->owners || wr_owners_tables_error(b->owners)[0] || port == 0) return 0;
+  uint32_t protos = wr_engine_protocols(b->engine);
   size_t used = (size_t)snprintf(out, cap, "; app port %u:", (unsigned)port);
   int wrong = 0;
   for (int p = 0; p < 2 && used < cap; p++) {
-    listen_check c = {port, p == 0 ? 6 : 17, {0, 0}, {0, 0}};
+    if (!(protos & (p == 0 ? WR_PROTOS_TCP : WR_PROTOS_UDP))) continue;
+    listen_check c = {port, p == 0 ? 6 : 17, {0, 0}, {0, 0}, ""};
     for (int fam = 4; fam <= 6; fam += 2) {
       uint32_t error = 0;
       wr_owners_walk(b->owners, p == 0 ? WR_TABLE_TCP_LISTENERS : WR_TABLE_UDP, fam, listen_row, &c, &error);
     }
     const char *name = p == 0 ? "TCP" : "UDP";
+    char finding[160];
+    int bad = 1;
     if (c.any[0] && c.any[1]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 and [::];", name);
+      snprintf(finding, sizeof finding, "on 0.0.0.0 and [::]");
+      bad = 0;
     } else if (c.any[1]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on [::] (IPv4 only if that socket is dual-stack);", name);
+      snprintf(finding, sizeof finding, "on [::] (IPv4 only if that socket is dual-stack)");
+      bad = 0;
     } else if (c.any[0]) {
-      used += (size_t)snprintf(out + used, cap - used, " %s on 0.0.0.0 only: IPv6 redirects will be refused;", name);
-      wrong = 1;
+      snprintf(finding, sizeof finding, "on 0.0.0.0 only: IPv6 redirects will be refused");
+    } else if (c.specific[0] || c.specific[1]) {
+      snprintf(finding, sizeof finding,
+               "bound to a specific address only (%s), not 0.0.0.0 or [::]: redirects will be refused", c.where);
     } else {
-      used += (size_t)snprintf(out + used, cap - used, " %s %s;", name,
-                               c.specific[0] || c.specific[1]
-                                   ? "bound to a specific address only, not 0.0.0.0 or [::]: redirects will be refused"
-                                   : "not listening: its redirects will be refused");
-      wrong = 1;
+      snprintf(finding, sizeof finding, "not listening: its redirects will be refused");
     }
+    wrong += bad;
+    if (bad || !only_wrong) used += (size_t)snprintf(out + used, cap - used, " %s %s;", name, finding);
   }
   if (wrong && used < cap) {
     snprintf(out + used, cap - used,
@@ -1028,23 +1297,39 @@ static void listen_report(wr_backend *b, char *out, size_t cap) {
              "(or a dual-stack [::]) for each protocol you intercept, and allow inbound connections to the port in "
              "Windows Firewall");
   }
+  if (only_wrong && !wrong) out[0] = '\0';
+  return wrong;
 }
 
 size_t wr_backend_diagnostics(wr_backend *b, char *buf, size_t len) {
-  char tail[1024] = "";
+  char tail[1024] = "", filter[1400] = "";
   if (!b) {
     if (buf && len) buf[0] = '\0';
     return 0;
   }
-  char listening[768];
-  listen_report(b, listening, sizeof listening);
+  char listening[768], syns[768];
+  listen_report(b, 0, listening, sizeof listening);
+  wr_capture_syn_report(b->capture,
+                        "no inbound rule of Windows Defender Firewall allows the app port (it drops the SYN, and "
+                        "hides a port nothing listens on), the proxy not listening on the wildcard address of that "
+                        "family (0.0.0.0, [::]), or another filter driver dropping packets to the port",
+                        "the proxy not listening on the wildcard address of that family (0.0.0.0, [::]), or not "
+                        "listening at all",
+                        syns, sizeof syns);
   uint64_t traps = wr_capture_traps(b->capture);
   AcquireSRWLockExclusive(&b->diag_lock);
+  const wr_wd_filter_info *fi = &b->filter_info;
+  snprintf(filter, sizeof filter, "; NETWORK handle: priority %d, filter \"%s\" (%d tests%s%s; %llu changes%s%s)",
+           NET_PRIORITY, b->filter, fi->tests, fi->narrowed ? ", narrowed by ports, networks or app ports" : "",
+           fi->too_long ? ", the configuration's lists left out: too long for WinDivert" : "",
+           (unsigned long long)b->filter_changes, b->filter_failure[0] ? "; last change failed: " : "",
+           b->filter_failure);
   snprintf(tail, sizeof tail, "; receive errors: %llu (last %lu); send errors: %llu (last %lu); engine traps: %llu%s%s",
            (unsigned long long)b->recv_errors, (unsigned long)b->last_recv_error,
            (unsigned long long)b->send_errors, (unsigned long)b->last_send_error,
            (unsigned long long)traps, b->thread_failure[0] ? "; " : "", b->thread_failure);
-  int n = snprintf(buf, len, "%s%s%s", b->diag, listening, tail);
+  /* A long filter is cut here (to 1 KB or so): the diagnostics are a line for a log. */
+  int n = snprintf(buf, len, "%s%s%s%s%s%s", b->start_warning, b->diag, filter, listening, syns, tail);
   ReleaseSRWLockExclusive(&b->diag_lock);
   return n < 0 ? 0 : (size_t)n;
 }
