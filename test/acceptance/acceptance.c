@@ -3,7 +3,7 @@
  * WinDivert64.sys present), through the public API only.
  *
  *   wr_acceptance.exe [--windivert DIR] [--local4 ADDR|none] [--local6 ADDR|none]
- *                     [--timeout SECONDS]
+ *                     [--port PORT] [--timeout SECONDS]
  *
  * It starts the library with its own proxy (TCP and UDP on 0.0.0.0 and [::]
  * at one app port, as a proxy must listen) and its own servers, TCP and UDP,
@@ -925,9 +925,11 @@ static void print_state(const char *when) {
 
 static int usage(void) {
   fprintf(stderr,
-          "usage: wr_acceptance.exe [--windivert DIR] [--local4 ADDR|none] [--local6 ADDR|none] [--timeout SECONDS]\n"
+          "usage: wr_acceptance.exe [--windivert DIR] [--local4 ADDR|none] [--local6 ADDR|none] [--port PORT]\n"
+          "                         [--timeout SECONDS]\n"
           "Run as Administrator, with WinDivert.dll and WinDivert64.sys in DIR (default: beside\n"
-          "windows_redirector.dll, then this program's folder, then System32).\n");
+          "windows_redirector.dll, then this program's folder, then System32). --port: the proxy's port\n"
+          "(default: a free one), e.g. one an inbound firewall rule allows.\n");
   return 2;
 }
 
@@ -954,11 +956,13 @@ int main(int argc, char **argv) {
   if (argc >= 4 && strcmp(argv[1], "child") == 0) return child_main(argc, argv);
   const char *wd_dir = NULL, *local4 = NULL, *local6 = NULL;
   DWORD timeout_ms = 60000;
+  uint16_t want_port = 0;
   for (int i = 1; i < argc; i++) {
     if (i + 1 < argc && strcmp(argv[i], "--windivert") == 0) wd_dir = argv[++i];
     else if (i + 1 < argc && strcmp(argv[i], "--local4") == 0) local4 = argv[++i];
     else if (i + 1 < argc && strcmp(argv[i], "--local6") == 0) local6 = argv[++i];
     else if (i + 1 < argc && strcmp(argv[i], "--timeout") == 0) timeout_ms = (DWORD)atoi(argv[++i]) * 1000;
+    else if (i + 1 < argc && strcmp(argv[i], "--port") == 0) want_port = (uint16_t)atoi(argv[++i]);
     else return usage();
   }
   if (timeout_ms == 0) return usage();
@@ -988,9 +992,9 @@ int main(int argc, char **argv) {
   if (v6) closesocket(probe6);
   uint16_t app_port = 0;
   SOCKET px[4] = {INVALID_SOCKET, INVALID_SOCKET, INVALID_SOCKET, INVALID_SOCKET};
-  for (int attempt = 0; attempt < 20 && !app_port; attempt++) {
+  for (int attempt = 0; attempt < (want_port ? 1 : 20) && !app_port; attempt++) {
     addr_t any4, any6;
-    parse_addr("0.0.0.0", 0, &any4);
+    parse_addr("0.0.0.0", want_port, &any4);
     parse_addr("::", 0, &any6);
     px[0] = bound(&any4, SOCK_STREAM);
     uint16_t p = px[0] != INVALID_SOCKET ? local_port(px[0]) : 0;
@@ -1009,7 +1013,8 @@ int main(int argc, char **argv) {
     }
   }
   if (!app_port) {
-    fprintf(stderr, "wr_acceptance: no port free for the proxy on 0.0.0.0 and [::]\n");
+    fprintf(stderr, "wr_acceptance: no port%s free for the proxy, TCP and UDP, on 0.0.0.0 and [::]\n",
+            want_port ? " (--port)" : "");
     return 2;
   }
   for (int i = 0; i < 4; i++) {
