@@ -26,8 +26,8 @@
  *     SOCKET layer reports a connect event, as the driver would, with the
  *     PID of the process holding the socket's handle (found among every
  *     process's handles, as a handle viewer finds it), before the packet.
- * And since the SOCKET layer reports no closes, a UDP port used again by
- * another socket gets the old socket's close event first (udp_owner). */
+ * And since the SOCKET layer reports no releases, a UDP port used again by
+ * another process's socket gets the old socket's release first (udp_owner). */
 #define WIN32_LEAN_AND_MEAN
 #include <winsock2.h>
 #include <ws2tcpip.h>
@@ -231,12 +231,13 @@ static DWORD handle_owner(const flow_key *k) {
   return pid;
 }
 
-/* UDP ports whose datagrams passed here, and their owners. The engine keeps
- * a UDP port's owner until the socket's close event; the driver reports
- * each close, live mode only when the port comes back in another socket
- * (of another process, or of the other family), before its first datagram:
- * without that, the port would keep its old owner. Only the reader touches
- * it. */
+/* UDP ports whose datagrams passed here, and their owners, by family. The
+ * engine keeps a bound UDP port's owner until the socket's release event;
+ * the driver reports each release, live mode only when the port (of the
+ * same family) comes back in another process's socket, before that
+ * socket's first datagram: without it, the port would keep its old owner.
+ * The release names the unbound socket a client has (a wildcard address).
+ * Only the reader touches it. */
 #define UDP_SEEN 512
 static struct {
   uint16_t port;
@@ -247,12 +248,12 @@ static unsigned g_udp_next;
 
 static void udp_owner(const flow_key *k, DWORD pid) {
   unsigned i = 0;
-  while (i < UDP_SEEN && !(g_udp_seen[i].pid && g_udp_seen[i].port == k->sport)) i++;
-  if (i < UDP_SEEN && g_udp_seen[i].pid == pid && g_udp_seen[i].v6 == k->v6) return;
+  while (i < UDP_SEEN && !(g_udp_seen[i].pid && g_udp_seen[i].port == k->sport && g_udp_seen[i].v6 == k->v6)) i++;
+  if (i < UDP_SEEN && g_udp_seen[i].pid == pid) return;
   if (i < UDP_SEEN) {
     char line[128];
     snprintf(line, sizeof line, "socket close pid=%lu proto=udp local=%s:%u", (unsigned long)g_udp_seen[i].pid,
-             g_udp_seen[i].v6 ? "[::]" : "0.0.0.0", (unsigned)k->sport);
+             k->v6 ? "[::]" : "0.0.0.0", (unsigned)k->sport);
     live_log("live_socket_event %s", line);
     g_event(line);
   } else {
