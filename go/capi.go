@@ -20,53 +20,56 @@ package redirector
 #include <string.h>
 #include "windows_redirector.h"
 
-// A failed call's last error: its code and its text (malloc'd, NULL when out
-// of memory; the Go side frees it).
+// A helper's result: the call's return code and, when it failed, this
+// thread's last error, which is that call's: its code and its text (malloc'd,
+// NULL when out of memory; the Go side frees it). Returned by value so that
+// nothing the Go side passes to C holds a pointer: cgo then has no argument
+// to check on each call (runtime.cgoCheckPointer, ~100 instructions a lookup).
 typedef struct {
-  int32_t code;
+  int32_t rc;
+  int32_t code; // 0 when the call did not fail
   char *text;
-} wr_go_err;
+} wr_go_res;
 
-// Returns rc; when the call failed, first copies this thread's last error,
-// which is that call's, into *e (else code 0 and no text).
-static int32_t wr_go_result(int32_t rc, int failed, wr_go_err *e) {
-  e->code = 0;
-  if (!failed) return rc;
-  e->code = redirector_last_error_code();
+// rc, with this thread's last error when the call failed.
+static wr_go_res wr_go_result(int32_t rc, int failed) {
+  wr_go_res r = {rc, 0, NULL};
+  if (!failed) return r;
+  r.code = redirector_last_error_code();
   int32_t n = redirector_last_error(NULL, 0);
-  e->text = malloc((size_t)n + 1);
-  if (e->text) redirector_last_error(e->text, (size_t)n + 1);
-  return rc;
+  r.text = malloc((size_t)n + 1);
+  if (r.text) redirector_last_error(r.text, (size_t)n + 1);
+  return r;
 }
 
-static int32_t wr_go_start(wr_go_err *e) {
+static wr_go_res wr_go_start(void) {
   int32_t rc = start_redirector();
-  return wr_go_result(rc, rc != 0, e);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_stop(wr_go_err *e) {
+static wr_go_res wr_go_stop(void) {
   int32_t rc = stop_redirector();
-  return wr_go_result(rc, rc != 0, e);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_set_config(const char *json, wr_go_err *e) {
+static wr_go_res wr_go_set_config(const char *json) {
   int32_t rc = set_redirector_config(json);
-  return wr_go_result(rc, rc != 0, e);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_set_app_port(uint16_t port, wr_go_err *e) {
+static wr_go_res wr_go_set_app_port(uint16_t port) {
   int32_t rc = redirector_set_app_port(port);
-  return wr_go_result(rc, rc != 0, e);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_set_windivert_path(const char *dir, wr_go_err *e) {
+static wr_go_res wr_go_set_windivert_path(const char *dir) {
   int32_t rc = redirector_set_windivert_path(dir);
-  return wr_go_result(rc, rc != 0, e);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_would_intercept(uint32_t pid, const char *path, wr_go_err *e) {
+static wr_go_res wr_go_would_intercept(uint32_t pid, const char *path) {
   int32_t rc = redirector_would_intercept(pid, path);
-  return wr_go_result(rc, rc < 0, e);
+  return wr_go_result(rc, rc < 0);
 }
 
 // The C memory a Redirector passes to lookups and statistics, allocated once
@@ -76,7 +79,6 @@ typedef struct {
   redirector_endpoint local;
   redirector_origin origin;
   redirector_stats stats;
-  wr_go_err err;
 } wr_go_scratch;
 
 static wr_go_scratch *wr_go_scratch_new(void) {
@@ -89,41 +91,36 @@ static wr_go_scratch *wr_go_scratch_new(void) {
 }
 
 // The C memory of the goroutine that takes events.
-typedef struct {
-  redirector_event ev;
-  wr_go_err err;
-} wr_go_event;
-
-static wr_go_event *wr_go_event_new(void) {
-  wr_go_event *e = calloc(1, sizeof *e);
-  if (e) e->ev.size = sizeof e->ev;
+static redirector_event *wr_go_event_new(void) {
+  redirector_event *e = calloc(1, sizeof *e);
+  if (e) e->size = sizeof *e;
   return e;
 }
 
-static int32_t wr_go_next_event(wr_go_event *b, uint32_t timeout_ms) {
-  b->ev.size = sizeof b->ev;
-  int32_t rc = redirector_next_event(&b->ev, timeout_ms);
-  return wr_go_result(rc, rc != 0 && rc != REDIRECTOR_ENOEVENT, &b->err);
+static wr_go_res wr_go_next_event(redirector_event *ev, uint32_t timeout_ms) {
+  ev->size = sizeof *ev;
+  int32_t rc = redirector_next_event(ev, timeout_ms);
+  return wr_go_result(rc, rc != 0 && rc != REDIRECTOR_ENOEVENT);
 }
 
-static int32_t wr_go_lookup(wr_go_scratch *s, int32_t protocol) {
+static wr_go_res wr_go_lookup(wr_go_scratch *s, int32_t protocol) {
   s->origin.size = sizeof s->origin;
   int32_t rc = redirector_lookup(protocol, &s->peer, &s->local, &s->origin);
-  return wr_go_result(rc, rc != 0, &s->err);
+  return wr_go_result(rc, rc != 0);
 }
 
-static int32_t wr_go_stats(wr_go_scratch *s) {
+static wr_go_res wr_go_stats(wr_go_scratch *s) {
   s->stats.size = sizeof s->stats;
   int32_t rc = redirector_get_stats(&s->stats);
-  return wr_go_result(rc, rc != 0, &s->err);
+  return wr_go_result(rc, rc != 0);
 }
 
 // For tests: calls with a struct size one byte short, so the library's error
 // text tells the size it expects.
-static int32_t wr_go_lookup_short(wr_go_scratch *s) {
+static wr_go_res wr_go_lookup_short(wr_go_scratch *s) {
   s->origin.size = sizeof s->origin - 1;
   int32_t rc = redirector_lookup(REDIRECTOR_TCP, &s->peer, &s->local, &s->origin);
-  return wr_go_result(rc, rc != 0, &s->err);
+  return wr_go_result(rc, rc != 0);
 }
 
 // For tests: a failure of other code in the process (its error is left unread).
@@ -137,43 +134,30 @@ import (
 	"unsafe"
 )
 
-// takeError converts e and frees its text.
-func takeError(e *C.wr_go_err) cError {
-	if e.text == nil {
-		return cError{code: Error(e.code)}
+// takeResult converts a helper's result and frees its error text.
+func takeResult(r C.wr_go_res) (int32, cError) {
+	if r.text == nil {
+		return int32(r.rc), cError{code: Error(r.code)}
 	}
-	r := cError{code: Error(e.code), text: C.GoString(e.text)}
-	C.free(unsafe.Pointer(e.text))
-	e.text = nil
-	return r
+	e := cError{code: Error(r.code), text: C.GoString(r.text)}
+	C.free(unsafe.Pointer(r.text))
+	return int32(r.rc), e
 }
 
-func cStart() (int32, cError) {
-	var e C.wr_go_err
-	rc := int32(C.wr_go_start(&e))
-	return rc, takeError(&e)
-}
+func cStart() (int32, cError) { return takeResult(C.wr_go_start()) }
 
-func cStop() (int32, cError) {
-	var e C.wr_go_err
-	rc := int32(C.wr_go_stop(&e))
-	return rc, takeError(&e)
-}
+func cStop() (int32, cError) { return takeResult(C.wr_go_stop()) }
 
 func cStatus() int32 { return int32(C.get_redirector_status()) }
 
 func cSetAppPort(port uint16) (int32, cError) {
-	var e C.wr_go_err
-	rc := int32(C.wr_go_set_app_port(C.uint16_t(port), &e))
-	return rc, takeError(&e)
+	return takeResult(C.wr_go_set_app_port(C.uint16_t(port)))
 }
 
 func cSetConfig(json string) (int32, cError) {
 	s := C.CString(json)
 	defer C.free(unsafe.Pointer(s))
-	var e C.wr_go_err
-	rc := int32(C.wr_go_set_config(s, &e))
-	return rc, takeError(&e)
+	return takeResult(C.wr_go_set_config(s))
 }
 
 // cSetWinDivertPath passes "" as NULL (the default search).
@@ -183,9 +167,7 @@ func cSetWinDivertPath(dir string) (int32, cError) {
 		s = C.CString(dir)
 		defer C.free(unsafe.Pointer(s))
 	}
-	var e C.wr_go_err
-	rc := int32(C.wr_go_set_windivert_path(s, &e))
-	return rc, takeError(&e)
+	return takeResult(C.wr_go_set_windivert_path(s))
 }
 
 // cWouldIntercept passes "" as NULL (path unknown).
@@ -195,9 +177,7 @@ func cWouldIntercept(pid uint32, path string) (int32, cError) {
 		s = C.CString(path)
 		defer C.free(unsafe.Pointer(s))
 	}
-	var e C.wr_go_err
-	rc := int32(C.wr_go_would_intercept(C.uint32_t(pid), s, &e))
-	return rc, takeError(&e)
+	return takeResult(C.wr_go_would_intercept(C.uint32_t(pid), s))
 }
 
 // cFailElsewhere is a failure of other code in the process, on whatever
@@ -315,30 +295,28 @@ func cLayout() map[string]uintptr {
 func (s scratch) lookup(proto Protocol, peer, local netip.AddrPort, out *Origin) (int32, cError) {
 	goEndpoint(&s.p.peer).set(peer)
 	goEndpoint(&s.p.local).set(local)
-	rc := int32(C.wr_go_lookup(s.p, C.int32_t(proto)))
+	rc, e := takeResult(C.wr_go_lookup(s.p, C.int32_t(proto)))
 	if rc == 0 {
 		goOrigin(&s.p.origin).get(out)
 	}
-	return rc, takeError(&s.p.err)
+	return rc, e
 }
 
 // lookupShort is lookup with out->size one byte short (tests).
 func (s scratch) lookupShort() (int32, cError) {
-	rc := int32(C.wr_go_lookup_short(s.p))
-	return rc, takeError(&s.p.err)
+	return takeResult(C.wr_go_lookup_short(s.p))
 }
 
 func (s scratch) stats(out *Stats) (int32, cError) {
-	rc := int32(C.wr_go_stats(s.p))
-	if rc != 0 {
-		return rc, takeError(&s.p.err)
+	if rc, e := takeResult(C.wr_go_stats(s.p)); rc != 0 {
+		return rc, e
 	}
 	*out = (*rawStats)(unsafe.Pointer(&s.p.stats)).get()
 	return 0, cError{}
 }
 
 // eventBuf is the C memory of the one goroutine that takes events.
-type eventBuf struct{ p *C.wr_go_event }
+type eventBuf struct{ p *C.redirector_event }
 
 func newEventBuf() eventBuf { return eventBuf{C.wr_go_event_new()} }
 
@@ -351,11 +329,11 @@ func (b *eventBuf) free() {
 
 // next takes the oldest event, waiting up to timeout for one.
 func (b eventBuf) next(timeout time.Duration, out *Event) (int32, cError) {
-	rc := int32(C.wr_go_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
+	rc, e := takeResult(C.wr_go_next_event(b.p, C.uint32_t(timeout/time.Millisecond)))
 	if rc == 0 {
-		(*rawEvent)(unsafe.Pointer(&b.p.ev)).get(out)
+		(*rawEvent)(unsafe.Pointer(b.p)).get(out)
 	}
-	return rc, takeError(&b.p.err)
+	return rc, e
 }
 
 // loadLibrary has nothing to do: the library was linked at build time and

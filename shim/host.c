@@ -373,123 +373,139 @@ int wr_engine_start(wr_engine *e, uint32_t now, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------------------
  * The records (build/contract.ts): every encoding and decoding of one is
- * here. Engine memory holds them little-endian at any alignment, so each is
- * copied whole into or out of its generated struct. */
+ * here. Engine memory holds them little-endian at any alignment. Each field
+ * is read or written on its own, at its own width, where the generated
+ * struct places it (REC_GET, REC_PUT, REC_AT): never the whole record
+ * through a copy of the struct. The engine writes and reads records field by
+ * field just before or after the host, and a wide load of several narrower
+ * stores still in flight cannot take its bytes from them (store-to-load
+ * forwarding fails and the load waits): whole-record copies made a lookup a
+ * third slower and cost every packet two such waits. */
+
+static uint8_t ld_u8(const uint8_t *p) { return *p; }
+static uint16_t ld_u16(const uint8_t *p) {
+  uint16_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static uint32_t ld_u32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static uint64_t ld_u64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+static void st_u8(uint8_t *p, uint8_t v) { *p = v; }
+static void st_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
+static void st_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+
+/* Field `f` of the record wr_rec_<rec> at engine-memory address p: where it
+ * is, its value, a new value. REC_TYPE is never evaluated (a type only). */
+#define REC_TYPE(rec, f) (((wr_rec_##rec *)0)->f)
+#define REC_AT(rec, p, f) ((p) + offsetof(wr_rec_##rec, f))
+#define REC_GET(rec, p, f) \
+  _Generic(REC_TYPE(rec, f), uint8_t: ld_u8, uint16_t: ld_u16, uint32_t: ld_u32, uint64_t: ld_u64)(REC_AT(rec, p, f))
+#define REC_PUT(rec, p, f, v) \
+  _Generic(REC_TYPE(rec, f), uint8_t: st_u8, uint16_t: st_u16, uint32_t: st_u32)(REC_AT(rec, p, f), v)
 
 static void meta_encode(uint8_t *dst, const wr_packet *p, uint32_t data_off) {
-  wr_rec_meta m = {
-      .cookie_lo = (uint32_t)p->cookie,
-      .cookie_hi = (uint32_t)(p->cookie >> 32),
-      .data = data_off,
-      .len = p->len,
-      .flags = p->flags,
-      .if_idx = p->if_idx,
-      .sub_if_idx = p->sub_if_idx,
-      .verdict = 0,
-  };
-  memcpy(dst, &m, sizeof m);
-}
-
-static wr_rec_meta meta_decode(const uint8_t *src) {
-  wr_rec_meta m;
-  memcpy(&m, src, sizeof m);
-  return m;
+  REC_PUT(meta, dst, cookie_lo, (uint32_t)p->cookie);
+  REC_PUT(meta, dst, cookie_hi, (uint32_t)(p->cookie >> 32));
+  REC_PUT(meta, dst, data, data_off);
+  REC_PUT(meta, dst, len, p->len);
+  REC_PUT(meta, dst, flags, p->flags);
+  REC_PUT(meta, dst, if_idx, p->if_idx);
+  REC_PUT(meta, dst, sub_if_idx, p->sub_if_idx);
+  REC_PUT(meta, dst, verdict, 0);
 }
 
 /* A released packet; data is NULL when its bytes are not inside memory. */
 static void rel_decode(wr_engine *e, const uint8_t *src, wr_packet *p, uint32_t *verdict_word) {
-  wr_rec_rel r;
-  memcpy(&r, src, sizeof r);
-  p->cookie = (uint64_t)r.cookie_lo | ((uint64_t)r.cookie_hi << 32);
-  p->len = r.len;
-  p->data = mem_range(e, r.data, r.len);
-  p->flags = r.flags;
-  p->if_idx = r.if_idx;
-  p->sub_if_idx = r.sub_if_idx;
-  *verdict_word = r.verdict;
+  p->cookie = (uint64_t)REC_GET(rel, src, cookie_lo) | ((uint64_t)REC_GET(rel, src, cookie_hi) << 32);
+  p->len = REC_GET(rel, src, len);
+  p->data = mem_range(e, REC_GET(rel, src, data), p->len);
+  p->flags = REC_GET(rel, src, flags);
+  p->if_idx = REC_GET(rel, src, if_idx);
+  p->sub_if_idx = REC_GET(rel, src, sub_if_idx);
+  *verdict_word = REC_GET(rel, src, verdict);
 }
 
 static void query_decode(const uint8_t *src, wr_query *q) {
-  wr_rec_query r;
-  memcpy(&r, src, sizeof r);
-  q->proto = r.proto;
-  q->family = r.family;
-  q->inbound = r.direction;
-  memcpy(q->local, r.local, 16);
-  memcpy(q->remote, r.remote, 16);
-  q->local_port = r.local_port;
-  q->remote_port = r.remote_port;
+  q->proto = REC_GET(query, src, proto);
+  q->family = REC_GET(query, src, family);
+  q->inbound = REC_GET(query, src, direction);
+  memcpy(q->local, REC_AT(query, src, local), 16);
+  memcpy(q->remote, REC_AT(query, src, remote), 16);
+  q->local_port = REC_GET(query, src, local_port);
+  q->remote_port = REC_GET(query, src, remote_port);
 }
 
 /* The owner record and its path (plen bytes) at dst. */
 static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
-  wr_rec_owner r;
-  memset(&r, 0, sizeof r);
-  r.kind = f->kind;
-  r.proto = f->proto;
-  r.family = f->family;
-  memcpy(r.local, f->local, 16);
-  memcpy(r.remote, f->remote, 16);
-  r.local_port = f->local_port;
-  r.remote_port = f->remote_port;
-  r.pid = f->pid;
-  r.path_len = plen;
-  memcpy(dst, &r, sizeof r);
-  if (plen) memcpy(dst + sizeof r, f->path, plen);
+  REC_PUT(owner, dst, kind, f->kind);
+  REC_PUT(owner, dst, proto, f->proto);
+  REC_PUT(owner, dst, family, f->family);
+  REC_PUT(owner, dst, pad0, 0);
+  memcpy(REC_AT(owner, dst, local), f->local, 16);
+  memcpy(REC_AT(owner, dst, remote), f->remote, 16);
+  REC_PUT(owner, dst, local_port, f->local_port);
+  REC_PUT(owner, dst, remote_port, f->remote_port);
+  REC_PUT(owner, dst, pid, f->pid);
+  REC_PUT(owner, dst, path_len, plen);
+  if (plen) memcpy(dst + WR_REC_OWNER_SIZE, f->path, plen);
 }
 
 static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
-  wr_rec_exclusion r;
-  memset(&r, 0, sizeof r);
-  r.proto = x->proto;
-  r.family = x->family;
-  r.dual_stack = x->dual_stack;
-  memcpy(r.local, x->local, 16);
-  r.local_port = x->local_port;
-  memcpy(dst, &r, sizeof r);
+  memset(dst, 0, WR_REC_EXCLUSION_SIZE); /* the tail padding too */
+  REC_PUT(exclusion, dst, proto, x->proto);
+  REC_PUT(exclusion, dst, family, x->family);
+  REC_PUT(exclusion, dst, dual_stack, x->dual_stack);
+  memcpy(REC_AT(exclusion, dst, local), x->local, 16);
+  REC_PUT(exclusion, dst, local_port, x->local_port);
 }
 
 static void lookup_encode(uint8_t *dst, uint32_t proto, uint32_t peer_family, const uint8_t peer[16],
                           uint16_t peer_port, uint32_t local_family, const uint8_t local[16], uint16_t local_port) {
-  wr_rec_lookup r = {.proto = proto,
-                     .peer_family = peer_family,
-                     .peer_port = peer_port,
-                     .local_family = local_family,
-                     .local_port = local_port};
-  memcpy(r.peer, peer, 16);
-  memcpy(r.local, local, 16);
-  memcpy(dst, &r, sizeof r);
+  REC_PUT(lookup, dst, proto, proto);
+  REC_PUT(lookup, dst, peer_family, peer_family);
+  memcpy(REC_AT(lookup, dst, peer), peer, 16);
+  REC_PUT(lookup, dst, peer_port, peer_port);
+  REC_PUT(lookup, dst, local_family, local_family);
+  memcpy(REC_AT(lookup, dst, local), local, 16);
+  REC_PUT(lookup, dst, local_port, local_port);
 }
 
 /* Reads an origin record at `p` and its path (inside a guard). */
 static void origin_decode(wr_engine *e, uint32_t p, wr_origin *out) {
-  uint8_t *o = mem_range(e, p, WR_REC_ORIGIN_SIZE);
+  const uint8_t *o = mem_range(e, p, WR_REC_ORIGIN_SIZE);
   out->path[0] = '\0';
   if (!o) {
     memset(out, 0, sizeof *out);
     return;
   }
-  wr_rec_origin r;
-  memcpy(&r, o, sizeof r);
-  out->type = r.type;
-  out->proto = r.proto;
-  out->family = r.family;
-  out->inbound = r.direction;
-  out->pid = r.pid;
-  out->flow_id = r.flow_id;
-  memcpy(out->dst, r.dst, 16);
-  out->dst_port = (uint16_t)r.dst_port;
-  memcpy(out->client, r.client, 16);
-  out->client_port = (uint16_t)r.client_port;
-  memcpy(out->peer, r.peer, 16);
-  out->peer_port = (uint16_t)r.peer_port;
-  out->app_port = (uint16_t)r.app_port;
-  out->bytes_up = r.bytes_up;
-  out->bytes_down = r.bytes_down;
-  out->time_ms = r.time;
-  const uint8_t *path = mem_range(e, p + WR_REC_ORIGIN_SIZE, r.path_len);
+  out->type = REC_GET(origin, o, type);
+  out->proto = REC_GET(origin, o, proto);
+  out->family = REC_GET(origin, o, family);
+  out->inbound = REC_GET(origin, o, direction);
+  out->pid = REC_GET(origin, o, pid);
+  out->flow_id = REC_GET(origin, o, flow_id);
+  memcpy(out->dst, REC_AT(origin, o, dst), 16);
+  out->dst_port = (uint16_t)REC_GET(origin, o, dst_port);
+  memcpy(out->client, REC_AT(origin, o, client), 16);
+  out->client_port = (uint16_t)REC_GET(origin, o, client_port);
+  memcpy(out->peer, REC_AT(origin, o, peer), 16);
+  out->peer_port = (uint16_t)REC_GET(origin, o, peer_port);
+  out->app_port = (uint16_t)REC_GET(origin, o, app_port);
+  out->bytes_up = REC_GET(origin, o, bytes_up);
+  out->bytes_down = REC_GET(origin, o, bytes_down);
+  out->time_ms = REC_GET(origin, o, time);
+  uint32_t plen = REC_GET(origin, o, path_len);
+  const uint8_t *path = mem_range(e, p + WR_REC_ORIGIN_SIZE, plen);
   if (path) {
-    size_t k = wr_utf8_head(path, r.path_len, sizeof out->path - 1);
+    size_t k = wr_utf8_head(path, plen, sizeof out->path - 1);
     memcpy(out->path, path, k);
     out->path[k] = '\0';
   }
@@ -558,10 +574,10 @@ static int process_chunk(wr_engine *e, const wr_packet *pkts, size_t n, uint32_t
       meta = mem_range(e, e->batch_meta, k * WR_REC_META_SIZE);
       data = mem_range(e, e->batch_data, e->batch_cap);
       for (uint32_t j = 0; meta && data && j < k; j++) {
-        wr_rec_meta m = meta_decode(meta + (size_t)j * WR_REC_META_SIZE);
-        uint32_t w = m.verdict;
+        const uint8_t *m = meta + (size_t)j * WR_REC_META_SIZE;
+        uint32_t w = REC_GET(meta, m, verdict);
         wr_packet out = pkts[j];
-        if ((w & 0xff) == WR_V_MODIFIED) out.data = data + m.data;
+        if ((w & 0xff) == WR_V_MODIFIED) out.data = data + REC_GET(meta, m, data);
         cb(ctx, &out, w & 0xff, w >> 8);
         reported = j + 1;
       }
@@ -768,48 +784,47 @@ static void scope_everything(wr_capture_scope *out) {
 
 static int ports_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_port_range *out) {
   for (size_t i = 0; i < n; i++) {
-    wr_rec_scope_ports r;
-    if ((size_t)(end - *at) < sizeof r) return -1;
-    memcpy(&r, *at, sizeof r);
-    *at += sizeof r;
-    if (r.lo > r.hi) return -1;
-    out[i].lo = r.lo;
-    out[i].hi = r.hi;
+    if ((size_t)(end - *at) < WR_REC_SCOPE_PORTS_SIZE) return -1;
+    uint16_t lo = REC_GET(scope_ports, *at, lo), hi = REC_GET(scope_ports, *at, hi);
+    *at += WR_REC_SCOPE_PORTS_SIZE;
+    if (lo > hi) return -1;
+    out[i].lo = lo;
+    out[i].hi = hi;
   }
   return 0;
 }
 
 static int nets_decode(const uint8_t **at, const uint8_t *end, size_t n, wr_net *out) {
   for (size_t i = 0; i < n; i++) {
-    wr_rec_scope_net r;
-    if ((size_t)(end - *at) < sizeof r) return -1;
-    memcpy(&r, *at, sizeof r);
-    *at += sizeof r;
-    if ((r.family != 4 && r.family != 6) || r.prefix > (r.family == 4 ? 32 : 128)) return -1;
-    out[i].family = r.family;
-    out[i].prefix = r.prefix;
-    memcpy(out[i].addr, r.addr, 16);
+    if ((size_t)(end - *at) < WR_REC_SCOPE_NET_SIZE) return -1;
+    uint8_t family = REC_GET(scope_net, *at, family), prefix = REC_GET(scope_net, *at, prefix);
+    if ((family != 4 && family != 6) || prefix > (family == 4 ? 32 : 128)) return -1;
+    out[i].family = family;
+    out[i].prefix = prefix;
+    memcpy(out[i].addr, REC_AT(scope_net, *at, addr), 16);
+    *at += WR_REC_SCOPE_NET_SIZE;
   }
   return 0;
 }
 
 /* A scope record and its lists, [m, m+len); 0, or -1 when they do not hold together. */
 static int scope_decode(const uint8_t *m, uint32_t len, wr_capture_scope *out) {
-  wr_rec_scope h;
-  if (len < sizeof h) return -1;
-  memcpy(&h, m, sizeof h);
-  if (h.app_ports > WR_SCOPE_APP_PORTS_CAP || h.remote_ports > WR_SCOPE_PORTS_CAP ||
-      h.local_ports > WR_SCOPE_PORTS_CAP || h.remote_nets > WR_SCOPE_NETS_CAP || h.local_nets > WR_SCOPE_NETS_CAP) {
+  if (len < WR_REC_SCOPE_SIZE) return -1;
+  uint32_t app_ports = REC_GET(scope, m, app_ports), remote_ports = REC_GET(scope, m, remote_ports),
+           local_ports = REC_GET(scope, m, local_ports), remote_nets = REC_GET(scope, m, remote_nets),
+           local_nets = REC_GET(scope, m, local_nets);
+  if (app_ports > WR_SCOPE_APP_PORTS_CAP || remote_ports > WR_SCOPE_PORTS_CAP || local_ports > WR_SCOPE_PORTS_CAP ||
+      remote_nets > WR_SCOPE_NETS_CAP || local_nets > WR_SCOPE_NETS_CAP) {
     return -1;
   }
   memset(out, 0, sizeof *out);
-  out->flags = h.flags;
-  out->n_app_ports = h.app_ports;
-  out->remote.n_ports = h.remote_ports;
-  out->local.n_ports = h.local_ports;
-  out->remote.n_nets = h.remote_nets;
-  out->local.n_nets = h.local_nets;
-  const uint8_t *at = m + sizeof h, *end = m + len;
+  out->flags = REC_GET(scope, m, flags);
+  out->n_app_ports = app_ports;
+  out->remote.n_ports = remote_ports;
+  out->local.n_ports = local_ports;
+  out->remote.n_nets = remote_nets;
+  out->local.n_nets = local_nets;
+  const uint8_t *at = m + WR_REC_SCOPE_SIZE, *end = m + len;
   wr_port_range apps[WR_SCOPE_APP_PORTS_CAP];
   if (ports_decode(&at, end, out->n_app_ports, apps) != 0 ||
       ports_decode(&at, end, out->remote.n_ports, out->remote.ports) != 0 ||

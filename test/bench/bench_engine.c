@@ -6,7 +6,16 @@
  *   lookups       lookups/s answered (the engine host, and the public ABI)
  *   memory        bytes of memory per flow table entry
  *
- * Prints "name value unit" lines for test/bench.ts to tabulate. */
+ * Prints "name value unit" lines for test/bench.mts to tabulate.
+ *
+ *   bench_engine [seconds]   each figure measured for that long (default 2)
+ *   bench_engine --count N   each over exactly N operations (packets, in
+ *                            whole batches of 256; flows, at most 1,000,000;
+ *                            lookups), for
+ *                            valgrind --tool=callgrind --toggle-collect=measure_lookups
+ *                            (or measure_established, measure_new_flows):
+ *                            instructions per operation, the same on every
+ *                            run, to compare two builds on a busy machine */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -22,6 +31,12 @@ static double now_s(void) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
+
+static double g_seconds = 2.0;
+static uint64_t g_count; /* 0: timed */
+
+/* Whether a measured loop goes on after `done` operations since t0. */
+static int more(double t0, uint64_t done) { return g_count ? done < g_count : now_s() - t0 < g_seconds; }
 
 static uint64_t verdicts, rewritten;
 static void count(void *ctx, const wr_packet *p, uint32_t v, uint32_t f) {
@@ -66,7 +81,19 @@ static void fact(wr_engine *e, uint32_t client, uint16_t cport, uint32_t now) {
   wr_engine_owner(e, &f, now, count, NULL);
 }
 
-static void established(double seconds) {
+/* The measured loops, from t0: out of line and under their own names, so
+ * callgrind can count them alone. */
+__attribute__((noinline, noclone)) static uint64_t measure_established(wr_engine *e, const wr_packet *pk,
+                                                                       size_t n, double t0) {
+  uint64_t packets = 0;
+  while (more(t0, packets)) {
+    wr_engine_process(e, pk, n, 2, count, NULL);
+    packets += n;
+  }
+  return packets;
+}
+
+static void established(void) {
   wr_engine *e = engine("{\"intercept_pids\":[500]}");
   enum { FLOWS = 1024, BATCH = 256 };
   static uint8_t buf[BATCH][128];
@@ -85,15 +112,10 @@ static void established(double seconds) {
     size_t n = tcp4(buf[i], C_ADDR, (uint16_t)(20000 + (i * 7) % FLOWS), D_ADDR, 443, 0x18, 64);
     pk[i] = (wr_packet){(uint64_t)i, buf[i], (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
   }
-  uint64_t packets = 0;
   rewritten = 0;
-  double t0 = now_s(), t;
-  while ((t = now_s()) - t0 < seconds) {
-    for (int k = 0; k < 64; k++) {
-      wr_engine_process(e, pk, BATCH, 2, count, NULL);
-      packets += BATCH;
-    }
-  }
+  double t0 = now_s();
+  uint64_t packets = measure_established(e, pk, BATCH, t0);
+  double t = now_s();
   if (rewritten != packets) {
     fprintf(stderr, "established: only %llu of %llu packets were rewritten\n", (unsigned long long)rewritten,
             (unsigned long long)packets);
@@ -106,15 +128,13 @@ static void established(double seconds) {
   wr_engine_free(e);
 }
 
-static void new_flows(double seconds) {
-  wr_engine *e = engine("{\"intercept_pids\":[500],\"max_flows\":1048576}");
+__attribute__((noinline, noclone)) static uint64_t measure_new_flows(wr_engine *e, double t0) {
   uint8_t buf[128];
   uint64_t flows = 0;
-  rewritten = 0;
-  double t0 = now_s(), t;
   uint32_t src = 0x0a000000u;
-  while ((t = now_s()) - t0 < seconds && flows < 1000000) {
-    for (int k = 0; k < 1000; k++, flows++) {
+  int chunk = g_count ? 1 : 1000; /* flows between looks at the clock */
+  while (more(t0, flows) && flows < 1000000) {
+    for (int k = 0; k < chunk; k++, flows++) {
       /* A new client address and port each time: always a new flow. */
       uint32_t c = src + (uint32_t)(flows >> 16) + 2;
       uint16_t port = (uint16_t)(1024 + (flows & 0xffff) % 60000);
@@ -124,6 +144,15 @@ static void new_flows(double seconds) {
       fact(e, c, port, 2);
     }
   }
+  return flows;
+}
+
+static void new_flows(void) {
+  wr_engine *e = engine("{\"intercept_pids\":[500],\"max_flows\":1048576}");
+  rewritten = 0;
+  double t0 = now_s();
+  uint64_t flows = measure_new_flows(e, t0);
+  double t = now_s();
   if (rewritten != flows) {
     fprintf(stderr, "new flows: %llu of %llu released rewritten\n", (unsigned long long)rewritten,
             (unsigned long long)flows);
@@ -133,29 +162,38 @@ static void new_flows(double seconds) {
   wr_engine_free(e);
 }
 
-static void lookups(double seconds) {
+enum { LOOKUP_FLOWS = 1024 };
+
+__attribute__((noinline, noclone)) static uint64_t measure_lookups(wr_engine *e, double t0, uint64_t *found) {
+  uint8_t peer[16] = {0}, local[16] = {0};
+  uint32_t d = htonl(D_ADDR), c = htonl(C_ADDR);
+  memcpy(peer, &d, 4);
+  memcpy(local, &c, 4);
+  wr_origin o;
+  uint64_t n = 0;
+  int chunk = g_count ? 1 : 10000; /* lookups between looks at the clock */
+  while (more(t0, n)) {
+    for (int k = 0; k < chunk; k++, n++) {
+      *found += (uint64_t)wr_engine_lookup(e, 6, 4, peer, (uint16_t)(20000 + n % LOOKUP_FLOWS), 4, local, APP, &o);
+    }
+  }
+  return n;
+}
+
+static void lookups(void) {
   wr_engine *e = engine("{\"intercept_pids\":[500]}");
   uint8_t buf[128];
-  enum { FLOWS = 1024 };
-  for (int i = 0; i < FLOWS; i++) {
+  for (int i = 0; i < LOOKUP_FLOWS; i++) {
     uint16_t port = (uint16_t)(20000 + i);
     fact(e, C_ADDR, port, 1);
     size_t n = tcp4(buf, C_ADDR, port, D_ADDR, 443, 0x02, 0);
     wr_packet syn = {0, buf, (uint32_t)n, WR_PKT_OUTBOUND, 1, 0};
     wr_engine_process(e, &syn, 1, 1, count, NULL);
   }
-  uint8_t peer[16] = {0}, local[16] = {0};
-  uint32_t d = htonl(D_ADDR), c = htonl(C_ADDR);
-  memcpy(peer, &d, 4);
-  memcpy(local, &c, 4);
-  wr_origin o;
-  uint64_t n = 0, found = 0;
-  double t0 = now_s(), t;
-  while ((t = now_s()) - t0 < seconds) {
-    for (int k = 0; k < 10000; k++, n++) {
-      found += (uint64_t)wr_engine_lookup(e, 6, 4, peer, (uint16_t)(20000 + n % FLOWS), 4, local, APP, &o);
-    }
-  }
+  uint64_t found = 0;
+  double t0 = now_s();
+  uint64_t n = measure_lookups(e, t0, &found);
+  double t = now_s();
   if (found != n) fprintf(stderr, "lookups: %llu of %llu found\n", (unsigned long long)found, (unsigned long long)n);
   printf("lookups %.0f lookups/s\n", (double)n / (t - t0));
   printf("lookup-time %.0f ns/lookup\n", (t - t0) * 1e9 / (double)n);
@@ -163,9 +201,14 @@ static void lookups(double seconds) {
 }
 
 int main(int argc, char **argv) {
-  double s = argc > 1 ? atof(argv[1]) : 2.0;
-  established(s);
-  new_flows(s);
-  lookups(s);
+  if (argc > 2 && strcmp(argv[1], "--count") == 0) {
+    g_count = strtoull(argv[2], NULL, 10);
+    if (g_count == 0) g_count = 1;
+  } else if (argc > 1) {
+    g_seconds = atof(argv[1]);
+  }
+  established();
+  new_flows();
+  lookups();
   return 0;
 }

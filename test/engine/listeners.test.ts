@@ -121,6 +121,26 @@ for (const F of FAMILIES) {
   t.run();
 }
 
+const many = suite("listeners, many");
+
+many("800 listeners, every other one released: the rest still own their ports, the released own nothing", () => {
+  // Enough entries for some to share a probe chain with a released one
+  // (which leaves a tombstone there): those must still be found.
+  const e = engine();
+  const N = 800;
+  const at = (i: number): Endpoint => ({ addr: i % 3 ? "198.18.0.1" : "0.0.0.0", port: 20000 + i });
+  const pid = (i: number) => 500 + (i % 4);
+  for (let i = 0; i < N; i++) e.owner(O_LISTEN, "tcp", at(i), null, pid(i), PATH);
+  for (let i = 0; i < N; i += 2) e.owner(O_CLOSE, "tcp", at(i), null, pid(i), "");
+  for (let i = 0; i < N; i++) {
+    const to: Endpoint = { addr: "198.18.0.1", port: 20000 + i };
+    assert.is(ownerOf(e, { addr: "198.18.7." + (1 + (i % 250)), port: 30000 + i }, to), i % 2 ? pid(i) : "held",
+      `port ${to.port}`);
+  }
+});
+
+many.run();
+
 const dual = suite("listeners dual-stack");
 const R4: Endpoint = { addr: "198.18.7.1", port: 51001 };
 const L4: Endpoint = { addr: "198.18.0.1", port: PORT };
