@@ -209,6 +209,10 @@ WINDOWS_REDIRECTOR_API int32_t set_redirector_config(const char *json) {
   }
   char err[ERR_CAP - 64];
   int rc = wr_engine_config(e, json, len, err, sizeof err);
+  /* While running, the capture follows the new configuration before this
+   * returns. Should it fail, the configuration is in force all the same,
+   * the timer tries the capture again and the diagnostics say why. */
+  if (rc == 0 && g.running) wr_backend_config_changed(g.backend, err, sizeof err);
   unlock_state();
   if (rc == 0) return 0;
   if (rc == -3) {

@@ -299,6 +299,23 @@ const SUITES: Suite[] = [
     },
   },
   {
+    // The Windows acceptance program (test/acceptance/acceptance.c) under
+    // wine, the stand-in WinDivert.dll in live mode: real kernel traffic
+    // through a relay, in a network namespace of its own (root).
+    name: "acceptance",
+    needs: ["linux", "windows"],
+    run: () => {
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/acceptance/run_wine.ts"], {
+        env: { WINEPREFIX: winePrefix },
+        timeoutS: 300,
+      });
+      const m = /^acceptance: (\d+) passed, (\d+) failed$/m.exec(r.out);
+      if (!m) return one(false);
+      const failed = Number(m[2]);
+      return { passed: Number(m[1]), failed: failed > 0 || r.code !== 0 ? Math.max(failed, 1) : 0 };
+    },
+  },
+  {
     name: "go-linux",
     needs: ["linux"],
     run: () => {

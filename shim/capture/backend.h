@@ -32,6 +32,15 @@ void wr_backend_stop(wr_backend *b);
 /* The app port changed while running. 0, or -1 with the reason in err. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen);
 
+/* The configuration in force changed while running: the capture follows it
+ * before this returns, so a connection made once set_redirector_config has
+ * returned is captured as the configuration says (Windows: the NETWORK
+ * filter for the new capture scope is open now, not at the timer's next
+ * tick; Linux: nothing to do, the rules queue every new connection). 0, or
+ * -1 with the reason in err (the capture stays as it was and the timer
+ * tries again). */
+int wr_backend_config_changed(wr_backend *b, char *err, size_t errlen);
+
 /* The PIDs this OS runs that are never a user's process, so never
  * intercepted whatever the configuration (Windows: 4, the System process;
  * Linux: none). Fixed data, usable without a running backend: the engine

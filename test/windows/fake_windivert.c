@@ -5,6 +5,9 @@
  *
  * Environment (read at every WinDivertOpen):
  *   WR_FAKE_WINDIVERT_SCRIPT  the script (below); none: no traffic
+ *   WR_FAKE_WINDIVERT_LIVE    A.B.C.D:PORT: live mode (fake_live.h), the
+ *                             NETWORK layer carries real packets from a
+ *                             relay, besides the script's
  *   WR_FAKE_WINDIVERT_LOG     the record, appended one line per action
  *   WR_FAKE_WINDIVERT_RECORD  what went between the library and the
  *                             stand-in, for the real WinDivert.dll to judge
@@ -105,6 +108,7 @@
 #include <string.h>
 
 #include "fake_filter.h"
+#include "fake_live.h"
 #include "wd_test_util.h"
 
 #define FAKE_API __declspec(dllexport)
@@ -762,6 +766,53 @@ static void player_stop(void) {
   g_player_stop = NULL;
 }
 
+/* Live mode (fake_live.h): a packet the relay captured, diverted as a
+ * scripted one is (its script line, in the record, says "live"). 1 when a
+ * handle took it; 0 when none did (none open, its receive side shut down,
+ * or no handle's filter matches): then it goes on unchanged, as the driver
+ * lets it. */
+static int live_packet(int outbound, int loopback, uint32_t if_idx, const uint8_t *data, uint32_t len) {
+  size_t cap = 64 + 2 * (size_t)len;
+  char *line = malloc(cap);
+  if (!line) return 0;
+  int k = snprintf(line, cap, "packet %s%s if=%lu sub=0 live hex=", outbound ? "out" : "in",
+                   loopback ? " loopback" : "", (unsigned long)if_idx);
+  tu_hex(data, len, line + k);
+  item *it = packet_item(line);
+  line[k - 5] = '\0'; /* the line without its bytes */
+  if (!it) {
+    free(line);
+    return 0;
+  }
+  it->line = line;
+  AcquireSRWLockExclusive(&g_lock);
+  int taken = divert_locked(L_NETWORK, it, NULL) != 0;
+  ReleaseSRWLockExclusive(&g_lock);
+  WakeAllConditionVariable(&g_cond);
+  return taken;
+}
+
+/* Live mode: a socket event, played as a script line is; returns once a
+ * receive has taken it (at most 1 s), and 20 ms more for the library to act
+ * on it, so the packet that follows comes after it as on Windows (where the
+ * event happens at the system call, well before the packet). */
+static void live_event(const char *line) {
+  player_state st = {0};
+  play_line(&st, line);
+  int queued = 1;
+  for (int i = 0; i < 500 && queued; i++) {
+    AcquireSRWLockShared(&g_lock);
+    queued = 0;
+    for (int h = 0; h < MAX_HANDLES; h++) {
+      const fake_handle *f = &g_handles[h];
+      if (f->used && !f->closed && f->layer == L_SOCKET && f->head) queued = 1;
+    }
+    ReleaseSRWLockShared(&g_lock);
+    if (queued) Sleep(2);
+  }
+  Sleep(20);
+}
+
 /* ------------------------------------------------------------------------
  * Open */
 
@@ -857,6 +908,8 @@ FAKE_API HANDLE WinDivertOpen(const char *filter, int layer, int16_t priority, u
                  ((layer == L_REFLECT || layer == 2) && (flags & 5) != 5) || (layer == L_SOCKET && !(flags & 4)))) {
     error = 87;
   }
+  /* Live mode: the NETWORK layer carries the relay's packets from now on. */
+  if (!error && layer == L_NETWORK && fl_configured()) error = fl_start(live_packet, live_event, logf_);
   if (error) {
     free(script);
     logf_("open_failed layer=%s error=%lu", layer_name(layer), (unsigned long)error);
@@ -1091,9 +1144,11 @@ FAKE_API BOOL WinDivertSendEx(HANDLE handle, const void *packet, UINT packet_len
     log_send(id, a, p, len);
     record("send", a, p, len, "");
     /* The handles below this one's place see it (a second NETWORK handle
-     * of one priority: the one opened earlier). */
+     * of one priority: the one opened earlier); if none takes it, in live
+     * mode it goes on its way. */
     uint8_t *wire = wire_copy(a, p, len);
     int again = wire ? inject_below(&place, a, wire, len) : 0;
+    if (wire && !again) fl_send(bit(a, BIT_OUTBOUND), get32(a, A_IFIDX), wire, len);
     free(wire);
     if (again) logf_("rediverted id=%d from=%d len=%u", again, id, len);
     off += len;
@@ -1165,11 +1220,13 @@ FAKE_API BOOL WinDivertClose(HANDLE handle) {
       free(hex);
       int again = inject_below(&place, it->addr, it->data, it->len);
       if (again) logf_("rediverted id=%d from=%d len=%lu", again, id, (unsigned long)it->len);
+      else fl_send(bit(it->addr, BIT_OUTBOUND), get32(it->addr, A_IFIDX), it->data, it->len); /* live mode */
     } else if (layer == L_NETWORK) {
       logf_("dropped id=%d layer=%s at close", id, layer_name(layer));
     }
     item_free(it);
   }
+  if (last_network) fl_stop(); /* live mode: no handle diverts any more */
   logf_("close id=%d", id);
   return TRUE;
 }

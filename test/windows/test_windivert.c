@@ -1914,6 +1914,28 @@ TEST_CASE(filter_switch) {
   free(s.s);
 }
 
+/* A configuration that widens the capture is in the driver's hands when
+ * set_redirector_config returns: a connection opened at once after it is
+ * diverted (the acceptance program's first connection, started as soon as
+ * its PID was configured, went out directly while the filter waited for
+ * the timer's next tick). */
+TEST_CASE(filter_when_config_returns) {
+  if (!session_start(config_pids("", NULL), "")) return;
+  char *log = read_file(g_log);
+  char before[512], after[512];
+  opened_filter(log, 3, before, sizeof before);
+  CHECK(strcmp(before, ICMP_ERRORS) == 0, "nothing intercepted: the NETWORK filter takes ICMP errors only: %s",
+        before);
+  free(log);
+  CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config: %s", last_error());
+  log = read_file(g_log); /* at once */
+  opened_filter(log, 4, after, sizeof after);
+  CHECK(strcmp(after, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP_ERRORS) == 0,
+        "the wider NETWORK filter is open when set_redirector_config returns: \"%s\"\n%s", after, log);
+  free(log);
+  session_stop();
+}
+
 /* A narrower configuration does not strand a redirected flow: its packets
  * stay diverted (and redirected) until it ends; then the filter narrows. */
 TEST_CASE(filter_keeps_flow) {

@@ -400,6 +400,15 @@ size_t wr_backend_never_intercept(const uint32_t **pids) {
   return 0;
 }
 
+/* The rules queue every new connection, whatever the configuration: nothing
+ * to follow. */
+int wr_backend_config_changed(wr_backend *b, char *err, size_t errlen) {
+  (void)b;
+  (void)err;
+  (void)errlen;
+  return 0;
+}
+
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
   return wr_rules_add_app_port(&b->rules, port, err, errlen);
 }

@@ -960,7 +960,7 @@ static void note_filter_failure(wr_backend *b, const char *why) {
  * drains it and takes the new one (the comment at the top). 0, or -1 with
  * the reason in err when the new handle could not be opened; the old
  * filter stays then. */
-static int switch_net(wr_backend *b, char *err, size_t errlen) {
+static int switch_net(wr_backend *b, int wait, char *err, size_t errlen) {
   HANDLE n = open_handle(b, b->built, WD_LAYER_NETWORK, NET_PRIORITY, NET_FLAGS, err, errlen);
   if (!n) return -1;
   AcquireSRWLockExclusive(&b->net_lock);
@@ -977,7 +977,7 @@ static int switch_net(wr_backend *b, char *err, size_t errlen) {
   /* It diverts nothing more; what it queued can still be received. */
   b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
   ReleaseSRWLockExclusive(&b->net_lock);
-  if (!wait_switched(b)) {
+  if (wait && !wait_switched(b)) {
     /* Not fatal: the packet thread takes it when it gets there. */
     note_filter_failure(b, "a filter change waited longer than 10 s for the packet thread");
   }
@@ -985,8 +985,10 @@ static int switch_net(wr_backend *b, char *err, size_t errlen) {
 }
 
 /* The NETWORK filter for the scope now (and app port `extra`), switched to
- * when it differs from the one in force. 0, or -1 with the reason. */
-static int change_filter(wr_backend *b, uint16_t extra, char *err, size_t errlen) {
+ * when it differs from the one in force; with `wait`, this also waits for
+ * the packet thread to take the new handle (it diverts from the moment it is
+ * open). 0, or -1 with the reason. */
+static int change_filter(wr_backend *b, uint16_t extra, int wait, char *err, size_t errlen) {
   char why[700] = "";
   int rc = 0;
   AcquireSRWLockExclusive(&b->filter_lock);
@@ -998,7 +1000,7 @@ static int change_filter(wr_backend *b, uint16_t extra, char *err, size_t errlen
     AcquireSRWLockShared(&b->diag_lock);
     int same = strcmp(b->built, b->filter) == 0;
     ReleaseSRWLockShared(&b->diag_lock);
-    if (!same) rc = switch_net(b, why, sizeof why);
+    if (!same) rc = switch_net(b, wait, why, sizeof why);
   }
   ReleaseSRWLockExclusive(&b->filter_lock);
   if (rc != 0) {
@@ -1011,7 +1013,14 @@ static int change_filter(wr_backend *b, uint16_t extra, char *err, size_t errlen
 /* The core's: the capture scope may have changed (timer thread). */
 static void scope_changed(void *io) {
   wr_backend *b = io;
-  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) change_filter(b, 0, NULL, 0);
+  if (!InterlockedCompareExchange(&b->stopping, 0, 0)) change_filter(b, 0, 1, NULL, 0);
+}
+
+/* The caller's, after a new configuration: the filter follows it before
+ * set_redirector_config returns (the timer thread would get to it only at
+ * its next tick, and a connection made meanwhile would not be diverted). */
+int wr_backend_config_changed(wr_backend *b, char *err, size_t errlen) {
+  return change_filter(b, 0, 0, err, errlen);
 }
 
 /* ------------------------------------------------------------------------
@@ -1190,7 +1199,7 @@ size_t wr_backend_never_intercept(const uint32_t **pids) {
  * replies) before the engine redirects a flow to it: the filter is changed
  * first, with the new port beside those of the scope. */
 int wr_backend_set_app_port(wr_backend *b, uint16_t port, char *err, size_t errlen) {
-  if (change_filter(b, port, err, errlen) != 0) return -1;
+  if (change_filter(b, port, 1, err, errlen) != 0) return -1;
   InterlockedExchange(&b->app_port, port);
   return 0;
 }
