@@ -132,15 +132,18 @@ function startRelay(): Promise<void> {
  * the test program's output is read from.
  */
 function wineUp(): void {
+  // wineserver starts only in a prefix folder that exists (a fresh machine has none).
+  mkdirSync(prefix, { recursive: true });
   // Its output not to pipes: the server it leaves running would hold them.
   const [cmd, args] = inNs("/usr/lib/wine/wineserver", ["-p"]);
   const r = spawnSync(cmd, args, { env: wineEnv, stdio: "ignore", timeout: 30_000, killSignal: "SIGKILL" });
   if (r.status !== 0) throw new Error(`wineserver -p: exit ${r.status ?? r.signal ?? r.error?.message}`);
-  const boot = !existsSync(join(prefix, "system.reg"));
+  const boot = !existsSync(join(prefix, "drive_c"));
   if (boot) console.log(`acceptance: booting the wine prefix ${prefix} (once)`);
   const [c, a] = inNs(join(root, "build", "wine-run.sh"), boot ? ["wineboot", "-i"] : ["cmd", "/c", "exit"]);
   const b = spawnSync(c, a, { env: wineEnv, stdio: "ignore", timeout: 300_000, killSignal: "SIGKILL" });
-  if (b.status !== 0 || !existsSync(join(prefix, "system.reg"))) {
+  // (wine writes system.reg only later, when its server saves the registry)
+  if (b.status !== 0 || !existsSync(join(prefix, "drive_c"))) {
     throw new Error(`${a.slice(-3).join(" ")}: exit ${b.status ?? b.signal ?? b.error?.message}`);
   }
 }
