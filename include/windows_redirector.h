@@ -176,7 +176,8 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   - A PID reused by an unrelated process is never taken for a member: a
  *     parent created after its child is not its parent, and a "tree:<pid>"
  *     root is the process that had the PID when the configuration was set
- *     (a process created later with that PID is not it). A plain PID entry
+ *     (a process created later with that PID is not it; as exactly as the
+ *     OS's creation times: on Linux 10 ms clock ticks). A plain PID entry
  *     and intercept_pids keep their meaning: whatever process has the PID.
  *   - Membership is decided once per process (its identity) and
  *     configuration, not per connection; a new configuration decides again

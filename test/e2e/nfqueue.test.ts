@@ -279,7 +279,9 @@ e2e("a process tree's root PID reused on purpose by an unrelated process (in a P
     assert.ok(line.includes(`path=${client}`), line);
     root.stdin!.write("go\n");
     assert.is((await exited(root)).code, 0);
-    // Its PID taken by an unrelated client, created after the configuration.
+    // Its PID taken by an unrelated client, created after the configuration
+    // (well after: Linux gives start times in 10 ms clock ticks).
+    await new Promise((res) => setTimeout(res, 200));
     const seen = proxy.out.count();
     const reuse = inNs(`echo ${rootPid - 1} > /proc/sys/kernel/ns_last_pid; ${client} tcp ${SERVER4} 80 1000 & ` +
       `echo "u $!"; grep NSpid /proc/$!/status; wait $!; echo "rc $?"`);
