@@ -17,25 +17,13 @@ import { basename, dirname, join } from "node:path";
 import { root } from "./engine/harness.ts";
 import { declared } from "./header.ts";
 import {
-  buildGoConsumer, consumerPassed, consumerSrc, elfDynamic, files, goConsumerPassed, must, peImports, run, type Run, version, wine,
+  buildGoConsumer, consumerPassed, consumerSrc, elfDynamic, files, goConsumerPassed, must, peImports, PREFIX_LAYOUT, run, type Run, version, wine,
 } from "./prefix.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "wr-install-"));
 process.on("exit", () => rmSync(tmp, { recursive: true, force: true }));
 // Installed here first, then moved to the prefix the consumers use.
 const stage = join(tmp, "stage");
-
-// What each installed prefix holds (a Release build).
-const CMAKE_FILES = [
-  "lib/cmake/windows_redirector/windows_redirectorConfig.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorConfigVersion.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorStaticTargets-release.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorStaticTargets.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorTargets-release.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorTargets.cmake",
-  "lib/pkgconfig/windows_redirector-static.pc",
-  "lib/pkgconfig/windows_redirector.pc",
-];
 
 interface Platform {
   name: string;
@@ -60,7 +48,7 @@ const linux: Platform = {
   name: "Linux",
   build: join(root, "build", "linux"),
   prefix: join(tmp, "linux"),
-  layout: ["include/windows_redirector.h", "lib/libwindows_redirector.a", "lib/libwindows_redirector.so", ...CMAKE_FILES].sort(),
+  layout: PREFIX_LAYOUT.linux,
   cc: "gcc",
   cmakeArgs: [],
   exe: "",
@@ -75,10 +63,7 @@ const windows: Platform = {
   name: "Windows",
   build: join(root, "build", "windows"),
   prefix: join(tmp, "windows"),
-  layout: [
-    "bin/windows_redirector.dll", "include/windows_redirector.h", "lib/libwindows_redirector.a",
-    "lib/libwindows_redirector.dll.a", "lib/windows_redirector.def", "lib/windows_redirector.lib", ...CMAKE_FILES,
-  ].sort(),
+  layout: PREFIX_LAYOUT.windows,
   cc: "x86_64-w64-mingw32-gcc",
   cmakeArgs: [`-DCMAKE_TOOLCHAIN_FILE=${join(root, "build", "mingw-w64.cmake")}`],
   exe: ".exe",

@@ -12,6 +12,25 @@ export { version };
 export const consumerSrc = join(root, "test", "consumer");
 export const wine = join(root, "build", "wine-run.sh");
 
+// What a `cmake --install` prefix holds (a Release build).
+const CMAKE_FILES = [
+  "lib/cmake/windows_redirector/windows_redirectorConfig.cmake",
+  "lib/cmake/windows_redirector/windows_redirectorConfigVersion.cmake",
+  "lib/cmake/windows_redirector/windows_redirectorStaticTargets-release.cmake",
+  "lib/cmake/windows_redirector/windows_redirectorStaticTargets.cmake",
+  "lib/cmake/windows_redirector/windows_redirectorTargets-release.cmake",
+  "lib/cmake/windows_redirector/windows_redirectorTargets.cmake",
+  "lib/pkgconfig/windows_redirector-static.pc",
+  "lib/pkgconfig/windows_redirector.pc",
+];
+export const PREFIX_LAYOUT = {
+  linux: ["include/windows_redirector.h", "lib/libwindows_redirector.a", "lib/libwindows_redirector.so", ...CMAKE_FILES].sort(),
+  windows: [
+    "bin/windows_redirector.dll", "include/windows_redirector.h", "lib/libwindows_redirector.a",
+    "lib/libwindows_redirector.dll.a", "lib/windows_redirector.def", "lib/windows_redirector.lib", ...CMAKE_FILES,
+  ].sort(),
+};
+
 export interface Run {
   code: number;
   out: string;
