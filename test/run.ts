@@ -272,7 +272,7 @@ const SUITES: Suite[] = [
   },
   {
     // The release bundles: `npm run dist` (build/dist.ts, on the builds just
-    // made), then each archive unpacked into an empty folder and used as a
+    // made, into dist/), then each archive unpacked into an empty folder and used as a
     // new user would (test/dist.test.ts): C with find_package and pkg-config,
     // Go, redirect-proxy, C#; Linux natively, Windows under wine.
     name: "dist",
