@@ -271,6 +271,20 @@ const SUITES: Suite[] = [
     },
   },
   {
+    // The release bundles: `npm run dist` (build/dist.ts, on the builds just
+    // made, into dist/), then each archive unpacked into an empty folder and used as a
+    // new user would (test/dist.test.ts): C with find_package and pkg-config,
+    // Go, redirect-proxy, C#; Linux natively, Windows under wine.
+    name: "dist",
+    needs: ["linux", "windows"],
+    run: () => {
+      const d = sh(join(root, "node_modules", ".bin", "tsx"), ["build/dist.ts", "--no-build"], { timeoutS: 600 });
+      if (d.code !== 0 || !wineUp()) return one(false);
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/dist.test.ts"], { env: { WINEPREFIX: winePrefix }, timeoutS: 600 });
+      return sum(one(true), uvu(r.out, r.code));
+    },
+  },
+  {
     name: "c-linux",
     needs: ["linux"],
     run: () => {
@@ -531,7 +545,8 @@ const SUITES: Suite[] = [
     name: "csharp",
     needs: ["linux"],
     run: () => {
-      // Built with mono's mcs; run with mono against build/linux through the dllmap.
+      // Built with mono's mcs; run with mono against build/linux, found through
+      // LD_LIBRARY_PATH (the dllmap names libwindows_redirector.so).
       const out = join(root, "build", "test", "csharp");
       const exe = join(out, "WindowsRedirectorSample.exe");
       mkdirSync(out, { recursive: true });
@@ -543,7 +558,7 @@ const SUITES: Suite[] = [
       const layout = spawnSync(layoutExe, [], { encoding: "utf8", timeout: 30_000 });
       writeFileSync(join(out, "abi_layout.txt"), layout.stdout ?? "");
       const [cmd, args] = isolatedLo("mono", [exe, "--layout", join(out, "abi_layout.txt")]);
-      const r = sh(cmd, args);
+      const r = sh(cmd, args, { env: { LD_LIBRARY_PATH: paths.linux } });
       return passLines(r.out, r.code);
     },
   },
