@@ -64,11 +64,18 @@ function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.Pro
   execFileSync(cmd, args, { cwd: opts.cwd ?? root, stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, ...opts.env } });
 }
 
-// Where the bundles are laid out. Always the same folder: Go's build cache
-// keys a cgo package on its sources and flags, not on what pkg-config
-// answered, so the Linux proxy's package, once built against the prefix
-// here, is reused with this -L; a folder of another name each time would
-// leave it pointing at one that is gone.
+/**
+ * Go's build cache keys a cgo package on its sources and the CGO_* flags, not
+ * on what pkg-config answered: a package built against one prefix would be
+ * reused, with that prefix's -L (or the build tree's rpath), for another. A
+ * define naming the .pc folder (unused by any source) keeps them apart.
+ */
+export function goCacheKey(pcDir: string | undefined): string {
+  return pcDir === undefined ? "" : `-DWR_PKG_CONFIG_DIR=${pcDir}`;
+}
+
+// Where the bundles are laid out: one fixed folder, so repeated runs reuse
+// Go's cache (the Linux proxy's cgo build carries goCacheKey of it).
 const stage = join(root, "build", "dist-stage");
 
 // The Go builds: the machine's Go, the module cache only (build/setup.sh
@@ -106,7 +113,10 @@ function layOut(p: Platform, stage: string, extra: Extra[]): string {
     // tree's), finding the library in the bundle's lib/ wherever it is.
     run("go", [...GO_BUILD, "-ldflags=-r $ORIGIN/../lib", "-o", proxy, "./cmd/redirect-proxy"], {
       cwd: join(root, "go"),
-      env: { ...GO_ENV, CGO_ENABLED: "1", GOOS: "linux", GOARCH: "amd64", PKG_CONFIG_PATH: join(dir, "lib", "pkgconfig") },
+      env: {
+        ...GO_ENV, CGO_ENABLED: "1", GOOS: "linux", GOARCH: "amd64",
+        PKG_CONFIG_PATH: join(dir, "lib", "pkgconfig"), CGO_CPPFLAGS: goCacheKey(join(dir, "lib", "pkgconfig")),
+      },
     });
   }
   copyGoSource(join(dir, "go"));

@@ -6,7 +6,7 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { root } from "../build/build.ts"; // also puts the official Go first on PATH
-import { version } from "../build/dist.ts";
+import { goCacheKey, version } from "../build/dist.ts";
 
 export { version };
 export const consumerSrc = join(root, "test", "consumer");
@@ -85,16 +85,6 @@ export function consumerPassed(exe: string, r: Run): void {
   const ok = (r.out.match(/^ok {3}/gm) ?? []).length;
   assert.ok(r.code === 0 && m !== null && m[2] === "0" && Number(m[1]) === ok && ok >= 13, `${exe}: exit ${r.code}\n${r.out}`);
   assert.ok(r.out.includes(`version ${version}\n`), `${exe} reports another version than package.json's ${version}:\n${r.out}`);
-}
-
-/**
- * Go's build cache keys a cgo package on its sources and the CGO_* flags, not
- * on what pkg-config answered: a package built against one prefix would be
- * reused, with that prefix's -L (or the build tree's rpath), for another. A
- * define naming the .pc folder (unused by any source) keeps them apart.
- */
-export function goCacheKey(pcDir: string | undefined): string {
-  return pcDir === undefined ? "" : `-DWR_PKG_CONFIG_DIR=${pcDir}`;
 }
 
 /**
