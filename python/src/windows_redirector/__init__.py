@@ -57,7 +57,8 @@ __all__ = [
     "TCP", "UDP", "OUTBOUND", "INBOUND", "EVENT_OPENED", "EVENT_CLOSED",
     "RedirectorError", "AlreadyRunning", "NotRunning", "NullArgument", "ConfigError", "NotUTF8",
     "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent", "OutOfMemory",
-    "Origin", "Event", "configure", "set_app_port", "set_windivert_path", "start", "stop", "running",
+    "Origin", "Event", "Address", "Config", "configure", "set_app_port", "set_windivert_path", "start", "stop",
+    "running",
     "redirecting", "would_intercept", "lookup", "lookup_udp", "lookup_address", "next_event", "stats",
     "version", "strerror", "set_library_path", "library_path", "LIBRARY_ENV",
 ]
