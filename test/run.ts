@@ -12,6 +12,7 @@ import { join } from "node:path";
 import {
   buildAsan, buildDeadline, buildEngine, buildFuzz, buildLinux, buildTsan, buildWindows, limitedCommand, paths, root,
 } from "../build/build.ts";
+import { distDir, python3, wheelName } from "../build/wheel.ts";
 import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
@@ -162,6 +163,15 @@ function pyunit(out: string, code: number): Count {
   const m = /FAILED \((?:failures=(\d+))?(?:, )?(?:errors=(\d+))?/.exec(out);
   const failed = m ? Number(m[1] ?? 0) + Number(m[2] ?? 0) : 0;
   return { passed: ran - failed, failed: failed > 0 || code !== 0 || ran === 0 ? Math.max(failed, 1) : 0 };
+}
+
+/** pytest's closing line: "N passed, N failed, N errors ... in S s". */
+function pytest(out: string, code: number): Count {
+  const summary = [...out.matchAll(/^=+ (.* in [\d.]+s.*) =+$/gm)].at(-1)?.[1] ?? "";
+  const n = (what: string) => Number(new RegExp(`(\\d+) ${what}\\b`).exec(summary)?.[1] ?? 0);
+  const passed = n("passed");
+  const failed = n("failed") + n("errors?");
+  return { passed, failed: failed > 0 || code !== 0 || passed === 0 ? Math.max(failed, 1) : 0 };
 }
 
 // Wine: the prefix is booted once per run and one wineserver is kept up until
@@ -531,14 +541,35 @@ const SUITES: Suite[] = [
     },
   },
   {
-    // python/windows_redirector.py: the ABI's codes as exceptions, layouts,
-    // and (root) a real client redirected to a Python proxy in namespaces.
+    // The Python package (python/): both wheels built as a release builds
+    // them (build/wheel.ts); a fresh virtual environment with pytest and mypy
+    // from PyPI and the Linux wheel installed; python/tests run with pytest
+    // against the installed package (the ABI's codes as exceptions, layouts,
+    // the loader, both wheels as files, the Windows loader with the platform
+    // faked, and as root a real client redirected to a Python proxy in
+    // namespaces); mypy --strict on the installed package and a typed user.
     name: "python-pkg",
-    needs: ["linux"],
+    needs: ["linux", "windows"],
     run: () => {
-      const [cmd, args] = isolatedLo("python3", ["-m", "unittest", "-v", "test_windows_redirector"]);
-      const r = sh(cmd, args, { cwd: join(root, "python") });
-      return pyunit(r.out, r.code);
+      const w = sh(join(root, "node_modules", ".bin", "tsx"), [join(root, "build", "wheel.ts")], { timeoutS: 900 });
+      const wheels = { linux: join(distDir, wheelName("linux")), windows: join(distDir, wheelName("windows")) };
+      if (w.code !== 0 || !existsSync(wheels.linux) || !existsSync(wheels.windows)) return one(false);
+      const venv = join(root, "build", "test", "python-pkg");
+      const py = join(venv, "bin", "python");
+      const tests = join(root, "python", "tests");
+      rmSync(venv, { recursive: true, force: true });
+      const made = sh(python3, ["-m", "venv", venv]).code === 0 &&
+        sh(py, ["-m", "pip", "install", "--disable-pip-version-check", "-r", join(tests, "requirements.txt"),
+          wheels.linux], { timeoutS: 600 }).code === 0;
+      if (!made) return one(false);
+      const mypy = (what: string[]) =>
+        one(sh(py, ["-m", "mypy", "--strict", "--cache-dir", join(venv, "mypy-cache"), ...what], { cwd: tests }).code === 0);
+      const [cmd, args] = isolatedLo(py, ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", tests]);
+      const r = sh(cmd, args, {
+        cwd: tests,
+        env: { WR_WHEEL_LINUX: wheels.linux, WR_WHEEL_WINDOWS: wheels.windows, WINDOWS_REDIRECTOR_LIBRARY: "" },
+      });
+      return sum(mypy(["-p", "windows_redirector"]), mypy(["typed_user.py"]), pytest(r.out, r.code));
     },
   },
   {
