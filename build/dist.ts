@@ -24,10 +24,11 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildLinux, buildWindows, paths, root } from "./build.ts";
+import { buildLinux, buildWindows, paths, root, version } from "./build.ts";
+import { buildWheels } from "./wheel.ts";
 
-const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string; license: string };
-export const version = pkg.version;
+const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { license: string };
+export { version };
 export const distDir = join(root, "dist");
 
 export type Platform = "linux" | "windows";
@@ -53,11 +54,31 @@ export interface Extra {
 
 /**
  * What the bundles carry besides the library, the proxy and the Go and C#
- * sources. The one place for more: the Python wheels go here (build/wheel.ts's
- * buildWheels(), one Extra per platform).
+ * sources (the one place for more): the platform's Python wheel.
  */
 async function extras(): Promise<Record<Platform, Extra[]>> {
-  return { linux: [], windows: [] };
+  const wheels = await buildWheels();
+  const wheel = (p: Platform): Extra => ({
+    to: `python/${basename(wheels[p])}`,
+    from: wheels[p],
+    readme: [
+      "## Python",
+      "",
+      `\`python/${basename(wheels[p])}\` is the Python package (3.10+, typed), the library inside it:`,
+      "",
+      "```sh",
+      p === "windows"
+        ? "python -m venv .venv && .venv\\Scripts\\activate"
+        : "python3 -m venv .venv && . .venv/bin/activate",
+      `pip install python/${basename(wheels[p])}`,
+      "```",
+      "",
+      p === "windows"
+        ? "Then `import windows_redirector`; WinDivert 2.2's files go where the section above says, or name their folder with `windows_redirector.set_windivert_path(folder)`."
+        : "Then `import windows_redirector`; the library links the system's libnetfilter_queue and libmnl (`apt install libnetfilter-queue1 libmnl0`).",
+    ].join("\n"),
+  });
+  return { linux: [wheel("linux")], windows: [wheel("windows")] };
 }
 
 function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): void {

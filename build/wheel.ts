@@ -14,12 +14,13 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildLinux, buildWindows, paths, root } from "./build.ts";
+import { buildLinux, buildWindows, paths, root, version } from "./build.ts";
 
 /** Debian's python3 (build/setup.sh installs it), else the first python3 on PATH. */
 export const python3 = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 
-export const distDir = join(root, "build", "dist");
+/** Where the wheels are built (the release bundles copy them from here). */
+export const wheelDir = join(root, "build", "dist");
 const venv = join(root, "build", "pyvenv");
 const venvPython = join(venv, "bin", "python");
 
@@ -29,13 +30,9 @@ export const WHEEL_PLATFORMS = {
   windows: { tag: "win_amd64", library: join(paths.windows, "windows_redirector.dll") },
 } as const;
 
-export function version(): string {
-  return (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
-}
-
 /** The wheel's file name (the distribution windows-redirector, normalised as wheels spell it). */
 export function wheelName(platform: keyof typeof WHEEL_PLATFORMS): string {
-  return `windows_redirector-${version()}-py3-none-${WHEEL_PLATFORMS[platform].tag}.whl`;
+  return `windows_redirector-${version}-py3-none-${WHEEL_PLATFORMS[platform].tag}.whl`;
 }
 
 /** The build backend python/pyproject.toml pins (build-system.requires). */
@@ -70,7 +67,7 @@ async function backendVenv(): Promise<void> {
 
 async function buildWheel(platform: keyof typeof WHEEL_PLATFORMS): Promise<string> {
   const { tag, library } = WHEEL_PLATFORMS[platform];
-  const out = mkdtempSync(join(distDir, ".wheel-"));
+  const out = mkdtempSync(join(wheelDir, ".wheel-"));
   try {
     await run(venvPython, ["-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-build-isolation",
       "--no-deps", "--no-cache-dir", "--wheel-dir", out, join(root, "python")],
@@ -79,11 +76,11 @@ async function buildWheel(platform: keyof typeof WHEEL_PLATFORMS): Promise<strin
     const name = wheelName(platform);
     if (made.length !== 1 || made[0] !== name) throw new Error(`wheel: expected ${name}, pip made ${made.join(", ") || "nothing"}`);
     // This platform's wheels of other versions go: build/dist holds the current ones.
-    for (const old of readdirSync(distDir)) {
-      if (old.startsWith("windows_redirector-") && old.endsWith(`-py3-none-${tag}.whl`)) rmSync(join(distDir, old));
+    for (const old of readdirSync(wheelDir)) {
+      if (old.startsWith("windows_redirector-") && old.endsWith(`-py3-none-${tag}.whl`)) rmSync(join(wheelDir, old));
     }
-    renameSync(join(out, name), join(distDir, name));
-    return join(distDir, name);
+    renameSync(join(out, name), join(wheelDir, name));
+    return join(wheelDir, name);
   } finally {
     rmSync(out, { recursive: true, force: true });
   }
@@ -96,7 +93,7 @@ async function buildWheel(platform: keyof typeof WHEEL_PLATFORMS): Promise<strin
 export async function buildWheels(): Promise<{ linux: string; windows: string }> {
   buildLinux();
   buildWindows();
-  mkdirSync(distDir, { recursive: true });
+  mkdirSync(wheelDir, { recursive: true });
   await backendVenv();
   return { linux: await buildWheel("linux"), windows: await buildWheel("windows") };
 }

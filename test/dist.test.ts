@@ -14,7 +14,10 @@
 //     wine, refusing to start without WinDivert, then started against the
 //     stand-in and stopped with Ctrl-C);
 //   - the C# source built with mono's mcs (Linux: run, through the bundled
-//     dllmap).
+//     dllmap);
+//   - the Python wheel (Linux: pip-installed into a fresh virtual environment,
+//     imported, its own library loaded; Windows: a win_amd64 wheel carrying
+//     the bundle's DLL byte for byte).
 // Needs dist/ (the suite runs build/dist.ts first), build/windows/fakewd and a
 // booted wine prefix (WINEPREFIX).
 import { test } from "uvu";
@@ -24,6 +27,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { root } from "../build/build.ts";
+import { python3, wheelName } from "../build/wheel.ts";
 import { archivePath, bundleName, type Platform, version } from "../build/dist.ts";
 import {
   buildGoConsumer, consumerPassed, consumerSrc, elfDynamic, files, goConsumerPassed, must, PREFIX_LAYOUT, run, wine,
@@ -234,6 +238,26 @@ test("C#: the bundles' sources build with mcs; on Linux a program on WindowsRedi
   copyFileSync(join(bundle("linux"), "csharp", "WindowsRedirectorSample.exe.config"), join(dir, "Version.exe.config"));
   const r = run("mono", [join(dir, "Version.exe")], { cwd: dir, env: { LD_LIBRARY_PATH: join(bundle("linux"), "lib") } });
   assert.ok(r.code === 0 && r.out === `version ${version}\n`, r.out);
+});
+
+test("Python: the Linux wheel installs into a fresh venv and loads its own library; the Windows wheel carries the bundle's DLL", () => {
+  const venv = join(tmp, "venv");
+  must(python3, ["-m", "venv", venv]);
+  const py = join(venv, "bin", "python");
+  must(py, ["-m", "pip", "install", "--no-index", "--quiet", join(bundle("linux"), "python", wheelName("linux"))]);
+  const r = run(py, ["-c", "import windows_redirector as wr; print(wr.library_path()); print(wr.version())"], { cwd: tmp });
+  const [lib, ver] = r.out.trim().split("\n");
+  assert.ok(r.code === 0 && lib?.startsWith(venv + "/") && lib.endsWith("/libwindows_redirector.so"), r.out);
+  assert.equal(ver, version);
+  const check = [
+    "import sys, zipfile",
+    "z = zipfile.ZipFile(sys.argv[1])",
+    "assert z.read('windows_redirector/windows_redirector.dll') == open(sys.argv[2], 'rb').read(), 'DLL differs'",
+    "assert 'Tag: py3-none-win_amd64' in z.read(next(n for n in z.namelist() if n.endswith('.dist-info/WHEEL'))).decode()",
+  ].join("\n");
+  const w = run(python3, ["-c", check, join(bundle("windows"), "python", wheelName("windows")),
+    join(bundle("windows"), "bin", "windows_redirector.dll")]);
+  assert.ok(w.code === 0, w.out);
 });
 
 test.run();

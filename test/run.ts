@@ -12,7 +12,7 @@ import { join } from "node:path";
 import {
   buildAsan, buildDeadline, buildEngine, buildFuzz, buildLinux, buildTsan, buildWindows, limitedCommand, paths, root,
 } from "../build/build.ts";
-import { distDir, python3, wheelName } from "../build/wheel.ts";
+import { python3, wheelDir, wheelName } from "../build/wheel.ts";
 import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
@@ -552,7 +552,7 @@ const SUITES: Suite[] = [
     needs: ["linux", "windows"],
     run: () => {
       const w = sh(join(root, "node_modules", ".bin", "tsx"), [join(root, "build", "wheel.ts")], { timeoutS: 900 });
-      const wheels = { linux: join(distDir, wheelName("linux")), windows: join(distDir, wheelName("windows")) };
+      const wheels = { linux: join(wheelDir, wheelName("linux")), windows: join(wheelDir, wheelName("windows")) };
       if (w.code !== 0 || !existsSync(wheels.linux) || !existsSync(wheels.windows)) return one(false);
       const venv = join(root, "build", "test", "python-pkg");
       const py = join(venv, "bin", "python");
