@@ -14,6 +14,8 @@ import { fileURLToPath } from "node:url";
 import { generateAssemblyScript, generateC } from "./contract.ts";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+/** The project's version: package.json's, the one source (CMake and the wheels read it there too). */
+export const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
 export const paths = {
   wasm: join(root, "build", "engine.wasm"),
   wireWasm: join(root, "build", "wire.wasm"),
@@ -150,7 +152,6 @@ export function buildLinux(): void {
  * the build, never committed: it holds this checkout's absolute path.
  */
 function writeUninstalledPc(): void {
-  const version = (JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as { version: string }).version;
   writeIfChanged(join(paths.linux, "windows_redirector-uninstalled.pc"), [
     "# This checkout's build tree (tsx build/build.ts writes it).",
     `libdir=${paths.linux}`,

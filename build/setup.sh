@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # llvm: llvm-dlltool makes the Windows build's MSVC import library; lld:
-# lld-link links a program against it in the install tests.
+# lld-link links a program against it in the install tests. zip, unzip: the
+# Windows release bundle (build/dist.ts) and its test. python3-venv: the
+# virtual environments of the wheels' build backend (build/wheel.ts) and of
+# the Python package's tests (PyPI's packages go there, never system-wide).
 packages=(
-  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3 python3-pip
+  wabt cmake make gcc g++ pkg-config gcc-mingw-w64-x86-64 wine64 python3 python3-pip python3-venv
   libnetfilter-queue-dev libmnl-dev iptables iproute2 valgrind curl mono-devel
-  clang libclang-rt-14-dev procps llvm lld
+  clang libclang-rt-14-dev procps llvm lld zip unzip
 )
 
 missing=()

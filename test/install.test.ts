@@ -5,70 +5,25 @@
 // inside a shared library of the user's) and pkg-config (`--libs`, and
 // `--static --libs`), each program run (Windows ones under wine). On Windows
 // the MSVC-format import library is linked by lld-link into a program that
-// has no C library, which runs too. Needs build/linux and build/windows.
+// has no C library, which runs too. test/consumer/go, a Go program of the
+// user's, is built against each prefix too (Linux: cgo and pkg-config;
+// Windows: CGO_ENABLED=0, the DLL beside it) and run. Needs build/linux and
+// build/windows.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { spawnSync } from "node:child_process";
-import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { root } from "./engine/harness.ts";
 import { declared } from "./header.ts";
-
-const version: string = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version;
-const consumerSrc = join(root, "test", "consumer");
-const wine = join(root, "build", "wine-run.sh");
+import {
+  buildGoConsumer, consumerPassed, consumerSrc, elfDynamic, files, goConsumerPassed, must, peImports, PREFIX_LAYOUT, run, type Run, version, wine,
+} from "./prefix.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "wr-install-"));
 process.on("exit", () => rmSync(tmp, { recursive: true, force: true }));
 // Installed here first, then moved to the prefix the consumers use.
 const stage = join(tmp, "stage");
-
-interface Run {
-  code: number;
-  out: string;
-}
-
-function run(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Run {
-  const r = spawnSync(cmd, args, {
-    cwd: opts.cwd ?? root,
-    env: { ...process.env, ...opts.env },
-    encoding: "utf8",
-    timeout: 300_000,
-  });
-  const out = (r.stdout ?? "") + (r.stderr ?? "") + (r.error ? `(${r.error.message})\n` : "");
-  return { code: r.status ?? 1, out };
-}
-
-/** Runs a command that must succeed; its output. */
-function must(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
-  const r = run(cmd, args, opts);
-  assert.ok(r.code === 0, `${cmd} ${args.join(" ")}: exit ${r.code}\n${r.out}`);
-  return r.out;
-}
-
-/** Every file (and symlink) under dir, relative, sorted. */
-function files(dir: string, under = ""): string[] {
-  const found: string[] = [];
-  for (const e of readdirSync(join(dir, under), { withFileTypes: true })) {
-    const rel = under ? `${under}/${e.name}` : e.name;
-    if (e.isDirectory()) found.push(...files(dir, rel));
-    else found.push(rel);
-  }
-  return found.sort();
-}
-
-// What each installed prefix holds (a Release build).
-const CMAKE_FILES = [
-  "lib/cmake/windows_redirector/windows_redirectorConfig.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorConfigVersion.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorStaticTargets-release.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorStaticTargets.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorTargets-release.cmake",
-  "lib/cmake/windows_redirector/windows_redirectorTargets.cmake",
-  "lib/pkgconfig/windows_redirector-static.pc",
-  "lib/pkgconfig/windows_redirector.pc",
-];
 
 interface Platform {
   name: string;
@@ -89,19 +44,11 @@ interface Platform {
   imports(file: string): string[];
 }
 
-function elfDynamic(file: string): { needed: string[]; paths: string[] } {
-  const out = must("readelf", ["-d", file]);
-  return {
-    needed: [...out.matchAll(/\(NEEDED\)\s+Shared library: \[(.+?)\]/g)].map((m) => m[1]),
-    paths: [...out.matchAll(/\((?:RPATH|RUNPATH)\)\s+Library r(?:un)?path: \[(.*?)\]/g)].flatMap((m) => m[1].split(":")),
-  };
-}
-
 const linux: Platform = {
   name: "Linux",
   build: join(root, "build", "linux"),
   prefix: join(tmp, "linux"),
-  layout: ["include/windows_redirector.h", "lib/libwindows_redirector.a", "lib/libwindows_redirector.so", ...CMAKE_FILES].sort(),
+  layout: PREFIX_LAYOUT.linux,
   cc: "gcc",
   cmakeArgs: [],
   exe: "",
@@ -116,10 +63,7 @@ const windows: Platform = {
   name: "Windows",
   build: join(root, "build", "windows"),
   prefix: join(tmp, "windows"),
-  layout: [
-    "bin/windows_redirector.dll", "include/windows_redirector.h", "lib/libwindows_redirector.a",
-    "lib/libwindows_redirector.dll.a", "lib/windows_redirector.def", "lib/windows_redirector.lib", ...CMAKE_FILES,
-  ].sort(),
+  layout: PREFIX_LAYOUT.windows,
   cc: "x86_64-w64-mingw32-gcc",
   cmakeArgs: [`-DCMAKE_TOOLCHAIN_FILE=${join(root, "build", "mingw-w64.cmake")}`],
   exe: ".exe",
@@ -128,18 +72,12 @@ const windows: Platform = {
   // Only this prefix's .pc files: the build machine's are not for Windows.
   pcEnv: { PKG_CONFIG_LIBDIR: join(tmp, "windows", "lib", "pkgconfig"), PKG_CONFIG_PATH: "" },
   start: (exe, env) => run(wine, [exe], { cwd: dirname(exe), env }),
-  imports: (file) =>
-    [...must("x86_64-w64-mingw32-objdump", ["-p", file]).matchAll(/DLL Name: (\S+)/g)].map((m) => m[1].toLowerCase()),
+  imports: peImports,
 };
 
 /** The program's checks all passed, against the library of this version. */
 function passes(p: Platform, exe: string, env?: NodeJS.ProcessEnv): void {
-  const r = p.start(exe, env);
-  r.out = r.out.replace(/\r\n/g, "\n"); // the C library's text mode under wine
-  const m = /^consumer: (\d+) checks, (\d+) failed$/m.exec(r.out);
-  const ok = (r.out.match(/^ok {3}/gm) ?? []).length;
-  assert.ok(r.code === 0 && m !== null && m[2] === "0" && Number(m[1]) === ok && ok >= 13, `${exe}: exit ${r.code}\n${r.out}`);
-  assert.ok(r.out.includes(`version ${version}\n`), `${exe} reports another version than package.json's ${version}:\n${r.out}`);
+  consumerPassed(exe, p.start(exe, env));
 }
 
 /** On Linux: no RPATH or RUNPATH names the checkout (`none`: there is none at all). */
@@ -247,6 +185,22 @@ for (const p of [linux, windows]) {
     passes(p, viaPlugin);
   });
 }
+
+test("Linux: a Go program (cgo) finds the installed library through pkg-config; no rpath, the loader finds it", () => {
+  const exe = buildGoConsumer(join(tmp, "go", "Linux"), join(root, "go"), "linux", join(linux.prefix, "lib", "pkgconfig"));
+  assert.ok(linux.imports(exe).includes(linux.sharedLib), `${exe} does not load ${linux.sharedLib}`);
+  noPathIntoCheckout(linux, exe, true);
+  const env = { LD_LIBRARY_PATH: join(linux.prefix, "lib") };
+  assert.match(must("ldd", [exe], { env }), `${linux.sharedLib} => ${join(linux.prefix, "lib", linux.sharedLib)}`);
+  goConsumerPassed(exe, run(exe, ["-version", version], { env }));
+});
+
+test("Windows: a Go program (CGO_ENABLED=0) runs under wine with the installed DLL beside it", () => {
+  const dir = join(tmp, "go", "Windows");
+  const exe = buildGoConsumer(dir, join(root, "go"), "windows");
+  copyFileSync(join(windows.prefix, "bin", windows.sharedLib), join(dir, windows.sharedLib));
+  goConsumerPassed(exe, run(wine, [exe, "-version", version], { cwd: dir }));
+});
 
 test("Linux: find_package refuses another major version; without libnetfilter_queue's module only the static library is refused, saying why", () => {
   const major = Number(version.split(".")[0]);

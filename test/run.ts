@@ -12,6 +12,7 @@ import { join } from "node:path";
 import {
   buildAsan, buildDeadline, buildEngine, buildFuzz, buildLinux, buildTsan, buildWindows, limitedCommand, paths, root,
 } from "../build/build.ts";
+import { python3, wheelDir, wheelName } from "../build/wheel.ts";
 import { fuzzRun } from "./fuzz.ts";
 
 interface Count {
@@ -164,6 +165,15 @@ function pyunit(out: string, code: number): Count {
   return { passed: ran - failed, failed: failed > 0 || code !== 0 || ran === 0 ? Math.max(failed, 1) : 0 };
 }
 
+/** pytest's closing line: "N passed, N failed, N errors ... in S s". */
+function pytest(out: string, code: number): Count {
+  const summary = [...out.matchAll(/^=+ (.* in [\d.]+s.*) =+$/gm)].at(-1)?.[1] ?? "";
+  const n = (what: string) => Number(new RegExp(`(\\d+) ${what}\\b`).exec(summary)?.[1] ?? 0);
+  const passed = n("passed");
+  const failed = n("failed") + n("errors?");
+  return { passed, failed: failed > 0 || code !== 0 || passed === 0 ? Math.max(failed, 1) : 0 };
+}
+
 // Wine: the prefix is booted once per run and one wineserver is kept up until
 // the run ends, so each test program starts in a fraction of a second and no
 // wine service process started on a test's behalf holds that test's output
@@ -268,6 +278,20 @@ const SUITES: Suite[] = [
       if (!wineUp()) return one(false);
       const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/install.test.ts"], { env: { WINEPREFIX: winePrefix } });
       return uvu(r.out, r.code);
+    },
+  },
+  {
+    // The release bundles: `npm run dist` (build/dist.ts, on the builds just
+    // made, into dist/), then each archive unpacked into an empty folder and used as a
+    // new user would (test/dist.test.ts): C with find_package and pkg-config,
+    // Go, redirect-proxy, C#; Linux natively, Windows under wine.
+    name: "dist",
+    needs: ["linux", "windows"],
+    run: () => {
+      const d = sh(join(root, "node_modules", ".bin", "tsx"), ["build/dist.ts", "--no-build"], { timeoutS: 600 });
+      if (d.code !== 0 || !wineUp()) return one(false);
+      const r = sh(join(root, "node_modules", ".bin", "tsx"), ["test/dist.test.ts"], { env: { WINEPREFIX: winePrefix }, timeoutS: 600 });
+      return sum(one(true), uvu(r.out, r.code));
     },
   },
   {
@@ -517,21 +541,43 @@ const SUITES: Suite[] = [
     },
   },
   {
-    // python/windows_redirector.py: the ABI's codes as exceptions, layouts,
-    // and (root) a real client redirected to a Python proxy in namespaces.
+    // The Python package (python/): both wheels built as a release builds
+    // them (build/wheel.ts); a fresh virtual environment with pytest and mypy
+    // from PyPI and the Linux wheel installed; python/tests run with pytest
+    // against the installed package (the ABI's codes as exceptions, layouts,
+    // the loader, both wheels as files, the Windows loader with the platform
+    // faked, and as root a real client redirected to a Python proxy in
+    // namespaces); mypy --strict on the installed package and a typed user.
     name: "python-pkg",
-    needs: ["linux"],
+    needs: ["linux", "windows"],
     run: () => {
-      const [cmd, args] = isolatedLo("python3", ["-m", "unittest", "-v", "test_windows_redirector"]);
-      const r = sh(cmd, args, { cwd: join(root, "python") });
-      return pyunit(r.out, r.code);
+      const w = sh(join(root, "node_modules", ".bin", "tsx"), [join(root, "build", "wheel.ts")], { timeoutS: 900 });
+      const wheels = { linux: join(wheelDir, wheelName("linux")), windows: join(wheelDir, wheelName("windows")) };
+      if (w.code !== 0 || !existsSync(wheels.linux) || !existsSync(wheels.windows)) return one(false);
+      const venv = join(root, "build", "test", "python-pkg");
+      const py = join(venv, "bin", "python");
+      const tests = join(root, "python", "tests");
+      rmSync(venv, { recursive: true, force: true });
+      const made = sh(python3, ["-m", "venv", venv]).code === 0 &&
+        sh(py, ["-m", "pip", "install", "--disable-pip-version-check", "-r", join(tests, "requirements.txt"),
+          wheels.linux], { timeoutS: 600 }).code === 0;
+      if (!made) return one(false);
+      const mypy = (what: string[]) =>
+        one(sh(py, ["-m", "mypy", "--strict", "--cache-dir", join(venv, "mypy-cache"), ...what], { cwd: tests }).code === 0);
+      const [cmd, args] = isolatedLo(py, ["-m", "pytest", "-v", "-rs", "-p", "no:cacheprovider", tests]);
+      const r = sh(cmd, args, {
+        cwd: tests,
+        env: { WR_WHEEL_LINUX: wheels.linux, WR_WHEEL_WINDOWS: wheels.windows, WINDOWS_REDIRECTOR_LIBRARY: "" },
+      });
+      return sum(mypy(["-p", "windows_redirector"]), mypy(["typed_user.py"]), pytest(r.out, r.code));
     },
   },
   {
     name: "csharp",
     needs: ["linux"],
     run: () => {
-      // Built with mono's mcs; run with mono against build/linux through the dllmap.
+      // Built with mono's mcs; run with mono against build/linux, found through
+      // LD_LIBRARY_PATH (the dllmap names libwindows_redirector.so).
       const out = join(root, "build", "test", "csharp");
       const exe = join(out, "WindowsRedirectorSample.exe");
       mkdirSync(out, { recursive: true });
@@ -543,7 +589,7 @@ const SUITES: Suite[] = [
       const layout = spawnSync(layoutExe, [], { encoding: "utf8", timeout: 30_000 });
       writeFileSync(join(out, "abi_layout.txt"), layout.stdout ?? "");
       const [cmd, args] = isolatedLo("mono", [exe, "--layout", join(out, "abi_layout.txt")]);
-      const r = sh(cmd, args);
+      const r = sh(cmd, args, { env: { LD_LIBRARY_PATH: paths.linux } });
       return passLines(r.out, r.code);
     },
   },

@@ -198,8 +198,7 @@ def direct_refused(p, me, other_ns, hosts):
 
 
 def proxy(host4, host6, other_ns, self4, self6):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import windows_redirector as wr
+    import windows_redirector as wr  # the installed package (the interpreter of the test's virtual environment)
     p = Proxy(wr)
     wr.set_app_port(p.port)
     wr.configure({})

@@ -1,6 +1,11 @@
-"""Tests of windows_redirector.py: the ABI's codes as Python exceptions, the
-struct layouts, lookups, and (Linux, root) a real redirected connection in
-network namespaces of its own."""
+"""Tests of the windows_redirector package as installed (pip install of the
+wheel into a virtual environment; see python/README.md): the ABI's codes as
+Python exceptions, the struct layouts, lookups, and (Linux, root) a real
+redirected connection in network namespaces of its own.
+
+They import the installed package, never python/src: run them from a
+virtual environment the wheel was installed into (npm test's python-pkg
+suite makes a fresh one)."""
 import ctypes
 import json
 import os
@@ -10,13 +15,53 @@ import shutil
 import socket
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import unittest
+from importlib import metadata
+
+import windows_redirector as wr
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import windows_redirector as wr  # noqa: E402
+ROOT = os.path.join(HERE, "..", "..")  # the checkout: the header and test/csharp/abi_layout.c
+
+
+class Installed(unittest.TestCase):
+    """The package and its native library come from the virtual environment
+    the wheel was installed into, not from the checkout."""
+
+    def test_the_package_is_the_installed_one(self):
+        self.assertNotEqual(sys.prefix, sys.base_prefix, "not run from a virtual environment")
+        site = os.path.realpath(sysconfig.get_paths()["platlib"])
+        here = os.path.realpath(os.path.dirname(wr.__file__))
+        self.assertEqual(here, os.path.join(site, "windows_redirector"))
+        files = {str(f) for f in metadata.files("windows-redirector") or []}
+        self.assertIn("windows_redirector/py.typed", files)
+        self.assertIn("windows_redirector/libwindows_redirector.so", files)
+
+    def test_the_library_is_the_one_beside_the_module(self):
+        self.assertFalse(os.environ.get(wr.LIBRARY_ENV), f"{wr.LIBRARY_ENV} is set: the test proves nothing")
+        beside = os.path.join(os.path.dirname(os.path.abspath(wr.__file__)), "libwindows_redirector.so")
+        self.assertEqual(wr.library_path(), beside)
+        with open("/proc/self/maps") as maps:
+            mapped = {line.split(maxsplit=5)[-1].strip() for line in maps if "libwindows_redirector" in line}
+        self.assertEqual(mapped, {os.path.realpath(beside)})
+
+    def test_versions_agree(self):
+        # The wheel's version and the library's both come from package.json.
+        with open(os.path.join(ROOT, "package.json")) as f:
+            want = json.load(f)["version"]
+        self.assertEqual(metadata.version("windows-redirector"), want)
+        self.assertEqual(wr.version(), want)
+
+    def test_set_library_path_after_loading(self):
+        wr.library_path()
+        wr.set_library_path(os.path.dirname(wr.library_path()))  # the same file: fine
+        wr.set_library_path(wr.library_path())
+        with self.assertRaisesRegex(wr.InvalidArgument, "already loaded from .*libwindows_redirector.so"):
+            wr.set_library_path(os.path.join(ROOT, "build", "linux", "libwindows_redirector.so"))
+        wr.set_library_path(None)
 
 
 class Errors(unittest.TestCase):
@@ -51,11 +96,10 @@ class Errors(unittest.TestCase):
     @unittest.skipUnless(shutil.which("gcc"), "needs gcc to read the header's layout")
     def test_struct_layout_equals_the_header(self):
         # test/csharp/abi_layout.c prints every field's offset as C sees it.
-        root = os.path.join(HERE, "..")
         with tempfile.TemporaryDirectory() as tmp:
             exe = os.path.join(tmp, "abi_layout")
-            subprocess.run(["gcc", "-I", os.path.join(root, "include"), "-o", exe,
-                            os.path.join(root, "test", "csharp", "abi_layout.c")], check=True)
+            subprocess.run(["gcc", "-I", os.path.join(ROOT, "include"), "-o", exe,
+                            os.path.join(ROOT, "test", "csharp", "abi_layout.c")], check=True)
             lines = subprocess.run([exe], check=True, capture_output=True, text=True).stdout.splitlines()
         structs = {"redirector_endpoint": wr._Endpoint, "redirector_origin": wr._Origin,
                    "redirector_event": wr._Event, "redirector_stats": wr._Stats}

@@ -29,10 +29,16 @@ with the library's own text (``e.code`` is the C code); they also derive
 from the matching built-in (ConfigError is a ValueError, NotFound a
 LookupError), so ``except ValueError`` works as a Python caller expects.
 
-The library is found through $WINDOWS_REDIRECTOR_LIBRARY, then beside this
-file, then the repository's build folder, then the system's search path. It
-is loaded on first use, not at import.
+The native library is loaded on first use, not at import, from beside this
+module first (the wheel for your platform carries it there:
+libwindows_redirector.so on Linux, windows_redirector.dll on Windows), else
+from where the caller says: set_library_path(path), else
+$WINDOWS_REDIRECTOR_LIBRARY (a file, or the folder that holds it), else, on
+Linux only, the system's library search path. library_path() says which
+file was loaded; when none can be, the OSError names every place tried.
 """
+from __future__ import annotations
+
 import ctypes
 import ctypes.util
 import contextlib
@@ -44,14 +50,17 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
+from typing import Any, Callable, Iterator, List, NoReturn, Optional, Tuple, Type, Union
 
 __all__ = [
     "TCP", "UDP", "OUTBOUND", "INBOUND", "EVENT_OPENED", "EVENT_CLOSED",
     "RedirectorError", "AlreadyRunning", "NotRunning", "NullArgument", "ConfigError", "NotUTF8",
     "InitError", "NotFound", "InvalidArgument", "EngineError", "NoEvent", "OutOfMemory",
-    "Origin", "Event", "configure", "set_app_port", "set_windivert_path", "start", "stop", "running",
+    "Origin", "Event", "Address", "Config", "configure", "set_app_port", "set_windivert_path", "start", "stop",
+    "running",
     "redirecting", "would_intercept", "lookup", "lookup_udp", "lookup_address", "next_event", "stats",
-    "version", "strerror",
+    "version", "strerror", "set_library_path", "library_path", "LIBRARY_ENV",
 ]
 
 TCP = 6
@@ -68,9 +77,9 @@ EVENT_CLOSED = 2
 class RedirectorError(Exception):
     """A failure the library reported; ``code`` is its REDIRECTOR_E* code."""
 
-    code = 0
+    code: int = 0
 
-    def __init__(self, message, code=None):
+    def __init__(self, message: str, code: Optional[int] = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
@@ -131,7 +140,7 @@ class OutOfMemory(RedirectorError, MemoryError):
     code = -111
 
 
-_BY_CODE = {c.code: c for c in (AlreadyRunning, NotRunning, NullArgument, ConfigError, NotUTF8,
+_BY_CODE: dict[int, Type[RedirectorError]] = {c.code: c for c in (AlreadyRunning, NotRunning, NullArgument, ConfigError, NotUTF8,
                                  InitError, NotFound, InvalidArgument, EngineError, NoEvent, OutOfMemory)}
 
 # ---------------------------------------------------------------------------
@@ -168,15 +177,23 @@ class _Stats(ctypes.Structure):
                [(name, ctypes.c_uint64) for name in _STAT_FIELDS]
 
 
+Address = Tuple[str, int]
+"""(host, port), as the socket module gives it for IPv4 (IPv6: the host is
+the address without brackets)."""
+
+Config = Union[Mapping[str, Any], str, bytes, bytearray]
+"""A configuration: a dict (turned into JSON), a JSON text, or UTF-8 bytes."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Origin:
     """Where a redirected connection was going, and who opened it.
 
     Addresses are (host, port) tuples, as the socket module uses them.
     """
-    destination: tuple
-    client: tuple
-    peer: tuple
+    destination: Address
+    client: Address
+    peer: Address
     pid: int
     process: str  # the executable's path ("" when unknown)
     protocol: str  # "tcp" or "udp"
@@ -199,55 +216,119 @@ class Event:
 # Loading
 
 
-def _candidates():
-    env = os.environ.get("WINDOWS_REDIRECTOR_LIBRARY")
-    if env:
-        yield env
-        return
-    here = os.path.dirname(os.path.abspath(__file__))
-    repo = os.path.join(here, "..", "build")
-    if sys.platform == "win32":
-        yield os.path.join(here, "windows_redirector.dll")
-        yield os.path.join(repo, "windows", "windows_redirector.dll")
-        yield "windows_redirector.dll"
-    else:
-        yield os.path.join(here, "libwindows_redirector.so")
-        yield os.path.join(repo, "linux", "libwindows_redirector.so")
-        found = ctypes.util.find_library("windows_redirector")
+LIBRARY_ENV = "WINDOWS_REDIRECTOR_LIBRARY"
+"""The environment variable naming the library (a file, or its folder) when it
+is not beside this module."""
+
+
+def _library_name(platform: str) -> str:
+    return "windows_redirector.dll" if platform == "win32" else "libwindows_redirector.so"
+
+
+def _file_of(path: str, name: str) -> str:
+    """A library file, or the folder that holds it -> the file."""
+    return os.path.join(path, name) if os.path.isdir(path) else path
+
+
+def _candidates(platform: str, here: str, explicit: Optional[str], env: Optional[str],
+                find_library: Callable[[str], Optional[str]]) -> Tuple[List[Tuple[str, str]], List[str]]:
+    """Where the library is looked for, in order, as (path, what said so);
+    and notes on the places that gave nothing to try.
+
+    Beside the module first (a wheel carries it there), then
+    set_library_path's, then $WINDOWS_REDIRECTOR_LIBRARY's; only when the
+    caller named neither, on Linux the system's search path (a library
+    installed with ``cmake --install`` and known to the dynamic loader). On
+    Windows nothing else is searched: not the current folder, not PATH."""
+    name = _library_name(platform)
+    out = [(os.path.join(here, name), "beside the module")]
+    notes = []
+    for value, source in ((explicit, "set_library_path"), (env, "$" + LIBRARY_ENV)):
+        if value:
+            out.append((_file_of(value, name), source))
+        else:
+            notes.append(f"{source}: not {'called' if source == 'set_library_path' else 'set'}")
+    if not explicit and not env and platform != "win32":
+        found = find_library("windows_redirector")
         if found:
-            yield found
+            out.append((found, "the system's library search path"))
+        else:
+            notes.append("the system's library search path: no libwindows_redirector")
+    return out, notes
 
 
-_lib = None
+_lib: Optional[ctypes.CDLL] = None
+_lib_path: Optional[str] = None
+_explicit: Optional[str] = None
 _load_lock = threading.Lock()
 
 
-def _load():
-    global _lib
+def _open(candidates: List[Tuple[str, str]], notes: List[str], name: str) -> Tuple[ctypes.CDLL, str]:
+    """The first candidate that loads and has every function this module
+    calls; else an OSError naming each place tried and why it failed."""
+    tried = []
+    for path, source in candidates:
+        if os.path.dirname(path) and not os.path.isfile(path):
+            tried.append(f"{path} ({source}): not there")
+            continue
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            tried.append(f"{path} ({source}): {e}")
+            continue
+        missing = _declare(lib)
+        if missing:
+            tried.append(f"{path} ({source}): lacks {', '.join(missing)} (an older library?)")
+            continue
+        return lib, path
+    raise OSError(f"windows_redirector: could not load the native library {name}; tried " +
+                  "; ".join(tried + notes) + ". Install the wheel for this platform (it carries the library), "
+                  f"or say where the library is: windows_redirector.set_library_path(PATH) or {LIBRARY_ENV}=PATH "
+                  "(the file, or the folder that holds it).")
+
+
+def _load() -> ctypes.CDLL:
+    global _lib, _lib_path
     with _load_lock:
         if _lib is not None:
             return _lib
-        tried = []
-        for path in _candidates():
-            if os.path.sep in path and not os.path.exists(path):
-                tried.append(path)
-                continue
-            try:
-                lib = ctypes.CDLL(path)
-                break
-            except OSError as e:
-                tried.append(f"{path} ({e})")
-        else:
-            raise OSError("windows_redirector: the library was not found; tried " + ", ".join(tried) +
-                          ". Set WINDOWS_REDIRECTOR_LIBRARY to its path.")
-        _declare(lib)
-        _lib = lib
-        return lib
+        cands, notes = _candidates(sys.platform, os.path.dirname(os.path.abspath(__file__)), _explicit,
+                                   os.environ.get(LIBRARY_ENV) or None, ctypes.util.find_library)
+        _lib, _lib_path = _open(cands, notes, _library_name(sys.platform))
+        return _lib
 
 
-def _declare(lib):
+def set_library_path(path: Union[str, os.PathLike[str], None]) -> None:
+    """Says where the native library is when it is not beside this module:
+    the file, or the folder that holds it (a relative path is taken from the
+    current folder now). A library beside the module (as the wheel installs
+    it) is still used first. None forgets the path. Call it before the first
+    use: once the library is loaded, naming another file is InvalidArgument."""
+    global _explicit
+    with _load_lock:
+        if path is None or os.fspath(path) == "":
+            _explicit = None
+            return
+        full = os.path.abspath(os.fspath(path))
+        if _lib_path is not None:
+            wanted = _file_of(full, _library_name(sys.platform))
+            if not (os.path.exists(wanted) and os.path.samefile(wanted, _lib_path)):
+                raise InvalidArgument(f"the library is already loaded from {_lib_path}: call set_library_path "
+                                      "before the first use")
+        _explicit = full
+
+
+def library_path() -> str:
+    """The file of the native library in use (loading it if it is not yet)."""
+    _load()
+    assert _lib_path is not None
+    return _lib_path
+
+
+def _signatures() -> dict[str, Tuple[Any, List[Any]]]:
+    """The C functions this module calls: name -> (result type, argument types)."""
     i32, u16, u32 = ctypes.c_int32, ctypes.c_uint16, ctypes.c_uint32
-    sigs = {
+    return {
         "initialize_global_config": (None, []),
         "start_redirector": (i32, []),
         "stop_redirector": (i32, []),
@@ -266,13 +347,23 @@ def _declare(lib):
         "redirector_set_windivert_path": (i32, [ctypes.c_char_p]),
         "redirector_debug_inject_fault": (i32, [i32]),
     }
-    for name, (res, args) in sigs.items():
-        f = getattr(lib, name)
+
+
+def _declare(lib: ctypes.CDLL) -> List[str]:
+    """Sets each function's C signature; returns the names the library lacks."""
+    missing = []
+    for name, (res, args) in _signatures().items():
+        try:
+            f = getattr(lib, name)
+        except AttributeError:
+            missing.append(name)
+            continue
         f.restype = res
         f.argtypes = args
+    return missing
 
 
-def _last_error():
+def _last_error() -> Tuple[int, str]:
     """This thread's last error: (code, text).
 
     The library's last error belongs to the calling thread, and a ctypes call
@@ -286,7 +377,7 @@ def _last_error():
     return code, buf.value.decode("utf-8", "replace")
 
 
-def _raise():
+def _raise() -> NoReturn:
     """Raises the error of the call that just failed on this thread. Its code
     also says which cause a seed function's -1/-2/-3 means."""
     code, text = _last_error()
@@ -297,17 +388,20 @@ def _raise():
 # The API
 
 
-def version():
+def version() -> str:
     """The library's version, e.g. "0.1.0"."""
-    return _load().redirector_version().decode()
+    v: bytes = _load().redirector_version()
+    return v.decode()
 
 
-def strerror(code):
+def strerror(code: int) -> str:
     """The header's description of a REDIRECTOR_E* code."""
-    return _load().redirector_strerror(code).decode()
+    text: bytes = _load().redirector_strerror(code)
+    return text.decode()
 
 
-def _text(value, what, nul_error=None):
+def _text(value: Union[str, bytes, bytearray, None], what: str,
+          nul_error: Optional[Type[RedirectorError]] = None) -> Optional[bytes]:
     """UTF-8 bytes for a C string (one NUL at the end, as C has it, is fine).
     A NUL inside would cut it short in C, so it is refused: nul_error
     (default InvalidArgument)."""
@@ -320,23 +414,23 @@ def _text(value, what, nul_error=None):
         value = bytes(value[:-1])
     if isinstance(value, (bytes, bytearray)) and b"\0" in value:
         raise (nul_error or InvalidArgument)(f"{what} holds a NUL byte at offset {value.index(0)}")
-    return value
+    return None if value is None else bytes(value)
 
 
-def configure(config):
+def configure(config: Optional[Config]) -> None:
     """Replaces the configuration: a dict (turned into JSON), a JSON str, or
     UTF-8 bytes. Fields: see set_redirector_config in windows_redirector.h,
     e.g. {"intercept_pids": [1234], "intercept": ["curl", "!5678"],
     "protocols": ["tcp"]}. A rejected configuration leaves the previous one in
     force and raises ConfigError naming the field, NotUTF8 or NullArgument."""
-    if isinstance(config, dict):
-        config = json.dumps(config, ensure_ascii=False)
+    if isinstance(config, Mapping):
+        config = json.dumps(dict(config), ensure_ascii=False)
     data = _text(config, "the configuration", ConfigError)
     if _load().set_redirector_config(data) != 0:
         _raise()
 
 
-def set_app_port(port):
+def set_app_port(port: int) -> None:
     """The port your proxy listens on; redirected traffic arrives there. 0 unsets it.
 
     While running, InitError if the capture could not be set up for the port
@@ -348,33 +442,33 @@ def set_app_port(port):
         _raise()
 
 
-def set_windivert_path(directory):
+def set_windivert_path(directory: Union[str, bytes, None]) -> None:
     """Windows: the folder of WinDivert.dll and WinDivert64.sys (None: the default search)."""
     data = _text(directory, "the folder") if directory else None
     if _load().redirector_set_windivert_path(data) != 0:
         _raise()
 
 
-def start():
+def start() -> None:
     """Starts redirecting. Raises AlreadyRunning, or InitError with the reason
     ("WinDivert driver not found", "Access denied", no app port, ...)."""
     if _load().start_redirector() != 0:
         _raise()
 
 
-def stop():
+def stop() -> None:
     """Stops redirecting; traffic flows directly again. Raises NotRunning."""
     if _load().stop_redirector() != 0:
         _raise()
 
 
-def running():
+def running() -> bool:
     """True while the redirector runs."""
-    return _load().get_redirector_status() == 1
+    return bool(_load().get_redirector_status() == 1)
 
 
 @contextlib.contextmanager
-def redirecting(app_port, config=None, **fields):
+def redirecting(app_port: int, config: Optional[Config] = None, **fields: Any) -> Iterator[None]:
     """Configures (config dict, or keyword fields), starts, and stops at the end."""
     configure(config if config is not None else fields)
     set_app_port(app_port)
@@ -385,18 +479,18 @@ def redirecting(app_port, config=None, **fields):
         stop()
 
 
-def would_intercept(pid, process_path=None):
+def would_intercept(pid: int, process_path: Union[str, bytes, None] = None) -> bool:
     """Would this process be intercepted under the configuration in force?"""
     if not 0 <= pid <= 0xFFFFFFFF:
         raise InvalidArgument(f"pid {pid} is out of range")
     data = _text(process_path, "the path") if process_path is not None else None
-    rc = _load().redirector_would_intercept(pid, data)
+    rc: int = _load().redirector_would_intercept(pid, data)
     if rc < 0:
         _raise()
     return rc == 1
 
 
-def _endpoint(address):
+def _endpoint(address: Tuple[Any, ...]) -> _Endpoint:
     """A (host, port[, flowinfo, scope]) tuple -> _Endpoint (the library
     understands IPv4-mapped addresses)."""
     host, port = address[0], address[1]
@@ -410,7 +504,7 @@ def _endpoint(address):
     return ep
 
 
-def _address(ep):
+def _address(ep: _Endpoint) -> Address:
     if ep.family == 4:
         return (str(ipaddress.IPv4Address(bytes(ep.addr[:4]))), ep.port)
     if ep.family == 6:
@@ -418,7 +512,7 @@ def _address(ep):
     return ("", 0)
 
 
-def _origin(o):
+def _origin(o: _Origin) -> Origin:
     return Origin(destination=_address(o.destination), client=_address(o.client), peer=_address(o.peer),
                   pid=o.pid, process=o.process_path.decode("utf-8", "replace"),
                   protocol={TCP: "tcp", UDP: "udp"}.get(o.protocol, str(o.protocol)),
@@ -426,11 +520,14 @@ def _origin(o):
                   app_port=o.app_port, flow_id=o.flow_id, bytes_up=o.bytes_up, bytes_down=o.bytes_down)
 
 
-def lookup_address(protocol, local, peer):
+def lookup_address(protocol: Union[int, str], local: Tuple[Any, ...], peer: Tuple[Any, ...]) -> Origin:
     """Where was the connection from peer to local going? protocol is TCP or
     UDP (or "tcp"/"udp"); local and peer are (host, port) tuples; an
     unspecified local host means any. Raises NotFound, NotRunning."""
-    protocol = {"tcp": TCP, "udp": UDP}.get(protocol, protocol)
+    if isinstance(protocol, str):
+        if protocol not in ("tcp", "udp"):
+            raise InvalidArgument(f"protocol {protocol!r}: not tcp or udp")
+        protocol = TCP if protocol == "tcp" else UDP
     p, l = _endpoint(peer), _endpoint(local)
     out = _Origin()
     out.size = ctypes.sizeof(_Origin)
@@ -439,11 +536,11 @@ def lookup_address(protocol, local, peer):
     return _origin(out)
 
 
-def lookup(sock):
+def lookup(sock: socket.socket) -> Origin:
     """Where was this accepted TCP connection (or connected UDP socket)
     going? Uses getsockname and getpeername."""
-    kind = sock.type & ~getattr(socket, "SOCK_NONBLOCK", 0) & ~getattr(socket, "SOCK_CLOEXEC", 0)
-    protocol = {socket.SOCK_STREAM: TCP, socket.SOCK_DGRAM: UDP}.get(kind)
+    kind = int(sock.type) & ~getattr(socket, "SOCK_NONBLOCK", 0) & ~getattr(socket, "SOCK_CLOEXEC", 0)
+    protocol = {int(socket.SOCK_STREAM): TCP, int(socket.SOCK_DGRAM): UDP}.get(kind)
     if protocol is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
         raise InvalidArgument(f"not a TCP or UDP socket over IP: {sock!r}")
     try:
@@ -453,7 +550,7 @@ def lookup(sock):
     return lookup_address(protocol, sock.getsockname(), peer)
 
 
-def lookup_udp(local, peer):
+def lookup_udp(local: Tuple[Any, ...], peer: Tuple[Any, ...]) -> Origin:
     """Where was a datagram going? local: the proxy socket's getsockname();
     peer: the sender from recvfrom."""
     return lookup_address(UDP, local, peer)
@@ -463,7 +560,7 @@ def lookup_udp(local, peer):
 _WAIT_SLICE = 0.2
 
 
-def next_event(timeout=None):
+def next_event(timeout: Optional[float] = None) -> Optional[Event]:
     """The oldest connection event, waiting up to timeout seconds (None:
     forever, 0: not at all); None when none came. Raises NotRunning.
 
@@ -484,7 +581,7 @@ def next_event(timeout=None):
             return None
 
 
-def stats():
+def stats() -> dict[str, Any]:
     """The library's counters, a dict (see redirector_stats in the header)."""
     out = _Stats()
     out.size = ctypes.sizeof(_Stats)
