@@ -32,6 +32,7 @@ import {
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
 import { procsInit, procPut, procIntercepted } from "./procs";
+import { lineageInit } from "./lineage";
 import { exclusionsInit, exclusionMatch, exclusionsDropPort } from "./exclusions";
 import {
   portOwnersInit, portOwnerPut, portOwnerCovering, portOwnerCovers, portOwnerRemove, portOwnerPid, portOwnerProc,
@@ -111,6 +112,7 @@ export function engineStart(t: u32): void {
   heldInit(pol.maxHeldPackets);
   eventsInit();
   procsInit();
+  lineageInit();
   portOwnersInit();
   exclusionsInit(pol.maxFlows);
   now = t;
@@ -658,8 +660,8 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
 }
 
 /** Records a process path and returns its reference (0 when pid is unknown). */
-export function ownerProcess(pid: u32, path: usize, len: u32, t: u32): u32 {
-  return procPut(pid, path, len, t);
+export function ownerProcess(pid: u32, path: usize, len: u32, t: u32, line: u32): u32 {
+  return procPut(pid, path, len, t, line);
 }
 
 // ---------------------------------------------------------------------------

@@ -23,7 +23,8 @@
 
 import { ERR_BUF, errReset, errLength, errPut, errNum } from "./errtext";
 import { parseConfig, policyGeneration, activePolicy } from "./config/config";
-import { shouldIntercept } from "./config/policy";
+import { shouldIntercept, treeRoots } from "./config/policy";
+import { lineageConfigSet, lineageDecide, lastRef } from "./lineage";
 import {
   engineSetSelf, engineSetAppPort, engineStart, engineApplyTimeouts, alwaysExcluded, engineNeverIntercept,
   processPacket, ownerFact, ownerProcess, takeQueries, tick, writeOrigin, findByProxyKey, started, appPort, OwnerKind,
@@ -37,7 +38,7 @@ import { STATS, STATS_COUNT, bump, Stat } from "./stats";
 import { captureScope, scopeChanged, scopeGeneration, scopeMaxSize } from "./scope";
 import {
   CONTRACT_HASH, Meta, META_SIZE, Owner, OWNER_SIZE, Exclusion, EXCLUSION_SIZE, Lookup, LOOKUP_SIZE, ORIGIN_SIZE,
-  ORIGIN_PATH_ROOM, QUERY_SIZE, Protocols,
+  ORIGIN_PATH_ROOM, QUERY_SIZE, Protocols, Ancestor, ANCESTOR_SIZE,
 } from "../build/gen/contract";
 
 // @ts-ignore: decorator
@@ -135,7 +136,7 @@ export function eng_err_len(): u32 {
  * 0 accepted; -2 malformed or invalid field; -3 not UTF-8. The error text
  * says why.
  */
-export function eng_config(len: u32): i32 {
+export function eng_config(len: u32, now: u32): i32 {
   errReset();
   if ((faultArmed & Fault.Config) != 0) {
     faultArmed &= ~Fault.Config;
@@ -147,6 +148,7 @@ export function eng_config(len: u32): i32 {
   }
   const r = parseConfig(ioPtr, len);
   if (r == 0) {
+    lineageConfigSet(now);
     scopeChanged();
     if (started) engineApplyTimeouts();
   }
@@ -194,7 +196,31 @@ export function eng_arm_fault(bits: u32): void {
 export function eng_would_intercept(pid: u32, pathLen: u32): i32 {
   if (alwaysExcluded(pid)) return 0;
   if (pathLen > ioCap) pathLen = 0;
-  return shouldIntercept(activePolicy, pid, ioPtr, pathLen) ? 1 : 0;
+  // No ancestry: a process is in the trees it is the root of.
+  const mask = treeRoots(activePolicy, pid, ioPtr, pathLen, true);
+  return shouldIntercept(activePolicy, pid, ioPtr, pathLen, mask) ? 1 : 0;
+}
+
+/**
+ * Would a process be intercepted, given its ancestry? `count` Ancestor
+ * records in the I/O buffer [0, len) (each followed by its path, the next at
+ * the next multiple of 8): the process itself, then its parent, and so on.
+ * The tree membership it decides is remembered (lineage.ts). 1 yes, 0 no,
+ * -1 malformed.
+ */
+export function eng_would_intercept_tree(count: u32, len: u32, now: u32): i32 {
+  if (ioPtr == 0 || len > ioCap || count == 0 || len < ANCESTOR_SIZE) return -1;
+  const a = changetype<Ancestor>(ioPtr);
+  if (<u64>a.pathLen + ANCESTOR_SIZE > <u64>len) return -1;
+  const pid = a.pid;
+  const mask = lineageDecide(ioPtr, count, ioPtr + len, now);
+  if (alwaysExcluded(pid)) return 0;
+  return shouldIntercept(activePolicy, pid, a.path, a.pathLen, mask) ? 1 : 0;
+}
+
+/** How many process trees the policy in force names (a backend may watch new processes then). */
+export function eng_tree_count(): u32 {
+  return activePolicy.treeCount;
 }
 
 /** The protocols the policy in force intercepts (Protocols bits). */
@@ -292,7 +318,16 @@ export function eng_owner(len: u32, now: u32): i32 {
     return -1;
   }
   const pid = o.pid;
-  const proc = kind == OwnerKind.Unknown ? 0 : ownerProcess(pid, o.path, pathLen, now);
+  let line: u32 = 0;
+  if (kind != OwnerKind.Unknown && o.ancestors != 0) {
+    // The ancestry after the path: its first record must be the owner.
+    const at = (ioPtr + OWNER_SIZE + <usize>pathLen + 7) & ~<usize>7;
+    if (at + ANCESTOR_SIZE <= ioPtr + len && changetype<Ancestor>(at).pid == pid) {
+      lineageDecide(at, o.ancestors, ioPtr + len, now);
+      line = lastRef;
+    }
+  }
+  const proc = kind == OwnerKind.Unknown ? 0 : ownerProcess(pid, o.path, pathLen, now, line);
   ownerFact(kind, proto, fam == 6, o.local, <u32>o.localPort, o.remote, <u32>o.remotePort, pid, proc, now);
   return 0;
 }

@@ -7,7 +7,8 @@
 // "path unknown" instead of another process's path.
 
 import { activePolicy, policyGeneration } from "./config/config";
-import { shouldIntercept } from "./config/policy";
+import { shouldIntercept, treeRoots } from "./config/policy";
+import { lineageMask } from "./lineage";
 
 /** A slot (SLOT_SIZE bytes): the fields, then the path. */
 @unmanaged
@@ -18,7 +19,7 @@ class Proc {
   pathLen: u32;
   decisionGen: u32; // the policy generation the decision is for
   decision: u32;    // 1 intercepted, 0 not
-  private reserved: u32;
+  line: u32;        // the process's identity in lineage.ts (slot + 1), 0: none
   private pathStart: u64; // the path starts here (PATH_MAX bytes; a longer path keeps its tail, where the file name is)
 
   @inline get path(): usize {
@@ -64,11 +65,11 @@ function nextGen(): u32 {
 }
 
 /**
- * Records the path of a PID (UTF-8 at [path, path+len)); returns the
- * process reference. A different path for a known PID (a reused PID) gets a
- * new generation.
+ * Records the path of a PID (UTF-8 at [path, path+len)) and its identity in
+ * lineage.ts (line, 0: none); returns the process reference. A different path
+ * or identity for a known PID (a reused PID) gets a new generation.
  */
-export function procPut(pid: u32, path: usize, len: u32, now: u32): u32 {
+export function procPut(pid: u32, path: usize, len: u32, now: u32, line: u32): u32 {
   if (table == 0) procsInit();
   if (len > PATH_MAX) {
     path += len - PATH_MAX;
@@ -98,12 +99,14 @@ export function procPut(pid: u32, path: usize, len: u32, now: u32): u32 {
   }
   if (target < 0) target = <i32>victim;
   const s = slot(<u32>target);
-  const same = s.gen != 0 && s.pid == pid && s.pathLen == len && memory.compare(s.path, path, len) == 0;
+  const same = s.gen != 0 && s.pid == pid && s.pathLen == len && memory.compare(s.path, path, len) == 0 &&
+    (line == 0 || s.line == line);
   if (!same) {
     s.pid = pid;
     s.gen = nextGen();
     s.pathLen = len;
     s.decisionGen = 0;
+    s.line = line;
     memory.copy(s.path, path, len);
   }
   s.lastUse = now;
@@ -132,10 +135,15 @@ export function procPathLen(ref: u32): u32 {
 /** The policy's decision for a process (cached per policy generation). */
 export function procIntercepted(ref: u32, pid: u32): bool {
   const s = live(ref);
-  if (s === null) return shouldIntercept(activePolicy, pid, 0, 0);
+  if (s === null) return shouldIntercept(activePolicy, pid, 0, 0, 0);
   if (s.decisionGen != policyGeneration) {
     s.decisionGen = policyGeneration;
-    s.decision = shouldIntercept(activePolicy, pid, s.path, s.pathLen) ? 1 : 0;
+    // No identity (a backend that gives no ancestry): a process is in the
+    // trees it is the root of, by its PID or path (as redirector_would_intercept
+    // answers).
+    const mask = s.line != 0 ? lineageMask(s.line, pid, s.path, s.pathLen)
+      : treeRoots(activePolicy, pid, s.path, s.pathLen, true);
+    s.decision = shouldIntercept(activePolicy, pid, s.path, s.pathLen, mask) ? 1 : 0;
   }
   return s.decision != 0;
 }

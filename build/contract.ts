@@ -86,6 +86,21 @@ export const RECORDS = {
       ...flowEnds,
       f("pid", "u32"),
       f("path_len", "u32", "bytes of the UTF-8 path after the record"),
+      f("ancestors", "u32", "ancestor records after the path (at the next multiple of 8): the owner itself, then its " +
+        "parent at its creation, and so on as far as the host sees; 0: no ancestry known"),
+    ],
+  },
+  ancestor: {
+    doc: "One process of an ancestry (after an owner record's path, or in the I/O buffer for " +
+      "eng_would_intercept_tree), the process itself first, then its parent as it was when the process was created, " +
+      "and so on. Each record is followed by its path; the next record starts at the next multiple of 8.",
+    tail: "path",
+    fields: [
+      f("pid", "u32"),
+      f("path_len", "u32", "bytes of the UTF-8 executable path after the record (0: not known)"),
+      f("ctime", "u64", "creation time in the OS's own units (Linux: /proc/<pid>/stat starttime; Windows: FILETIME); " +
+        "with the PID, the process's identity"),
+      f("age_ms", "u64", "how long before this record was written the process was created, ms; all ones: not known"),
     ],
   },
   exclusion: {
@@ -232,6 +247,8 @@ export const CONSTANTS = {
   scope_ports_max: 128,
   scope_nets_max: 64,
   scope_app_ports_max: 8,
+  /** The most ancestor records the engine reads for one process (more are ignored). */
+  ancestry_max: 32,
 } as const;
 
 export const TYPE_SIZE: Record<FieldType, number> = { u8: 1, u16: 2, u32: 4, u64: 8, addr: 16, pad1: 1 };

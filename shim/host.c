@@ -15,6 +15,7 @@ WR_CONTRACT_CHECK_HOST_NAMES;
 _Static_assert(WR_SCOPE_PORTS_CAP == WR_SCOPE_PORTS_MAX && WR_SCOPE_NETS_CAP == WR_SCOPE_NETS_MAX &&
                    WR_SCOPE_APP_PORTS_CAP == WR_SCOPE_APP_PORTS_MAX,
                "host.h's capture scope lists are the contract's sizes");
+_Static_assert(WR_ANCESTRY_CAP == WR_ANCESTRY_MAX, "host.h's ancestry cap is the contract's");
 
 #if WASM_RT_MEMCHECK_SIGNAL_HANDLER
 #error "build the engine with -DWASM_RT_MEMCHECK_SIGNAL_HANDLER=0: the library must not own the host's signal handlers"
@@ -42,6 +43,7 @@ struct wr_engine {
   uint32_t traps;
   int started;      /* eng_start was called: a rebuild starts again */
   uint32_t last_now;
+  uint32_t config_now; /* when the configuration in force was set (a rebuild keeps it) */
   /* Batch layout, read once per instance. */
   uint32_t batch_meta, batch_data, batch_max, batch_cap;
   uint32_t events_seen; /* events waiting when last looked (0 in a new instance) */
@@ -133,7 +135,7 @@ static int build_locked(wr_engine *e, char *err, size_t errlen) {
   e->query_max = Z_engineZ_eng_query_max(&e->inst);
   Z_engineZ_eng_set_app_port(&e->inst, e->app_port);
   if (e->config && io_put(e, e->config, e->config_len) == 0) {
-    Z_engineZ_eng_config(&e->inst, (uint32_t)e->config_len);
+    Z_engineZ_eng_config(&e->inst, (uint32_t)e->config_len, e->config_now);
   }
   if (e->started) {
     Z_engineZ_eng_start(&e->inst, e->last_now);
@@ -264,9 +266,11 @@ int wr_engine_config(wr_engine *e, const char *json, size_t len, char *err, size
       copy_err(err, errlen, buf);
       rc = -2;
     } else {
-      rc = (int32_t)Z_engineZ_eng_config(&e->inst, (uint32_t)len);
+      uint32_t now = (uint32_t)wr_now_ms();
+      rc = (int32_t)Z_engineZ_eng_config(&e->inst, (uint32_t)len, now);
       if (rc != 0) engine_err(e, err, errlen);
       if (rc == 0) {
+        e->config_now = now;
         free(e->config);
         e->config = copy;
         e->config_len = len;
@@ -344,6 +348,14 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
   return rc;
 }
 
+uint32_t wr_engine_tree_count(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t n = 0;
+  WITH_ENGINE(e, NULL, 0, rc, { n = Z_engineZ_eng_tree_count(&e->inst); });
+  (void)rc;
+  return n;
+}
+
 uint32_t wr_engine_protocols(wr_engine *e) {
   volatile int rc = 0;
   volatile uint32_t bits = WR_PROTOS_TCP | WR_PROTOS_UDP;
@@ -401,6 +413,7 @@ static uint64_t ld_u64(const uint8_t *p) {
 static void st_u8(uint8_t *p, uint8_t v) { *p = v; }
 static void st_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
 static void st_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
+static void st_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof v); }
 
 /* Field `f` of the record wr_rec_<rec> at engine-memory address p: where it
  * is, its value, a new value. REC_TYPE is never evaluated (a type only). */
@@ -409,7 +422,7 @@ static void st_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
 #define REC_GET(rec, p, f) \
   _Generic(REC_TYPE(rec, f), uint8_t: ld_u8, uint16_t: ld_u16, uint32_t: ld_u32, uint64_t: ld_u64)(REC_AT(rec, p, f))
 #define REC_PUT(rec, p, f, v) \
-  _Generic(REC_TYPE(rec, f), uint8_t: st_u8, uint16_t: st_u16, uint32_t: st_u32)(REC_AT(rec, p, f), v)
+  _Generic(REC_TYPE(rec, f), uint8_t: st_u8, uint16_t: st_u16, uint32_t: st_u32, uint64_t: st_u64)(REC_AT(rec, p, f), v)
 
 static void meta_encode(uint8_t *dst, const wr_packet *p, uint32_t data_off) {
   REC_PUT(meta, dst, cookie_lo, (uint32_t)p->cookie);
@@ -443,6 +456,51 @@ static void query_decode(const uint8_t *src, wr_query *q) {
   q->remote_port = REC_GET(query, src, remote_port);
 }
 
+/* Bytes of an ancestry as the engine reads it (ancestor records, each
+ * followed by its path, the next at a multiple of 8). */
+static size_t ancestry_size(const wr_ancestor *chain, size_t n) {
+  size_t len = 0;
+  for (size_t i = 0; i < n; i++) len += (WR_REC_ANCESTOR_SIZE + (chain[i].path ? chain[i].path_len : 0) + 7) & ~(size_t)7;
+  return len;
+}
+
+static void ancestry_encode(uint8_t *dst, const wr_ancestor *chain, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    size_t plen = chain[i].path ? chain[i].path_len : 0;
+    size_t rec = (WR_REC_ANCESTOR_SIZE + plen + 7) & ~(size_t)7;
+    memset(dst, 0, rec);
+    REC_PUT(ancestor, dst, pid, chain[i].pid);
+    REC_PUT(ancestor, dst, path_len, (uint32_t)plen);
+    REC_PUT(ancestor, dst, ctime, chain[i].ctime);
+    REC_PUT(ancestor, dst, age_ms, chain[i].age_ms);
+    if (plen) memcpy(dst + WR_REC_ANCESTOR_SIZE, chain[i].path, plen);
+    dst += rec;
+  }
+}
+
+/* The engine's I/O buffer with room for len bytes, or NULL (inside a guard). */
+static uint8_t *io_room(wr_engine *e, size_t len) {
+  uint32_t p = len <= UINT32_MAX ? Z_engineZ_eng_io(&e->inst, (uint32_t)len) : 0;
+  return p ? mem_range(e, p, (uint32_t)len) : NULL;
+}
+
+static int would_intercept_tree(wr_engine *e, const wr_ancestor *chain, size_t n, size_t len, uint32_t now) {
+  volatile int rc = WR_ENGINE_TRAPPED;
+  WITH_ENGINE(e, NULL, 0, rc, {
+    e->last_now = now;
+    uint8_t *io = io_room(e, len);
+    if (io) ancestry_encode(io, chain, n);
+    rc = io ? (int)Z_engineZ_eng_would_intercept_tree(&e->inst, (uint32_t)n, (uint32_t)len, now) : -1;
+  });
+  return rc;
+}
+
+int wr_engine_would_intercept_tree(wr_engine *e, const wr_ancestor *chain, size_t n, uint32_t now) {
+  if (n > WR_ANCESTRY_CAP) n = WR_ANCESTRY_CAP;
+  if (n == 0) return -1;
+  return would_intercept_tree(e, chain, n, ancestry_size(chain, n), now);
+}
+
 /* The owner record and its path (plen bytes) at dst. */
 static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   REC_PUT(owner, dst, kind, f->kind);
@@ -456,6 +514,22 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   REC_PUT(owner, dst, pid, f->pid);
   REC_PUT(owner, dst, path_len, plen);
   if (plen) memcpy(dst + WR_REC_OWNER_SIZE, f->path, plen);
+  size_t n = f->ancestry ? f->n_ancestry : 0;
+  if (n > WR_ANCESTRY_CAP) n = WR_ANCESTRY_CAP;
+  REC_PUT(owner, dst, ancestors, (uint32_t)n);
+  if (n) {
+    size_t at = (WR_REC_OWNER_SIZE + plen + 7) & ~(size_t)7;
+    memset(dst + WR_REC_OWNER_SIZE + plen, 0, at - (WR_REC_OWNER_SIZE + plen));
+    ancestry_encode(dst + at, f->ancestry, n);
+  }
+}
+
+/* Bytes of an owner fact as the engine reads it. */
+static size_t owner_size(const wr_owner_fact *f, size_t plen) {
+  size_t n = f->ancestry ? f->n_ancestry : 0;
+  if (n > WR_ANCESTRY_CAP) n = WR_ANCESTRY_CAP;
+  if (n == 0) return WR_REC_OWNER_SIZE + plen;
+  return ((WR_REC_OWNER_SIZE + plen + 7) & ~(size_t)7) + ancestry_size(f->ancestry, n);
 }
 
 static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
@@ -612,23 +686,27 @@ void wr_fact_for_query(wr_owner_fact *f, const wr_query *q, uint8_t kind) {
   f->remote_port = q->remote_port;
 }
 
-int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdict_fn cb, void *ctx) {
+static int engine_owner(wr_engine *e, const wr_owner_fact *f, size_t plen, size_t len, uint32_t now, wr_verdict_fn cb,
+                        void *ctx) {
   volatile int rc = 0;
-  size_t plen = f->path ? f->path_len : 0;
   WITH_ENGINE(e, NULL, 0, rc, {
     e->last_now = now;
-    uint32_t p = Z_engineZ_eng_io(&e->inst, (uint32_t)(WR_REC_OWNER_SIZE + plen));
-    uint8_t *io = p ? mem_range(e, p, (uint32_t)(WR_REC_OWNER_SIZE + plen)) : NULL;
+    uint8_t *io = io_room(e, len);
     if (!io) {
       rc = -1;
     } else {
       owner_encode(io, f, (uint32_t)plen);
-      rc = (int)Z_engineZ_eng_owner(&e->inst, (uint32_t)(WR_REC_OWNER_SIZE + plen), now);
+      rc = (int)Z_engineZ_eng_owner(&e->inst, (uint32_t)len, now);
       if (cb) report_released(e, cb, ctx);
       note_events_locked(e);
     }
   });
   return rc;
+}
+
+int wr_engine_owner(wr_engine *e, const wr_owner_fact *f, uint32_t now, wr_verdict_fn cb, void *ctx) {
+  size_t plen = f->path ? f->path_len : 0;
+  return engine_owner(e, f, plen, owner_size(f, plen), now, cb, ctx);
 }
 
 int wr_engine_exclude(wr_engine *e, const wr_exclusion *x, char *err, size_t errlen) {

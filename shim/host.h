@@ -65,6 +65,21 @@ typedef void (*wr_verdict_fn)(void *ctx, const wr_packet *pkt, uint32_t verdict,
 #define WR_OWNER_CLOSE 5
 #define WR_OWNER_UNKNOWN 6
 
+/* One process of an ancestry: the process itself first, then its parent as
+ * it was when the process was created, and so on, as far as the backend sees
+ * (build/contract.ts, the ancestor record). The engine decides process-tree
+ * membership from it (as/lineage.ts). */
+typedef struct {
+  uint32_t pid;
+  uint64_t ctime;  /* creation time in the OS's units: with pid, the identity */
+  uint64_t age_ms; /* how long ago it was created; UINT64_MAX: not known */
+  const char *path; /* UTF-8, may be NULL */
+  size_t path_len;
+} wr_ancestor;
+
+/* The most ancestors the engine reads (WR_ANCESTRY_MAX of the contract). */
+#define WR_ANCESTRY_CAP 32
+
 typedef struct {
   uint8_t kind;
   uint8_t proto;  /* 6 or 17 */
@@ -76,6 +91,8 @@ typedef struct {
   uint32_t pid;
   const char *path; /* UTF-8, may be NULL */
   size_t path_len;
+  const wr_ancestor *ancestry; /* the owner itself first; NULL: none known */
+  size_t n_ancestry;
 } wr_owner_fact;
 
 /* A pending flow whose owner the backend should find. */
@@ -155,6 +172,14 @@ void wr_engine_arm_fault(wr_engine *e, uint32_t bits);
 /* 1 if a process would be intercepted under the configuration in force, 0 if
  * not, -1 if the path is too long, or WR_ENGINE_TRAPPED. */
 int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size_t len);
+
+/* The same for a process with its ancestry (chain[0] the process itself): 1,
+ * 0, -1 (no room), or WR_ENGINE_TRAPPED. The engine remembers the process-tree
+ * membership it decides, by identity. */
+int wr_engine_would_intercept_tree(wr_engine *e, const wr_ancestor *chain, size_t n, uint32_t now);
+
+/* How many process trees the configuration in force names (0 when the engine traps). */
+uint32_t wr_engine_tree_count(wr_engine *e);
 
 /* The protocols the configuration in force intercepts (WR_PROTOS_* bits;
  * both when the engine traps). */

@@ -4,7 +4,11 @@
 //   {
 //     "intercept_pids": [1234, 5678],          seed: PIDs to intercept (or null)
 //     "description": "...",                    seed: free text (or null)
-//     "intercept": "curl,!1234" | ["curl", 5], process spec (see policy.ts)
+//     "intercept": "curl,!1234" | ["curl", 5], process spec (see policy.ts);
+//                                              "tree:1234", "tree:bash", "!tree:1234":
+//                                              a process and all its descendants
+//     "intercept_trees": [1234],               PIDs whose whole trees to intercept
+//                                              (extra "tree:<pid>" includes after the spec)
 //     "protocols": ["tcp", "udp"],             default both
 //     "directions": ["outbound", "inbound"],   default both
 //     "ports": [80, "8000-8100"],              destination ports to redirect (default all)
@@ -29,7 +33,7 @@ import {
   strLen, badSurrogate, numNeg, numInt, numBig, numVal, numStart, numLen,
 } from "./json";
 import {
-  Policy, Rule, Cidr, Bypass,
+  Policy, Rule, Cidr, Bypass, TREE_MAX,
 } from "./policy";
 
 /** What parsing a configuration says (eng_config's return codes). */
@@ -61,6 +65,7 @@ const enum Key {
   MaxHeldPackets = 1 << 12,
   TcpIdleTimeout = 1 << 13,
   UdpIdleTimeout = 1 << 14,
+  InterceptTrees = 1 << 15,
 }
 
 let field: string = "";
@@ -156,11 +161,15 @@ function eachItem(item: () => i32, what: string): i32 {
 
 let next: Policy = new Policy();
 let pidList: Array<u32> = new Array<u32>();
+/** intercept_trees: PIDs whose trees to intercept. */
+let treePidList: Array<u32> = new Array<u32>();
+/** Where pidItem puts a PID: pidList or treePidList. */
+let pidTarget: Array<u32> = pidList;
 
 function pidItem(): i32 {
   const v = readUint(0, 0xffffffff, "a process ID (an integer from 0 to 4294967295)");
   if (v < 0) return ConfigResult.Bad;
-  pidList.push(<u32>v);
+  pidTarget.push(<u32>v);
   return ConfigResult.Ok;
 }
 
@@ -201,6 +210,23 @@ function addRule(p: usize, n: u32): i32 {
     errPut(r.exclude ? "'!' must be followed by a PID or a process pattern" : "empty entry");
     return ConfigResult.Bad;
   }
+  // "tree:" (any case: patterns match case-insensitively, so no pattern can
+  // mean the text "tree:" itself) makes the entry a process tree.
+  const t = treePrefix(p, n);
+  if (t < 0) return entryError(p, n, "ambiguous: write \"tree:\" with no space before its ':'");
+  if (t > 0) {
+    const whole = p;
+    const wholeN = n;
+    r.tree = true;
+    p += <u32>t;
+    n -= <u32>t;
+    while (n > 0 && isSpace(load<u8>(p))) { p++; n--; }
+    if (n == 0) return entryError(whole, wholeN, "\"tree:\" must be followed by a PID or a process pattern");
+    if (load<u8>(p) == 0x21) {
+      return entryError(whole, wholeN, "ambiguous: '!' goes before \"tree:\" (\"!tree:...\" excludes a tree)");
+    }
+    if (treePrefix(p, n) != 0) return entryError(whole, wholeN, "ambiguous: \"tree:\" given twice");
+  }
   if (isDigits(p, n)) {
     r.isPid = true;
     r.pid = parseDecimal(p, n);
@@ -216,6 +242,69 @@ function addRule(p: usize, n: u32): i32 {
   }
   next.rules.push(r);
   return ConfigResult.Ok;
+}
+
+/**
+ * The length of a leading "tree:" (any case) in [p, p+n), 0 when there is
+ * none, -1 for "tree" followed by spaces and then ':' (ambiguous).
+ */
+function treePrefix(p: usize, n: u32): i32 {
+  if (n < 4) return 0;
+  const word = "tree";
+  for (let i: u32 = 0; i < 4; i++) {
+    if ((<u32>load<u8>(p + i) | 0x20) != <u32>word.charCodeAt(<i32>i)) return 0;
+  }
+  let i: u32 = 4;
+  while (i < n && isSpace(load<u8>(p + i))) i++;
+  if (i < n && load<u8>(p + i) == 0x3a) return i == 4 ? 5 : -1;
+  return 0;
+}
+
+/** "<field>[<index>]: "<entry>": <what>" */
+function entryError(p: usize, n: u32, what: string): i32 {
+  fieldError();
+  errPut("\"");
+  errSnippet(p, n, 60);
+  errPut("\": ");
+  errPut(what);
+  return ConfigResult.Bad;
+}
+
+/**
+ * Gives each tree entry its bit and adds intercept_trees as tree includes
+ * after the spec's entries; false (the error written) past TREE_MAX.
+ */
+function finishTrees(pol: Policy): bool {
+  for (let i = 0; i < treePidList.length; i++) {
+    const r = new Rule();
+    r.tree = true;
+    r.isPid = true;
+    r.pid = unchecked(treePidList[i]);
+    pol.rules.push(r);
+  }
+  let bit: u32 = 0;
+  const specCount = pol.rules.length - treePidList.length;
+  for (let i = 0; i < pol.rules.length; i++) {
+    const r = unchecked(pol.rules[i]);
+    if (!r.tree) continue;
+    if (bit == TREE_MAX) {
+      if (i < specCount) {
+        field = "intercept";
+        index = i;
+      } else {
+        field = "intercept_trees";
+        index = i - specCount;
+      }
+      fieldError();
+      errPut("more than ");
+      errNum(<u64>TREE_MAX);
+      errPut(" process trees (\"tree:\" entries and intercept_trees together)");
+      return false;
+    }
+    r.treeBit = bit++;
+  }
+  pol.treeCount = bit;
+  return true;
 }
 
 function specItem(): i32 {
@@ -526,11 +615,15 @@ function keyField(): u32 {
   if (strIs("max_held_packets")) { field = "max_held_packets"; return Key.MaxHeldPackets; }
   if (strIs("tcp_idle_timeout_ms")) { field = "tcp_idle_timeout_ms"; return Key.TcpIdleTimeout; }
   if (strIs("udp_idle_timeout_ms")) { field = "udp_idle_timeout_ms"; return Key.UdpIdleTimeout; }
+  if (strIs("intercept_trees")) { field = "intercept_trees"; return Key.InterceptTrees; }
   return 0;
 }
 
 function fieldValue(f: u32): i32 {
-  if (f == Key.InterceptPids) return eachItem(pidItem, "an array of process IDs");
+  if (f == Key.InterceptPids || f == Key.InterceptTrees) {
+    pidTarget = f == Key.InterceptPids ? pidList : treePidList;
+    return eachItem(pidItem, "an array of process IDs");
+  }
   if (f == Key.Description) return descValue();
   if (f == Key.Intercept) {
     if (jsonNull()) return ConfigResult.Ok;
@@ -627,6 +720,7 @@ export function parseConfig(ptr: usize, len: u32): i32 {
   }
   next = new Policy();
   pidList = new Array<u32>();
+  treePidList = new Array<u32>();
   field = "";
   index = -1;
   jsonBegin(ptr, len);
@@ -636,6 +730,7 @@ export function parseConfig(ptr: usize, len: u32): i32 {
     r = ConfigResult.NotUtf8;
   }
   jsonEnd();
+  if (r == ConfigResult.Ok && !finishTrees(next)) r = ConfigResult.Bad;
   if (r == ConfigResult.Ok) {
     next.pids = sortUnique(pidList);
     next.startValue = next.rules.length > 0 && unchecked(next.rules[0]).exclude;
@@ -645,5 +740,6 @@ export function parseConfig(ptr: usize, len: u32): i32 {
   }
   next = new Policy();
   pidList = new Array<u32>();
+  treePidList = new Array<u32>();
   return r;
 }

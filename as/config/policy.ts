@@ -14,6 +14,16 @@
 // Patterns match case-insensitively (ASCII letters). With '*' or '?' a pattern
 // must match the whole file name or the whole path; without, it matches any
 // part of the path. The seed's intercept_pids are extra includes on top.
+//
+// Process trees: an entry prefixed with "tree:" ("tree:1234", "tree:bash",
+// "!tree:1234") names a process and every process it starts, and theirs, and
+// so on: a process is in the tree when it matches the entry itself or when
+// an ancestor of it (as it was when the process was created) is in the tree.
+// The engine remembers each process's tree membership by identity (PID and
+// creation time: lineage.ts), so a process whose parent exits keeps it. A
+// tree entry by PID names the process that had that PID when the
+// configuration was set: one created later with the same PID (a reused PID)
+// is not it. intercept_trees are extra tree includes after the entries.
 
 /** Traffic classes the policy can pass untouched (Policy.bypass bits). */
 export const enum Bypass {
@@ -27,6 +37,10 @@ export const enum Bypass {
 
 export class Rule {
   exclude: bool = false;
+  /** A tree entry: this process and its descendants. */
+  tree: bool = false;
+  /** A tree entry's bit in a process's tree mask (lineage.ts). */
+  treeBit: u32 = 0;
   isPid: bool = false;
   pid: u32 = 0;
   wild: bool = false;
@@ -45,6 +59,8 @@ export class Policy {
   pids: StaticArray<u32> = new StaticArray<u32>(0);
   rules: Array<Rule> = new Array<Rule>();
   startValue: bool = false;
+  /** Tree entries (at most TREE_MAX), each with its bit. */
+  treeCount: u32 = 0;
   /** No PID and no rule: nothing can be intercepted (no owner lookups needed). */
   interceptsNothing: bool = true;
   tcp: bool = true;
@@ -63,6 +79,9 @@ export class Policy {
   tcpIdleMs: u32 = 7200000;
   udpIdleMs: u32 = 60000;
 }
+
+/** The most tree entries a configuration may have (a process's tree mask is a u32). */
+export const TREE_MAX: u32 = 32;
 
 // ---------------------------------------------------------------------------
 // Process matching
@@ -124,6 +143,10 @@ function fileNameStart(path: usize, len: u32): u32 {
   return s;
 }
 
+/**
+ * Does the entry's own PID or pattern (a tree entry's root) match a process?
+ * For a tree entry, the tree mask says whether the process is in its tree.
+ */
 export function ruleMatches(r: Rule, pid: u32, path: usize, pathLen: u32): bool {
   if (r.isPid) return r.pid == pid;
   if (pathLen == 0) return false;
@@ -149,19 +172,42 @@ function pidListed(pids: StaticArray<u32>, pid: u32): bool {
  * Should a process be intercepted? The caller applies the always-excluded
  * PIDs (its own, 0 and the OS's never-intercept list) before asking.
  */
-export function shouldIntercept(pol: Policy, pid: u32, path: usize, pathLen: u32): bool {
+export function shouldIntercept(pol: Policy, pid: u32, path: usize, pathLen: u32, treeMask: u32): bool {
   let v = pol.startValue;
   const rules = pol.rules;
   const n = rules.length;
   for (let i = 0; i < n; i++) {
     const r = unchecked(rules[i]);
     if (r.exclude) {
-      if (v && ruleMatches(r, pid, path, pathLen)) v = false;
-    } else if (!v && ruleMatches(r, pid, path, pathLen)) {
+      if (v && entryMatches(r, pid, path, pathLen, treeMask)) v = false;
+    } else if (!v && entryMatches(r, pid, path, pathLen, treeMask)) {
       v = true;
     }
   }
   return v || pidListed(pol.pids, pid);
+}
+
+// @ts-ignore: decorator
+@inline function entryMatches(r: Rule, pid: u32, path: usize, pathLen: u32, treeMask: u32): bool {
+  return r.tree ? (treeMask & (1 << r.treeBit)) != 0 : ruleMatches(r, pid, path, pathLen);
+}
+
+/**
+ * The tree entries whose root a process is itself (bit treeBit each), by its
+ * PID and path alone. rootPidOk: false when the process was created after the
+ * configuration was set, so a tree entry's PID cannot name it (a reused PID).
+ */
+export function treeRoots(pol: Policy, pid: u32, path: usize, pathLen: u32, rootPidOk: bool): u32 {
+  if (pol.treeCount == 0) return 0;
+  let m: u32 = 0;
+  const rules = pol.rules;
+  const n = rules.length;
+  for (let i = 0; i < n; i++) {
+    const r = unchecked(rules[i]);
+    if (!r.tree) continue;
+    if (r.isPid ? rootPidOk && r.pid == pid : ruleMatches(r, pid, path, pathLen)) m |= 1 << r.treeBit;
+  }
+  return m;
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // all of them. They need build/engine.wasm only.
 import "./config.test.ts";
 import "./policy.test.ts";
+import "./tree.test.ts";
 import "./scope.test.ts";
 import "./contract.test.ts";
 import "./wire.test.ts";

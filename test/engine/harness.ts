@@ -17,11 +17,12 @@ export interface EngineExports {
   eng_io_cap(): number;
   eng_err_ptr(): number;
   eng_err_len(): number;
-  eng_config(len: number): number;
+  eng_config(len: number, now: number): number;
   eng_config_generation(): number;
   eng_set_app_port(port: number): void;
   eng_app_port(): number;
   eng_would_intercept(pid: number, pathLen: number): number;
+  eng_would_intercept_tree(count: number, len: number, now: number): number;
   eng_protocols(): number;
   eng_arm_fault(bits: number): void;
   eng_capture_scope(): number;
@@ -46,6 +47,38 @@ export interface CaptureScope {
   appPorts: number[];
   remote: ScopeSide;
   local: ScopeSide;
+}
+
+/** A process as an ancestry lists it: PID, creation time (the identity), age in ms (-1: not known), path. */
+export interface Proc {
+  pid: number;
+  ctime: number;
+  age?: number;
+  path?: string;
+}
+
+/** Ancestor records, each followed by its path, the next at a multiple of 8. */
+export function ancestry(chain: readonly Proc[]): Uint8Array {
+  const parts: Uint8Array[] = [];
+  let len = 0;
+  for (const p of chain) {
+    const path = Buffer.from(p.path ?? "", "utf8");
+    const rec = bytes("ancestor", {
+      pid: p.pid, pathLen: path.length, ctime: BigInt(p.ctime),
+      ageMs: p.age === undefined || p.age < 0 ? 0xffffffffffffffffn : BigInt(p.age),
+    }, path);
+    const padded = new Uint8Array(Math.ceil(rec.length / 8) * 8);
+    padded.set(rec);
+    parts.push(padded);
+    len += padded.length;
+  }
+  const out = new Uint8Array(len);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
 }
 
 export class Engine {
@@ -78,10 +111,10 @@ export class Engine {
     return Buffer.from(this.bytes(this.x.eng_err_ptr(), this.x.eng_err_len())).toString("utf8");
   }
 
-  config(json: string | Uint8Array): { rc: number; error: string } {
+  config(json: string | Uint8Array, now = 0): { rc: number; error: string } {
     const data = typeof json === "string" ? Buffer.from(json, "utf8") : json;
     this.io(data);
-    const rc = this.x.eng_config(data.length);
+    const rc = this.x.eng_config(data.length, now);
     return { rc, error: rc === 0 ? "" : this.error() };
   }
 
@@ -89,6 +122,19 @@ export class Engine {
     const data = Buffer.from(path, "utf8");
     this.io(data);
     return this.x.eng_would_intercept(pid, data.length) === 1;
+  }
+
+  /**
+   * Would the first process of an ancestry (itself, its parent, ...) be
+   * intercepted (eng_would_intercept_tree)? The engine remembers what it
+   * decides by each process's identity.
+   */
+  wouldInterceptTree(chain: readonly Proc[], now = 0): boolean {
+    const data = ancestry(chain);
+    this.io(data);
+    const r = this.x.eng_would_intercept_tree(chain.length, data.length, now);
+    if (r < 0) throw new Error("eng_would_intercept_tree " + r);
+    return r === 1;
   }
 
   /** The capture scope, decoded; its record's length is checked against its counts. */
@@ -259,7 +305,7 @@ export class PacketEngine extends Engine {
     { self = 1000, appPort = 8080, now = 0, neverIntercept = [] as number[] } = {},
   ): PacketEngine {
     const e = new PacketEngine(self, neverIntercept);
-    const r = e.config(typeof config === "string" ? config : JSON.stringify(config));
+    const r = e.config(typeof config === "string" ? config : JSON.stringify(config), now);
     if (r.rc !== 0) throw new Error(`config refused (${r.rc}): ${r.error}`);
     e.start(now, appPort);
     return e;
@@ -330,14 +376,24 @@ export class PacketEngine extends Engine {
     return out;
   }
 
-  owner(kind: number, proto: "tcp" | "udp", local: Endpoint, remote: Endpoint | null, pid: number, path: string, now = 0): void {
+  /** An owner fact; `chain`: the owner's ancestry (itself first), if the host gives one. */
+  owner(kind: number, proto: "tcp" | "udp", local: Endpoint, remote: Endpoint | null, pid: number, path: string, now = 0,
+    chain: readonly Proc[] = []): void {
     const v6 = local.addr.includes(":");
     const pathBytes = Buffer.from(path, "utf8");
-    const rec = bytes("owner", {
+    const head = bytes("owner", {
       kind, proto: proto === "tcp" ? 6 : 17, family: v6 ? 6 : 4,
       local: addrBytes(local.addr, v6), remote: remote ? addrBytes(remote.addr, v6) : undefined,
-      localPort: local.port, remotePort: remote?.port ?? 0, pid, pathLen: pathBytes.length,
+      localPort: local.port, remotePort: remote?.port ?? 0, pid, pathLen: pathBytes.length, ancestors: chain.length,
     }, pathBytes);
+    let rec = head;
+    if (chain.length > 0) {
+      const at = Math.ceil(head.length / 8) * 8;
+      const tail = ancestry(chain);
+      rec = new Uint8Array(at + tail.length);
+      rec.set(head);
+      rec.set(tail, at);
+    }
     this.io(rec);
     const r = this.p.eng_owner(rec.length, now);
     if (r !== 0) throw new Error("eng_owner " + r);

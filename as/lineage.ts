@@ -1,0 +1,242 @@
+// Process trees: which tree entries of the policy (policy.ts, "tree:")
+// each process belongs to, remembered by the process's identity (PID and
+// creation time), with the parent it had when it was created.
+//
+// A process is in an entry's tree when it is the entry's root itself or when
+// its parent (as it was at the process's creation) is in the tree. The host
+// hands an ancestry (the process, its parent, ..., as far as it sees: a
+// parent that has exited, or whose PID now names a younger process, ends it).
+// Each process of it is entered here with the parent it is listed with the
+// first time; a later ancestry that lists another parent (Linux re-parents an
+// orphan to init or a subreaper) does not change it. So a process whose parent
+// exits keeps its membership, and so do the processes it starts later, as
+// long as the engine saw it (or an ancestry through it) while its parent
+// lived. A tree mask is cached per identity and policy generation: once
+// decided, an identity is never decided again under the same policy.
+//
+// A tree entry by PID names the process that had the PID when the
+// configuration was set: a process created after that (from its age in the
+// ancestry) is not that entry's root, whatever its PID.
+//
+// Fixed capacity, open addressing by (PID, creation time); the least recently
+// used entry of a probe run makes room.
+
+import { activePolicy, policyGeneration } from "./config/config";
+import { treeRoots } from "./config/policy";
+import { Ancestor, ANCESTOR_SIZE, ANCESTRY_MAX } from "../build/gen/contract";
+
+@unmanaged
+class Line {
+  pid: u32;
+  used: u32;      // 0 = free, else last use (the clock's low bits | 1)
+  mask: u32;      // tree mask under policy generation maskGen
+  maskGen: u32;   // 0: not decided
+  parentPid: u32; // 0: no parent known
+  private pad: u32;
+  ctime: u64;
+  parentCtime: u64;
+  created: i64;   // creation on the engine's clock (ms); NO_TIME: not known
+}
+
+// @ts-ignore: decorator
+@inline const CAPACITY: u32 = 16384;
+// @ts-ignore: decorator
+@inline const PROBE: u32 = 32;
+// @ts-ignore: decorator
+@inline const NO_TIME: i64 = i64.MAX_VALUE;
+// @ts-ignore: decorator
+@inline const DEPTH_MAX: i32 = 64;
+
+let table: usize = 0;
+
+/** The engine's clock, ms: the host's u32 `now` widened to 64 bits. */
+let clock: i64 = 0;
+let lastNow: u32 = 0;
+let clockSet: bool = false;
+/** When the policy in force was set, on that clock. */
+let configAt: i64 = 0;
+
+export function clockAt(now: u32): i64 {
+  if (!clockSet) {
+    clockSet = true;
+    clock = <i64>now;
+  } else {
+    const d = now - lastNow; // a u32 difference: wraps correctly
+    if (d < 0x80000000) clock += <i64>d; // (a step back counts as none)
+  }
+  lastNow = now;
+  return clock;
+}
+
+/** The configuration in force was set at `now`. */
+export function lineageConfigSet(now: u32): void {
+  configAt = clockAt(now);
+}
+
+export function lineageInit(): void {
+  if (table == 0) table = heap.alloc(<usize>CAPACITY * offsetof<Line>());
+  memory.fill(table, 0, <usize>CAPACITY * offsetof<Line>());
+}
+
+// @ts-ignore: decorator
+@inline function slot(i: u32): Line {
+  return changetype<Line>(table + <usize>i * offsetof<Line>());
+}
+
+function hashId(pid: u32, ctime: u64): u32 {
+  let h = pid * 0x9e3779b1 ^ <u32>ctime * 0x85ebca6b ^ <u32>(ctime >> 32);
+  h ^= h >> 15;
+  return h & (CAPACITY - 1);
+}
+
+/** The slot index + 1 of an identity, or 0. */
+function find(pid: u32, ctime: u64): u32 {
+  if (table == 0) return 0;
+  const h = hashId(pid, ctime);
+  for (let k: u32 = 0; k < PROBE; k++) {
+    const i = (h + k) & (CAPACITY - 1);
+    const s = slot(i);
+    if (s.used != 0 && s.pid == pid && s.ctime == ctime) return i + 1;
+  }
+  return 0;
+}
+
+/** The slot index + 1 of an identity, entered if new. */
+function enter(pid: u32, ctime: u64): u32 {
+  if (table == 0) lineageInit();
+  const stamp = <u32>clock | 1;
+  const h = hashId(pid, ctime);
+  let free: i32 = -1;
+  let victim: u32 = h;
+  let victimAge: u32 = 0;
+  for (let k: u32 = 0; k < PROBE; k++) {
+    const i = (h + k) & (CAPACITY - 1);
+    const s = slot(i);
+    if (s.used == 0) {
+      if (free < 0) free = <i32>i;
+      continue;
+    }
+    if (s.pid == pid && s.ctime == ctime) {
+      s.used = stamp;
+      return i + 1;
+    }
+    const age = stamp - s.used;
+    if (age >= victimAge) {
+      victimAge = age;
+      victim = i;
+    }
+  }
+  const i = free >= 0 ? <u32>free : victim;
+  const s = slot(i);
+  s.pid = pid;
+  s.ctime = ctime;
+  s.used = stamp;
+  s.mask = 0;
+  s.maskGen = 0;
+  s.parentPid = 0;
+  s.parentCtime = 0;
+  s.created = NO_TIME;
+  return i + 1;
+}
+
+/** Was the process created before the configuration in force was set? */
+function beforeConfig(s: Line): bool {
+  return s.created != NO_TIME && s.created <= configAt;
+}
+
+/**
+ * The tree mask of a remembered identity (ref: slot + 1), decided again
+ * from its remembered parent when the policy changed since. Its path is
+ * not remembered: under a new policy only PID roots match it by itself,
+ * unless the caller has its path (path, pathLen).
+ */
+function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
+  if (ref == 0) return 0;
+  const s = slot(ref - 1);
+  if (s.maskGen == policyGeneration) return s.mask;
+  let m = treeRoots(activePolicy, s.pid, path, pathLen, beforeConfig(s));
+  if (s.parentPid != 0 && depth < DEPTH_MAX) m |= maskOf(find(s.parentPid, s.parentCtime), 0, 0, depth + 1);
+  s.mask = m;
+  s.maskGen = policyGeneration;
+  return m;
+}
+
+// Scratch for one ancestry: each process's slot (+1).
+const refs = new StaticArray<u32>(<i32>ANCESTRY_MAX);
+const recs = new StaticArray<usize>(<i32>ANCESTRY_MAX);
+
+/** The identity the last lineageDecide was about (slot + 1), for procs.ts. */
+export let lastRef: u32 = 0;
+
+/**
+ * Decides the tree mask of the first process of an ancestry: `count`
+ * Ancestor records from `p` (each followed by its path, the next at the
+ * next multiple of 8), not past `end`. Returns the mask; lastRef names the
+ * process's identity. With no tree entry in force, nothing is remembered.
+ */
+export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
+  lastRef = 0;
+  clockAt(now);
+  if (activePolicy.treeCount == 0 || count == 0) return 0;
+  if (count > ANCESTRY_MAX) count = ANCESTRY_MAX;
+  let n: u32 = 0;
+  while (n < count) {
+    if (p + ANCESTOR_SIZE > end) break;
+    const a = changetype<Ancestor>(p);
+    const plen = a.pathLen;
+    if (p + ANCESTOR_SIZE + <usize>plen > end) break;
+    unchecked(recs[n] = p);
+    const ref = enter(a.pid, a.ctime);
+    unchecked(refs[n] = ref);
+    const s = slot(ref - 1);
+    if (s.created == NO_TIME && a.ageMs != u64.MAX_VALUE) s.created = clock - <i64>a.ageMs;
+    n++;
+    p = (p + ANCESTOR_SIZE + <usize>plen + 7) & ~<usize>7;
+  }
+  if (n == 0) return 0;
+  // Each process's parent, the first time it is listed with one.
+  for (let i: u32 = 0; i + 1 < n; i++) {
+    const s = slot(unchecked(refs[i]) - 1);
+    if (s.parentPid == 0) {
+      const q = changetype<Ancestor>(unchecked(recs[i + 1]));
+      s.parentPid = q.pid;
+      s.parentCtime = q.ctime;
+    }
+  }
+  // From the oldest, each one's mask from its parent's.
+  let top = n;
+  for (let i: u32 = 0; i < n; i++) {
+    if (slot(unchecked(refs[i]) - 1).maskGen == policyGeneration) {
+      top = i;
+      break;
+    }
+  }
+  let m: u32 = top < n ? slot(unchecked(refs[top]) - 1).mask : 0;
+  let i = <i32>(top < n ? top : n);
+  while (--i >= 0) {
+    const ref = unchecked(refs[i]);
+    const s = slot(ref - 1);
+    const a = changetype<Ancestor>(unchecked(recs[i]));
+    const listed = <u32>i + 1 < n && s.parentPid == changetype<Ancestor>(unchecked(recs[i + 1])).pid &&
+      s.parentCtime == changetype<Ancestor>(unchecked(recs[i + 1])).ctime;
+    const parentMask = listed ? m : s.parentPid != 0 ? maskOf(find(s.parentPid, s.parentCtime), 0, 0, 0) : 0;
+    m = parentMask | treeRoots(activePolicy, a.pid, a.path, a.pathLen, beforeConfig(s));
+    s.mask = m;
+    s.maskGen = policyGeneration;
+  }
+  lastRef = unchecked(refs[0]);
+  return m;
+}
+
+/** Identity check of a reference (slot + 1) still naming (pid, ...). */
+export function lineagePid(ref: u32): u32 {
+  return ref == 0 || table == 0 ? 0 : slot(ref - 1).pid;
+}
+
+/** The tree mask of a remembered process under the policy in force (path: its own, for pattern roots). */
+export function lineageMask(ref: u32, pid: u32, path: usize, pathLen: u32): u32 {
+  if (ref == 0 || table == 0) return 0;
+  const s = slot(ref - 1);
+  if (s.used == 0 || s.pid != pid) return 0;
+  return maskOf(ref, path, pathLen, 0);
+}

@@ -1,0 +1,225 @@
+// Process trees ("tree:" entries, intercept_trees): the configuration's
+// syntax and errors, and the semantics, as tables over ancestries the host
+// hands the engine (the process itself first, then its parent as it was at
+// the process's creation, and so on).
+import { suite } from "uvu";
+import * as assert from "uvu/assert";
+import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, type Proc } from "./harness.ts";
+import { build } from "./packets.ts";
+
+const SELF = 1000;
+const CONFIG_AT = 100_000; // the engine clock (ms) when the configuration is set
+
+// A small process tree, created long before the configuration (age 50 s)
+// unless said otherwise:
+//   init 1 -> agent 10 (/opt/agent) -> sh 20 (/bin/sh) -> curl 30, sh 40 -> curl 50
+//                                   -> other 60 (/usr/bin/curl)
+const p = (pid: number, path: string, ctime = pid * 7, age = 50_000): Proc => ({ pid, ctime, age, path });
+const INIT = p(1, "/sbin/init");
+const AGENT = p(10, "/opt/agent");
+const SH = p(20, "/bin/sh");
+const CURL = p(30, "/usr/bin/curl");
+const SUB = p(40, "/bin/sh");
+const GRAND = p(50, "/usr/bin/curl");
+const OTHER = p(60, "/usr/bin/curl");
+
+const chains: Record<string, Proc[]> = {
+  init: [INIT],
+  agent: [AGENT, INIT],
+  sh: [SH, AGENT, INIT],
+  curl: [CURL, SH, AGENT, INIT],
+  sub: [SUB, SH, AGENT, INIT],
+  grand: [GRAND, SUB, SH, AGENT, INIT],
+  other: [OTHER, AGENT, INIT],
+};
+
+function configured(json: object, now = CONFIG_AT): Engine {
+  const e = new Engine(SELF);
+  const r = e.config(JSON.stringify(json), now);
+  if (r.rc !== 0) throw new Error(r.error);
+  return e;
+}
+
+const spec = suite("process trees: the spec, as a table");
+
+// [intercept, intercept_trees, processes intercepted (the others are not)]
+const table: Array<[string | Array<string | number>, number[], string[]]> = [
+  // A PID's tree: itself and every descendant, not its parent or siblings' trees.
+  ["tree:20", [], ["sh", "curl", "sub", "grand"]],
+  [["tree:20"], [], ["sh", "curl", "sub", "grand"]],
+  ["", [20], ["sh", "curl", "sub", "grand"]],
+  ["TREE:20", [], ["sh", "curl", "sub", "grand"]],
+  ["tree: 20", [], ["sh", "curl", "sub", "grand"]],
+  // A plain PID is that process only.
+  ["20", [], ["sh"]],
+  // A pattern's tree: every process under any process that matches.
+  ["tree:agent", [], ["agent", "sh", "curl", "sub", "grand", "other"]],
+  ["tree:/bin/sh", [], ["sh", "curl", "sub", "grand"]],
+  // A plain pattern: every curl, in the tree or not.
+  ["curl", [], ["curl", "grand", "other"]],
+  // The tree AND the pattern: curl processes under sh 20 only.
+  ["tree:20,!sh", [], ["curl", "grand"]],
+  // Subtree exclude inside an included subtree.
+  ["tree:10,!tree:40", [], ["agent", "sh", "curl", "other"]],
+  ["tree:agent,!tree:20", [], ["agent", "other"]],
+  // Entry order: a later include takes back what an earlier exclude left out.
+  ["tree:10,!tree:20,50", [], ["agent", "other", "grand"]],
+  ["tree:10,!tree:20,tree:40", [], ["agent", "other", "sub", "grand"]],
+  // ... and an exclude after an include takes out what it names.
+  ["tree:40,!tree:10", [], []],
+  ["!tree:20", [], ["init", "agent", "other"]],
+  // intercept_trees are includes after the spec's entries.
+  ["!tree:10", [40], ["init", "sub", "grand"]],
+];
+
+spec("each spec against every process of the tree", () => {
+  for (const [intercept, trees, want] of table) {
+    const e = configured({ intercept, intercept_trees: trees });
+    for (const [name, chain] of Object.entries(chains)) {
+      assert.is(e.wouldInterceptTree(chain, CONFIG_AT + 10), want.includes(name),
+        `${JSON.stringify(intercept)} + ${JSON.stringify(trees)}: ${name}`);
+    }
+  }
+});
+
+spec("a process whose parent exited keeps its membership, and so do the processes it starts later", () => {
+  const e = configured({ intercept: "tree:20" });
+  // The sub-shell is seen while sh 20 lives...
+  assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
+  // ...then sh exits: the sub-shell is re-parented to init, and a curl it
+  // starts afterwards lists init as its grandparent.
+  const late = p(70, "/usr/bin/curl", 70 * 7, 0);
+  assert.ok(e.wouldInterceptTree([late, SUB, INIT], CONFIG_AT + 5000), "grandchild after the root exited");
+  assert.ok(e.wouldInterceptTree([SUB, INIT], CONFIG_AT + 5000), "the re-parented sub-shell itself");
+  // An orphan the engine never saw with its first parent is not in the tree.
+  const stranger = p(80, "/bin/sh");
+  assert.not.ok(e.wouldInterceptTree([p(81, "/usr/bin/curl", 81 * 7, 0), stranger, INIT], CONFIG_AT + 5000));
+});
+
+spec("membership is decided once per identity: the parent first listed is the one kept", () => {
+  const e = configured({ intercept: "tree:20" });
+  assert.ok(e.wouldInterceptTree(chains.curl, CONFIG_AT + 10));
+  // The same identity listed later with another parent (re-parented).
+  assert.ok(e.wouldInterceptTree([CURL, INIT], CONFIG_AT + 20));
+  // Not in the tree at first: a later listing under a member does not move it.
+  const outside = p(90, "/usr/bin/wget");
+  assert.not.ok(e.wouldInterceptTree([outside, INIT], CONFIG_AT + 30));
+  assert.not.ok(e.wouldInterceptTree([outside, SH, AGENT, INIT], CONFIG_AT + 40));
+});
+
+spec("a reused PID is not a member: another creation time is another process", () => {
+  const e = configured({ intercept: "tree:20" });
+  assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
+  // PID 40 reused by an unrelated process (another creation time) whose
+  // parent is init: not the member sub-shell.
+  const reused = p(40, "/bin/sh", 999_999, 0);
+  assert.not.ok(e.wouldInterceptTree([reused, INIT], CONFIG_AT + 6000), "the reused PID");
+  assert.not.ok(e.wouldInterceptTree([p(91, "/usr/bin/curl", 91 * 7, 0), reused, INIT], CONFIG_AT + 6000),
+    "a child of the reused PID");
+  // The old identity keeps its answer.
+  assert.ok(e.wouldInterceptTree([SUB, INIT], CONFIG_AT + 6000));
+});
+
+spec("a tree's root PID names the process that had it when the configuration was set", () => {
+  const e = configured({ intercept: "tree:20" });
+  // sh 20 exits before the engine ever sees it; PID 20 goes to a process
+  // created after the configuration (age 1 s, 5 s after it): not the root.
+  const reused = p(20, "/usr/bin/python3", 123_456, 1000);
+  assert.not.ok(e.wouldInterceptTree([reused, INIT], CONFIG_AT + 5000), "the reused root PID");
+  assert.not.ok(e.wouldInterceptTree([p(92, "/usr/bin/curl", 92 * 7, 0), reused, INIT], CONFIG_AT + 5000),
+    "its child");
+  // Created before the configuration (age 6 s, 5 s after it): the root.
+  const root = p(20, "/bin/sh", 654_321, 6000);
+  assert.ok(e.wouldInterceptTree([p(93, "/usr/bin/curl", 93 * 7, 0), root, INIT], CONFIG_AT + 5000));
+  // An age not known: not taken for the root.
+  const unknown = p(20, "/bin/sh", 111, -1);
+  assert.not.ok(e.wouldInterceptTree([unknown, INIT], CONFIG_AT + 5000));
+  // A plain PID entry keeps its meaning: whichever process has the PID.
+  const plain = configured({ intercept: "20", intercept_pids: [21] });
+  assert.ok(plain.wouldInterceptTree([reused, INIT], CONFIG_AT + 5000));
+  assert.ok(plain.wouldInterceptTree([p(21, "/x", 5, 0), INIT], CONFIG_AT + 5000));
+});
+
+spec("a new configuration decides again, from the parents remembered", () => {
+  const e = configured({ intercept: "tree:20" });
+  assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
+  assert.is(e.config(JSON.stringify({ intercept: "tree:20,!tree:40" }), CONFIG_AT + 100).rc, 0);
+  // sh 20 gone, the sub-shell re-parented: its remembered parent is a member, it is excluded.
+  assert.not.ok(e.wouldInterceptTree([SUB, INIT], CONFIG_AT + 200));
+  assert.not.ok(e.wouldInterceptTree([CURL, INIT], CONFIG_AT + 200), "curl 30 was never seen: an orphan now");
+  assert.ok(e.wouldInterceptTree([p(31, "/usr/bin/curl"), SH, AGENT, INIT], CONFIG_AT + 200), "a child of sh 20");
+});
+
+spec("no ancestry (redirector_would_intercept, a backend without one): a process is in the trees it roots", () => {
+  const e = configured({ intercept: "tree:20,tree:agent" });
+  assert.ok(e.wouldIntercept(20, "/bin/sh"));
+  assert.ok(e.wouldIntercept(11, "/opt/agent"));
+  assert.not.ok(e.wouldIntercept(30, "/usr/bin/curl"));
+});
+
+const syntax = suite("process trees: syntax and errors");
+
+syntax("ambiguous and malformed entries are refused, naming the entry", () => {
+  const e = new Engine(SELF);
+  const bad: Array<[unknown, RegExp]> = [
+    [{ intercept: "tree:" }, /^intercept\[0\]: "tree:": "tree:" must be followed by a PID or a process pattern$/],
+    [{ intercept: "curl, tree:  " }, /^intercept\[1\]: "tree:": "tree:" must be followed/],
+    [{ intercept: "tree:!20" }, /^intercept\[0\]: "tree:!20": ambiguous: '!' goes before "tree:"/],
+    [{ intercept: ["x", "tree:tree:sh"] }, /^intercept\[1\]: "tree:tree:sh": ambiguous: "tree:" given twice$/],
+    [{ intercept: "tree :20" }, /^intercept\[0\]: "tree :20": ambiguous: write "tree:" with no space before its ':'$/],
+    [{ intercept: "!tree:" }, /^intercept\[0\]: "tree:": "tree:" must be followed/],
+    [{ intercept_trees: ["20"] }, /^intercept_trees\[0\]: expected a process ID/],
+    [{ intercept_trees: [-1] }, /^intercept_trees\[0\]: expected a process ID/],
+    [{ intercept_trees: 20 }, /^intercept_trees: expected an array of process IDs/],
+    [{ intercept: Array.from({ length: 33 }, (_, i) => `tree:${i + 1}`) },
+      /^intercept\[32\]: more than 32 process trees/],
+    [{ intercept: Array.from({ length: 30 }, (_, i) => `tree:${i + 1}`), intercept_trees: [1, 2, 3] },
+      /^intercept_trees\[2\]: more than 32 process trees/],
+  ];
+  for (const [json, want] of bad) {
+    const r = e.config(JSON.stringify(json));
+    assert.is(r.rc, -2, JSON.stringify(json));
+    assert.match(r.error, want, JSON.stringify(json));
+  }
+  // Not trees: "tree" inside a pattern, or without its ':'.
+  assert.is(configured({ intercept: "!tree" }).config(JSON.stringify({ intercept: "!tree,x" })).rc, 0);
+  const ok = configured({ intercept: "subtree:x,treehouse" });
+  assert.ok(ok.wouldInterceptTree([p(5, "/opt/treehouse")], CONFIG_AT));
+  assert.ok(ok.wouldInterceptTree([p(6, "/opt/subtree:x")], CONFIG_AT));
+  assert.is(configured({ intercept: Array.from({ length: 32 }, (_, i) => `tree:${i + 1}`) }).config("{}").rc, 0);
+});
+
+const flows = suite("process trees: connections");
+
+flows("an owner fact's ancestry decides its connection; the origin names the process itself", () => {
+  const e = PacketEngine.started({ intercept: "tree:20" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  const C = { addr: "10.0.0.2", port: 40000 };
+  const D = { addr: "198.18.0.10", port: 80 };
+  const syn = (port: number) => e.process([{ data: build({ proto: "tcp", src: { ...C, port }, dst: D, flags: "S" }), outbound: true }],
+    CONFIG_AT + 10)[0];
+  assert.is(syn(40001).verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40001 }, D, GRAND.pid, GRAND.path!, CONFIG_AT + 10, chains.grand);
+  assert.is(e.released()[0].verdict, V_MODIFIED, "a grandchild of sh 20");
+  const o = e.lookup("tcp", { addr: D.addr, port: 40001 }, { addr: C.addr, port: 8080 });
+  assert.is(o?.pid, GRAND.pid);
+  assert.is(o?.path, GRAND.path);
+  assert.is(syn(40002).verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40002 }, D, OTHER.pid, OTHER.path!, CONFIG_AT + 10, chains.other);
+  assert.is(e.released()[0].verdict, V_PASS, "curl outside the tree");
+  // The same PID as the grandchild, another process (reused PID): passed.
+  assert.is(syn(40003).verdict, V_HELD);
+  const reused = p(50, "/usr/bin/curl", 777_777, 0);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40003 }, D, 50, reused.path!, CONFIG_AT + 9000, [reused, INIT]);
+  assert.is(e.released()[0].verdict, V_PASS, "PID 50 reused");
+  // An owner fact without ancestry (a backend that gives none): only the tree's root itself.
+  assert.is(syn(40004).verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40004 }, D, 30, "/usr/bin/curl", CONFIG_AT + 9000);
+  assert.is(e.released()[0].verdict, V_PASS, "no ancestry, not the root");
+  assert.is(syn(40005).verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40005 }, D, 20, "/bin/sh", CONFIG_AT + 9000);
+  assert.is(e.released()[0].verdict, V_MODIFIED, "no ancestry, the root itself");
+});
+
+spec.run();
+syntax.run();
+flows.run();
