@@ -2,6 +2,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <iphlpapi.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,17 +15,27 @@ typedef DWORD(WINAPI *tcp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG 
 typedef DWORD(WINAPI *udp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG af, UDP_TABLE_CLASS cls,
                                     ULONG reserved);
 
-/* The path cache: direct-mapped by PID. A slot is valid for one process: the
- * PID and the creation time both match. */
-#define PATH_SLOTS 256
-#define PATH_BYTES 2048 /* longer paths keep their tail */
+/* The process cache: direct-mapped by PID. A slot is valid for one process:
+ * the PID and the creation time both match. */
+#define PATH_SLOTS 512
+#define PATH_BYTES WR_OWNERS_PATH_BYTES /* longer paths keep their tail */
 /* How much earlier than its event a process may seem to start: the two
  * clocks are read at different moments. */
 #define CLOCK_SLACK_100NS (2 * 10000000ull)
 
+/* What a slot knows of its process's parent. */
+#define PARENT_UNKNOWN 0 /* not asked yet (or the process could not say) */
+#define PARENT_PID 1     /* its PID known, its identity not yet */
+#define PARENT_KNOWN 2   /* its identity: ppid and pcreated */
+#define PARENT_NONE 3    /* none, or gone for good: the chain ends here */
+
 typedef struct {
   uint32_t pid;
   uint64_t created; /* FILETIME value; 0 = free slot */
+  uint64_t seen;    /* when it was last opened and found to be this process */
+  int parent;       /* PARENT_* */
+  uint32_t ppid;
+  uint64_t pcreated;
   size_t len;
   char path[PATH_BYTES];
 } path_slot;
@@ -35,20 +46,29 @@ struct wr_owners {
   udp_table_fn udp_table;
   char tables_error[160];
   int64_t qpc_freq; /* performance-counter ticks per second */
-  SRWLOCK lock; /* guards the cache */
+  SRWLOCK lock; /* guards the cache and the source */
   path_slot *slots;
+  wr_process_source src;
+  wchar_t *wbuf; /* QueryFullProcessImageNameW's (lock held) */
 };
 
 static uint64_t ft_value(FILETIME ft) { return ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime; }
+
+static const wr_process_source os_source;
 
 wr_owners *wr_owners_new(void) {
   wr_owners *o = calloc(1, sizeof *o);
   if (!o) return NULL;
   o->slots = calloc(PATH_SLOTS, sizeof *o->slots);
-  if (!o->slots) {
+  o->wbuf = malloc(32768 * sizeof *o->wbuf);
+  if (!o->slots || !o->wbuf) {
+    free(o->slots);
+    free(o->wbuf);
     free(o);
     return NULL;
   }
+  o->src = os_source;
+  o->src.ctx = o;
   InitializeSRWLock(&o->lock);
   LARGE_INTEGER f;
   QueryPerformanceFrequency(&f);
@@ -74,6 +94,7 @@ void wr_owners_free(wr_owners *o) {
   if (!o) return;
   if (o->iphlpapi) FreeLibrary(o->iphlpapi);
   free(o->slots);
+  free(o->wbuf);
   free(o);
 }
 
@@ -199,14 +220,116 @@ int wr_owners_walk(wr_owners *o, int table, int family, wr_socket_row_fn fn, voi
 }
 
 /* ------------------------------------------------------------------------
- * Process paths */
+ * Processes: the OS's facts (the default source) */
+
+typedef LONG(NTAPI *nt_query_process_fn)(HANDLE process, ULONG info_class, PVOID info, ULONG len, PULONG ret_len);
+
+static nt_query_process_fn nt_query_process(void) {
+  static nt_query_process_fn fn;
+  static LONG looked; /* 0 not yet, 1 looking, 2 done */
+  if (InterlockedCompareExchange(&looked, 1, 0) == 0) {
+    /* ntdll.dll is in every process: looked up, not imported. */
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    fn = nt ? (nt_query_process_fn)(void (*)(void))GetProcAddress(nt, "NtQueryInformationProcess") : NULL;
+    InterlockedExchange(&looked, 2);
+  }
+  while (InterlockedCompareExchange(&looked, 2, 2) != 2) Sleep(0);
+  return fn;
+}
+
+static int os_open(void *ctx, uint32_t pid, void **h, uint64_t *created) {
+  (void)ctx;
+  HANDLE p = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+  if (!p) return GetLastError() == ERROR_INVALID_PARAMETER ? 0 : -1; /* no such process : not ours to open */
+  FILETIME c, e, k, u;
+  if (!GetProcessTimes(p, &c, &e, &k, &u) || ft_value(c) == 0) {
+    CloseHandle(p);
+    return -1;
+  }
+  *created = ft_value(c);
+  *h = p;
+  return 1;
+}
+
+/* The PID Windows recorded as the process's creator (ProcessBasicInformation,
+ * class 0: InheritedFromUniqueProcessId). */
+static int os_parent(void *ctx, void *h, uint32_t *ppid) {
+  (void)ctx;
+  nt_query_process_fn q = nt_query_process();
+  struct {
+    LONG exit_status;
+    PVOID peb;
+    ULONG_PTR affinity;
+    LONG base_priority;
+    ULONG_PTR pid;
+    ULONG_PTR ppid;
+  } pbi;
+  ULONG got = 0;
+  if (!q || q((HANDLE)h, 0, &pbi, sizeof pbi, &got) < 0) return 0;
+  *ppid = (uint32_t)pbi.ppid;
+  return 1;
+}
+
+/* The image path of an open process as UTF-8 (its tail when too long). */
+static size_t os_path(void *ctx, void *h, char *buf, size_t cap) {
+  wr_owners *o = ctx;
+  DWORD wn = 32768;
+  wchar_t *w = o->wbuf;
+  size_t keep = 0;
+  if (QueryFullProcessImageNameW((HANDLE)h, 0, w, &wn) && wn > 0) {
+    int need = WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, NULL, 0, NULL, NULL);
+    char *u = need > 0 ? malloc((size_t)need) : NULL;
+    if (u && WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, u, need, NULL, NULL) == need) {
+      size_t len = (size_t)need;
+      keep = wr_utf8_tail(u, len, cap);
+      memcpy(buf, u + (len - keep), keep);
+    }
+    free(u);
+  }
+  return keep;
+}
+
+static void os_close(void *ctx, void *h) {
+  (void)ctx;
+  CloseHandle((HANDLE)h);
+}
+
+static uint64_t os_now(void *ctx) {
+  (void)ctx;
+  FILETIME now;
+  GetSystemTimePreciseAsFileTime(&now);
+  return ft_value(now);
+}
+
+static const wr_process_source os_source = {os_open, os_parent, os_path, os_close, os_now, NULL};
+
+void wr_owners_set_process_source(wr_owners *o, const wr_process_source *src) {
+  AcquireSRWLockExclusive(&o->lock);
+  if (src) {
+    o->src = *src;
+  } else {
+    o->src = os_source;
+    o->src.ctx = o;
+  }
+  memset(o->slots, 0, PATH_SLOTS * sizeof *o->slots);
+  ReleaseSRWLockExclusive(&o->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Processes: the cache (lock held throughout) */
 
 static path_slot *slot_of(wr_owners *o, uint32_t pid) {
   uint32_t h = (pid >> 2) * 2654435761u; /* Windows PIDs are multiples of 4 */
-  return &o->slots[(h >> 24) % PATH_SLOTS];
+  return &o->slots[(h >> 20) % PATH_SLOTS];
 }
 
-/* Copies a cached path out (lock held). */
+/* The slot of the process (pid, created), or NULL when not cached. */
+static path_slot *cached(wr_owners *o, uint32_t pid, uint64_t created) {
+  path_slot *s = slot_of(o, pid);
+  return s->created != 0 && s->pid == pid && s->created == created ? s : NULL;
+}
+
+/* Copies a cached path out. */
 static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
   if (buflen == 0) return 0;
   size_t n = wr_utf8_tail(s->path, s->len, buflen - 1); /* keep the tail */
@@ -215,59 +338,142 @@ static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
   return n;
 }
 
-/* The image path of an open process, as UTF-8 into the slot. 0 on failure. */
-static int query_path(HANDLE h, path_slot *s) {
-  DWORD wn = 32768;
-  wchar_t *w = malloc(wn * sizeof *w);
-  if (!w) return 0;
-  int ok = 0;
-  if (QueryFullProcessImageNameW(h, 0, w, &wn) && wn > 0) {
-    int need = WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, NULL, 0, NULL, NULL);
-    char *u = need > 0 ? malloc((size_t)need) : NULL;
-    if (u && WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, u, need, NULL, NULL) == need) {
-      size_t len = (size_t)need;
-      size_t keep = wr_utf8_tail(u, len, PATH_BYTES);
-      memcpy(s->path, u + (len - keep), keep);
-      s->len = keep;
-      ok = keep > 0;
-    }
-    free(u);
+/* The slot of an open process (h; created), seen now: what is not known of
+ * it yet (its path, its parent PID) is asked once. */
+static path_slot *fill(wr_owners *o, uint32_t pid, void *h, uint64_t created, uint64_t now) {
+  path_slot *s = slot_of(o, pid);
+  if (s->created != created || s->pid != pid) {
+    memset(s, 0, offsetof(path_slot, path));
+    s->pid = pid;
+    s->created = created;
   }
-  free(w);
-  return ok;
+  if (s->len == 0) s->len = o->src.path(o->src.ctx, h, s->path, PATH_BYTES);
+  uint32_t ppid = 0;
+  if (s->parent == PARENT_UNKNOWN && o->src.parent(o->src.ctx, h, &ppid)) {
+    s->ppid = ppid;
+    s->parent = ppid == 0 || ppid == pid ? PARENT_NONE : PARENT_PID;
+  }
+  s->seen = now;
+  return s;
+}
+
+/* The slot of the process that had `pid` at `when` (0: now), or NULL.
+ * *sure: it is that process beyond doubt (open now, or seen alive since);
+ * a gone process's cached path is given on less (created before the event). */
+static path_slot *owner_slot(wr_owners *o, uint32_t pid, uint64_t when, uint64_t now, int *sure) {
+  void *h = NULL;
+  uint64_t c = 0;
+  *sure = 0;
+  if (o->src.open(o->src.ctx, pid, &h, &c) == 1) {
+    path_slot *s = NULL;
+    /* Created after the event: the PID was reused. */
+    if (when == 0 || c <= when + CLOCK_SLACK_100NS) s = fill(o, pid, h, c, now);
+    o->src.close(o->src.ctx, h);
+    *sure = s != NULL;
+    return s;
+  }
+  /* Gone (or not ours to open): the cached process, if it was already
+   * running at the time of the event. */
+  path_slot *s = slot_of(o, pid);
+  uint64_t at = when ? when : now;
+  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) return NULL;
+  *sure = s->created <= at + CLOCK_SLACK_100NS && s->seen + CLOCK_SLACK_100NS >= at;
+  return s;
+}
+
+/* The parent of the cached process (pid, created): its slot, or NULL when
+ * the chain ends there. The child's slot keeps the answer when it is final
+ * (the parent's identity, or none for good). */
+static path_slot *parent_slot(wr_owners *o, uint32_t pid, uint64_t created, uint64_t now) {
+  path_slot *c = cached(o, pid, created);
+  if (!c || (c->parent != PARENT_PID && c->parent != PARENT_KNOWN)) return NULL;
+  uint32_t ppid = c->ppid;
+  uint64_t pc = c->parent == PARENT_KNOWN ? c->pcreated : 0;
+  if (pc) {
+    path_slot *p = cached(o, ppid, pc);
+    if (p) return p;
+  }
+  void *h = NULL;
+  uint64_t x = 0;
+  int r = o->src.open(o->src.ctx, ppid, &h, &x);
+  path_slot *p = NULL;
+  int ended = 0;
+  if (r == 1) {
+    /* Known: the same process again. Not yet: one created after its child
+     * has the PID only by reuse. */
+    if (pc ? x == pc : x <= created) {
+      p = fill(o, ppid, h, x, now);
+    } else {
+      ended = 1;
+    }
+    o->src.close(o->src.ctx, h);
+  } else {
+    /* Gone, or not ours to open: the cached process with that PID, if it
+     * was created before the child and seen alive since the child's
+     * creation (so it had the PID then: it was the parent). */
+    path_slot *s = slot_of(o, ppid);
+    if (s->created != 0 && s->pid == ppid && (pc ? s->created == pc : s->created <= created && s->seen >= created)) {
+      p = s;
+    } else if (r == 0) {
+      ended = 1; /* gone, and never to be known */
+    }
+  }
+  c = cached(o, pid, created); /* (the parent may have taken the child's slot) */
+  if (c && p) {
+    c->parent = PARENT_KNOWN;
+    c->pcreated = p->created;
+  } else if (c && ended) {
+    c->parent = PARENT_NONE;
+  }
+  return p;
+}
+
+static void put(wr_ancestry *a, const path_slot *s, uint64_t now) {
+  wr_ancestor *x = &a->chain[a->n];
+  memcpy(a->paths[a->n], s->path, s->len);
+  x->pid = s->pid;
+  x->ctime = s->created;
+  x->age_ms = now >= s->created ? (now - s->created) / 10000u : 0;
+  x->path = s->len ? a->paths[a->n] : NULL;
+  x->path_len = s->len;
+  a->n++;
+}
+
+/* The ancestry of a process known beyond doubt (its slot s). */
+static void walk(wr_owners *o, const path_slot *s, wr_ancestry *a, uint64_t now) {
+  uint32_t pid = s->pid;
+  uint64_t created = s->created;
+  a->n = 0;
+  put(a, s, now);
+  while (a->n < WR_ANCESTRY_CAP) {
+    const path_slot *p = parent_slot(o, pid, created, now);
+    if (!p || p->created > created) return;
+    for (size_t i = 0; i < a->n; i++) {
+      if (a->chain[i].pid == p->pid) return; /* a loop: no real ancestry has one */
+    }
+    put(a, p, now);
+    pid = p->pid;
+    created = p->created;
+  }
+}
+
+size_t wr_owners_process(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen, wr_ancestry *anc) {
+  if (buflen) buf[0] = '\0';
+  if (anc) anc->n = 0;
+  if (pid == 0 || pid == 4) return 0; /* Idle and System have no image */
+  size_t n = 0;
+  AcquireSRWLockExclusive(&o->lock);
+  uint64_t now = o->src.now(o->src.ctx);
+  int sure = 0;
+  path_slot *s = owner_slot(o, pid, when, now, &sure);
+  if (s) {
+    n = slot_copy(s, buf, buflen);
+    if (anc && sure) walk(o, s, anc, now);
+  }
+  ReleaseSRWLockExclusive(&o->lock);
+  return n;
 }
 
 size_t wr_owners_process_path(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen) {
-  if (buflen) buf[0] = '\0';
-  if (pid == 0 || pid == 4) return 0; /* Idle and System have no image */
-  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
-  size_t n = 0;
-  AcquireSRWLockExclusive(&o->lock);
-  path_slot *s = slot_of(o, pid);
-  if (!h) {
-    /* Gone (or not ours to open): the cached path, if that process was
-     * already running at the time of the event. */
-    if (s->created && s->pid == pid && (when == 0 || s->created <= when + CLOCK_SLACK_100NS)) {
-      n = slot_copy(s, buf, buflen);
-    }
-    ReleaseSRWLockExclusive(&o->lock);
-    return n;
-  }
-  FILETIME created, exited, kernel, user;
-  uint64_t c = 0;
-  if (GetProcessTimes(h, &created, &exited, &kernel, &user)) c = ft_value(created);
-  if (c != 0 && when != 0 && c > when + CLOCK_SLACK_100NS) {
-    /* Started after the event: the PID was reused. */
-  } else if (c != 0 && s->created == c && s->pid == pid) {
-    n = slot_copy(s, buf, buflen);
-  } else if (query_path(h, s)) {
-    s->pid = pid;
-    s->created = c ? c : 1;
-    n = slot_copy(s, buf, buflen);
-  } else {
-    s->created = 0;
-  }
-  ReleaseSRWLockExclusive(&o->lock);
-  CloseHandle(h);
-  return n;
+  return wr_owners_process(o, pid, when, buf, buflen, NULL);
 }
