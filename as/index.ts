@@ -218,6 +218,11 @@ export function eng_would_intercept_tree(count: u32, len: u32, now: u32): i32 {
   return shouldIntercept(activePolicy, pid, a.path, a.pathLen, mask) ? 1 : 0;
 }
 
+/** How many process trees the policy in force names (a backend may watch new processes then). */
+export function eng_tree_count(): u32 {
+  return activePolicy.treeCount;
+}
+
 /** The protocols the policy in force intercepts (Protocols bits). */
 export function eng_protocols(): u32 {
   const pol = activePolicy;

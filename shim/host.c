@@ -348,6 +348,14 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
   return rc;
 }
 
+uint32_t wr_engine_tree_count(wr_engine *e) {
+  volatile int rc = 0;
+  volatile uint32_t n = 0;
+  WITH_ENGINE(e, NULL, 0, rc, { n = Z_engineZ_eng_tree_count(&e->inst); });
+  (void)rc;
+  return n;
+}
+
 uint32_t wr_engine_protocols(wr_engine *e) {
   volatile int rc = 0;
   volatile uint32_t bits = WR_PROTOS_TCP | WR_PROTOS_UDP;

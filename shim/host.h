@@ -178,6 +178,9 @@ int wr_engine_would_intercept(wr_engine *e, uint32_t pid, const char *path, size
  * membership it decides, by identity. */
 int wr_engine_would_intercept_tree(wr_engine *e, const wr_ancestor *chain, size_t n, uint32_t now);
 
+/* How many process trees the configuration in force names (0 when the engine traps). */
+uint32_t wr_engine_tree_count(wr_engine *e);
+
 /* The protocols the configuration in force intercepts (WR_PROTOS_* bits;
  * both when the engine traps). */
 uint32_t wr_engine_protocols(wr_engine *e);

@@ -27,10 +27,10 @@ static char self_exe[4096];
 static const char *intercepted = self_exe;
 
 /* The policy of these tests: the program at `intercepted` (this one). */
-static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
+static int is_candidate(void *ctx, const wr_ancestor *chain, size_t n) {
   (void)ctx;
-  (void)pid;
-  return len == strlen(intercepted) && memcmp(path, intercepted, len) == 0;
+  (void)n;
+  return chain[0].path_len == strlen(intercepted) && memcmp(chain[0].path, intercepted, chain[0].path_len) == 0;
 }
 
 /* The next process forked gets this PID. */
@@ -154,7 +154,7 @@ static void end(pid_t pid) {
 
 static int find_udp(wr_owners *o, uint16_t port, uint32_t *pid, char *path, size_t cap) {
   uint8_t lo[16] = {127, 0, 0, 1};
-  return wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, pid, path, cap);
+  return wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, pid, path, cap, NULL, NULL);
 }
 
 /* A PID first seen running a program that is not intercepted, reused at once

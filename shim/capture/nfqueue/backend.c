@@ -59,6 +59,9 @@ struct wr_backend {
   int lo_ifindex;
   wr_rules rules;
   wr_owners *owners;
+  wr_ancestor chain[WR_ANCESTRY_CAP]; /* the last owner found's ancestry */
+  int watch;                          /* the policy names process trees: list new processes often */
+  uint64_t watched;                   /* when /proc was last listed for them (ms) */
   /* receive batch */
   uint8_t *rx;
   struct iovec rx_iov[BATCH];
@@ -115,9 +118,9 @@ static void on_flush(void *io) { flush(io); }
 /* ------------------------------------------------------------------------
  * Owners */
 
-static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
+static int is_candidate(void *ctx, const wr_ancestor *chain, size_t n) {
   wr_backend *b = ctx;
-  return wr_engine_would_intercept(b->engine, pid, path, len) == 1;
+  return wr_engine_would_intercept_tree(b->engine, chain, n, (uint32_t)wr_now_ms()) == 1;
 }
 
 /* The core's owner query: the socket's owner from sock_diag, or "unknown"
@@ -125,12 +128,15 @@ static int is_candidate(void *ctx, uint32_t pid, const char *path, size_t len) {
 static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path, size_t cap) {
   wr_backend *b = io;
   uint32_t pid = 0;
+  size_t n = 0;
   if (wr_owners_find(b->owners, q->proto, q->family, q->inbound, q->local, q->local_port, q->remote, q->remote_port,
-                     &pid, path, cap)) {
+                     &pid, path, cap, b->chain, &n)) {
     wr_fact_for_query(f, q, q->inbound ? WR_OWNER_ACCEPT : WR_OWNER_CONNECT);
     f->pid = pid;
     f->path = path;
     f->path_len = strlen(path);
+    f->ancestry = n ? b->chain : NULL;
+    f->n_ancestry = n;
   } else {
     wr_fact_for_query(f, q, WR_OWNER_UNKNOWN);
   }
@@ -140,6 +146,7 @@ static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path,
 static void policy_changed(void *io) {
   wr_backend *b = io;
   wr_owners_policy_changed(b->owners);
+  b->watch = wr_engine_tree_count(b->engine) > 0;
 }
 
 /* ------------------------------------------------------------------------
@@ -212,6 +219,15 @@ static void run(void *arg) {
       if (n) wr_capture_process(b->capture, b->pkts, b->metas, n);
     }
     wait = (int)wr_capture_poll(b->capture);
+    if (b->watch) {
+      /* New processes are read while their parents live (owners.h). */
+      uint64_t now = wr_now_ms();
+      if (now - b->watched >= WR_OWNERS_WATCH_MS) {
+        wr_owners_watch(b->owners);
+        b->watched = now;
+      }
+      if (wait < 0 || wait > WR_OWNERS_WATCH_MS) wait = WR_OWNERS_WATCH_MS;
+    }
   }
 }
 
@@ -337,6 +353,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     destroy(b);
     return NULL;
   }
+  b->watch = wr_engine_tree_count(b->engine) > 0;
   if (open_queue(b, err, errlen) != 0) {
     destroy(b);
     return NULL;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PROC_SLOTS 16384u /* power of two */
@@ -25,6 +26,7 @@
 typedef struct {
   uint32_t pid; /* 0: free */
   uint64_t start;
+  uint32_t ppid; /* the parent when first read: its parent at creation, kept when it is re-parented */
   int candidate; /* 1 yes, 0 no, -1 not decided for this policy */
   uint32_t seen; /* the /proc listing that last saw it */
   uint64_t ino;  /* /proc/<pid>'s inode number: a new process gets a new one */
@@ -116,7 +118,8 @@ static proc_entry *proc_slot(wr_owners *o, uint32_t pid, int create) {
   return NULL;
 }
 
-static uint64_t start_time(uint32_t pid) {
+/* The start time (field 22) and parent (field 4) of a process; 0 when it is gone. */
+static uint64_t read_stat(uint32_t pid, uint32_t *ppid) {
   char name[64], buf[1024];
   snprintf(name, sizeof name, "/proc/%u/stat", pid);
   int fd = open(name, O_RDONLY | O_CLOEXEC);
@@ -131,6 +134,7 @@ static uint64_t start_time(uint32_t pid) {
   int field = 2;
   for (p++; *p && field < 22; p++) {
     if (*p == ' ') field++;
+    if (field == 4 && *p == ' ') *ppid = (uint32_t)strtoul(p + 1, NULL, 10);
   }
   return strtoull(p, NULL, 10);
 }
@@ -179,15 +183,59 @@ static void refresh_entry(proc_entry *e) {
   uint64_t now = wr_now_ms();
   if (e->path && now - e->checked < 1000) return;
   e->checked = now;
-  uint64_t st = start_time(e->pid);
+  uint32_t ppid = 0;
+  uint64_t st = read_stat(e->pid, &ppid);
   if (e->path && st == e->start) return;
+  /* Gone: what is known of it stays (a child's ancestry may name it) until
+   * a listing no longer has it. */
+  if (e->path && st == 0 && e->start != UINT64_MAX) return;
   e->start = st;
+  e->ppid = ppid;
   set_path(e);
   e->candidate = -1;
 }
 
+/* Milliseconds since boot (the clock of /proc/<pid>/stat's start times). */
+static uint64_t boot_ms(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* The ancestry of a process as far as it can be seen: the process, then the
+ * parent it had when first read (its parent at its creation, if read before
+ * a re-parenting), and so on. A parent gone and never read, or one created
+ * after its child (the PID reused), ends it. Paths point into the entries. */
+static size_t ancestry(wr_owners *o, proc_entry *e, wr_ancestor *chain, size_t cap) {
+  static long hz;
+  if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+  uint64_t now = boot_ms();
+  size_t n = 0;
+  proc_entry *cur = e;
+  while (n < cap) {
+    uint64_t born = cur->start * 1000u / (uint64_t)hz;
+    chain[n].pid = cur->pid;
+    chain[n].ctime = cur->start;
+    chain[n].age_ms = now >= born ? now - born : 0;
+    chain[n].path = cur->path ? cur->path : "";
+    chain[n].path_len = cur->path_len;
+    n++;
+    if (cur->ppid == 0 || cur->ppid == cur->pid) break;
+    proc_entry *par = proc_slot(o, cur->ppid, 1);
+    if (!par) break;
+    if (!par->path) refresh_entry(par);
+    if (par->start == 0 || par->start == UINT64_MAX || par->start > cur->start) break;
+    cur = par;
+  }
+  return n;
+}
+
 static int decide(wr_owners *o, proc_entry *e) {
-  if (e->candidate < 0) e->candidate = o->is_candidate(o->ctx, e->pid, e->path ? e->path : "", e->path_len) ? 1 : 0;
+  if (e->candidate < 0) {
+    wr_ancestor chain[WR_ANCESTRY_CAP];
+    size_t n = ancestry(o, e, chain, WR_ANCESTRY_CAP);
+    e->candidate = o->is_candidate(o->ctx, chain, n) ? 1 : 0;
+  }
   return e->candidate;
 }
 
@@ -424,12 +472,15 @@ void wr_owners_free(wr_owners *o) {
 
 uint64_t wr_owners_probe_hits(const wr_owners *o) { return o->probe_hits; }
 
+void wr_owners_watch(wr_owners *o) { rescan(o, 0); }
+
 void wr_owners_policy_changed(wr_owners *o) {
   for (uint32_t i = 0; i < PROC_SLOTS; i++) o->procs[i].candidate = -1;
   o->n_cands = 0;
 }
 
-static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap) {
+static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap, wr_ancestor *chain,
+                  size_t *n_chain) {
   proc_entry *e = proc_slot(o, pid, 1);
   if (!e) return 0;
   /* The socket was found under this PID just now; is it still the process
@@ -445,12 +496,18 @@ static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, siz
   size_t n = e->path_len < pathcap - 1 ? e->path_len : pathcap - 1;
   memcpy(path, e->path ? e->path : "", n);
   path[n] = '\0';
+  if (chain && n_chain) {
+    *n_chain = ancestry(o, e, chain, WR_ANCESTRY_CAP);
+    chain[0].path = path;
+    chain[0].path_len = n;
+  }
   return 1;
 }
 
 int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, const uint8_t local[16],
                    uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
-                   size_t pathcap) {
+                   size_t pathcap, wr_ancestor *chain, size_t *n_chain) {
+  if (n_chain) *n_chain = 0;
   uint64_t inode;
   (void)inbound;
   /* TCP lookups name the local end first; UDP lookups the remote end
@@ -465,7 +522,7 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   if (inode == 0) return 0;
   uint32_t p = inode_get(o, inode);
   if (p == o->self) return 0;
-  if (p && answer(o, p, pid, path, pathcap)) return 1;
+  if (p && answer(o, p, pid, path, pathcap, chain, n_chain)) return 1;
   /* Known candidates first (they may have opened a new socket), at the
    * descriptor of their last one, then all of theirs... */
   for (size_t i = 0; i < o->n_cands; i++) {
@@ -473,19 +530,19 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
     if (e && e->last_fd >= 0 && probe_fd(e->pid, e->last_fd, inode)) {
       o->probe_hits++;
       inode_put(o, inode, e->pid);
-      return answer(o, e->pid, pid, path, pathcap);
+      return answer(o, e->pid, pid, path, pathcap, chain, n_chain);
     }
   }
   for (size_t i = 0; i < o->n_cands; i++) {
-    if (scan_fds(o, o->cands[i], inode)) return answer(o, o->cands[i], pid, path, pathcap);
+    if (scan_fds(o, o->cands[i], inode)) return answer(o, o->cands[i], pid, path, pathcap, chain, n_chain);
   }
   /* ...then processes that may have exec()ed since we saw them... */
   p = revalidate_young(o, inode);
-  if (p) return answer(o, p, pid, path, pathcap);
+  if (p) return answer(o, p, pid, path, pathcap, chain, n_chain);
   /* ...then our own sockets: most misses are the proxy's own upstream
    * connections, which need no listing of /proc... */
   if (owned_by_self(o, inode)) return 0;
   /* ...and only then new processes. */
   p = rescan(o, inode);
-  return p ? answer(o, p, pid, path, pathcap) : 0;
+  return p ? answer(o, p, pid, path, pathcap, chain, n_chain) : 0;
 }
