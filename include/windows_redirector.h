@@ -183,8 +183,8 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  * at its creation, taken as its parent only when the process with that PID
  * was created no later than the child (a later one reused the PID). A
  * parent that has exited ends the chain unless the library saw it alive
- * after the child's creation; tree membership decided while it lived is
- * kept.
+ * after the child's creation (while trees are configured it lists every
+ * process every 250 ms); tree membership decided while it lived is kept.
  *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if

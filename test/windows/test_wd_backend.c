@@ -701,6 +701,9 @@ TEST_CASE(ancestry_processes) {
   wr_owners_process(o, leaf_pid, 0, path, sizeof path, a);
   CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe) && chain_is(a, 2, self, c_self, exe), "the same again");
 
+  wr_owners *listed = wr_owners_new();
+  int listed_ok = listed ? wr_owners_watch(listed) : -1;
+  CHECK(listed_ok >= 3, "the processes listed: %d", listed_ok);
   /* The child exits (no handle of it is left open): a new look-up stops at
    * the grandchild, which still reports itself... */
   tree_stop(mid, mid_pid);
@@ -714,6 +717,16 @@ TEST_CASE(ancestry_processes) {
   wr_owners_process(o, leaf_pid, 0, path, sizeof path, a);
   CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe) && chain_is(a, 2, self, c_self, exe),
         "a parent seen alive stays the parent after it exits (%zu processes)", a->n);
+  /* A cache that never looked at the grandchild while the child lived, but
+   * listed every process then (wr_owners_watch, NtQuerySystemInformation),
+   * knows the child too: by its image file name. */
+  n = listed && listed_ok ? wr_owners_process(listed, leaf_pid, 0, path, sizeof path, a) : 0;
+  const char *exe_name = strrchr(exe, '\\') ? strrchr(exe, '\\') + 1 : exe;
+  CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe_name) && chain_is(a, 2, self, c_self, NULL),
+        "a parent listed alive stays the parent after it exits (%zu processes, second %u \"%.*s\")", a->n,
+        a->n > 1 ? a->chain[1].pid : 0, a->n > 1 ? (int)a->chain[1].path_len : 0,
+        a->n > 1 && a->chain[1].path ? a->chain[1].path : "");
+  wr_owners_free(listed);
   /* The grandchild gone too: nothing new is learnt about it. */
   tree_stop_pid(leaf_pid);
   CHECK(tree_gone(leaf_pid, c_leaf), "the grandchild is gone");
@@ -774,6 +787,18 @@ static size_t fk_path(void *ctx, void *h, char *buf, size_t cap) {
 static void fk_close(void *ctx, void *h) { (void)ctx, (void)h; }
 static uint64_t fk_now(void *ctx) { return ((fake_os *)ctx)->now; }
 
+static int fk_list(void *ctx, wr_process_row_fn fn, void *fctx) {
+  fake_os *f = ctx;
+  int n = 0;
+  for (size_t i = 0; i < f->n; i++) {
+    const fake_proc *p = &f->procs[i];
+    if (!p->alive) continue;
+    fn(fctx, p->pid, p->created, p->ppid, p->path, strlen(p->path));
+    n++;
+  }
+  return n;
+}
+
 #define FT_S 10000000ull /* FILETIME units per second */
 #define T0 133000000000000000ull
 
@@ -823,14 +848,17 @@ TEST_CASE(ancestry_rules) {
       /* 604 cannot be opened (not for lack of rights for ever). */
       {600, T0 + 30 * FT_S, 604, "C:\\k.exe", 1, 0},
       {604, T0 + 20 * FT_S, 0, "C:\\l.exe", 1, 1},
+      /* A launcher that starts a child and exits. */
+      {700, T0 + 50 * FT_S, 100, "launcher.exe", 1, 0},
+      {704, T0 + 51 * FT_S, 700, "C:\\m.exe", 1, 0},
   };
-  size_t np = 12;
+  size_t np = 14;
   /* A chain of 40: 1000 <- 1004 <- ... <- 1156. */
   for (uint32_t i = 0; i < 40; i++) {
     procs[np++] = (fake_proc){1000 + 4 * i, T0 + i * FT_S, i ? 1000 + 4 * (i - 1) : 0, "C:\\deep.exe", 1, 0};
   }
   fake_os f = {procs, np, 0, T0 + 100 * FT_S};
-  wr_process_source src = {fk_open, fk_parent, fk_path, fk_close, fk_now, &f};
+  wr_process_source src = {fk_open, fk_parent, fk_path, fk_close, fk_now, fk_list, &f};
   wr_owners *o = wr_owners_new();
   wr_ancestry *a = malloc(sizeof *a);
   if (!o || !a) {
@@ -912,6 +940,29 @@ TEST_CASE(ancestry_rules) {
   CHECK(strcmp(got, "108 100") == 0 && a->chain[0].ctime == T0 + 150 * FT_S, "the PID's new process: \"%s\"", got);
   got = look(o, &f, 108, T0 + 25 * FT_S, a, &opens);
   CHECK(a->n == 0, "an event of the old one: no ancestry (\"%s\")", got);
+
+  /* A launcher exits right after starting its child: known as the parent
+   * when a listing (wr_owners_watch) saw it alive after the child's
+   * creation, with its listed name for a path; not otherwise. */
+  wr_owners_set_process_source(o, &src);
+  CHECK(wr_owners_watch(o) == (int)np, "a listing of every process");
+  fk_find(&f, 700)->alive = 0;
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0 && chain_is(a, 1, 700, T0 + 50 * FT_S, "launcher.exe"),
+        "a parent listed alive, then gone: still the parent: \"%s\"", got);
+  wr_owners_set_process_source(o, &src);
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704") == 0, "not listed: the chain ends: \"%s\"", got);
+  /* The child gone too before its first look-up: a listing saw it. */
+  fk_find(&f, 700)->alive = 1;
+  wr_owners_set_process_source(o, &src);
+  CHECK(wr_owners_watch(o) == (int)np, "listed again");
+  fk_find(&f, 700)->alive = 0;
+  fk_find(&f, 704)->alive = 0;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0, "a process gone before its first look-up, listed alive: \"%s\"", got);
+  got = look(o, &f, 704, f.now + 60 * FT_S, a, &opens);
+  CHECK(a->n == 0, "not for an event long after that listing (\"%s\")", got);
 
   wr_owners_free(o);
   free(a);

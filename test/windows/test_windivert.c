@@ -1363,6 +1363,48 @@ TEST_CASE(tree) {
   free(s.s);
 }
 
+/* A launcher ("tree:PID") starts a child and exits before that child opens
+ * any socket: the backend's listing of processes (every 250 ms while the
+ * policy names trees) saw the launcher alive after the child was created,
+ * so the child's first connection is redirected all the same. */
+TEST_CASE(tree_launcher) {
+  DWORD mid_pid = 0, leaf_pid = 0;
+  HANDLE mid = tree_start(&mid_pid, &leaf_pid);
+  CHECK(mid && leaf_pid, "a child and its child started");
+  if (!mid || !leaf_pid) {
+    if (mid) tree_stop(mid, mid_pid);
+    return;
+  }
+  uint8_t syn[256], synx[256];
+  tu_tuple up = tuple(0, C4, 50041, D4, 80), up_x = tuple(0, D4, 50041, C4, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1000, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1000, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "gate launcher_gone\nsocket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n",
+            (unsigned long)leaf_pid, ep(0, C4, 50041), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  char config[128];
+  snprintf(config, sizeof config, "{\"intercept\": \"tree:%lu\", \"hold_timeout_ms\": 10000}", (unsigned long)mid_pid);
+  if (session_start(config, s.s)) {
+    Sleep(3 * 250); /* listed alive at least twice */
+    unsigned long long c_mid = tree_ctime(mid_pid);
+    tree_stop(mid, mid_pid);
+    mid = NULL;
+    CHECK(tree_gone(mid_pid, c_mid), "the launcher is gone");
+    open_gate("launcher_gone");
+    sent_packet sp[64];
+    int n = wait_sent(sp, 1, 8000);
+    if (n >= 1) expect_packet(&sp[0], "the launched child's first SYN, redirected", synx, sxn, 0, 7, 3);
+    redirector_origin o;
+    memset(&o, 0, sizeof o);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50041, C4, &o) == 0 && o.pid == leaf_pid, "lookup: pid %u: %s", o.pid,
+          last_error());
+    session_stop();
+  }
+  if (mid) tree_stop(mid, mid_pid);
+  tree_stop_pid(leaf_pid);
+  free(s.s);
+}
+
 /* Loopback interception (a configuration whose bypass leaves out
  * "loopback"): an intercepted process's TCP and UDP exchanges with a service
  * on 127.0.0.1 or ::1, IPv4 and IPv6. The driver sees loopback traffic only

@@ -42,6 +42,8 @@
  *            each with its process's path and ancestry (owners.h).
  *   timer    the core's: ticks (hold timeouts, expiry), and the engine's
  *            owner queries answered from the socket tables (find_owner).
+ *   watch    while the policy names process trees, lists every process
+ *            every 250 ms (owners.h, wr_owners_watch).
  *
  * A new filter (the scope changed: a configuration, an app port, flows
  * ending): a second NETWORK handle is opened with it, at the same priority,
@@ -156,8 +158,9 @@ struct wr_backend {
   wr_wd_filter_info built_info;
   wr_owners *owners;
   wr_ancestry *query_anc; /* find_owner's (the core's timer thread) */
-  wr_thread packet_thread, socket_thread;
-  int packet_started, socket_started;
+  wr_thread packet_thread, socket_thread, watch_thread;
+  int packet_started, socket_started, watch_started;
+  HANDLE watch_stop; /* set at stop: the watch thread ends */
   volatile LONG stopping;
 
   /* The send batch: only the core's send and flush touch it (under the
@@ -776,6 +779,18 @@ static void socket_thread(void *arg) {
   free(anc);
 }
 
+/* While the policy names process trees, every process is listed every
+ * WR_WD_WATCH_MS (owners.h): a parent that exits soon after it started a
+ * child is still known as the child's parent when the child first opens a
+ * socket. */
+static void watch_thread(void *arg) {
+  wr_backend *b = arg;
+  while (!InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    if (wr_engine_tree_count(b->engine) > 0) wr_owners_watch(b->owners);
+    if (WaitForSingleObject(b->watch_stop, WR_WD_WATCH_MS) == WAIT_OBJECT_0) break;
+  }
+}
+
 /* ------------------------------------------------------------------------
  * Owners of pending flows, from the socket tables */
 
@@ -1082,6 +1097,7 @@ static void release(wr_backend *b) {
   if (b->net_next) b->wd.close(b->net_next);
   if (b->net) b->wd.close(b->net);
   if (b->swapped) CloseHandle(b->swapped);
+  if (b->watch_stop) CloseHandle(b->watch_stop);
   if (b->dll) FreeLibrary(b->dll);
   wr_owners_free(b->owners);
   free(b->out_buf);
@@ -1101,9 +1117,11 @@ static void stop_threads(wr_backend *b) {
   if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
   if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
   ReleaseSRWLockShared(&b->net_lock);
+  if (b->watch_stop) SetEvent(b->watch_stop);
   if (b->socket_started) wr_thread_join(&b->socket_thread);
   if (b->packet_started) wr_thread_join(&b->packet_thread);
-  b->socket_started = b->packet_started = 0;
+  if (b->watch_started) wr_thread_join(&b->watch_thread);
+  b->socket_started = b->packet_started = b->watch_started = 0;
 }
 
 wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
@@ -1137,7 +1155,8 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL, scope_changed};
   b->capture = wr_capture_new(b->engine, &ops, b);
   b->swapped = CreateEventW(NULL, FALSE, FALSE, NULL);
-  if (!b->out_buf || !b->recv_buf || !b->owners || !b->query_anc || !b->capture || !b->swapped) {
+  b->watch_stop = CreateEventW(NULL, TRUE, FALSE, NULL);
+  if (!b->out_buf || !b->recv_buf || !b->owners || !b->query_anc || !b->capture || !b->swapped || !b->watch_stop) {
     snprintf(err, errlen, "out of memory");
     release(b);
     return NULL;
@@ -1191,6 +1210,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   if (rc == 0) {
     rc = wr_thread_start(&b->packet_thread, packet_thread, b);
     b->packet_started = rc == 0;
+  }
+  if (rc == 0) {
+    rc = wr_thread_start(&b->watch_thread, watch_thread, b);
+    b->watch_started = rc == 0;
   }
   if (rc == 0) rc = wr_capture_start_timer(b->capture);
   if (rc != 0) {

@@ -40,6 +40,20 @@ typedef struct {
   char path[PATH_BYTES];
 } path_slot;
 
+/* Every process a listing showed (wr_owners_watch): direct-mapped by PID,
+ * a newer process of the PID takes the slot. */
+#define SEEN_SLOTS 4096
+#define SEEN_NAME 128 /* the image file name's last bytes */
+
+typedef struct {
+  uint32_t pid;
+  uint32_t ppid;
+  uint64_t created; /* 0 = free slot */
+  uint64_t seen;
+  size_t len;
+  char name[SEEN_NAME];
+} seen_slot;
+
 struct wr_owners {
   HMODULE iphlpapi;
   tcp_table_fn tcp_table;
@@ -48,6 +62,7 @@ struct wr_owners {
   int64_t qpc_freq; /* performance-counter ticks per second */
   SRWLOCK lock; /* guards the cache and the source */
   path_slot *slots;
+  seen_slot *seen;
   wr_process_source src;
   wchar_t *wbuf; /* QueryFullProcessImageNameW's (lock held) */
 };
@@ -60,9 +75,11 @@ wr_owners *wr_owners_new(void) {
   wr_owners *o = calloc(1, sizeof *o);
   if (!o) return NULL;
   o->slots = calloc(PATH_SLOTS, sizeof *o->slots);
+  o->seen = calloc(SEEN_SLOTS, sizeof *o->seen);
   o->wbuf = malloc(32768 * sizeof *o->wbuf);
-  if (!o->slots || !o->wbuf) {
+  if (!o->slots || !o->seen || !o->wbuf) {
     free(o->slots);
+    free(o->seen);
     free(o->wbuf);
     free(o);
     return NULL;
@@ -94,6 +111,7 @@ void wr_owners_free(wr_owners *o) {
   if (!o) return;
   if (o->iphlpapi) FreeLibrary(o->iphlpapi);
   free(o->slots);
+  free(o->seen);
   free(o->wbuf);
   free(o);
 }
@@ -223,18 +241,23 @@ int wr_owners_walk(wr_owners *o, int table, int family, wr_socket_row_fn fn, voi
  * Processes: the OS's facts (the default source) */
 
 typedef LONG(NTAPI *nt_query_process_fn)(HANDLE process, ULONG info_class, PVOID info, ULONG len, PULONG ret_len);
+typedef LONG(NTAPI *nt_query_system_fn)(ULONG info_class, PVOID info, ULONG len, PULONG ret_len);
 
-static nt_query_process_fn nt_query_process(void) {
-  static nt_query_process_fn fn;
+static nt_query_process_fn nt_query_process_p;
+static nt_query_system_fn nt_query_system_p;
+
+/* ntdll.dll is in every process: its functions are looked up, not imported. */
+static void nt_functions(void) {
   static LONG looked; /* 0 not yet, 1 looking, 2 done */
   if (InterlockedCompareExchange(&looked, 1, 0) == 0) {
-    /* ntdll.dll is in every process: looked up, not imported. */
     HMODULE nt = GetModuleHandleW(L"ntdll.dll");
-    fn = nt ? (nt_query_process_fn)(void (*)(void))GetProcAddress(nt, "NtQueryInformationProcess") : NULL;
+    if (nt) {
+      nt_query_process_p = (nt_query_process_fn)(void (*)(void))GetProcAddress(nt, "NtQueryInformationProcess");
+      nt_query_system_p = (nt_query_system_fn)(void (*)(void))GetProcAddress(nt, "NtQuerySystemInformation");
+    }
     InterlockedExchange(&looked, 2);
   }
   while (InterlockedCompareExchange(&looked, 2, 2) != 2) Sleep(0);
-  return fn;
 }
 
 static int os_open(void *ctx, uint32_t pid, void **h, uint64_t *created) {
@@ -255,7 +278,8 @@ static int os_open(void *ctx, uint32_t pid, void **h, uint64_t *created) {
  * class 0: InheritedFromUniqueProcessId). */
 static int os_parent(void *ctx, void *h, uint32_t *ppid) {
   (void)ctx;
-  nt_query_process_fn q = nt_query_process();
+  nt_functions();
+  nt_query_process_fn q = nt_query_process_p;
   struct {
     LONG exit_status;
     PVOID peb;
@@ -301,7 +325,67 @@ static uint64_t os_now(void *ctx) {
   return ft_value(now);
 }
 
-static const wr_process_source os_source = {os_open, os_parent, os_path, os_close, os_now, NULL};
+/* SystemProcessInformation's record (class 5), as far as it is read: the
+ * same layout for 32- and 64-bit processes, with natural alignment. */
+typedef struct {
+  ULONG next; /* bytes to the next record, 0 for the last */
+  ULONG threads;
+  LARGE_INTEGER working_set_private;
+  ULONG hard_faults;
+  ULONG threads_high;
+  ULONGLONG cycle_time;
+  LARGE_INTEGER create_time;
+  LARGE_INTEGER user_time;
+  LARGE_INTEGER kernel_time;
+  USHORT name_len; /* UNICODE_STRING: bytes */
+  USHORT name_max;
+  PWSTR name;
+  LONG base_priority;
+  HANDLE pid;
+  HANDLE ppid;
+} sys_process;
+
+#define STATUS_INFO_LENGTH_MISMATCH ((LONG)0xC0000004)
+
+static int os_list(void *ctx, wr_process_row_fn fn, void *fctx) {
+  (void)ctx;
+  nt_functions();
+  if (!nt_query_system_p) return -1;
+  ULONG size = 256u << 10, got = 0;
+  void *buf = NULL;
+  LONG st = STATUS_INFO_LENGTH_MISMATCH;
+  for (int attempt = 0; attempt < 6 && st == STATUS_INFO_LENGTH_MISMATCH; attempt++) {
+    free(buf);
+    buf = malloc(size);
+    if (!buf) return -1;
+    st = nt_query_system_p(5, buf, size, &got);
+    size = (got > size ? got : size * 2) + (64u << 10); /* room for processes started meanwhile */
+  }
+  if (st < 0) {
+    free(buf);
+    return -1;
+  }
+  int n = 0;
+  char name[SEEN_NAME * 2];
+  for (const uint8_t *p = buf;; p += ((const sys_process *)p)->next) {
+    const sys_process *r = (const sys_process *)p;
+    int len = r->name && r->name_len ? WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, NULL, 0, NULL, NULL) : 0;
+    char *u = len > 0 ? malloc((size_t)len) : NULL;
+    size_t keep = 0;
+    if (u && WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, u, len, NULL, NULL) == len) {
+      keep = wr_utf8_tail(u, (size_t)len, sizeof name);
+      memcpy(name, u + (len - keep), keep);
+    }
+    free(u);
+    fn(fctx, (uint32_t)(ULONG_PTR)r->pid, (uint64_t)r->create_time.QuadPart, (uint32_t)(ULONG_PTR)r->ppid, name, keep);
+    n++;
+    if (r->next == 0) break;
+  }
+  free(buf);
+  return n;
+}
+
+static const wr_process_source os_source = {os_open, os_parent, os_path, os_close, os_now, os_list, NULL};
 
 void wr_owners_set_process_source(wr_owners *o, const wr_process_source *src) {
   AcquireSRWLockExclusive(&o->lock);
@@ -312,6 +396,7 @@ void wr_owners_set_process_source(wr_owners *o, const wr_process_source *src) {
     o->src.ctx = o;
   }
   memset(o->slots, 0, PATH_SLOTS * sizeof *o->slots);
+  memset(o->seen, 0, SEEN_SLOTS * sizeof *o->seen);
   ReleaseSRWLockExclusive(&o->lock);
 }
 
@@ -327,6 +412,35 @@ static path_slot *slot_of(wr_owners *o, uint32_t pid) {
 static path_slot *cached(wr_owners *o, uint32_t pid, uint64_t created) {
   path_slot *s = slot_of(o, pid);
   return s->created != 0 && s->pid == pid && s->created == created ? s : NULL;
+}
+
+static seen_slot *seen_of(wr_owners *o, uint32_t pid) {
+  uint32_t h = (pid >> 2) * 2654435761u;
+  return &o->seen[(h >> 20) % SEEN_SLOTS];
+}
+
+/* What a listing saw of the process `pid` created at `created`, or of the
+ * one with that PID created no later than `before` and seen alive at or
+ * after `alive_at` (created 0): a slot of the cache made from it (its
+ * image file name for a path), or NULL. */
+static path_slot *from_seen(wr_owners *o, uint32_t pid, uint64_t created, uint64_t before, uint64_t alive_at) {
+  const seen_slot *e = seen_of(o, pid);
+  if (e->created == 0 || e->pid != pid) return NULL;
+  if (created ? e->created != created : e->created > before || e->seen < alive_at) return NULL;
+  path_slot *s = slot_of(o, pid);
+  if (s->created == e->created && s->pid == pid) {
+    if (e->seen > s->seen) s->seen = e->seen;
+    return s;
+  }
+  memset(s, 0, offsetof(path_slot, path));
+  s->pid = pid;
+  s->created = e->created;
+  s->seen = e->seen;
+  s->ppid = e->ppid;
+  s->parent = e->ppid == 0 || e->ppid == pid ? PARENT_NONE : PARENT_PID;
+  memcpy(s->path, e->name, e->len);
+  s->len = e->len;
+  return s;
 }
 
 /* Copies a cached path out. */
@@ -376,7 +490,12 @@ static path_slot *owner_slot(wr_owners *o, uint32_t pid, uint64_t when, uint64_t
    * running at the time of the event. */
   path_slot *s = slot_of(o, pid);
   uint64_t at = when ? when : now;
-  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) return NULL;
+  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) {
+    /* Not in the cache: a listing may have seen it alive then. */
+    s = from_seen(o, pid, 0, at + CLOCK_SLACK_100NS, at > CLOCK_SLACK_100NS ? at - CLOCK_SLACK_100NS : 0);
+    *sure = s != NULL;
+    return s;
+  }
   *sure = s->created <= at + CLOCK_SLACK_100NS && s->seen + CLOCK_SLACK_100NS >= at;
   return s;
 }
@@ -414,7 +533,7 @@ static path_slot *parent_slot(wr_owners *o, uint32_t pid, uint64_t created, uint
     path_slot *s = slot_of(o, ppid);
     if (s->created != 0 && s->pid == ppid && (pc ? s->created == pc : s->created <= created && s->seen >= created)) {
       p = s;
-    } else if (r == 0) {
+    } else if ((p = from_seen(o, ppid, pc, created, created)) == NULL && r == 0) {
       ended = 1; /* gone, and never to be known */
     }
   }
@@ -471,6 +590,68 @@ size_t wr_owners_process(wr_owners *o, uint32_t pid, uint64_t when, char *buf, s
     if (anc && sure) walk(o, s, anc, now);
   }
   ReleaseSRWLockExclusive(&o->lock);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Processes: listings */
+
+typedef struct {
+  uint32_t pid, ppid;
+  uint64_t created;
+  size_t len;
+  char name[SEEN_NAME];
+} listed;
+
+typedef struct {
+  listed *rows;
+  size_t n, cap;
+} listing;
+
+static void list_row(void *fctx, uint32_t pid, uint64_t created, uint32_t ppid, const char *name, size_t len) {
+  listing *l = fctx;
+  if (pid == 0 || created == 0) return;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 512;
+    listed *rows = realloc(l->rows, cap * sizeof *rows);
+    if (!rows) return;
+    l->rows = rows;
+    l->cap = cap;
+  }
+  listed *r = &l->rows[l->n++];
+  r->pid = pid;
+  r->ppid = ppid;
+  r->created = created;
+  r->len = wr_utf8_tail(name, len, SEEN_NAME);
+  memcpy(r->name, name + (len - r->len), r->len);
+}
+
+int wr_owners_watch(wr_owners *o) {
+  listing l = {NULL, 0, 0};
+  /* Listed outside the lock (the owner look-ups go on meanwhile): each
+   * process listed was alive at `now` or created since. */
+  AcquireSRWLockShared(&o->lock);
+  wr_process_source src = o->src;
+  ReleaseSRWLockShared(&o->lock);
+  uint64_t now = src.now(src.ctx);
+  int n = src.list ? src.list(src.ctx, list_row, &l) : -1;
+  AcquireSRWLockExclusive(&o->lock);
+  for (size_t i = 0; n >= 0 && i < l.n; i++) {
+    const listed *r = &l.rows[i];
+    seen_slot *e = seen_of(o, r->pid);
+    if (e->pid != r->pid || e->created != r->created) {
+      e->pid = r->pid;
+      e->created = r->created;
+      e->ppid = r->ppid;
+      e->len = r->len;
+      memcpy(e->name, r->name, r->len);
+    }
+    if (now > e->seen) e->seen = now;
+    path_slot *s = cached(o, r->pid, r->created);
+    if (s && now > s->seen) s->seen = now;
+  }
+  ReleaseSRWLockExclusive(&o->lock);
+  free(l.rows);
   return n;
 }
 

@@ -13,7 +13,8 @@
  * opened under the parent PID that was created after its child is another
  * one (the PID was reused): the chain ends there. So does a parent that
  * has exited, unless this cache saw it alive, with that PID, at or after
- * the child's creation (then it was the parent). Each process is resolved
+ * the child's creation (then it was the parent): at a look-up, or in a
+ * listing of every process (wr_owners_watch). Each process is resolved
  * once (path, parent PID, parent's creation time) and cached by identity. */
 #ifndef WR_WIN_OWNERS_H
 #define WR_WIN_OWNERS_H
@@ -82,17 +83,32 @@ typedef struct {
  * values and never decrease along the chain. Thread-safe. */
 size_t wr_owners_process(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen, wr_ancestry *anc);
 
+/* Lists every process now (wr_owners_watch), and notes each one as seen
+ * alive: a parent that exits soon after it started a child stays known as
+ * that child's parent (by the rule in this file's head), with its image
+ * file name for a path. While the policy names process trees, the backend
+ * calls it every WR_WD_WATCH_MS. Returns how many processes it listed, -1
+ * when the list could not be read. */
+#define WR_WD_WATCH_MS 250
+int wr_owners_watch(wr_owners *o);
+
+/* One process of a listing: UTF-8 name (not NUL-terminated). */
+typedef void (*wr_process_row_fn)(void *fctx, uint32_t pid, uint64_t created, uint32_t ppid, const char *name,
+                                  size_t name_len);
+
 /* Where process facts come from: the OS (the default), or a test's table.
  * open: 1 with the creation time (FILETIME) and a handle for the others, 0
  * when no process has the PID, -1 when it cannot be opened for another
  * reason. parent: 1 with the PID that created the process. path: the
- * executable as UTF-8 (tail kept), its length (0 unknown). */
+ * executable as UTF-8 (tail kept), its length (0 unknown). list: every
+ * process now (NtQuerySystemInformation), -1 when it cannot say. */
 typedef struct {
   int (*open)(void *ctx, uint32_t pid, void **h, uint64_t *created);
   int (*parent)(void *ctx, void *h, uint32_t *ppid);
   size_t (*path)(void *ctx, void *h, char *buf, size_t cap);
   void (*close)(void *ctx, void *h);
   uint64_t (*now)(void *ctx); /* FILETIME now */
+  int (*list)(void *ctx, wr_process_row_fn fn, void *fctx);
   void *ctx;
 } wr_process_source;
 
