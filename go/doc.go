@@ -74,6 +74,38 @@
 // (ErrNotFound: not redirected). cmd/redirect-proxy does both, with
 // half-closes, byte counts and a summary.
 //
+// # A command and everything it starts
+//
+// A test agent often does not know which process will connect: `go test`
+// runs a test binary, a script starts curl, a launcher starts the real
+// program. Options.Trees (or a "tree:" entry in Intercept) intercepts a
+// process and all its descendants, at any depth, also those started after
+// their parent has exited; a PID reused later by an unrelated process is not
+// taken for a member. Naming the agent's own PID intercepts every command it
+// starts from their first connection (the agent itself, the proxy, is never
+// intercepted):
+//
+//	r, err := redirector.New(redirector.Options{
+//		AppPort: 8080,
+//		Trees:   []int{os.Getpid()}, // every process this agent starts, and theirs
+//	})
+//	if err != nil {
+//		log.Fatal(err)
+//	}
+//	defer r.Close()
+//	ln, _ := r.Listen("tcp", ":8080")
+//	go serve(ln) // as above
+//	if err := r.Start(ctx); err != nil {
+//		log.Fatal(err)
+//	}
+//	cmd := exec.Command("go", "test", "./...")
+//	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+//	err = cmd.Run() // the test binaries' connections arrive at the proxy with their own PID and path
+//
+// To intercept one command's tree only, start it and then name it:
+// Options{Trees: []int{cmd.Process.Pid}} in SetConfig (a connection it opens
+// before the call goes direct).
+//
 // # Only redirected connections are served
 //
 // A redirected connection reaches the proxy as inbound traffic addressed to

@@ -9,6 +9,8 @@ import (
 	"log"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 
 	redirector "windows-redirector/go/redirector"
 )
@@ -64,6 +66,32 @@ func ExampleRedirector_LookupUDP() {
 		return // not a redirected datagram
 	}
 	fmt.Printf("%d bytes for %s\n", n, o.Destination)
+}
+
+// A test agent that runs a command and intercepts it and everything it
+// starts (Options.Trees): its own PID's tree, so the command's first
+// connection is already redirected; the agent itself never is.
+func ExampleOptions_trees() {
+	r, err := redirector.New(redirector.Options{AppPort: 8080, Trees: []int{os.Getpid()}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	ln, err := r.Listen("tcp", ":8080") // serve it as in the Listen example
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ln.Close()
+	if err := r.Start(context.Background()); err != nil {
+		log.Fatal(err)
+	}
+	// go test runs a test binary; its connections, and those of anything
+	// it starts, arrive at ln with their own PID and path in the Origin.
+	cmd := exec.Command("go", "test", "./...")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		log.Print(err)
+	}
 }
 
 // Errors carry the library's text and compare with errors.Is.

@@ -85,11 +85,22 @@ type Options struct {
 	// PIDs are intercepted (intercept_pids).
 	PIDs []int
 
+	// Trees are PIDs whose whole process trees are intercepted
+	// (intercept_trees): each process and every process it starts, and
+	// theirs, also after a parent has exited. A PID names the process that
+	// has it when the configuration is set: a process that gets the PID
+	// later (a reused PID) is not in the tree. The same as a "tree:<pid>"
+	// entry at the end of Intercept.
+	Trees []int
+
 	// Intercept is the process spec, mitmproxy style (intercept): each entry
 	// is a PID ("1234") or a pattern matched case-insensitively against the
 	// executable's path ("curl", `*\chrome.exe`); a leading "!" excludes.
 	// Entries apply in order; everything is intercepted first only when the
 	// first entry is an exclusion ("!curl" intercepts everything but curl).
+	// A "tree:" prefix makes an entry a process tree: "tree:1234" is process
+	// 1234 and all its descendants, "tree:bash" every process started (at
+	// any depth) by a process matching bash, "!tree:1234" excludes a subtree.
 	Intercept []string
 
 	// Protocols to redirect; nil means TCP and UDP.
@@ -138,6 +149,9 @@ func (o *Options) configJSON(op string) (string, error) {
 	cfg := map[string]any{}
 	if o.PIDs != nil {
 		cfg["intercept_pids"] = o.PIDs
+	}
+	if o.Trees != nil {
+		cfg["intercept_trees"] = o.Trees
 	}
 	if o.Description != "" {
 		if !utf8.ValidString(o.Description) {

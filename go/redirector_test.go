@@ -249,6 +249,9 @@ func TestConfigErrors(t *testing.T) {
 	}{
 		{"max flows", Options{MaxFlows: 8}, ErrBadConfig, []string{"max_flows", "16 to 1048576", "8"}},
 		{"negative pid", Options{PIDs: []int{1, -5}}, ErrBadConfig, []string{"intercept_pids[1]"}},
+		{"negative tree", Options{Trees: []int{-5}}, ErrBadConfig, []string{"intercept_trees[0]"}},
+		{"ambiguous tree", Options{Intercept: []string{"curl", "tree:!5"}}, ErrBadConfig,
+			[]string{"intercept[1]", "ambiguous", "!tree:"}},
 		{"port 0", Options{Ports: []PortRange{Port(443), {0, 0}}}, ErrBadConfig, []string{"ports[1]"}},
 		{"reversed range", Options{ExcludePorts: []PortRange{{900, 800}}}, ErrBadConfig, []string{"exclude_ports[0]"}},
 		{"invalid prefix", Options{Destinations: []netip.Prefix{{}}}, ErrBadConfig, []string{"destinations[0]"}},
@@ -309,6 +312,19 @@ func TestConfigApplied(t *testing.T) {
 			t.Errorf("!curl: %s intercepted %v, want %v", path, got, want)
 		}
 	}
+	// Trees: without an ancestry (WouldIntercept), a process is in the trees it roots.
+	if err := r.SetConfig(Options{Trees: []int{4204444}, Intercept: []string{"tree:bash"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		pid  int
+		path string
+		want bool
+	}{{4204444, "", true}, {4203333, "/bin/bash", true}, {4203333, "/usr/bin/curl", false}} {
+		if got, _ := r.WouldIntercept(c.pid, c.path); got != c.want {
+			t.Errorf("trees: %d %s intercepted %v, want %v", c.pid, c.path, got, c.want)
+		}
+	}
 	// Go-side argument checks.
 	_, err := r.WouldIntercept(-1, "")
 	wantErr(t, err, ErrInvalid, "out of range")
@@ -320,7 +336,7 @@ func TestConfigApplied(t *testing.T) {
 
 func TestConfigJSON(t *testing.T) {
 	o := Options{
-		PIDs: []int{1, 2}, Intercept: []string{"curl", "!7"}, Protocols: []Protocol{UDP},
+		PIDs: []int{1, 2}, Trees: []int{3}, Intercept: []string{"curl", "!7"}, Protocols: []Protocol{UDP},
 		Directions: []Direction{Outbound}, Ports: []PortRange{Port(443), {8000, 8100}},
 		Destinations:        []netip.Prefix{netip.MustParsePrefix("198.18.0.0/15")},
 		ExcludeDestinations: []netip.Prefix{netip.MustParsePrefix("fd00::/8")}, Bypass: []string{},
@@ -333,6 +349,7 @@ func TestConfigJSON(t *testing.T) {
 	}
 	want := `{"bypass":[],"description":"d","destinations":["198.18.0.0/15"],"directions":["outbound"],` +
 		`"exclude_destinations":["fd00::/8"],"hold_timeout_ms":2,"intercept":["curl","!7"],"intercept_pids":[1,2],` +
+		`"intercept_trees":[3],` +
 		`"max_flows":1024,"max_held_packets":0,"ports":[443,"8000-8100"],"protocols":["udp"],"tcp_idle_timeout_ms":3600000}`
 	if js != want {
 		t.Fatalf("config JSON\n got %s\nwant %s", js, want)

@@ -149,6 +149,40 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *                         leading ! excludes; entries apply in order, and
  *                         everything is intercepted first only when the first
  *                         entry is an exclusion. intercept_pids are added to it.
+ *                         Process trees: an entry prefixed "tree:" (any case)
+ *                         names a process and all its descendants:
+ *                         "tree:1234", "tree:bash" (every process started, at
+ *                         any depth, by a process matching bash), "!tree:1234"
+ *                         (exclude a subtree): "tree:20,!tree:40" is process
+ *                         20's tree but for the tree of 40 inside it. Refused,
+ *                         naming the entry: "tree:" with nothing after it,
+ *                         "tree:!x" (the ! goes first), "tree:tree:x", "tree :x",
+ *                         more than 32 trees (with intercept_trees).
+ *   intercept_trees       array of PIDs whose trees to intercept: the same as
+ *                         "tree:<pid>" entries after the intercept entries
+ *
+ * Process trees, the rules:
+ *   - A process is in a tree when it is the tree's root (the PID, or a process
+ *     matching the pattern) or when its parent, as it was when the process
+ *     was created, is in the tree.
+ *   - A process whose parent exits keeps its membership, and so do the
+ *     processes it starts later: the library remembers each process's
+ *     membership and its parent at creation by its identity, the PID and the
+ *     process's creation time. (Linux re-parents an orphan to init or a
+ *     subreaper: the library reads each new process's parent while the
+ *     parent lives, at each owner look-up and every 250 ms while a tree is
+ *     configured; a process that is started and orphaned between two
+ *     listings and never connects before is beyond what it saw.)
+ *   - A PID reused by an unrelated process is never taken for a member: a
+ *     parent created after its child is not its parent, and a "tree:<pid>"
+ *     root is the process that had the PID when the configuration was set
+ *     (a process created later with that PID is not it). A plain PID entry
+ *     and intercept_pids keep their meaning: whatever process has the PID.
+ *   - Membership is decided once per process (its identity) and
+ *     configuration, not per connection; a new configuration decides again
+ *     from the parents remembered.
+ *   - Windows: the ancestry look-up is not implemented yet: a process is in
+ *     the trees it is the root of only.
  *   protocols             ["tcp", "udp"] (default both)
  *   directions            ["outbound", "inbound"] (default both); inbound means
  *                         connections to listening sockets of intercepted
@@ -367,7 +401,8 @@ WINDOWS_REDIRECTOR_API int32_t redirector_get_stats(redirector_stats *out);
  * Would a process be intercepted under the configuration in force? Answers
  * for any process, running or not, whether or not the redirector runs.
  * process_path is the executable's full path (UTF-8), or NULL when unknown
- * (then only PID entries can match).
+ * (then only PID entries can match). No ancestry is known here: a process is
+ * in the process trees ("tree:") it is the root of only.
  *
  * Returns 1 (yes), 0 (no; always for the calling process, PID 0 and, on
  * Windows, PID 4),

@@ -248,14 +248,21 @@ static void drop_copy(const char *dir, const char *exe) {
   rmdir(dir);
 }
 
+/* A copy of this program named not-intercepted (in dir, removed by
+ * drop_copy), and an owners module; NULL (failures reported) if either fails. */
+static wr_owners *owners_and_other(char *dir, char *other, size_t cap) {
+  CHECK(copy_self(dir, other, cap, "not-intercepted") == 0, "copy the test program");
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  CHECK(o != NULL, "wr_owners_new");
+  return o;
+}
+
 /* An intercepted process found, then gone, and its PID reused at once by a
  * process that is not intercepted (another program): the newcomer's socket
  * has no owner, though the PID is still on the list of candidates. */
 TEST_CASE(reused_candidate_pid) {
   char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
-  CHECK(copy_self(dir, other, sizeof other, "not-intercepted") == 0, "copy the test program");
-  wr_owners *o = wr_owners_new(is_candidate, NULL);
-  CHECK(o != NULL, "wr_owners_new");
+  wr_owners *o = owners_and_other(dir, other, sizeof other);
   if (!o) return;
   uint16_t port = 0;
   uint32_t pid = 0;
@@ -269,6 +276,102 @@ TEST_CASE(reused_candidate_pid) {
   int found = find_udp(o, port, &pid, path, sizeof path);
   CHECK(found == 0, "the newcomer is not taken for the intercepted one (PID %u, %s)", pid, path);
   end(b.pid);
+  wr_owners_free(o);
+  drop_copy(dir, other);
+}
+
+/* Field 22 (start time) of a process's stat, 0 if it is gone. */
+static uint64_t start_of(pid_t pid) {
+  char name[64], buf[1024];
+  snprintf(name, sizeof name, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(name, "r");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  char *p = strrchr(buf, ')');
+  for (int field = 2; p && *p && field < 22; p++) field += *p == ' ';
+  return p ? strtoull(p, NULL, 10) : 0;
+}
+
+/* An owner's ancestry: the process, then the parent it had when first read,
+ * kept after that parent exits; a parent's PID taken by a younger process
+ * is not given as its parent. */
+TEST_CASE(ancestry) {
+  char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
+  wr_owners *o = owners_and_other(dir, other, sizeof other);
+  if (!o) return;
+  /* This process -> middle (at MIDDLE) -> a holder, whose pipes stay here. */
+  const pid_t MIDDLE = REUSED_PID + 100;
+  int cmd[2], report[2], told[2], go[2];
+  if (pipe(cmd) != 0 || pipe(report) != 0 || pipe(told) != 0 || pipe(go) != 0) exit(2);
+  next_pid(MIDDLE);
+  pid_t middle = fork();
+  if (middle < 0) exit(2);
+  if (middle == 0) {
+    pid_t h = fork();
+    if (h == 0) holder_main(cmd[0], report[1]);
+    char c;
+    if (write(told[1], &h, sizeof h) != sizeof h || read(go[0], &c, 1) != 1) _exit(3);
+    _exit(0); /* the holder lives on, re-parented */
+  }
+  CHECK(middle == MIDDLE, "middle got PID %d, wanted %d", (int)middle, (int)MIDDLE);
+  holder h = {0, cmd[1], report[0]};
+  if (read(told[0], &h.pid, sizeof h.pid) != sizeof h.pid) exit(2);
+  uint16_t port = holder_port(&h);
+  uint64_t middle_start = start_of(middle);
+  uint8_t lo[16] = {127, 0, 0, 1};
+  uint32_t pid = 0;
+  char path[4096] = "";
+  wr_ancestor chain[WR_ANCESTRY_CAP];
+  size_t n = 0;
+  CHECK(wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n) == 1 &&
+            pid == (uint32_t)h.pid, "the holder is found (PID %u)", pid);
+  CHECK(n >= 3 && chain[0].pid == (uint32_t)h.pid && chain[1].pid == (uint32_t)middle &&
+            chain[1].ctime == middle_start && chain[2].pid == (uint32_t)getpid(),
+        "ancestry: holder, middle, this process (%zu entries; %u %u %u)", n, n > 0 ? chain[0].pid : 0,
+        n > 1 ? chain[1].pid : 0, n > 2 ? chain[2].pid : 0);
+  CHECK(n >= 2 && chain[1].path_len == strlen(self_exe) && memcmp(chain[1].path, self_exe, chain[1].path_len) == 0,
+        "the middle's path");
+  CHECK(n >= 1 && chain[0].age_ms < 60000 && chain[0].ctime == start_of(h.pid), "the holder's age and start time");
+
+  /* The middle exits: the holder, re-parented, still names it. */
+  char c = 'x';
+  if (write(go[1], &c, 1) != 1) exit(2);
+  status_of(middle);
+  port = holder_do(&h, 'a');
+  n = 0;
+  CHECK(wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n) == 1, "found again");
+  CHECK(n >= 2 && chain[1].pid == (uint32_t)middle && chain[1].ctime == middle_start,
+        "after its parent exited: the parent it was created by (%zu entries; parent %u)", n, n > 1 ? chain[1].pid : 0);
+
+  /* The middle's PID taken by a younger process, and /proc listed again
+   * (another program's socket is looked for): not the holder's parent. */
+  char *const sleeper[] = {"/bin/sleep", "60", NULL};
+  /* (Start times count clock ticks: processes started in the same tick
+   * cannot be told apart by them.) */
+  sleep_ms(30);
+  pid_t reuse = spawn_exec(MIDDLE, sleeper);
+  CHECK(reuse == MIDDLE, "the PID was reused (%d)", (int)reuse);
+  CHECK(start_of(reuse) != middle_start, "the newcomer started in a later clock tick");
+  CHECK(wait_exe(reuse, "sleep"), "the newcomer runs sleep");
+  uint16_t other_port = 0;
+  holder b = spawn_holder_exe(0, other, &other_port);
+  CHECK(find_udp(o, other_port, &pid, path, sizeof path) == 0, "the other program is not a candidate");
+  port = holder_do(&h, 'a');
+  n = 0;
+  CHECK(wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n) == 1, "found again");
+  uint64_t reuse_start = start_of(reuse);
+  for (size_t i = 0; i < n; i++) {
+    CHECK(!(chain[i].pid == (uint32_t)reuse && chain[i].ctime == reuse_start),
+          "the newcomer at the reused PID is not in the ancestry (entry %zu)", i);
+  }
+  CHECK(n >= 2 && chain[0].pid == (uint32_t)h.pid && chain[1].pid == (uint32_t)middle && chain[1].ctime == middle_start &&
+            chain[1].path_len == 0,
+        "the holder, then its parent by identity only (%zu entries)", n);
+  end(b.pid);
+  end(reuse);
+  end(h.pid);
   wr_owners_free(o);
   drop_copy(dir, other);
 }

@@ -219,6 +219,81 @@ e2e("a process seen before it exec()s into an intercepted program is intercepted
   }
 });
 
+e2e("a process tree: a shell's child and a grandchild that connects after the shell has exited are redirected; " +
+  "a client outside the tree is not", async () => {
+  const proxy = new Proxy();
+  const client = join(BIN, "wr_testclient");
+  try {
+    await proxy.up({});
+    // The shell starts a sub-shell that waits for the shell to exit and then
+    // starts a client (a grandchild, its parent re-parented by then), and a
+    // client of its own (a child) while the sub-shell exists.
+    const script = `read go; S=$$
+( while kill -0 $S 2>/dev/null; do sleep 0.05; done
+  ${client} tcp ${SERVER4} 80 1000 & echo "g $!"; wait $! && echo "g ok" ) &
+${client} tcp ${SERVER4} 80 1000 & echo "c $!"; wait $! && echo "c ok"
+exit 0`;
+    const sh = net.start(net.host, "sh", ["-c", script]);
+    const lines = new Lines(sh);
+    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid}` })}`), "ok");
+    sh.stdin!.write("go\n");
+    const child = Number((await lines.next((l) => l.startsWith("c "))).slice(2));
+    assert.is(await lines.next((l) => l.startsWith("c ok")), "c ok");
+    assert.is((await exited(sh)).code, 0);
+    const grandchild = Number((await lines.next((l) => l.startsWith("g "))).slice(2));
+    assert.is(await lines.next((l) => l.startsWith("g ok")), "g ok", lines.all().join("\n"));
+    for (const pid of [child, grandchild]) {
+      const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
+      assert.ok(line.includes(`path=${client}`), line);
+      assert.ok(line.includes(`dst=${SERVER4}:80`) && line.includes("up=1000 down=1000"), line);
+    }
+    // The same program outside the tree goes direct.
+    const seen = proxy.out.count();
+    const r = await net.run(net.host, client, ["tcp", SERVER4, "80", "1000"]);
+    assert.is(r.status, 0, r.stdout + r.stderr);
+    await new Promise((res) => setTimeout(res, 300));
+    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("a process tree's root PID reused on purpose by an unrelated process (in a PID namespace) is not intercepted", async () => {
+  // The proxy in a PID namespace of its own (its init), where the next PID
+  // can be chosen (ns_last_pid); the clients enter it with nsenter.
+  const proxy = new Proxy(["unshare", "--pid", "--fork", "--mount-proc"]);
+  const client = join(BIN, "wr_testclient");
+  try {
+    await proxy.up({});
+    const outer = proxy.child.pid!;
+    const inner = Number(readFileSync(`/proc/${outer}/task/${outer}/children`, "utf8").trim().split(/\s+/)[0]);
+    const inNs = (script: string) => net.start(net.host, "nsenter", ["--target", String(inner), "--pid", "--mount", "sh", "-c", script]);
+    // The tree's root: a shell that starts a client when told, then exits.
+    const root = inNs(`echo "pid $$"; read go; ${client} tcp ${SERVER4} 80 1000 & echo "c $!"; wait $!; read go`);
+    const rootLines = new Lines(root);
+    const rootPid = Number((await rootLines.next((l) => l.startsWith("pid "))).slice(4));
+    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${rootPid}` })}`), "ok");
+    root.stdin!.write("go\n");
+    const child = Number((await rootLines.next((l) => l.startsWith("c "))).slice(2));
+    const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${child} `));
+    assert.ok(line.includes(`path=${client}`), line);
+    root.stdin!.write("go\n");
+    assert.is((await exited(root)).code, 0);
+    // Its PID taken by an unrelated client, created after the configuration.
+    const seen = proxy.out.count();
+    const reuse = inNs(`echo ${rootPid - 1} > /proc/sys/kernel/ns_last_pid; ${client} tcp ${SERVER4} 80 1000 & ` +
+      `echo "u $!"; grep NSpid /proc/$!/status; wait $!; echo "rc $?"`);
+    const reuseLines = new Lines(reuse);
+    const reused = Number((await reuseLines.next((l) => l.startsWith("u "))).slice(2));
+    assert.is(reused, rootPid, "the unrelated client got the root's PID");
+    assert.is(await reuseLines.next((l) => l.startsWith("rc ")), "rc 0", reuseLines.all().join("\n"));
+    await new Promise((res) => setTimeout(res, 300));
+    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+  } finally {
+    await proxy.quit();
+  }
+});
+
 e2e("waiting for the exit of a child that has already exited returns at once", async () => {
   const c = net.start(net.host, "true", []);
   while (c.exitCode === null) await new Promise((r) => setTimeout(r, 10));

@@ -5,6 +5,7 @@
 // summary and stops; traffic then flows directly again.
 //
 //	redirect-proxy --port 8080 --process curl --pid 1234
+//	redirect-proxy --port 8080 --tree 4321   # process 4321 and everything it starts
 //
 // On Windows run it as Administrator with windows_redirector.dll,
 // WinDivert.dll and WinDivert64.sys beside it (or --windivert DIR); on Linux
@@ -35,6 +36,7 @@ import (
 type config struct {
 	port      uint16
 	pids      []int
+	trees     []int
 	processes []string
 	protocols []redirector.Protocol
 	windivert string
@@ -61,9 +63,10 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("redirect-proxy", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var c config
-	var pids, procs listFlag
+	var pids, trees, procs listFlag
 	port := fs.Uint("port", 8080, "the port to listen on (TCP and UDP); redirected traffic arrives there")
 	fs.Var(&pids, "pid", "a process ID to intercept (repeat, or separate with commas)")
+	fs.Var(&trees, "tree", "a process ID to intercept with all its descendants, also those started later (repeat, or commas)")
 	fs.Var(&procs, "process", "a process name or pattern to intercept, e.g. curl or *\\chrome.exe; !name excludes (repeat, or commas)")
 	protos := fs.String("protocols", "tcp,udp", "which protocols to redirect")
 	fs.StringVar(&c.windivert, "windivert", "", "the folder of WinDivert.dll and WinDivert64.sys (Windows; default: beside the program, then System32)")
@@ -71,7 +74,7 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 	fs.BoolVar(&c.events, "events", false, "also print the library's connection events")
 	fs.BoolVar(&c.verbose, "verbose", false, "print the library's start and stop")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: redirect-proxy --port PORT [--pid PID]... [--process NAME]...\n\n"+
+		fmt.Fprintf(fs.Output(), "Usage: redirect-proxy --port PORT [--pid PID]... [--tree PID]... [--process NAME]...\n\n"+
 			"Redirects the chosen processes' TCP and UDP traffic to PORT, relays it to where it was going,\n"+
 			"and prints one line per connection. Ctrl-C stops and prints a summary.\n\n")
 		fs.PrintDefaults()
@@ -86,16 +89,16 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--port must be 1 to 65535, not %d", *port)
 	}
 	c.port = uint16(*port)
-	for _, s := range pids {
-		pid, err := strconv.Atoi(s)
-		if err != nil || pid <= 0 {
-			return c, fmt.Errorf("--pid %q is not a process ID", s)
-		}
-		c.pids = append(c.pids, pid)
+	var err error
+	if c.pids, err = pidList("--pid", pids); err != nil {
+		return c, err
+	}
+	if c.trees, err = pidList("--tree", trees); err != nil {
+		return c, err
 	}
 	c.processes = procs
-	if len(c.pids) == 0 && len(c.processes) == 0 {
-		return c, errors.New("name what to intercept: --pid PID or --process NAME")
+	if len(c.pids) == 0 && len(c.trees) == 0 && len(c.processes) == 0 {
+		return c, errors.New("name what to intercept: --pid PID, --tree PID or --process NAME")
 	}
 	for _, s := range strings.Split(*protos, ",") {
 		switch strings.ToLower(strings.TrimSpace(s)) {
@@ -111,6 +114,19 @@ func parseArgs(args []string, stderr io.Writer) (config, error) {
 		return c, errors.New("--udp-idle must be positive")
 	}
 	return c, nil
+}
+
+// pidList reads the process IDs given to a flag.
+func pidList(flagName string, list []string) ([]int, error) {
+	var pids []int
+	for _, s := range list {
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return nil, fmt.Errorf("%s %q is not a process ID", flagName, s)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
 }
 
 func main() {
@@ -129,6 +145,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	opts := redirector.Options{
 		AppPort:      c.port,
 		PIDs:         c.pids,
+		Trees:        c.trees,
 		Intercept:    c.processes,
 		Protocols:    c.protocols,
 		WinDivertDir: c.windivert,
@@ -184,7 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	p.printf("redirect-proxy %s: port %d, intercepting %s (%s). Ctrl-C stops.\n",
-		redirector.Version(), c.port, describeTargets(c.pids, c.processes), protoNames(c.protocols))
+		redirector.Version(), c.port, describeTargets(c.pids, c.trees, c.processes), protoNames(c.protocols))
 	if c.events {
 		go p.printEvents(r.Events(ctx))
 	}
@@ -201,10 +218,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func describeTargets(pids []int, processes []string) string {
+func describeTargets(pids, trees []int, processes []string) string {
 	var parts []string
 	for _, pid := range pids {
 		parts = append(parts, "PID "+strconv.Itoa(pid))
+	}
+	for _, pid := range trees {
+		parts = append(parts, "PID "+strconv.Itoa(pid)+" and its descendants")
 	}
 	parts = append(parts, processes...)
 	return strings.Join(parts, ", ")

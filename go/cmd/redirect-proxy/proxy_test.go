@@ -271,11 +271,11 @@ func TestUDPNotRedirectedIsDropped(t *testing.T) {
 
 func TestParseArgs(t *testing.T) {
 	c, err := parseArgs([]string{"--port", "9000", "--pid", "12,34", "--pid", "56", "--process", "curl",
-		"--process", "!wget,*\\chrome.exe", "--protocols", "TCP"}, io.Discard)
+		"--process", "!wget,*\\chrome.exe", "--protocols", "TCP", "--tree", "78,90"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.port != 9000 || fmt.Sprint(c.pids) != "[12 34 56]" || strings.Join(c.processes, "|") != `curl|!wget|*\chrome.exe` ||
+	if c.port != 9000 || fmt.Sprint(c.pids) != "[12 34 56]" || fmt.Sprint(c.trees) != "[78 90]" || strings.Join(c.processes, "|") != `curl|!wget|*\chrome.exe` ||
 		len(c.protocols) != 1 || c.protocols[0] != redirector.TCP || c.udpIdle != time.Minute {
 		t.Fatalf("parsed %+v", c)
 	}
@@ -283,6 +283,8 @@ func TestParseArgs(t *testing.T) {
 		{},
 		{"--pid", "x"},
 		{"--pid", "-3"},
+		{"--tree", "x"},
+		{"--tree", "0"},
 		{"--port", "0", "--pid", "1"},
 		{"--port", "70000", "--pid", "1"},
 		{"--pid", "1", "--protocols", "sctp"},
@@ -340,7 +342,8 @@ func TestFormatting(t *testing.T) {
 			t.Errorf("procName(%q) = %q, want %q", path, got, want)
 		}
 	}
-	if got := describeTargets([]int{1, 2}, []string{"curl", "!wget"}); got != "PID 1, PID 2, curl, !wget" {
+	if got := describeTargets([]int{1, 2}, []int{3}, []string{"curl", "!wget"}); got !=
+		"PID 1, PID 2, PID 3 and its descendants, curl, !wget" {
 		t.Errorf("describeTargets: %q", got)
 	}
 	if err := shortErr(&net.OpError{Op: "dial", Err: errors.New("refused")}); err != "refused" {

@@ -26,7 +26,8 @@
 typedef struct {
   uint32_t pid; /* 0: free */
   uint64_t start;
-  uint32_t ppid; /* the parent when first read: its parent at creation, kept when it is re-parented */
+  uint32_t ppid;   /* the parent when first read: its parent at creation, kept when it is re-parented */
+  uint64_t pstart; /* that parent's start time, read right after: with ppid, the parent's identity */
   int candidate; /* 1 yes, 0 no, -1 not decided for this policy */
   uint32_t seen; /* the /proc listing that last saw it */
   uint64_t ino;  /* /proc/<pid>'s inode number: a new process gets a new one */
@@ -190,7 +191,11 @@ static void refresh_entry(proc_entry *e) {
    * a listing no longer has it. */
   if (e->path && st == 0 && e->start != UINT64_MAX) return;
   e->start = st;
-  e->ppid = ppid;
+  /* The parent's identity now: a parent younger than the process is its PID
+   * reused (the parent exited in between), so not known. */
+  uint32_t unused = 0;
+  e->pstart = ppid ? read_stat(ppid, &unused) : 0;
+  e->ppid = e->pstart != 0 && e->pstart <= st ? ppid : 0;
   set_path(e);
   e->candidate = -1;
 }
@@ -224,7 +229,17 @@ static size_t ancestry(wr_owners *o, proc_entry *e, wr_ancestor *chain, size_t c
     proc_entry *par = proc_slot(o, cur->ppid, 1);
     if (!par) break;
     if (!par->path) refresh_entry(par);
-    if (par->start == 0 || par->start == UINT64_MAX || par->start > cur->start) break;
+    if (par->start != cur->pstart) {
+      /* The entry describes another process at that PID now (the parent
+       * exited and its PID was reused): the parent is named by its identity
+       * alone (the engine may remember it), and the ancestry ends there. */
+      if (n < cap) {
+        uint64_t pborn = cur->pstart * 1000u / (uint64_t)hz;
+        chain[n] = (wr_ancestor){cur->ppid, cur->pstart, now >= pborn ? now - pborn : 0, "", 0};
+        n++;
+      }
+      break;
+    }
     cur = par;
   }
   return n;
