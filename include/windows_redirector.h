@@ -181,8 +181,13 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   - Membership is decided once per process (its identity) and
  *     configuration, not per connection; a new configuration decides again
  *     from the parents remembered.
- *   - Windows: the ancestry look-up is not implemented yet: a process is in
- *     the trees it is the root of only.
+ *   - Windows: a process's parent is the PID Windows recorded at its
+ *     creation, taken as its parent only when the process with that PID was
+ *     created no later than the child (a later one reused the PID). A parent
+ *     that has exited ends the chain unless the library saw it alive after
+ *     the child's creation (at an owner look-up, or in its listing of every
+ *     process every 250 ms while a tree is configured; a parent seen only
+ *     that way has its image file name for a path).
  *   protocols             ["tcp", "udp"] (default both)
  *   directions            ["outbound", "inbound"] (default both); inbound means
  *                         connections to listening sockets of intercepted
@@ -212,13 +217,6 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  * only the flows they name (outbound: the destination; inbound: the
  * listener) and the app port's; and the flows already redirected, until
  * they end. Everything else never waits on the library.
- *
- * Process trees on Windows: a process's parent is the PID Windows recorded
- * at its creation, taken as its parent only when the process with that PID
- * was created no later than the child (a later one reused the PID). A
- * parent that has exited ends the chain unless the library saw it alive
- * after the child's creation (while trees are configured it lists every
- * process every 250 ms); tree membership decided while it lived is kept.
  *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
