@@ -963,6 +963,17 @@ TEST_CASE(ancestry_rules) {
   CHECK(strcmp(got, "704 700 100") == 0, "a process gone before its first look-up, listed alive: \"%s\"", got);
   got = look(o, &f, 704, f.now + 60 * FT_S, a, &opens);
   CHECK(a->n == 0, "not for an event long after that listing (\"%s\")", got);
+  /* A listed process's PID reused since: an event of the time it was
+   * listed is the listed one's, a later one the new process's. */
+  fk_find(&f, 704)->alive = 1;
+  fk_find(&f, 704)->created = T0 + 200 * FT_S;
+  fk_find(&f, 704)->ppid = 100;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0 && a->chain[0].ctime == T0 + 51 * FT_S,
+        "an event of the listed process, its PID now another's: \"%s\"", got);
+  f.now = T0 + 300 * FT_S;
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704 100") == 0 && a->chain[0].ctime == T0 + 200 * FT_S, "now: the new process: \"%s\"", got);
 
   wr_owners_free(o);
   free(a);

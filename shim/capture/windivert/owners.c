@@ -480,8 +480,13 @@ static path_slot *owner_slot(wr_owners *o, uint32_t pid, uint64_t when, uint64_t
   *sure = 0;
   if (o->src.open(o->src.ctx, pid, &h, &c) == 1) {
     path_slot *s = NULL;
-    /* Created after the event: the PID was reused. */
-    if (when == 0 || c <= when + CLOCK_SLACK_100NS) s = fill(o, pid, h, c, now);
+    if (when == 0 || c <= when + CLOCK_SLACK_100NS) {
+      s = fill(o, pid, h, c, now);
+    } else {
+      /* Created after the event: the PID was reused. The event's process,
+       * if a listing saw it alive then. */
+      s = from_seen(o, pid, 0, when + CLOCK_SLACK_100NS, when > CLOCK_SLACK_100NS ? when - CLOCK_SLACK_100NS : 0);
+    }
     o->src.close(o->src.ctx, h);
     *sure = s != NULL;
     return s;
