@@ -974,6 +974,17 @@ TEST_CASE(ancestry_rules) {
   f.now = T0 + 300 * FT_S;
   got = look(o, &f, 704, 0, a, &opens);
   CHECK(strcmp(got, "704 100") == 0 && a->chain[0].ctime == T0 + 200 * FT_S, "now: the new process: \"%s\"", got);
+  /* Cached, gone, its PID taken by a process that was listed and is gone
+   * too: an event of the listing's time is the later one's. */
+  fk_find(&f, 704)->alive = 0;
+  procs[np++] = (fake_proc){704, T0 + 310 * FT_S, 104, "C:\\n.exe", 1, 0};
+  f.n = np;
+  f.now = T0 + 320 * FT_S;
+  CHECK(wr_owners_watch(o) > 0, "listed");
+  procs[np - 1].alive = 0;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 104 100") == 0 && a->chain[0].ctime == T0 + 310 * FT_S,
+        "the listed process, not the cached older one: \"%s\"", got);
 
   wr_owners_free(o);
   free(a);

@@ -491,16 +491,17 @@ static path_slot *owner_slot(wr_owners *o, uint32_t pid, uint64_t when, uint64_t
     *sure = s != NULL;
     return s;
   }
-  /* Gone (or not ours to open): the cached process, if it was already
-   * running at the time of the event. */
-  path_slot *s = slot_of(o, pid);
+  /* Gone (or not ours to open): the process a listing saw alive at the
+   * time of the event; else the cached one, if it was already running
+   * then. */
   uint64_t at = when ? when : now;
-  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) {
-    /* Not in the cache: a listing may have seen it alive then. */
-    s = from_seen(o, pid, 0, at + CLOCK_SLACK_100NS, at > CLOCK_SLACK_100NS ? at - CLOCK_SLACK_100NS : 0);
-    *sure = s != NULL;
+  path_slot *s = from_seen(o, pid, 0, at + CLOCK_SLACK_100NS, at > CLOCK_SLACK_100NS ? at - CLOCK_SLACK_100NS : 0);
+  if (s) {
+    *sure = 1;
     return s;
   }
+  s = slot_of(o, pid);
+  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) return NULL;
   *sure = s->created <= at + CLOCK_SLACK_100NS && s->seen + CLOCK_SLACK_100NS >= at;
   return s;
 }
