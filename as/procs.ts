@@ -138,11 +138,11 @@ export function procIntercepted(ref: u32, pid: u32): bool {
   if (s === null) return shouldIntercept(activePolicy, pid, 0, 0, 0);
   if (s.decisionGen != policyGeneration) {
     s.decisionGen = policyGeneration;
-    // No identity (no ancestry from the host): a process is in the trees it
-    // is the root of, by its path (a PID root not proven older than the
-    // configuration is not taken).
+    // No identity (a backend that gives no ancestry): a process is in the
+    // trees it is the root of, by its PID or path (as redirector_would_intercept
+    // answers).
     const mask = s.line != 0 ? lineageMask(s.line, pid, s.path, s.pathLen)
-      : treeRoots(activePolicy, pid, s.path, s.pathLen, false);
+      : treeRoots(activePolicy, pid, s.path, s.pathLen, true);
     s.decision = shouldIntercept(activePolicy, pid, s.path, s.pathLen, mask) ? 1 : 0;
   }
   return s.decision != 0;

@@ -2,8 +2,13 @@
 // (a) the library's redirect and (b) the kernel's `iptables -t nat ...
 // -j REDIRECT` (the relay then learns destinations with SO_ORIGINAL_DST),
 // in the test network. Bulk TCP throughput (median of 3), new connections
-// per second, and connect latency against a direct connection. Prints a
-// table; these are measurements, not pass/fail tests.
+// per second, and connect latency against a direct connection; and the
+// library's redirect again with the clients intercepted as a process tree
+// ("tree:" the PID of this program, which starts them, less the server)
+// instead of by name,
+// with each figure's ratio to the run by name: the added cost of tree
+// targeting per new connection. Prints a table; these are measurements, not
+// pass/fail tests.
 import { spawnSync } from "node:child_process";
 import { cpus } from "node:os";
 import { join } from "node:path";
@@ -96,6 +101,13 @@ try {
   const ours = await measure();
   await lib.quit();
 
+  // The same, the clients intercepted as descendants of this program (but
+  // for the server, which it starts too: a candidate's sockets are scanned).
+  const treeSpec = `tree:${process.pid},!wr_testserver`;
+  const libTree = await proxy(["port 8080", `config {"intercept":"${treeSpec}"}`, "exclude", "start"]);
+  const tree = await measure();
+  await libTree.quit();
+
   for (const a of ["-A"]) {
     spawnSync("ip", ["netns", "exec", net.host, "iptables", "-t", "nat", a, "OUTPUT", "-p", "tcp", "-d", SERVER4,
       "--dport", "80", "-m", "owner", "--uid-owner", "65534", "-j", "REDIRECT", "--to-ports", "8081"]);
@@ -113,9 +125,19 @@ try {
     ["connect p50, us", f(direct.p50, 1), f(kernel.p50, 1), f(ours.p50, 1), `added ${f(ours.p50 - direct.p50, 1)}`],
     ["connect p99, us", f(direct.p99, 1), f(kernel.p99, 1), f(ours.p99, 1), `added ${f(ours.p99 - direct.p99, 1)} (<= 200)`],
   ];
-  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  console.log();
-  for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join("  "));
+  const table = (rows: string[][]) => {
+    const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+    console.log();
+    for (const r of rows) console.log(r.map((c, i) => c.padEnd(w[i])).join("  "));
+  };
+  table(rows);
+  table([
+    ["tree targeting", "library, by name", "library, tree:<pid>", "tree / by name"],
+    ["bulk TCP, Gbit/s each way", f(ours.bulk, 2), f(tree.bulk, 2), f(tree.bulk / ours.bulk, 3)],
+    ["new connections/s (32 at a time)", f(ours.rate), f(tree.rate), f(tree.rate / ours.rate, 3)],
+    ["connect p50, us", f(ours.p50, 1), f(tree.p50, 1), f(tree.p50 / ours.p50, 3)],
+    ["connect p99, us", f(ours.p99, 1), f(tree.p99, 1), f(tree.p99 / ours.p99, 3)],
+  ]);
   console.log(`\n(${BULK / 1e6} MB each way per bulk run; ${CONNS} connections; 2,000 sequential connects; ` +
     `${cpus().length} cores shared by client, relay, server and the library)`);
 } finally {

@@ -211,10 +211,13 @@ flows("an owner fact's ancestry decides its connection; the origin names the pro
   const reused = p(50, "/usr/bin/curl", 777_777, 0);
   e.owner(O_CONNECT, "tcp", { ...C, port: 40003 }, D, 50, reused.path!, CONFIG_AT + 9000, [reused, INIT]);
   assert.is(e.released()[0].verdict, V_PASS, "PID 50 reused");
-  // An owner fact without ancestry: only the tree's root itself.
+  // An owner fact without ancestry (a backend that gives none): only the tree's root itself.
   assert.is(syn(40004).verdict, V_HELD);
   e.owner(O_CONNECT, "tcp", { ...C, port: 40004 }, D, 30, "/usr/bin/curl", CONFIG_AT + 9000);
   assert.is(e.released()[0].verdict, V_PASS, "no ancestry, not the root");
+  assert.is(syn(40005).verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", { ...C, port: 40005 }, D, 20, "/bin/sh", CONFIG_AT + 9000);
+  assert.is(e.released()[0].verdict, V_MODIFIED, "no ancestry, the root itself");
 });
 
 spec.run();
