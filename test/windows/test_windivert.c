@@ -24,6 +24,7 @@
 #define APP_PORT 8080
 #define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
 #define OTHER_PID 5678
+#define WR_TREE_WATCH_MS 250 /* how often the backend lists processes while trees are configured */
 /* What every NETWORK filter ORs in (the ICMP errors the engine translates). */
 #define ICMP_ERRORS \
   "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
@@ -1385,7 +1386,7 @@ TEST_CASE(tree_launcher) {
   char config[128];
   snprintf(config, sizeof config, "{\"intercept\": \"tree:%lu\", \"hold_timeout_ms\": 10000}", (unsigned long)mid_pid);
   if (session_start(config, s.s)) {
-    Sleep(3 * 250); /* listed alive at least twice */
+    Sleep(6 * WR_TREE_WATCH_MS); /* listed alive, even on a loaded machine */
     unsigned long long c_mid = tree_ctime(mid_pid);
     tree_stop(mid, mid_pid);
     mid = NULL;
