@@ -65,6 +65,7 @@ struct wr_owners {
   seen_slot *seen;
   wr_process_source src;
   wchar_t *wbuf; /* QueryFullProcessImageNameW's (lock held) */
+  ULONG list_size; /* bytes the last process listing took (the watch thread's) */
 };
 
 static uint64_t ft_value(FILETIME ft) { return ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime; }
@@ -348,10 +349,11 @@ typedef struct {
 #define STATUS_INFO_LENGTH_MISMATCH ((LONG)0xC0000004)
 
 static int os_list(void *ctx, wr_process_row_fn fn, void *fctx) {
-  (void)ctx;
+  wr_owners *o = ctx;
   nt_functions();
   if (!nt_query_system_p) return -1;
-  ULONG size = 256u << 10, got = 0;
+  /* The size the last listing needed, and room for processes started since. */
+  ULONG size = (o->list_size ? o->list_size : 256u << 10) + (64u << 10), got = 0;
   void *buf = NULL;
   LONG st = STATUS_INFO_LENGTH_MISMATCH;
   for (int attempt = 0; attempt < 6 && st == STATUS_INFO_LENGTH_MISMATCH; attempt++) {
@@ -359,25 +361,22 @@ static int os_list(void *ctx, wr_process_row_fn fn, void *fctx) {
     buf = malloc(size);
     if (!buf) return -1;
     st = nt_query_system_p(5, buf, size, &got);
-    size = (got > size ? got : size * 2) + (64u << 10); /* room for processes started meanwhile */
+    if (st == STATUS_INFO_LENGTH_MISMATCH) size = (got > size ? got : size * 2) + (64u << 10);
   }
   if (st < 0) {
     free(buf);
     return -1;
   }
+  o->list_size = got ? got : size;
   int n = 0;
-  char name[SEEN_NAME * 2];
+  char name[1024]; /* an image file name (at most 260 UTF-16 units) as UTF-8 */
   for (const uint8_t *p = buf;; p += ((const sys_process *)p)->next) {
     const sys_process *r = (const sys_process *)p;
-    int len = r->name && r->name_len ? WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, NULL, 0, NULL, NULL) : 0;
-    char *u = len > 0 ? malloc((size_t)len) : NULL;
-    size_t keep = 0;
-    if (u && WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, u, len, NULL, NULL) == len) {
-      keep = wr_utf8_tail(u, (size_t)len, sizeof name);
-      memcpy(name, u + (len - keep), keep);
-    }
-    free(u);
-    fn(fctx, (uint32_t)(ULONG_PTR)r->pid, (uint64_t)r->create_time.QuadPart, (uint32_t)(ULONG_PTR)r->ppid, name, keep);
+    int len = r->name && r->name_len
+                  ? WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, name, (int)sizeof name, NULL, NULL)
+                  : 0;
+    fn(fctx, (uint32_t)(ULONG_PTR)r->pid, (uint64_t)r->create_time.QuadPart, (uint32_t)(ULONG_PTR)r->ppid, name,
+       len > 0 ? (size_t)len : 0);
     n++;
     if (r->next == 0) break;
   }
