@@ -182,8 +182,13 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   - Membership is decided once per process (its identity) and
  *     configuration, not per connection; a new configuration decides again
  *     from the parents remembered.
- *   - Windows: the ancestry look-up is not implemented yet: a process is in
- *     the trees it is the root of only.
+ *   - Windows: a process's parent is the PID Windows recorded at its
+ *     creation, taken as its parent only when the process with that PID was
+ *     created no later than the child (a later one reused the PID). A parent
+ *     that has exited ends the chain unless the library saw it alive after
+ *     the child's creation (at an owner look-up, or in its listing of every
+ *     process every 250 ms while a tree is configured; a parent seen only
+ *     that way has its image file name for a path).
  *   protocols             ["tcp", "udp"] (default both)
  *   directions            ["outbound", "inbound"] (default both); inbound means
  *                         connections to listening sockets of intercepted

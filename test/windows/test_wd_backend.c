@@ -1,8 +1,8 @@
 /* The Windows backend's pieces, below the public ABI (linked with the static
  * library): the WINDIVERT_ADDRESS layout against WinDivert's documented
- * one, the NETWORK filter built from a capture scope, the socket tables and
- * process paths with real Win32 calls under wine, the backend's diagnostics
- * and the stand-in WinDivert.dll's driver behaviour.
+ * one, the NETWORK filter built from a capture scope, the socket tables,
+ * process paths and ancestries with real Win32 calls under wine, the
+ * backend's diagnostics and the stand-in WinDivert.dll's driver behaviour.
  *
  *   test_wd_backend.exe CASE
  */
@@ -24,6 +24,7 @@
 #include "capture/windivert/windivert.h"
 #include "wd_scopes.h"
 #include "wd_test_util.h"
+#include "wd_tree.h"
 
 /* ------------------------------------------------------------------------
  * Layout. The numbers are WinDivert 2.2's documented WINDIVERT_ADDRESS
@@ -648,4 +649,349 @@ TEST_CASE(standin_socket_endpoints) {
   DeleteFileA(script);
 }
 
-int main(int argc, char **argv) { return tests_main(argc, argv); }
+/* ------------------------------------------------------------------------
+ * Process ancestry (process trees). Real wine processes: this program, its
+ * child and the child's child; then the rules on a table of processes of
+ * the test's own (a reused PID cannot be had on demand from wine). */
+
+/* ancestry chain[i] is (pid, ctime) with the path `path`. */
+static int chain_is(const wr_ancestry *a, size_t i, uint32_t pid, uint64_t ctime, const char *path) {
+  if (i >= a->n) return 0;
+  const wr_ancestor *x = &a->chain[i];
+  if (x->pid != pid || x->ctime != ctime) return 0;
+  if (!path) return 1;
+  return x->path && x->path_len == strlen(path) && _strnicmp(x->path, path, x->path_len) == 0;
+}
+
+TEST_CASE(ancestry_processes) {
+  DWORD mid_pid = 0, leaf_pid = 0, self = GetCurrentProcessId();
+  HANDLE mid = tree_start(&mid_pid, &leaf_pid);
+  CHECK(mid && leaf_pid, "a child (%lu) and its child (%lu) started", (unsigned long)mid_pid,
+        (unsigned long)leaf_pid);
+  if (!mid || !leaf_pid) {
+    if (mid) tree_stop(mid, mid_pid);
+    return;
+  }
+  uint64_t c_self = tree_ctime(self), c_mid = tree_ctime(mid_pid), c_leaf = tree_ctime(leaf_pid);
+  CHECK(c_self && c_mid && c_leaf, "GetProcessTimes answers for all three");
+  char exe[MAX_PATH], path[4096];
+  GetModuleFileNameA(NULL, exe, sizeof exe);
+  wr_owners *o = wr_owners_new();
+  wr_ancestry *a = malloc(sizeof *a);
+  if (!o || !a) {
+    CHECK(0, "out of memory");
+    return;
+  }
+  size_t n = wr_owners_process(o, leaf_pid, 0, path, sizeof path, a);
+  CHECK(n > 0 && _stricmp(path, exe) == 0, "the grandchild's path \"%s\"", path);
+  CHECK(a->n >= 3, "the grandchild's ancestry has %zu processes, expected at least 3", a->n);
+  CHECK(chain_is(a, 0, leaf_pid, c_leaf, exe), "first the grandchild itself (%u, %llu)", a->n ? a->chain[0].pid : 0,
+        a->n ? (unsigned long long)a->chain[0].ctime : 0ull);
+  CHECK(chain_is(a, 1, mid_pid, c_mid, exe), "then the child (%u, %llu), expected (%lu, %llu)",
+        a->n > 1 ? a->chain[1].pid : 0, a->n > 1 ? (unsigned long long)a->chain[1].ctime : 0ull,
+        (unsigned long)mid_pid, (unsigned long long)c_mid);
+  CHECK(chain_is(a, 2, self, c_self, exe), "then this program (%u), expected %lu", a->n > 2 ? a->chain[2].pid : 0,
+        (unsigned long)self);
+  for (size_t i = 0; i + 1 < a->n; i++) {
+    CHECK(a->chain[i + 1].ctime <= a->chain[i].ctime, "creation times never decrease from parent to child (%zu)", i);
+    CHECK(a->chain[i + 1].age_ms >= a->chain[i].age_ms, "nor do ages grow from parent to child (%zu)", i);
+  }
+  CHECK(a->n && a->chain[0].age_ms < 600000, "the grandchild's age %llu ms", a->n ? a->chain[0].age_ms : 0ull);
+  /* The same again, from the cache. */
+  wr_owners_process(o, leaf_pid, 0, path, sizeof path, a);
+  CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe) && chain_is(a, 2, self, c_self, exe), "the same again");
+
+  wr_owners *listed = wr_owners_new();
+  int listed_ok = listed ? wr_owners_watch(listed) : -1;
+  CHECK(listed_ok >= 3, "the processes listed: %d", listed_ok);
+  /* The child exits (no handle of it is left open): a new look-up stops at
+   * the grandchild, which still reports itself... */
+  tree_stop(mid, mid_pid);
+  CHECK(tree_gone(mid_pid, c_mid), "the child is gone");
+  wr_owners *fresh = wr_owners_new();
+  n = fresh ? wr_owners_process(fresh, leaf_pid, 0, path, sizeof path, a) : 0;
+  CHECK(n > 0 && a->n == 1 && chain_is(a, 0, leaf_pid, c_leaf, exe),
+        "with its parent gone, the grandchild alone (%zu processes, first %u)", a->n, a->n ? a->chain[0].pid : 0);
+  /* ...while a cache that saw the child alive after the grandchild was
+   * created still knows it as the parent, and goes on past it. */
+  wr_owners_process(o, leaf_pid, 0, path, sizeof path, a);
+  CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe) && chain_is(a, 2, self, c_self, exe),
+        "a parent seen alive stays the parent after it exits (%zu processes)", a->n);
+  /* A cache that never looked at the grandchild while the child lived, but
+   * listed every process then (wr_owners_watch, NtQuerySystemInformation),
+   * knows the child too: by its image file name. */
+  n = listed && listed_ok ? wr_owners_process(listed, leaf_pid, 0, path, sizeof path, a) : 0;
+  const char *exe_name = strrchr(exe, '\\') ? strrchr(exe, '\\') + 1 : exe;
+  CHECK(a->n >= 3 && chain_is(a, 1, mid_pid, c_mid, exe_name) && chain_is(a, 2, self, c_self, NULL),
+        "a parent listed alive stays the parent after it exits (%zu processes, second %u \"%.*s\")", a->n,
+        a->n > 1 ? a->chain[1].pid : 0, a->n > 1 ? (int)a->chain[1].path_len : 0,
+        a->n > 1 && a->chain[1].path ? a->chain[1].path : "");
+  wr_owners_free(listed);
+  /* The grandchild gone too: nothing new is learnt about it. */
+  tree_stop_pid(leaf_pid);
+  CHECK(tree_gone(leaf_pid, c_leaf), "the grandchild is gone");
+  wr_owners_free(fresh);
+  fresh = wr_owners_new();
+  n = fresh ? wr_owners_process(fresh, leaf_pid, 0, path, sizeof path, a) : 1;
+  CHECK(n == 0 && a->n == 0, "a process gone before its first look-up: no path, no ancestry");
+  wr_owners_free(fresh);
+  wr_owners_free(o);
+  free(a);
+}
+
+/* A table of processes standing in for the OS. */
+typedef struct {
+  uint32_t pid;
+  uint64_t created;
+  uint32_t ppid;
+  const char *path;
+  int alive;  /* 0: no such process (exited) */
+  int denied; /* 1: cannot be opened (access) */
+} fake_proc;
+
+typedef struct {
+  fake_proc *procs;
+  size_t n;
+  int opens;
+  uint64_t now;
+} fake_os;
+
+static int fk_open(void *ctx, uint32_t pid, void **h, uint64_t *created) {
+  fake_os *f = ctx;
+  f->opens++;
+  for (size_t i = 0; i < f->n; i++) {
+    fake_proc *p = &f->procs[i];
+    if (p->pid != pid || !p->alive) continue;
+    if (p->denied) return -1;
+    *h = p;
+    *created = p->created;
+    return 1;
+  }
+  return 0;
+}
+
+static int fk_parent(void *ctx, void *h, uint32_t *ppid) {
+  (void)ctx;
+  *ppid = ((fake_proc *)h)->ppid;
+  return 1;
+}
+
+static size_t fk_path(void *ctx, void *h, char *buf, size_t cap) {
+  (void)ctx;
+  const char *p = ((fake_proc *)h)->path;
+  size_t n = strlen(p) < cap ? strlen(p) : cap;
+  memcpy(buf, p, n);
+  return n;
+}
+
+static void fk_close(void *ctx, void *h) { (void)ctx, (void)h; }
+static uint64_t fk_now(void *ctx) { return ((fake_os *)ctx)->now; }
+
+static int fk_list(void *ctx, wr_process_row_fn fn, void *fctx) {
+  fake_os *f = ctx;
+  int n = 0;
+  for (size_t i = 0; i < f->n; i++) {
+    const fake_proc *p = &f->procs[i];
+    if (!p->alive) continue;
+    fn(fctx, p->pid, p->created, p->ppid, p->path, strlen(p->path));
+    n++;
+  }
+  return n;
+}
+
+#define FT_S 10000000ull /* FILETIME units per second */
+#define T0 133000000000000000ull
+
+static fake_proc *fk_find(fake_os *f, uint32_t pid) {
+  for (size_t i = 0; i < f->n; i++) {
+    if (f->procs[i].pid == pid) return &f->procs[i];
+  }
+  return NULL;
+}
+
+/* The PIDs of an ancestry as text ("108 104 100"). */
+static const char *pids_of(const wr_ancestry *a) {
+  static char buf[512];
+  size_t at = 0;
+  buf[0] = '\0';
+  for (size_t i = 0; i < a->n && at < sizeof buf - 12; i++) {
+    at += (size_t)snprintf(buf + at, sizeof buf - at, i ? " %u" : "%u", a->chain[i].pid);
+  }
+  return buf;
+}
+
+/* Looks pid up (at `when`; 0 now), counting the processes it opened. */
+static const char *look(wr_owners *o, fake_os *f, uint32_t pid, uint64_t when, wr_ancestry *a, int *opens) {
+  char path[256];
+  f->opens = 0;
+  wr_owners_process(o, pid, when, path, sizeof path, a);
+  *opens = f->opens;
+  return pids_of(a);
+}
+
+TEST_CASE(ancestry_rules) {
+  static fake_proc procs[64] = {
+      {100, T0, 0, "C:\\a.exe", 1, 0},
+      {104, T0 + 10 * FT_S, 100, "C:\\b.exe", 1, 0},
+      {108, T0 + 20 * FT_S, 104, "C:\\c.exe", 1, 0},
+      /* 204 was created after its "child": the PID 200 recorded was reused. */
+      {200, T0 + 30 * FT_S, 204, "C:\\d.exe", 1, 0},
+      {204, T0 + 40 * FT_S, 100, "C:\\e.exe", 1, 0},
+      /* 304: no such process any more. */
+      {300, T0 + 30 * FT_S, 304, "C:\\f.exe", 1, 0},
+      /* Created in the same clock tick as its child: its parent. */
+      {400, T0 + 30 * FT_S, 404, "C:\\g.exe", 1, 0},
+      {404, T0 + 30 * FT_S, 0, "C:\\h.exe", 1, 0},
+      /* A loop (no real ancestry has one). */
+      {500, T0 + 30 * FT_S, 504, "C:\\i.exe", 1, 0},
+      {504, T0 + 30 * FT_S, 500, "C:\\j.exe", 1, 0},
+      /* 604 cannot be opened (not for lack of rights for ever). */
+      {600, T0 + 30 * FT_S, 604, "C:\\k.exe", 1, 0},
+      {604, T0 + 20 * FT_S, 0, "C:\\l.exe", 1, 1},
+      /* A launcher that starts a child and exits. */
+      {700, T0 + 50 * FT_S, 100, "launcher.exe", 1, 0},
+      {704, T0 + 51 * FT_S, 700, "C:\\m.exe", 1, 0},
+  };
+  size_t np = 14;
+  /* A chain of 40: 1000 <- 1004 <- ... <- 1156. */
+  for (uint32_t i = 0; i < 40; i++) {
+    procs[np++] = (fake_proc){1000 + 4 * i, T0 + i * FT_S, i ? 1000 + 4 * (i - 1) : 0, "C:\\deep.exe", 1, 0};
+  }
+  fake_os f = {procs, np, 0, T0 + 100 * FT_S};
+  wr_process_source src = {fk_open, fk_parent, fk_path, fk_close, fk_now, fk_list, &f};
+  wr_owners *o = wr_owners_new();
+  wr_ancestry *a = malloc(sizeof *a);
+  if (!o || !a) {
+    CHECK(0, "out of memory");
+    return;
+  }
+  wr_owners_set_process_source(o, &src);
+  int opens = 0;
+  const char *got;
+
+  got = look(o, &f, 108, 0, a, &opens);
+  CHECK(strcmp(got, "108 104 100") == 0, "a chain to the top: \"%s\"", got);
+  CHECK(chain_is(a, 0, 108, T0 + 20 * FT_S, "C:\\c.exe") && chain_is(a, 1, 104, T0 + 10 * FT_S, "C:\\b.exe") &&
+            chain_is(a, 2, 100, T0, "C:\\a.exe"),
+        "each with its creation time and path");
+  CHECK(a->n == 3 && a->chain[0].age_ms == 80000 && a->chain[2].age_ms == 100000, "ages %llu, %llu ms",
+        a->n ? a->chain[0].age_ms : 0ull, a->n > 2 ? a->chain[2].age_ms : 0ull);
+  CHECK(opens == 3, "each process opened once: %d", opens);
+  got = look(o, &f, 108, 0, a, &opens);
+  CHECK(strcmp(got, "108 104 100") == 0 && opens == 1, "again: only the process itself is opened (%d), \"%s\"",
+        opens, got);
+
+  got = look(o, &f, 200, 0, a, &opens);
+  CHECK(strcmp(got, "200") == 0, "a parent PID now of a process created after its child is not the parent: \"%s\"",
+        got);
+  got = look(o, &f, 200, 0, a, &opens);
+  CHECK(strcmp(got, "200") == 0 && opens == 1, "and is not asked again (%d opens)", opens);
+  got = look(o, &f, 300, 0, a, &opens);
+  CHECK(strcmp(got, "300") == 0, "a parent gone: the chain ends: \"%s\"", got);
+  got = look(o, &f, 300, 0, a, &opens);
+  CHECK(opens == 1, "and is not asked again (%d opens)", opens);
+  got = look(o, &f, 400, 0, a, &opens);
+  CHECK(strcmp(got, "400 404") == 0, "a parent of the same creation time: \"%s\"", got);
+  got = look(o, &f, 500, 0, a, &opens);
+  CHECK(strcmp(got, "500 504") == 0, "a loop ends: \"%s\"", got);
+  got = look(o, &f, 600, 0, a, &opens);
+  CHECK(strcmp(got, "600") == 0, "a parent that cannot be opened: the chain ends: \"%s\"", got);
+  got = look(o, &f, 600, 0, a, &opens);
+  CHECK(opens == 2, "and it is asked again next time (%d opens)", opens);
+  got = look(o, &f, 1000 + 4 * 39, 0, a, &opens);
+  CHECK(a->n == WR_ANCESTRY_CAP && a->chain[0].pid == 1156 && a->chain[WR_ANCESTRY_CAP - 1].pid == 1156 - 4 * 31,
+        "a deep chain: the first %d (%zu)", WR_ANCESTRY_CAP, a->n);
+  got = look(o, &f, 4, 0, a, &opens);
+  CHECK(a->n == 0 && opens == 0, "System (PID 4): none");
+
+  /* An event from before the process was created: the PID was someone
+   * else's then. */
+  got = look(o, &f, 108, T0 + 5 * FT_S, a, &opens);
+  CHECK(a->n == 0, "an event older than the process: no ancestry (\"%s\")", got);
+  got = look(o, &f, 108, T0 + 25 * FT_S, a, &opens);
+  CHECK(strcmp(got, "108 104 100") == 0, "a later event: \"%s\"", got);
+
+  /* The parent exits: this cache saw it alive after the child's creation,
+   * so it stays the parent; a new cache cannot tell. */
+  fk_find(&f, 104)->alive = 0;
+  got = look(o, &f, 108, 0, a, &opens);
+  CHECK(strcmp(got, "108 104 100") == 0, "a parent seen alive, then gone: still the parent: \"%s\"", got);
+  wr_owners_set_process_source(o, &src); /* (empties the cache) */
+  got = look(o, &f, 108, 0, a, &opens);
+  CHECK(strcmp(got, "108") == 0, "a parent gone before its first look-up: the chain ends: \"%s\"", got);
+
+  /* The process itself exits: its cached ancestry stands for an event it
+   * was seen alive after, not for one later than that. */
+  fk_find(&f, 104)->alive = 1;
+  wr_owners_set_process_source(o, &src);
+  look(o, &f, 108, 0, a, &opens);
+  fk_find(&f, 108)->alive = 0;
+  got = look(o, &f, 108, f.now, a, &opens);
+  CHECK(strcmp(got, "108 104 100") == 0, "gone, an event it was seen alive at: \"%s\"", got);
+  f.now += 60 * FT_S;
+  got = look(o, &f, 108, f.now - FT_S, a, &opens);
+  CHECK(a->n == 0, "gone, an event long after it was last seen: none (\"%s\")", got);
+
+  /* Its PID reused: the new process, with its own parent. */
+  fk_find(&f, 108)->alive = 1;
+  fk_find(&f, 108)->created = T0 + 150 * FT_S;
+  fk_find(&f, 108)->ppid = 100;
+  got = look(o, &f, 108, 0, a, &opens);
+  CHECK(strcmp(got, "108 100") == 0 && a->chain[0].ctime == T0 + 150 * FT_S, "the PID's new process: \"%s\"", got);
+  got = look(o, &f, 108, T0 + 25 * FT_S, a, &opens);
+  CHECK(a->n == 0, "an event of the old one: no ancestry (\"%s\")", got);
+
+  /* A launcher exits right after starting its child: known as the parent
+   * when a listing (wr_owners_watch) saw it alive after the child's
+   * creation, with its listed name for a path; not otherwise. */
+  wr_owners_set_process_source(o, &src);
+  CHECK(wr_owners_watch(o) == (int)np, "a listing of every process");
+  fk_find(&f, 700)->alive = 0;
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0 && chain_is(a, 1, 700, T0 + 50 * FT_S, "launcher.exe"),
+        "a parent listed alive, then gone: still the parent: \"%s\"", got);
+  wr_owners_set_process_source(o, &src);
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704") == 0, "not listed: the chain ends: \"%s\"", got);
+  /* The child gone too before its first look-up: a listing saw it. */
+  fk_find(&f, 700)->alive = 1;
+  wr_owners_set_process_source(o, &src);
+  CHECK(wr_owners_watch(o) == (int)np, "listed again");
+  fk_find(&f, 700)->alive = 0;
+  fk_find(&f, 704)->alive = 0;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0, "a process gone before its first look-up, listed alive: \"%s\"", got);
+  got = look(o, &f, 704, f.now + 60 * FT_S, a, &opens);
+  CHECK(a->n == 0, "not for an event long after that listing (\"%s\")", got);
+  /* A listed process's PID reused since: an event of the time it was
+   * listed is the listed one's, a later one the new process's. */
+  fk_find(&f, 704)->alive = 1;
+  fk_find(&f, 704)->created = T0 + 200 * FT_S;
+  fk_find(&f, 704)->ppid = 100;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 700 100") == 0 && a->chain[0].ctime == T0 + 51 * FT_S,
+        "an event of the listed process, its PID now another's: \"%s\"", got);
+  f.now = T0 + 300 * FT_S;
+  got = look(o, &f, 704, 0, a, &opens);
+  CHECK(strcmp(got, "704 100") == 0 && a->chain[0].ctime == T0 + 200 * FT_S, "now: the new process: \"%s\"", got);
+  /* Cached, gone, its PID taken by a process that was listed and is gone
+   * too: an event of the listing's time is the later one's. */
+  fk_find(&f, 704)->alive = 0;
+  procs[np++] = (fake_proc){704, T0 + 310 * FT_S, 104, "C:\\n.exe", 1, 0};
+  f.n = np;
+  f.now = T0 + 320 * FT_S;
+  CHECK(wr_owners_watch(o) > 0, "listed");
+  procs[np - 1].alive = 0;
+  got = look(o, &f, 704, f.now, a, &opens);
+  CHECK(strcmp(got, "704 104 100") == 0 && a->chain[0].ctime == T0 + 310 * FT_S,
+        "the listed process, not the cached older one: \"%s\"", got);
+
+  wr_owners_free(o);
+  free(a);
+}
+
+int main(int argc, char **argv) {
+  int rc = 0;
+  if (tree_child_main(argc, argv, &rc)) return rc;
+  return tests_main(argc, argv);
+}

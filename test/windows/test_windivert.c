@@ -18,11 +18,13 @@
 #include "check.h"
 #include "wd_sockets.h"
 #include "wd_test_util.h"
+#include "wd_tree.h"
 #include "windows_redirector.h"
 
 #define APP_PORT 8080
 #define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
 #define OTHER_PID 5678
+#define WR_TREE_WATCH_MS 250 /* how often the backend lists processes while trees are configured */
 /* What every NETWORK filter ORs in (the ICMP errors the engine translates). */
 #define ICMP_ERRORS \
   "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
@@ -1294,6 +1296,116 @@ TEST_CASE(owner_from_table) {
   free(s.s);
 }
 
+/* Process trees ("tree:PID"): the configured process is a real child of
+ * this program, and the connecting process is that child's own child. Its
+ * connection is redirected, with its own PID and path in the origin; a
+ * process outside the tree (another child of this program) goes direct;
+ * and after the tree's root has exited, the grandchild's next connection is
+ * still redirected (its membership was decided, by identity, while the root
+ * lived). */
+TEST_CASE(tree) {
+  DWORD mid_pid = 0, leaf_pid = 0, other_pid = 0;
+  HANDLE mid = tree_start(&mid_pid, &leaf_pid);
+  HANDLE other = tree_spawn("tree_leaf", NULL, &other_pid);
+  CHECK(mid && leaf_pid && other, "a child, its child, and another child started");
+  if (!mid || !leaf_pid || !other) {
+    if (mid) tree_stop(mid, mid_pid);
+    if (leaf_pid) tree_stop_pid(leaf_pid);
+    if (other) tree_stop(other, other_pid);
+    return;
+  }
+  uint8_t pk[3][256], ex[3][256];
+  size_t pn[3], en[3];
+  const uint16_t ports[3] = {50031, 50032, 50033};
+  for (int i = 0; i < 3; i++) {
+    tu_tuple up = tuple(0, C4, ports[i], D4, 80), up_x = tuple(0, D4, ports[i], C4, APP_PORT);
+    pn[i] = tu_tcp(pk[i], &up, 1000, 0, TU_SYN, NULL);
+    en[i] = tu_tcp(ex[i], &up_x, 1000, 0, TU_SYN, NULL);
+  }
+  const DWORD by[3] = {leaf_pid, other_pid, leaf_pid};
+  sbuf s = {0};
+  for (int i = 0; i < 3; i++) {
+    if (i == 2) sb_printf(&s, "gate root_gone\n");
+    sb_printf(&s, "socket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n", (unsigned long)by[i],
+              ep(0, C4, ports[i]), ep(0, D4, 80));
+    sb_packet(&s, "out if=7 sub=3", pk[i], pn[i]);
+    sb_printf(&s, "wait_sent %d\n", i + 1);
+  }
+  char config[128];
+  snprintf(config, sizeof config, "{\"intercept\": \"tree:%lu\", \"hold_timeout_ms\": 10000}", (unsigned long)mid_pid);
+  char exe[MAX_PATH];
+  GetModuleFileNameA(NULL, exe, sizeof exe);
+  if (session_start(config, s.s)) {
+    sent_packet sp[64];
+    int n = wait_sent(sp, 2, 8000);
+    if (n >= 1) expect_packet(&sp[0], "the grandchild's SYN, redirected", ex[0], en[0], 0, 7, 3);
+    if (n >= 2) expect_packet(&sp[1], "another child's SYN, untouched", pk[1], pn[1], 1, 7, 3);
+    redirector_origin o;
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, ports[0], C4, &o) == 0, "lookup: %s", last_error());
+    CHECK(o.pid == leaf_pid && same_endpoint(&o.destination, 0, D4, 80), "origin: pid %u (the grandchild: %lu)",
+          o.pid, (unsigned long)leaf_pid);
+    CHECK(_stricmp(o.process_path, exe) == 0, "origin: path \"%s\"", o.process_path);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, ports[1], C4, &o) != 0, "no origin for the process outside the tree");
+    /* The root exits; the grandchild connects again. */
+    unsigned long long c_mid = tree_ctime(mid_pid);
+    tree_stop(mid, mid_pid);
+    mid = NULL;
+    CHECK(tree_gone(mid_pid, c_mid), "the tree's root is gone");
+    open_gate("root_gone");
+    n = wait_sent(sp, 3, 8000);
+    if (n >= 3) expect_packet(&sp[2], "the grandchild's SYN after its parent exited, redirected", ex[2], en[2], 0, 7, 3);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, ports[2], C4, &o) == 0 && o.pid == leaf_pid, "lookup after: %s",
+          last_error());
+    session_stop();
+  }
+  if (mid) tree_stop(mid, mid_pid);
+  tree_stop_pid(leaf_pid);
+  tree_stop(other, other_pid);
+  free(s.s);
+}
+
+/* A launcher ("tree:PID") starts a child and exits before that child opens
+ * any socket: the backend's listing of processes (every 250 ms while the
+ * policy names trees) saw the launcher alive after the child was created,
+ * so the child's first connection is redirected all the same. */
+TEST_CASE(tree_launcher) {
+  DWORD mid_pid = 0, leaf_pid = 0;
+  HANDLE mid = tree_start(&mid_pid, &leaf_pid);
+  CHECK(mid && leaf_pid, "a child and its child started");
+  if (!mid || !leaf_pid) {
+    if (mid) tree_stop(mid, mid_pid);
+    return;
+  }
+  uint8_t syn[256], synx[256];
+  tu_tuple up = tuple(0, C4, 50041, D4, 80), up_x = tuple(0, D4, 50041, C4, APP_PORT);
+  size_t sn = tu_tcp(syn, &up, 1000, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1000, 0, TU_SYN, NULL);
+  sbuf s = {0};
+  sb_printf(&s, "gate launcher_gone\nsocket connect pid=%lu proto=tcp local=%s remote=%s\ndelay 100\n",
+            (unsigned long)leaf_pid, ep(0, C4, 50041), ep(0, D4, 80));
+  sb_packet(&s, "out if=7 sub=3", syn, sn);
+  char config[128];
+  snprintf(config, sizeof config, "{\"intercept\": \"tree:%lu\", \"hold_timeout_ms\": 10000}", (unsigned long)mid_pid);
+  if (session_start(config, s.s)) {
+    Sleep(6 * WR_TREE_WATCH_MS); /* listed alive, even on a loaded machine */
+    unsigned long long c_mid = tree_ctime(mid_pid);
+    tree_stop(mid, mid_pid);
+    mid = NULL;
+    CHECK(tree_gone(mid_pid, c_mid), "the launcher is gone");
+    open_gate("launcher_gone");
+    sent_packet sp[64];
+    int n = wait_sent(sp, 1, 8000);
+    if (n >= 1) expect_packet(&sp[0], "the launched child's first SYN, redirected", synx, sxn, 0, 7, 3);
+    redirector_origin o;
+    memset(&o, 0, sizeof o);
+    CHECK(lookup_peer(REDIRECTOR_TCP, 0, D4, 50041, C4, &o) == 0 && o.pid == leaf_pid, "lookup: pid %u: %s", o.pid,
+          last_error());
+    session_stop();
+  }
+  if (mid) tree_stop(mid, mid_pid);
+  tree_stop_pid(leaf_pid);
+  free(s.s);
+}
+
 /* Loopback interception (a configuration whose bypass leaves out
  * "loopback"): an intercepted process's TCP and UDP exchanges with a service
  * on 127.0.0.1 or ::1, IPv4 and IPv6. The driver sees loopback traffic only
@@ -2174,6 +2286,8 @@ static void stop_if_running(void) {
 }
 
 int main(int argc, char **argv) {
+  int child_rc = 0;
+  if (tree_child_main(argc, argv, &child_rc)) return child_rc;
   if (argc > 1 && strcmp(argv[1], "child_udp") == 0) return child_udp();
   if (argc > 1 && strcmp(argv[1], "child_tcp") == 0) return child_tcp();
   if (argc > 2 && strcmp(argv[1], "child_udp_late") == 0) return child_udp_late((uint16_t)atoi(argv[2]));

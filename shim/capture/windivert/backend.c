@@ -38,9 +38,12 @@
  *            The only reader of NETWORK, so a flow's packets keep their
  *            order.
  *   socket   first the existing sockets (TCP listeners, UDP endpoints) from
- *            GetExtendedTcpTable/UdpTable, then SOCKET events -> facts.
+ *            GetExtendedTcpTable/UdpTable, then SOCKET events -> facts,
+ *            each with its process's path and ancestry (owners.h).
  *   timer    the core's: ticks (hold timeouts, expiry), and the engine's
  *            owner queries answered from the socket tables (find_owner).
+ *   watch    while the policy names process trees, lists every process
+ *            every 250 ms (owners.h, wr_owners_watch).
  *
  * A new filter (the scope changed: a configuration, an app port, flows
  * ending): a second NETWORK handle is opened with it, at the same priority,
@@ -154,8 +157,10 @@ struct wr_backend {
   char built[WR_WD_FILTER_CAP];
   wr_wd_filter_info built_info;
   wr_owners *owners;
-  wr_thread packet_thread, socket_thread;
-  int packet_started, socket_started;
+  wr_ancestry *query_anc; /* find_owner's (the core's timer thread) */
+  wr_thread packet_thread, socket_thread, watch_thread;
+  int packet_started, socket_started, watch_started;
+  HANDLE watch_stop; /* set at stop: the watch thread ends */
   volatile LONG stopping;
 
   /* The send batch: only the core's send and flush touch it (under the
@@ -686,21 +691,29 @@ static int socket_fact(const wd_address *a, wr_owner_fact *f) {
   return 1;
 }
 
-/* The path of a fact's process (into buf), unless the fact needs none. */
-static void fact_path(wr_backend *b, wr_owner_fact *f, uint64_t when, char *buf, size_t buflen) {
+/* The path of a fact's process (into buf) and its ancestry (into *anc, for
+ * process trees), unless the fact needs none. */
+static void fact_path(wr_backend *b, wr_owner_fact *f, uint64_t when, char *buf, size_t buflen, wr_ancestry *anc) {
   f->path = NULL;
   f->path_len = 0;
+  f->ancestry = NULL;
+  f->n_ancestry = 0;
   if (f->kind == WR_OWNER_CLOSE || f->kind == WR_OWNER_UNKNOWN || !b->owners) return;
-  size_t n = wr_owners_process_path(b->owners, f->pid, when, buf, buflen);
+  size_t n = wr_owners_process(b->owners, f->pid, when, buf, buflen, anc);
   if (n) {
     f->path = buf;
     f->path_len = n;
+  }
+  if (anc && anc->n) {
+    f->ancestry = anc->chain;
+    f->n_ancestry = anc->n;
   }
 }
 
 typedef struct {
   wr_backend *b;
   char *path;
+  wr_ancestry *anc;
 } startup_ctx;
 
 /* A socket that existed at start: listeners and UDP endpoints own ports. */
@@ -717,13 +730,13 @@ static int startup_row(void *ctx, const wr_socket_row *r) {
   memcpy(f.local, r->local, 16);
   f.local_port = r->local_port;
   f.pid = r->pid;
-  fact_path(c->b, &f, 0, c->path, PATH_CAP);
+  fact_path(c->b, &f, 0, c->path, PATH_CAP, c->anc);
   wr_capture_fact(c->b->capture, &f);
   return 0;
 }
 
-static void feed_existing_sockets(wr_backend *b, char *path) {
-  startup_ctx c = {b, path};
+static void feed_existing_sockets(wr_backend *b, char *path, wr_ancestry *anc) {
+  startup_ctx c = {b, path, anc};
   if (!b->owners) return;
   for (int fam = 4; fam <= 6; fam += 2) {
     wr_owners_walk(b->owners, WR_TABLE_TCP_LISTENERS, fam, startup_row, &c, NULL);
@@ -735,13 +748,15 @@ static void socket_thread(void *arg) {
   wr_backend *b = arg;
   char *path = malloc(PATH_CAP);
   wd_address *addrs = malloc(SOCKET_BATCH * sizeof *addrs);
-  if (!path || !addrs) {
+  wr_ancestry *anc = malloc(sizeof *anc);
+  if (!path || !addrs || !anc) {
     note_thread_failure(b, "the socket thread could not allocate its buffers");
     free(path);
     free(addrs);
+    free(anc);
     return;
   }
-  feed_existing_sockets(b, path);
+  feed_existing_sockets(b, path, anc);
   int consecutive = 0;
   for (;;) {
     UINT addr_len = SOCKET_BATCH * WD_ADDRESS_SIZE, recv_len = 0;
@@ -754,12 +769,26 @@ static void socket_thread(void *arg) {
     for (size_t i = 0; i < n; i++) {
       wr_owner_fact f;
       if (!socket_fact(&addrs[i], &f)) continue;
-      fact_path(b, &f, b->owners ? wr_owners_qpc_to_filetime(b->owners, addrs[i].timestamp) : 0, path, PATH_CAP);
+      fact_path(b, &f, b->owners ? wr_owners_qpc_to_filetime(b->owners, addrs[i].timestamp) : 0, path, PATH_CAP,
+                anc);
       wr_capture_fact(b->capture, &f);
     }
   }
   free(path);
   free(addrs);
+  free(anc);
+}
+
+/* While the policy names process trees, every process is listed every
+ * WR_WD_WATCH_MS (owners.h): a parent that exits soon after it started a
+ * child is still known as the child's parent when the child first opens a
+ * socket. */
+static void watch_thread(void *arg) {
+  wr_backend *b = arg;
+  while (!InterlockedCompareExchange(&b->stopping, 0, 0)) {
+    if (wr_engine_tree_count(b->engine) > 0) wr_owners_watch(b->owners);
+    if (WaitForSingleObject(b->watch_stop, WR_WD_WATCH_MS) == WAIT_OBJECT_0) break;
+  }
 }
 
 /* ------------------------------------------------------------------------
@@ -837,7 +866,7 @@ static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path,
     memcpy(f->local, c.best.local, 16);
   }
   f->local_port = q->local_port;
-  fact_path(b, f, 0, path, cap);
+  fact_path(b, f, 0, path, cap, b->query_anc);
   return 1;
 }
 
@@ -1068,9 +1097,11 @@ static void release(wr_backend *b) {
   if (b->net_next) b->wd.close(b->net_next);
   if (b->net) b->wd.close(b->net);
   if (b->swapped) CloseHandle(b->swapped);
+  if (b->watch_stop) CloseHandle(b->watch_stop);
   if (b->dll) FreeLibrary(b->dll);
   wr_owners_free(b->owners);
   free(b->out_buf);
+  free(b->query_anc);
   free(b->recv_buf);
   free(b);
 }
@@ -1086,9 +1117,11 @@ static void stop_threads(wr_backend *b) {
   if (b->net) b->wd.shutdown(b->net, WD_SHUTDOWN_RECV);
   if (b->net_next) b->wd.shutdown(b->net_next, WD_SHUTDOWN_RECV);
   ReleaseSRWLockShared(&b->net_lock);
+  if (b->watch_stop) SetEvent(b->watch_stop);
   if (b->socket_started) wr_thread_join(&b->socket_thread);
   if (b->packet_started) wr_thread_join(&b->packet_thread);
-  b->socket_started = b->packet_started = 0;
+  if (b->watch_started) wr_thread_join(&b->watch_thread);
+  b->socket_started = b->packet_started = b->watch_started = 0;
 }
 
 wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t errlen) {
@@ -1118,10 +1151,12 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->out_buf = malloc(SEND_BUF);
   b->recv_buf = malloc(RECV_BUF);
   b->owners = wr_owners_new();
+  b->query_anc = malloc(sizeof *b->query_anc);
   static const wr_capture_io ops = {sizeof(wd_address), 1, on_send, on_flush, find_owner, NULL, scope_changed};
   b->capture = wr_capture_new(b->engine, &ops, b);
   b->swapped = CreateEventW(NULL, FALSE, FALSE, NULL);
-  if (!b->out_buf || !b->recv_buf || !b->owners || !b->capture || !b->swapped) {
+  b->watch_stop = CreateEventW(NULL, TRUE, FALSE, NULL);
+  if (!b->out_buf || !b->recv_buf || !b->owners || !b->query_anc || !b->capture || !b->swapped || !b->watch_stop) {
     snprintf(err, errlen, "out of memory");
     release(b);
     return NULL;
@@ -1175,6 +1210,10 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   if (rc == 0) {
     rc = wr_thread_start(&b->packet_thread, packet_thread, b);
     b->packet_started = rc == 0;
+  }
+  if (rc == 0) {
+    rc = wr_thread_start(&b->watch_thread, watch_thread, b);
+    b->watch_started = rc == 0;
   }
   if (rc == 0) rc = wr_capture_start_timer(b->capture);
   if (rc != 0) {

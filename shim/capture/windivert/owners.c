@@ -2,6 +2,7 @@
 #include <winsock2.h>
 #include <ws2tcpip.h>
 #include <iphlpapi.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,20 +15,44 @@ typedef DWORD(WINAPI *tcp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG 
 typedef DWORD(WINAPI *udp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG af, UDP_TABLE_CLASS cls,
                                     ULONG reserved);
 
-/* The path cache: direct-mapped by PID. A slot is valid for one process: the
- * PID and the creation time both match. */
-#define PATH_SLOTS 256
-#define PATH_BYTES 2048 /* longer paths keep their tail */
+/* The process cache: direct-mapped by PID. A slot is valid for one process:
+ * the PID and the creation time both match. */
+#define PATH_SLOTS 512
+#define PATH_BYTES WR_OWNERS_PATH_BYTES /* longer paths keep their tail */
 /* How much earlier than its event a process may seem to start: the two
  * clocks are read at different moments. */
 #define CLOCK_SLACK_100NS (2 * 10000000ull)
 
+/* What a slot knows of its process's parent. */
+#define PARENT_UNKNOWN 0 /* not asked yet (or the process could not say) */
+#define PARENT_PID 1     /* its PID known, its identity not yet */
+#define PARENT_KNOWN 2   /* its identity: ppid and pcreated */
+#define PARENT_NONE 3    /* none, or gone for good: the chain ends here */
+
 typedef struct {
   uint32_t pid;
   uint64_t created; /* FILETIME value; 0 = free slot */
+  uint64_t seen;    /* when it was last opened and found to be this process */
+  int parent;       /* PARENT_* */
+  uint32_t ppid;
+  uint64_t pcreated;
   size_t len;
   char path[PATH_BYTES];
 } path_slot;
+
+/* Every process a listing showed (wr_owners_watch): direct-mapped by PID,
+ * a newer process of the PID takes the slot. */
+#define SEEN_SLOTS 4096
+#define SEEN_NAME 128 /* the image file name's last bytes */
+
+typedef struct {
+  uint32_t pid;
+  uint32_t ppid;
+  uint64_t created; /* 0 = free slot */
+  uint64_t seen;
+  size_t len;
+  char name[SEEN_NAME];
+} seen_slot;
 
 struct wr_owners {
   HMODULE iphlpapi;
@@ -35,20 +60,33 @@ struct wr_owners {
   udp_table_fn udp_table;
   char tables_error[160];
   int64_t qpc_freq; /* performance-counter ticks per second */
-  SRWLOCK lock; /* guards the cache */
+  SRWLOCK lock; /* guards the cache and the source */
   path_slot *slots;
+  seen_slot *seen;
+  wr_process_source src;
+  wchar_t *wbuf; /* QueryFullProcessImageNameW's (lock held) */
+  ULONG list_size; /* bytes the last process listing took (the watch thread's) */
 };
 
 static uint64_t ft_value(FILETIME ft) { return ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime; }
+
+static const wr_process_source os_source;
 
 wr_owners *wr_owners_new(void) {
   wr_owners *o = calloc(1, sizeof *o);
   if (!o) return NULL;
   o->slots = calloc(PATH_SLOTS, sizeof *o->slots);
-  if (!o->slots) {
+  o->seen = calloc(SEEN_SLOTS, sizeof *o->seen);
+  o->wbuf = malloc(32768 * sizeof *o->wbuf);
+  if (!o->slots || !o->seen || !o->wbuf) {
+    free(o->slots);
+    free(o->seen);
+    free(o->wbuf);
     free(o);
     return NULL;
   }
+  o->src = os_source;
+  o->src.ctx = o;
   InitializeSRWLock(&o->lock);
   LARGE_INTEGER f;
   QueryPerformanceFrequency(&f);
@@ -74,6 +112,8 @@ void wr_owners_free(wr_owners *o) {
   if (!o) return;
   if (o->iphlpapi) FreeLibrary(o->iphlpapi);
   free(o->slots);
+  free(o->seen);
+  free(o->wbuf);
   free(o);
 }
 
@@ -199,14 +239,210 @@ int wr_owners_walk(wr_owners *o, int table, int family, wr_socket_row_fn fn, voi
 }
 
 /* ------------------------------------------------------------------------
- * Process paths */
+ * Processes: the OS's facts (the default source) */
+
+typedef LONG(NTAPI *nt_query_process_fn)(HANDLE process, ULONG info_class, PVOID info, ULONG len, PULONG ret_len);
+typedef LONG(NTAPI *nt_query_system_fn)(ULONG info_class, PVOID info, ULONG len, PULONG ret_len);
+
+static nt_query_process_fn nt_query_process_p;
+static nt_query_system_fn nt_query_system_p;
+
+/* ntdll.dll is in every process: its functions are looked up, not imported. */
+static void nt_functions(void) {
+  static LONG looked; /* 0 not yet, 1 looking, 2 done */
+  if (InterlockedCompareExchange(&looked, 1, 0) == 0) {
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    if (nt) {
+      nt_query_process_p = (nt_query_process_fn)(void (*)(void))GetProcAddress(nt, "NtQueryInformationProcess");
+      nt_query_system_p = (nt_query_system_fn)(void (*)(void))GetProcAddress(nt, "NtQuerySystemInformation");
+    }
+    InterlockedExchange(&looked, 2);
+  }
+  while (InterlockedCompareExchange(&looked, 2, 2) != 2) Sleep(0);
+}
+
+static int os_open(void *ctx, uint32_t pid, void **h, uint64_t *created) {
+  (void)ctx;
+  HANDLE p = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
+  if (!p) return GetLastError() == ERROR_INVALID_PARAMETER ? 0 : -1; /* no such process : not ours to open */
+  FILETIME c, e, k, u;
+  if (!GetProcessTimes(p, &c, &e, &k, &u) || ft_value(c) == 0) {
+    CloseHandle(p);
+    return -1;
+  }
+  *created = ft_value(c);
+  *h = p;
+  return 1;
+}
+
+/* The PID Windows recorded as the process's creator (ProcessBasicInformation,
+ * class 0: InheritedFromUniqueProcessId). */
+static int os_parent(void *ctx, void *h, uint32_t *ppid) {
+  (void)ctx;
+  nt_functions();
+  nt_query_process_fn q = nt_query_process_p;
+  struct {
+    LONG exit_status;
+    PVOID peb;
+    ULONG_PTR affinity;
+    LONG base_priority;
+    ULONG_PTR pid;
+    ULONG_PTR ppid;
+  } pbi;
+  ULONG got = 0;
+  if (!q || q((HANDLE)h, 0, &pbi, sizeof pbi, &got) < 0) return 0;
+  *ppid = (uint32_t)pbi.ppid;
+  return 1;
+}
+
+/* The image path of an open process as UTF-8 (its tail when too long). */
+static size_t os_path(void *ctx, void *h, char *buf, size_t cap) {
+  wr_owners *o = ctx;
+  DWORD wn = 32768;
+  wchar_t *w = o->wbuf;
+  size_t keep = 0;
+  if (QueryFullProcessImageNameW((HANDLE)h, 0, w, &wn) && wn > 0) {
+    int need = WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, NULL, 0, NULL, NULL);
+    char *u = need > 0 ? malloc((size_t)need) : NULL;
+    if (u && WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, u, need, NULL, NULL) == need) {
+      size_t len = (size_t)need;
+      keep = wr_utf8_tail(u, len, cap);
+      memcpy(buf, u + (len - keep), keep);
+    }
+    free(u);
+  }
+  return keep;
+}
+
+static void os_close(void *ctx, void *h) {
+  (void)ctx;
+  CloseHandle((HANDLE)h);
+}
+
+static uint64_t os_now(void *ctx) {
+  (void)ctx;
+  FILETIME now;
+  GetSystemTimePreciseAsFileTime(&now);
+  return ft_value(now);
+}
+
+/* SystemProcessInformation's record (class 5), as far as it is read: the
+ * same layout for 32- and 64-bit processes, with natural alignment. */
+typedef struct {
+  ULONG next; /* bytes to the next record, 0 for the last */
+  ULONG threads;
+  LARGE_INTEGER working_set_private;
+  ULONG hard_faults;
+  ULONG threads_high;
+  ULONGLONG cycle_time;
+  LARGE_INTEGER create_time;
+  LARGE_INTEGER user_time;
+  LARGE_INTEGER kernel_time;
+  USHORT name_len; /* UNICODE_STRING: bytes */
+  USHORT name_max;
+  PWSTR name;
+  LONG base_priority;
+  HANDLE pid;
+  HANDLE ppid;
+} sys_process;
+
+#define STATUS_INFO_LENGTH_MISMATCH ((LONG)0xC0000004)
+
+static int os_list(void *ctx, wr_process_row_fn fn, void *fctx) {
+  wr_owners *o = ctx;
+  nt_functions();
+  if (!nt_query_system_p) return -1;
+  /* The size the last listing needed, and room for processes started since. */
+  ULONG size = (o->list_size ? o->list_size : 256u << 10) + (64u << 10), got = 0;
+  void *buf = NULL;
+  LONG st = STATUS_INFO_LENGTH_MISMATCH;
+  for (int attempt = 0; attempt < 6 && st == STATUS_INFO_LENGTH_MISMATCH; attempt++) {
+    free(buf);
+    buf = malloc(size);
+    if (!buf) return -1;
+    st = nt_query_system_p(5, buf, size, &got);
+    if (st == STATUS_INFO_LENGTH_MISMATCH) size = (got > size ? got : size * 2) + (64u << 10);
+  }
+  if (st < 0) {
+    free(buf);
+    return -1;
+  }
+  o->list_size = got ? got : size;
+  int n = 0;
+  char name[1024]; /* an image file name (at most 260 UTF-16 units) as UTF-8 */
+  for (const uint8_t *p = buf;; p += ((const sys_process *)p)->next) {
+    const sys_process *r = (const sys_process *)p;
+    int len = r->name && r->name_len
+                  ? WideCharToMultiByte(CP_UTF8, 0, r->name, r->name_len / 2, name, (int)sizeof name, NULL, NULL)
+                  : 0;
+    fn(fctx, (uint32_t)(ULONG_PTR)r->pid, (uint64_t)r->create_time.QuadPart, (uint32_t)(ULONG_PTR)r->ppid, name,
+       len > 0 ? (size_t)len : 0);
+    n++;
+    if (r->next == 0) break;
+  }
+  free(buf);
+  return n;
+}
+
+static const wr_process_source os_source = {os_open, os_parent, os_path, os_close, os_now, os_list, NULL};
+
+void wr_owners_set_process_source(wr_owners *o, const wr_process_source *src) {
+  AcquireSRWLockExclusive(&o->lock);
+  if (src) {
+    o->src = *src;
+  } else {
+    o->src = os_source;
+    o->src.ctx = o;
+  }
+  memset(o->slots, 0, PATH_SLOTS * sizeof *o->slots);
+  memset(o->seen, 0, SEEN_SLOTS * sizeof *o->seen);
+  ReleaseSRWLockExclusive(&o->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * Processes: the cache (lock held throughout) */
 
 static path_slot *slot_of(wr_owners *o, uint32_t pid) {
   uint32_t h = (pid >> 2) * 2654435761u; /* Windows PIDs are multiples of 4 */
-  return &o->slots[(h >> 24) % PATH_SLOTS];
+  return &o->slots[(h >> 20) % PATH_SLOTS];
 }
 
-/* Copies a cached path out (lock held). */
+/* The slot of the process (pid, created), or NULL when not cached. */
+static path_slot *cached(wr_owners *o, uint32_t pid, uint64_t created) {
+  path_slot *s = slot_of(o, pid);
+  return s->created != 0 && s->pid == pid && s->created == created ? s : NULL;
+}
+
+static seen_slot *seen_of(wr_owners *o, uint32_t pid) {
+  uint32_t h = (pid >> 2) * 2654435761u;
+  return &o->seen[(h >> 20) % SEEN_SLOTS];
+}
+
+/* What a listing saw of the process `pid` created at `created`, or of the
+ * one with that PID created no later than `before` and seen alive at or
+ * after `alive_at` (created 0): a slot of the cache made from it (its
+ * image file name for a path), or NULL. */
+static path_slot *from_seen(wr_owners *o, uint32_t pid, uint64_t created, uint64_t before, uint64_t alive_at) {
+  const seen_slot *e = seen_of(o, pid);
+  if (e->created == 0 || e->pid != pid) return NULL;
+  if (created ? e->created != created : e->created > before || e->seen < alive_at) return NULL;
+  path_slot *s = slot_of(o, pid);
+  if (s->created == e->created && s->pid == pid) {
+    if (e->seen > s->seen) s->seen = e->seen;
+    return s;
+  }
+  memset(s, 0, offsetof(path_slot, path));
+  s->pid = pid;
+  s->created = e->created;
+  s->seen = e->seen;
+  s->ppid = e->ppid;
+  s->parent = e->ppid == 0 || e->ppid == pid ? PARENT_NONE : PARENT_PID;
+  memcpy(s->path, e->name, e->len);
+  s->len = e->len;
+  return s;
+}
+
+/* Copies a cached path out. */
 static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
   if (buflen == 0) return 0;
   size_t n = wr_utf8_tail(s->path, s->len, buflen - 1); /* keep the tail */
@@ -215,59 +451,215 @@ static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
   return n;
 }
 
-/* The image path of an open process, as UTF-8 into the slot. 0 on failure. */
-static int query_path(HANDLE h, path_slot *s) {
-  DWORD wn = 32768;
-  wchar_t *w = malloc(wn * sizeof *w);
-  if (!w) return 0;
-  int ok = 0;
-  if (QueryFullProcessImageNameW(h, 0, w, &wn) && wn > 0) {
-    int need = WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, NULL, 0, NULL, NULL);
-    char *u = need > 0 ? malloc((size_t)need) : NULL;
-    if (u && WideCharToMultiByte(CP_UTF8, 0, w, (int)wn, u, need, NULL, NULL) == need) {
-      size_t len = (size_t)need;
-      size_t keep = wr_utf8_tail(u, len, PATH_BYTES);
-      memcpy(s->path, u + (len - keep), keep);
-      s->len = keep;
-      ok = keep > 0;
-    }
-    free(u);
+/* The slot of an open process (h; created), seen now: what is not known of
+ * it yet (its path, its parent PID) is asked once. */
+static path_slot *fill(wr_owners *o, uint32_t pid, void *h, uint64_t created, uint64_t now) {
+  path_slot *s = slot_of(o, pid);
+  if (s->created != created || s->pid != pid) {
+    memset(s, 0, offsetof(path_slot, path));
+    s->pid = pid;
+    s->created = created;
   }
-  free(w);
-  return ok;
+  if (s->len == 0) s->len = o->src.path(o->src.ctx, h, s->path, PATH_BYTES);
+  uint32_t ppid = 0;
+  if (s->parent == PARENT_UNKNOWN && o->src.parent(o->src.ctx, h, &ppid)) {
+    s->ppid = ppid;
+    s->parent = ppid == 0 || ppid == pid ? PARENT_NONE : PARENT_PID;
+  }
+  s->seen = now;
+  return s;
+}
+
+/* The slot of the process that had `pid` at `when` (0: now), or NULL.
+ * *sure: it is that process beyond doubt (open now, or seen alive since);
+ * a gone process's cached path is given on less (created before the event). */
+static path_slot *owner_slot(wr_owners *o, uint32_t pid, uint64_t when, uint64_t now, int *sure) {
+  void *h = NULL;
+  uint64_t c = 0;
+  *sure = 0;
+  if (o->src.open(o->src.ctx, pid, &h, &c) == 1) {
+    path_slot *s = NULL;
+    if (when == 0 || c <= when + CLOCK_SLACK_100NS) {
+      s = fill(o, pid, h, c, now);
+    } else {
+      /* Created after the event: the PID was reused. The event's process,
+       * if a listing saw it alive then. */
+      s = from_seen(o, pid, 0, when + CLOCK_SLACK_100NS, when > CLOCK_SLACK_100NS ? when - CLOCK_SLACK_100NS : 0);
+    }
+    o->src.close(o->src.ctx, h);
+    *sure = s != NULL;
+    return s;
+  }
+  /* Gone (or not ours to open): the process a listing saw alive at the
+   * time of the event; else the cached one, if it was already running
+   * then. */
+  uint64_t at = when ? when : now;
+  path_slot *s = from_seen(o, pid, 0, at + CLOCK_SLACK_100NS, at > CLOCK_SLACK_100NS ? at - CLOCK_SLACK_100NS : 0);
+  if (s) {
+    *sure = 1;
+    return s;
+  }
+  s = slot_of(o, pid);
+  if (s->created == 0 || s->pid != pid || (when != 0 && s->created > when + CLOCK_SLACK_100NS)) return NULL;
+  *sure = s->created <= at + CLOCK_SLACK_100NS && s->seen + CLOCK_SLACK_100NS >= at;
+  return s;
+}
+
+/* The parent of the cached process (pid, created): its slot, or NULL when
+ * the chain ends there. The child's slot keeps the answer when it is final
+ * (the parent's identity, or none for good). */
+static path_slot *parent_slot(wr_owners *o, uint32_t pid, uint64_t created, uint64_t now) {
+  path_slot *c = cached(o, pid, created);
+  if (!c || (c->parent != PARENT_PID && c->parent != PARENT_KNOWN)) return NULL;
+  uint32_t ppid = c->ppid;
+  uint64_t pc = c->parent == PARENT_KNOWN ? c->pcreated : 0;
+  if (pc) {
+    path_slot *p = cached(o, ppid, pc);
+    if (p) return p;
+  }
+  void *h = NULL;
+  uint64_t x = 0;
+  int r = o->src.open(o->src.ctx, ppid, &h, &x);
+  path_slot *p = NULL;
+  int ended = 0;
+  if (r == 1) {
+    /* Known: the same process again. Not yet: one created after its child
+     * has the PID only by reuse. */
+    if (pc ? x == pc : x <= created) {
+      p = fill(o, ppid, h, x, now);
+    } else {
+      ended = 1;
+    }
+    o->src.close(o->src.ctx, h);
+  } else {
+    /* Gone, or not ours to open: the cached process with that PID, if it
+     * was created before the child and seen alive since the child's
+     * creation (so it had the PID then: it was the parent). */
+    path_slot *s = slot_of(o, ppid);
+    if (s->created != 0 && s->pid == ppid && (pc ? s->created == pc : s->created <= created && s->seen >= created)) {
+      p = s;
+    } else if ((p = from_seen(o, ppid, pc, created, created)) == NULL && r == 0) {
+      ended = 1; /* gone, and never to be known */
+    }
+  }
+  c = cached(o, pid, created); /* (the parent may have taken the child's slot) */
+  if (c && p) {
+    c->parent = PARENT_KNOWN;
+    c->pcreated = p->created;
+  } else if (c && ended) {
+    c->parent = PARENT_NONE;
+  }
+  return p;
+}
+
+static void put(wr_ancestry *a, const path_slot *s, uint64_t now) {
+  wr_ancestor *x = &a->chain[a->n];
+  memcpy(a->paths[a->n], s->path, s->len);
+  x->pid = s->pid;
+  x->ctime = s->created;
+  x->age_ms = now >= s->created ? (now - s->created) / 10000u : 0;
+  x->path = s->len ? a->paths[a->n] : NULL;
+  x->path_len = s->len;
+  a->n++;
+}
+
+/* The ancestry of a process known beyond doubt (its slot s). */
+static void walk(wr_owners *o, const path_slot *s, wr_ancestry *a, uint64_t now) {
+  uint32_t pid = s->pid;
+  uint64_t created = s->created;
+  a->n = 0;
+  put(a, s, now);
+  while (a->n < WR_ANCESTRY_CAP) {
+    const path_slot *p = parent_slot(o, pid, created, now);
+    if (!p || p->created > created) return;
+    for (size_t i = 0; i < a->n; i++) {
+      if (a->chain[i].pid == p->pid) return; /* a loop: no real ancestry has one */
+    }
+    put(a, p, now);
+    pid = p->pid;
+    created = p->created;
+  }
+}
+
+size_t wr_owners_process(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen, wr_ancestry *anc) {
+  if (buflen) buf[0] = '\0';
+  if (anc) anc->n = 0;
+  if (pid == 0 || pid == 4) return 0; /* Idle and System have no image */
+  size_t n = 0;
+  AcquireSRWLockExclusive(&o->lock);
+  uint64_t now = o->src.now(o->src.ctx);
+  int sure = 0;
+  path_slot *s = owner_slot(o, pid, when, now, &sure);
+  if (s) {
+    n = slot_copy(s, buf, buflen);
+    if (anc && sure) walk(o, s, anc, now);
+  }
+  ReleaseSRWLockExclusive(&o->lock);
+  return n;
+}
+
+/* ------------------------------------------------------------------------
+ * Processes: listings */
+
+typedef struct {
+  uint32_t pid, ppid;
+  uint64_t created;
+  size_t len;
+  char name[SEEN_NAME];
+} listed;
+
+typedef struct {
+  listed *rows;
+  size_t n, cap;
+} listing;
+
+static void list_row(void *fctx, uint32_t pid, uint64_t created, uint32_t ppid, const char *name, size_t len) {
+  listing *l = fctx;
+  if (pid == 0 || created == 0) return;
+  if (l->n == l->cap) {
+    size_t cap = l->cap ? 2 * l->cap : 512;
+    listed *rows = realloc(l->rows, cap * sizeof *rows);
+    if (!rows) return;
+    l->rows = rows;
+    l->cap = cap;
+  }
+  listed *r = &l->rows[l->n++];
+  r->pid = pid;
+  r->ppid = ppid;
+  r->created = created;
+  r->len = wr_utf8_tail(name, len, SEEN_NAME);
+  memcpy(r->name, name + (len - r->len), r->len);
+}
+
+int wr_owners_watch(wr_owners *o) {
+  listing l = {NULL, 0, 0};
+  /* Listed outside the lock (the owner look-ups go on meanwhile): each
+   * process listed was alive at `now` or created since. */
+  AcquireSRWLockShared(&o->lock);
+  wr_process_source src = o->src;
+  ReleaseSRWLockShared(&o->lock);
+  uint64_t now = src.now(src.ctx);
+  int n = src.list ? src.list(src.ctx, list_row, &l) : -1;
+  AcquireSRWLockExclusive(&o->lock);
+  for (size_t i = 0; n >= 0 && i < l.n; i++) {
+    const listed *r = &l.rows[i];
+    seen_slot *e = seen_of(o, r->pid);
+    if (e->pid != r->pid || e->created != r->created) {
+      e->pid = r->pid;
+      e->created = r->created;
+      e->ppid = r->ppid;
+      e->len = r->len;
+      memcpy(e->name, r->name, r->len);
+    }
+    if (now > e->seen) e->seen = now;
+    path_slot *s = cached(o, r->pid, r->created);
+    if (s && now > s->seen) s->seen = now;
+  }
+  ReleaseSRWLockExclusive(&o->lock);
+  free(l.rows);
+  return n;
 }
 
 size_t wr_owners_process_path(wr_owners *o, uint32_t pid, uint64_t when, char *buf, size_t buflen) {
-  if (buflen) buf[0] = '\0';
-  if (pid == 0 || pid == 4) return 0; /* Idle and System have no image */
-  HANDLE h = OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, FALSE, pid);
-  size_t n = 0;
-  AcquireSRWLockExclusive(&o->lock);
-  path_slot *s = slot_of(o, pid);
-  if (!h) {
-    /* Gone (or not ours to open): the cached path, if that process was
-     * already running at the time of the event. */
-    if (s->created && s->pid == pid && (when == 0 || s->created <= when + CLOCK_SLACK_100NS)) {
-      n = slot_copy(s, buf, buflen);
-    }
-    ReleaseSRWLockExclusive(&o->lock);
-    return n;
-  }
-  FILETIME created, exited, kernel, user;
-  uint64_t c = 0;
-  if (GetProcessTimes(h, &created, &exited, &kernel, &user)) c = ft_value(created);
-  if (c != 0 && when != 0 && c > when + CLOCK_SLACK_100NS) {
-    /* Started after the event: the PID was reused. */
-  } else if (c != 0 && s->created == c && s->pid == pid) {
-    n = slot_copy(s, buf, buflen);
-  } else if (query_path(h, s)) {
-    s->pid = pid;
-    s->created = c ? c : 1;
-    n = slot_copy(s, buf, buflen);
-  } else {
-    s->created = 0;
-  }
-  ReleaseSRWLockExclusive(&o->lock);
-  CloseHandle(h);
-  return n;
+  return wr_owners_process(o, pid, when, buf, buflen, NULL);
 }
