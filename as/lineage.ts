@@ -62,7 +62,11 @@ export function clockAt(now: u32): i64 {
     clock = <i64>now;
   } else {
     const d = now - lastNow; // a u32 difference: wraps correctly
-    if (d < 0x80000000) clock += <i64>d; // (a step back counts as none)
+    // A step back (threads' readings arriving out of order) counts as none,
+    // and the latest reading stays the mark: the next step forward counts
+    // only what is new, so the clock does not run ahead of the host's.
+    if (d >= 0x80000000) return clock;
+    clock += <i64>d;
   }
   lastNow = now;
   return clock;

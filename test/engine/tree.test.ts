@@ -140,6 +140,27 @@ spec("a tree's root PID names the process that had it when the configuration was
   assert.ok(plain.wouldInterceptTree([p(21, "/x", 5, 0), INIT], CONFIG_AT + 5000));
 });
 
+spec("host clock readings arriving out of order do not push the engine's clock ahead", () => {
+  // Two host threads read the clock (a 16 ms tick) before they take the
+  // engine's lock: their readings may arrive out of order. Counting each
+  // step back as none must not count the next step forward twice, or the
+  // clock runs ahead and a root created before the configuration looks
+  // created after it.
+  const e = configured({ intercept: "tree:20" });
+  let t = CONFIG_AT;
+  for (let i = 0; i < 100; i++) {
+    e.wouldInterceptTree([p(500 + i, "/usr/bin/x"), INIT], t + 16);
+    e.wouldInterceptTree([p(700 + i, "/usr/bin/x"), INIT], t);
+    t += 16;
+  }
+  const now = t + 16;
+  // sh 20, created 5 ms before the configuration, first seen now.
+  assert.ok(e.wouldInterceptTree([p(20, "/bin/sh", 1234, now - (CONFIG_AT - 5)), INIT], now), "the root");
+  // And one created 5 ms after it is still not the root.
+  const f = configured({ intercept: "tree:20" });
+  assert.not.ok(f.wouldInterceptTree([p(20, "/bin/sh", 1234, now - (CONFIG_AT + 5)), INIT], now), "a later PID 20");
+});
+
 spec("a new configuration decides again, from the parents remembered", () => {
   const e = configured({ intercept: "tree:20" });
   assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
