@@ -161,6 +161,33 @@ spec("host clock readings arriving out of order do not push the engine's clock a
   assert.not.ok(f.wouldInterceptTree([p(20, "/bin/sh", 1234, now - (CONFIG_AT + 5)), INIT], now), "a later PID 20");
 });
 
+spec("a process that exec()s another program is decided again as that program; its earlier children keep theirs", () => {
+  // Linux: same PID and start time (the identity), another executable. Seen
+  // first as the shell it was forked as, then as curl.
+  const forked = p(77, "/bin/sh", 777, 10);
+  const execed = { ...forked, path: "/usr/bin/curl" };
+  const e = configured({ intercept: "tree:curl" });
+  assert.not.ok(e.wouldInterceptTree([forked, INIT], CONFIG_AT + 10), "before exec: not curl");
+  const early = p(78, "/usr/bin/x", 778, 5); // started by the shell, before the exec
+  assert.not.ok(e.wouldInterceptTree([early, forked, INIT], CONFIG_AT + 15));
+  assert.ok(e.wouldInterceptTree([execed, INIT], CONFIG_AT + 20), "after exec: curl, the tree's root");
+  assert.ok(e.wouldInterceptTree([p(79, "/usr/bin/x", 779, 1), execed, INIT], CONFIG_AT + 30), "a child curl starts");
+  assert.not.ok(e.wouldInterceptTree([early, forked, INIT], CONFIG_AT + 40), "the shell's child keeps its answer");
+  // The same for an exclusion: "!tree:curl" takes out the exec()ed curl.
+  const x = configured({ intercept: "tree:1,!tree:curl" });
+  assert.ok(x.wouldInterceptTree([forked, INIT], CONFIG_AT + 10));
+  assert.not.ok(x.wouldInterceptTree([execed, INIT], CONFIG_AT + 20), "curl is excluded");
+  // An owner fact with the new path decides its connection the same way.
+  const f = PacketEngine.started({ intercept: "tree:curl" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  assert.not.ok(f.wouldInterceptTree([forked, INIT], CONFIG_AT + 10));
+  const C = { addr: "10.0.0.2", port: 40001 };
+  const D = { addr: "198.18.0.10", port: 80 };
+  assert.is(f.process([{ data: build({ proto: "tcp", src: C, dst: D, flags: "S" }), outbound: true }], CONFIG_AT + 20)[0]
+    .verdict, V_HELD);
+  f.owner(O_CONNECT, "tcp", C, D, execed.pid, execed.path, CONFIG_AT + 20, [execed, INIT]);
+  assert.is(f.released()[0].verdict, V_MODIFIED, "curl's connection");
+});
+
 spec("a new configuration decides again, from the parents remembered", () => {
   const e = configured({ intercept: "tree:20" });
   assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
