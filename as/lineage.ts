@@ -197,10 +197,11 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
   if (count > ANCESTRY_MAX) count = ANCESTRY_MAX;
   let n: u32 = 0;
   while (n < count) {
-    if (p + ANCESTOR_SIZE > end) break;
+    // (In 64 bits: a path length near 2^32 must not wrap past `end`.)
+    if (<u64>p + <u64>ANCESTOR_SIZE > <u64>end) break;
     const a = changetype<Ancestor>(p);
     const plen = a.pathLen;
-    if (p + ANCESTOR_SIZE + <usize>plen > end) break;
+    if (<u64>p + <u64>ANCESTOR_SIZE + <u64>plen > <u64>end) break;
     unchecked(recs[n] = p);
     const ref = enter(a.pid, a.ctime);
     unchecked(refs[n] = ref);

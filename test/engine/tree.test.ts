@@ -4,7 +4,7 @@
 // the process's creation, and so on).
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, type Proc } from "./harness.ts";
+import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, ancestry, type Proc } from "./harness.ts";
 import { build } from "./packets.ts";
 
 const SELF = 1000;
@@ -235,6 +235,17 @@ syntax("ambiguous and malformed entries are refused, naming the entry", () => {
   assert.ok(ok.wouldInterceptTree([p(5, "/opt/treehouse")], CONFIG_AT));
   assert.ok(ok.wouldInterceptTree([p(6, "/opt/subtree:x")], CONFIG_AT));
   assert.is(configured({ intercept: Array.from({ length: 32 }, (_, i) => `tree:${i + 1}`) }).config("{}").rc, 0);
+});
+
+syntax("an ancestry whose record claims a path past the buffer ends there (no trap)", () => {
+  const e = configured({ intercept: "tree:20" });
+  const chain = [SUB, SH, AGENT, INIT];
+  const data = ancestry(chain);
+  // SUB's record and path take 32 bytes; SH's path_len (at +4) near 2^32.
+  new DataView(data.buffer, data.byteOffset).setUint32(32 + 4, 0xfffffff0, true);
+  e.io(data);
+  assert.is(e.x.eng_would_intercept_tree(chain.length, data.length, CONFIG_AT + 10), 0, "SH's record is not read");
+  assert.ok(e.wouldInterceptTree(chains.curl, CONFIG_AT + 20), "the engine goes on");
 });
 
 const flows = suite("process trees: connections");
