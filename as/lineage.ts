@@ -12,7 +12,9 @@
 // exits keeps its membership, and so do the processes it starts later, as
 // long as the engine saw it (or an ancestry through it) while its parent
 // lived. A tree mask is cached per identity and policy generation: once
-// decided, an identity is never decided again under the same policy.
+// decided, an identity is never decided again under the same policy, unless
+// it comes first in an ancestry with another path than it was decided with
+// (Linux: exec() keeps the PID and start time, not the program).
 //
 // A tree entry by PID names the process that had the PID when the
 // configuration was set: a process created after that (from its age in the
@@ -32,7 +34,7 @@ class Line {
   mask: u32;      // tree mask under policy generation maskGen
   maskGen: u32;   // 0: not decided
   parentPid: u32; // 0: no parent known
-  private pad: u32;
+  pathHash: u32;  // the path the mask was decided with (pathHashOf), 0: none
   ctime: u64;
   parentCtime: u64;
   created: i64;   // creation on the engine's clock (ms); NO_TIME: not known
@@ -62,7 +64,11 @@ export function clockAt(now: u32): i64 {
     clock = <i64>now;
   } else {
     const d = now - lastNow; // a u32 difference: wraps correctly
-    if (d < 0x80000000) clock += <i64>d; // (a step back counts as none)
+    // A step back (threads' readings arriving out of order) counts as none,
+    // and the latest reading stays the mark: the next step forward counts
+    // only what is new, so the clock does not run ahead of the host's.
+    if (d >= 0x80000000) return clock;
+    clock += <i64>d;
   }
   lastNow = now;
   return clock;
@@ -135,8 +141,17 @@ function enter(pid: u32, ctime: u64): u32 {
   s.maskGen = 0;
   s.parentPid = 0;
   s.parentCtime = 0;
+  s.pathHash = 0;
   s.created = NO_TIME;
   return i + 1;
+}
+
+/** A path's fingerprint (FNV-1a), never 0; 0 for no path. */
+function pathHashOf(path: usize, len: u32): u32 {
+  if (len == 0) return 0;
+  let h: u32 = 0x811c9dc5;
+  for (let i: u32 = 0; i < len; i++) h = (h ^ <u32>load<u8>(path + i)) * 0x01000193;
+  return h | 1;
 }
 
 /** Was the process created before the configuration in force was set? */
@@ -158,6 +173,7 @@ function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
   if (s.parentPid != 0 && depth < DEPTH_MAX) m |= maskOf(find(s.parentPid, s.parentCtime), 0, 0, depth + 1);
   s.mask = m;
   s.maskGen = policyGeneration;
+  s.pathHash = pathHashOf(path, pathLen);
   return m;
 }
 
@@ -181,10 +197,11 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
   if (count > ANCESTRY_MAX) count = ANCESTRY_MAX;
   let n: u32 = 0;
   while (n < count) {
-    if (p + ANCESTOR_SIZE > end) break;
+    // (In 64 bits: a path length near 2^32 must not wrap past `end`.)
+    if (<u64>p + <u64>ANCESTOR_SIZE > <u64>end) break;
     const a = changetype<Ancestor>(p);
     const plen = a.pathLen;
-    if (p + ANCESTOR_SIZE + <usize>plen > end) break;
+    if (<u64>p + <u64>ANCESTOR_SIZE + <u64>plen > <u64>end) break;
     unchecked(recs[n] = p);
     const ref = enter(a.pid, a.ctime);
     unchecked(refs[n] = ref);
@@ -203,6 +220,13 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
       s.parentCtime = q.ctime;
     }
   }
+  // The process itself with another path than its mask was decided with
+  // (Linux: it exec()ed another program since, same PID and start time): its
+  // own roots are decided again. Its children so far were started by the
+  // program before, and keep their masks.
+  const a0 = changetype<Ancestor>(unchecked(recs[0]));
+  const s0 = slot(unchecked(refs[0]) - 1);
+  if (a0.pathLen != 0 && s0.pathHash != pathHashOf(a0.path, a0.pathLen)) s0.maskGen = 0;
   // From the oldest, each one's mask from its parent's.
   let top = n;
   for (let i: u32 = 0; i < n; i++) {
@@ -223,6 +247,7 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
     m = parentMask | treeRoots(activePolicy, a.pid, a.path, a.pathLen, beforeConfig(s));
     s.mask = m;
     s.maskGen = policyGeneration;
+    s.pathHash = pathHashOf(a.path, a.pathLen);
   }
   lastRef = unchecked(refs[0]);
   return m;

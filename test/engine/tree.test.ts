@@ -4,7 +4,7 @@
 // the process's creation, and so on).
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, type Proc } from "./harness.ts";
+import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, ancestry, type Proc } from "./harness.ts";
 import { build } from "./packets.ts";
 
 const SELF = 1000;
@@ -140,6 +140,54 @@ spec("a tree's root PID names the process that had it when the configuration was
   assert.ok(plain.wouldInterceptTree([p(21, "/x", 5, 0), INIT], CONFIG_AT + 5000));
 });
 
+spec("host clock readings arriving out of order do not push the engine's clock ahead", () => {
+  // Two host threads read the clock (a 16 ms tick) before they take the
+  // engine's lock: their readings may arrive out of order. Counting each
+  // step back as none must not count the next step forward twice, or the
+  // clock runs ahead and a root created before the configuration looks
+  // created after it.
+  const e = configured({ intercept: "tree:20" });
+  let t = CONFIG_AT;
+  for (let i = 0; i < 100; i++) {
+    e.wouldInterceptTree([p(500 + i, "/usr/bin/x"), INIT], t + 16);
+    e.wouldInterceptTree([p(700 + i, "/usr/bin/x"), INIT], t);
+    t += 16;
+  }
+  const now = t + 16;
+  // sh 20, created 5 ms before the configuration, first seen now.
+  assert.ok(e.wouldInterceptTree([p(20, "/bin/sh", 1234, now - (CONFIG_AT - 5)), INIT], now), "the root");
+  // And one created 5 ms after it is still not the root.
+  const f = configured({ intercept: "tree:20" });
+  assert.not.ok(f.wouldInterceptTree([p(20, "/bin/sh", 1234, now - (CONFIG_AT + 5)), INIT], now), "a later PID 20");
+});
+
+spec("a process that exec()s another program is decided again as that program; its earlier children keep theirs", () => {
+  // Linux: same PID and start time (the identity), another executable. Seen
+  // first as the shell it was forked as, then as curl.
+  const forked = p(77, "/bin/sh", 777, 10);
+  const execed = { ...forked, path: "/usr/bin/curl" };
+  const e = configured({ intercept: "tree:curl" });
+  assert.not.ok(e.wouldInterceptTree([forked, INIT], CONFIG_AT + 10), "before exec: not curl");
+  const early = p(78, "/usr/bin/x", 778, 5); // started by the shell, before the exec
+  assert.not.ok(e.wouldInterceptTree([early, forked, INIT], CONFIG_AT + 15));
+  assert.ok(e.wouldInterceptTree([execed, INIT], CONFIG_AT + 20), "after exec: curl, the tree's root");
+  assert.ok(e.wouldInterceptTree([p(79, "/usr/bin/x", 779, 1), execed, INIT], CONFIG_AT + 30), "a child curl starts");
+  assert.not.ok(e.wouldInterceptTree([early, forked, INIT], CONFIG_AT + 40), "the shell's child keeps its answer");
+  // The same for an exclusion: "!tree:curl" takes out the exec()ed curl.
+  const x = configured({ intercept: "tree:1,!tree:curl" });
+  assert.ok(x.wouldInterceptTree([forked, INIT], CONFIG_AT + 10));
+  assert.not.ok(x.wouldInterceptTree([execed, INIT], CONFIG_AT + 20), "curl is excluded");
+  // An owner fact with the new path decides its connection the same way.
+  const f = PacketEngine.started({ intercept: "tree:curl" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  assert.not.ok(f.wouldInterceptTree([forked, INIT], CONFIG_AT + 10));
+  const C = { addr: "10.0.0.2", port: 40001 };
+  const D = { addr: "198.18.0.10", port: 80 };
+  assert.is(f.process([{ data: build({ proto: "tcp", src: C, dst: D, flags: "S" }), outbound: true }], CONFIG_AT + 20)[0]
+    .verdict, V_HELD);
+  f.owner(O_CONNECT, "tcp", C, D, execed.pid, execed.path, CONFIG_AT + 20, [execed, INIT]);
+  assert.is(f.released()[0].verdict, V_MODIFIED, "curl's connection");
+});
+
 spec("a new configuration decides again, from the parents remembered", () => {
   const e = configured({ intercept: "tree:20" });
   assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));
@@ -187,6 +235,17 @@ syntax("ambiguous and malformed entries are refused, naming the entry", () => {
   assert.ok(ok.wouldInterceptTree([p(5, "/opt/treehouse")], CONFIG_AT));
   assert.ok(ok.wouldInterceptTree([p(6, "/opt/subtree:x")], CONFIG_AT));
   assert.is(configured({ intercept: Array.from({ length: 32 }, (_, i) => `tree:${i + 1}`) }).config("{}").rc, 0);
+});
+
+syntax("an ancestry whose record claims a path past the buffer ends there (no trap)", () => {
+  const e = configured({ intercept: "tree:20" });
+  const chain = [SUB, SH, AGENT, INIT];
+  const data = ancestry(chain);
+  // SUB's record and path take 32 bytes; SH's path_len (at +4) near 2^32.
+  new DataView(data.buffer, data.byteOffset).setUint32(32 + 4, 0xfffffff0, true);
+  e.io(data);
+  assert.is(e.x.eng_would_intercept_tree(chain.length, data.length, CONFIG_AT + 10), 0, "SH's record is not read");
+  assert.ok(e.wouldInterceptTree(chains.curl, CONFIG_AT + 20), "the engine goes on");
 });
 
 const flows = suite("process trees: connections");

@@ -986,6 +986,25 @@ TEST_CASE(ancestry_rules) {
   CHECK(strcmp(got, "704 104 100") == 0 && a->chain[0].ctime == T0 + 310 * FT_S,
         "the listed process, not the cached older one: \"%s\"", got);
 
+  /* A launcher whose PID shares its place in the listing's table with
+   * another live process (800 and 17524 do): it stays known as its child's
+   * parent after it exits, also once later listings no longer have it. */
+  wr_owners_set_process_source(o, &src);
+  procs[np++] = (fake_proc){17524, T0 + 1 * FT_S, 100, "C:\\svc.exe", 1, 0};
+  procs[np++] = (fake_proc){800, T0 + 330 * FT_S, 100, "launcher2.exe", 1, 0};
+  procs[np++] = (fake_proc){900, T0 + 331 * FT_S, 800, "C:\\o.exe", 1, 0};
+  f.n = np;
+  f.now = T0 + 332 * FT_S;
+  CHECK(wr_owners_watch(o) > 0, "listed with the launcher");
+  fk_find(&f, 800)->alive = 0;
+  f.now += FT_S / 4;
+  CHECK(wr_owners_watch(o) > 0, "listed without it");
+  got = look(o, &f, 900, 0, a, &opens);
+  CHECK(strcmp(got, "900 800 100") == 0 && chain_is(a, 1, 800, T0 + 330 * FT_S, "launcher2.exe"),
+        "a listed launcher gone, its place in the table another live process's: still the parent: \"%s\"", got);
+  got = look(o, &f, 17524, 0, a, &opens);
+  CHECK(strcmp(got, "17524 100") == 0, "and the other process is itself: \"%s\"", got);
+
   wr_owners_free(o);
   free(a);
 }

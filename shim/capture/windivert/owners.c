@@ -40,9 +40,12 @@ typedef struct {
   char path[PATH_BYTES];
 } path_slot;
 
-/* Every process a listing showed (wr_owners_watch): direct-mapped by PID,
- * a newer process of the PID takes the slot. */
+/* Every process a listing showed (wr_owners_watch): a set of SEEN_WAYS
+ * slots per PID, so that processes alive together keep theirs (two of some
+ * hundreds share a set more often than not). A newer process of the PID
+ * takes its slot, else a free one, else the one seen alive longest ago. */
 #define SEEN_SLOTS 4096
+#define SEEN_WAYS 8
 #define SEEN_NAME 128 /* the image file name's last bytes */
 
 typedef struct {
@@ -413,9 +416,31 @@ static path_slot *cached(wr_owners *o, uint32_t pid, uint64_t created) {
   return s->created != 0 && s->pid == pid && s->created == created ? s : NULL;
 }
 
-static seen_slot *seen_of(wr_owners *o, uint32_t pid) {
+static seen_slot *seen_set(wr_owners *o, uint32_t pid) {
   uint32_t h = (pid >> 2) * 2654435761u;
-  return &o->seen[(h >> 20) % SEEN_SLOTS];
+  return &o->seen[((h >> 20) % (SEEN_SLOTS / SEEN_WAYS)) * SEEN_WAYS];
+}
+
+/* What the listings saw last of the PID, or NULL. */
+static seen_slot *seen_of(wr_owners *o, uint32_t pid) {
+  seen_slot *set = seen_set(o, pid);
+  for (int i = 0; i < SEEN_WAYS; i++) {
+    if (set[i].created != 0 && set[i].pid == pid) return &set[i];
+  }
+  return NULL;
+}
+
+/* The slot for a listed PID: its own, a free one, or the one seen alive
+ * longest ago. */
+static seen_slot *seen_room(wr_owners *o, uint32_t pid) {
+  seen_slot *e = seen_of(o, pid);
+  if (e) return e;
+  seen_slot *set = seen_set(o, pid);
+  for (int i = 0; i < SEEN_WAYS; i++) {
+    if (set[i].created == 0) return &set[i];
+    if (!e || set[i].seen < e->seen) e = &set[i];
+  }
+  return e;
 }
 
 /* What a listing saw of the process `pid` created at `created`, or of the
@@ -424,7 +449,7 @@ static seen_slot *seen_of(wr_owners *o, uint32_t pid) {
  * image file name for a path), or NULL. */
 static path_slot *from_seen(wr_owners *o, uint32_t pid, uint64_t created, uint64_t before, uint64_t alive_at) {
   const seen_slot *e = seen_of(o, pid);
-  if (e->created == 0 || e->pid != pid) return NULL;
+  if (!e) return NULL;
   if (created ? e->created != created : e->created > before || e->seen < alive_at) return NULL;
   path_slot *s = slot_of(o, pid);
   if (s->created == e->created && s->pid == pid) {
@@ -643,10 +668,11 @@ int wr_owners_watch(wr_owners *o) {
   AcquireSRWLockExclusive(&o->lock);
   for (size_t i = 0; n >= 0 && i < l.n; i++) {
     const listed *r = &l.rows[i];
-    seen_slot *e = seen_of(o, r->pid);
+    seen_slot *e = seen_room(o, r->pid);
     if (e->pid != r->pid || e->created != r->created) {
       e->pid = r->pid;
       e->created = r->created;
+      e->seen = now;
       e->ppid = r->ppid;
       e->len = r->len;
       memcpy(e->name, r->name, r->len);
