@@ -57,8 +57,14 @@ uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms);
 static inline int wr_event_wait(wr_event *e, uint32_t timeout_ms) { return wr_event_wait_change(e, 0, timeout_ms) != 0; }
 
 void wr_sleep_ms(uint32_t ms);
-/* Milliseconds from a monotonic clock. */
+/* Milliseconds from a monotonic clock, with millisecond resolution (the
+ * engine compares it with exact process ages: lineage.ts). Linux:
+ * CLOCK_MONOTONIC; Windows: the performance counter (time asleep counted). */
 uint64_t wr_now_ms(void);
+#ifdef _WIN32
+/* floor(ticks * 1000 / hz) without overflow (hz > 0): wr_now_ms's arithmetic. */
+uint64_t wr_ticks_to_ms(uint64_t ticks, uint64_t hz);
+#endif
 /* The calling process's ID. */
 uint32_t wr_self_pid(void);
 /* 32 unpredictable bits (for hash seeds). */

@@ -78,7 +78,30 @@ uint64_t wr_event_wait_change(wr_event *e, uint64_t seen, uint32_t timeout_ms) {
 
 void wr_sleep_ms(uint32_t ms) { Sleep(ms); }
 
-uint64_t wr_now_ms(void) { return (uint64_t)GetTickCount64(); }
+/* The performance counter, not GetTickCount64: that one moves in steps of
+ * the clock interrupt (about 15.6 ms), while the ages of processes it is
+ * compared with (the engine's configuration time, lineage.ts) are exact, so
+ * a process started just before a configuration could look younger than it.
+ * Like GetTickCount64 the counter also counts time asleep or hibernated, as
+ * the wall clock of those ages does. Whole seconds and the remainder apart:
+ * counter * 1000 itself could overflow (the remainder times 1000 fits for
+ * any frequency under 1.8e16 Hz); the result is floor(counter * 1000 /
+ * frequency) exactly, so it never goes back while the counter does not. */
+uint64_t wr_ticks_to_ms(uint64_t ticks, uint64_t hz) { return ticks / hz * 1000u + ticks % hz * 1000u / hz; }
+
+uint64_t wr_now_ms(void) {
+  static volatile LONG64 freq; /* constant after boot: read once */
+  LONG64 f = freq;
+  if (f <= 0) {
+    LARGE_INTEGER q;
+    QueryPerformanceFrequency(&q);
+    f = q.QuadPart > 0 ? q.QuadPart : 1;
+    freq = f;
+  }
+  LARGE_INTEGER c;
+  QueryPerformanceCounter(&c);
+  return wr_ticks_to_ms((uint64_t)c.QuadPart, (uint64_t)f);
+}
 
 uint32_t wr_self_pid(void) { return (uint32_t)GetCurrentProcessId(); }
 

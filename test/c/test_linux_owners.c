@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -294,6 +295,41 @@ static uint64_t start_of(pid_t pid) {
   return p ? strtoull(p, NULL, 10) : 0;
 }
 
+/* This process -> a middle process (at `pid`, 0: any; named `name` when
+ * not NULL, a name its child inherits) -> a holder, whose pipes stay here.
+ * The middle exits once a byte comes on *go; the holder lives on. */
+static pid_t spawn_middle(pid_t pid, const char *name, holder *h, int *go_fd) {
+  int cmd[2], report[2], told[2], go[2];
+  if (pipe(cmd) != 0 || pipe(report) != 0 || pipe(told) != 0 || pipe(go) != 0) exit(2);
+  if (pid) next_pid(pid);
+  pid_t middle = fork();
+  if (middle < 0) exit(2);
+  if (middle == 0) {
+    if (name && prctl(PR_SET_NAME, name, 0, 0, 0) != 0) _exit(3);
+    pid_t c = fork();
+    if (c == 0) holder_main(cmd[0], report[1]);
+    char b;
+    if (write(told[1], &c, sizeof c) != sizeof c || read(go[0], &b, 1) != 1) _exit(3);
+    _exit(0); /* the holder lives on, re-parented */
+  }
+  *h = (holder){0, cmd[1], report[0]};
+  if (read(told[0], &h->pid, sizeof h->pid) != sizeof h->pid) exit(2);
+  *go_fd = go[1];
+  return middle;
+}
+
+/* The ancestry of the owner of the holder's UDP socket on `port` (checked
+ * to be the holder); its length. */
+static size_t holder_chain(wr_owners *o, uint16_t port, const holder *h, wr_ancestor *chain) {
+  uint8_t lo[16] = {127, 0, 0, 1};
+  uint32_t pid = 0;
+  char path[4096] = "";
+  size_t n = 0;
+  CHECK(wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n) == 1 &&
+            pid == (uint32_t)h->pid, "the holder is found (PID %u)", pid);
+  return n;
+}
+
 /* An owner's ancestry: the process, then the parent it had when first read,
  * kept after that parent exits; a parent's PID taken by a younger process
  * is not given as its parent. */
@@ -301,32 +337,18 @@ TEST_CASE(ancestry) {
   char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
   wr_owners *o = owners_and_other(dir, other, sizeof other);
   if (!o) return;
-  /* This process -> middle (at MIDDLE) -> a holder, whose pipes stay here. */
   const pid_t MIDDLE = REUSED_PID + 100;
-  int cmd[2], report[2], told[2], go[2];
-  if (pipe(cmd) != 0 || pipe(report) != 0 || pipe(told) != 0 || pipe(go) != 0) exit(2);
-  next_pid(MIDDLE);
-  pid_t middle = fork();
-  if (middle < 0) exit(2);
-  if (middle == 0) {
-    pid_t h = fork();
-    if (h == 0) holder_main(cmd[0], report[1]);
-    char c;
-    if (write(told[1], &h, sizeof h) != sizeof h || read(go[0], &c, 1) != 1) _exit(3);
-    _exit(0); /* the holder lives on, re-parented */
-  }
+  holder h;
+  int go = -1;
+  pid_t middle = spawn_middle(MIDDLE, NULL, &h, &go);
   CHECK(middle == MIDDLE, "middle got PID %d, wanted %d", (int)middle, (int)MIDDLE);
-  holder h = {0, cmd[1], report[0]};
-  if (read(told[0], &h.pid, sizeof h.pid) != sizeof h.pid) exit(2);
   uint16_t port = holder_port(&h);
   uint64_t middle_start = start_of(middle);
   uint8_t lo[16] = {127, 0, 0, 1};
   uint32_t pid = 0;
   char path[4096] = "";
   wr_ancestor chain[WR_ANCESTRY_CAP];
-  size_t n = 0;
-  CHECK(wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n) == 1 &&
-            pid == (uint32_t)h.pid, "the holder is found (PID %u)", pid);
+  size_t n = holder_chain(o, port, &h, chain);
   CHECK(n >= 3 && chain[0].pid == (uint32_t)h.pid && chain[1].pid == (uint32_t)middle &&
             chain[1].ctime == middle_start && chain[2].pid == (uint32_t)getpid(),
         "ancestry: holder, middle, this process (%zu entries; %u %u %u)", n, n > 0 ? chain[0].pid : 0,
@@ -337,7 +359,7 @@ TEST_CASE(ancestry) {
 
   /* The middle exits: the holder, re-parented, still names it. */
   char c = 'x';
-  if (write(go[1], &c, 1) != 1) exit(2);
+  if (write(go, &c, 1) != 1) exit(2);
   status_of(middle);
   port = holder_do(&h, 'a');
   n = 0;
@@ -374,6 +396,49 @@ TEST_CASE(ancestry) {
   end(h.pid);
   wr_owners_free(o);
   drop_copy(dir, other);
+}
+
+/* A command name with ") " in it, such as prctl(PR_SET_NAME) may set:
+ * /proc/<pid>/stat reads "pid (x) S 1 2 3 4) S ppid ...", and its fields
+ * are counted from the last ')' (counted from the first, the parent would
+ * be PID 1 and the start time another field). Both the holder and its
+ * parent (the name is inherited) carry it. */
+TEST_CASE(paren_name) {
+  wr_owners *o = wr_owners_new(is_candidate, NULL);
+  CHECK(o != NULL, "wr_owners_new");
+  if (!o) return;
+  static const char NAME[] = "x) S 1 2 3 4"; /* at most 15 bytes */
+  holder h;
+  int go = -1;
+  pid_t middle = spawn_middle(0, NAME, &h, &go);
+  uint16_t port = holder_port(&h);
+  char comm[64] = "", want[64];
+  snprintf(want, sizeof want, "%s\n", NAME);
+  for (pid_t p = middle; p; p = p == middle ? h.pid : 0) {
+    snprintf(comm, sizeof comm, "/proc/%d/comm", (int)p);
+    FILE *f = fopen(comm, "r");
+    size_t n = f ? fread(comm, 1, sizeof comm - 1, f) : 0;
+    if (f) fclose(f);
+    comm[n] = '\0';
+    CHECK(strcmp(comm, want) == 0, "process %d is named \"%s\" (reads \"%s\")", (int)p, NAME, comm);
+  }
+  wr_ancestor chain[WR_ANCESTRY_CAP];
+  size_t n = holder_chain(o, port, &h, chain);
+  CHECK(n >= 3 && chain[0].pid == (uint32_t)h.pid && chain[1].pid == (uint32_t)middle &&
+            chain[2].pid == (uint32_t)getpid(),
+        "ancestry: holder %d, its parent %d, this process %d (%zu entries; %u %u %u)", (int)h.pid, (int)middle,
+        (int)getpid(), n, n > 0 ? chain[0].pid : 0, n > 1 ? chain[1].pid : 0, n > 2 ? chain[2].pid : 0);
+  uint64_t hs = start_of(h.pid), ms = start_of(middle);
+  CHECK(hs != 0 && n >= 2 && chain[0].ctime == hs && chain[1].ctime == ms,
+        "start times: holder %llu (want %llu), parent %llu (want %llu)", n > 0 ? (unsigned long long)chain[0].ctime : 0,
+        (unsigned long long)hs, n > 1 ? (unsigned long long)chain[1].ctime : 0, (unsigned long long)ms);
+  CHECK(n >= 2 && chain[0].age_ms < 60000 && chain[1].age_ms < 60000, "ages under a minute (%llu, %llu ms)",
+        n > 0 ? (unsigned long long)chain[0].age_ms : 0, n > 1 ? (unsigned long long)chain[1].age_ms : 0);
+  char c = 'x';
+  if (write(go, &c, 1) != 1) exit(2);
+  status_of(middle);
+  end(h.pid);
+  wr_owners_free(o);
 }
 
 /* A program whose path is not UTF-8 (Linux paths are bytes): its path

@@ -18,6 +18,7 @@
 #include "check.h"
 #include "wd_sockets.h"
 #include "host.h"
+#include "os/platform.h"
 #include "capture/windivert/filter.h"
 #include "capture/windivert/handles.h"
 #include "capture/windivert/owners.h"
@@ -83,6 +84,64 @@ TEST_CASE(clock) {
   CHECK(conv <= now && now - conv < 5000000, "a reading taken now converts to now (%lld units off)",
         (long long)(now - conv));
   wr_owners_free(o);
+}
+
+static uint64_t wall_100ns(void) {
+  FILETIME ft;
+  GetSystemTimePreciseAsFileTime(&ft);
+  return ((uint64_t)ft.dwHighDateTime << 32) | ft.dwLowDateTime;
+}
+
+/* wr_now_ms, the engine's clock: the configuration's time, compared with
+ * exact process ages (lineage.ts), so it must move by the millisecond and
+ * never back. It was GetTickCount64, which on real Windows moves in steps
+ * of about 15.6 ms; wine's GetTickCount64 already moves by the millisecond,
+ * so this case cannot show those steps here: it checks that the clock never
+ * goes back and that it moves in steps under 5 ms, which real Windows with
+ * the old clock would fail. The arithmetic's overflow is checked apart. */
+TEST_CASE(now_ms) {
+  /* floor(ticks * 1000 / hz) where ticks * 1000 does not fit in 64 bits. */
+  const uint64_t hzs[] = {10000000u, 3579545u, 2400000000u, 1u, 1000u};
+  const uint64_t ticks[] = {0, 1, 9999999u, 1ull << 62, UINT64_MAX / 3, UINT64_MAX};
+  for (size_t i = 0; i < sizeof hzs / sizeof hzs[0]; i++) {
+    for (size_t j = 0; j < sizeof ticks / sizeof ticks[0]; j++) {
+      unsigned __int128 exact = (unsigned __int128)ticks[j] * 1000u / hzs[i];
+      if (exact > UINT64_MAX) continue; /* not a millisecond count */
+      uint64_t got = wr_ticks_to_ms(ticks[j], hzs[i]);
+      CHECK(got == (uint64_t)exact, "%llu ticks at %llu Hz: %llu ms, not %llu", (unsigned long long)ticks[j],
+            (unsigned long long)hzs[i], (unsigned long long)got, (unsigned long long)exact);
+    }
+  }
+
+  /* A spin of about 100 ms: every reading at least the one before; the
+   * smallest step it took under 5 ms; and it moved as the wall clock did
+   * (each span bracketed by the other clock's readings). */
+  uint64_t w0 = wall_100ns();
+  uint64_t first = wr_now_ms(), last = first, min_step = UINT64_MAX;
+  long back = 0, steps = 0;
+  while (last - first < 100 && wall_100ns() - w0 < 50000000u) { /* at most 5 s */
+    uint64_t t = wr_now_ms();
+    if (t < last) back++;
+    if (t > last) {
+      steps++;
+      if (t - last < min_step) min_step = t - last;
+    }
+    last = t;
+  }
+  uint64_t w1 = wall_100ns();
+  CHECK(back == 0, "wr_now_ms went back %ld times", back);
+  CHECK(last - first >= 100, "wr_now_ms moved %llu ms in %llu ms of wall clock", (unsigned long long)(last - first),
+        (unsigned long long)((w1 - w0) / 10000u));
+  CHECK(steps > 0 && min_step < 5, "wr_now_ms moved in %ld steps, the smallest %llu ms", steps,
+        (unsigned long long)min_step);
+  /* (last - first) within the wall clock's span, with 1 ms for rounding. */
+  CHECK(last - first <= (w1 - w0) / 10000u + 1, "wr_now_ms moved %llu ms while the wall clock moved %llu ms",
+        (unsigned long long)(last - first), (unsigned long long)((w1 - w0) / 10000u));
+  uint64_t a = wr_now_ms(), v0 = wall_100ns();
+  Sleep(50);
+  uint64_t v1 = wall_100ns(), b = wr_now_ms();
+  CHECK(b - a + 1 >= (v1 - v0) / 10000u, "a sleep of %llu ms of wall clock was %llu ms of wr_now_ms",
+        (unsigned long long)((v1 - v0) / 10000u), (unsigned long long)(b - a));
 }
 
 TEST_CASE(layout) {
