@@ -45,6 +45,7 @@ class Line {
   pathHash: u32;  // the path the mask was decided with (pathHashOf), 0: none
   lastPath: u32;  // the path last seen for the identity (pathHashOf), 0: none yet
   keep: u32;      // pattern-tree membership carried from earlier configurations (bits of the policy in force)
+  gen: u32;       // counts the identities the slot has held (references name it: refOf)
   ctime: u64;
   parentCtime: u64;
   created: i64;   // creation on the engine's clock (ms); NO_TIME: not known
@@ -125,6 +126,27 @@ function hashId(pid: u32, ctime: u64): u32 {
   return h & (CAPACITY - 1);
 }
 
+// A reference handed out (lastRef, procs.ts): the slot index + 1 and the
+// slot's gen, so one kept while its slot went to another identity (the same
+// PID, another creation time) no longer names it.
+// @ts-ignore: decorator
+@inline const REF_SHIFT: u32 = 15;
+// @ts-ignore: decorator
+@inline const GEN_MASK: u32 = 0x1ffff;
+
+function refOf(ref: u32): u32 {
+  return ref == 0 ? 0 : ref | (slot(ref - 1).gen << REF_SHIFT);
+}
+
+/** The slot (+1) a reference names, or 0 when the slot holds another identity since. */
+function unref(ext: u32): u32 {
+  if (ext == 0 || table == 0) return 0;
+  const ref = ext & ((1 << REF_SHIFT) - 1);
+  if (ref == 0 || ref > CAPACITY) return 0;
+  const s = slot(ref - 1);
+  return s.used != 0 && s.gen == ext >>> REF_SHIFT ? ref : 0;
+}
+
 /** The slot index + 1 of an identity, or 0. */
 function find(pid: u32, ctime: u64): u32 {
   if (table == 0) return 0;
@@ -174,6 +196,8 @@ function enter(pid: u32, ctime: u64): u32 {
   s.pathHash = 0;
   s.lastPath = 0;
   s.keep = 0;
+  s.gen = (s.gen + 1) & GEN_MASK;
+  if (s.gen == 0) s.gen = 1;
   s.created = NO_TIME;
   return i + 1;
 }
@@ -215,7 +239,7 @@ function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
 const refs = new StaticArray<u32>(<i32>ANCESTRY_MAX);
 const recs = new StaticArray<usize>(<i32>ANCESTRY_MAX);
 
-/** The identity the last lineageDecide was about (slot + 1), for procs.ts. */
+/** The identity the last lineageDecide was about (a reference: refOf), for procs.ts. */
 export let lastRef: u32 = 0;
 
 /**
@@ -289,19 +313,17 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
     s.pathHash = pathHashOf(a.path, a.pathLen);
     if (s.pathHash != 0) s.lastPath = s.pathHash;
   }
-  lastRef = unchecked(refs[0]);
+  lastRef = refOf(unchecked(refs[0]));
   return m;
 }
 
-/** Identity check of a reference (slot + 1) still naming (pid, ...). */
-export function lineagePid(ref: u32): u32 {
-  return ref == 0 || table == 0 ? 0 : slot(ref - 1).pid;
-}
-
-/** The tree mask of a remembered process under the policy in force (path: its own, for pattern roots). */
-export function lineageMask(ref: u32, pid: u32, path: usize, pathLen: u32): u32 {
-  if (ref == 0 || table == 0) return 0;
-  const s = slot(ref - 1);
-  if (s.used == 0 || s.pid != pid) return 0;
+/**
+ * The tree mask of a remembered process (a reference from lastRef) under the
+ * policy in force (path: its own, for pattern roots); 0 when the reference's
+ * slot holds another identity since.
+ */
+export function lineageMask(ext: u32, pid: u32, path: usize, pathLen: u32): u32 {
+  const ref = unref(ext);
+  if (ref == 0 || slot(ref - 1).pid != pid) return 0;
   return maskOf(ref, path, pathLen, 0);
 }

@@ -187,6 +187,9 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *     "tree:<pid>" trees and the pattern trees it adds again from the
  *     parents remembered. No paths are kept: a process that had exited by
  *     then is not matched by a new tree's pattern.
+ *   - A process seen without an ancestry (the host could not read one) is
+ *     not taken for the one seen before with its PID and path: it is in the
+ *     trees it is the root of only.
  *   - Windows: a process's parent is the PID Windows recorded at its
  *     creation, taken as its parent only when the process with that PID was
  *     created no later than the child (a later one reused the PID). A parent
