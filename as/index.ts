@@ -146,9 +146,10 @@ export function eng_config(len: u32, now: u32): i32 {
     errPut("configuration buffer not set up");
     return -2;
   }
+  const old = activePolicy;
   const r = parseConfig(ioPtr, len);
   if (r == 0) {
-    lineageConfigSet(now);
+    lineageConfigSet(now, old);
     scopeChanged();
     if (started) engineApplyTimeouts();
   }

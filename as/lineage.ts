@@ -16,6 +16,14 @@
 // it comes first in an ancestry with another path than it was decided with
 // (Linux: exec() keeps the PID and start time, not the program).
 //
+// No paths are kept, so under a new policy a remembered ancestor could not be
+// matched by a pattern again: its membership of each pattern tree that both
+// policies name (the same pattern) is carried over to the new tree bits
+// (keep); that of trees the new policy drops goes. PID trees and the pattern
+// trees the new policy adds are decided again from the parents remembered (a
+// process that exited before is not matched by a new pattern). A process
+// that exec()s another program drops what it carried.
+//
 // A tree entry by PID names the process that had the PID when the
 // configuration was set: a process created after that (from its age in the
 // ancestry) is not that entry's root, whatever its PID.
@@ -24,7 +32,7 @@
 // used entry of a probe run makes room.
 
 import { activePolicy, policyGeneration } from "./config/config";
-import { treeRoots } from "./config/policy";
+import { Policy, treeCarry, treeRoots, TREE_MAX } from "./config/policy";
 import { Ancestor, ANCESTOR_SIZE, ANCESTRY_MAX } from "../build/gen/contract";
 
 @unmanaged
@@ -35,6 +43,9 @@ class Line {
   maskGen: u32;   // 0: not decided
   parentPid: u32; // 0: no parent known
   pathHash: u32;  // the path the mask was decided with (pathHashOf), 0: none
+  lastPath: u32;  // the path last seen for the identity (pathHashOf), 0: none yet
+  keep: u32;      // pattern-tree membership carried from earlier configurations (bits of the policy in force)
+  gen: u32;       // counts the identities the slot has held (references name it: refOf)
   ctime: u64;
   parentCtime: u64;
   created: i64;   // creation on the engine's clock (ms); NO_TIME: not known
@@ -74,9 +85,29 @@ export function clockAt(now: u32): i64 {
   return clock;
 }
 
-/** The configuration in force was set at `now`. */
-export function lineageConfigSet(now: u32): void {
+const carry = new StaticArray<u32>(<i32>TREE_MAX);
+
+/**
+ * The configuration in force was set at `now`, replacing `old` (policy
+ * generation policyGeneration - 1). Each remembered identity's membership of
+ * a pattern tree that both name is carried over (keep, remapped to the new
+ * tree bits): the engine keeps no paths, so a remembered ancestor could not
+ * be matched by its pattern again. Trees new in this configuration, and PID
+ * trees, are decided again from the parents remembered.
+ */
+export function lineageConfigSet(now: u32, old: Policy): void {
   configAt = clockAt(now);
+  if (table == 0) return;
+  treeCarry(old, activePolicy, carry);
+  const oldGen = policyGeneration - 1;
+  for (let i: u32 = 0; i < CAPACITY; i++) {
+    const s = slot(i);
+    if (s.used == 0) continue;
+    const base = s.maskGen != 0 && s.maskGen == oldGen ? s.mask : s.keep;
+    let k: u32 = 0;
+    for (let m = base; m != 0; m &= m - 1) k |= unchecked(carry[<i32>ctz(m)]);
+    s.keep = k;
+  }
 }
 
 export function lineageInit(): void {
@@ -93,6 +124,27 @@ function hashId(pid: u32, ctime: u64): u32 {
   let h = pid * 0x9e3779b1 ^ <u32>ctime * 0x85ebca6b ^ <u32>(ctime >> 32);
   h ^= h >> 15;
   return h & (CAPACITY - 1);
+}
+
+// A reference handed out (lastRef, procs.ts): the slot index + 1 and the
+// slot's gen, so one kept while its slot went to another identity (the same
+// PID, another creation time) no longer names it.
+// @ts-ignore: decorator
+@inline const REF_SHIFT: u32 = 15;
+// @ts-ignore: decorator
+@inline const GEN_MASK: u32 = 0x1ffff;
+
+function refOf(ref: u32): u32 {
+  return ref == 0 ? 0 : ref | (slot(ref - 1).gen << REF_SHIFT);
+}
+
+/** The slot (+1) a reference names, or 0 when the slot holds another identity since. */
+function unref(ext: u32): u32 {
+  if (ext == 0 || table == 0) return 0;
+  const ref = ext & ((1 << REF_SHIFT) - 1);
+  if (ref == 0 || ref > CAPACITY) return 0;
+  const s = slot(ref - 1);
+  return s.used != 0 && s.gen == ext >>> REF_SHIFT ? ref : 0;
 }
 
 /** The slot index + 1 of an identity, or 0. */
@@ -142,6 +194,10 @@ function enter(pid: u32, ctime: u64): u32 {
   s.parentPid = 0;
   s.parentCtime = 0;
   s.pathHash = 0;
+  s.lastPath = 0;
+  s.keep = 0;
+  s.gen = (s.gen + 1) & GEN_MASK;
+  if (s.gen == 0) s.gen = 1;
   s.created = NO_TIME;
   return i + 1;
 }
@@ -163,17 +219,19 @@ function beforeConfig(s: Line): bool {
  * The tree mask of a remembered identity (ref: slot + 1), decided again
  * from its remembered parent when the policy changed since. Its path is
  * not remembered: under a new policy only PID roots match it by itself,
- * unless the caller has its path (path, pathLen).
+ * unless the caller has its path (path, pathLen); the pattern trees it was
+ * in under the policy before, and which this one names too, it keeps.
  */
 function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
   if (ref == 0) return 0;
   const s = slot(ref - 1);
   if (s.maskGen == policyGeneration) return s.mask;
-  let m = treeRoots(activePolicy, s.pid, path, pathLen, beforeConfig(s));
+  let m = s.keep | treeRoots(activePolicy, s.pid, path, pathLen, beforeConfig(s));
   if (s.parentPid != 0 && depth < DEPTH_MAX) m |= maskOf(find(s.parentPid, s.parentCtime), 0, 0, depth + 1);
   s.mask = m;
   s.maskGen = policyGeneration;
   s.pathHash = pathHashOf(path, pathLen);
+  if (s.pathHash != 0) s.lastPath = s.pathHash;
   return m;
 }
 
@@ -181,7 +239,7 @@ function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
 const refs = new StaticArray<u32>(<i32>ANCESTRY_MAX);
 const recs = new StaticArray<usize>(<i32>ANCESTRY_MAX);
 
-/** The identity the last lineageDecide was about (slot + 1), for procs.ts. */
+/** The identity the last lineageDecide was about (a reference: refOf), for procs.ts. */
 export let lastRef: u32 = 0;
 
 /**
@@ -220,13 +278,18 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
       s.parentCtime = q.ctime;
     }
   }
-  // The process itself with another path than its mask was decided with
-  // (Linux: it exec()ed another program since, same PID and start time): its
-  // own roots are decided again. Its children so far were started by the
-  // program before, and keep their masks.
+  // The process itself with another path than its mask was decided with: its
+  // own roots are decided again. With another path than it was last seen
+  // with (Linux: it exec()ed another program since, same PID and start time),
+  // what it carried from earlier configurations goes too. Its children so far
+  // were started by the program before, and keep their masks.
   const a0 = changetype<Ancestor>(unchecked(recs[0]));
   const s0 = slot(unchecked(refs[0]) - 1);
-  if (a0.pathLen != 0 && s0.pathHash != pathHashOf(a0.path, a0.pathLen)) s0.maskGen = 0;
+  if (a0.pathLen != 0) {
+    const h0 = pathHashOf(a0.path, a0.pathLen);
+    if (s0.lastPath != 0 && s0.lastPath != h0) s0.keep = 0;
+    if (s0.pathHash != h0) s0.maskGen = 0;
+  }
   // From the oldest, each one's mask from its parent's.
   let top = n;
   for (let i: u32 = 0; i < n; i++) {
@@ -244,24 +307,23 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
     const listed = <u32>i + 1 < n && s.parentPid == changetype<Ancestor>(unchecked(recs[i + 1])).pid &&
       s.parentCtime == changetype<Ancestor>(unchecked(recs[i + 1])).ctime;
     const parentMask = listed ? m : s.parentPid != 0 ? maskOf(find(s.parentPid, s.parentCtime), 0, 0, 0) : 0;
-    m = parentMask | treeRoots(activePolicy, a.pid, a.path, a.pathLen, beforeConfig(s));
+    m = parentMask | s.keep | treeRoots(activePolicy, a.pid, a.path, a.pathLen, beforeConfig(s));
     s.mask = m;
     s.maskGen = policyGeneration;
     s.pathHash = pathHashOf(a.path, a.pathLen);
+    if (s.pathHash != 0) s.lastPath = s.pathHash;
   }
-  lastRef = unchecked(refs[0]);
+  lastRef = refOf(unchecked(refs[0]));
   return m;
 }
 
-/** Identity check of a reference (slot + 1) still naming (pid, ...). */
-export function lineagePid(ref: u32): u32 {
-  return ref == 0 || table == 0 ? 0 : slot(ref - 1).pid;
-}
-
-/** The tree mask of a remembered process under the policy in force (path: its own, for pattern roots). */
-export function lineageMask(ref: u32, pid: u32, path: usize, pathLen: u32): u32 {
-  if (ref == 0 || table == 0) return 0;
-  const s = slot(ref - 1);
-  if (s.used == 0 || s.pid != pid) return 0;
+/**
+ * The tree mask of a remembered process (a reference from lastRef) under the
+ * policy in force (path: its own, for pattern roots); 0 when the reference's
+ * slot holds another identity since.
+ */
+export function lineageMask(ext: u32, pid: u32, path: usize, pathLen: u32): u32 {
+  const ref = unref(ext);
+  if (ref == 0 || slot(ref - 1).pid != pid) return 0;
   return maskOf(ref, path, pathLen, 0);
 }

@@ -19,7 +19,7 @@ class Proc {
   pathLen: u32;
   decisionGen: u32; // the policy generation the decision is for
   decision: u32;    // 1 intercepted, 0 not
-  line: u32;        // the process's identity in lineage.ts (slot + 1), 0: none
+  line: u32;        // the process's identity in lineage.ts (a reference: lastRef), 0: none
   private pathStart: u64; // the path starts here (PATH_MAX bytes; a longer path keeps its tail, where the file name is)
 
   @inline get path(): usize {
@@ -99,8 +99,11 @@ export function procPut(pid: u32, path: usize, len: u32, now: u32, line: u32): u
   }
   if (target < 0) target = <i32>victim;
   const s = slot(<u32>target);
+  // The same process: the same path and the same identity (none, from a
+  // fact without ancestry, is not the same as one: the PID may name another
+  // process since).
   const same = s.gen != 0 && s.pid == pid && s.pathLen == len && memory.compare(s.path, path, len) == 0 &&
-    (line == 0 || s.line == line);
+    s.line == line;
   if (!same) {
     s.pid = pid;
     s.gen = nextGen();

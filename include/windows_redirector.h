@@ -180,8 +180,16 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *     OS's creation times: on Linux 10 ms clock ticks). A plain PID entry
  *     and intercept_pids keep their meaning: whatever process has the PID.
  *   - Membership is decided once per process (its identity) and
- *     configuration, not per connection; a new configuration decides again
- *     from the parents remembered.
+ *     configuration, not per connection. A new configuration keeps each
+ *     process's membership of the pattern trees ("tree:bash") it names too
+ *     (the same pattern, any case, include or exclude), even where the root
+ *     has exited, and drops that of the trees it no longer names; it decides
+ *     "tree:<pid>" trees and the pattern trees it adds again from the
+ *     parents remembered. No paths are kept: a process that had exited by
+ *     then is not matched by a new tree's pattern.
+ *   - A process seen without an ancestry (the host could not read one) is
+ *     not taken for the one seen before with its PID and path: it is in the
+ *     trees it is the root of only.
  *   - Windows: a process's parent is the PID Windows recorded at its
  *     creation, taken as its parent only when the process with that PID was
  *     created no later than the child (a later one reused the PID). A parent

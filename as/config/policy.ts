@@ -23,7 +23,9 @@
 // creation time: lineage.ts), so a process whose parent exits keeps it. A
 // tree entry by PID names the process that had that PID when the
 // configuration was set: one created later with the same PID (a reused PID)
-// is not it. intercept_trees are extra tree includes after the entries.
+// is not it. intercept_trees are extra tree includes after the entries. A new
+// configuration keeps membership of the pattern trees it names too
+// (treeCarry).
 
 /** Traffic classes the policy can pass untouched (Policy.bypass bits). */
 export const enum Bypass {
@@ -208,6 +210,42 @@ export function treeRoots(pol: Policy, pid: u32, path: usize, pathLen: u32, root
     if (r.isPid ? rootPidOk && r.pid == pid : ruleMatches(r, pid, path, pathLen)) m |= 1 << r.treeBit;
   }
   return m;
+}
+
+/**
+ * The same tree by its root pattern: both pattern entries ("tree:agent"
+ * and "!tree:AGENT" name the same tree; the pattern is kept lower-cased).
+ */
+function samePatternTree(a: Rule, b: Rule): bool {
+  if (a.isPid || b.isPid || a.wild != b.wild) return false;
+  const n = a.pattern.length;
+  if (b.pattern.length != n) return false;
+  for (let i = 0; i < n; i++) if (unchecked(a.pattern[i]) != unchecked(b.pattern[i])) return false;
+  return true;
+}
+
+/**
+ * Tree membership carried from one configuration to the next (lineage.ts):
+ * for each tree bit of `old`, the bits of the same pattern tree in `next`
+ * (0: not in `next`). Only pattern trees carry over: a PID tree is decided
+ * again from the parents remembered (its root needs no path), as the
+ * process that had the PID when `next` was set.
+ */
+export function treeCarry(old: Policy, next: Policy, out: StaticArray<u32>): void {
+  for (let b = 0; b < out.length; b++) unchecked(out[b] = 0);
+  if (old.treeCount == 0 || next.treeCount == 0) return;
+  const ro = old.rules;
+  const rn = next.rules;
+  for (let i = 0; i < ro.length; i++) {
+    const a = unchecked(ro[i]);
+    if (!a.tree || a.isPid) continue;
+    let m: u32 = 0;
+    for (let j = 0; j < rn.length; j++) {
+      const b = unchecked(rn[j]);
+      if (b.tree && samePatternTree(a, b)) m |= 1 << b.treeBit;
+    }
+    unchecked(out[<i32>a.treeBit] = m);
+  }
 }
 
 // ---------------------------------------------------------------------------

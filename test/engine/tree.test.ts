@@ -4,7 +4,7 @@
 // the process's creation, and so on).
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_CONNECT, ancestry, type Proc } from "./harness.ts";
+import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_BIND, O_CONNECT, ancestry, type Proc } from "./harness.ts";
 import { build } from "./packets.ts";
 
 const SELF = 1000;
@@ -279,6 +279,127 @@ flows("an owner fact's ancestry decides its connection; the origin names the pro
   assert.is(e.released()[0].verdict, V_MODIFIED, "no ancestry, the root itself");
 });
 
+const changes = suite("process trees: configuration changes");
+
+changes("a tree in both configurations keeps its members, even ones whose pattern root has exited (config set again)", () => {
+  const e = configured({ intercept: "tree:agent" });
+  assert.ok(e.wouldInterceptTree(chains.sh, CONFIG_AT + 10), "sh, while the agent lives");
+  // The agent exits, sh is re-parented to init; the same configuration is set again.
+  assert.is(e.config(JSON.stringify({ intercept: "tree:agent" }), CONFIG_AT + 100).rc, 0);
+  assert.ok(e.wouldInterceptTree([SH, INIT], CONFIG_AT + 200), "the re-parented sh stays in the tree");
+  assert.ok(e.wouldInterceptTree([p(71, "/usr/bin/curl", 71 * 7, 0), SH, INIT], CONFIG_AT + 300), "and a child it starts");
+  // Another configuration naming the same tree (another case, an exclusion, other entries).
+  assert.is(e.config(JSON.stringify({ intercept: ["!curl", "!tree:AGENT"] }), CONFIG_AT + 400).rc, 0);
+  assert.not.ok(e.wouldInterceptTree([SH, INIT], CONFIG_AT + 500), "sh: in the tree, excluded");
+  assert.ok(e.wouldInterceptTree([p(72, "/bin/x", 72 * 7, 0), INIT], CONFIG_AT + 500), "outside it");
+});
+
+changes("a tree the new configuration drops takes its members with it; one it adds is decided again", () => {
+  const PY = p(15, "/usr/bin/python3");
+  const PYC = p(16, "/bin/x");
+  const e = configured({ intercept: ["tree:python", "tree:agent"] });
+  assert.ok(e.wouldInterceptTree([PYC, PY, INIT], CONFIG_AT + 10));
+  assert.ok(e.wouldInterceptTree(chains.sh, CONFIG_AT + 10));
+  // Both roots exit. The python tree goes; the agent's moves to another bit.
+  assert.is(e.config(JSON.stringify({ intercept: ["tree:agent", "curl"] }), CONFIG_AT + 100).rc, 0);
+  assert.not.ok(e.wouldInterceptTree([PYC, INIT], CONFIG_AT + 200), "python's child: its tree is gone");
+  assert.ok(e.wouldInterceptTree([SH, INIT], CONFIG_AT + 200), "sh: still in the agent's tree");
+  // The python tree again: a new tree, decided from the parents remembered,
+  // and the exited python's path is not known any more.
+  assert.is(e.config(JSON.stringify({ intercept: ["tree:python", "tree:agent"] }), CONFIG_AT + 300).rc, 0);
+  assert.not.ok(e.wouldInterceptTree([PYC, INIT], CONFIG_AT + 400), "python's child: not known to be in the new tree");
+  assert.ok(e.wouldInterceptTree([SH, INIT], CONFIG_AT + 400), "sh: still in the agent's tree");
+  // A live process seen with its path is decided for a new tree as before.
+  assert.is(e.config(JSON.stringify({ intercept: ["tree:/bin/sh"] }), CONFIG_AT + 500).rc, 0);
+  assert.ok(e.wouldInterceptTree([p(73, "/bin/y", 73 * 7, 0), SH, INIT], CONFIG_AT + 600), "a child of sh");
+  assert.not.ok(e.wouldInterceptTree([PYC, INIT], CONFIG_AT + 600));
+});
+
+changes("a process that exec()s another program after a configuration change leaves the pattern tree it rooted", () => {
+  const forked = p(77, "/usr/bin/curl", 777, 10);
+  const e = configured({ intercept: "tree:curl" });
+  assert.ok(e.wouldInterceptTree([forked, INIT], CONFIG_AT + 10));
+  assert.is(e.config(JSON.stringify({ intercept: "tree:curl", udp_idle_timeout_ms: 5000 }), CONFIG_AT + 100).rc, 0);
+  assert.not.ok(e.wouldInterceptTree([{ ...forked, path: "/usr/bin/wget" }, INIT], CONFIG_AT + 200), "now wget");
+});
+
+// The lineage table's slot of an identity, as lineage.ts hashes it (CAPACITY 16384).
+function hashId(pid: number, ctime: number): number {
+  let h = (Math.imul(pid, 0x9e3779b1) ^ Math.imul(ctime >>> 0, 0x85ebca6b) ^ Math.floor(ctime / 2 ** 32)) >>> 0;
+  h = (h ^ (h >>> 15)) >>> 0;
+  return h & 16383;
+}
+/** A creation time from `from` on that puts (pid, ctime) in slot h. */
+function ctimeFor(pid: number, h: number, from: number): number {
+  for (let c = from; ; c++) if (hashId(pid, c) === h) return c;
+}
+
+/** A connection from 10.0.0.2:port, held until its owner fact (owner, with `chain` if given) decides it. */
+function connectAs(e: PacketEngine, port: number, owner: Proc, now: number, chain: Proc[] = []): number {
+  const src = { addr: "10.0.0.2", port };
+  const dst = { addr: "198.18.0.10", port: 80 };
+  assert.is(e.process([{ data: build({ proto: "tcp", src, dst, flags: "S" }), outbound: true }], now)[0].verdict, V_HELD);
+  e.owner(O_CONNECT, "tcp", src, dst, owner.pid, owner.path!, now, chain);
+  return e.released()[0].verdict;
+}
+
+/** The verdict on a datagram from 10.0.0.2:from to port. */
+function datagram(e: PacketEngine, from: number, port: number, now: number): number {
+  const src = { addr: "10.0.0.2", port: from };
+  return e.process([{ data: build({ proto: "udp", src, dst: { addr: "198.18.0.10", port }, payload: "q" }), outbound: true }],
+    now)[0].verdict;
+}
+
+flows("an owner fact without ancestry is not the process the PID had before, even with the same path", () => {
+  const e = PacketEngine.started({ intercept: "tree:agent" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  assert.is(connectAs(e, 41001, CURL, CONFIG_AT + 10, chains.curl), V_MODIFIED, "curl 30 in the agent's tree");
+  // PID 30 again with the same path, no ancestry: maybe another process.
+  assert.is(connectAs(e, 41002, CURL, CONFIG_AT + 20), V_PASS, "decided as a process with no ancestry (not a root)");
+});
+
+flows("a UDP socket bound before a configuration change is decided with its owner's tree membership", () => {
+  const e = PacketEngine.started({ intercept: "tree:agent" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  const C = { addr: "10.0.0.2", port: 42000 };
+  const dgram = (port: number, now: number) => datagram(e, C.port, port, now);
+  e.owner(O_BIND, "udp", C, null, CURL.pid, CURL.path!, CONFIG_AT + 10, chains.curl);
+  assert.is(dgram(53, CONFIG_AT + 20), V_MODIFIED, "curl's datagram");
+  // Only a timeout changes; the agent lives. A new flow from the socket is
+  // decided from its remembered owner, whose path the engine has but whose
+  // ancestors' it has not.
+  assert.is(e.config(JSON.stringify({ intercept: "tree:agent", udp_idle_timeout_ms: 30000 }), CONFIG_AT + 100).rc, 0);
+  assert.is(dgram(54, CONFIG_AT + 200), V_MODIFIED, "curl's datagram after the change");
+});
+
+flows("a process's identity whose lineage slot went to another process (same PID) is not read as that one", () => {
+  const e = PacketEngine.started({ intercept: "tree:10" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  // A: PID 300, a child of init (not in agent 10's tree), binds a UDP socket.
+  const others = [INIT, AGENT, SH, CURL].map((q) => hashId(q.pid, q.ctime));
+  let h = 0;
+  let cA = 1;
+  do {
+    cA = ctimeFor(300, hashId(300, cA + 1), cA + 1);
+    h = hashId(300, cA);
+  } while (others.some((o) => ((o - h) & 16383) < 64 || ((h - o) & 16383) < 64));
+  const A = p(300, "/usr/bin/curl", cA);
+  const C = { addr: "10.0.0.2", port: 43000 };
+  const dgram = (port: number, now: number) => datagram(e, C.port, port, now);
+  e.owner(O_BIND, "udp", C, null, A.pid, A.path!, CONFIG_AT + 10, [A, INIT]);
+  assert.is(dgram(53, CONFIG_AT + 20), V_PASS, "A is not in the tree");
+  // 31 others fill A's probe run of the table, then B (PID 300 again,
+  // another creation time, a child of the agent) takes the oldest slot, A's.
+  let t = CONFIG_AT + 100;
+  for (let i = 0; i < 31; i++) {
+    const pid = 2000 + i;
+    e.wouldInterceptTree([p(pid, "/bin/f", ctimeFor(pid, h, 1))], t++);
+  }
+  const B = p(300, "/usr/bin/curl", ctimeFor(300, h, cA + 1));
+  assert.ok(e.wouldInterceptTree([B, AGENT, INIT], t++), "B is in the tree");
+  // A new configuration: A's socket's next flow is decided again.
+  assert.is(e.config(JSON.stringify({ intercept: "tree:10", udp_idle_timeout_ms: 30000 }), t++).rc, 0);
+  assert.is(dgram(54, t++), V_PASS, "A's datagram is not decided as B's");
+});
+
 spec.run();
 syntax.run();
 flows.run();
+changes.run();
