@@ -251,9 +251,10 @@ TEST_CASE(misuse) {
 #ifndef _WIN32
 /* ------------------------------------------------------------------------
  * Start/stop cycles with traffic: a child process connects to an echo
- * server of ours on 127.0.0.1; it is intercepted by PID (loopback is not
- * bypassed here), so its connection comes to our proxy on the app port,
- * which looks it up and relays to the echo server. */
+ * server of ours on 127.0.0.1; it is intercepted by PID, or as a process
+ * tree every other cycle (loopback is not bypassed here), so its connection
+ * comes to our proxy on the app port, which looks it up and relays to the
+ * echo server. */
 
 #define APP_PORT 18081
 
@@ -378,7 +379,10 @@ TEST_CASE_POSIX(leak_cycles) {
     pid_t pid = child(go, echo_port);
     close(go[0]);
     char cfg[128];
-    snprintf(cfg, sizeof cfg, "{\"intercept_pids\":[%d],\"bypass\":[]}", (int)pid);
+    /* Every other cycle as a process tree: the backend's watch thread
+     * (listing new processes) then runs beside the packet thread. */
+    if (i % 2) snprintf(cfg, sizeof cfg, "{\"intercept\":\"tree:%d\",\"bypass\":[]}", (int)pid);
+    else snprintf(cfg, sizeof cfg, "{\"intercept_pids\":[%d],\"bypass\":[]}", (int)pid);
     set_redirector_config(cfg);
     int32_t rc = start_redirector();
     if (write(go[1], "g", 1) != 1) rc = -9;

@@ -4,7 +4,8 @@
  * receives packets in batches, hands them to the core, and sends the
  * verdicts in batches; between batches it runs the core's loop (ticks, owner
  * queries). Packets of one flow are never reordered because one thread
- * decides them in queue order.
+ * decides them in queue order. A watch thread lists new processes while the
+ * policy names process trees (owners.h); it waits idle otherwise.
  *
  * Fail open: the core remembers the queue ID of every packet the engine
  * holds; if the engine fails (a trap) or the backend stops, they are
@@ -22,6 +23,7 @@
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <net/if.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,8 +62,13 @@ struct wr_backend {
   wr_rules rules;
   wr_owners *owners;
   wr_ancestor chain[WR_ANCESTRY_CAP]; /* the last owner found's ancestry */
-  int watch;                          /* the policy names process trees: list new processes often */
-  uint64_t watched;                   /* when /proc was last listed for them (ms) */
+  /* The watch thread: lists new processes every WR_OWNERS_WATCH_MS while
+   * watch is set (the policy names process trees), waits on watch_fd
+   * otherwise; watch_stop ends it. */
+  wr_thread watch_thread;
+  int watch_started;
+  int watch_fd; /* eventfd: watch or watch_stop changed */
+  atomic_int watch, watch_stop;
   /* receive batch */
   uint8_t *rx;
   struct iovec rx_iov[BATCH];
@@ -143,10 +150,52 @@ static int find_owner(void *io, const wr_query *q, wr_owner_fact *f, char *path,
   return 1;
 }
 
+static void wake_watch(wr_backend *b) {
+  uint64_t one = 1;
+  if (write(b->watch_fd, &one, sizeof one) < 0) {
+    /* the eventfd cannot be full; nothing to do */
+  }
+}
+
+/* The watch thread: new processes are read while their parents live
+ * (owners.h), off the packet thread. */
+static void watch_run(void *arg) {
+  wr_backend *b = arg;
+  uint64_t watched = 0;
+  while (!atomic_load(&b->watch_stop)) {
+    int wait = -1;
+    if (atomic_load(&b->watch)) {
+      uint64_t now = wr_now_ms();
+      if (now - watched >= WR_OWNERS_WATCH_MS) {
+        wr_owners_watch(b->owners);
+        watched = now;
+      }
+      uint64_t since = wr_now_ms() - watched;
+      wait = since >= WR_OWNERS_WATCH_MS ? 0 : (int)(WR_OWNERS_WATCH_MS - since);
+    }
+    struct pollfd p = {b->watch_fd, POLLIN, 0};
+    if (poll(&p, 1, wait) > 0) {
+      uint64_t v;
+      if (read(b->watch_fd, &v, sizeof v) < 0) {
+        /* EAGAIN: another read took it */
+      }
+    }
+  }
+}
+
+static void stop_watch(wr_backend *b) {
+  if (!b->watch_started) return;
+  atomic_store(&b->watch_stop, 1);
+  wake_watch(b);
+  wr_thread_join(&b->watch_thread);
+  b->watch_started = 0;
+}
+
 static void policy_changed(void *io) {
   wr_backend *b = io;
   wr_owners_policy_changed(b->owners);
-  b->watch = wr_engine_tree_count(b->engine) > 0;
+  int w = wr_engine_tree_count(b->engine) > 0;
+  if (atomic_exchange(&b->watch, w) != w) wake_watch(b);
 }
 
 /* ------------------------------------------------------------------------
@@ -219,15 +268,6 @@ static void run(void *arg) {
       if (n) wr_capture_process(b->capture, b->pkts, b->metas, n);
     }
     wait = (int)wr_capture_poll(b->capture);
-    if (b->watch) {
-      /* New processes are read while their parents live (owners.h). */
-      uint64_t now = wr_now_ms();
-      if (now - b->watched >= WR_OWNERS_WATCH_MS) {
-        wr_owners_watch(b->owners);
-        b->watched = now;
-      }
-      if (wait < 0 || wait > WR_OWNERS_WATCH_MS) wait = WR_OWNERS_WATCH_MS;
-    }
   }
 }
 
@@ -315,9 +355,11 @@ static int open_queue(wr_backend *b, char *err, size_t errlen) {
 }
 
 static void destroy(wr_backend *b) {
+  stop_watch(b); /* before the owners and the engine's users go */
   wr_capture_free(b->capture); /* accepts what the engine still holds */
   if (b->nl) mnl_socket_close(b->nl);
   if (b->stop_fd >= 0) close(b->stop_fd);
+  if (b->watch_fd >= 0) close(b->watch_fd);
   wr_owners_free(b->owners);
   free(b->rx);
   free(b->tx);
@@ -333,13 +375,14 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
   b->engine = opts->engine;
   b->queue = opts->nfqueue_num;
   b->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  b->watch_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   b->lo_ifindex = (int)if_nametoindex("lo");
   b->rx = malloc((size_t)BATCH * PKT_BUF);
   b->tx = malloc(TX_CAP);
   b->owners = wr_owners_new(is_candidate, b);
   static const wr_capture_io ops = {sizeof(nfq_meta), 0, on_send, on_flush, find_owner, policy_changed, NULL};
   b->capture = wr_capture_new(b->engine, &ops, b);
-  if (b->stop_fd < 0 || !b->rx || !b->tx || !b->capture) {
+  if (b->stop_fd < 0 || b->watch_fd < 0 || !b->rx || !b->tx || !b->capture) {
     snprintf(err, errlen, "out of memory");
     destroy(b);
     return NULL;
@@ -353,7 +396,7 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     destroy(b);
     return NULL;
   }
-  b->watch = wr_engine_tree_count(b->engine) > 0;
+  atomic_store(&b->watch, wr_engine_tree_count(b->engine) > 0);
   if (open_queue(b, err, errlen) != 0) {
     destroy(b);
     return NULL;
@@ -362,7 +405,15 @@ wr_backend *wr_backend_start(const wr_backend_options *opts, char *err, size_t e
     destroy(b);
     return NULL;
   }
-  int rc = wr_thread_start(&b->thread, run, b);
+  int rc = wr_thread_start(&b->watch_thread, watch_run, b);
+  if (rc != 0) {
+    wr_rules_remove(b->queue);
+    destroy(b);
+    snprintf(err, errlen, "could not start the watch thread (error %d)", rc);
+    return NULL;
+  }
+  b->watch_started = 1;
+  rc = wr_thread_start(&b->thread, run, b);
   if (rc != 0) {
     wr_rules_remove(b->queue);
     destroy(b);

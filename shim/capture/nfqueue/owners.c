@@ -4,6 +4,7 @@
 #include "utf8.h"
 
 #include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/inet_diag.h>
@@ -44,7 +45,13 @@ typedef struct {
 } inode_entry;
 
 struct wr_owners {
+  /* Guards everything below but diag (the look-ups' only) and chain_paths:
+   * the owner look-ups (packet thread) and the listings (watch thread)
+   * share the cache. The watch thread reads /proc outside it. */
+  pthread_mutex_t lock;
   int diag; /* NETLINK_SOCK_DIAG socket */
+  char *chain_paths; /* copies of the last find's ancestry paths (the caller's) */
+  size_t chain_cap;
   wr_candidate_fn is_candidate;
   void *ctx;
   proc_entry *procs;
@@ -140,9 +147,11 @@ static uint64_t read_stat(uint32_t pid, uint32_t *ppid) {
   return strtoull(p, NULL, 10);
 }
 
-static void set_path(proc_entry *e) {
+/* The executable path of a process (malloc'd, NUL-terminated, *len bytes;
+ * "" when gone), or NULL when out of memory. */
+static char *read_path(uint32_t pid, size_t *len) {
   char name[64], buf[4096];
-  snprintf(name, sizeof name, "/proc/%u/exe", e->pid);
+  snprintf(name, sizeof name, "/proc/%u/exe", pid);
   ssize_t n = readlink(name, buf, sizeof buf - 1);
   if (n < 0) n = 0;
   buf[n] = '\0';
@@ -152,15 +161,19 @@ static void set_path(proc_entry *e) {
   if ((size_t)n > dl && strcmp(buf + n - dl, del) == 0) n -= (ssize_t)dl;
   /* Linux paths are bytes; what the library hands on is UTF-8. */
   wr_utf8_repair(buf, (size_t)n);
-  free(e->path);
-  e->path = malloc((size_t)n + 1);
-  if (e->path) {
-    memcpy(e->path, buf, (size_t)n);
-    e->path[n] = '\0';
-    e->path_len = (size_t)n;
-  } else {
-    e->path_len = 0;
+  char *path = malloc((size_t)n + 1);
+  *len = 0;
+  if (path) {
+    memcpy(path, buf, (size_t)n);
+    path[n] = '\0';
+    *len = (size_t)n;
   }
+  return path;
+}
+
+static void set_path(proc_entry *e) {
+  free(e->path);
+  e->path = read_path(e->pid, &e->path_len);
 }
 
 /* Records the inode of /proc/<pid> seen now. Another one than known means
@@ -410,6 +423,23 @@ static int owned_by_self(wr_owners *o, uint64_t want) {
   return found;
 }
 
+/* A process a listing found new (its entry just read): noted as young, and
+ * decided; a candidate's sockets are recorded. 1 if it holds `want`. */
+static int listed_decide(wr_owners *o, proc_entry *e, uint64_t now, uint64_t want) {
+  if (e->born == 0) {
+    e->born = now;
+    /* Everything there at the first listing is old; a process appearing
+     * later may still exec(). The oldest young entry makes room. */
+    if (o->listing > 1) {
+      if (o->n_young == YOUNG) memmove(o->young, o->young + 1, (YOUNG - 1) * sizeof o->young[0]), o->n_young--;
+      o->young[o->n_young++] = e->pid;
+    }
+  }
+  if (!decide(o, e)) return 0;
+  add_candidate(o, e->pid);
+  return scan_fds(o, e->pid, want);
+}
+
 /* Lists /proc: new processes are decided; returns the PID owning `want`
  * among new candidates, or 0. */
 static uint32_t rescan(wr_owners *o, uint64_t want) {
@@ -431,19 +461,7 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
     if (e->path != NULL && e->candidate >= 0 && e->ino == (uint64_t)de->d_ino) continue;
     note_inode(e, (uint64_t)de->d_ino);
     refresh_entry(e);
-    if (e->born == 0) {
-      e->born = now;
-      /* Everything there at the first listing is old; a process appearing
-       * later may still exec(). The oldest young entry makes room. */
-      if (o->listing > 1) {
-        if (o->n_young == YOUNG) memmove(o->young, o->young + 1, (YOUNG - 1) * sizeof o->young[0]), o->n_young--;
-        o->young[o->n_young++] = pid;
-      }
-    }
-    if (decide(o, e)) {
-      add_candidate(o, pid);
-      if (scan_fds(o, pid, want) && !owner) owner = pid;
-    }
+    if (listed_decide(o, e, now, want) && !owner) owner = pid;
   }
   closedir(d);
   if (o->used > PROC_SLOTS / 2) prune(o);
@@ -455,6 +473,7 @@ static uint32_t rescan(wr_owners *o, uint64_t want) {
 wr_owners *wr_owners_new(wr_candidate_fn is_candidate, void *ctx) {
   wr_owners *o = calloc(1, sizeof *o);
   if (!o) return NULL;
+  pthread_mutex_init(&o->lock, NULL);
   o->is_candidate = is_candidate;
   o->ctx = ctx;
   o->self = (uint32_t)getpid();
@@ -482,16 +501,117 @@ void wr_owners_free(wr_owners *o) {
   free(o->procs);
   free(o->inodes);
   free(o->cands);
+  free(o->chain_paths);
+  pthread_mutex_destroy(&o->lock);
   free(o);
 }
 
-uint64_t wr_owners_probe_hits(const wr_owners *o) { return o->probe_hits; }
+uint64_t wr_owners_probe_hits(wr_owners *o) {
+  pthread_mutex_lock(&o->lock);
+  uint64_t n = o->probe_hits;
+  pthread_mutex_unlock(&o->lock);
+  return n;
+}
 
-void wr_owners_watch(wr_owners *o) { rescan(o, 0); }
+/* ------------------------------------------------------------------------
+ * The watch thread's listing: /proc is read outside the lock; the cache is
+ * consulted and updated in two short critical sections. */
+
+typedef struct {
+  uint32_t pid;
+  uint64_t ino;
+  /* read outside the lock (phase 3) */
+  uint64_t start;
+  uint32_t ppid;
+  uint64_t pstart;
+  char *path;
+  size_t path_len;
+} listed;
+
+/* What refresh_entry does, with what was read before the lock was taken. */
+static void apply_read(proc_entry *e, listed *r) {
+  uint64_t now = wr_now_ms();
+  if (e->path && now - e->checked < 1000) return;
+  e->checked = now;
+  uint64_t st = r->start;
+  if (e->path && st == e->start) return;
+  if (e->path && st == 0 && e->start != UINT64_MAX) return;
+  e->start = st;
+  e->pstart = r->pstart;
+  e->ppid = e->pstart != 0 && e->pstart <= st ? r->ppid : 0;
+  free(e->path);
+  e->path = r->path;
+  e->path_len = r->path_len;
+  r->path = NULL;
+  if (!e->path) set_path(e); /* out of memory before: as refresh_entry would */
+  e->candidate = -1;
+}
+
+void wr_owners_watch(wr_owners *o) {
+  /* 1. The listing (no lock). */
+  DIR *d = opendir("/proc");
+  if (!d) return;
+  listed *l = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+    if (n == cap) {
+      size_t c = cap ? cap * 2 : 1024;
+      listed *nl = realloc(l, c * sizeof *nl);
+      if (!nl) break;
+      l = nl;
+      cap = c;
+    }
+    l[n++] = (listed){(uint32_t)strtoul(de->d_name, NULL, 10), (uint64_t)de->d_ino, 0, 0, 0, NULL, 0};
+  }
+  closedir(d);
+  /* 2. Which are new (lock): known, decided and still the same process are
+   * only marked seen. */
+  size_t k = 0;
+  pthread_mutex_lock(&o->lock);
+  o->listing++;
+  for (size_t i = 0; i < n; i++) {
+    proc_entry *e = proc_slot(o, l[i].pid, 0);
+    if (e && e->path != NULL && e->candidate >= 0 && e->ino == l[i].ino) {
+      e->seen = o->listing;
+      continue;
+    }
+    l[k++] = l[i];
+  }
+  pthread_mutex_unlock(&o->lock);
+  n = k;
+  /* 3. The new ones' stat, parent and executable (no lock). */
+  for (size_t i = 0; i < n; i++) {
+    l[i].start = read_stat(l[i].pid, &l[i].ppid);
+    uint32_t unused = 0;
+    l[i].pstart = l[i].ppid ? read_stat(l[i].ppid, &unused) : 0;
+    l[i].path = read_path(l[i].pid, &l[i].path_len);
+  }
+  /* 4. Into the cache, and decided (lock), as rescan does. */
+  pthread_mutex_lock(&o->lock);
+  uint64_t now = wr_now_ms();
+  for (size_t i = 0; i < n; i++) {
+    uint32_t pid = l[i].pid;
+    proc_entry *e = proc_slot(o, pid, 1);
+    if (!e) continue;
+    e->seen = o->listing;
+    if (e->path != NULL && e->candidate >= 0 && e->ino == l[i].ino) continue; /* a find's rescan did it */
+    note_inode(e, l[i].ino);
+    apply_read(e, &l[i]);
+    listed_decide(o, e, now, 0);
+  }
+  if (o->used > PROC_SLOTS / 2) prune(o);
+  pthread_mutex_unlock(&o->lock);
+  for (size_t i = 0; i < n; i++) free(l[i].path);
+  free(l);
+}
 
 void wr_owners_policy_changed(wr_owners *o) {
+  pthread_mutex_lock(&o->lock);
   for (uint32_t i = 0; i < PROC_SLOTS; i++) o->procs[i].candidate = -1;
   o->n_cands = 0;
+  pthread_mutex_unlock(&o->lock);
 }
 
 static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, size_t pathcap, wr_ancestor *chain,
@@ -519,22 +639,9 @@ static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, siz
   return 1;
 }
 
-int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, const uint8_t local[16],
-                   uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
-                   size_t pathcap, wr_ancestor *chain, size_t *n_chain) {
-  if (n_chain) *n_chain = 0;
-  uint64_t inode;
-  (void)inbound;
-  /* TCP lookups name the local end first; UDP lookups the remote end
-   * (INET_DIAG's UDP lookup is a receive-side one). */
-  if (proto == IPPROTO_UDP) inode = diag_inode(o, proto, family, remote, rport, local, lport);
-  else inode = diag_inode(o, proto, family, local, lport, remote, rport);
-  if (proto == IPPROTO_UDP && inode == 0) {
-    /* An unconnected socket bound to the port: ask with any remote. */
-    static const uint8_t any[16];
-    inode = diag_inode(o, proto, family, any, 0, local, lport);
-  }
-  if (inode == 0) return 0;
+/* The owner of a socket inode (wr_owners_find), lock held. */
+static int find_locked(wr_owners *o, uint64_t inode, uint32_t *pid, char *path, size_t pathcap, wr_ancestor *chain,
+                       size_t *n_chain) {
   uint32_t p = inode_get(o, inode);
   if (p == o->self) return 0;
   if (p && answer(o, p, pid, path, pathcap, chain, n_chain)) return 1;
@@ -560,4 +667,50 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
   /* ...and only then new processes. */
   p = rescan(o, inode);
   return p ? answer(o, p, pid, path, pathcap, chain, n_chain) : 0;
+}
+
+/* The ancestry's paths point into the cache, which the watch thread may
+ * change once the lock is released: they are copied (lock held). */
+static void copy_chain_paths(wr_owners *o, wr_ancestor *chain, size_t n) {
+  size_t need = 0;
+  for (size_t i = 1; i < n; i++) need += chain[i].path_len + 1;
+  if (need > o->chain_cap) {
+    char *c = realloc(o->chain_paths, need);
+    if (!c) {
+      for (size_t i = 1; i < n; i++) chain[i].path = "", chain[i].path_len = 0;
+      return;
+    }
+    o->chain_paths = c;
+    o->chain_cap = need;
+  }
+  size_t at = 0;
+  for (size_t i = 1; i < n; i++) {
+    memcpy(o->chain_paths + at, chain[i].path, chain[i].path_len);
+    o->chain_paths[at + chain[i].path_len] = '\0';
+    chain[i].path = o->chain_paths + at;
+    at += chain[i].path_len + 1;
+  }
+}
+
+int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, const uint8_t local[16],
+                   uint16_t lport, const uint8_t remote[16], uint16_t rport, uint32_t *pid, char *path,
+                   size_t pathcap, wr_ancestor *chain, size_t *n_chain) {
+  if (n_chain) *n_chain = 0;
+  uint64_t inode;
+  (void)inbound;
+  /* TCP lookups name the local end first; UDP lookups the remote end
+   * (INET_DIAG's UDP lookup is a receive-side one). */
+  if (proto == IPPROTO_UDP) inode = diag_inode(o, proto, family, remote, rport, local, lport);
+  else inode = diag_inode(o, proto, family, local, lport, remote, rport);
+  if (proto == IPPROTO_UDP && inode == 0) {
+    /* An unconnected socket bound to the port: ask with any remote. */
+    static const uint8_t any[16];
+    inode = diag_inode(o, proto, family, any, 0, local, lport);
+  }
+  if (inode == 0) return 0;
+  pthread_mutex_lock(&o->lock);
+  int r = find_locked(o, inode, pid, path, pathcap, chain, n_chain);
+  if (r && chain && n_chain) copy_chain_paths(o, chain, *n_chain);
+  pthread_mutex_unlock(&o->lock);
+  return r;
 }

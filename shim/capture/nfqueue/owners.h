@@ -41,11 +41,13 @@ int wr_owners_find(wr_owners *o, uint8_t proto, uint8_t family, int inbound, con
 /* Lists /proc for processes not seen yet and decides them (with their
  * ancestry), so that a process's parent at its creation is read while that
  * parent lives: called every WR_OWNERS_WATCH_MS while the policy names
- * process trees. */
+ * process trees, from a thread of its own. /proc is read outside the lock
+ * the look-ups share; the cache is updated under it. Every function here
+ * may be called from any thread (wr_owners_find from one at a time). */
 #define WR_OWNERS_WATCH_MS 250
 void wr_owners_watch(wr_owners *o);
 
 /* How many finds the descriptor probe answered (for tests). */
-uint64_t wr_owners_probe_hits(const wr_owners *o);
+uint64_t wr_owners_probe_hits(wr_owners *o);
 
 #endif
