@@ -62,8 +62,10 @@ void wr_sleep_ms(uint32_t ms);
  * CLOCK_MONOTONIC; Windows: the performance counter (time asleep counted). */
 uint64_t wr_now_ms(void);
 #ifdef _WIN32
-/* floor(ticks * 1000 / hz) without overflow (hz > 0): wr_now_ms's arithmetic. */
-uint64_t wr_ticks_to_ms(uint64_t ticks, uint64_t hz);
+/* floor(ticks * per_s / hz) without overflow (hz > 0; exact while
+ * (hz - 1) * per_s fits in 64 bits): a performance-counter span in another
+ * unit (wr_now_ms: ms; the WinDivert owners: FILETIME's 100 ns). */
+uint64_t wr_ticks_scale(uint64_t ticks, uint64_t hz, uint64_t per_s);
 #endif
 /* The calling process's ID. */
 uint32_t wr_self_pid(void);

@@ -87,7 +87,9 @@ void wr_sleep_ms(uint32_t ms) { Sleep(ms); }
  * counter * 1000 itself could overflow (the remainder times 1000 fits for
  * any frequency under 1.8e16 Hz); the result is floor(counter * 1000 /
  * frequency) exactly, so it never goes back while the counter does not. */
-uint64_t wr_ticks_to_ms(uint64_t ticks, uint64_t hz) { return ticks / hz * 1000u + ticks % hz * 1000u / hz; }
+uint64_t wr_ticks_scale(uint64_t ticks, uint64_t hz, uint64_t per_s) {
+  return ticks / hz * per_s + ticks % hz * per_s / hz;
+}
 
 uint64_t wr_now_ms(void) {
   static volatile LONG64 freq; /* constant after boot: read once */
@@ -100,7 +102,7 @@ uint64_t wr_now_ms(void) {
   }
   LARGE_INTEGER c;
   QueryPerformanceCounter(&c);
-  return wr_ticks_to_ms((uint64_t)c.QuadPart, (uint64_t)f);
+  return wr_ticks_scale((uint64_t)c.QuadPart, (uint64_t)f, 1000u);
 }
 
 uint32_t wr_self_pid(void) { return (uint32_t)GetCurrentProcessId(); }

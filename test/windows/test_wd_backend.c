@@ -107,7 +107,7 @@ TEST_CASE(now_ms) {
     for (size_t j = 0; j < sizeof ticks / sizeof ticks[0]; j++) {
       unsigned __int128 exact = (unsigned __int128)ticks[j] * 1000u / hzs[i];
       if (exact > UINT64_MAX) continue; /* not a millisecond count */
-      uint64_t got = wr_ticks_to_ms(ticks[j], hzs[i]);
+      uint64_t got = wr_ticks_scale(ticks[j], hzs[i], 1000u);
       CHECK(got == (uint64_t)exact, "%llu ticks at %llu Hz: %llu ms, not %llu", (unsigned long long)ticks[j],
             (unsigned long long)hzs[i], (unsigned long long)got, (unsigned long long)exact);
     }

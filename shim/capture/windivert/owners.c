@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "capture/windivert/owners.h"
+#include "os/platform.h"
 #include "utf8.h"
 
 typedef DWORD(WINAPI *tcp_table_fn)(PVOID table, PDWORD size, BOOL order, ULONG af, TCP_TABLE_CLASS cls,
@@ -123,10 +124,9 @@ void wr_owners_free(wr_owners *o) {
 const char *wr_owners_tables_error(const wr_owners *o) { return o->tables_error; }
 
 uint64_t wr_qpc_to_filetime(int64_t qpc, int64_t now_qpc, uint64_t now_ft, int64_t freq) {
-  int64_t d = qpc - now_qpc;
-  /* ticks -> 100 ns units, without overflow for any realistic span */
-  int64_t units = (d / freq) * 10000000 + ((d % freq) * 10000000) / freq;
-  return (uint64_t)((int64_t)now_ft + units);
+  /* ticks -> 100 ns units, toward zero on either side of now */
+  if (qpc >= now_qpc) return now_ft + wr_ticks_scale((uint64_t)(qpc - now_qpc), (uint64_t)freq, 10000000u);
+  return now_ft - wr_ticks_scale((uint64_t)(now_qpc - qpc), (uint64_t)freq, 10000000u);
 }
 
 uint64_t wr_owners_qpc_to_filetime(const wr_owners *o, int64_t qpc) {
