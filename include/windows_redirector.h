@@ -227,6 +227,15 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  * listener) and the app port's; and the flows already redirected, until
  * they end. Everything else never waits on the library.
  *
+ * Loopback (127.0.0.0/8, ::1) is bypassed by default. With a "bypass" list
+ * without "loopback", an intercepted process's TCP and UDP connections to
+ * local services are redirected too, with the same origin as any other.
+ * WinDivert sees loopback packets only as outbound, and a packet injected
+ * inbound on the loopback interface is never delivered, so the library
+ * re-injects rewritten loopback packets outbound, both ways. A local client
+ * of an intercepted process's listener is therefore not an inbound
+ * connection on Windows: it is only the client's outbound flow.
+ *
  * Returns 0 on success, -1 if json is NULL, -2 if it is not JSON or a field
  * has a wrong type or value (redirector_last_error() names the field), -3 if
  * it is not valid UTF-8. -2 also covers a configuration that could not be
