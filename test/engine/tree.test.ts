@@ -6,6 +6,7 @@ import { suite } from "uvu";
 import * as assert from "uvu/assert";
 import { Engine, PacketEngine, V_HELD, V_MODIFIED, V_PASS, O_BIND, O_CONNECT, ancestry, type Proc } from "./harness.ts";
 import { build } from "./packets.ts";
+import { decode, encode } from "./records.ts";
 
 const SELF = 1000;
 const CONFIG_AT = 100_000; // the engine clock (ms) when the configuration is set
@@ -241,8 +242,10 @@ syntax("an ancestry whose record claims a path past the buffer ends there (no tr
   const e = configured({ intercept: "tree:20" });
   const chain = [SUB, SH, AGENT, INIT];
   const data = ancestry(chain);
-  // SUB's record and path take 32 bytes; SH's path_len (at +4) near 2^32.
-  new DataView(data.buffer, data.byteOffset).setUint32(32 + 4, 0xfffffff0, true);
+  // SH's record follows SUB's (record and path, padded); its path_len near 2^32.
+  const view = new DataView(data.buffer, data.byteOffset);
+  const at = ancestry([SUB]).length;
+  encode("ancestor", view, at, { ...decode("ancestor", view, at), pathLen: 0xfffffff0 });
   e.io(data);
   assert.is(e.x.eng_would_intercept_tree(chain.length, data.length, CONFIG_AT + 10), 0, "SH's record is not read");
   assert.ok(e.wouldInterceptTree(chains.curl, CONFIG_AT + 20), "the engine goes on");
