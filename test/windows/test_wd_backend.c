@@ -310,8 +310,10 @@ static size_t diagnostics_with(const wr_backend_options *opts, const char *scrip
  * The NETWORK filter from a capture scope (filter.c). The real DLL compiles
  * each of these texts in test_wd_oracle.c. */
 
-/* NET_FILTER_ALSO: OR-ed into every NETWORK filter. */
+/* NET_FILTER_ALSO: OR-ed into every NETWORK filter, without loopback
+ * unless the scope takes loopback (one comparison more). */
 #define ICMP NET_ICMP_ERRORS
+#define ICMP_NL "(" NET_ICMP_ERRORS " and not loopback)"
 
 static void expect_filter(const wr_capture_scope *s, const char *want, int narrowed, int tests) {
   char out[WR_WD_FILTER_CAP];
@@ -327,18 +329,20 @@ TEST_CASE(filter_text) {
   wr_capture_scope s;
   /* Nothing to capture: the ICMP errors only (NET_FILTER_ALSO: 5 comparisons). */
   ws_clear(&s, 0);
-  expect_filter(&s, ICMP, 0, 5);
+  expect_filter(&s, ICMP_NL, 0, 6);
   /* The protocols but nothing of theirs to capture (no side, no app port). */
   ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP);
+  expect_filter(&s, ICMP_NL, 0, 6);
+  ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_LOOPBACK);
   expect_filter(&s, ICMP, 0, 5);
   ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_LOOPBACK);
   expect_filter(&s, NET_FILTER, 0, 4 + 5);
   ws_clear(&s, WR_SCOPE_ALL | WR_SCOPE_TCP | WR_SCOPE_UDP);
-  expect_filter(&s, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP, 0, 5 + 5);
+  expect_filter(&s, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP_NL, 0, 5 + 6);
   /* A side with any port and any network is everything: the app ports add nothing. */
   ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_PORT | WR_SCOPE_REMOTE_ANY_NET);
   ws_app(&s, 8080);
-  expect_filter(&s, "((ip or ipv6) and tcp and not loopback) or " ICMP, 0, 4 + 5);
+  expect_filter(&s, "((ip or ipv6) and tcp and not loopback) or " ICMP_NL, 0, 4 + 6);
   /* Ports on the remote side (outbound), the app port. */
   ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET | WR_SCOPE_LOOPBACK);
   ws_range(&s.remote, 443, 443);
@@ -362,8 +366,8 @@ TEST_CASE(filter_text) {
                 "10.255.255.255) or localAddr == 192.0.2.7 or (localAddr >= 0.0.0.0 and localAddr <= "
                 "255.255.255.255) or (localAddr >= fd00:0:0:0:0:0:0:0 and localAddr <= "
                 "fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff) or localAddr == 2001:db8:0:0:0:0:0:5) or localPort == 8080 "
-                "or localPort == 9090)) or " ICMP,
-                1, 4 + 8 + 2 + 5);
+                "or localPort == 9090)) or " ICMP_NL,
+                1, 4 + 8 + 2 + 6);
   /* Both sides with ports and networks. */
   ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_UDP | WR_SCOPE_REMOTE | WR_SCOPE_LOCAL);
   ws_range(&s.remote, 53, 53);
@@ -374,12 +378,12 @@ TEST_CASE(filter_text) {
   expect_filter(&s,
                 "((ip or ipv6) and (tcp or udp) and not loopback and ((remotePort == 53 and (remoteAddr >= 198.18.0.0 "
                 "and remoteAddr <= 198.19.255.255)) or ((localPort == 22 or (localPort >= 80 and localPort <= 81)) and "
-                "localAddr == 10.0.0.5))) or " ICMP,
-                1, 5 + 3 + 4 + 5);
+                "localAddr == 10.0.0.5))) or " ICMP_NL,
+                1, 5 + 3 + 4 + 6);
   /* A side whose list is empty (not any) matches nothing: only the app port is left. */
   ws_clear(&s, WR_SCOPE_TCP | WR_SCOPE_REMOTE | WR_SCOPE_REMOTE_ANY_NET);
   ws_app(&s, 8080);
-  expect_filter(&s, "((ip or ipv6) and tcp and not loopback and (localPort == 8080)) or " ICMP, 1, 5 + 5);
+  expect_filter(&s, "((ip or ipv6) and tcp and not loopback and (localPort == 8080)) or " ICMP_NL, 1, 5 + 6);
 }
 
 TEST_CASE(filter_limits) {
@@ -394,18 +398,19 @@ TEST_CASE(filter_limits) {
   ws_at_limit(&s, 1);
   n = wr_wd_net_filter(&s, out, sizeof out, &info);
   CHECK(n > 0 && !info.narrowed && info.too_long &&
-            strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP) == 0,
+            strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP_NL) == 0,
         "one more: the protocols' whole traffic (%s), too long %d", out, info.too_long);
   ws_largest(&s);
   n = wr_wd_net_filter(&s, out, sizeof out, &info);
-  CHECK(n > 0 && info.too_long && strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP) == 0,
+  CHECK(n > 0 && info.too_long && strcmp(out, "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP_NL) == 0,
         "the largest scope: %s", out);
   /* Arguments. */
   CHECK(wr_wd_net_filter(&s, out, WR_WD_FILTER_CAP - 1, &info) == 0, "a buffer below WR_WD_FILTER_CAP: 0");
   CHECK(wr_wd_net_filter(NULL, out, sizeof out, &info) == 0, "no scope: 0");
   CHECK(wr_wd_net_filter(&s, NULL, sizeof out, &info) == 0, "no buffer: 0");
   ws_clear(&s, 0);
-  CHECK(wr_wd_net_filter(&s, out, sizeof out, NULL) == strlen(ICMP) && strcmp(out, ICMP) == 0, "info may be NULL");
+  CHECK(wr_wd_net_filter(&s, out, sizeof out, NULL) == strlen(ICMP_NL) && strcmp(out, ICMP_NL) == 0,
+        "info may be NULL");
 }
 
 TEST_CASE(diagnostics) {

@@ -378,9 +378,10 @@ TEST_CASE(built_filters) {
           (unsigned long)e);
   }
   /* The rows say what they are. */
-  CHECK(strcmp(g_built[0], NET_ICMP_ERRORS) == 0 && strcmp(g_built[1], NET_ICMP_ERRORS) == 0,
-        "nothing to capture: the ICMP errors only");
-  CHECK(strcmp(g_built[2], "((ip or ipv6) and (tcp or udp) and not loopback) or " NET_ICMP_ERRORS) == 0,
+#define ICMP_NL "(" NET_ICMP_ERRORS " and not loopback)"
+  CHECK(strcmp(g_built[0], ICMP_NL) == 0 && strcmp(g_built[1], ICMP_NL) == 0,
+        "nothing to capture: the ICMP errors only, not loopback ones: %s", g_built[0]);
+  CHECK(strcmp(g_built[2], "((ip or ipv6) and (tcp or udp) and not loopback) or " ICMP_NL) == 0,
         "the defaults: %s", g_built[2]);
   CHECK(strcmp(g_built[3], NET_FILTER) == 0, "loopback intercepted: %s", g_built[3]);
   FreeLibrary(standin.dll);
@@ -518,7 +519,7 @@ TEST_CASE(eval) {
   standin.eval = (eval_filter_fn)(void *)GetProcAddress(standin.dll, "WinDivertHelperEvalFilter");
   CHECK(standin.eval != NULL, "the stand-in exports WinDivertHelperEvalFilter");
   if (!standin.eval) return;
-  eval_event ev[11];
+  eval_event ev[12];
   packet_event(&ev[0], "a TCP SYN out to 93.184.216.34:443", 0, "10.0.0.5", 50000, "93.184.216.34", 443, 0, 1, 0);
   packet_event(&ev[1], "a TCP reply in from 93.184.216.34:443", 0, "93.184.216.34", 443, "10.0.0.5", 50000, 0, 0, 0);
   packet_event(&ev[2], "a UDP query out to 192.0.2.53:53", 0, "10.0.0.5", 53000, "192.0.2.53", 53, 1, 1, 0);
@@ -528,10 +529,13 @@ TEST_CASE(eval) {
   packet_event(&ev[6], "a proxy reply from the app port", 0, "10.0.0.5", 8080, "93.184.216.34", 50000, 0, 1, 0);
   icmp_event(&ev[7], "an ICMP destination unreachable in", 0);
   icmp_event(&ev[8], "an ICMPv6 packet too big in", 1);
-  socket_event(&ev[9], "a SOCKET CONNECT to 93.184.216.34:443", "10.0.0.5", 50000, "93.184.216.34", 443, 0);
-  socket_event(&ev[10], "a SOCKET CONNECT to 127.0.0.1:5432", "127.0.0.1", 50070, "127.0.0.1", 5432, 1);
+  icmp_event(&ev[9], "a loopback ICMP destination unreachable", 0);
+  ev[9].addr.loopback = 1;
+  ev[9].addr.outbound = 1;
+  socket_event(&ev[10], "a SOCKET CONNECT to 93.184.216.34:443", "10.0.0.5", 50000, "93.184.216.34", 443, 0);
+  socket_event(&ev[11], "a SOCKET CONNECT to 127.0.0.1:5432", "127.0.0.1", 50070, "127.0.0.1", 5432, 1);
   built_filters(g_built, g_built_info);
-  for (size_t i = 0; i < 9; i++) {
+  for (size_t i = 0; i < 10; i++) {
     for (size_t k = 0; k < sizeof EVAL_FILTERS / sizeof EVAL_FILTERS[0]; k++) {
       eval_agree(&real, &standin, EVAL_FILTERS[k], &ev[i]);
     }
@@ -539,14 +543,14 @@ TEST_CASE(eval) {
       if (g_built[k][0]) eval_agree(&real, &standin, g_built[k], &ev[i]);
     }
   }
-  for (size_t i = 9; i < 11; i++) {
+  for (size_t i = 10; i < 12; i++) {
     for (size_t k = 0; k < sizeof EVAL_SOCKET_FILTERS / sizeof EVAL_SOCKET_FILTERS[0]; k++) {
       eval_agree(&real, &standin, EVAL_SOCKET_FILTERS[k], &ev[i]);
     }
   }
   /* A filter neither compiles, and a packet field at the SOCKET layer: errors both. */
   eval_agree(&real, &standin, "tcp and", &ev[0]);
-  eval_agree(&real, &standin, "tcp.DstPort == 443", &ev[9]);
+  eval_agree(&real, &standin, "tcp.DstPort == 443", &ev[10]);
   printf("%d evaluations, %d matches: the stand-in agrees with the real DLL on each\n", g_evaluated, g_matched);
   CHECK(g_matched > 50 && g_evaluated - g_matched > 50, "the table has matches and misses both");
   FreeLibrary(standin.dll);

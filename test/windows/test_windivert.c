@@ -25,9 +25,11 @@
 #define FAKE_PID 1234  /* not a multiple of 4: never a real (wine) PID */
 #define OTHER_PID 5678
 #define WR_TREE_WATCH_MS 250 /* how often the backend lists processes while trees are configured */
-/* What every NETWORK filter ORs in (the ICMP errors the engine translates). */
+/* What every NETWORK filter ORs in (the ICMP errors the engine translates),
+ * without loopback ones while loopback is bypassed (every filter here). */
 #define ICMP_ERRORS \
-  "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
+  "((icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4)) and not " \
+  "loopback)"
 
 static char g_dir[MAX_PATH];    /* this program's folder */
 static char g_fakewd[MAX_PATH]; /* the stand-in WinDivert.dll's */
@@ -1868,12 +1870,18 @@ TEST_CASE(loopback_not_diverted) {
   tu_tuple tl = tuple(0, L, 50070, L, 5432), up = tuple(0, C4, 50071, D4, 80), up_x = tuple(0, D4, 50071, C4, APP_PORT);
   size_t ln = tu_tcp(lo, &tl, 1, 0, TU_SYN, NULL);
   size_t sn = tu_tcp(syn, &up, 1, 0, TU_SYN, NULL), sxn = tu_tcp(synx, &up_x, 1, 0, TU_SYN, NULL);
+  /* This host's "port unreachable" about a loopback datagram: an ICMP error,
+   * but loopback, so not diverted either. */
+  uint8_t dg[256], unreach[512];
+  tu_tuple tdg = tuple(0, L, 50072, L, 5353), tstack = tuple(0, L, 0, L, 0);
+  size_t un = tu_icmp(unreach, &tstack, 3, 3, 0, dg, tu_udp(dg, &tdg, "query"));
   sbuf s = {0};
   sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s loopback\n", FAKE_PID, ep(0, L, 50070),
             ep(0, L, 5432));
   sb_printf(&s, "socket connect pid=%d proto=tcp local=%s remote=%s\ndelay 100\n", FAKE_PID, ep(0, C4, 50071),
             ep(0, D4, 80));
   sb_packet(&s, "out loopback if=1 sub=0", lo, ln);
+  sb_packet(&s, "out loopback if=1 sub=0", unreach, un);
   sb_packet(&s, "out if=7 sub=3", syn, sn);
   if (!session_start(config_pids("1234", NULL), s.s)) return;
   sent_packet sp[8];
@@ -1884,8 +1892,8 @@ TEST_CASE(loopback_not_diverted) {
   char filter[512];
   opened_filter(log, 3, filter, sizeof filter);
   CHECK(strstr(filter, "not loopback") != NULL, "the NETWORK filter leaves loopback out: \"%s\"", filter);
-  CHECK(count_lines(log, "undiverted layer=NETWORK script=packet out loopback") == 1,
-        "the loopback SYN was not diverted:\n%s", log);
+  CHECK(count_lines(log, "undiverted layer=NETWORK script=packet out loopback") == 2,
+        "the loopback SYN and ICMP error were not diverted:\n%s", log);
   CHECK(received_by(log, 3) == 1, "one packet reached the library (%d)", received_by(log, 3));
   redirector_stats st = stats_now();
   CHECK(st.packets == 1 && st.bypassed == 0, "the engine saw 1 packet (%llu), bypassed none (%llu)",

@@ -187,19 +187,22 @@ static size_t build(const wr_capture_scope *s, char *out, size_t cap, int narrow
   text t = {out, cap, 0, 0, 0};
   out[0] = '\0';
   static const char also[] = NET_FILTER_ALSO;
+  /* NET_FILTER_ALSO brings its own parentheses; it skips loopback traffic
+   * as the TCP/UDP part does, unless the scope takes loopback. */
+  int also_loopback = also[0] && !(s->flags & WR_SCOPE_LOOPBACK);
   int narrowed = 0;
   if (also[0]) put(&t, "(");
   put_transport(&t, s, narrow, &narrowed);
   int transport = t.len > (size_t)(also[0] ? 1 : 0);
   if (also[0] && transport) {
-    put(&t, ") or %s", also); /* NET_FILTER_ALSO brings its own parentheses */
+    put(&t, ") or ");
   } else if (also[0]) {
     t.len = 0;
-    put(&t, "%s", also);
   } else if (!transport) {
     put(&t, "false");
   }
-  info->tests = t.tests + count_comparisons(also);
+  if (also[0]) put(&t, also_loopback ? "(%s and not loopback)" : "%s", also);
+  info->tests = t.tests + count_comparisons(also) + also_loopback;
   info->narrowed = narrowed;
   info->tokens = t.full ? 0 : count_tokens(out);
   return t.full ? 0 : t.len;

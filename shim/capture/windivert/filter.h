@@ -35,7 +35,8 @@ typedef struct {
  * packet's ends whichever way it goes, so one test holds for both
  * directions of a flow. NET_FILTER_ALSO (handles.h: the ICMP errors) is
  * OR-ed in beside that: (TRANSPORT) or ALSO, or ALSO alone when the scope
- * captures nothing (without it: "false"). */
+ * captures nothing (without it: "false"); ALSO is (ALSO and not loopback)
+ * unless the scope takes loopback traffic. */
 size_t wr_wd_net_filter(const wr_capture_scope *s, char *out, size_t cap, wr_wd_filter_info *info);
 
 #endif

@@ -14,7 +14,8 @@
 /* ICMP and ICMPv6 errors (destination unreachable, time exceeded, parameter
  * problem; ICMPv6 also packet too big): those quoting a rewritten packet are
  * translated by the engine, the rest passed. A field of a protocol the
- * packet lacks tests false. */
+ * packet lacks tests false. The built filter leaves loopback ones out
+ * unless it takes loopback traffic (filter.c). */
 #define NET_ICMP_ERRORS \
   "(icmp.Type == 3 or icmp.Type == 11 or icmp.Type == 12 or (icmpv6.Type >= 1 and icmpv6.Type <= 4))"
 /* The NETWORK handle's filter is built from the capture scope (filter.h);
