@@ -46,8 +46,7 @@ import { InFlag, Meta, Origin, ORIGIN_SIZE, OutFlag, OwnerKind, Query, QUERY_SIZ
 // (build/contract.ts): a verdict word is Verdict | OutFlag << OUT_SHIFT.
 export { InFlag, Verdict, OutFlag, OwnerKind };
 
-// @ts-ignore: decorator
-@inline const OUT_SHIFT: u32 = 8;
+const OUT_SHIFT: u32 = 8;
 
 /** Flow.dir. */
 const enum Dir {
@@ -82,8 +81,7 @@ export function engineSetAppPort(port: u32): void {
 
 // PIDs the host's OS says are never a user's process (Windows: 4, the
 // System process), given by the host after eng_init: the engine knows no OS.
-// @ts-ignore: decorator
-@inline const NEVER_MAX: i32 = 8;
+const NEVER_MAX: i32 = 8;
 const neverPids = new StaticArray<u32>(NEVER_MAX);
 let neverCount: i32 = 0;
 

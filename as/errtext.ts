@@ -5,8 +5,7 @@
 //
 // Text that does not fit is cut at ERR_CAP - 3 and ends in "...".
 
-// @ts-ignore: decorator
-@inline export const ERR_CAP: u32 = 1024;
+export const ERR_CAP: u32 = 1024;
 export const ERR_BUF: usize = memory.data(ERR_CAP);
 
 let errLen: u32 = 0;

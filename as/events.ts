@@ -22,10 +22,8 @@ export const enum EventType {
   Opened = 1,
   Closed = 2,
 }
-// @ts-ignore: decorator
-@inline const CAPACITY: u32 = 4096;
-// @ts-ignore: decorator
-@inline const EV: u32 = offsetof<Event>("copy") + FLOW_SIZE;
+const CAPACITY: u32 = 4096;
+const EV: u32 = offsetof<Event>("copy") + FLOW_SIZE;
 
 let ring: usize = 0;
 let head: u32 = 0;

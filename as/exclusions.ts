@@ -42,8 +42,7 @@ class Exclusion {
   }
 }
 
-// @ts-ignore: decorator
-@inline const ENTRY: u32 = offsetof<Exclusion>();
+const ENTRY: u32 = offsetof<Exclusion>();
 
 let entries: usize = 0;
 let capacity: u32 = 0;

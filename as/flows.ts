@@ -33,8 +33,7 @@
 import { bump, drop1, Stat } from "./stats";
 import { bucketsFor, freeList, zeroed } from "./pool";
 
-// @ts-ignore: decorator
-@inline export const FLOW_SIZE: u32 = 128;
+export const FLOW_SIZE: u32 = 128;
 
 @unmanaged
 export class Flow {
@@ -129,14 +128,11 @@ export const enum List {
   RSyn = 7,
 }
 
-// @ts-ignore: decorator
-@inline export const LISTS: u32 = 8;
+export const LISTS: u32 = 8;
 
-// @ts-ignore: decorator
-@inline export const SHORT_TIMEOUT_MS: u32 = 30000;
+export const SHORT_TIMEOUT_MS: u32 = 30000;
 /** How long a redirected SYN may wait for the proxy's answer (List.RSyn). */
-// @ts-ignore: decorator
-@inline export const SYN_ANSWER_MS: u32 = 1000;
+export const SYN_ANSWER_MS: u32 = 1000;
 
 let entries: usize = 0;
 let capacity: u32 = 0;

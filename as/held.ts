@@ -25,12 +25,9 @@ export class Held {
   next: u32;     // the flow's next held record, or the next free one
 }
 
-// @ts-ignore: decorator
-@inline const REC: u32 = offsetof<Held>();
-// @ts-ignore: decorator
-@inline export const PER_FLOW: u32 = 32;
-// @ts-ignore: decorator
-@inline const MAX_HELD_BYTES: u32 = 16 << 20;
+const REC: u32 = offsetof<Held>();
+export const PER_FLOW: u32 = 32;
+const MAX_HELD_BYTES: u32 = 16 << 20;
 
 let recs: usize = 0;
 let cap: u32 = 0;

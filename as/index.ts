@@ -41,19 +41,15 @@ import {
   ORIGIN_PATH_ROOM, QUERY_SIZE, Protocols, Ancestor, ANCESTOR_SIZE,
 } from "../build/gen/contract";
 
-// @ts-ignore: decorator
-@inline const BATCH_MAX: u32 = 256;
-// @ts-ignore: decorator
-@inline const BATCH_DATA: u32 = 4 << 20;
-// @ts-ignore: decorator
-@inline const QUERY_MAX: u32 = 256;
+const BATCH_MAX: u32 = 256;
+const BATCH_DATA: u32 = 4 << 20;
+const QUERY_MAX: u32 = 256;
 
 // The I/O buffer: the shim writes config text, owner facts and lookup keys
 // here, and reads lookup answers and events. Grows on request.
 let ioPtr: usize = 0;
 let ioCap: u32 = 0;
-// @ts-ignore: decorator
-@inline const IO_MAX: u32 = 64 << 20;
+const IO_MAX: u32 = 64 << 20;
 
 let batchMeta: usize = 0;
 let batchData: usize = 0;

@@ -51,14 +51,10 @@ class Line {
   created: i64;   // creation on the engine's clock (ms); NO_TIME: not known
 }
 
-// @ts-ignore: decorator
-@inline const CAPACITY: u32 = 16384;
-// @ts-ignore: decorator
-@inline const PROBE: u32 = 32;
-// @ts-ignore: decorator
-@inline const NO_TIME: i64 = i64.MAX_VALUE;
-// @ts-ignore: decorator
-@inline const DEPTH_MAX: i32 = 64;
+const CAPACITY: u32 = 16384;
+const PROBE: u32 = 32;
+const NO_TIME: i64 = i64.MAX_VALUE;
+const DEPTH_MAX: i32 = 64;
 
 let table: usize = 0;
 
@@ -129,10 +125,8 @@ function hashId(pid: u32, ctime: u64): u32 {
 // A reference handed out (lastRef, procs.ts): the slot index + 1 and the
 // slot's gen, so one kept while its slot went to another identity (the same
 // PID, another creation time) no longer names it.
-// @ts-ignore: decorator
-@inline const REF_SHIFT: u32 = 15;
-// @ts-ignore: decorator
-@inline const GEN_MASK: u32 = 0x1ffff;
+const REF_SHIFT: u32 = 15;
+const GEN_MASK: u32 = 0x1ffff;
 
 function refOf(ref: u32): u32 {
   return ref == 0 ? 0 : ref | (slot(ref - 1).gen << REF_SHIFT);

@@ -85,8 +85,7 @@ export function rewrite(pk: Packet, src: usize, sport: u32, dst: usize, dport: u
 
 // Where the quoted segment's checksum ends: TCP's is at 16-17 and may be cut
 // off; UDP's, at 6-7, is always there (QUOTED_L4_MIN).
-// @ts-ignore: decorator
-@inline const TCP_CSUM_END: u32 = 18;
+const TCP_CSUM_END: u32 = 18;
 
 /**
  * Rewrites a quoted packet q (parseQuoted) to src:sport -> dst:dport. Its

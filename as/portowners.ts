@@ -24,16 +24,12 @@ class PortOwner {
   addr1: u64;
 }
 
-// @ts-ignore: decorator
-@inline const ENTRY: u32 = offsetof<PortOwner>();
+const ENTRY: u32 = offsetof<PortOwner>();
 
-// @ts-ignore: decorator
-@inline const CAPACITY: u32 = 16384;
-// @ts-ignore: decorator
-@inline const PROBE: u32 = 16;
+const CAPACITY: u32 = 16384;
+const PROBE: u32 = 16;
 // A removed entry: keeps probe chains intact, reusable by puts.
-// @ts-ignore: decorator
-@inline const TOMB: u32 = 0xffff0000;
+const TOMB: u32 = 0xffff0000;
 
 let table: usize = 0;
 

@@ -27,14 +27,10 @@ class Proc {
   }
 }
 
-// @ts-ignore: decorator
-@inline const CAPACITY: u32 = 4096;
-// @ts-ignore: decorator
-@inline const SLOT_SIZE: u32 = 1024;
-// @ts-ignore: decorator
-@inline export const PATH_MAX: u32 = SLOT_SIZE - offsetof<Proc>("pathStart");
-// @ts-ignore: decorator
-@inline const PROBE: u32 = 16;
+const CAPACITY: u32 = 4096;
+const SLOT_SIZE: u32 = 1024;
+export const PATH_MAX: u32 = SLOT_SIZE - offsetof<Proc>("pathStart");
+const PROBE: u32 = 16;
 
 // The path starts 32 bytes into the slot (PATH_MAX is part of what callers see).
 if (offsetof<Proc>("pathStart") != 32) ERROR("Proc's path must start at 32");

@@ -10,8 +10,7 @@
 
 import { errPut, errNum } from "../errtext";
 
-// @ts-ignore: decorator
-@inline const MAX_DEPTH: u32 = 1024;
+const MAX_DEPTH: u32 = 1024;
 const depthBits: usize = memory.data(MAX_DEPTH / 8);
 
 let base: usize = 0;
