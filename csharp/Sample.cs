@@ -67,7 +67,11 @@ static class Sample
             }
             catch (NotFoundException)
             {
-                return; // not redirected: someone connected to the port directly
+                // Not redirected: someone connected to the port directly (another
+                // machine, another local process). There is nowhere to relay, and
+                // it must not be served.
+                Console.WriteLine($"{DateTime.Now:HH:mm:ss}  {client.RemoteEndPoint} connected to the port directly (not redirected): closed");
+                return;
             }
             catch (RedirectorException e)
             {

@@ -90,6 +90,24 @@ export class TestNet {
     }
   }
 
+  /**
+   * The test network of one test file: what a killed run left under `stem`
+   * is removed, a network named `stem` and this process's PID is created, and
+   * it is removed when this process exits or is interrupted.
+   */
+  static forThisRun(stem: string): TestNet {
+    TestNet.removeStale(stem);
+    const net = new TestNet(`${stem}${process.pid % 10000}`).create();
+    process.on("exit", () => net.destroy());
+    for (const sig of ["SIGINT", "SIGTERM"] as const) {
+      process.on(sig, () => {
+        net.destroy();
+        process.exit(1);
+      });
+    }
+    return net;
+  }
+
   create(): this {
     this.destroy();
     ip(["netns", "add", this.host]);

@@ -13,17 +13,7 @@ import { exited, HOST4, Lines, PEER4, SERVER4, SERVER6, TestNet } from "./netns.
 
 const BIN = join(root, "build", "linux");
 const APP = 8080;
-const PREFIX = `wre2e${process.pid % 10000}`;
-
-TestNet.removeStale("wre2e");
-const net = new TestNet(PREFIX).create();
-process.on("exit", () => net.destroy());
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
-  process.on(sig, () => {
-    net.destroy();
-    process.exit(1);
-  });
-}
+const net = TestNet.forThisRun("wre2e");
 
 /** Waits until `n` lines start with `prefix`, then returns them. */
 async function linesOf(p: Proxy, prefix: string, n: number, ms = 10_000): Promise<string[]> {

@@ -171,7 +171,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	// Windows with an inbound firewall rule for the port), so others can
 	// reach the port too: the Listener closes TCP connections that were not
 	// redirected, and serveUDP drops such datagrams.
-	var tcp net.Listener
+	var tcp tcpListener
 	var udp *net.UDPConn
 	for _, proto := range c.protocols {
 		var err error
@@ -179,7 +179,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		case redirector.TCP:
 			var ln *redirector.Listener
 			if ln, err = r.Listen("tcp", fmt.Sprintf(":%d", c.port)); err == nil {
-				tcp, p.refused = ln, ln.Refused
+				tcp, p.refused = listener{ln}, ln.Refused
 			}
 		case redirector.UDP:
 			udp, err = net.ListenUDP("udp", &net.UDPAddr{Port: int(c.port)})

@@ -15,11 +15,37 @@ import (
 	redirector "windows-redirector/go/redirector"
 )
 
-// lookuper is the part of *redirector.Redirector the proxy uses (tests give
-// their own).
+// lookuper is the part of *redirector.Redirector the proxy uses for UDP
+// (tests give their own).
 type lookuper interface {
-	Lookup(net.Conn) (redirector.Origin, error)
 	LookupAddrPort(redirector.Protocol, netip.AddrPort, netip.AddrPort) (redirector.Origin, error)
+}
+
+// accepted is a TCP connection and what is known of where it was going.
+type accepted struct {
+	conn      net.Conn // the plain connection, so io.Copy can use the kernel's fast paths
+	origin    redirector.Origin
+	originErr error // why the origin is unknown (not redirected)
+}
+
+// tcpListener is what serveTCP accepts from: listener (the package's), or in
+// the tests a plain listener with a stand-in lookup.
+type tcpListener interface {
+	acceptTCP() (accepted, error)
+	Close() error
+}
+
+// listener serves a *redirector.Listener: its typed accept gives each
+// connection with the origin it looked up, and returns only redirected ones
+// (it closes and counts the others: Refused).
+type listener struct{ *redirector.Listener }
+
+func (l listener) acceptTCP() (accepted, error) {
+	c, err := l.AcceptRedirected()
+	if err != nil {
+		return accepted{}, err
+	}
+	return accepted{c.NetConn(), c.Origin(), c.OriginErr()}, nil
 }
 
 type proxy struct {
@@ -97,7 +123,7 @@ func (p *proxy) untrack(c net.Conn) {
 // nil) until shutdown; wait returns once they and every connection and flow
 // they started have ended. The loops count in p.wg themselves, so the Adds
 // for what they start never race with wait.
-func (p *proxy) serve(tcp net.Listener, udp *net.UDPConn) {
+func (p *proxy) serve(tcp tcpListener, udp *net.UDPConn) {
 	if tcp != nil {
 		p.wg.Add(1)
 		go func() {
@@ -115,9 +141,9 @@ func (p *proxy) serve(tcp net.Listener, udp *net.UDPConn) {
 }
 
 // serveTCP accepts until the listener closes.
-func (p *proxy) serveTCP(ln net.Listener) {
+func (p *proxy) serveTCP(ln tcpListener) {
 	for {
-		c, err := ln.Accept()
+		c, err := ln.acceptTCP()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -134,23 +160,13 @@ func (p *proxy) serveTCP(ln net.Listener) {
 	}
 }
 
-// originOf gives what the listener looked up, or looks it up (a listener not
-// of the package: the tests'), and the plain connection (so io.Copy can use
-// the kernel's fast paths).
-func (p *proxy) originOf(c net.Conn) (net.Conn, redirector.Origin, error) {
-	if rc, ok := c.(*redirector.Conn); ok {
-		return rc.NetConn(), rc.Origin(), rc.OriginErr()
-	}
-	o, err := p.lookup.Lookup(c)
-	return c, o, err
-}
-
-func (p *proxy) handleTCP(accepted net.Conn) {
-	client, o, err := p.originOf(accepted)
+func (p *proxy) handleTCP(c accepted) {
+	client, o := c.conn, c.origin
 	defer client.Close()
-	if err != nil {
+	if c.originErr != nil {
 		// Someone connected to the port directly: there is nowhere to relay,
-		// and it must not be served.
+		// and it must not be served. (The package's Listener never returns
+		// such a connection; this guards any other source.)
 		p.notRedirected.Add(1)
 		p.printf("%s  TCP  %s connected to the proxy port directly (not redirected): closed\n",
 			time.Now().Format("15:04:05"), client.RemoteAddr())
@@ -326,7 +342,7 @@ func (p *proxy) udpRead(f *udpFlow, buf []byte) (int, bool) {
 }
 
 // shutdown stops accepting and ends every connection and flow.
-func (p *proxy) shutdown(tcp net.Listener, udp *net.UDPConn) {
+func (p *proxy) shutdown(tcp tcpListener, udp *net.UDPConn) {
 	if tcp != nil {
 		tcp.Close()
 	}

@@ -42,6 +42,22 @@ func (f *fakeLookup) LookupAddrPort(p redirector.Protocol, local, peer netip.Add
 	return f.origin, f.err
 }
 
+// lookedUp is a plain listener whose connections the stand-in lookup
+// answers for, as the package's Listener does with the library's.
+type lookedUp struct {
+	net.Listener
+	f *fakeLookup
+}
+
+func (l lookedUp) acceptTCP() (accepted, error) {
+	c, err := l.Accept()
+	if err != nil {
+		return accepted{}, err
+	}
+	o, err := l.f.Lookup(c)
+	return accepted{c, o, err}, nil
+}
+
 // syncBuffer is the proxy's output, read while the proxy writes.
 type syncBuffer struct{ syncbuf.Buffer }
 
@@ -89,9 +105,9 @@ func startProxy(t *testing.T, f *fakeLookup, udpIdle time.Duration) (*proxy, *sy
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.serve(ln, pc)
+	p.serve(lookedUp{ln, f}, pc)
 	t.Cleanup(func() {
-		p.shutdown(ln, pc)
+		p.shutdown(lookedUp{ln, f}, pc)
 		p.wait()
 	})
 	return p, out, ln, pc
@@ -179,7 +195,7 @@ func TestShutdownEndsConnections(t *testing.T) {
 	out := &syncBuffer{}
 	p := newProxy(f, out, time.Second)
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	p.serve(ln, nil)
+	p.serve(lookedUp{ln, f}, nil)
 	c := dialProxy(t, ln)
 	c.Write([]byte("hello"))
 	buf := make([]byte, 5)
@@ -188,7 +204,7 @@ func TestShutdownEndsConnections(t *testing.T) {
 	}
 	done := make(chan struct{})
 	go func() {
-		p.shutdown(ln, nil)
+		p.shutdown(lookedUp{ln, f}, nil)
 		p.wait()
 		close(done)
 	}()
