@@ -78,7 +78,9 @@ export class Packet {
     return this.parseAs(true);
   }
 
-  private parseAs(quoted: bool): Parse {
+  // Inlined into parse() and parseQuoted(): each is compiled with `quoted`
+  // constant, so a batch packet's parse tests none of the quote's cases.
+  @inline private parseAs(quoted: bool): Parse {
     const p = this.data;
     const len = this.len;
     if (len < 1) return Parse.Malformed;
