@@ -62,8 +62,12 @@ export class Packet {
     this.meta = meta;
   }
 
-  /** Parses [data, data+len). Returns Parse.Ok or why the packet must pass unchanged. */
-  parse(): Parse {
+  /**
+   * Parses [data, data+len). Returns Parse.Ok or why the packet must pass
+   * unchanged. Inlined into its callers (the batch's packets, the released
+   * ones): a call less on every packet, and the view's address a constant.
+   */
+  @inline parse(): Parse {
     return this.parseAs(false);
   }
 
