@@ -62,8 +62,12 @@ export class Packet {
     this.meta = meta;
   }
 
-  /** Parses [data, data+len). Returns Parse.Ok or why the packet must pass unchanged. */
-  parse(): Parse {
+  /**
+   * Parses [data, data+len). Returns Parse.Ok or why the packet must pass
+   * unchanged. Inlined into its callers (the batch's packets, the released
+   * ones): a call less on every packet, and the view's address a constant.
+   */
+  @inline parse(): Parse {
     return this.parseAs(false);
   }
 
@@ -78,7 +82,9 @@ export class Packet {
     return this.parseAs(true);
   }
 
-  private parseAs(quoted: bool): Parse {
+  // Inlined into parse() and parseQuoted(): each is compiled with `quoted`
+  // constant, so a batch packet's parse tests none of the quote's cases.
+  @inline private parseAs(quoted: bool): Parse {
     const p = this.data;
     const len = this.len;
     if (len < 1) return Parse.Malformed;
