@@ -2197,41 +2197,105 @@ TEST_CASE(dll_missing) {
   expect_start_error("function missing", "has no function WinDivertGetParam", "fakewd-nogetparam");
 }
 
-/* WinDivert.dll beside windows_redirector.dll is found first: the host
- * program (Python, .NET) lives elsewhere, and nothing is beside it. */
-TEST_CASE(beside_library) {
-  char dir[MAX_PATH], lib[MAX_PATH + 32], wd[MAX_PATH + 32], from[MAX_PATH + 32];
-  char tmp[MAX_PATH];
+/* Starts and stops the copy of the library loaded as m (the default
+ * WinDivert search, from where that copy lies): start_redirector's code,
+ * and its error text into why. */
+static int32_t start_copy(HMODULE m, char *why, size_t len) {
+  int32_t (*set_config)(const char *) = (int32_t(*)(const char *))(void *)GetProcAddress(m, "set_redirector_config");
+  void (*set_port)(uint16_t) = (void (*)(uint16_t))(void *)GetProcAddress(m, "update_app_port");
+  int32_t (*start)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "start_redirector");
+  int32_t (*stop)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "stop_redirector");
+  int32_t (*get_error)(char *, size_t) = (int32_t(*)(char *, size_t))(void *)GetProcAddress(m, "redirector_last_error");
+  why[0] = '\0';
+  CHECK(set_config(config_pids("1234", NULL)) == 0, "config");
+  set_port(APP_PORT);
+  int32_t rc = start();
+  if (rc != 0) get_error(why, len);
+  if (rc == 0) CHECK(stop() == 0, "stop");
+  return rc;
+}
+
+/* A folder of its own in the temp folder, with a copy of the library; the
+ * copy's path into lib. */
+static void library_copy(const char *name, char *dir, size_t dlen, char *lib, size_t llen) {
+  char tmp[MAX_PATH], from[MAX_PATH + 32];
   GetTempPathA(sizeof tmp, tmp);
-  snprintf(dir, sizeof dir, "%swr-beside-%lu", tmp, (unsigned long)GetCurrentProcessId());
-  snprintf(lib, sizeof lib, "%s\\windows_redirector.dll", dir);
-  snprintf(wd, sizeof wd, "%s\\WinDivert.dll", dir);
+  snprintf(dir, dlen, "%swr-%s-%lu", tmp, name, (unsigned long)GetCurrentProcessId());
+  snprintf(lib, llen, "%s\\windows_redirector.dll", dir);
   CreateDirectoryA(dir, NULL);
   snprintf(from, sizeof from, "%s\\windows_redirector.dll", g_dir);
   CHECK(CopyFileA(from, lib, FALSE), "copy the library (%lu)", (unsigned long)GetLastError());
-  snprintf(from, sizeof from, "%s\\WinDivert.dll", g_fakewd);
-  CHECK(CopyFileA(from, wd, FALSE), "copy the stand-in (%lu)", (unsigned long)GetLastError());
+}
+
+/* Copies a stand-in WinDivert.dll (from folder `from`) into folder `to`;
+ * its path into path. */
+static void put_windivert(const char *from, const char *to, char *path, size_t len) {
+  char src[MAX_PATH + 32];
+  snprintf(src, sizeof src, "%s\\WinDivert.dll", from);
+  snprintf(path, len, "%s\\WinDivert.dll", to);
+  CHECK(CopyFileA(src, path, FALSE), "copy %s to %s (%lu)", src, path, (unsigned long)GetLastError());
+}
+
+/* WinDivert.dll beside windows_redirector.dll is found first: the host
+ * program (Python, .NET) lives elsewhere, and nothing is beside it. */
+TEST_CASE(beside_library) {
+  char dir[MAX_PATH], lib[MAX_PATH + 32], wd[MAX_PATH + 32];
+  library_copy("beside", dir, sizeof dir, lib, sizeof lib);
+  put_windivert(g_fakewd, dir, wd, sizeof wd);
   reset_log();
   write_script("");
   HMODULE m = LoadLibraryA(lib);
   CHECK(m != NULL, "load the copied library (%lu)", (unsigned long)GetLastError());
   if (m) {
-    int32_t (*set_config)(const char *) = (int32_t(*)(const char *))(void *)GetProcAddress(m, "set_redirector_config");
-    void (*set_port)(uint16_t) = (void (*)(uint16_t))(void *)GetProcAddress(m, "update_app_port");
-    int32_t (*start)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "start_redirector");
-    int32_t (*stop)(void) = (int32_t(*)(void))(void *)GetProcAddress(m, "stop_redirector");
-    int32_t (*get_error)(char *, size_t) = (int32_t(*)(char *, size_t))(void *)GetProcAddress(m, "redirector_last_error");
-    char why[1024] = "";
-    CHECK(set_config(config_pids("1234", NULL)) == 0, "config");
-    set_port(APP_PORT);
-    int32_t rc = start();
-    if (rc != 0) get_error(why, sizeof why);
+    char why[1024];
+    int32_t rc = start_copy(m, why, sizeof why);
     CHECK(rc == 0, "start with WinDivert.dll beside the library only: %d %s", rc, why);
-    if (rc == 0) CHECK(stop() == 0, "stop");
     FreeLibrary(m);
   }
   DeleteFileA(lib);
   DeleteFileA(wd);
+  RemoveDirectoryA(dir);
+}
+
+/* The whole default search, in order: beside windows_redirector.dll, the
+ * application's folder, System32. A WinDivert.dll without WinDivertGetParam
+ * (fakewd-nogetparam) where a place must not be reached shows which one was
+ * taken: its start fails naming the missing function. */
+TEST_CASE(search_order) {
+  char dir[MAX_PATH], lib[MAX_PATH + 32], sys[MAX_PATH], in_sys[MAX_PATH + 32], in_app[MAX_PATH + 32];
+  char in_lib[MAX_PATH + 32], partial[MAX_PATH + 32], why[1024];
+  snprintf(partial, sizeof partial, "%s\\fakewd-nogetparam", g_dir);
+  UINT sn = GetSystemDirectoryA(sys, sizeof sys);
+  CHECK(sn > 0 && sn < sizeof sys, "System32 (%lu)", (unsigned long)GetLastError());
+  if (sn == 0 || sn >= sizeof sys) return;
+  library_copy("order", dir, sizeof dir, lib, sizeof lib);
+  reset_log();
+  write_script("");
+  /* System32 is searched: only a broken one there. */
+  put_windivert(partial, sys, in_sys, sizeof in_sys);
+  redirector_set_windivert_path(NULL);
+  CHECK(set_redirector_config(config_pids("1234", NULL)) == 0, "config");
+  update_app_port(APP_PORT);
+  expect_start_error("only System32's", "has no function WinDivertGetParam", sys);
+  HMODULE m = LoadLibraryA(lib);
+  CHECK(m != NULL, "load the copied library (%lu)", (unsigned long)GetLastError());
+  if (m) {
+    /* The application's folder before System32: the library's copy has
+     * nothing beside it, this program's folder a whole stand-in. */
+    put_windivert(g_fakewd, g_dir, in_app, sizeof in_app);
+    int32_t rc = start_copy(m, why, sizeof why);
+    CHECK(rc == 0, "the application's folder before System32: %d %s", rc, why);
+    /* Beside the library before the application's folder. */
+    put_windivert(partial, dir, in_lib, sizeof in_lib);
+    rc = start_copy(m, why, sizeof why);
+    CHECK(rc != 0 && strstr(why, "has no function WinDivertGetParam") && strstr(why, dir),
+          "beside the library before the application's folder: %d %s", rc, why);
+    DeleteFileA(in_lib);
+    DeleteFileA(in_app);
+    FreeLibrary(m);
+  }
+  CHECK(DeleteFileA(in_sys), "remove %s (%lu)", in_sys, (unsigned long)GetLastError());
+  DeleteFileA(lib);
   RemoveDirectoryA(dir);
 }
 
