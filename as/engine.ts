@@ -453,11 +453,16 @@ function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr
   const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
   if (f == 0) return tableFull(pk);
   noteLoopback(f, pk, laddr, raddr);
-  // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerCovering(proto, pk.v6, laddr, lport);
-  if (po != 0 && (!outbound || proto == PROTO_UDP)) {
-    decide(f, portOwnerPid(po), portOwnerProc(po));
-    return onFlowPacket(f, 0, pk);
+  // A known local port owner (a listener, a bound UDP socket) decides now;
+  // an outbound TCP connection's is never looked for (its owner is the
+  // connecting socket, not a listener on its port: up to three probes saved
+  // on every outbound SYN).
+  if (!outbound || proto == PROTO_UDP) {
+    const po = portOwnerCovering(proto, pk.v6, laddr, lport);
+    if (po != 0) {
+      decide(f, portOwnerPid(po), portOwnerProc(po));
+      return onFlowPacket(f, 0, pk);
+    }
   }
   return hold(f, pk);
 }
