@@ -439,7 +439,8 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
     return false;
   }
   // The original destination: the remote end outbound, the listener inbound.
-  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pk.v6, outbound ? raddr : laddr);
+  return (pol.anyPort || portAllowed(pol, outbound ? rport : lport)) &&
+    (pol.anyDestination || destinationAllowed(pol, pk.v6, outbound ? raddr : laddr));
 }
 
 /** A packet that matches no flow. */
