@@ -26,8 +26,9 @@ import { rewrite, translateIcmpError } from "./nat";
 import { ICMP_HEADER_LEN, IcmpPacket, Icmpv6Packet } from "./wire/icmp";
 import { TcpFlag } from "./wire/tcp";
 import {
-  addrEq, flowsInit, flowsSetTimeouts, flowFind, foundSide, flowNew, flowFree, flowTouch, flowExpired, flowTimedOut,
-  flowLinkProxy, proxyKeyFree, listOldest, listNewer, flowsSeed, flow, Kind, TcpState, FlowFlag, List,
+  addrEq, flowsInit, flowsSetTimeouts, flowFind, flowFindIn, keyBucket, foundSide, flowNew, flowFree, flowTouch,
+  flowExpired, flowTimedOut, flowLinkProxy, proxyKeyBucket, listOldest, listNewer, flowsSeed, flow, Kind, TcpState,
+  FlowFlag, List,
 } from "./flows";
 import { heldInit, heldPut, heldRelease, rec, PER_FLOW } from "./held";
 import { eventsInit, eventPush, EventType } from "./events";
@@ -198,17 +199,29 @@ function removeFlow(f: usize): void {
   flowFree(f);
 }
 
-/** A proxy-side port for a redirected flow whose proxy key is free, or 0. */
-function choosePort(f: usize, preferred: u32): u32 {
+/**
+ * Chooses a proxy-side port for a redirected flow whose proxy key is free:
+ * sets the flow's proxyPort and returns the proxy key's bucket (for
+ * flowLinkProxy, which then hashes nothing); 0 when no port is free.
+ */
+function choosePort(f: usize, preferred: u32): usize {
   const proto = <u32>flow(f).proto;
   const v6 = flow(f).v6 != 0;
   const app = <u32>flow(f).appPort;
-  if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, preferred)) return preferred;
+  let b = proxyKeyBucket(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, preferred);
+  if (b != 0) {
+    flow(f).proxyPort = <u16>preferred;
+    return b;
+  }
   let h = preferred * 0x9e3779b1 + flow(f).id;
   for (let k = 0; k < 64; k++) {
     h = h * 1103515245 + 12345;
     const p = 49152 + ((h >>> 8) & 16383);
-    if (proxyKeyFree(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, p)) return p;
+    b = proxyKeyBucket(proto, v6, flow(f).localAddr, app, flow(f).remoteAddr, p);
+    if (b != 0) {
+      flow(f).proxyPort = <u16>p;
+      return b;
+    }
   }
   return 0;
 }
@@ -224,16 +237,15 @@ function decide(f: usize, pid: u32, proc: u32): void {
   }
   const dir = <u32>flow(f).dir;
   flow(f).appPort = <u16>appPort;
-  const pport = choosePort(f, dir == Dir.Out ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
-  if (pport == 0) {
+  const pb = choosePort(f, dir == Dir.Out ? <u32>flow(f).localPort : <u32>flow(f).remotePort);
+  if (pb == 0) {
     bump(Stat.natConflicts);
     decidePass(f);
     return;
   }
-  flow(f).proxyPort = <u16>pport;
   flow(f).kind = <u8>(dir == Dir.Out ? Kind.Out : Kind.In);
   flow(f).tcpState = <u8>TcpState.Syn;
-  flowLinkProxy(f);
+  flowLinkProxy(f, pb);
   // A TCP flow is decided on its SYN, which goes to the proxy now: it waits
   // on RSyn for the proxy's answer.
   flowTouch(f, tcp ? List.RSyn : List.Udp, now);
@@ -439,7 +451,8 @@ function eligible(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr: u
     return false;
   }
   // The original destination: the remote end outbound, the listener inbound.
-  return portAllowed(pol, outbound ? rport : lport) && destinationAllowed(pol, pk.v6, outbound ? raddr : laddr);
+  return (pol.anyPort || portAllowed(pol, outbound ? rport : lport)) &&
+    (pol.anyDestination || destinationAllowed(pol, pk.v6, outbound ? raddr : laddr));
 }
 
 /** A packet that matches no flow. */
@@ -450,14 +463,22 @@ function onNewPacket(pk: Packet, outbound: bool, laddr: usize, lport: u32, raddr
   if (!eligible(pk, outbound, laddr, lport, raddr, rport)) return pass(pk);
   const dir = outbound ? Dir.Out : Dir.In;
   const proto = pk.proto;
-  const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow);
+  // The key is hashed again here: processPacketView's flowFind hands out no
+  // bucket, which would cost every established flow's packet.
+  const f = flowNew(Kind.Pending, proto, pk.v6, laddr, lport, raddr, rport, dir, List.Pending, now, removeFlow,
+    keyBucket(proto, pk.v6, raddr, lport, rport));
   if (f == 0) return tableFull(pk);
   noteLoopback(f, pk, laddr, raddr);
-  // A known local port owner (a listener, a bound UDP socket) decides now.
-  const po = portOwnerCovering(proto, pk.v6, laddr, lport);
-  if (po != 0 && (!outbound || proto == PROTO_UDP)) {
-    decide(f, portOwnerPid(po), portOwnerProc(po));
-    return onFlowPacket(f, 0, pk);
+  // A known local port owner (a listener, a bound UDP socket) decides now;
+  // an outbound TCP connection's is never looked for (its owner is the
+  // connecting socket, not a listener on its port: up to three probes saved
+  // on every outbound SYN).
+  if (!outbound || proto == PROTO_UDP) {
+    const po = portOwnerCovering(proto, pk.v6, laddr, lport);
+    if (po != 0) {
+      decide(f, portOwnerPid(po), portOwnerProc(po));
+      return onFlowPacket(f, 0, pk);
+    }
   }
   return hold(f, pk);
 }
@@ -649,7 +670,8 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     if (rport == 0 && isUnspecified(raddr, v6)) portOwnerRemove(proto, v6, laddr, lport, pid);
     return;
   }
-  const f = flowFind(proto, v6, laddr, lport, raddr, rport);
+  const b = keyBucket(proto, v6, raddr, lport, rport);
+  const f = flowFindIn(b, proto, v6, laddr, lport, raddr, rport, false);
   if (f != 0 && foundSide == 0) {
     const k = flow(f).kind;
     if (k == Kind.Pending) {
@@ -666,7 +688,7 @@ export function ownerFact(kind: u32, proto: u32, v6: bool, laddr: usize, lport: 
     // Before the first packet: remember it for a while (not for an excluded
     // socket of ours, whose packets need no flow).
     const dir = kind == OwnerKind.Accept ? Dir.In : Dir.Out;
-    const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow);
+    const g = flowNew(Kind.Fact, proto, v6, laddr, lport, raddr, rport, dir, List.Short, now, removeFlow, b);
     if (g != 0) {
       flow(g).pid = pid;
       flow(g).proc = proc;

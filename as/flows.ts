@@ -238,6 +238,22 @@ export function addrEq(a: usize, b: usize, v6: bool): bool {
 export let foundSide: u32 = 0;
 
 /**
+ * The hash chain (bucket) of a key (proto, raddr, lport, rport: the local
+ * address is not hashed), or 0 before the table is sized. A caller that
+ * searches a key and then adds it (flowNew, flowLinkProxy) hashes it once
+ * (flowFindIn, proxyKeyBucket).
+ */
+// @ts-ignore: decorator
+@inline export function keyBucket(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): usize {
+  return capacity == 0 ? 0 : bucketAt(proto, v6, raddr, lport, rport);
+}
+
+// @ts-ignore: decorator
+@inline function bucketAt(proto: u32, v6: bool, raddr: usize, lport: u32, rport: u32): usize {
+  return buckets + (<usize>(hashKey(proto, v6, raddr, lport, rport) & bucketMask) << 2);
+}
+
+/**
  * Finds the entry whose client or proxy key is (proto, laddr:lport,
  * raddr:rport); with anyLocal, whatever the local address. Returns the
  * entry or 0; `foundSide` tells which key matched.
@@ -245,7 +261,20 @@ export let foundSide: u32 = 0;
 export function flowFind(proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
   anyLocal: bool = false): usize {
   if (capacity == 0) return 0;
-  let ref = load<u32>(buckets + (<usize>(hashKey(proto, v6, raddr, lport, rport) & bucketMask) << 2));
+  return chainFind(bucketAt(proto, v6, raddr, lport, rport), proto, v6, laddr, lport, raddr, rport, anyLocal);
+}
+
+/** flowFind in the key's bucket `b` (keyBucket), for the callers that keep the bucket. */
+// @ts-ignore: decorator
+@inline export function flowFindIn(b: usize, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  anyLocal: bool): usize {
+  return b == 0 ? 0 : chainFind(b, proto, v6, laddr, lport, raddr, rport, anyLocal);
+}
+
+// @ts-ignore: decorator
+@inline function chainFind(b: usize, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
+  anyLocal: bool): usize {
+  let ref = load<u32>(b);
   while (ref != 0) {
     const f = flowAt(ref >> 1);
     const side = ref & 1;
@@ -275,8 +304,8 @@ function bucketOf(f: usize, side: u32): usize {
   return buckets + (<usize>(h & bucketMask) << 2);
 }
 
-function link(f: usize, side: u32): void {
-  const b = bucketOf(f, side);
+/** Adds a key of entry f to its bucket `b` (keyBucket of that key). */
+function link(f: usize, side: u32, b: usize): void {
   if (side != 0) flow(f).nextProxyKey = load<u32>(b);
   else flow(f).nextClientKey = load<u32>(b);
   store<u32>(b, (flowIndex(f) << 1) | side);
@@ -300,15 +329,19 @@ function unlink(f: usize, side: u32): void {
   }
 }
 
-/** Adds the proxy key of a redirected entry (app and proxy ports set). */
-export function flowLinkProxy(f: usize): void {
-  link(f, 1);
+/** Adds the proxy key of a redirected entry (app and proxy ports set), whose bucket is `b` (proxyKeyBucket). */
+export function flowLinkProxy(f: usize, b: usize): void {
+  link(f, 1, b);
   flow(f).flags = flow(f).flags | FlowFlag.ProxyLinked;
 }
 
-/** Is (proto, laddr:app, raddr:pport) free as a proxy key (and as any key)? */
-export function proxyKeyFree(proto: u32, v6: bool, laddr: usize, app: u32, raddr: usize, pport: u32): bool {
-  return flowFind(proto, v6, laddr, app, raddr, pport) == 0;
+/**
+ * When (proto, laddr:app, raddr:pport) is free as a proxy key (and as any
+ * key): its bucket, for flowLinkProxy; else 0.
+ */
+export function proxyKeyBucket(proto: u32, v6: bool, laddr: usize, app: u32, raddr: usize, pport: u32): usize {
+  const b = keyBucket(proto, v6, raddr, app, pport);
+  return flowFindIn(b, proto, v6, laddr, app, raddr, pport, false) == 0 ? b : 0;
 }
 
 // ---------------------------------------------------------------------------
@@ -369,10 +402,10 @@ export function flowExpired(l: List, now: u32): usize {
 /**
  * A new entry with its client key, on list `l`; or 0 when the table is full
  * and nothing can be evicted. `evict` is called on an entry that must go to
- * make room (it must call flowFree).
+ * make room (it must call flowFree). `b` is the key's bucket (keyBucket).
  */
 export function flowNew(kind: Kind, proto: u32, v6: bool, laddr: usize, lport: u32, raddr: usize, rport: u32,
-  dir: u32, l: List, now: u32, evict: (f: usize) => void): usize {
+  dir: u32, l: List, now: u32, evict: (f: usize) => void, b: usize): usize {
   if (freeHead == 0) {
     // Make room: the oldest passed TCP entry or owner fact, then the oldest
     // passed UDP flow. Redirected connections are never evicted.
@@ -398,7 +431,7 @@ export function flowNew(kind: Kind, proto: u32, v6: bool, laddr: usize, lport: u
   flow(f).created = now;
   flow(f).id = nextId++;
   if (nextId == 0) nextId = 1;
-  link(f, 0);
+  link(f, 0, b);
   listPushHead(f, l);
   flow(f).lastUse = now;
   used++;

@@ -735,6 +735,8 @@ export function parseConfig(ptr: usize, len: u32): i32 {
     next.pids = sortUnique(pidList);
     next.startValue = next.rules.length > 0 && unchecked(next.rules[0]).exclude;
     next.interceptsNothing = next.rules.length == 0 && next.pids.length == 0;
+    next.anyPort = next.ports.length == 0 && next.excludePorts.length == 0;
+    next.anyDestination = next.destinations.length == 0 && next.excludeDestinations.length == 0;
     activePolicy = next;
     policyGeneration++;
   }

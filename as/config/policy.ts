@@ -74,6 +74,13 @@ export class Policy {
   excludePorts: Array<u32> = new Array<u32>();
   destinations: Array<Cidr> = new Array<Cidr>();
   excludeDestinations: Array<Cidr> = new Array<Cidr>();
+  /**
+   * No port list and no destination list, include or exclude: every port,
+   * every destination passes (set with the lists; spares each new flow the
+   * lists' walks).
+   */
+  anyPort: bool = true;
+  anyDestination: bool = true;
   bypass: u32 = Bypass.All;
   maxFlows: u32 = 65536;
   holdTimeoutMs: u32 = 2000;

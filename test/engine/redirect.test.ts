@@ -135,6 +135,27 @@ for (const [fam, N] of [["IPv4", NET4], ["IPv6", NET6]] as const) {
     assert.is(s.flowsActive, 0);
   });
 
+  t("a proxy port already taken: the next flow gets another, where the proxy finds it", () => {
+    const e = engine();
+    // Two connections from the same client port to two ports of D: the
+    // second's preferred proxy port (its client port) is the first's.
+    const D2: Endpoint = { addr: N.D.addr, port: N.D.port + 1 };
+    e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
+    expectRewritten(one(e, { proto: "tcp", src: N.C, dst: N.D, flags: "S" }), Dc, P, false, "first SYN");
+    e.owner(O_CONNECT, "tcp", N.C, D2, PID, PATH);
+    const syn2 = one(e, { proto: "tcp", src: N.C, dst: D2, flags: "S" });
+    assert.is(syn2.verdict, V_MODIFIED);
+    const peer2 = read(syn2.data).src;
+    assert.is(peer2.addr, N.D.addr);
+    assert.ok(peer2.port >= 49152 && peer2.port !== N.C.port, "another proxy port");
+    expectRewritten(syn2, peer2, P, false, "second SYN");
+    assert.equal(e.lookup("tcp", peer2, P)!.destination, D2);
+    assert.equal(e.lookup("tcp", Dc, P)!.destination, N.D);
+    expectRewritten(one(e, { proto: "tcp", src: P, dst: peer2, flags: "SA" }), D2, N.C, false, "second SYN-ACK");
+    expectRewritten(one(e, { proto: "tcp", src: P, dst: Dc, flags: "SA" }), N.D, N.C, false, "first SYN-ACK");
+    assert.is(e.stats().natConflicts, 0);
+  });
+
   t("RST closes a redirected flow", () => {
     const e = engine();
     e.owner(O_CONNECT, "tcp", N.C, N.D, PID, PATH);
