@@ -65,6 +65,28 @@ class Proxy {
   lines(prefix: string): string[] {
     return this.out.all().filter((l) => l.startsWith(prefix));
   }
+
+  /** The close line of `pid`'s redirected TCP connection, checked to name the program's `path` and `dst`. */
+  async closed(pid: number, path: string, dst: string): Promise<string> {
+    const line = await this.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
+    assert.ok(line.includes(` path=${path} `) && line.includes(` dir=out dst=${dst} `), line);
+    return line;
+  }
+
+  /** After 300 ms for stragglers: no connection has reached the proxy since its line `seen`. */
+  async noneOpenedSince(seen: number): Promise<void> {
+    await new Promise((res) => setTimeout(res, 300));
+    assert.is(this.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, this.out.all().join("\n"));
+  }
+
+  /** Runs a command in the host namespace that must succeed without the proxy; returns its output. */
+  async direct(cmd: string, args: string[]): Promise<string> {
+    const seen = this.out.count();
+    const r = await net.run(net.host, cmd, args);
+    assert.is(r.status, 0, r.stdout + r.stderr);
+    await this.noneOpenedSince(seen);
+    return r.stdout;
+  }
 }
 
 /** Runs a client to the end; returns its output. */
@@ -233,16 +255,11 @@ exit 0`;
     const grandchild = Number((await lines.next((l) => l.startsWith("g "))).slice(2));
     assert.is(await lines.next((l) => l.startsWith("g ok")), "g ok", lines.all().join("\n"));
     for (const pid of [child, grandchild]) {
-      const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
-      assert.ok(line.includes(`path=${client}`), line);
-      assert.ok(line.includes(`dst=${SERVER4}:80`) && line.includes("up=1000 down=1000"), line);
+      const line = await proxy.closed(pid, client, `${SERVER4}:80`);
+      assert.ok(line.includes("up=1000 down=1000"), line);
     }
     // The same program outside the tree goes direct.
-    const seen = proxy.out.count();
-    const r = await net.run(net.host, client, ["tcp", SERVER4, "80", "1000"]);
-    assert.is(r.status, 0, r.stdout + r.stderr);
-    await new Promise((res) => setTimeout(res, 300));
-    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+    await proxy.direct(client, ["tcp", SERVER4, "80", "1000"]);
   } finally {
     await proxy.quit();
   }
@@ -265,8 +282,7 @@ e2e("a process tree's root PID reused on purpose by an unrelated process (in a P
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${rootPid}` })}`), "ok");
     root.stdin!.write("go\n");
     const child = Number((await rootLines.next((l) => l.startsWith("c "))).slice(2));
-    const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${child} `));
-    assert.ok(line.includes(`path=${client}`), line);
+    await proxy.closed(child, client, `${SERVER4}:80`);
     root.stdin!.write("go\n");
     assert.is((await exited(root)).code, 0);
     // Its PID taken by an unrelated client, created after the configuration
@@ -279,8 +295,7 @@ e2e("a process tree's root PID reused on purpose by an unrelated process (in a P
     const reused = Number((await reuseLines.next((l) => l.startsWith("u "))).slice(2));
     assert.is(reused, rootPid, "the unrelated client got the root's PID");
     assert.is(await reuseLines.next((l) => l.startsWith("rc ")), "rc 0", reuseLines.all().join("\n"));
-    await new Promise((res) => setTimeout(res, 300));
-    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+    await proxy.noneOpenedSince(seen);
   } finally {
     await proxy.quit();
   }
