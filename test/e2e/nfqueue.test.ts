@@ -1,11 +1,13 @@
 // End to end on Linux: real processes, real kernel TCP/UDP through NFQUEUE,
 // in network namespaces of our own. The proxy is test/c/wr_testproxy (the C
 // ABI, driven by lines on stdin); clients and the "internet" servers are
-// wr_testclient and wr_testserver, which check every byte.
+// wr_testclient and wr_testserver, which check every byte; curl, for the
+// process trees, fetches a file from a web server there.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import type { ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { root } from "../engine/harness.ts";
 import { build, buildIcmp } from "../engine/packets.ts";
@@ -119,10 +121,49 @@ async function rules(): Promise<string> {
 const server = net.start(net.net, join(BIN, "wr_testserver"), [SERVER4, "80", SERVER6, "80"]);
 const serverReady = new Lines(server).next((l) => l === "ready");
 
+// A web server in "the internet" for curl: one file in a directory of its
+// own (removed at exit, as the launchers copied there are).
+const HTTP = 8000;
+const BODY = "a file served in the test network";
+const work = mkdtempSync(join(tmpdir(), "wr-e2e-"));
+process.on("exit", () => rmSync(work, { recursive: true, force: true }));
+mkdirSync(join(work, "www"));
+writeFileSync(join(work, "www", "hello"), BODY + "\n");
+const web = net.start(net.net, "python3", ["-u", "-m", "http.server", "--bind", SERVER4, "--directory", join(work, "www"), String(HTTP)]);
+const webReady = new Lines(web).next((l) => l.startsWith("Serving HTTP"), 20_000);
+
+/** curl, as /proc/<pid>/exe names it, and a shell command that fetches the file with it. */
+const CURL = realpathSync(execFileSync("sh", ["-c", "command -v curl"], { encoding: "utf8" }).trim());
+const fetchCmd = `${CURL} -sS --fail --noproxy ${SERVER4} --max-time 20 http://${SERVER4}:${HTTP}/hello 2>&1`;
+
+/** A shell's lines that run curl in the background and say "TAG <its pid>", then "TAG rc <its status>". */
+const fetchAs = (tag: string) => `${fetchCmd} & echo "${tag} $!"; wait $!; echo "${tag} rc $?"`;
+
+/** The PID of the curl that fetchAs(tag) started, once it has fetched the file. */
+async function fetchedBy(lines: Lines, tag: string): Promise<number> {
+  const pid = Number((await lines.next((l) => l.startsWith(`${tag} `))).slice(tag.length + 1));
+  assert.is(await lines.next((l) => l.startsWith(`${tag} rc `)), `${tag} rc 0`, lines.all().join("\n"));
+  return pid;
+}
+
+/**
+ * A copy of the shell under a name of its own ("<tag>-<test network>"): a
+ * launcher that a tree's name pattern matches by its path (the path is
+ * /proc/<pid>/exe, so a script would be named by its interpreter).
+ */
+function launcher(tag: string): { name: string; path: string } {
+  const name = `${tag}-${net.name}`;
+  const path = join(work, name);
+  copyFileSync(realpathSync("/bin/sh"), path);
+  chmodSync(path, 0o755);
+  return { name, path };
+}
+
 const cases = suite("nfqueue end to end");
 
 cases.before(async () => {
   await serverReady;
+  await webReady;
 });
 
 // Each case has a time limit well above what it takes on a loaded 2-core
@@ -260,6 +301,26 @@ exit 0`;
     }
     // The same program outside the tree goes direct.
     await proxy.direct(client, ["tcp", SERVER4, "80", "1000"]);
+  } finally {
+    await proxy.quit();
+  }
+});
+
+e2e("a process tree by name pattern: curl started by a launcher the pattern matches is redirected with its own PID " +
+  "and path; curl started by another shell is not", async () => {
+  const proxy = new Proxy();
+  const { name, path } = launcher("wrlaunch");
+  try {
+    // The pattern names the launcher before it runs.
+    await proxy.up({ intercept: `tree:${name}` });
+    const sh = net.start(net.host, path, ["-c", fetchAs("c")]);
+    const lines = new Lines(sh);
+    const child = await fetchedBy(lines, "c");
+    assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
+    assert.is((await exited(sh)).code, 0);
+    await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
+    // The same curl started by a shell of another name goes direct.
+    assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
   } finally {
     await proxy.quit();
   }
