@@ -326,6 +326,35 @@ e2e("a process tree by name pattern: curl started by a launcher the pattern matc
   }
 });
 
+e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the inner launcher goes direct, " +
+  "its sibling curl is redirected", async () => {
+  const proxy = new Proxy();
+  const inner = launcher("wrinner");
+  try {
+    await proxy.up({});
+    // The shell starts the inner launcher, which starts curl; then a curl of its own.
+    const script = `read go
+${inner.path} -c '${fetchAs("i")}'
+${fetchAs("s")}`;
+    const sh = net.start(net.host, "sh", ["-c", script]);
+    const lines = new Lines(sh);
+    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid},!tree:${inner.name}` })}`), "ok");
+    sh.stdin!.write("go\n");
+    const left = await fetchedBy(lines, "i");
+    const sibling = await fetchedBy(lines, "s");
+    assert.is(lines.all().filter((l) => l === BODY).length, 2, lines.all().join("\n"));
+    assert.is((await exited(sh)).code, 0);
+    await proxy.closed(sibling, CURL, `${SERVER4}:${HTTP}`);
+    await new Promise((res) => setTimeout(res, 300));
+    // The curl in the left-out subtree (it ran first) reached the proxy not at all.
+    const opens = proxy.lines("open");
+    assert.is(opens.length, 1, proxy.out.all().join("\n"));
+    assert.ok(opens[0].startsWith(`open tcp pid=${sibling} `), `${opens[0]} (left out: ${left})`);
+  } finally {
+    await proxy.quit();
+  }
+});
+
 e2e("a process tree's root PID reused on purpose by an unrelated process (in a PID namespace) is not intercepted", async () => {
   // The proxy in a PID namespace of its own (its init), where the next PID
   // can be chosen (ns_last_pid); the clients enter it with nsenter.
