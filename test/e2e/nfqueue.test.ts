@@ -272,34 +272,34 @@ e2e("a process seen before it exec()s into an intercepted program is intercepted
   }
 });
 
-e2e("a process tree: a shell's child and a grandchild that connects after the shell has exited are redirected; " +
-  "a client outside the tree is not", async () => {
+e2e("a process tree: a shell's child (curl) and a grandchild that connects after the shell has exited are redirected; " +
+  "the same programs outside the tree are not", async () => {
   const proxy = new Proxy();
   const client = join(BIN, "wr_testclient");
   try {
     await proxy.up({});
     // The shell starts a sub-shell that waits for the shell to exit and then
-    // starts a client (a grandchild, its parent re-parented by then), and a
-    // client of its own (a child) while the sub-shell exists.
+    // starts a client (a grandchild, its parent re-parented by then), and
+    // curl (a child) while the sub-shell exists.
     const script = `read go; S=$$
 ( while kill -0 $S 2>/dev/null; do sleep 0.05; done
   ${client} tcp ${SERVER4} 80 1000 & echo "g $!"; wait $! && echo "g ok" ) &
-${client} tcp ${SERVER4} 80 1000 & echo "c $!"; wait $! && echo "c ok"
+${fetchAs("c")}
 exit 0`;
     const sh = net.start(net.host, "sh", ["-c", script]);
     const lines = new Lines(sh);
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid}` })}`), "ok");
     sh.stdin!.write("go\n");
-    const child = Number((await lines.next((l) => l.startsWith("c "))).slice(2));
-    assert.is(await lines.next((l) => l.startsWith("c ok")), "c ok");
+    const child = await fetchedBy(lines, "c");
+    assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
     assert.is((await exited(sh)).code, 0);
     const grandchild = Number((await lines.next((l) => l.startsWith("g "))).slice(2));
     assert.is(await lines.next((l) => l.startsWith("g ok")), "g ok", lines.all().join("\n"));
-    for (const pid of [child, grandchild]) {
-      const line = await proxy.closed(pid, client, `${SERVER4}:80`);
-      assert.ok(line.includes("up=1000 down=1000"), line);
-    }
-    // The same program outside the tree goes direct.
+    await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
+    const line = await proxy.closed(grandchild, client, `${SERVER4}:80`);
+    assert.ok(line.includes("up=1000 down=1000"), line);
+    // The same programs outside the tree go direct.
+    assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
     await proxy.direct(client, ["tcp", SERVER4, "80", "1000"]);
   } finally {
     await proxy.quit();
