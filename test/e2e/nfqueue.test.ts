@@ -332,16 +332,12 @@ e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the
   const inner = launcher("wrinner");
   try {
     await proxy.up({});
-    // The shell starts the inner launcher, which starts curl when told; then
-    // a curl of its own. The trees are configured once the launcher runs (it
-    // says so): a process the library lists between its fork and its exec()
-    // would keep, for the children it starts, the decision made for the
-    // shell it was before.
-    const script = `${inner.path} -c 'echo "inner $$"; read go; ${fetchAs("i")}'
+    // The shell starts the inner launcher, which starts curl; then a curl of its own.
+    const script = `read go
+${inner.path} -c '${fetchAs("i")}'
 ${fetchAs("s")}`;
     const sh = net.start(net.host, "sh", ["-c", script]);
     const lines = new Lines(sh);
-    await lines.next((l) => l.startsWith("inner "));
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid},!tree:${inner.name}` })}`), "ok");
     sh.stdin!.write("go\n");
     const left = await fetchedBy(lines, "i");
