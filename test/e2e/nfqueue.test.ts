@@ -136,8 +136,20 @@ const webReady = new Lines(web).next((l) => l.startsWith("Serving HTTP"), 20_000
 const CURL = realpathSync(execFileSync("sh", ["-c", "command -v curl"], { encoding: "utf8" }).trim());
 const fetchCmd = `${CURL} -sS --fail --noproxy ${SERVER4} --max-time 20 http://${SERVER4}:${HTTP}/hello 2>&1`;
 
-/** A shell's lines that run curl in the background and say "TAG <its pid>", then "TAG rc <its status>". */
-const fetchAs = (tag: string) => `${fetchCmd} & echo "${tag} $!"; wait $!; echo "${tag} rc $?"`;
+/**
+ * A shell's lines that run curl in the background and say "TAG <its pid>", then "TAG rc <its status>".
+ * late: curl is exec()ed by a fork of the shell 0.6 s after the fork (see LATE).
+ */
+const fetchAs = (tag: string, late = false) =>
+  `${late ? `(sleep 0.6; exec ${fetchCmd})` : fetchCmd} & echo "${tag} $!"; wait $!; echo "${tag} rc $?"`;
+
+/**
+ * The variants of a tree case where a process exec()s its program 0.6 s
+ * after its fork: the library, listing processes every 250 ms while a tree
+ * is configured, reads the fork first (still the shell, decided as one),
+ * then meets it, or a child it starts, after the exec().
+ */
+const LATE = " (exec() 0.6 s after the fork: the fork is listed first)";
 
 /** The PID of the curl that fetchAs(tag) started, once it has fetched the file. */
 async function fetchedBy(lines: Lines, tag: string): Promise<number> {
@@ -306,54 +318,63 @@ exit 0`;
   }
 });
 
-e2e("a process tree by name pattern: curl started by a launcher the pattern matches is redirected with its own PID " +
-  "and path; curl started by another shell is not", async () => {
-  const proxy = new Proxy();
-  const { name, path } = launcher("wrlaunch");
-  try {
-    // The pattern names the launcher before it runs.
-    await proxy.up({ intercept: `tree:${name}` });
-    const sh = net.start(net.host, path, ["-c", fetchAs("c")]);
-    const lines = new Lines(sh);
-    const child = await fetchedBy(lines, "c");
-    assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
-    assert.is((await exited(sh)).code, 0);
-    await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
-    // The same curl started by a shell of another name goes direct.
-    assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
-  } finally {
-    await proxy.quit();
-  }
-});
+for (const late of [false, true]) {
+  e2e("a process tree by name pattern: curl started by a launcher the pattern matches is redirected with its own PID " +
+    "and path; curl started by another shell is not" + (late ? LATE : ""), async () => {
+    const proxy = new Proxy();
+    const { name, path } = launcher("wrlaunch");
+    try {
+      // The pattern names the launcher before it runs. Late, the fork that
+      // becomes curl is listed as the launcher (the tree's root) first: the
+      // origin still names curl.
+      await proxy.up({ intercept: `tree:${name}` });
+      const sh = net.start(net.host, path, ["-c", fetchAs("c", late)]);
+      const lines = new Lines(sh);
+      const child = await fetchedBy(lines, "c");
+      assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
+      assert.is((await exited(sh)).code, 0);
+      await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
+      // The same curl started by a shell of another name goes direct.
+      assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
+    } finally {
+      await proxy.quit();
+    }
+  });
+}
 
-e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the inner launcher goes direct, " +
-  "its sibling curl is redirected", async () => {
-  const proxy = new Proxy();
-  const inner = launcher("wrinner");
-  try {
-    await proxy.up({});
-    // The shell starts the inner launcher, which starts curl; then a curl of its own.
-    const script = `read go
-${inner.path} -c '${fetchAs("i")}'
+for (const late of [false, true]) {
+  e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the inner launcher goes direct, " +
+    "its sibling curl is redirected" + (late ? LATE : ""), async () => {
+    const proxy = new Proxy();
+    const inner = launcher("wrinner");
+    try {
+      await proxy.up({});
+      // The shell starts the inner launcher, which starts curl; then a curl of
+      // its own. Late, the fork that becomes the inner launcher is listed as a
+      // shell in the tree first: the curl the launcher starts is left out still.
+      const run = `${inner.path} -c '${fetchAs("i")}'`;
+      const script = `read go
+${late ? `(sleep 0.6; exec ${run})` : run}
 ${fetchAs("s")}`;
-    const sh = net.start(net.host, "sh", ["-c", script]);
-    const lines = new Lines(sh);
-    assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid},!tree:${inner.name}` })}`), "ok");
-    sh.stdin!.write("go\n");
-    const left = await fetchedBy(lines, "i");
-    const sibling = await fetchedBy(lines, "s");
-    assert.is(lines.all().filter((l) => l === BODY).length, 2, lines.all().join("\n"));
-    assert.is((await exited(sh)).code, 0);
-    await proxy.closed(sibling, CURL, `${SERVER4}:${HTTP}`);
-    await new Promise((res) => setTimeout(res, 300));
-    // The curl in the left-out subtree (it ran first) reached the proxy not at all.
-    const opens = proxy.lines("open");
-    assert.is(opens.length, 1, proxy.out.all().join("\n"));
-    assert.ok(opens[0].startsWith(`open tcp pid=${sibling} `), `${opens[0]} (left out: ${left})`);
-  } finally {
-    await proxy.quit();
-  }
-});
+      const sh = net.start(net.host, "sh", ["-c", script]);
+      const lines = new Lines(sh);
+      assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid},!tree:${inner.name}` })}`), "ok");
+      sh.stdin!.write("go\n");
+      const left = await fetchedBy(lines, "i");
+      const sibling = await fetchedBy(lines, "s");
+      assert.is(lines.all().filter((l) => l === BODY).length, 2, lines.all().join("\n"));
+      assert.is((await exited(sh)).code, 0);
+      await proxy.closed(sibling, CURL, `${SERVER4}:${HTTP}`);
+      await new Promise((res) => setTimeout(res, 300));
+      // The curl in the left-out subtree (it ran first) reached the proxy not at all.
+      const opens = proxy.lines("open");
+      assert.is(opens.length, 1, proxy.out.all().join("\n"));
+      assert.ok(opens[0].startsWith(`open tcp pid=${sibling} `), `${opens[0]} (left out: ${left})`);
+    } finally {
+      await proxy.quit();
+    }
+  });
+}
 
 e2e("a process tree's root PID reused on purpose by an unrelated process (in a PID namespace) is not intercepted", async () => {
   // The proxy in a PID namespace of its own (its init), where the next PID
