@@ -161,7 +161,8 @@ async function fetchedBy(lines: Lines, tag: string): Promise<number> {
 /**
  * A copy of the shell under a name of its own ("<tag>-<test network>"): a
  * launcher that a tree's name pattern matches by its path (the path is
- * /proc/<pid>/exe, so a script would be named by its interpreter).
+ * /proc/<pid>/exe, so a script would be named by its interpreter). Each case
+ * has its own tag: a launcher a failed case left running keeps its file busy.
  */
 function launcher(tag: string): { name: string; path: string } {
   const name = `${tag}-${net.name}`;
@@ -322,7 +323,7 @@ for (const late of [false, true]) {
   e2e("a process tree by name pattern: curl started by a launcher the pattern matches is redirected with its own PID " +
     "and path; curl started by another shell is not" + (late ? LATE : ""), async () => {
     const proxy = new Proxy();
-    const { name, path } = launcher("wrlaunch");
+    const { name, path } = launcher(late ? "wrlate" : "wrlaunch");
     try {
       // The pattern names the launcher before it runs. Late, the fork that
       // becomes curl is listed as the launcher (the tree's root) first: the
@@ -346,7 +347,7 @@ for (const late of [false, true]) {
   e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the inner launcher goes direct, " +
     "its sibling curl is redirected" + (late ? LATE : ""), async () => {
     const proxy = new Proxy();
-    const inner = launcher("wrinner");
+    const inner = launcher(late ? "wrinlate" : "wrinner");
     try {
       await proxy.up({});
       // The shell starts the inner launcher, which starts curl; then a curl of
