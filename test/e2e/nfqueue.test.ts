@@ -131,6 +131,9 @@ mkdirSync(join(work, "www"));
 writeFileSync(join(work, "www", "hello"), BODY + "\n");
 const web = net.start(net.net, "python3", ["-u", "-m", "http.server", "--bind", SERVER4, "--directory", join(work, "www"), String(HTTP)]);
 const webReady = new Lines(web).next((l) => l.startsWith("Serving HTTP"), 20_000);
+// Its request log (a line on stderr per request) is drained: a pipe left
+// full (some 800 requests, in a loop of the cases) would block the server.
+web.stderr!.resume();
 
 /** curl, as /proc/<pid>/exe names it, and a shell command that fetches the file with it. */
 const CURL = realpathSync(execFileSync("sh", ["-c", "command -v curl"], { encoding: "utf8" }).trim());
