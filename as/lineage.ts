@@ -13,8 +13,10 @@
 // long as the engine saw it (or an ancestry through it) while its parent
 // lived. A tree mask is cached per identity and policy generation: once
 // decided, an identity is never decided again under the same policy, unless
-// it comes first in an ancestry with another path than it was decided with
-// (Linux: exec() keeps the PID and start time, not the program).
+// an ancestry lists it (as the process, or as a parent) with another path
+// than it was decided with (Linux: exec() keeps the PID and start time, not
+// the program; a child started after the exec() is decided under the new
+// program).
 //
 // No paths are kept, so under a new policy a remembered ancestor could not be
 // matched by a pattern again: its membership of each pattern tree that both
@@ -272,22 +274,25 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
       s.parentCtime = q.ctime;
     }
   }
-  // The process itself with another path than its mask was decided with: its
-  // own roots are decided again. With another path than it was last seen
-  // with (Linux: it exec()ed another program since, same PID and start time),
-  // what it carried from earlier configurations goes too. Its children so far
-  // were started by the program before, and keep their masks.
-  const a0 = changetype<Ancestor>(unchecked(recs[0]));
-  const s0 = slot(unchecked(refs[0]) - 1);
-  if (a0.pathLen != 0) {
-    const h0 = pathHashOf(a0.path, a0.pathLen);
-    if (s0.lastPath != 0 && s0.lastPath != h0) s0.keep = 0;
-    if (s0.pathHash != h0) s0.maskGen = 0;
-  }
-  // From the oldest, each one's mask from its parent's.
+  // The youngest process of the ancestry whose mask stands: decided under
+  // this policy, with the path it is listed with (or listed with none). The
+  // ones before it are decided now, from the oldest, each from its parent's
+  // mask. A process listed with another path than its mask was decided with
+  // (Linux: it exec()ed another program since, the same PID and start time;
+  // or it was decided with no path, as a parent under a new policy) is
+  // decided again, its own roots by the new path, wherever it is in the
+  // ancestry: the first process, or a parent, whose child was started by the
+  // new program. With another path than it was last seen with, what it
+  // carried from earlier configurations goes too. Its children decided so
+  // far (started by the program before, or decided when the host had only
+  // the old path) keep their masks.
   let top = n;
   for (let i: u32 = 0; i < n; i++) {
-    if (slot(unchecked(refs[i]) - 1).maskGen == policyGeneration) {
+    const s = slot(unchecked(refs[i]) - 1);
+    const a = changetype<Ancestor>(unchecked(recs[i]));
+    const h = pathHashOf(a.path, a.pathLen);
+    if (h != 0 && s.lastPath != 0 && s.lastPath != h) s.keep = 0;
+    if (s.maskGen == policyGeneration && (h == 0 || h == s.pathHash)) {
       top = i;
       break;
     }

@@ -190,6 +190,17 @@ WINDOWS_REDIRECTOR_API int32_t stop_redirector(void);
  *   - A process seen without an ancestry (the host could not read one) is
  *     not taken for the one seen before with its PID and path: it is in the
  *     trees it is the root of only.
+ *   - A process that exec()s another program (Linux) keeps its identity and
+ *     is decided again by the new path: its own connections, and the
+ *     processes it starts after the exec(), follow the new program's
+ *     decision; processes it started and that were decided before keep
+ *     theirs. The library reads
+ *     the executable again at a look-up of a process whose path it read in
+ *     the process's first 2 s, and of a parent whose path it read before
+ *     the child started: a process listed between its fork and its exec()
+ *     is decided by the program it exec()ed. One whose path was read when
+ *     it was older than 2 s and that exec()s afterwards keeps, for its own
+ *     connections, the decision for the program before.
  *   - Windows: a process's parent is the PID Windows recorded at its
  *     creation, taken as its parent only when the process with that PID was
  *     created no later than the child (a later one reused the PID). A parent

@@ -27,11 +27,24 @@
 static char self_exe[4096];
 static const char *intercepted = self_exe;
 
-/* The policy of these tests: the program at `intercepted` (this one). */
+/* With tree_in set, the policy is a process tree: "tree:<tree_in>,!tree:<tree_out>"
+ * (tree_out when set), decided from the oldest of the ancestry. */
+static const char *tree_in, *tree_out;
+
+static int path_is(const wr_ancestor *a, const char *path) {
+  return path && a->path_len == strlen(path) && memcmp(a->path, path, a->path_len) == 0;
+}
+
+/* The policy of these tests: the program at `intercepted` (this one), or the tree. */
 static int is_candidate(void *ctx, const wr_ancestor *chain, size_t n) {
   (void)ctx;
-  (void)n;
-  return chain[0].path_len == strlen(intercepted) && memcmp(chain[0].path, intercepted, chain[0].path_len) == 0;
+  if (!tree_in) return path_is(&chain[0], intercepted);
+  int in = 0;
+  for (size_t i = n; i-- > 0;) {
+    if (path_is(&chain[i], tree_in)) in = 1;
+    if (path_is(&chain[i], tree_out)) in = 0;
+  }
+  return in;
 }
 
 /* The next process forked gets this PID. */
@@ -135,6 +148,35 @@ static holder spawn_holder_exe(pid_t pid, const char *exe, uint16_t *port) {
 }
 
 static holder spawn_holder(pid_t pid, uint16_t *port) { return spawn_holder_exe(pid, NULL, port); }
+
+/* A child of this program that exec()s argv (with the holder's pipes on
+ * its stdin and stdout) once o's listing has read it as a fork of this
+ * program (wr_owners_watch, as the watch thread does). h->pid is the child;
+ * returns the port of the holder's first socket. */
+static uint16_t exec_after_listing(wr_owners *o, char *const argv[], holder *h) {
+  int cmd[2], report[2], go[2];
+  if (pipe(cmd) != 0 || pipe(report) != 0 || pipe(go) != 0) exit(2);
+  pid_t c = fork();
+  if (c < 0) exit(2);
+  if (c == 0) {
+    char b;
+    close(cmd[1]);
+    close(report[0]);
+    close(go[1]);
+    if (read(go[0], &b, 1) != 1 || dup2(cmd[0], 0) < 0 || dup2(report[1], 1) < 0) _exit(3);
+    execv(argv[0], argv);
+    _exit(127);
+  }
+  close(cmd[0]);
+  close(report[1]);
+  close(go[0]);
+  *h = (holder){c, cmd[1], report[0]};
+  wr_owners_watch(o);
+  char b = 'x';
+  if (write(go[1], &b, 1) != 1) exit(2);
+  close(go[1]);
+  return holder_port(h);
+}
 
 /* A child at `pid` running argv. */
 static pid_t spawn_exec(pid_t pid, char *const argv[]) {
@@ -462,9 +504,90 @@ TEST_CASE(non_utf8_path) {
   intercepted = self_exe;
 }
 
+/* A child listed between its fork and its exec() (still this program: in
+ * the tree of this program's path), looked up once it has exec()ed another
+ * program: the owner's path is the new program's, and the process is
+ * decided by it (left out when the tree leaves that program out). */
+TEST_CASE(exec_late) {
+  char dir[] = "/tmp/wr-owners-XXXXXX", other[128];
+  wr_owners *o = owners_and_other(dir, other, sizeof other);
+  if (!o) return;
+  tree_in = self_exe;
+  for (int out = 0; out < 2; out++) {
+    tree_out = out ? other : NULL;
+    wr_owners_policy_changed(o);
+    char *const argv[] = {other, "--hold", NULL};
+    holder h;
+    uint16_t port = exec_after_listing(o, argv, &h);
+    uint32_t pid = 0;
+    char path[4096] = "";
+    int found = find_udp(o, port, &pid, path, sizeof path);
+    if (!out) {
+      CHECK(found == 1 && pid == (uint32_t)h.pid, "in the tree: found (PID %u, want %d)", pid, (int)h.pid);
+      CHECK(strcmp(path, other) == 0, "the owner's path '%s', want the program exec()ed, '%s'", path, other);
+    } else {
+      CHECK(found == 0, "left out of the tree after its exec() (found %d: PID %u, %s)", found, pid, path);
+    }
+    close(h.cmd);
+    close(h.report);
+    end(h.pid);
+  }
+  tree_in = tree_out = NULL;
+  wr_owners_free(o);
+  drop_copy(dir, other);
+}
+
+/* A child listed between its fork and its exec() of a launcher the tree
+ * leaves out; the launcher starts a holder (another program): the holder's
+ * ancestry names its parent by the launcher's path, and it is left out. */
+TEST_CASE(parent_exec_late) {
+  char dir[] = "/tmp/wr-owners-XXXXXX", other[128], ldir[] = "/tmp/wr-owners-XXXXXX", launcher[128];
+  wr_owners *o = owners_and_other(dir, other, sizeof other);
+  CHECK(copy_self(ldir, launcher, sizeof launcher, "launcher") == 0, "copy the test program as a launcher");
+  if (!o) return;
+  tree_in = self_exe;
+  tree_out = launcher;
+  wr_owners_policy_changed(o);
+  char *const argv[] = {launcher, "--fork-exec", other, NULL};
+  holder h;
+  uint16_t port = exec_after_listing(o, argv, &h);
+  pid_t middle = h.pid;
+  uint32_t pid = 0;
+  char path[4096] = "";
+  int found = find_udp(o, port, &pid, path, sizeof path);
+  CHECK(found == 0, "the launcher's child is left out of the tree (found %d: PID %u, %s)", found, pid, path);
+  /* The tree without the exclusion: the holder is found, its parent named
+   * by the launcher's path. */
+  tree_out = NULL;
+  wr_owners_policy_changed(o);
+  wr_ancestor chain[WR_ANCESTRY_CAP];
+  size_t n = 0;
+  uint8_t lo[16] = {127, 0, 0, 1};
+  found = wr_owners_find(o, IPPROTO_UDP, 4, 1, lo, port, lo, 9, &pid, path, sizeof path, chain, &n);
+  CHECK(found == 1 && strcmp(path, other) == 0, "in the tree: found (%d: PID %u, %s)", found, pid, path);
+  CHECK(n >= 3 && chain[1].pid == (uint32_t)middle && path_is(&chain[1], launcher) && chain[2].pid == (uint32_t)getpid(),
+        "ancestry: the holder, the launcher %d at %s, this process (%zu entries; parent %u, %.*s)", (int)middle, launcher,
+        n, n > 1 ? chain[1].pid : 0, n > 1 ? (int)chain[1].path_len : 0, n > 1 ? chain[1].path : "");
+  close(h.cmd); /* the holder ends, then the launcher */
+  close(h.report);
+  CHECK(status_of(middle) == 0, "the launcher and its holder ended");
+  tree_in = tree_out = NULL;
+  wr_owners_free(o);
+  drop_copy(dir, other);
+  drop_copy(ldir, launcher);
+}
 
 int main(int argc, char **argv) {
   if (argc == 2 && strcmp(argv[1], "--hold") == 0) holder_main(0, 1);
+  if (argc == 3 && strcmp(argv[1], "--fork-exec") == 0) {
+    /* A launcher: a child runs argv[2] --hold (on this stdin and stdout). */
+    pid_t c = fork();
+    if (c == 0) {
+      execl(argv[2], argv[2], "--hold", (char *)NULL);
+      _exit(127);
+    }
+    return status_of(c) == 0 ? 0 : 3;
+  }
   if (geteuid() != 0) {
     fprintf(stderr, "needs root (PID and network namespaces)\n");
     return 1;

@@ -1,11 +1,13 @@
 // End to end on Linux: real processes, real kernel TCP/UDP through NFQUEUE,
 // in network namespaces of our own. The proxy is test/c/wr_testproxy (the C
 // ABI, driven by lines on stdin); clients and the "internet" servers are
-// wr_testclient and wr_testserver, which check every byte.
+// wr_testclient and wr_testserver, which check every byte; curl, for the
+// process trees, fetches a file from a web server there.
 import { suite } from "uvu";
 import * as assert from "uvu/assert";
-import type { ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { execFileSync, type ChildProcess } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { root } from "../engine/harness.ts";
 import { build, buildIcmp } from "../engine/packets.ts";
@@ -65,6 +67,28 @@ class Proxy {
   lines(prefix: string): string[] {
     return this.out.all().filter((l) => l.startsWith(prefix));
   }
+
+  /** The close line of `pid`'s redirected TCP connection, checked to name the program's `path` and `dst`. */
+  async closed(pid: number, path: string, dst: string): Promise<string> {
+    const line = await this.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
+    assert.ok(line.includes(` path=${path} `) && line.includes(` dir=out dst=${dst} `), line);
+    return line;
+  }
+
+  /** After 300 ms for stragglers: no connection has reached the proxy since its line `seen`. */
+  async noneOpenedSince(seen: number): Promise<void> {
+    await new Promise((res) => setTimeout(res, 300));
+    assert.is(this.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, this.out.all().join("\n"));
+  }
+
+  /** Runs a command in the host namespace that must succeed without the proxy; returns its output. */
+  async direct(cmd: string, args: string[]): Promise<string> {
+    const seen = this.out.count();
+    const r = await net.run(net.host, cmd, args);
+    assert.is(r.status, 0, r.stdout + r.stderr);
+    await this.noneOpenedSince(seen);
+    return r.stdout;
+  }
 }
 
 /** Runs a client to the end; returns its output. */
@@ -97,10 +121,65 @@ async function rules(): Promise<string> {
 const server = net.start(net.net, join(BIN, "wr_testserver"), [SERVER4, "80", SERVER6, "80"]);
 const serverReady = new Lines(server).next((l) => l === "ready");
 
+// A web server in "the internet" for curl: one file in a directory of its
+// own (removed at exit, as the launchers copied there are).
+const HTTP = 8000;
+const BODY = "a file served in the test network";
+const work = mkdtempSync(join(tmpdir(), "wr-e2e-"));
+process.on("exit", () => rmSync(work, { recursive: true, force: true }));
+mkdirSync(join(work, "www"));
+writeFileSync(join(work, "www", "hello"), BODY + "\n");
+const web = net.start(net.net, "python3", ["-u", "-m", "http.server", "--bind", SERVER4, "--directory", join(work, "www"), String(HTTP)]);
+const webReady = new Lines(web).next((l) => l.startsWith("Serving HTTP"), 20_000);
+// Its request log (a line on stderr per request) is drained: a pipe left
+// full (some 800 requests, in a loop of the cases) would block the server.
+web.stderr!.resume();
+
+/** curl, as /proc/<pid>/exe names it, and a shell command that fetches the file with it. */
+const CURL = realpathSync(execFileSync("sh", ["-c", "command -v curl"], { encoding: "utf8" }).trim());
+const fetchCmd = `${CURL} -sS --fail --noproxy ${SERVER4} --max-time 20 http://${SERVER4}:${HTTP}/hello 2>&1`;
+
+/**
+ * A shell's lines that run curl in the background and say "TAG <its pid>", then "TAG rc <its status>".
+ * late: curl is exec()ed by a fork of the shell 0.6 s after the fork (see LATE).
+ */
+const fetchAs = (tag: string, late = false) =>
+  `${late ? `(sleep 0.6; exec ${fetchCmd})` : fetchCmd} & echo "${tag} $!"; wait $!; echo "${tag} rc $?"`;
+
+/**
+ * The variants of a tree case where a process exec()s its program 0.6 s
+ * after its fork: the library, listing processes every 250 ms while a tree
+ * is configured, reads the fork first (still the shell, decided as one),
+ * then meets it, or a child it starts, after the exec().
+ */
+const LATE = " (exec() 0.6 s after the fork: the fork is listed first)";
+
+/** The PID of the curl that fetchAs(tag) started, once it has fetched the file. */
+async function fetchedBy(lines: Lines, tag: string): Promise<number> {
+  const pid = Number((await lines.next((l) => l.startsWith(`${tag} `))).slice(tag.length + 1));
+  assert.is(await lines.next((l) => l.startsWith(`${tag} rc `)), `${tag} rc 0`, lines.all().join("\n"));
+  return pid;
+}
+
+/**
+ * A copy of the shell under a name of its own ("<tag>-<test network>"): a
+ * launcher that a tree's name pattern matches by its path (the path is
+ * /proc/<pid>/exe, so a script would be named by its interpreter). Each case
+ * has its own tag: a launcher a failed case left running keeps its file busy.
+ */
+function launcher(tag: string): { name: string; path: string } {
+  const name = `${tag}-${net.name}`;
+  const path = join(work, name);
+  copyFileSync(realpathSync("/bin/sh"), path);
+  chmodSync(path, 0o755);
+  return { name, path };
+}
+
 const cases = suite("nfqueue end to end");
 
 cases.before(async () => {
   await serverReady;
+  await webReady;
 });
 
 // Each case has a time limit well above what it takes on a loaded 2-core
@@ -209,44 +288,97 @@ e2e("a process seen before it exec()s into an intercepted program is intercepted
   }
 });
 
-e2e("a process tree: a shell's child and a grandchild that connects after the shell has exited are redirected; " +
-  "a client outside the tree is not", async () => {
+e2e("a process tree: a shell's child (curl) and a grandchild that connects after the shell has exited are redirected; " +
+  "the same programs outside the tree are not", async () => {
   const proxy = new Proxy();
   const client = join(BIN, "wr_testclient");
   try {
     await proxy.up({});
     // The shell starts a sub-shell that waits for the shell to exit and then
-    // starts a client (a grandchild, its parent re-parented by then), and a
-    // client of its own (a child) while the sub-shell exists.
+    // starts a client (a grandchild, its parent re-parented by then), and
+    // curl (a child) while the sub-shell exists.
     const script = `read go; S=$$
 ( while kill -0 $S 2>/dev/null; do sleep 0.05; done
   ${client} tcp ${SERVER4} 80 1000 & echo "g $!"; wait $! && echo "g ok" ) &
-${client} tcp ${SERVER4} 80 1000 & echo "c $!"; wait $! && echo "c ok"
+${fetchAs("c")}
 exit 0`;
     const sh = net.start(net.host, "sh", ["-c", script]);
     const lines = new Lines(sh);
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid}` })}`), "ok");
     sh.stdin!.write("go\n");
-    const child = Number((await lines.next((l) => l.startsWith("c "))).slice(2));
-    assert.is(await lines.next((l) => l.startsWith("c ok")), "c ok");
+    const child = await fetchedBy(lines, "c");
+    assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
     assert.is((await exited(sh)).code, 0);
     const grandchild = Number((await lines.next((l) => l.startsWith("g "))).slice(2));
     assert.is(await lines.next((l) => l.startsWith("g ok")), "g ok", lines.all().join("\n"));
-    for (const pid of [child, grandchild]) {
-      const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${pid} `));
-      assert.ok(line.includes(`path=${client}`), line);
-      assert.ok(line.includes(`dst=${SERVER4}:80`) && line.includes("up=1000 down=1000"), line);
-    }
-    // The same program outside the tree goes direct.
-    const seen = proxy.out.count();
-    const r = await net.run(net.host, client, ["tcp", SERVER4, "80", "1000"]);
-    assert.is(r.status, 0, r.stdout + r.stderr);
-    await new Promise((res) => setTimeout(res, 300));
-    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+    await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
+    const line = await proxy.closed(grandchild, client, `${SERVER4}:80`);
+    assert.ok(line.includes("up=1000 down=1000"), line);
+    // The same programs outside the tree go direct.
+    assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
+    await proxy.direct(client, ["tcp", SERVER4, "80", "1000"]);
   } finally {
     await proxy.quit();
   }
 });
+
+for (const late of [false, true]) {
+  e2e("a process tree by name pattern: curl started by a launcher the pattern matches is redirected with its own PID " +
+    "and path; curl started by another shell is not" + (late ? LATE : ""), async () => {
+    const proxy = new Proxy();
+    const { name, path } = launcher(late ? "wrlate" : "wrlaunch");
+    try {
+      // The pattern names the launcher before it runs. Late, the fork that
+      // becomes curl is listed as the launcher (the tree's root) first: the
+      // origin still names curl.
+      await proxy.up({ intercept: `tree:${name}` });
+      const sh = net.start(net.host, path, ["-c", fetchAs("c", late)]);
+      const lines = new Lines(sh);
+      const child = await fetchedBy(lines, "c");
+      assert.ok(lines.all().includes(BODY), lines.all().join("\n"));
+      assert.is((await exited(sh)).code, 0);
+      await proxy.closed(child, CURL, `${SERVER4}:${HTTP}`);
+      // The same curl started by a shell of another name goes direct.
+      assert.is(await proxy.direct("sh", ["-c", fetchCmd]), BODY + "\n");
+    } finally {
+      await proxy.quit();
+    }
+  });
+}
+
+for (const late of [false, true]) {
+  e2e("a subtree left out of a tree ('tree:<pid>,!tree:<pattern>'): curl under the inner launcher goes direct, " +
+    "its sibling curl is redirected" + (late ? LATE : ""), async () => {
+    const proxy = new Proxy();
+    const inner = launcher(late ? "wrinlate" : "wrinner");
+    try {
+      await proxy.up({});
+      // The shell starts the inner launcher, which starts curl; then a curl of
+      // its own. Late, the fork that becomes the inner launcher is listed as a
+      // shell in the tree first: the curl the launcher starts is left out still.
+      const run = `${inner.path} -c '${fetchAs("i")}'`;
+      const script = `read go
+${late ? `(sleep 0.6; exec ${run})` : run}
+${fetchAs("s")}`;
+      const sh = net.start(net.host, "sh", ["-c", script]);
+      const lines = new Lines(sh);
+      assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${sh.pid},!tree:${inner.name}` })}`), "ok");
+      sh.stdin!.write("go\n");
+      const left = await fetchedBy(lines, "i");
+      const sibling = await fetchedBy(lines, "s");
+      assert.is(lines.all().filter((l) => l === BODY).length, 2, lines.all().join("\n"));
+      assert.is((await exited(sh)).code, 0);
+      await proxy.closed(sibling, CURL, `${SERVER4}:${HTTP}`);
+      await new Promise((res) => setTimeout(res, 300));
+      // The curl in the left-out subtree (it ran first) reached the proxy not at all.
+      const opens = proxy.lines("open");
+      assert.is(opens.length, 1, proxy.out.all().join("\n"));
+      assert.ok(opens[0].startsWith(`open tcp pid=${sibling} `), `${opens[0]} (left out: ${left})`);
+    } finally {
+      await proxy.quit();
+    }
+  });
+}
 
 e2e("a process tree's root PID reused on purpose by an unrelated process (in a PID namespace) is not intercepted", async () => {
   // The proxy in a PID namespace of its own (its init), where the next PID
@@ -265,8 +397,7 @@ e2e("a process tree's root PID reused on purpose by an unrelated process (in a P
     assert.is(await proxy.cmd(`config ${JSON.stringify({ intercept: `tree:${rootPid}` })}`), "ok");
     root.stdin!.write("go\n");
     const child = Number((await rootLines.next((l) => l.startsWith("c "))).slice(2));
-    const line = await proxy.out.next((l) => l.startsWith(`close tcp pid=${child} `));
-    assert.ok(line.includes(`path=${client}`), line);
+    await proxy.closed(child, client, `${SERVER4}:80`);
     root.stdin!.write("go\n");
     assert.is((await exited(root)).code, 0);
     // Its PID taken by an unrelated client, created after the configuration
@@ -279,8 +410,7 @@ e2e("a process tree's root PID reused on purpose by an unrelated process (in a P
     const reused = Number((await reuseLines.next((l) => l.startsWith("u "))).slice(2));
     assert.is(reused, rootPid, "the unrelated client got the root's PID");
     assert.is(await reuseLines.next((l) => l.startsWith("rc ")), "rc 0", reuseLines.all().join("\n"));
-    await new Promise((res) => setTimeout(res, 300));
-    assert.is(proxy.out.all().slice(seen).filter((l) => l.startsWith("open")).length, 0, proxy.out.all().join("\n"));
+    await proxy.noneOpenedSince(seen);
   } finally {
     await proxy.quit();
   }

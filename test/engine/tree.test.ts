@@ -189,6 +189,45 @@ spec("a process that exec()s another program is decided again as that program; i
   assert.is(f.released()[0].verdict, V_MODIFIED, "curl's connection");
 });
 
+spec("a parent that exec()ed another program since it was decided is decided again for the children it starts", () => {
+  // Linux: the host may list a process between its fork and its exec()
+  // (a shell about to run a launcher): it is decided as the shell; its
+  // child, started by the launcher, comes with the launcher's path for it.
+  const forked = p(90, "/bin/sh", 900, 10); // forked by sh 20
+  const launcher = { ...forked, path: "/opt/wrinner" };
+  const early = p(91, "/usr/bin/x", 910, 8); // started by the shell, before the exec
+  const curl = p(92, "/usr/bin/curl", 920, 1); // started by the launcher
+  // A subtree left out by the launcher's pattern.
+  const x = configured({ intercept: "tree:20,!tree:wrinner" });
+  assert.ok(x.wouldInterceptTree([forked, SH, AGENT, INIT], CONFIG_AT + 10), "the fork: a shell in 20's tree");
+  assert.ok(x.wouldInterceptTree([early, forked, SH, AGENT, INIT], CONFIG_AT + 15), "the shell's child");
+  assert.not.ok(x.wouldInterceptTree([curl, launcher, SH, AGENT, INIT], CONFIG_AT + 20), "the launcher's child is left out");
+  assert.not.ok(x.wouldInterceptTree([launcher, SH, AGENT, INIT], CONFIG_AT + 30), "the launcher itself");
+  assert.ok(x.wouldInterceptTree([early, launcher, SH, AGENT, INIT], CONFIG_AT + 40), "the shell's child keeps its answer");
+  assert.not.ok(x.wouldInterceptTree([p(93, "/usr/bin/curl", 930, 1), launcher, SH, AGENT, INIT], CONFIG_AT + 50),
+    "a later child of the launcher");
+  // A tree the launcher's pattern roots, the fork seen outside it first.
+  const y = configured({ intercept: "tree:wrinner" });
+  assert.not.ok(y.wouldInterceptTree([forked, SH, AGENT, INIT], CONFIG_AT + 10), "the fork: not the launcher yet");
+  assert.not.ok(y.wouldInterceptTree([early, forked, SH, AGENT, INIT], CONFIG_AT + 15), "the shell's child");
+  assert.ok(y.wouldInterceptTree([curl, launcher, SH, AGENT, INIT], CONFIG_AT + 20), "the launcher's child is in its tree");
+  assert.not.ok(y.wouldInterceptTree([early, launcher, SH, AGENT, INIT], CONFIG_AT + 30), "the shell's child keeps its answer");
+  // A grandparent that exec()ed: the child's parent is decided again from it.
+  const z = configured({ intercept: "tree:20,!tree:wrinner" });
+  const mid = p(94, "/bin/sh", 940, 1); // started by the launcher, never seen before
+  assert.ok(z.wouldInterceptTree([forked, SH, AGENT, INIT], CONFIG_AT + 10));
+  assert.not.ok(z.wouldInterceptTree([curl, mid, launcher, SH, AGENT, INIT], CONFIG_AT + 20), "under the launcher, two deep");
+  // The same through an owner fact: the launcher's curl's connection goes direct.
+  const f = PacketEngine.started({ intercept: "tree:20,!tree:wrinner" }, { self: SELF, appPort: 8080, now: CONFIG_AT });
+  assert.ok(f.wouldInterceptTree([forked, SH, AGENT, INIT], CONFIG_AT + 10));
+  const C = { addr: "10.0.0.2", port: 40011 };
+  const D = { addr: "198.18.0.10", port: 80 };
+  assert.is(f.process([{ data: build({ proto: "tcp", src: C, dst: D, flags: "S" }), outbound: true }], CONFIG_AT + 20)[0]
+    .verdict, V_HELD);
+  f.owner(O_CONNECT, "tcp", C, D, curl.pid, curl.path!, CONFIG_AT + 20, [curl, launcher, SH, AGENT, INIT]);
+  assert.is(f.released()[0].verdict, V_PASS, "the launcher's curl");
+});
+
 spec("a new configuration decides again, from the parents remembered", () => {
   const e = configured({ intercept: "tree:20" });
   assert.ok(e.wouldInterceptTree(chains.sub, CONFIG_AT + 10));

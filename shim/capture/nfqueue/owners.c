@@ -37,6 +37,7 @@ typedef struct {
   int last_fd;      /* where a looked-for socket was last found, or -1 */
   char *path;
   size_t path_len;
+  uint64_t path_at; /* when path was read (boot_ms, taken before the readlink) */
 } proc_entry;
 
 typedef struct {
@@ -171,9 +172,60 @@ static char *read_path(uint32_t pid, size_t *len) {
   return path;
 }
 
+/* Milliseconds since boot (the clock of /proc/<pid>/stat's start times). */
+static uint64_t boot_ms(void) {
+  struct timespec ts;
+  if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return 0;
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Clock ticks per second (the unit of /proc/<pid>/stat's start times). */
+static uint64_t tick_hz(void) {
+  static long hz;
+  if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+  return (uint64_t)hz;
+}
+
+/* A start time (clock ticks since boot) in boot_ms: the start of its tick. */
+static uint64_t start_ms(uint64_t start) { return start * 1000u / tick_hz(); }
+
 static void set_path(proc_entry *e) {
   free(e->path);
+  e->path_at = boot_ms();
   e->path = read_path(e->pid, &e->path_len);
+}
+
+/* A process can exec() another program at any time; its PID and start time
+ * (its identity) stay. Its path is read again (at most once per call) when
+ * the one known may be from before such an exec() that matters: when it was
+ * read before `after` (boot_ms; with the start time's tick counted in
+ * full). The path is kept if the process is gone, or is no longer the one
+ * the entry describes. 1 if the path changed (the entry's decision is then
+ * undone: it is made again, by the new path). */
+static int path_recheck(proc_entry *e, uint64_t after) {
+  if (!e->path || e->start == 0 || e->start == UINT64_MAX || e->path_at >= after) return 0;
+  uint64_t at = boot_ms();
+  size_t len = 0;
+  char *path = read_path(e->pid, &len);
+  uint32_t unused = 0;
+  /* Read after the readlink: the same process still (a PID reused in
+   * between would give another start time, or none). */
+  if (!path || len == 0 || read_stat(e->pid, &unused) != e->start) {
+    /* Gone (or a zombie): its program can change no more. */
+    free(path);
+    e->path_at = at;
+    return 0;
+  }
+  e->path_at = at;
+  if (len == e->path_len && memcmp(path, e->path, len) == 0) {
+    free(path);
+    return 0;
+  }
+  free(e->path);
+  e->path = path;
+  e->path_len = len;
+  e->candidate = -1;
+  return 1;
 }
 
 /* Records the inode of /proc/<pid> seen now. Another one than known means
@@ -213,25 +265,21 @@ static void refresh_entry(proc_entry *e) {
   e->candidate = -1;
 }
 
-/* Milliseconds since boot (the clock of /proc/<pid>/stat's start times). */
-static uint64_t boot_ms(void) {
-  struct timespec ts;
-  if (clock_gettime(CLOCK_BOOTTIME, &ts) != 0) return 0;
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* The ancestry of a process as far as it can be seen: the process, then the
  * parent it had when first read (its parent at its creation, if read before
  * a re-parenting), and so on. A parent gone and never read, or one created
- * after its child (the PID reused), ends it. Paths point into the entries. */
+ * after its child (the PID reused), ends it. Paths point into the entries.
+ * A parent's path read before its child started may be the program it ran
+ * before an exec() (a shell forked, listed, then exec()ing a launcher that
+ * starts the child): it is read again, once per such child (path_recheck),
+ * so the child is decided under the program that started it. */
 static size_t ancestry(wr_owners *o, proc_entry *e, wr_ancestor *chain, size_t cap) {
-  static long hz;
-  if (!hz) hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
   uint64_t now = boot_ms();
+  uint64_t tick = 1000u / tick_hz() + 1;
   size_t n = 0;
   proc_entry *cur = e;
   while (n < cap) {
-    uint64_t born = cur->start * 1000u / (uint64_t)hz;
+    uint64_t born = start_ms(cur->start);
     chain[n].pid = cur->pid;
     chain[n].ctime = cur->start;
     chain[n].age_ms = now >= born ? now - born : 0;
@@ -247,12 +295,19 @@ static size_t ancestry(wr_owners *o, proc_entry *e, wr_ancestor *chain, size_t c
        * exited and its PID was reused): the parent is named by its identity
        * alone (the engine may remember it), and the ancestry ends there. */
       if (n < cap) {
-        uint64_t pborn = cur->pstart * 1000u / (uint64_t)hz;
+        uint64_t pborn = start_ms(cur->pstart);
         chain[n] = (wr_ancestor){cur->ppid, cur->pstart, now >= pborn ? now - pborn : 0, "", 0};
         n++;
       }
       break;
     }
+    /* A PID met again (only PIDs reused within one clock tick could loop)
+     * ends it: no entry's path is read again while the chain points to it. */
+    for (size_t j = 0; j < n; j++) {
+      if (chain[j].pid == par->pid) return n;
+    }
+    /* (The child's start time is a clock tick: it started within it.) */
+    path_recheck(par, born + tick);
     cur = par;
   }
   return n;
@@ -369,8 +424,9 @@ static void prune(wr_owners *o) {
 }
 
 /* Processes seen lately may exec() another program right after their fork
- * (a shell running curl): their executable is read again on a miss. Returns
- * the PID owning `want` if one of them became a candidate, or 0. */
+ * (a shell running curl): their executable is read again on a miss,
+ * candidates' too (one may have become a program the policy leaves out).
+ * Returns the PID owning `want` if one of them became a candidate, or 0. */
 static uint32_t revalidate_young(wr_owners *o, uint64_t want) {
   uint64_t now = wr_now_ms();
   size_t k = 0;
@@ -379,18 +435,11 @@ static uint32_t revalidate_young(wr_owners *o, uint64_t want) {
     proc_entry *e = proc_slot(o, o->young[i], 0);
     if (!e || now - e->born > YOUNG_MS) continue;
     o->young[k++] = o->young[i];
-    if (e->candidate == 1) continue; /* already scanned as a candidate */
-    size_t old_len = e->path_len;
-    char *old = e->path;
-    e->path = NULL;
-    set_path(e);
-    int changed = !old || e->path_len != old_len || (e->path && memcmp(e->path, old, old_len) != 0);
-    free(old);
-    if (!changed) continue;
-    e->candidate = -1;
+    int was = e->candidate == 1; /* (then already scanned as a candidate) */
+    if (!path_recheck(e, UINT64_MAX)) continue;
     if (decide(o, e)) {
       add_candidate(o, e->pid);
-      if (!owner && scan_fds(o, e->pid, want)) owner = e->pid;
+      if (!was && !owner && scan_fds(o, e->pid, want)) owner = e->pid;
     }
   }
   o->n_young = k;
@@ -526,6 +575,7 @@ typedef struct {
   uint64_t pstart;
   char *path;
   size_t path_len;
+  uint64_t path_at;
 } listed;
 
 /* What refresh_entry does, with what was read before the lock was taken. */
@@ -542,6 +592,7 @@ static void apply_read(proc_entry *e, listed *r) {
   free(e->path);
   e->path = r->path;
   e->path_len = r->path_len;
+  e->path_at = r->path_at;
   r->path = NULL;
   if (!e->path) set_path(e); /* out of memory before: as refresh_entry would */
   e->candidate = -1;
@@ -563,7 +614,7 @@ void wr_owners_watch(wr_owners *o) {
       l = nl;
       cap = c;
     }
-    l[n++] = (listed){(uint32_t)strtoul(de->d_name, NULL, 10), (uint64_t)de->d_ino, 0, 0, 0, NULL, 0};
+    l[n++] = (listed){(uint32_t)strtoul(de->d_name, NULL, 10), (uint64_t)de->d_ino, 0, 0, 0, NULL, 0, 0};
   }
   closedir(d);
   /* 2. Which are new (lock): known, decided and still the same process are
@@ -586,6 +637,7 @@ void wr_owners_watch(wr_owners *o) {
     l[i].start = read_stat(l[i].pid, &l[i].ppid);
     uint32_t unused = 0;
     l[i].pstart = l[i].ppid ? read_stat(l[i].ppid, &unused) : 0;
+    l[i].path_at = boot_ms();
     l[i].path = read_path(l[i].pid, &l[i].path_len);
   }
   /* 4. Into the cache, and decided (lock), as rescan does. */
@@ -625,7 +677,13 @@ static int answer(wr_owners *o, uint32_t pid, uint32_t *out_pid, char *path, siz
   struct stat st;
   snprintf(name, sizeof name, "/proc/%u", pid);
   if (stat(name, &st) == 0) note_inode(e, (uint64_t)st.st_ino);
+  uint64_t t0 = boot_ms();
   refresh_entry(e);
+  /* A path read in the process's first YOUNG_MS may be from before an
+   * exec() (listed between fork and exec, a shell about to run curl): read
+   * again while so (a readlink per look-up in that time at most), and the
+   * process decided again if it changed. */
+  if (e->path_at < t0) path_recheck(e, start_ms(e->start) + YOUNG_MS);
   if (!decide(o, e)) return 0;
   *out_pid = pid;
   size_t n = e->path_len < pathcap - 1 ? e->path_len : pathcap - 1;
