@@ -207,17 +207,16 @@ static int path_recheck(proc_entry *e, uint64_t after) {
   uint64_t at = boot_ms();
   size_t len = 0;
   char *path = read_path(e->pid, &len);
+  e->path_at = at;
+  if (path && len == e->path_len && memcmp(path, e->path, len) == 0) {
+    free(path); /* the common case: no exec() since, one readlink */
+    return 0;
+  }
   uint32_t unused = 0;
   /* Read after the readlink: the same process still (a PID reused in
    * between would give another start time, or none). */
   if (!path || len == 0 || read_stat(e->pid, &unused) != e->start) {
     /* Gone (or a zombie): its program can change no more. */
-    free(path);
-    e->path_at = at;
-    return 0;
-  }
-  e->path_at = at;
-  if (len == e->path_len && memcmp(path, e->path, len) == 0) {
     free(path);
     return 0;
   }
