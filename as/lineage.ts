@@ -224,16 +224,22 @@ function maskOf(ref: u32, path: usize, pathLen: u32, depth: i32): u32 {
   if (s.maskGen == policyGeneration) return s.mask;
   let m = s.keep | treeRoots(activePolicy, s.pid, path, pathLen, beforeConfig(s));
   if (s.parentPid != 0 && depth < DEPTH_MAX) m |= maskOf(find(s.parentPid, s.parentCtime), 0, 0, depth + 1);
-  s.mask = m;
-  s.maskGen = policyGeneration;
-  s.pathHash = pathHashOf(path, pathLen);
-  if (s.pathHash != 0) s.lastPath = s.pathHash;
+  settle(s, m, pathHashOf(path, pathLen));
   return m;
 }
 
-// Scratch for one ancestry: each process's slot (+1).
+/** Records mask m as decided under the policy in force, with the path of fingerprint h (0: none). */
+function settle(s: Line, m: u32, h: u32): void {
+  s.mask = m;
+  s.maskGen = policyGeneration;
+  s.pathHash = h;
+  if (h != 0) s.lastPath = h;
+}
+
+// Scratch for one ancestry: each process's slot (+1), record and path fingerprint.
 const refs = new StaticArray<u32>(<i32>ANCESTRY_MAX);
 const recs = new StaticArray<usize>(<i32>ANCESTRY_MAX);
+const hashes = new StaticArray<u32>(<i32>ANCESTRY_MAX);
 
 /** The identity the last lineageDecide was about (a reference: refOf), for procs.ts. */
 export let lastRef: u32 = 0;
@@ -291,6 +297,7 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
     const s = slot(unchecked(refs[i]) - 1);
     const a = changetype<Ancestor>(unchecked(recs[i]));
     const h = pathHashOf(a.path, a.pathLen);
+    unchecked(hashes[i] = h);
     if (h != 0 && s.lastPath != 0 && s.lastPath != h) s.keep = 0;
     if (s.maskGen == policyGeneration && (h == 0 || h == s.pathHash)) {
       top = i;
@@ -303,14 +310,12 @@ export function lineageDecide(p: usize, count: u32, end: usize, now: u32): u32 {
     const ref = unchecked(refs[i]);
     const s = slot(ref - 1);
     const a = changetype<Ancestor>(unchecked(recs[i]));
+    // (Every process before `top` had its fingerprint taken in the search.)
     const listed = <u32>i + 1 < n && s.parentPid == changetype<Ancestor>(unchecked(recs[i + 1])).pid &&
       s.parentCtime == changetype<Ancestor>(unchecked(recs[i + 1])).ctime;
     const parentMask = listed ? m : s.parentPid != 0 ? maskOf(find(s.parentPid, s.parentCtime), 0, 0, 0) : 0;
     m = parentMask | s.keep | treeRoots(activePolicy, a.pid, a.path, a.pathLen, beforeConfig(s));
-    s.mask = m;
-    s.maskGen = policyGeneration;
-    s.pathHash = pathHashOf(a.path, a.pathLen);
-    if (s.pathHash != 0) s.lastPath = s.pathHash;
+    settle(s, m, unchecked(hashes[i]));
   }
   lastRef = refOf(unchecked(refs[0]));
   return m;
