@@ -241,27 +241,68 @@ static void note_inode(proc_entry *e, uint64_t ino) {
   e->ino = ino;
 }
 
-/* Makes sure the entry describes the process that has this PID now (its
- * start time is read again at most once a second, or at once after
- * note_inode saw another process). */
-static void refresh_entry(proc_entry *e) {
+/* What is read of a process for its entry: by refresh_entry under the lock,
+ * or by the watch thread's listing outside it (pid and ino: the listing's). */
+typedef struct {
+  uint32_t pid;
+  uint64_t ino;
+  uint64_t start; /* read_stat's: 0 when gone */
+  uint32_t ppid;
+  uint64_t pstart;
+  char *path; /* read_path's (owned until taken) */
+  size_t path_len;
+  uint64_t path_at;
+} proc_facts;
+
+/* Whether the entry is due a look at its process (its start time is read
+ * again at most once a second, or at once after note_inode saw another
+ * process); if so, the look is counted as made now. */
+static int refresh_due(proc_entry *e) {
   uint64_t now = wr_now_ms();
-  if (e->path && now - e->checked < 1000) return;
+  if (e->path && now - e->checked < 1000) return 0;
   e->checked = now;
-  uint32_t ppid = 0;
-  uint64_t st = read_stat(e->pid, &ppid);
-  if (e->path && st == e->start) return;
-  /* Gone: what is known of it stays (a child's ancestry may name it) until
-   * a listing no longer has it. */
-  if (e->path && st == 0 && e->start != UINT64_MAX) return;
-  e->start = st;
-  /* The parent's identity now: a parent younger than the process is its PID
-   * reused (the parent exited in between), so not known. */
+  return 1;
+}
+
+/* Whether the entry stays as it is with start time `st` read now: the same
+ * process, or one gone (what is known of it stays, a child's ancestry may
+ * name it, until a listing no longer has it). */
+static int entry_stands(const proc_entry *e, uint64_t st) {
+  return e->path && (st == e->start || (st == 0 && e->start != UINT64_MAX));
+}
+
+/* The rest of r after its start time and parent: the parent's start time
+ * and the executable. */
+static void read_facts(proc_facts *r) {
   uint32_t unused = 0;
-  e->pstart = ppid ? read_stat(ppid, &unused) : 0;
-  e->ppid = e->pstart != 0 && e->pstart <= st ? ppid : 0;
-  set_path(e);
+  r->pstart = r->ppid ? read_stat(r->ppid, &unused) : 0;
+  r->path_at = boot_ms();
+  r->path = read_path(r->pid, &r->path_len);
+}
+
+/* The entry takes r's facts (and its path) and is decided again. The
+ * parent's identity: a parent younger than the process is its PID reused
+ * (the parent exited in between), so not known. */
+static void take_facts(proc_entry *e, proc_facts *r) {
+  e->start = r->start;
+  e->pstart = r->pstart;
+  e->ppid = r->pstart != 0 && r->pstart <= r->start ? r->ppid : 0;
+  free(e->path);
+  e->path = r->path;
+  e->path_len = r->path_len;
+  e->path_at = r->path_at;
+  r->path = NULL;
   e->candidate = -1;
+}
+
+/* Makes sure the entry describes the process that has this PID now. */
+static void refresh_entry(proc_entry *e) {
+  if (!refresh_due(e)) return;
+  proc_facts r = {.pid = e->pid};
+  r.start = read_stat(e->pid, &r.ppid);
+  if (entry_stands(e, r.start)) return;
+  read_facts(&r);
+  take_facts(e, &r);
 }
 
 /* The ancestry of a process as far as it can be seen: the process, then the
@@ -565,55 +606,30 @@ uint64_t wr_owners_probe_hits(wr_owners *o) {
  * The watch thread's listing: /proc is read outside the lock; the cache is
  * consulted and updated in two short critical sections. */
 
-typedef struct {
-  uint32_t pid;
-  uint64_t ino;
-  /* read outside the lock (phase 3) */
-  uint64_t start;
-  uint32_t ppid;
-  uint64_t pstart;
-  char *path;
-  size_t path_len;
-  uint64_t path_at;
-} listed;
-
 /* What refresh_entry does, with what was read before the lock was taken. */
-static void apply_read(proc_entry *e, listed *r) {
-  uint64_t now = wr_now_ms();
-  if (e->path && now - e->checked < 1000) return;
-  e->checked = now;
-  uint64_t st = r->start;
-  if (e->path && st == e->start) return;
-  if (e->path && st == 0 && e->start != UINT64_MAX) return;
-  e->start = st;
-  e->pstart = r->pstart;
-  e->ppid = e->pstart != 0 && e->pstart <= st ? r->ppid : 0;
-  free(e->path);
-  e->path = r->path;
-  e->path_len = r->path_len;
-  e->path_at = r->path_at;
-  r->path = NULL;
-  if (!e->path) set_path(e); /* out of memory before: as refresh_entry would */
-  e->candidate = -1;
+static void apply_read(proc_entry *e, proc_facts *r) {
+  if (!refresh_due(e) || entry_stands(e, r->start)) return;
+  take_facts(e, r);
+  if (!e->path) set_path(e); /* out of memory before: try once more, under the lock */
 }
 
 void wr_owners_watch(wr_owners *o) {
   /* 1. The listing (no lock). */
   DIR *d = opendir("/proc");
   if (!d) return;
-  listed *l = NULL;
+  proc_facts *l = NULL;
   size_t n = 0, cap = 0;
   struct dirent *de;
   while ((de = readdir(d)) != NULL) {
     if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
     if (n == cap) {
       size_t c = cap ? cap * 2 : 1024;
-      listed *nl = realloc(l, c * sizeof *nl);
+      proc_facts *nl = realloc(l, c * sizeof *nl);
       if (!nl) break;
       l = nl;
       cap = c;
     }
-    l[n++] = (listed){(uint32_t)strtoul(de->d_name, NULL, 10), (uint64_t)de->d_ino, 0, 0, 0, NULL, 0, 0};
+    l[n++] = (proc_facts){.pid = (uint32_t)strtoul(de->d_name, NULL, 10), .ino = (uint64_t)de->d_ino};
   }
   closedir(d);
   /* 2. Which are new (lock): known, decided and still the same process are
@@ -634,10 +650,7 @@ void wr_owners_watch(wr_owners *o) {
   /* 3. The new ones' stat, parent and executable (no lock). */
   for (size_t i = 0; i < n; i++) {
     l[i].start = read_stat(l[i].pid, &l[i].ppid);
-    uint32_t unused = 0;
-    l[i].pstart = l[i].ppid ? read_stat(l[i].ppid, &unused) : 0;
-    l[i].path_at = boot_ms();
-    l[i].path = read_path(l[i].pid, &l[i].path_len);
+    read_facts(&l[i]);
   }
   /* 4. Into the cache, and decided (lock), as rescan does. */
   pthread_mutex_lock(&o->lock);
