@@ -443,6 +443,20 @@ static seen_slot *seen_room(wr_owners *o, uint32_t pid) {
   return e;
 }
 
+/* The slot, emptied, for the process (pid, created): nothing known of it yet. */
+static void claim(path_slot *s, uint32_t pid, uint64_t created) {
+  memset(s, 0, offsetof(path_slot, path));
+  s->pid = pid;
+  s->created = created;
+}
+
+/* The parent PID the OS recorded for the slot's process (0 or its own PID:
+ * none). */
+static void set_parent(path_slot *s, uint32_t ppid) {
+  s->ppid = ppid;
+  s->parent = ppid == 0 || ppid == s->pid ? PARENT_NONE : PARENT_PID;
+}
+
 /* What a listing saw of the process `pid` created at `created`, or of the
  * one with that PID created no later than `before` and seen alive at or
  * after `alive_at` (created 0): a slot of the cache made from it (its
@@ -456,12 +470,9 @@ static path_slot *from_seen(wr_owners *o, uint32_t pid, uint64_t created, uint64
     if (e->seen > s->seen) s->seen = e->seen;
     return s;
   }
-  memset(s, 0, offsetof(path_slot, path));
-  s->pid = pid;
-  s->created = e->created;
+  claim(s, pid, e->created);
   s->seen = e->seen;
-  s->ppid = e->ppid;
-  s->parent = e->ppid == 0 || e->ppid == pid ? PARENT_NONE : PARENT_PID;
+  set_parent(s, e->ppid);
   memcpy(s->path, e->name, e->len);
   s->len = e->len;
   return s;
@@ -480,17 +491,10 @@ static size_t slot_copy(const path_slot *s, char *buf, size_t buflen) {
  * it yet (its path, its parent PID) is asked once. */
 static path_slot *fill(wr_owners *o, uint32_t pid, void *h, uint64_t created, uint64_t now) {
   path_slot *s = slot_of(o, pid);
-  if (s->created != created || s->pid != pid) {
-    memset(s, 0, offsetof(path_slot, path));
-    s->pid = pid;
-    s->created = created;
-  }
+  if (s->created != created || s->pid != pid) claim(s, pid, created);
   if (s->len == 0) s->len = o->src.path(o->src.ctx, h, s->path, PATH_BYTES);
   uint32_t ppid = 0;
-  if (s->parent == PARENT_UNKNOWN && o->src.parent(o->src.ctx, h, &ppid)) {
-    s->ppid = ppid;
-    s->parent = ppid == 0 || ppid == pid ? PARENT_NONE : PARENT_PID;
-  }
+  if (s->parent == PARENT_UNKNOWN && o->src.parent(o->src.ctx, h, &ppid)) set_parent(s, ppid);
   s->seen = now;
   return s;
 }
