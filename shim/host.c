@@ -456,18 +456,22 @@ static void query_decode(const uint8_t *src, wr_query *q) {
   q->remote_port = REC_GET(query, src, remote_port);
 }
 
+/* n bytes rounded up to a multiple of 8: where the engine reads the next
+ * ancestor record. */
+static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
+
 /* Bytes of an ancestry as the engine reads it (ancestor records, each
  * followed by its path, the next at a multiple of 8). */
 static size_t ancestry_size(const wr_ancestor *chain, size_t n) {
   size_t len = 0;
-  for (size_t i = 0; i < n; i++) len += (WR_REC_ANCESTOR_SIZE + (chain[i].path ? chain[i].path_len : 0) + 7) & ~(size_t)7;
+  for (size_t i = 0; i < n; i++) len += align8(WR_REC_ANCESTOR_SIZE + (chain[i].path ? chain[i].path_len : 0));
   return len;
 }
 
 static void ancestry_encode(uint8_t *dst, const wr_ancestor *chain, size_t n) {
   for (size_t i = 0; i < n; i++) {
     size_t plen = chain[i].path ? chain[i].path_len : 0;
-    size_t rec = (WR_REC_ANCESTOR_SIZE + plen + 7) & ~(size_t)7;
+    size_t rec = align8(WR_REC_ANCESTOR_SIZE + plen);
     memset(dst, 0, rec);
     REC_PUT(ancestor, dst, pid, chain[i].pid);
     REC_PUT(ancestor, dst, path_len, (uint32_t)plen);
@@ -501,6 +505,12 @@ int wr_engine_would_intercept_tree(wr_engine *e, const wr_ancestor *chain, size_
   return would_intercept_tree(e, chain, n, ancestry_size(chain, n), now);
 }
 
+/* The ancestors an owner fact hands the engine (at most WR_ANCESTRY_CAP). */
+static size_t owner_ancestors(const wr_owner_fact *f) {
+  size_t n = f->ancestry ? f->n_ancestry : 0;
+  return n > WR_ANCESTRY_CAP ? WR_ANCESTRY_CAP : n;
+}
+
 /* The owner record and its path (plen bytes) at dst. */
 static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   REC_PUT(owner, dst, kind, f->kind);
@@ -514,11 +524,10 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
   REC_PUT(owner, dst, pid, f->pid);
   REC_PUT(owner, dst, path_len, plen);
   if (plen) memcpy(dst + WR_REC_OWNER_SIZE, f->path, plen);
-  size_t n = f->ancestry ? f->n_ancestry : 0;
-  if (n > WR_ANCESTRY_CAP) n = WR_ANCESTRY_CAP;
+  size_t n = owner_ancestors(f);
   REC_PUT(owner, dst, ancestors, (uint32_t)n);
   if (n) {
-    size_t at = (WR_REC_OWNER_SIZE + plen + 7) & ~(size_t)7;
+    size_t at = align8(WR_REC_OWNER_SIZE + plen);
     memset(dst + WR_REC_OWNER_SIZE + plen, 0, at - (WR_REC_OWNER_SIZE + plen));
     ancestry_encode(dst + at, f->ancestry, n);
   }
@@ -526,10 +535,9 @@ static void owner_encode(uint8_t *dst, const wr_owner_fact *f, uint32_t plen) {
 
 /* Bytes of an owner fact as the engine reads it. */
 static size_t owner_size(const wr_owner_fact *f, size_t plen) {
-  size_t n = f->ancestry ? f->n_ancestry : 0;
-  if (n > WR_ANCESTRY_CAP) n = WR_ANCESTRY_CAP;
+  size_t n = owner_ancestors(f);
   if (n == 0) return WR_REC_OWNER_SIZE + plen;
-  return ((WR_REC_OWNER_SIZE + plen + 7) & ~(size_t)7) + ancestry_size(f->ancestry, n);
+  return align8(WR_REC_OWNER_SIZE + plen) + ancestry_size(f->ancestry, n);
 }
 
 static void exclusion_encode(uint8_t *dst, const wr_exclusion *x) {
